@@ -1,0 +1,140 @@
+//! Server settings with their defaults and chainable setters. The library
+//! never reads the environment: `main.rs` turns flags and env into a Config.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::hub::{HubConfig, Limits};
+
+/// Everything [`crate::serve`] can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where uploads are stored (created at start if missing).
+    pub uploads_dir: PathBuf,
+    /// Serve `/static` from this directory instead of the embedded copy.
+    pub static_dir: Option<PathBuf>,
+    /// Read `index.html` from this directory instead of the embedded copy.
+    pub templates_dir: Option<PathBuf>,
+    /// Messages kept per room.
+    pub history: usize,
+    /// Messages in `welcome` when the client does not resume.
+    pub welcome_history: usize,
+    /// Longest message, in characters.
+    pub max_message_chars: usize,
+    /// Sustained requests per second per connection.
+    pub rate: u32,
+    /// Requests a connection may send at once before the rate applies.
+    pub rate_burst: u32,
+    /// Open WebSocket connections at once; beyond it upgrades get `503`.
+    pub max_connections: usize,
+    /// Largest upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Uploads per minute per client IP.
+    pub uploads_per_minute: u32,
+    /// Largest WebSocket frame or message a client may send, in bytes.
+    pub max_frame_bytes: usize,
+    /// Frames a connection's outbound queue holds before it is closed (1013).
+    pub outbound_queue: usize,
+    /// How often the server pings each WebSocket.
+    pub ping_interval: Duration,
+    /// A WebSocket silent for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long shutdown waits for running requests and uploads.
+    pub shutdown_grace: Duration,
+    /// How long an empty room keeps its history.
+    pub empty_room_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            uploads_dir: PathBuf::from("uploads"),
+            static_dir: None,
+            templates_dir: None,
+            history: 500,
+            welcome_history: 50,
+            max_message_chars: 4000,
+            rate: 10,
+            rate_burst: 20,
+            max_connections: 10_000,
+            max_upload_bytes: 10 << 20,
+            uploads_per_minute: 30,
+            max_frame_bytes: 64 << 10,
+            outbound_queue: 1024,
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
+            empty_room_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty),* $(,)?) => {
+        impl Config {
+            $(
+                $(#[$doc])*
+                #[must_use]
+                pub fn $field(mut self, value: impl Into<$ty>) -> Self {
+                    self.$field = value.into();
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    /// Sets [`Config::uploads_dir`].
+    uploads_dir: PathBuf,
+    /// Sets [`Config::static_dir`].
+    static_dir: Option<PathBuf>,
+    /// Sets [`Config::templates_dir`].
+    templates_dir: Option<PathBuf>,
+    /// Sets [`Config::history`].
+    history: usize,
+    /// Sets [`Config::welcome_history`].
+    welcome_history: usize,
+    /// Sets [`Config::max_message_chars`].
+    max_message_chars: usize,
+    /// Sets [`Config::rate`] (the burst stays as set; see [`Config::rate_burst`]).
+    rate: u32,
+    /// Sets [`Config::rate_burst`].
+    rate_burst: u32,
+    /// Sets [`Config::max_connections`].
+    max_connections: usize,
+    /// Sets [`Config::max_upload_bytes`].
+    max_upload_bytes: u64,
+    /// Sets [`Config::uploads_per_minute`].
+    uploads_per_minute: u32,
+    /// Sets [`Config::max_frame_bytes`].
+    max_frame_bytes: usize,
+    /// Sets [`Config::outbound_queue`].
+    outbound_queue: usize,
+    /// Sets [`Config::ping_interval`].
+    ping_interval: Duration,
+    /// Sets [`Config::idle_timeout`].
+    idle_timeout: Duration,
+    /// Sets [`Config::shutdown_grace`].
+    shutdown_grace: Duration,
+    /// Sets [`Config::empty_room_ttl`].
+    empty_room_ttl: Duration,
+}
+
+impl Config {
+    /// The hub settings these server settings imply.
+    pub fn hub_config(&self) -> HubConfig {
+        HubConfig {
+            history: self.history.max(1),
+            welcome_history: self.welcome_history,
+            outbox_frames: self.outbound_queue.max(1),
+            empty_room_ttl: self.empty_room_ttl,
+            limits: Limits {
+                max_message_chars: self.max_message_chars,
+                max_upload_bytes: self.max_upload_bytes,
+                messages_per_second: self.rate,
+            },
+            ..HubConfig::default()
+        }
+    }
+}

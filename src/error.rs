@@ -1,0 +1,40 @@
+//! Errors at the library's boundary.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Why [`crate::serve`] could not start or stopped early.
+#[derive(Debug)]
+pub enum ServeError {
+    /// The uploads directory could not be created or is not writable.
+    UploadsDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The listener could not report its address.
+    Listener(io::Error),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UploadsDir { path, source } => write!(
+                f,
+                "uploads directory {} is not usable ({source}); create it or pass --uploads-dir",
+                path.display()
+            ),
+            Self::Listener(e) => write!(f, "the listener is not usable: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::UploadsDir { source, .. } | Self::Listener(source) => Some(source),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! `GET /metrics`: the counters in Prometheus text format.
+
+use std::fmt::Write as _;
+
+use http::Response;
+use http::header::{self, HeaderValue};
+
+use super::{Body, full};
+use crate::hub::Hub;
+
+/// Renders every counter, plus the number of rooms held.
+pub fn render(hub: &Hub) -> Response<Body> {
+    let m = hub.metrics();
+    let rows: [(&str, &str, &str, u64); 14] = [
+        (
+            "roomcast_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            m.connections.get(),
+        ),
+        (
+            "roomcast_connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+            m.connections_total.get(),
+        ),
+        (
+            "roomcast_connections_refused_total",
+            "counter",
+            "Upgrades refused at the connection limit.",
+            m.connections_refused.get(),
+        ),
+        (
+            "roomcast_rooms",
+            "gauge",
+            "Rooms held in memory.",
+            hub.room_count() as u64,
+        ),
+        (
+            "roomcast_frames_in_total",
+            "counter",
+            "WebSocket frames received.",
+            m.frames_in.get(),
+        ),
+        (
+            "roomcast_frames_out_total",
+            "counter",
+            "WebSocket frames sent.",
+            m.frames_out.get(),
+        ),
+        (
+            "roomcast_bytes_out_total",
+            "counter",
+            "WebSocket bytes sent.",
+            m.bytes_out.get(),
+        ),
+        (
+            "roomcast_messages_total",
+            "counter",
+            "Chat messages accepted.",
+            m.messages.get(),
+        ),
+        (
+            "roomcast_slow_consumers_dropped_total",
+            "counter",
+            "Connections closed with 1013 for falling behind.",
+            m.slow_consumers_dropped.get(),
+        ),
+        (
+            "roomcast_rate_limited_total",
+            "counter",
+            "Requests refused by the rate limit.",
+            m.rate_limited.get(),
+        ),
+        (
+            "roomcast_uploads_total",
+            "counter",
+            "Uploads stored.",
+            m.uploads.get(),
+        ),
+        (
+            "roomcast_upload_bytes_total",
+            "counter",
+            "Bytes of uploads stored.",
+            m.upload_bytes.get(),
+        ),
+        (
+            "roomcast_uploads_refused_total",
+            "counter",
+            "Uploads refused.",
+            m.uploads_refused.get(),
+        ),
+        (
+            "roomcast_http_requests_total",
+            "counter",
+            "HTTP requests served.",
+            m.http_requests.get(),
+        ),
+    ];
+    let mut out = String::with_capacity(2048);
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    let mut res = Response::new(full(out));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}

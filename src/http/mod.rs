@@ -1,0 +1,102 @@
+//! Plain HTTP handlers and the helpers they share: the response body type,
+//! JSON answers and errors, and the security headers every page carries.
+//! Handlers here never touch WebSocket sessions.
+
+pub mod metrics;
+pub mod pages;
+pub mod static_files;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+
+/// The body of every response roomcast sends.
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A body holding `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// The CSP of every HTML page: no inline script or style, nothing from
+/// other origins, no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self'; object-src 'none'; \
+base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// A `200` JSON answer.
+pub fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
+    // Serializing our own response structs to a Vec cannot fail.
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .body(full(bytes))
+        .expect("static headers are valid")
+}
+
+/// A JSON error: `{"error": code, "message": message}`.
+pub fn error(status: StatusCode, code: &str, message: impl AsRef<str>) -> Response<Body> {
+    #[derive(serde::Serialize)]
+    struct ErrorBody<'a> {
+        error: &'a str,
+        message: &'a str,
+    }
+    json(
+        status,
+        &ErrorBody {
+            error: code,
+            message: message.as_ref(),
+        },
+    )
+}
+
+/// `404` for a path roomcast does not serve.
+pub fn not_found() -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "there is nothing at this path",
+    )
+}
+
+/// `405` with the `Allow` header listing what the path accepts.
+pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut res = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this path accepts {allow}"),
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    res
+}
+
+/// Adds the headers every HTML response carries.
+pub fn html_headers(res: &mut Response<Body>) {
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+}

@@ -1,0 +1,243 @@
+//! The server → client events of PROTOCOL.md as borrowed, serialize-only
+//! views, so building a frame copies no message text, plus the error codes a
+//! request can be refused with.
+
+use serde::Serialize;
+use serde::ser::SerializeMap;
+
+use super::names::{Emoji, RoomName, UserName};
+
+/// A file attached to a message; filled in by the server from its own upload
+/// records, never from what the client claimed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attachment {
+    /// `/uploads/<id>.<ext>`.
+    pub url: String,
+    /// The sanitised original file name, for display only.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The type detected from the file's content.
+    pub content_type: String,
+}
+
+/// The limits a client is told in `welcome`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Longest message, in characters.
+    pub max_message_chars: usize,
+    /// Largest upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Sustained requests per second per connection.
+    pub messages_per_second: u32,
+}
+
+/// A message's reactions: emoji in the order first used, each with its users
+/// in the order they reacted. Serialized as `{emoji: [users]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reactions(pub(crate) Vec<(Emoji, Vec<UserName>)>);
+
+impl Reactions {
+    /// The users who reacted with `emoji` (empty if none).
+    pub fn users(&self, emoji: &Emoji) -> &[UserName] {
+        self.0
+            .iter()
+            .find(|(e, _)| e == emoji)
+            .map_or(&[], |(_, u)| u.as_slice())
+    }
+}
+
+impl Serialize for Reactions {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (emoji, users) in &self.0 {
+            map.serialize_entry(emoji, users)?;
+        }
+        map.end()
+    }
+}
+
+/// A chat message as kept in a room's history.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    /// Unique id.
+    pub id: String,
+    /// Per-room sequence number.
+    pub seq: u64,
+    /// Author.
+    pub user: UserName,
+    /// Plain text.
+    pub content: String,
+    /// RFC 3339 UTC.
+    pub timestamp: String,
+    /// Reactions.
+    pub reactions: Reactions,
+    /// Optional attached upload.
+    pub attachment: Option<Attachment>,
+    /// RFC 3339 UTC of the last edit.
+    pub edited_at: Option<String>,
+}
+
+/// `message`, `message_updated` and history entries: one shape.
+#[derive(Serialize)]
+pub(crate) struct MessageView<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub message_id: &'a str,
+    pub seq: u64,
+    pub user: &'a UserName,
+    pub content: &'a str,
+    pub timestamp: &'a str,
+    pub reactions: &'a Reactions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<&'a Attachment>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<&'a str>,
+}
+
+impl<'a> MessageView<'a> {
+    pub(crate) fn of(kind: &'static str, m: &'a StoredMessage, client_id: Option<&'a str>) -> Self {
+        Self {
+            kind,
+            message_id: &m.id,
+            seq: m.seq,
+            user: &m.user,
+            content: &m.content,
+            timestamp: &m.timestamp,
+            reactions: &m.reactions,
+            attachment: m.attachment.as_ref(),
+            edited_at: m.edited_at.as_deref(),
+            client_id,
+        }
+    }
+}
+
+/// Every event other than the message-shaped ones.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Event<'a> {
+    Welcome {
+        room: &'a RoomName,
+        user: &'a UserName,
+        online: Vec<&'a UserName>,
+        online_count: usize,
+        history: Vec<MessageView<'a>>,
+        gap: bool,
+        last_seq: u64,
+        limits: &'a Limits,
+    },
+    Join {
+        user: &'a UserName,
+        online_count: usize,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        online: Option<Vec<&'a UserName>>,
+    },
+    Leave {
+        user: &'a UserName,
+        online_count: usize,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        online: Option<Vec<&'a UserName>>,
+    },
+    ReactionUpdate {
+        message_id: &'a str,
+        emoji: &'a Emoji,
+        user: &'a UserName,
+        action: &'static str,
+        users: &'a [UserName],
+        reactions: &'a Reactions,
+    },
+    MessageDeleted {
+        message_id: &'a str,
+        seq: u64,
+    },
+    Typing {
+        user: &'a UserName,
+    },
+    Presence {
+        online: Vec<&'a UserName>,
+        online_count: usize,
+    },
+}
+
+/// Why a request was refused: the `code` of an `error` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The frame is not a JSON object.
+    BadJson,
+    /// The `type` is not one roomcast knows.
+    UnknownType,
+    /// A field is missing or has the wrong shape.
+    InvalidField,
+    /// Content over the length limit.
+    TooLong,
+    /// No such message in the room's history.
+    UnknownMessage,
+    /// Only the author may do that.
+    Forbidden,
+    /// Over the per-connection rate.
+    RateLimited,
+    /// The message already has the most distinct emoji allowed.
+    TooManyReactions,
+    /// The attachment does not name an upload of this server.
+    BadAttachment,
+    /// Binary frames are not part of the protocol.
+    Unsupported,
+}
+
+impl ErrorCode {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadJson => "bad_json",
+            Self::UnknownType => "unknown_type",
+            Self::InvalidField => "invalid_field",
+            Self::TooLong => "too_long",
+            Self::UnknownMessage => "unknown_message",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
+            Self::TooManyReactions => "too_many_reactions",
+            Self::BadAttachment => "bad_attachment",
+            Self::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// A refused request: sent back to its sender as an `error` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The error code.
+    pub code: ErrorCode,
+    /// A sentence saying what was wrong and what to do.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The `error` event frame for this refusal, with the request's `type`.
+    pub fn frame(&self, reference: Option<&str>) -> super::Frame {
+        #[derive(Serialize)]
+        struct ErrorEvent<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            code: &'static str,
+            message: &'a str,
+            #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+            reference: Option<&'a str>,
+        }
+        super::frame::json(&ErrorEvent {
+            kind: "error",
+            code: self.code.as_str(),
+            message: &self.message,
+            reference,
+        })
+    }
+}

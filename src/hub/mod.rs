@@ -1,0 +1,465 @@
+//! The hub: rooms by name, their members, their recent messages.
+//!
+//! The hub deals only in rooms, members and frames. It never imports `ws`,
+//! `http` or the router, so it can be benchmarked and embedded alone: an
+//! embedder calls [`Hub::join`] with a validated room and user name and gets
+//! a [`Member`] whose [`Outbox`] yields ready-to-write WebSocket frames.
+//!
+//! Locking: the room map has one lock and each room has its own. Nothing
+//! awaits while holding either. Lock order is always map → room.
+
+mod event;
+mod frame;
+mod names;
+mod outbox;
+mod room;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+pub use event::{Attachment, ErrorCode, Limits, Reactions, Refusal, StoredMessage};
+pub use frame::Frame;
+pub use names::{Emoji, NameError, RoomName, UserName};
+pub use outbox::{CloseReason, Outbox, Pushed};
+
+/// Frame builders for the few frames a session makes itself (pong, ping,
+/// close, and protocol errors).
+pub mod frames {
+    pub use super::frame::{close, json, ping, pong, text};
+}
+
+use crate::metrics::Metrics;
+use room::Room;
+
+/// What a reaction request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReactionAction {
+    /// Add the user's reaction (no-op if present).
+    Add,
+    /// Remove the user's reaction (no-op if absent).
+    Remove,
+    /// Add if absent, remove if present.
+    Toggle,
+}
+
+/// The hub's settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Messages kept per room for history, resume, reactions and edits.
+    pub history: usize,
+    /// Messages sent in `welcome` to a client that does not resume.
+    pub welcome_history: usize,
+    /// Distinct emoji allowed per message.
+    pub max_reactions_per_message: usize,
+    /// Rooms with more online names than this get counts only in join/leave.
+    pub online_list_cap: usize,
+    /// Frames a member's queue may hold before it is closed with 1013.
+    pub outbox_frames: usize,
+    /// Bytes a member's queue may hold before it is closed with 1013.
+    pub outbox_bytes: usize,
+    /// At most one typing broadcast per user per this interval.
+    pub typing_interval: Duration,
+    /// An empty room's history is dropped after this long.
+    pub empty_room_ttl: Duration,
+    /// Rooms held at once; beyond it the oldest empty room is dropped, and if
+    /// none is empty, joining a new room is refused.
+    pub max_rooms: usize,
+    /// Limits announced in `welcome`.
+    pub limits: Limits,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            history: 500,
+            welcome_history: 50,
+            max_reactions_per_message: 20,
+            online_list_cap: 100,
+            outbox_frames: 1024,
+            outbox_bytes: 4 << 20,
+            typing_interval: Duration::from_secs(2),
+            empty_room_ttl: Duration::from_secs(300),
+            max_rooms: 10_000,
+            limits: Limits {
+                max_message_chars: 4000,
+                max_upload_bytes: 10 << 20,
+                messages_per_second: 10,
+            },
+        }
+    }
+}
+
+/// What every room shares: settings, counters, message ids and the clock.
+pub(crate) struct Common {
+    pub config: HubConfig,
+    pub metrics: Arc<Metrics>,
+    id_prefix: u32,
+    next_id: AtomicU64,
+}
+
+impl Common {
+    /// A message id unique across restarts and instances: a random 32-bit
+    /// prefix chosen at start, then a counter.
+    pub fn next_message_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}{:08x}", self.id_prefix, n)
+    }
+
+    pub fn now_rfc3339(&self) -> String {
+        humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    }
+}
+
+/// The hub refused to create another room: every one of `max_rooms` rooms
+/// has members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomsFull {
+    /// The limit that was reached.
+    pub max_rooms: usize,
+}
+
+impl std::fmt::Display for RoomsFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the server already holds {} active rooms; try an existing room or later",
+            self.max_rooms
+        )
+    }
+}
+
+impl std::error::Error for RoomsFull {}
+
+struct Shared {
+    common: Arc<Common>,
+    rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
+}
+
+/// Rooms by name. Cheap to clone; every clone is the same hub.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+impl Hub {
+    /// A hub with its own counters.
+    pub fn new(config: HubConfig) -> Self {
+        Self::with_metrics(config, Arc::new(Metrics::default()))
+    }
+
+    /// A hub that counts into `metrics`.
+    pub fn with_metrics(config: HubConfig, metrics: Arc<Metrics>) -> Self {
+        let mut seed = [0u8; 4];
+        // Without OS randomness, ids are still unique within this process.
+        let _ = getrandom::fill(&mut seed);
+        Self {
+            shared: Arc::new(Shared {
+                common: Arc::new(Common {
+                    config,
+                    metrics,
+                    id_prefix: u32::from_le_bytes(seed),
+                    next_id: AtomicU64::new(1),
+                }),
+                rooms: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The hub's settings.
+    pub fn config(&self) -> &HubConfig {
+        &self.shared.common.config
+    }
+
+    /// The hub's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.common.metrics
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, Arc<Room>>> {
+        self.shared.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a connection of `user` to `room` (creating the room if needed).
+    /// Its outbox receives `welcome` (history: the last messages, or those
+    /// after `after`), then `join` if this is the name's first connection.
+    /// Dropping the returned [`Member`] removes it.
+    pub fn join(
+        &self,
+        room: RoomName,
+        user: UserName,
+        after: Option<u64>,
+    ) -> Result<Member, RoomsFull> {
+        let common = &self.shared.common;
+        let outbox = Arc::new(Outbox::new(
+            common.config.outbox_frames,
+            common.config.outbox_bytes,
+        ));
+        let mut rooms = self.rooms();
+        let room = match rooms.get(&room) {
+            Some(r) => Arc::clone(r),
+            None => {
+                if rooms.len() >= common.config.max_rooms && !evict_oldest_empty(&mut rooms) {
+                    return Err(RoomsFull {
+                        max_rooms: common.config.max_rooms,
+                    });
+                }
+                let r = Arc::new(Room::new(room.clone()));
+                rooms.insert(room, Arc::clone(&r));
+                r
+            }
+        };
+        let (key, generation) =
+            room.lock()
+                .join(&room.name, user.clone(), after, Arc::clone(&outbox), common);
+        drop(rooms);
+        Ok(Member {
+            common: Arc::clone(common),
+            room,
+            key,
+            generation,
+            user,
+            outbox,
+        })
+    }
+
+    /// Asks every connection to close with `reason` (used at shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
+        for room in rooms {
+            for (_, slot) in &room.lock().members {
+                slot.outbox.close(reason);
+            }
+        }
+    }
+
+    /// Drops rooms that have been empty for longer than `empty_room_ttl`.
+    /// Returns how many were dropped. Call it now and then (the server does,
+    /// every few seconds).
+    pub fn sweep(&self) -> usize {
+        let ttl = self.shared.common.config.empty_room_ttl;
+        let mut rooms = self.rooms();
+        let before = rooms.len();
+        rooms.retain(|_, room| !room.lock().empty_since.is_some_and(|t| t.elapsed() >= ttl));
+        before - rooms.len()
+    }
+
+    /// Rooms currently held (with members, or empty within their TTL).
+    pub fn room_count(&self) -> usize {
+        self.rooms().len()
+    }
+
+    /// A copy of a room's recent messages, oldest first (empty if unknown).
+    pub fn history(&self, room: &str) -> Vec<StoredMessage> {
+        let room = self.rooms().get(room).cloned();
+        room.map(|r| r.lock().history().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Removes the room that has been empty longest; false if every room has members.
+fn evict_oldest_empty(rooms: &mut HashMap<RoomName, Arc<Room>>) -> bool {
+    let oldest = rooms
+        .iter()
+        .filter_map(|(name, room)| room.lock().empty_since.map(|t| (t, name.clone())))
+        .min_by_key(|(t, _): &(Instant, RoomName)| *t);
+    match oldest {
+        Some((_, name)) => rooms.remove(&name).is_some(),
+        None => false,
+    }
+}
+
+/// One connection's membership in a room. Every request of that connection
+/// goes through it; dropping it leaves the room.
+pub struct Member {
+    common: Arc<Common>,
+    room: Arc<Room>,
+    key: usize,
+    generation: u64,
+    user: UserName,
+    outbox: Arc<Outbox>,
+}
+
+impl Member {
+    /// This connection's outbound queue: its writer drains it.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// The member's user name.
+    pub fn user(&self) -> &UserName {
+        &self.user
+    }
+
+    /// The member's room name.
+    pub fn room(&self) -> &RoomName {
+        &self.room.name
+    }
+
+    /// Queues a frame for this connection only (replies, errors, pongs).
+    pub fn send(&self, frame: Frame) -> Pushed {
+        let pushed = self.outbox.push(frame);
+        if pushed == Pushed::Overflowed {
+            self.common.metrics.slow_consumers_dropped.inc();
+        }
+        pushed
+    }
+
+    /// Posts a message (content already validated) to the room; returns its seq.
+    pub fn post(
+        &self,
+        content: String,
+        attachment: Option<Attachment>,
+        client_id: Option<&str>,
+    ) -> u64 {
+        self.room
+            .lock()
+            .post(&self.user, content, attachment, client_id, &self.common)
+    }
+
+    /// Adds, removes or toggles this user's `emoji` on a message.
+    pub fn react(
+        &self,
+        message_id: &str,
+        emoji: Emoji,
+        action: ReactionAction,
+    ) -> Result<(), Refusal> {
+        self.room
+            .lock()
+            .react(&self.user, message_id, emoji, action, &self.common)
+    }
+
+    /// Replaces the content of one of this user's messages.
+    pub fn edit(&self, message_id: &str, content: String) -> Result<(), Refusal> {
+        self.room
+            .lock()
+            .edit(&self.user, message_id, content, &self.common)
+    }
+
+    /// Deletes one of this user's messages.
+    pub fn delete(&self, message_id: &str) -> Result<(), Refusal> {
+        self.room
+            .lock()
+            .delete(&self.user, message_id, &self.common)
+    }
+
+    /// Tells the others this user is typing (throttled).
+    pub fn typing(&self) {
+        self.room.lock().typing(&self.user, &self.common)
+    }
+
+    /// Sends this connection the room's `presence`.
+    pub fn presence(&self) {
+        let frame = self.room.lock().presence();
+        self.send(frame);
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.room
+            .lock()
+            .leave(self.key, self.generation, &self.common);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(m: &Member) -> Vec<serde_json::Value> {
+        let mut batch = Vec::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        if m.outbox().is_empty() {
+            return Vec::new();
+        }
+        rt.block_on(m.outbox().next_batch(&mut batch));
+        batch
+            .iter()
+            .map(|f| {
+                let start = if f[1] & 0x7f == 126 {
+                    4
+                } else if f[1] & 0x7f == 127 {
+                    10
+                } else {
+                    2
+                };
+                serde_json::from_slice(&f[start..]).unwrap()
+            })
+            .collect()
+    }
+
+    fn names(room: &str, user: &str) -> (RoomName, UserName) {
+        (
+            RoomName::parse(room).unwrap(),
+            UserName::parse(user).unwrap(),
+        )
+    }
+
+    #[test]
+    fn ring_keeps_the_last_n_and_resume_reports_a_gap() {
+        let hub = Hub::new(HubConfig {
+            history: 3,
+            ..HubConfig::default()
+        });
+        let (r, u) = names("r", "ann");
+        let ann = hub.join(r.clone(), u.clone(), None).unwrap();
+        for i in 0..5 {
+            ann.post(format!("m{i}"), None, None);
+        }
+        let kept: Vec<u64> = hub.history("r").iter().map(|m| m.seq).collect();
+        assert_eq!(kept, vec![3, 4, 5]);
+
+        let late = hub.join(r.clone(), u.clone(), Some(1)).unwrap();
+        let welcome = &drain(&late)[0];
+        assert_eq!(welcome["gap"], true);
+        assert_eq!(welcome["history"].as_array().unwrap().len(), 3);
+
+        let fresh = hub.join(r, u, Some(4)).unwrap();
+        let welcome = &drain(&fresh)[0];
+        assert_eq!(welcome["gap"], false);
+        assert_eq!(welcome["history"][0]["seq"], 5);
+    }
+
+    #[test]
+    fn stale_slab_key_cannot_remove_the_successor() {
+        let hub = Hub::new(HubConfig::default());
+        let (r, _) = names("r", "x");
+        let a = hub
+            .join(r.clone(), UserName::parse("a").unwrap(), None)
+            .unwrap();
+        let (key, old_generation) = (a.key, a.generation);
+        drop(a);
+        let b = hub.join(r, UserName::parse("b").unwrap(), None).unwrap();
+        assert_eq!(b.key, key, "slab reuses the key");
+        b.room.lock().leave(key, old_generation, &b.common);
+        assert_eq!(
+            b.room.lock().members.len(),
+            1,
+            "the stale leave changed nothing"
+        );
+    }
+
+    #[test]
+    fn empty_rooms_are_swept_and_the_room_limit_evicts_empty_ones() {
+        let hub = Hub::new(HubConfig {
+            empty_room_ttl: Duration::ZERO,
+            max_rooms: 1,
+            ..HubConfig::default()
+        });
+        let (r1, u) = names("one", "u");
+        let m = hub.join(r1, u.clone(), None).unwrap();
+        let (r2, _) = names("two", "u");
+        assert!(
+            hub.join(r2.clone(), u.clone(), None).is_err(),
+            "room one has a member"
+        );
+        drop(m);
+        let _m2 = hub.join(r2, u, None).unwrap();
+        assert_eq!(hub.room_count(), 1);
+        assert_eq!(hub.sweep(), 0, "room two has a member");
+    }
+}

@@ -1,0 +1,30 @@
+//! roomcast: a real-time chat server.
+//!
+//! Rooms over WebSocket at `/ws/{room}/{username}`, uploads, and a browser
+//! UI, on hand-routed hyper and tokio-tungstenite. The [`hub`] keeps each
+//! room's members in a slab and serializes every broadcast once into a
+//! shared WebSocket frame.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! let config = roomcast::Config::default().history(1000usize);
+//! roomcast::serve(listener, config, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod media;
+pub mod metrics;
+mod router;
+mod server;
+pub mod ws;
+
+pub use config::Config;
+pub use error::ServeError;
+pub use hub::Hub;
+pub use server::serve;

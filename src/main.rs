@@ -1,0 +1,204 @@
+//! The roomcast binary: flags and environment → [`roomcast::Config`], logging,
+//! signals, then [`roomcast::serve`]. Nothing else lives here.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use roomcast::Config;
+
+const HELP: &str = "\
+roomcast: a real-time chat server
+
+USAGE: roomcast [OPTIONS]
+
+Each option falls back to the environment variable shown, then the default.
+  --host H               address to bind            [HOST, default 127.0.0.1]
+  --port P               port (0 picks a free one)  [PORT, default 8000]
+  --uploads-dir D        where uploads are stored   [UPLOADS_DIR, default uploads]
+  --static-dir D         serve /static from D instead of the embedded UI [STATIC_DIR]
+  --templates-dir D      read index.html from D instead of the embedded UI [TEMPLATES_DIR]
+  --history N            messages kept per room     [HISTORY, default 500]
+  --max-message-chars N  longest message            [MAX_MESSAGE_CHARS, default 4000]
+  --rate N               requests/s per connection (burst 2N; 0 = no limit) [RATE, default 10]
+  --max-connections N    open WebSockets at once    [MAX_CONNECTIONS, default 10000]
+  --max-upload-bytes N   largest upload             [MAX_UPLOAD_BYTES, default 10485760]
+  -h, --help             print this help
+  -V, --version          print the version
+
+Prints `listening on http://ADDR` on stdout once bound; logs go to stderr
+(RUST_LOG sets the level, default info). SIGTERM or Ctrl-C shuts down
+gracefully: WebSockets are closed with 1001 and the process exits 0.
+";
+
+struct Args {
+    host: String,
+    port: u16,
+    config: Config,
+}
+
+fn parse_value<T: FromStr>(flag: &str, raw: &str) -> Result<T, String> {
+    raw.parse()
+        .map_err(|_| format!("{flag}: {raw:?} is not a valid value"))
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    use lexopt::prelude::*;
+
+    // Flags win over the environment; collect flags first.
+    let mut flags: Vec<(String, String)> = Vec::new();
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => {
+                print!("{HELP}");
+                return Ok(None);
+            }
+            Short('V') | Long("version") => {
+                println!("roomcast {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            Long(name) => {
+                let name = name.to_owned();
+                let value = parser.value().map_err(|e| e.to_string())?;
+                let value = value
+                    .into_string()
+                    .map_err(|_| format!("--{name}: value is not UTF-8"))?;
+                flags.push((name, value));
+            }
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    let get = |flag: &str, env: &str| -> Option<(String, String)> {
+        let from_flag = flags
+            .iter()
+            .rev()
+            .find(|(n, _)| n == flag)
+            .map(|(_, v)| v.clone());
+        from_flag
+            .or_else(|| std::env::var(env).ok())
+            .map(|v| (format!("--{flag}"), v))
+    };
+    const KNOWN: [&str; 10] = [
+        "host",
+        "port",
+        "uploads-dir",
+        "static-dir",
+        "templates-dir",
+        "history",
+        "max-message-chars",
+        "rate",
+        "max-connections",
+        "max-upload-bytes",
+    ];
+    if let Some((name, _)) = flags.iter().find(|(n, _)| !KNOWN.contains(&n.as_str())) {
+        return Err(format!("unknown option --{name}; see --help"));
+    }
+
+    let mut config = Config::default();
+    if let Some((_, v)) = get("uploads-dir", "UPLOADS_DIR") {
+        config = config.uploads_dir(PathBuf::from(v));
+    }
+    if let Some((_, v)) = get("static-dir", "STATIC_DIR") {
+        config = config.static_dir(Some(PathBuf::from(v)));
+    }
+    if let Some((_, v)) = get("templates-dir", "TEMPLATES_DIR") {
+        config = config.templates_dir(Some(PathBuf::from(v)));
+    }
+    if let Some((f, v)) = get("history", "HISTORY") {
+        config = config.history(parse_value::<usize>(&f, &v)?);
+    }
+    if let Some((f, v)) = get("max-message-chars", "MAX_MESSAGE_CHARS") {
+        config = config.max_message_chars(parse_value::<usize>(&f, &v)?);
+    }
+    if let Some((f, v)) = get("rate", "RATE") {
+        let rate = parse_value::<u32>(&f, &v)?;
+        config = config.rate(rate).rate_burst(rate.saturating_mul(2));
+    }
+    if let Some((f, v)) = get("max-connections", "MAX_CONNECTIONS") {
+        config = config.max_connections(parse_value::<usize>(&f, &v)?);
+    }
+    if let Some((f, v)) = get("max-upload-bytes", "MAX_UPLOAD_BYTES") {
+        config = config.max_upload_bytes(parse_value::<u64>(&f, &v)?);
+    }
+    let host = get("host", "HOST").map_or_else(|| "127.0.0.1".to_owned(), |(_, v)| v);
+    let port = match get("port", "PORT") {
+        Some((f, v)) => parse_value::<u16>(&f, &v)?,
+        None => 8000,
+    };
+    Ok(Some(Args { host, port, config }))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roomcast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("roomcast: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "roomcast: cannot listen on {}:{}: {e}",
+                    args.host, args.port
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Ok(bound) = listener.local_addr() {
+            println!("listening on http://{bound}");
+            let _ = std::io::stdout().flush();
+        }
+        match roomcast::serve(listener, args.config, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("roomcast: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,59 @@
+//! Process-wide counters, shared by the hub, the sessions and the HTTP
+//! handlers, rendered by `http::metrics` in Prometheus text format. Plain
+//! relaxed atomics: counting must never take a lock on a hot path.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing counter or a gauge.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Subtracts one (gauges only).
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Every counter roomcast exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open WebSocket connections (gauge).
+    pub connections: Counter,
+    /// WebSocket connections accepted since start.
+    pub connections_total: Counter,
+    /// WebSocket upgrades refused at the connection limit.
+    pub connections_refused: Counter,
+    /// Frames received from clients.
+    pub frames_in: Counter,
+    /// Frames written to clients.
+    pub frames_out: Counter,
+    /// Bytes written to clients over WebSocket.
+    pub bytes_out: Counter,
+    /// Chat messages accepted.
+    pub messages: Counter,
+    /// Connections closed with 1013 because their queue overflowed.
+    pub slow_consumers_dropped: Counter,
+    /// Requests refused by the per-connection rate limit.
+    pub rate_limited: Counter,
+    /// Uploads stored.
+    pub uploads: Counter,
+    /// Bytes of uploads stored.
+    pub upload_bytes: Counter,
+    /// Uploads refused (too large, wrong type, broken body, rate limit).
+    pub uploads_refused: Counter,
+    /// HTTP requests served (WebSocket upgrades included).
+    pub http_requests: Counter,
+}

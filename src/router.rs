@@ -1,0 +1,44 @@
+//! The whole URL map on one screen: `(method, path)` → handler.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use crate::http::{self as h, Body};
+use crate::server::AppState;
+use crate::ws;
+
+/// Answers one request.
+pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
+    state.hub.metrics().http_requests.inc();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let get = method == Method::GET || method == Method::HEAD;
+
+    match (&method, path.as_str()) {
+        (_, "/") if get => state.index.serve(&method).await,
+        (_, "/health") if get => h::pages::health(),
+        (&Method::GET, "/metrics") => h::metrics::render(&state.hub),
+        (_, "/" | "/health") => h::method_not_allowed("GET, HEAD"),
+        (_, "/metrics") => h::method_not_allowed("GET"),
+
+        (_, p) if p.starts_with("/static/") => match get {
+            true => {
+                state
+                    .static_files
+                    .serve(&method, req.headers(), &p["/static/".len()..])
+                    .await
+            }
+            false => h::method_not_allowed("GET, HEAD"),
+        },
+        (_, p) if p.starts_with("/ws/") => match p["/ws/".len()..].split_once('/') {
+            Some((room, user)) if !user.contains('/') => match method {
+                Method::GET => ws::upgrade::handle(req, &state, room, user),
+                _ => h::method_not_allowed("GET"),
+            },
+            _ => h::not_found(),
+        },
+        _ => h::not_found(),
+    }
+}

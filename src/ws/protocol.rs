@@ -1,0 +1,309 @@
+//! Client → server requests: untrusted JSON text in, typed and validated
+//! [`Request`]s out. Every check of a request's shape and limits happens
+//! here, once; the hub receives only values it can use as they are.
+
+use serde_json::{Map, Value};
+
+use crate::hub::{Emoji, ErrorCode, ReactionAction, Refusal};
+
+/// Longest `client_id` and `message_id` a client may send, in characters.
+const MAX_ID_CHARS: usize = 64;
+
+/// A validated request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Post a message; the attachment URL is checked against the uploads later.
+    Message {
+        /// Plain text, within the length limit (may be blank with an attachment).
+        content: String,
+        /// `attachment.url` as sent.
+        attachment_url: Option<String>,
+        /// Echoed back in the broadcast so the sender can match it.
+        client_id: Option<String>,
+    },
+    /// Add, remove or toggle a reaction.
+    React {
+        /// The message reacted to.
+        message_id: String,
+        /// The emoji.
+        emoji: Emoji,
+        /// What to do.
+        action: ReactionAction,
+    },
+    /// Replace one's own message.
+    Edit {
+        /// The message.
+        message_id: String,
+        /// The new text.
+        content: String,
+    },
+    /// Delete one's own message.
+    Delete {
+        /// The message.
+        message_id: String,
+    },
+    /// Tell the others one is typing.
+    Typing,
+    /// Ask who is online.
+    Presence,
+    /// Ask for a `pong`.
+    Ping,
+}
+
+/// A refused request, with its `type` when it was readable (the error's `ref`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// What to tell the client.
+    pub refusal: Refusal,
+    /// The request's `type`, if known.
+    pub kind: Option<String>,
+}
+
+fn invalid(message: impl Into<String>) -> Refusal {
+    Refusal::new(ErrorCode::InvalidField, message)
+}
+
+fn string_field<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Refusal> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid(format!("`{name}` must be a string"))),
+    }
+}
+
+fn required<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str, Refusal> {
+    string_field(obj, name)?.ok_or_else(|| invalid(format!("`{name}` is required")))
+}
+
+fn message_id(obj: &Map<String, Value>) -> Result<String, Refusal> {
+    let id = required(obj, "message_id")?;
+    if id.is_empty() || id.chars().count() > MAX_ID_CHARS {
+        return Err(invalid(format!(
+            "`message_id` must be 1–{MAX_ID_CHARS} characters"
+        )));
+    }
+    Ok(id.to_owned())
+}
+
+/// Checks a message's length; blank content is the caller's decision.
+fn content(obj: &Map<String, Value>, max_chars: usize) -> Result<Option<String>, Refusal> {
+    let Some(text) = string_field(obj, "content")? else {
+        return Ok(None);
+    };
+    let chars = text.chars().count();
+    if chars > max_chars {
+        return Err(Refusal::new(
+            ErrorCode::TooLong,
+            format!("message is {chars} characters; the limit is {max_chars}"),
+        ));
+    }
+    Ok(Some(text.to_owned()))
+}
+
+fn emoji(obj: &Map<String, Value>) -> Result<Emoji, Refusal> {
+    Emoji::parse(required(obj, "emoji")?).map_err(|e| invalid(e.to_string()))
+}
+
+fn parse_kind(kind: &str, obj: &Map<String, Value>, max_chars: usize) -> Result<Request, Refusal> {
+    Ok(match kind {
+        "message" => {
+            let attachment_url = match obj.get("attachment") {
+                None | Some(Value::Null) => None,
+                Some(Value::Object(a)) => Some(required(a, "url").map_err(|_| {
+                    invalid("`attachment` must be {\"url\": \"/uploads/…\"} as returned by POST /upload")
+                })?),
+                Some(_) => return Err(invalid("`attachment` must be an object with a `url`")),
+            };
+            let content = content(obj, max_chars)?.unwrap_or_default();
+            if content.trim().is_empty() && attachment_url.is_none() {
+                return Err(invalid("`content` must not be blank"));
+            }
+            let client_id = string_field(obj, "client_id")?;
+            if client_id.is_some_and(|c| c.chars().count() > MAX_ID_CHARS) {
+                return Err(invalid(format!(
+                    "`client_id` must be at most {MAX_ID_CHARS} characters"
+                )));
+            }
+            Request::Message {
+                content,
+                attachment_url: attachment_url.map(str::to_owned),
+                client_id: client_id.map(str::to_owned),
+            }
+        }
+        "add_reaction" | "remove_reaction" | "reaction" => {
+            let action = match kind {
+                "add_reaction" => ReactionAction::Add,
+                "remove_reaction" => ReactionAction::Remove,
+                // The original client sent `reaction` without an action and
+                // meant a toggle; keep it working.
+                _ => match string_field(obj, "action")? {
+                    None | Some("toggle") => ReactionAction::Toggle,
+                    Some("add") => ReactionAction::Add,
+                    Some("remove") => ReactionAction::Remove,
+                    Some(other) => {
+                        return Err(invalid(format!(
+                            "`action` must be add, remove or toggle, not {other:?}"
+                        )));
+                    }
+                },
+            };
+            Request::React {
+                message_id: message_id(obj)?,
+                emoji: emoji(obj)?,
+                action,
+            }
+        }
+        "edit" => {
+            let content =
+                content(obj, max_chars)?.ok_or_else(|| invalid("`content` is required"))?;
+            Request::Edit {
+                message_id: message_id(obj)?,
+                content,
+            }
+        }
+        "delete" => Request::Delete {
+            message_id: message_id(obj)?,
+        },
+        "typing" => Request::Typing,
+        "presence" => Request::Presence,
+        "ping" => Request::Ping,
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(Refusal::new(
+                ErrorCode::UnknownType,
+                format!("unknown request type {shown:?}"),
+            ));
+        }
+    })
+}
+
+/// Parses one text frame.
+pub fn parse(text: &str, max_chars: usize) -> Result<Request, Rejected> {
+    let obj = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(obj)) => obj,
+        Ok(_) => {
+            return Err(Rejected {
+                refusal: Refusal::new(
+                    ErrorCode::BadJson,
+                    "a request must be a JSON object with a `type`",
+                ),
+                kind: None,
+            });
+        }
+        Err(e) => {
+            return Err(Rejected {
+                refusal: Refusal::new(ErrorCode::BadJson, format!("not valid JSON: {e}")),
+                kind: None,
+            });
+        }
+    };
+    let kind = match obj.get("type") {
+        Some(Value::String(k)) => k.as_str(),
+        _ => {
+            return Err(Rejected {
+                refusal: invalid("`type` is required and must be a string"),
+                kind: None,
+            });
+        }
+    };
+    parse_kind(kind, &obj, max_chars).map_err(|refusal| Rejected {
+        refusal,
+        kind: (kind.len() <= 32).then(|| kind.to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> ErrorCode {
+        parse(text, 10).unwrap_err().refusal.code
+    }
+
+    #[test]
+    fn requests_parse_into_types() {
+        assert_eq!(
+            parse(
+                r#"{"type":"message","content":"hi","client_id":"c1","extra":1}"#,
+                10
+            )
+            .unwrap(),
+            Request::Message {
+                content: "hi".into(),
+                attachment_url: None,
+                client_id: Some("c1".into())
+            }
+        );
+        assert!(matches!(
+            parse(r#"{"type":"reaction","message_id":"m","emoji":"👍"}"#, 10).unwrap(),
+            Request::React {
+                action: ReactionAction::Toggle,
+                ..
+            }
+        ));
+        assert_eq!(parse(r#"{"type":"ping"}"#, 10).unwrap(), Request::Ping);
+    }
+
+    #[test]
+    fn every_refusal_has_its_code() {
+        assert_eq!(code("{"), ErrorCode::BadJson);
+        assert_eq!(code("[1]"), ErrorCode::BadJson);
+        assert_eq!(code(r#"{"content":"x"}"#), ErrorCode::InvalidField);
+        assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(
+            code(r#"{"type":"message","content":"   "}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"message","content":5}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"message","content":"12345678901"}"#),
+            ErrorCode::TooLong
+        );
+        assert_eq!(
+            code(r#"{"type":"add_reaction","message_id":"m","emoji":"a b"}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"reaction","message_id":"m","emoji":"x","action":"zap"}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"edit","message_id":"m"}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"message","content":"x","attachment":"u"}"#),
+            ErrorCode::InvalidField
+        );
+    }
+
+    #[test]
+    fn blank_content_is_fine_with_an_attachment() {
+        let r = parse(
+            r#"{"type":"message","content":"","attachment":{"url":"/uploads/x.png"}}"#,
+            10,
+        )
+        .unwrap();
+        assert!(matches!(
+            r,
+            Request::Message {
+                attachment_url: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn length_counts_characters_not_bytes() {
+        assert!(
+            parse(
+                &format!(r#"{{"type":"message","content":"{}"}}"#, "é".repeat(10)),
+                10
+            )
+            .is_ok()
+        );
+    }
+}
