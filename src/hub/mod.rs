@@ -241,7 +241,7 @@ impl Hub {
         let ttl = self.shared.common.config.empty_room_ttl;
         let mut rooms = self.rooms();
         let before = rooms.len();
-        rooms.retain(|_, room| !room.lock().empty_since.is_some_and(|t| t.elapsed() >= ttl));
+        rooms.retain(|_, room| room.lock().empty_since.is_none_or(|t| t.elapsed() < ttl));
         before - rooms.len()
     }
 

@@ -31,16 +31,40 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-fn bad(message: impl AsRef<str>) -> Response<Body> {
-    error(StatusCode::BAD_REQUEST, "bad_request", message)
+/// Why a handshake was refused; becomes a JSON error response.
+struct Refused {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refused {
+    fn bad(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let mut res = error(self.status, self.code, self.message);
+        if self.status == StatusCode::UPGRADE_REQUIRED {
+            res.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        res
+    }
 }
 
 /// Checks the handshake headers; returns the `Sec-WebSocket-Accept` value.
-fn check_handshake(headers: &HeaderMap) -> Result<HeaderValue, Response<Body>> {
+fn check_handshake(headers: &HeaderMap) -> Result<HeaderValue, Refused> {
     if !header_has_token(headers, header::CONNECTION, "upgrade")
         || !header_has_token(headers, header::UPGRADE, "websocket")
     {
-        return Err(bad(
+        return Err(Refused::bad(
             "this endpoint is a WebSocket: send `Connection: Upgrade` and `Upgrade: websocket`",
         ));
     }
@@ -49,49 +73,60 @@ fn check_handshake(headers: &HeaderMap) -> Result<HeaderValue, Response<Body>> {
         .and_then(|v| v.to_str().ok())
         != Some("13")
     {
-        let mut res = error(
-            StatusCode::UPGRADE_REQUIRED,
-            "unsupported_version",
-            "only WebSocket version 13 is supported",
-        );
-        res.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return Err(res);
+        return Err(Refused {
+            status: StatusCode::UPGRADE_REQUIRED,
+            code: "unsupported_version",
+            message: "only WebSocket version 13 is supported".into(),
+        });
     }
     // The key is 16 random bytes in base64: 24 characters ending in "==".
-    let key = headers
+    match headers
         .get(header::SEC_WEBSOCKET_KEY)
-        .map(HeaderValue::as_bytes);
-    match key {
+        .map(HeaderValue::as_bytes)
+    {
         Some(k) if k.len() == 24 && k.ends_with(b"==") => {
-            HeaderValue::from_str(&derive_accept_key(k)).map_err(|_| bad("bad Sec-WebSocket-Key"))
+            HeaderValue::from_str(&derive_accept_key(k))
+                .map_err(|_| Refused::bad("bad Sec-WebSocket-Key"))
         }
-        _ => Err(bad(
+        _ => Err(Refused::bad(
             "`Sec-WebSocket-Key` is missing or is not 16 bytes of base64",
         )),
     }
 }
 
-fn decode(raw: &str) -> Result<String, Response<Body>> {
-    percent_decode_str(raw)
+/// Percent-decodes one path segment and validates it with `parse`.
+fn name<T, E: ToString>(raw: &str, parse: impl Fn(&str) -> Result<T, E>) -> Result<T, Refused> {
+    let decoded = percent_decode_str(raw)
         .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| bad("room and user names must be UTF-8"))
+        .map_err(|_| Refused::bad("room and user names must be UTF-8"))?;
+    parse(&decoded).map_err(|e| Refused::bad(e.to_string()))
 }
 
-fn parse_after(query: Option<&str>) -> Result<Option<u64>, Response<Body>> {
+fn parse_after(query: Option<&str>) -> Result<Option<u64>, Refused> {
     let Some(query) = query else { return Ok(None) };
-    for pair in query.split('&') {
-        if let Some(value) = pair.strip_prefix("after=") {
-            return value
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| bad("`after` must be a message seq (a whole number)"));
-        }
+    match query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("after="))
+    {
+        None => Ok(None),
+        Some(value) => value
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| Refused::bad("`after` must be a message seq (a whole number)")),
     }
-    Ok(None)
+}
+
+/// Everything checked before the upgrade: the accept key and the typed names.
+fn check(
+    req: &Request<Incoming>,
+    room: &str,
+    user: &str,
+) -> Result<(HeaderValue, RoomName, UserName, Option<u64>), Refused> {
+    let accept = check_handshake(req.headers())?;
+    let room = name(room, RoomName::parse)?;
+    let user = name(user, UserName::parse)?;
+    let after = parse_after(req.uri().query())?;
+    Ok((accept, room, user, after))
 }
 
 /// Releases a connection slot when the session ends, however it ends.
@@ -111,23 +146,9 @@ pub(crate) fn handle(
     room: &str,
     user: &str,
 ) -> Response<Body> {
-    let accept = match check_handshake(req.headers()) {
-        Ok(a) => a,
-        Err(res) => return res,
-    };
-    let room = match decode(room).and_then(|r| RoomName::parse(&r).map_err(|e| bad(e.to_string())))
-    {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
-    let user = match decode(user).and_then(|u| UserName::parse(&u).map_err(|e| bad(e.to_string())))
-    {
-        Ok(u) => u,
-        Err(res) => return res,
-    };
-    let after = match parse_after(req.uri().query()) {
-        Ok(a) => a,
-        Err(res) => return res,
+    let (accept, room, user, after) = match check(&req, room, user) {
+        Ok(checked) => checked,
+        Err(refused) => return refused.into_response(),
     };
     if state.is_shutting_down() {
         return error(
@@ -164,6 +185,11 @@ pub(crate) fn handle(
             }
         };
         let member = match state.hub.join(room, user, after) {
+            // A session that joins after shutdown began would miss close_all.
+            Ok(m) if state.is_shutting_down() => {
+                m.outbox().close(crate::hub::CloseReason::SHUTDOWN);
+                m
+            }
             Ok(m) => m,
             Err(full) => {
                 let mut io = TokioIo::new(upgraded);
