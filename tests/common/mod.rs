@@ -1,0 +1,602 @@
+//! Shared helpers for the integration tests: a real server on 127.0.0.1:0
+//! with its own temporary directory, a raw HTTP/1.1 client, a WebSocket
+//! client that speaks the JSON protocol, and a raw WebSocket reader for
+//! clients that must misbehave (never read, never answer pings).
+//!
+//! Every wait here is bounded by [`TIMEOUT`], which is a failure bound only:
+//! no test passes because something took a certain time.
+
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use roomcast::{Config, ServeError};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected event may take before the test fails.
+/// Generous, because CI runs several suites on 2 cores at once.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A directory under the system temp dir, unique to this process and call,
+/// removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "roomcast-test-{tag}-{}-{}-{nanos:x}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running server. Call [`Server::shutdown`] to stop it and see what
+/// `serve` returned; dropping it without that aborts the server task.
+pub struct Server {
+    pub addr: SocketAddr,
+    /// The server's own temporary directory (its uploads live in `uploads/`).
+    pub dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+/// Test defaults: the production defaults with a short shutdown grace, so a
+/// test that fails mid-way cannot hang CI for long.
+pub fn config() -> Config {
+    Config::default().shutdown_grace(Duration::from_secs(5))
+}
+
+impl Server {
+    /// Starts `roomcast::serve` with `config`, storing uploads in a fresh
+    /// temporary directory.
+    pub async fn start(config: Config) -> Self {
+        let dir = TempDir::new("server");
+        let config = config.uploads_dir(dir.path().join("uploads"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(roomcast::serve(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Triggers the shutdown future and waits for `serve` to return.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        let _ = self.stop.take().expect("not yet stopped").send(());
+        let task = self.task.take().expect("not yet stopped");
+        tokio::time::timeout(TIMEOUT, task)
+            .await
+            .expect("serve did not return after shutdown")
+            .expect("serve panicked")
+    }
+
+    /// `ws://ADDR{path}`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Connects a WebSocket client to `path` (e.g. `/ws/room/ann`); panics
+    /// if the upgrade is refused.
+    pub async fn ws(&self, path: &str) -> Client {
+        Client::connect(&self.ws_url(path)).await
+    }
+
+    /// Connects to `/ws/{room}/{user}` and returns the client with its
+    /// `welcome` already read.
+    pub async fn join(&self, room: &str, user: &str) -> (Client, Value) {
+        let mut c = self.ws(&format!("/ws/{room}/{user}")).await;
+        let welcome = c.expect("welcome").await;
+        (c, welcome)
+    }
+
+    /// `GET path` with `Connection: close`.
+    pub async fn get(&self, path: &str) -> HttpResponse {
+        self.request("GET", path, &[]).await
+    }
+
+    /// One request with extra headers, `Connection: close` and no body.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> HttpResponse {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        {
+            req.push_str("Connection: close\r\n");
+        }
+        req.push_str("\r\n");
+        http_raw(self.addr, req.as_bytes(), method == "HEAD").await
+    }
+
+    /// The value of one counter or gauge in `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let res = self.get("/metrics").await;
+        assert_eq!(res.status, 200, "/metrics answered {}", res.status);
+        metric_value(&res.text(), name)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Reads `name`'s value from Prometheus text.
+pub fn metric_value(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name).then(|| v.trim().parse().expect("numeric metric"))
+        })
+        .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names in lowercase, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics with the body if it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+    }
+
+    /// Asserts this is a JSON error `{"error", "message"}` with `status`.
+    pub fn assert_json_error(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        assert!(
+            self.header("content-type")
+                .is_some_and(|t| t.starts_with("application/json")),
+            "error content-type: {:?}",
+            self.header("content-type")
+        );
+        let body = self.json();
+        assert!(body["error"].is_string(), "no `error` code in {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "no `message` in {body}"
+        );
+        body
+    }
+}
+
+/// Sends `request` as is on a new connection and reads one response.
+/// `head` says the request was a HEAD (its response has no body).
+pub async fn http_raw(addr: SocketAddr, request: &[u8], head: bool) -> HttpResponse {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("send request");
+    tokio::time::timeout(TIMEOUT, read_response(&mut stream, head))
+        .await
+        .expect("no HTTP response in time")
+}
+
+/// Reads one response: the head, then a body framed by `content-length`,
+/// chunked encoding, or the end of the connection.
+pub async fn read_response(stream: &mut TcpStream, head: bool) -> HttpResponse {
+    let mut buf = Vec::new();
+    let header_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i;
+        }
+        assert!(buf.len() < 64 << 10, "response head over 64 KiB");
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.expect("read response");
+        assert!(
+            n > 0,
+            "connection closed before a full response head: {buf:?}"
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head_text = String::from_utf8(buf[..header_end].to_vec()).expect("UTF-8 head");
+    let mut lines = head_text.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').expect("header line");
+            (n.trim().to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    let mut rest = buf[header_end + 4..].to_vec();
+    let mut res = HttpResponse {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if head || status == 304 || status == 204 || status == 101 || (100..200).contains(&status) {
+        return res;
+    }
+    if let Some(len) = res.header("content-length") {
+        let len: usize = len.parse().expect("numeric content-length");
+        while rest.len() < len {
+            let mut chunk = vec![0u8; (len - rest.len()).min(64 << 10)];
+            let n = stream.read(&mut chunk).await.expect("read body");
+            assert!(
+                n > 0,
+                "connection closed {} bytes into a {len}-byte body",
+                rest.len()
+            );
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        rest.truncate(len);
+        res.body = rest;
+    } else if res
+        .header("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        stream.read_to_end(&mut rest).await.expect("read body");
+        res.body = dechunk(&rest);
+    } else {
+        stream.read_to_end(&mut rest).await.expect("read body");
+        res.body = rest;
+    }
+    res
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = find(data, b"\r\n").expect("chunk size line");
+        let size_text = std::str::from_utf8(&data[..line_end]).expect("chunk size");
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+            .expect("hex chunk size");
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// A WebSocket client speaking roomcast's JSON protocol.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, response) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("WebSocket handshake timed out")
+            .unwrap_or_else(|e| panic!("WebSocket upgrade to {url} failed: {e}"));
+        assert_eq!(response.status(), 101);
+        Self { ws }
+    }
+
+    /// The next message other than pings and pongs; `None` at the end of
+    /// the stream. Fails after [`TIMEOUT`].
+    pub async fn recv(&mut self) -> Option<Message> {
+        loop {
+            let next = tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("nothing received within {TIMEOUT:?}"));
+            match next {
+                None => return None,
+                Some(Err(e)) => panic!("WebSocket read failed: {e}"),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(m)) => return Some(m),
+            }
+        }
+    }
+
+    /// The next JSON event; fails on anything else (a close included).
+    pub async fn recv_json(&mut self) -> Value {
+        match self.recv().await {
+            Some(Message::Text(t)) => serde_json::from_str(&t)
+                .unwrap_or_else(|e| panic!("server sent invalid JSON ({e}): {t}")),
+            other => panic!("expected a JSON event, got {other:?}"),
+        }
+    }
+
+    /// The next event, which must have `type` == `kind`.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let event = self.recv_json().await;
+        assert_eq!(event["type"], kind, "expected a {kind} event, got {event}");
+        event
+    }
+
+    /// The next event, which must be an `error` with `code`.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let event = self.expect("error").await;
+        assert_eq!(event["code"], code, "wrong error: {event}");
+        assert!(
+            event["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "error without a message: {event}"
+        );
+        event
+    }
+
+    /// Reads events until one of type `kind`, returning it (for setups whose
+    /// ordering is not under test).
+    pub async fn skip_to(&mut self, kind: &str) -> Value {
+        loop {
+            let event = self.recv_json().await;
+            if event["type"] == kind {
+                return event;
+            }
+        }
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send(Message::text(value.to_string())).await;
+    }
+
+    pub async fn send(&mut self, message: Message) {
+        tokio::time::timeout(TIMEOUT, self.ws.send(message))
+            .await
+            .expect("send timed out")
+            .expect("send failed");
+    }
+
+    /// Sends `ping` and expects `pong` as the very next event: proves the
+    /// connection is open and nothing else was queued before it.
+    pub async fn roundtrip(&mut self) {
+        self.send_json(serde_json::json!({"type": "ping"})).await;
+        self.expect("pong").await;
+    }
+
+    /// Posts `content` and returns the broadcast `message` as this client
+    /// sees it (the next event must be that message).
+    pub async fn post(&mut self, content: &str) -> Value {
+        self.send_json(serde_json::json!({"type": "message", "content": content}))
+            .await;
+        let m = self.expect("message").await;
+        assert_eq!(m["content"], content);
+        m
+    }
+
+    /// Reads until the server's close frame, skipping data frames, and
+    /// asserts its code.
+    pub async fn expect_close(&mut self, code: u16) {
+        loop {
+            match self.recv().await {
+                Some(Message::Close(Some(frame))) => {
+                    assert_eq!(
+                        u16::from(frame.code),
+                        code,
+                        "closed with {:?} ({})",
+                        frame.code,
+                        frame.reason
+                    );
+                    return;
+                }
+                Some(Message::Close(None)) => panic!("close frame without a code; wanted {code}"),
+                Some(_) => continue,
+                None => panic!("stream ended without a close frame; wanted {code}"),
+            }
+        }
+    }
+
+    /// Sends a normal close and waits for the stream to end.
+    pub async fn close(mut self) {
+        let _ = self
+            .ws
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            }))
+            .await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(TIMEOUT, self.ws.next()).await {}
+    }
+}
+
+/// A WebSocket opened by hand over a plain TCP stream, for clients that
+/// must misbehave: it never answers pings and reads only when told to.
+pub struct RawWs {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// One frame as the server sent it.
+#[derive(Debug)]
+pub struct RawFrame {
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    /// The close code of a close frame.
+    pub fn close_code(&self) -> Option<u16> {
+        (self.opcode == 8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
+impl RawWs {
+    /// Performs the handshake on `stream` and asserts `101`.
+    pub async fn handshake(mut stream: TcpStream, addr: SocketAddr, path: &str) -> Self {
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .expect("send handshake");
+        let mut buf = Vec::new();
+        let end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(TIMEOUT, stream.read(&mut chunk))
+                .await
+                .expect("handshake answer timed out")
+                .expect("read handshake answer");
+            assert!(n > 0, "closed during handshake");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
+        // RFC 6455's own example key and accept value.
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            "wrong accept key: {head}"
+        );
+        buf.drain(..end + 4);
+        Self { stream, buf }
+    }
+
+    pub async fn connect(addr: SocketAddr, path: &str) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Self::handshake(stream, addr, path).await
+    }
+
+    /// Reads one whole frame (server frames are never masked).
+    pub async fn read_frame(&mut self) -> RawFrame {
+        tokio::time::timeout(TIMEOUT, self.read_frame_inner())
+            .await
+            .expect("no frame within the timeout")
+    }
+
+    async fn fill(&mut self, n: usize) {
+        while self.buf.len() < n {
+            let mut chunk = vec![0u8; 64 << 10];
+            let got = self.stream.read(&mut chunk).await.expect("read frame");
+            assert!(
+                got > 0,
+                "connection ended mid-frame or before a close frame"
+            );
+            self.buf.extend_from_slice(&chunk[..got]);
+        }
+    }
+
+    async fn read_frame_inner(&mut self) -> RawFrame {
+        self.fill(2).await;
+        assert_eq!(self.buf[0] & 0x80, 0x80, "roomcast sends only final frames");
+        assert_eq!(self.buf[1] & 0x80, 0, "server frames must not be masked");
+        let opcode = self.buf[0] & 0x0f;
+        let (header, len) = match self.buf[1] & 0x7f {
+            126 => {
+                self.fill(4).await;
+                (
+                    4,
+                    usize::from(u16::from_be_bytes([self.buf[2], self.buf[3]])),
+                )
+            }
+            127 => {
+                self.fill(10).await;
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&self.buf[2..10]);
+                (
+                    10,
+                    usize::try_from(u64::from_be_bytes(b)).expect("frame length"),
+                )
+            }
+            n => (2, usize::from(n)),
+        };
+        self.fill(header + len).await;
+        let payload = self.buf[header..header + len].to_vec();
+        self.buf.drain(..header + len);
+        RawFrame { opcode, payload }
+    }
+
+    /// Reads frames until a close frame and returns its code; counts the
+    /// pings seen on the way.
+    pub async fn read_until_close(&mut self) -> (u16, usize) {
+        let mut pings = 0;
+        loop {
+            let frame = self.read_frame().await;
+            match frame.opcode {
+                8 => return (frame.close_code().expect("close frame with a code"), pings),
+                9 => pings += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends a masked text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        let payload = text.as_bytes();
+        let mut frame = vec![0x81u8];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.stream.write_all(&frame).await.expect("send frame");
+    }
+}
