@@ -158,6 +158,25 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Waits until a metric reads `value` (state that changes after an
+    /// event the test cannot observe directly, like a session ending).
+    pub async fn wait_metric(&self, name: &str, value: u64) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let now = self.metric(name).await;
+            if now == value {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} stayed at {now}, never reached {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
