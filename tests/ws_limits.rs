@@ -1,0 +1,218 @@
+//! Limits, liveness and backpressure: the rate limit and flood close (1008),
+//! frames over the size limit (1009), slow consumers (1013), the connection
+//! limit (503), and pings with the idle close. Each test asserts the events
+//! the server sends; short Config intervals only make them arrive sooner.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{RawWs, Server, TIMEOUT, config};
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn requests_over_the_rate_get_rate_limited_and_the_connection_stays_open() {
+    let server = Server::start(config().rate(1u32).rate_burst(3u32)).await;
+    let (mut c, welcome) = server.join("rate", "ann").await;
+    assert_eq!(welcome["limits"]["messages_per_second"], 1);
+    c.expect("join").await;
+    // Five at once: the burst of three passes, the other two are refused.
+    for _ in 0..5 {
+        c.send_json(json!({"type": "ping"})).await;
+    }
+    for _ in 0..3 {
+        c.expect("pong").await;
+    }
+    for _ in 0..2 {
+        let err = c.expect_error("rate_limited").await;
+        assert!(err.get("ref").is_none());
+    }
+    assert_eq!(server.metric("roomcast_rate_limited_total").await, 2);
+    // At 1/s the bucket holds a token again after a second (a precondition
+    // for the next request, not what this test measures).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.roundtrip().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_keeps_flooding_is_closed_with_1008() {
+    let server = Server::start(config().rate(1u32).rate_burst(3u32)).await;
+    let (mut c, _) = server.join("flood", "ann").await;
+    c.expect("join").await;
+    // Burst of 3 accepted, then 3 refusals in a row: the third closes.
+    for _ in 0..6 {
+        c.send_json(json!({"type": "ping"})).await;
+    }
+    for _ in 0..3 {
+        c.expect("pong").await;
+    }
+    for _ in 0..2 {
+        c.expect_error("rate_limited").await;
+    }
+    c.expect_close(1008).await;
+    server.wait_metric("roomcast_connections", 0).await;
+    server.shutdown().await.unwrap();
+}
+
+/// A ping request padded with a JSON string to exactly `len` bytes.
+fn padded_ping(len: usize) -> String {
+    let base = r#"{"type":"ping","pad":""}"#.len();
+    format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(len - base))
+}
+
+#[tokio::test]
+async fn a_frame_over_max_frame_bytes_is_closed_with_1009() {
+    let server = Server::start(config().max_frame_bytes(1024usize)).await;
+    let (mut c, _) = server.join("big", "ann").await;
+    c.expect("join").await;
+    let at_limit = padded_ping(1024);
+    assert_eq!(at_limit.len(), 1024);
+    c.send(Message::text(at_limit)).await;
+    c.expect("pong").await;
+    c.send(Message::text(padded_ping(1025))).await;
+    c.expect_close(1009).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_frame_over_64_kib_is_closed_with_1009_by_default() {
+    let server = Server::start(config()).await;
+    let (mut c, _) = server.join("big", "ann").await;
+    c.expect("join").await;
+    c.send(Message::text(padded_ping(70 << 10))).await;
+    c.expect_close(1009).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_with_1013() {
+    let server = Server::start(
+        config()
+            .outbound_queue(4usize)
+            .rate(0u32)
+            .max_message_chars(40_000usize),
+    )
+    .await;
+    // The slow client asks for a small receive buffer so the kernel stops
+    // absorbing frames early; it reads nothing until the server gives up on it.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let mut slow = RawWs::handshake(stream, server.addr, "/ws/firehose/slow").await;
+
+    // The flooder posts in lockstep (each message waits for its own echo), so
+    // its own queue never holds more than one frame.
+    let (mut fast, _) = server.join("firehose", "fast").await;
+    fast.expect("join").await;
+    let content = "z".repeat(30_000);
+    let mut sent = 0u64;
+    while server.metric("roomcast_slow_consumers_dropped_total").await == 0 {
+        assert!(sent < 4000, "the slow client was never dropped");
+        for _ in 0..16 {
+            fast.post(&content).await;
+            sent += 1;
+        }
+    }
+
+    // Now read: whatever was already in flight, then the close.
+    let mut seqs = Vec::new();
+    let code = loop {
+        let frame = slow.read_frame().await;
+        match frame.opcode {
+            1 => {
+                let event: serde_json::Value = serde_json::from_slice(&frame.payload).unwrap();
+                if event["type"] == "message" {
+                    seqs.push(event["seq"].as_u64().unwrap());
+                }
+            }
+            8 => break frame.close_code().unwrap(),
+            9 => {}
+            other => panic!("unexpected opcode {other}"),
+        }
+    };
+    assert_eq!(code, 1013);
+    assert!(
+        (seqs.len() as u64) < sent,
+        "the dropped client got every message"
+    );
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "what did arrive is in order, without holes"
+    );
+    // The flooder sees the slow client leave and keeps going.
+    let leave = fast.skip_to("leave").await;
+    assert_eq!(leave["user"], "slow");
+    fast.post("still here").await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn upgrades_beyond_max_connections_get_503() {
+    let server = Server::start(config().max_connections(1usize)).await;
+    let (first, _) = server.join("full", "ann").await;
+    let res = server
+        .request(
+            "GET",
+            "/ws/full/bob",
+            &[
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ],
+        )
+        .await;
+    let body = res.assert_json_error(503);
+    assert_eq!(body["error"], "too_many_connections");
+    assert_eq!(server.metric("roomcast_connections_refused_total").await, 1);
+    // Plain HTTP still works at the WebSocket limit.
+    assert_eq!(server.get("/health").await.status, 200);
+
+    first.close().await;
+    server.wait_metric("roomcast_connections", 0).await;
+    let (_again, welcome) = server.join("full", "bob").await;
+    assert_eq!(welcome["online"], json!(["bob"]));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_pings_is_closed() {
+    let server = Server::start(
+        config()
+            .ping_interval(Duration::from_millis(100))
+            .idle_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    let mut raw = RawWs::connect(server.addr, "/ws/idle/mute").await;
+    let (code, pings) = raw.read_until_close().await;
+    assert!(pings >= 1, "the server closed without pinging first");
+    assert_eq!(code, 1000, "idle close (docs/protocol-notes.md)");
+    server.wait_metric("roomcast_connections", 0).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_stays_connected() {
+    let server = Server::start(
+        config()
+            .ping_interval(Duration::from_millis(100))
+            .idle_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    let (mut c, _) = server.join("alive", "ann").await;
+    c.expect("join").await;
+    // tungstenite answers each ping with a pong as it reads. Six pings span
+    // twice the idle timeout, so only the pongs can have kept us open.
+    let mut pings = 0;
+    while pings < 6 {
+        match tokio::time::timeout(TIMEOUT, c.ws.next()).await.unwrap() {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("expected pings only, got {other:?}"),
+        }
+    }
+    c.roundtrip().await;
+    server.shutdown().await.unwrap();
+}
