@@ -268,7 +268,7 @@ async fn a_message_holds_at_most_20_distinct_emoji() {
     bob.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": emoji[20]}))
         .await;
     let err = bob.expect_error("too_many_reactions").await;
-    assert_eq!(err["ref"], "reaction");
+    assert_eq!(err["ref"], "add_reaction", "ref is the request's type");
     // Joining an existing emoji is still fine, and only bob got the error.
     bob.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": emoji[0]}))
         .await;
@@ -442,6 +442,16 @@ async fn every_error_code_is_sent_and_the_connection_stays_open() {
         ),
         (
             Message::text(r#"{"type":"add_reaction","message_id":"nope","emoji":"👍"}"#),
+            "unknown_message",
+            Some("add_reaction"),
+        ),
+        (
+            Message::text(r#"{"type":"remove_reaction","message_id":"nope","emoji":"👍"}"#),
+            "unknown_message",
+            Some("remove_reaction"),
+        ),
+        (
+            Message::text(r#"{"type":"reaction","message_id":"nope","emoji":"👍","action":"add"}"#),
             "unknown_message",
             Some("reaction"),
         ),
