@@ -64,8 +64,11 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// A queue that holds at most `max_frames` frames and `max_bytes` bytes.
-    /// A single frame is always accepted into an empty queue, whatever its size.
+    /// A queue that holds at most `max_frames` frames and `max_bytes` bytes
+    /// behind its head. The frame at the head is not counted against the
+    /// byte budget: a single frame is always accepted into an empty queue,
+    /// whatever its size, and the frames that follow it (say, the `join`
+    /// right after a large `welcome`) still get the whole budget.
     pub fn new(max_frames: usize, max_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
@@ -88,7 +91,10 @@ impl Outbox {
             return Pushed::Closed;
         }
         let empty = s.frames.is_empty();
-        if !empty && (s.frames.len() >= self.max_frames || s.bytes + frame.len() > self.max_bytes) {
+        let head = s.frames.front().map_or(0, Frame::len);
+        if !empty
+            && (s.frames.len() >= self.max_frames || s.bytes - head + frame.len() > self.max_bytes)
+        {
             s.frames.clear();
             s.bytes = 0;
             s.close = Some(CloseReason::SLOW_CONSUMER);
@@ -178,8 +184,21 @@ mod tests {
     #[test]
     fn a_big_frame_fits_an_empty_queue_but_not_a_busy_one() {
         let o = Outbox::new(10, 4);
+        assert_eq!(o.push(Bytes::from_static(b"ab")), Pushed::Queued);
+        assert_eq!(
+            o.push(Bytes::from_static(b"0123456789")),
+            Pushed::Overflowed
+        );
+        let o = Outbox::new(10, 4);
         assert_eq!(o.push(Bytes::from_static(b"0123456789")), Pushed::Queued);
-        assert_eq!(o.push(Bytes::from_static(b"x")), Pushed::Overflowed);
+    }
+
+    #[test]
+    fn the_head_frame_does_not_use_up_the_byte_budget() {
+        let o = Outbox::new(10, 4);
+        assert_eq!(o.push(Bytes::from_static(b"0123456789")), Pushed::Queued);
+        assert_eq!(o.push(Bytes::from_static(b"abcd")), Pushed::Queued);
+        assert_eq!(o.push(Bytes::from_static(b"e")), Pushed::Overflowed);
     }
 
     #[test]
