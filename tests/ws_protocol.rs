@@ -637,3 +637,25 @@ async fn rooms_over_100_names_get_counts_only_in_join_and_leave() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_resume_whose_history_exceeds_the_queue_budget_still_gets_welcome_and_join() {
+    // 280 messages of 4000 four-byte characters: about 4.5 MB of history,
+    // more than a connection's 4 MiB outbound budget, all within the limits.
+    let server = Server::start(config().rate(0u32)).await;
+    let (mut ann, _) = server.join("bulky", "ann").await;
+    ann.expect("join").await;
+    let content = "😀".repeat(4000);
+    for _ in 0..280 {
+        ann.send_json(json!({"type": "message", "content": content}))
+            .await;
+        ann.expect("message").await;
+    }
+    let mut late = server.ws("/ws/bulky/late?after=0").await;
+    let welcome = late.expect("welcome").await;
+    assert_eq!(welcome["history"].as_array().unwrap().len(), 280);
+    assert_eq!(welcome["gap"], false);
+    assert_eq!(late.expect("join").await["user"], "late");
+    late.roundtrip().await;
+    server.shutdown().await.unwrap();
+}
