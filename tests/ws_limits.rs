@@ -199,15 +199,15 @@ async fn a_client_that_answers_pings_stays_connected() {
     let server = Server::start(
         config()
             .ping_interval(Duration::from_millis(100))
-            .idle_timeout(Duration::from_millis(300)),
+            .idle_timeout(Duration::from_millis(500)),
     )
     .await;
     let (mut c, _) = server.join("alive", "ann").await;
     c.expect("join").await;
-    // tungstenite answers each ping with a pong as it reads. Six pings span
-    // twice the idle timeout, so only the pongs can have kept us open.
+    // tungstenite answers each ping with a pong as it reads. Eight pings
+    // span more than the idle timeout, so only the pongs kept us open.
     let mut pings = 0;
-    while pings < 6 {
+    while pings < 8 {
         match tokio::time::timeout(TIMEOUT, c.ws.next()).await.unwrap() {
             Some(Ok(Message::Ping(_))) => pings += 1,
             other => panic!("expected pings only, got {other:?}"),
