@@ -290,3 +290,36 @@ async fn static_files_have_type_etag_304_and_head() {
     assert!(head.body.is_empty(), "HEAD sent a body: {:?}", head.text());
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn connections_beyond_the_http_cap_get_a_canned_503() {
+    // With no WebSocket slots, the HTTP cap is the fixed headroom of 256.
+    let server = Server::start(config().max_connections(0usize)).await;
+    let mut open = Vec::new();
+    for _ in 0..256 {
+        open.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    // The 256 are accepted before the next one (the backlog is FIFO); each
+    // is proven served by a request on it, which also keeps it open.
+    for stream in &mut open {
+        stream
+            .write_all(format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(common::read_response(stream, false).await.status, 200);
+    }
+    let res = server.get("/health").await;
+    let body = res.assert_json_error(503);
+    assert_eq!(body["error"], "too_many_connections");
+    assert_eq!(res.header("connection"), Some("close"));
+    assert!(res.header("retry-after").is_some());
+
+    drop(open);
+    // Once they are gone, requests are served again.
+    let deadline = tokio::time::Instant::now() + common::TIMEOUT;
+    while server.get("/health").await.status != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never served again");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    server.shutdown().await.unwrap();
+}

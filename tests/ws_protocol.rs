@@ -659,3 +659,60 @@ async fn a_resume_whose_history_exceeds_the_queue_budget_still_gets_welcome_and_
     late.roundtrip().await;
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_senders_are_seen_in_one_order_by_everyone() {
+    let server = Server::start(config().rate(0u32)).await;
+    const CLIENTS: usize = 5;
+    const EACH: usize = 20;
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let (c, _) = server.join("busy", &format!("u{i}")).await;
+        clients.push(c);
+    }
+    // Everyone posts at once while reading; each records the messages it sees.
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    c.send_json(json!({"type": "message", "content": format!("{i}:{n}")}))
+                        .await;
+                }
+                let mut seen = Vec::new();
+                while seen.len() < CLIENTS * EACH {
+                    let e = c.recv_json().await;
+                    if e["type"] == "message" {
+                        seen.push((
+                            e["seq"].as_u64().unwrap(),
+                            e["content"].as_str().unwrap().to_owned(),
+                        ));
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut views = Vec::new();
+    for t in tasks {
+        views.push(t.await.unwrap());
+    }
+    let first = &views[0];
+    let seqs: Vec<u64> = first.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=(CLIENTS * EACH) as u64).collect::<Vec<_>>());
+    for view in &views[1..] {
+        assert_eq!(view, first, "every member sees the same order");
+    }
+    // Each sender's own messages keep the order it sent them in.
+    for i in 0..CLIENTS {
+        let mine: Vec<&str> = first
+            .iter()
+            .map(|(_, c)| c.as_str())
+            .filter(|c| c.starts_with(&format!("{i}:")))
+            .collect();
+        let expected: Vec<String> = (0..EACH).map(|n| format!("{i}:{n}")).collect();
+        assert_eq!(mine, expected);
+    }
+    server.shutdown().await.unwrap();
+}

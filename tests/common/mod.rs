@@ -540,6 +540,14 @@ impl RawWs {
         Self { stream, buf }
     }
 
+    /// Wraps a stream whose handshake is already done.
+    pub fn from_stream(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub async fn connect(addr: SocketAddr, path: &str) -> Self {
         let stream = TcpStream::connect(addr).await.expect("connect");
         Self::handshake(stream, addr, path).await
