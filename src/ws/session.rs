@@ -226,6 +226,12 @@ pub async fn run<R, W>(
 
     loop {
         tokio::select! {
+            // The writer is polled first on every turn: frames a request has
+            // just queued (its pong, its error, its echo) go out before the
+            // next buffered request is read. Unbiased, a client pipelining
+            // requests could fill its own queue while it reads promptly, and
+            // be closed with 1013 for the server's own scheduling.
+            biased;
             _ = &mut writer => { writer_done = true; break; }
             _ = ping.tick() => {
                 if last_heard.elapsed() >= config.idle_timeout {
