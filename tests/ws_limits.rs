@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{RawWs, Server, TIMEOUT, config};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -329,5 +329,38 @@ async fn a_frame_sent_with_the_handshake_is_not_lost() {
     assert_eq!(raw.read_json().await["type"], "welcome");
     assert_eq!(raw.read_json().await["type"], "join");
     assert_eq!(raw.read_json().await, json!({"type": "pong"}));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_pipelines_requests_and_reads_is_not_a_slow_consumer() {
+    // A queue of 4 frames and no rate limit: 2000 pipelined pings. Their
+    // pongs (34 KB in all) fit the socket buffers, so the client is never
+    // behind; only the server failing to write between reads could fill
+    // the queue.
+    let server = Server::start(config().rate(0u32).outbound_queue(4usize)).await;
+    let (c, _) = server.join("pipe", "ann").await;
+    let (mut tx, mut rx) = c.ws.split();
+    const PINGS: usize = 2000;
+    let sender = tokio::spawn(async move {
+        for _ in 0..PINGS {
+            tx.feed(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
+        }
+        tx.flush().await.unwrap();
+        tx // keep the connection open until the pongs are read
+    });
+    let mut pongs = 0;
+    while pongs < PINGS {
+        match tokio::time::timeout(TIMEOUT, rx.next()).await.unwrap() {
+            Some(Ok(Message::Text(t))) if t.as_str() == r#"{"type":"pong"}"# => pongs += 1,
+            Some(Ok(Message::Text(t))) if t.contains(r#""type":"join""#) => {}
+            other => panic!("after {pongs} pongs: {other:?}"),
+        }
+    }
+    let _tx = sender.await.unwrap();
+    assert_eq!(
+        server.metric("roomcast_slow_consumers_dropped_total").await,
+        0
+    );
     server.shutdown().await.unwrap();
 }
