@@ -64,3 +64,38 @@ async fn an_idle_keep_alive_connection_does_not_hold_up_shutdown() {
         "the idle connection was closed without another response"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stopped_reading_cannot_hold_shutdown_past_the_grace() {
+    // The stuck client's writer waits on a full socket; shutdown gives it
+    // the grace period and then returns anyway (within the helper's bound).
+    let server = Server::start(
+        config()
+            .rate(0u32)
+            .max_message_chars(40_000usize)
+            .outbound_queue(4usize)
+            .shutdown_grace(std::time::Duration::from_millis(500)),
+    )
+    .await;
+    let _stuck = common::stalled_client(&server, "/ws/stuck/slow").await;
+    let (mut fast, _) = server.join("stuck", "fast").await;
+    fast.expect("join").await;
+    common::flood_until_a_slow_consumer_is_dropped(&server, &mut fast).await;
+    let (result, ()) = tokio::join!(server.shutdown(), fast.expect_close(1001));
+    result.expect("serve returns Ok");
+}
+
+#[tokio::test]
+async fn a_vanished_client_leaves_the_room() {
+    let server = Server::start(config()).await;
+    let (mut ann, _) = server.join("gone", "ann").await;
+    ann.expect("join").await;
+    let mut raw = common::RawWs::connect(server.addr, "/ws/gone/bob").await;
+    assert_eq!(raw.read_json().await["type"], "welcome");
+    assert_eq!(ann.expect("join").await["user"], "bob");
+    drop(raw); // no close frame: the TCP connection just ends
+    let leave = ann.expect("leave").await;
+    assert_eq!(leave["user"], "bob");
+    server.wait_metric("roomcast_connections", 1).await;
+    server.shutdown().await.unwrap();
+}

@@ -96,26 +96,10 @@ async fn a_client_that_stops_reading_is_closed_with_1013() {
             .max_message_chars(40_000usize),
     )
     .await;
-    // The slow client asks for a small receive buffer so the kernel stops
-    // absorbing frames early; it reads nothing until the server gives up on it.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
-    let mut slow = RawWs::handshake(stream, server.addr, "/ws/firehose/slow").await;
-
-    // The flooder posts in lockstep (each message waits for its own echo), so
-    // its own queue never holds more than one frame.
+    let mut slow = common::stalled_client(&server, "/ws/firehose/slow").await;
     let (mut fast, _) = server.join("firehose", "fast").await;
     fast.expect("join").await;
-    let content = "z".repeat(30_000);
-    let mut sent = 0u64;
-    while server.metric("roomcast_slow_consumers_dropped_total").await == 0 {
-        assert!(sent < 4000, "the slow client was never dropped");
-        for _ in 0..16 {
-            fast.post(&content).await;
-            sent += 1;
-        }
-    }
+    let sent = common::flood_until_a_slow_consumer_is_dropped(&server, &mut fast).await;
 
     // Now read: whatever was already in flight, then the close.
     let mut seqs = Vec::new();

@@ -482,6 +482,36 @@ impl Client {
     }
 }
 
+/// A WebSocket client that asked for a small receive buffer (so the kernel
+/// stops absorbing frames early) and reads nothing until the test says so.
+pub async fn stalled_client(server: &Server, path: &str) -> RawWs {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = socket.connect(server.addr).await.expect("connect");
+    RawWs::handshake(stream, server.addr, path).await
+}
+
+/// Posts 30 000-character messages from `fast` until the server reports a
+/// slow consumer dropped; returns how many were posted. Needs a server with
+/// `rate(0)` and `max_message_chars` of at least 30 000. `fast` posts in
+/// lockstep (each message waits for its own echo), so its own queue never
+/// holds more than one frame.
+pub async fn flood_until_a_slow_consumer_is_dropped(server: &Server, fast: &mut Client) -> u64 {
+    let content = "z".repeat(30_000);
+    let mut sent = 0u64;
+    while server.metric("roomcast_slow_consumers_dropped_total").await == 0 {
+        assert!(
+            sent < 4000,
+            "no slow consumer was dropped after {sent} messages"
+        );
+        for _ in 0..16 {
+            fast.post(&content).await;
+            sent += 1;
+        }
+    }
+    sent
+}
+
 /// A WebSocket opened by hand over a plain TCP stream, for clients that
 /// must misbehave: it never answers pings and reads only when told to.
 pub struct RawWs {
