@@ -84,6 +84,15 @@ async fn index_template_gets_the_config_escaped_for_an_attribute() {
 }
 
 #[tokio::test]
+async fn a_missing_template_is_a_json_500_not_a_blank_page() {
+    let empty = TempDir::new("no-templates");
+    let server = Server::start(config().templates_dir(Some(empty.path().to_path_buf()))).await;
+    let body = server.get("/").await.assert_json_error(500);
+    assert_eq!(body["error"], "template_missing");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn unknown_paths_are_404_json() {
     let server = Server::start(config()).await;
     for path in [
