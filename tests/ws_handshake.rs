@@ -42,6 +42,21 @@ async fn a_valid_handshake_switches_protocols() {
 }
 
 #[tokio::test]
+async fn header_tokens_are_matched_in_lists_and_any_case() {
+    let server = Server::start(config()).await;
+    // Firefox sends `Connection: keep-alive, Upgrade`.
+    let headers = vec![
+        ("Upgrade", "WebSocket".to_owned()),
+        ("Connection", "keep-alive, Upgrade".to_owned()),
+        ("Sec-WebSocket-Version", "13".to_owned()),
+        ("Sec-WebSocket-Key", KEY.to_owned()),
+    ];
+    let res = upgrade(&server, "/ws/room/ann", &headers).await;
+    assert_eq!(res.status, 101, "{}", res.text());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn missing_upgrade_headers_are_400() {
     let server = Server::start(config()).await;
     let plain = server.get("/ws/room/ann").await;

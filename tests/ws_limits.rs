@@ -217,3 +217,81 @@ async fn a_client_that_answers_pings_stays_connected() {
     c.roundtrip().await;
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn websocket_pings_get_pongs_with_the_same_payload() {
+    let server = Server::start(config()).await;
+    let (mut c, _) = server.join("pings", "ann").await;
+    c.expect("join").await;
+    c.send(Message::Ping(b"are you there".to_vec().into()))
+        .await;
+    match tokio::time::timeout(TIMEOUT, c.ws.next()).await.unwrap() {
+        Some(Ok(Message::Pong(p))) => assert_eq!(&p[..], b"are you there"),
+        other => panic!("expected a pong, got {other:?}"),
+    }
+    c.roundtrip().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn fragmented_messages_are_reassembled_and_limited_as_a_whole() {
+    let server = Server::start(config().max_frame_bytes(1024usize)).await;
+    let mut raw = RawWs::connect(server.addr, "/ws/frag/ann").await;
+    assert_eq!(raw.read_json().await["type"], "welcome");
+    assert_eq!(raw.read_json().await["type"], "join");
+    // `{"type":"ping"}` in three fragments: text, continuation, final continuation.
+    raw.send_frame(0x01, br#"{"type""#, true).await;
+    raw.send_frame(0x00, br#":"pi"#, true).await;
+    raw.send_frame(0x80, br#"ng"}"#, true).await;
+    assert_eq!(raw.read_json().await, json!({"type": "pong"}));
+
+    // Each fragment is under the limit, the message is not.
+    let half = padded_ping(1000);
+    let (a, b) = half.split_at(600);
+    raw.send_frame(0x01, a.as_bytes(), true).await;
+    raw.send_frame(0x00, b.as_bytes(), true).await;
+    raw.send_frame(0x80, b.as_bytes(), true).await;
+    let (code, _) = raw.read_until_close().await;
+    assert_eq!(code, 1009);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn invalid_utf8_text_is_closed_with_1007() {
+    let server = Server::start(config()).await;
+    let mut raw = RawWs::connect(server.addr, "/ws/utf8/ann").await;
+    raw.send_frame(
+        0x81,
+        b"{\"type\":\"message\",\"content\":\"\xff\xfe\"}",
+        true,
+    )
+    .await;
+    let (code, _) = raw.read_until_close().await;
+    assert_eq!(code, 1007);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unmasked_client_frame_is_closed_with_1002() {
+    let server = Server::start(config()).await;
+    let mut raw = RawWs::connect(server.addr, "/ws/mask/ann").await;
+    raw.send_frame(0x81, br#"{"type":"ping"}"#, false).await;
+    let (code, _) = raw.read_until_close().await;
+    assert_eq!(code, 1002);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_and_the_name_leaves() {
+    let server = Server::start(config()).await;
+    let (mut ann, _) = server.join("closing", "ann").await;
+    ann.expect("join").await;
+    let mut raw = RawWs::connect(server.addr, "/ws/closing/bob").await;
+    assert_eq!(raw.read_json().await["type"], "welcome");
+    assert_eq!(ann.expect("join").await["user"], "bob");
+    raw.send_frame(0x88, &1000u16.to_be_bytes(), true).await;
+    let (code, _) = raw.read_until_close().await;
+    assert_eq!(code, 1000);
+    assert_eq!(ann.expect("leave").await["user"], "bob");
+    server.shutdown().await.unwrap();
+}

@@ -268,7 +268,7 @@ async fn a_message_holds_at_most_20_distinct_emoji() {
     bob.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": emoji[20]}))
         .await;
     let err = bob.expect_error("too_many_reactions").await;
-    assert_eq!(err["ref"], "reaction");
+    assert_eq!(err["ref"], "add_reaction", "ref is the request's type");
     // Joining an existing emoji is still fine, and only bob got the error.
     bob.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": emoji[0]}))
         .await;
@@ -443,6 +443,16 @@ async fn every_error_code_is_sent_and_the_connection_stays_open() {
         (
             Message::text(r#"{"type":"add_reaction","message_id":"nope","emoji":"👍"}"#),
             "unknown_message",
+            Some("add_reaction"),
+        ),
+        (
+            Message::text(r#"{"type":"remove_reaction","message_id":"nope","emoji":"👍"}"#),
+            "unknown_message",
+            Some("remove_reaction"),
+        ),
+        (
+            Message::text(r#"{"type":"reaction","message_id":"nope","emoji":"👍","action":"add"}"#),
+            "unknown_message",
             Some("reaction"),
         ),
         (
@@ -534,5 +544,96 @@ async fn welcome_history_is_the_last_n_and_resume_returns_exactly_the_rest() {
         assert_eq!(w["gap"], gap, "gap after={after}");
         assert_eq!(w["last_seq"], 7);
     }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_attachment_names_a_stored_upload_and_the_server_fills_it_in() {
+    let server = Server::start(config()).await;
+    let name = "0123456789abcdef0123456789abcdef.png";
+    std::fs::write(server.uploads_dir().join(name), b"\x89PNG\r\n\x1a\n1234").unwrap();
+    let (mut ann, _) = server.join("files", "ann").await;
+    ann.expect("join").await;
+    // Blank content is fine with an attachment; the client's claims about
+    // size and type are ignored.
+    ann.send_json(json!({
+        "type": "message",
+        "content": "",
+        "attachment": {"url": format!("/uploads/{name}"), "size": 1, "content_type": "text/html"},
+    }))
+    .await;
+    let m = ann.expect("message").await;
+    assert_eq!(m["content"], "");
+    let a = &m["attachment"];
+    assert_eq!(a["url"], format!("/uploads/{name}"));
+    assert_eq!(a["size"], 12);
+    assert_eq!(a["content_type"], "image/png");
+    assert!(a["name"].as_str().is_some_and(|n| !n.is_empty()));
+
+    let (_bob, welcome) = server.join("files", "bob").await;
+    assert_eq!(welcome["history"][0]["attachment"], *a);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_empty_room_is_dropped_after_its_ttl() {
+    let server = Server::start(config().empty_room_ttl(std::time::Duration::ZERO)).await;
+    let (mut ann, _) = server.join("brief", "ann").await;
+    ann.expect("join").await;
+    ann.post("soon forgotten").await;
+    assert_eq!(server.metric("roomcast_rooms").await, 1);
+    ann.close().await;
+    server.wait_metric("roomcast_rooms", 0).await;
+    let (_bob, welcome) = server.join("brief", "bob").await;
+    assert_eq!(welcome["history"], json!([]));
+    assert_eq!(welcome["last_seq"], 0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_empty_room_keeps_its_history_within_its_ttl() {
+    let server = Server::start(config()).await;
+    let (mut ann, _) = server.join("kept", "ann").await;
+    ann.expect("join").await;
+    ann.post("remember me").await;
+    ann.close().await;
+    server.wait_metric("roomcast_connections", 0).await;
+    let (_bob, welcome) = server.join("kept", "bob").await;
+    assert_eq!(welcome["history"][0]["content"], "remember me");
+    assert_eq!(welcome["online"], json!(["bob"]));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn rooms_over_100_names_get_counts_only_in_join_and_leave() {
+    let server = Server::start(config()).await;
+    let mut clients = Vec::new();
+    for i in 0..100 {
+        let (c, _) = server.join("crowd", &format!("u{i:03}")).await;
+        clients.push(c);
+    }
+    let (mut watcher, welcome) = server.join("crowd", "watcher").await;
+    assert_eq!(welcome["online_count"], 101);
+    assert_eq!(
+        welcome["online"].as_array().unwrap().len(),
+        101,
+        "welcome lists everyone"
+    );
+    let join = watcher.expect("join").await;
+    assert_eq!(join["online_count"], 101);
+    assert!(
+        join.get("online").is_none(),
+        "101 names: counts only, got {join}"
+    );
+
+    clients.pop().unwrap().close().await;
+    let leave = watcher.expect("leave").await;
+    assert_eq!(leave["user"], "u099");
+    assert_eq!(leave["online_count"], 100);
+    assert_eq!(
+        leave["online"].as_array().map(Vec::len),
+        Some(100),
+        "100 names are listed"
+    );
     server.shutdown().await.unwrap();
 }

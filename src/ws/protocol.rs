@@ -29,6 +29,9 @@ pub enum Request {
         emoji: Emoji,
         /// What to do.
         action: ReactionAction,
+        /// The request's `type` as sent (`add_reaction`, `remove_reaction`
+        /// or `reaction`): the `ref` of an error about it.
+        kind: &'static str,
     },
     /// Replace one's own message.
     Edit {
@@ -131,15 +134,15 @@ fn parse_kind(kind: &str, obj: &Map<String, Value>, max_chars: usize) -> Result<
             }
         }
         "add_reaction" | "remove_reaction" | "reaction" => {
-            let action = match kind {
-                "add_reaction" => ReactionAction::Add,
-                "remove_reaction" => ReactionAction::Remove,
+            let (action, kind) = match kind {
+                "add_reaction" => (ReactionAction::Add, "add_reaction"),
+                "remove_reaction" => (ReactionAction::Remove, "remove_reaction"),
                 // The original client sent `reaction` without an action and
                 // meant a toggle; keep it working.
                 _ => match string_field(obj, "action")? {
-                    None | Some("toggle") => ReactionAction::Toggle,
-                    Some("add") => ReactionAction::Add,
-                    Some("remove") => ReactionAction::Remove,
+                    None | Some("toggle") => (ReactionAction::Toggle, "reaction"),
+                    Some("add") => (ReactionAction::Add, "reaction"),
+                    Some("remove") => (ReactionAction::Remove, "reaction"),
                     Some(other) => {
                         return Err(invalid(format!(
                             "`action` must be add, remove or toggle, not {other:?}"
@@ -151,6 +154,7 @@ fn parse_kind(kind: &str, obj: &Map<String, Value>, max_chars: usize) -> Result<
                 message_id: message_id(obj)?,
                 emoji: emoji(obj)?,
                 action,
+                kind,
             }
         }
         "edit" => {

@@ -348,7 +348,8 @@ async fn handle_text(text: &str, member: &Member, config: &SessionConfig, media:
             message_id,
             emoji,
             action,
-        } => ("reaction", member.react(&message_id, emoji, action)),
+            kind,
+        } => (kind, member.react(&message_id, emoji, action)),
         Request::Edit {
             message_id,
             content,

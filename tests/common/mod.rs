@@ -63,7 +63,8 @@ impl Drop for TempDir {
 /// `serve` returned; dropping it without that aborts the server task.
 pub struct Server {
     pub addr: SocketAddr,
-    /// The server's own temporary directory (its uploads live in `uploads/`).
+    /// The server's own temporary directory (its uploads live in `uploads/`,
+    /// see [`Server::uploads_dir`]).
     pub dir: TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
@@ -80,7 +81,11 @@ impl Server {
     /// temporary directory.
     pub async fn start(config: Config) -> Self {
         let dir = TempDir::new("server");
-        let config = config.uploads_dir(dir.path().join("uploads"));
+        // Created here too (serve creates it when its task first runs), so a
+        // test may place files in it right after start.
+        let uploads = dir.path().join("uploads");
+        std::fs::create_dir_all(&uploads).expect("create uploads dir");
+        let config = config.uploads_dir(uploads);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -103,6 +108,11 @@ impl Server {
             .await
             .expect("serve did not return after shutdown")
             .expect("serve panicked")
+    }
+
+    /// Where this server stores uploads.
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.dir.path().join("uploads")
     }
 
     /// `ws://ADDR{path}`.
@@ -600,22 +610,44 @@ impl RawWs {
 
     /// Sends a masked text frame.
     pub async fn send_text(&mut self, text: &str) {
-        let payload = text.as_bytes();
-        let mut frame = vec![0x81u8];
+        self.send_frame(0x81, text.as_bytes(), true).await;
+    }
+
+    /// Sends one frame: `first` is the FIN bit and opcode byte; `masked`
+    /// false makes a frame no client may send.
+    pub async fn send_frame(&mut self, first: u8, payload: &[u8], masked: bool) {
+        let mask_bit = if masked { 0x80u8 } else { 0 };
+        let mut frame = vec![first];
         match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n < 126 => frame.push(mask_bit | n as u8),
             n if n <= 0xffff => {
-                frame.push(0x80 | 126);
+                frame.push(mask_bit | 126);
                 frame.extend_from_slice(&(n as u16).to_be_bytes());
             }
             n => {
-                frame.push(0x80 | 127);
+                frame.push(mask_bit | 127);
                 frame.extend_from_slice(&(n as u64).to_be_bytes());
             }
         }
-        let mask = [0x12u8, 0x34, 0x56, 0x78];
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        if masked {
+            let mask = [0x12u8, 0x34, 0x56, 0x78];
+            frame.extend_from_slice(&mask);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        } else {
+            frame.extend_from_slice(payload);
+        }
         self.stream.write_all(&frame).await.expect("send frame");
+    }
+
+    /// Reads frames until a text frame and parses it as JSON.
+    pub async fn read_json(&mut self) -> Value {
+        loop {
+            let frame = self.read_frame().await;
+            match frame.opcode {
+                1 => return serde_json::from_slice(&frame.payload).expect("JSON text frame"),
+                9 | 10 => continue,
+                other => panic!("expected a text frame, got opcode {other}: {frame:?}"),
+            }
+        }
     }
 }
