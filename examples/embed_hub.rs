@@ -31,9 +31,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     show("ann", &ann).await;
     show("bob", &bob).await;
 
-    ann.post("hello, bob".into(), None, Some("c-1"));
+    ann.post("hello, bob".into(), None, Some("c-1")).await?;
     let id = hub.history("lobby")[0].id.clone();
-    bob.react(&id, Emoji::parse("👋")?, ReactionAction::Toggle)?;
+    bob.react(&id, Emoji::parse("👋")?, ReactionAction::Toggle)
+        .await?;
     show("ann", &ann).await;
     show("bob", &bob).await;
 

@@ -29,8 +29,16 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest upload, in bytes.
     pub max_upload_bytes: u64,
-    /// Uploads per minute per client IP.
+    /// Uploads per minute per client IP (0: no limit).
     pub uploads_per_minute: u32,
+    /// Behind one reverse proxy (Railway's): the client IP for per-address
+    /// limits is the last `X-Forwarded-For` entry, the one that proxy added.
+    /// Off by default: without a proxy a client could name any address.
+    pub trust_proxy: bool,
+    /// An upload whose body sends nothing for this long is refused (`408`).
+    pub upload_idle_timeout: Duration,
+    /// An upload whose body takes longer than this in all is refused (`408`).
+    pub upload_timeout: Duration,
     /// Largest WebSocket frame or message a client may send, in bytes.
     pub max_frame_bytes: usize,
     /// Frames a connection's outbound queue holds before it is closed (1013).
@@ -43,6 +51,14 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How long an empty room keeps its history.
     pub empty_room_ttl: Duration,
+    /// Share rooms with other instances through this Redis
+    /// (`redis://[user:password@]host[:port][/db]`; needs feature `redis`).
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel roomcast uses.
+    pub redis_prefix: String,
+    /// With Redis: an instance silent this long is taken for dead and its
+    /// members leave (it refreshes its entry every third of this).
+    pub presence_ttl: Duration,
 }
 
 impl Default for Config {
@@ -59,12 +75,18 @@ impl Default for Config {
             max_connections: 10_000,
             max_upload_bytes: 10 << 20,
             uploads_per_minute: 30,
+            trust_proxy: false,
+            upload_idle_timeout: Duration::from_secs(30),
+            upload_timeout: Duration::from_secs(300),
             max_frame_bytes: 64 << 10,
             outbound_queue: 1024,
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
             empty_room_ttl: Duration::from_secs(300),
+            redis_url: None,
+            redis_prefix: "roomcast".to_owned(),
+            presence_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -107,6 +129,12 @@ setters! {
     max_upload_bytes: u64,
     /// Sets [`Config::uploads_per_minute`].
     uploads_per_minute: u32,
+    /// Sets [`Config::trust_proxy`].
+    trust_proxy: bool,
+    /// Sets [`Config::upload_idle_timeout`].
+    upload_idle_timeout: Duration,
+    /// Sets [`Config::upload_timeout`].
+    upload_timeout: Duration,
     /// Sets [`Config::max_frame_bytes`].
     max_frame_bytes: usize,
     /// Sets [`Config::outbound_queue`].
@@ -119,6 +147,12 @@ setters! {
     shutdown_grace: Duration,
     /// Sets [`Config::empty_room_ttl`].
     empty_room_ttl: Duration,
+    /// Sets [`Config::redis_url`].
+    redis_url: Option<String>,
+    /// Sets [`Config::redis_prefix`].
+    redis_prefix: String,
+    /// Sets [`Config::presence_ttl`].
+    presence_ttl: Duration,
 }
 
 impl Config {

@@ -16,6 +16,9 @@ pub enum ServeError {
     },
     /// The listener could not report its address.
     Listener(io::Error),
+    /// The Redis settings are unusable (a bad URL, or a build without the
+    /// `redis` feature).
+    Redis(String),
 }
 
 impl fmt::Display for ServeError {
@@ -27,6 +30,7 @@ impl fmt::Display for ServeError {
                 path.display()
             ),
             Self::Listener(e) => write!(f, "the listener is not usable: {e}"),
+            Self::Redis(e) => write!(f, "cannot use Redis: {e}"),
         }
     }
 }
@@ -35,6 +39,7 @@ impl std::error::Error for ServeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::UploadsDir { source, .. } | Self::Listener(source) => Some(source),
+            Self::Redis(_) => None,
         }
     }
 }

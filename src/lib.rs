@@ -20,6 +20,8 @@ pub mod http;
 pub mod hub;
 pub mod media;
 pub mod metrics;
+#[cfg(feature = "redis")]
+mod redis;
 mod router;
 mod server;
 pub mod ws;

@@ -24,6 +24,13 @@ Each option falls back to the environment variable shown, then the default.
   --rate N               requests/s per connection (burst 2N; 0 = no limit) [RATE, default 10]
   --max-connections N    open WebSockets at once    [MAX_CONNECTIONS, default 10000]
   --max-upload-bytes N   largest upload             [MAX_UPLOAD_BYTES, default 10485760]
+  --uploads-per-minute N uploads per client address per minute (0 = no limit) [UPLOADS_PER_MINUTE, default 30]
+  --trust-proxy          per-address limits use the last X-Forwarded-For entry
+                         (set it only behind a proxy, e.g. Railway's) [TRUST_PROXY=1]
+  --redis-url URL        share rooms with every instance using this Redis,
+                         redis://[user:password@]host[:port][/db]; needs the
+                         `redis` feature; /health answers 503 while it is down [REDIS_URL]
+  --redis-prefix P       prefix of its keys and channels [REDIS_PREFIX, default roomcast]
   -h, --help             print this help
   -V, --version          print the version
 
@@ -59,6 +66,8 @@ fn parse_args() -> Result<Option<Args>, String> {
                 println!("roomcast {}", env!("CARGO_PKG_VERSION"));
                 return Ok(None);
             }
+            // The one switch: it takes no value.
+            Long("trust-proxy") => flags.push(("trust-proxy".to_owned(), "1".to_owned())),
             Long(name) => {
                 let name = name.to_owned();
                 let value = parser.value().map_err(|e| e.to_string())?;
@@ -80,7 +89,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             .or_else(|| std::env::var(env).ok())
             .map(|v| (format!("--{flag}"), v))
     };
-    const KNOWN: [&str; 10] = [
+    const KNOWN: [&str; 14] = [
         "host",
         "port",
         "uploads-dir",
@@ -91,6 +100,10 @@ fn parse_args() -> Result<Option<Args>, String> {
         "rate",
         "max-connections",
         "max-upload-bytes",
+        "uploads-per-minute",
+        "trust-proxy",
+        "redis-url",
+        "redis-prefix",
     ];
     if let Some((name, _)) = flags.iter().find(|(n, _)| !KNOWN.contains(&n.as_str())) {
         return Err(format!("unknown option --{name}; see --help"));
@@ -121,6 +134,24 @@ fn parse_args() -> Result<Option<Args>, String> {
     }
     if let Some((f, v)) = get("max-upload-bytes", "MAX_UPLOAD_BYTES") {
         config = config.max_upload_bytes(parse_value::<u64>(&f, &v)?);
+    }
+    if let Some((f, v)) = get("uploads-per-minute", "UPLOADS_PER_MINUTE") {
+        config = config.uploads_per_minute(parse_value::<u32>(&f, &v)?);
+    }
+    if let Some((f, v)) = get("trust-proxy", "TRUST_PROXY") {
+        let on = match v.as_str() {
+            "1" | "true" | "yes" => true,
+            "0" | "false" | "no" | "" => false,
+            _ => return Err(format!("{f}: expected 1 or 0, got {v:?}")),
+        };
+        config = config.trust_proxy(on);
+    }
+    if let Some((_, v)) = get("redis-url", "REDIS_URL") {
+        // An empty REDIS_URL means "no Redis", as if unset.
+        config = config.redis_url((!v.is_empty()).then_some(v));
+    }
+    if let Some((_, v)) = get("redis-prefix", "REDIS_PREFIX") {
+        config = config.redis_prefix(v);
     }
     let host = get("host", "HOST").map_or_else(|| "127.0.0.1".to_owned(), |(_, v)| v);
     let port = match get("port", "PORT") {

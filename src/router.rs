@@ -18,7 +18,7 @@ pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Respo
 
     match (&method, path.as_str()) {
         (_, "/") if get => state.index.serve(&method).await,
-        (_, "/health") if get => h::pages::health(),
+        (_, "/health") if get => h::pages::health(&state.hub),
         (&Method::GET, "/metrics") => h::metrics::render(&state.hub),
         (_, "/" | "/health") => h::method_not_allowed("GET, HEAD"),
         (_, "/metrics") => h::method_not_allowed("GET"),
@@ -29,6 +29,15 @@ pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Respo
                     .static_files
                     .serve(&method, req.headers(), &p["/static/".len()..])
                     .await
+            }
+            false => h::method_not_allowed("GET, HEAD"),
+        },
+        (&Method::POST, "/upload") => state.uploads.receive(req).await,
+        (_, "/upload") => h::method_not_allowed("POST"),
+        (_, p) if p.starts_with("/uploads/") => match get {
+            true => {
+                let name = &p["/uploads/".len()..];
+                h::download::serve(&state.media, &method, req.headers(), name).await
             }
             false => h::method_not_allowed("GET, HEAD"),
         },

@@ -22,8 +22,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
 use crate::error::ServeError;
+use crate::http::PeerAddr;
 use crate::http::pages::IndexPage;
 use crate::http::static_files::StaticFiles;
+use crate::http::upload::Uploads;
 use crate::hub::{CloseReason, Hub};
 use crate::media::MediaStore;
 use crate::metrics::Metrics;
@@ -82,6 +84,7 @@ pub(crate) struct AppState {
     pub index: IndexPage,
     pub static_files: StaticFiles,
     pub media: MediaStore,
+    pub uploads: Uploads,
     pub session: Arc<SessionConfig>,
     /// Open WebSocket sessions, checked against `max_connections`.
     pub ws_open: AtomicUsize,
@@ -119,14 +122,46 @@ pub async fn serve(
     prepare_uploads_dir(&config)?;
     let addr = listener.local_addr().map_err(ServeError::Listener)?;
     let metrics = Arc::new(Metrics::default());
+    let media = MediaStore::new(config.uploads_dir.clone());
+    {
+        // An upload older than its timeout is over: what it left is litter.
+        let media = media.clone();
+        let age = config.upload_timeout + Duration::from_secs(60);
+        tokio::task::spawn_blocking(move || {
+            let removed = media.sweep_leftovers(age);
+            if removed > 0 {
+                tracing::info!(removed, "removed files left by interrupted uploads");
+            }
+        });
+    }
+    let uploads = Uploads::new(&config, media.clone(), Arc::clone(&metrics));
+    let hub = match &config.redis_url {
+        None => Hub::with_metrics(config.hub_config(), metrics),
+        #[cfg(feature = "redis")]
+        Some(url) => Hub::with_redis(
+            config.hub_config(),
+            metrics,
+            url,
+            &config.redis_prefix,
+            config.presence_ttl,
+        )
+        .map_err(ServeError::Redis)?,
+        #[cfg(not(feature = "redis"))]
+        Some(_) => {
+            return Err(ServeError::Redis(
+                "this build has no Redis support; rebuild with `--features redis`".into(),
+            ));
+        }
+    };
     let state = Arc::new(AppState {
-        hub: Hub::with_metrics(config.hub_config(), metrics),
+        uploads,
+        hub,
         index: IndexPage::new(&config),
         static_files: config
             .static_dir
             .clone()
             .map_or(StaticFiles::Embedded, StaticFiles::Dir),
-        media: MediaStore::new(config.uploads_dir.clone()),
+        media,
         session: Arc::new(SessionConfig {
             max_message_chars: config.max_message_chars,
             max_frame_bytes: config.max_frame_bytes,
@@ -162,7 +197,7 @@ pub async fn serve(
     let mut backoff = Duration::from_millis(5);
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -182,6 +217,7 @@ pub async fn serve(
         }
         tokio::spawn(serve_connection(
             stream,
+            PeerAddr(peer),
             Arc::clone(&state),
             stop_rx.clone(),
             state.tracker.token(),
@@ -203,17 +239,20 @@ pub async fn serve(
         );
     }
     sweeper.abort();
+    state.hub.stop_backbone().await;
     Ok(())
 }
 
 async fn serve_connection(
     stream: TcpStream,
+    peer: PeerAddr,
     state: Arc<AppState>,
     mut stop: watch::Receiver<()>,
     _token: crate::server::Token,
 ) {
     let grace = state.config.shutdown_grace;
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(peer);
         let state = Arc::clone(&state);
         async move { Ok::<_, Infallible>(router::route(req, state).await) }
     });

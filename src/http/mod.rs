@@ -2,15 +2,25 @@
 //! JSON answers and errors, and the security headers every page carries.
 //! Handlers here never touch WebSocket sessions.
 
+pub mod download;
 pub mod metrics;
 pub mod pages;
+pub mod rate_limit;
 pub mod static_files;
+pub mod upload;
+
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
+
+/// The client's socket address, put in each request's extensions by the
+/// server (behind a proxy this is the proxy's address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// The body of every response roomcast sends.
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;

@@ -102,9 +102,17 @@ impl IndexPage {
     }
 }
 
-/// `GET /health`: `{"status":"ok"}`.
-pub fn health() -> Response<Body> {
-    super::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+/// `GET /health`: `{"status":"ok"}`, or `503` `{"status":"degraded","reason":...}`
+/// while the Redis backbone is disconnected (so a load balancer can
+/// route new clients elsewhere).
+pub fn health(hub: &crate::hub::Hub) -> Response<Body> {
+    match hub.degraded() {
+        None => super::json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        Some(reason) => super::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": "degraded", "reason": reason }),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -184,6 +184,8 @@ pub enum ErrorCode {
     BadAttachment,
     /// Binary frames are not part of the protocol.
     Unsupported,
+    /// The shared backbone (Redis) is down or overloaded; try again.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -200,6 +202,7 @@ impl ErrorCode {
             Self::TooManyReactions => "too_many_reactions",
             Self::BadAttachment => "bad_attachment",
             Self::Unsupported => "unsupported",
+            Self::Unavailable => "unavailable",
         }
     }
 }

@@ -8,6 +8,7 @@
 //! Locking: the room map has one lock and each room has its own. Nothing
 //! awaits while holding either. Lock order is always map → room.
 
+mod backbone;
 mod event;
 mod frame;
 mod names;
@@ -31,6 +32,7 @@ pub mod frames {
 }
 
 use crate::metrics::Metrics;
+use backbone::Backbone;
 use room::Room;
 
 /// What a reaction request asks for.
@@ -95,6 +97,7 @@ impl Default for HubConfig {
 pub(crate) struct Common {
     pub config: HubConfig,
     pub metrics: Arc<Metrics>,
+    backbone: Backbone,
     id_prefix: u32,
     next_id: AtomicU64,
 }
@@ -137,6 +140,20 @@ struct Shared {
     rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
 }
 
+impl Shared {
+    fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, Arc<Room>>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The random part of message ids (unique across restarts and instances).
+fn id_prefix() -> u32 {
+    let mut seed = [0u8; 4];
+    // Without OS randomness, ids are still unique within this process.
+    let _ = getrandom::fill(&mut seed);
+    u32::from_le_bytes(seed)
+}
+
 /// Rooms by name. Cheap to clone; every clone is the same hub.
 #[derive(Clone)]
 pub struct Hub {
@@ -151,19 +168,74 @@ impl Hub {
 
     /// A hub that counts into `metrics`.
     pub fn with_metrics(config: HubConfig, metrics: Arc<Metrics>) -> Self {
-        let mut seed = [0u8; 4];
-        // Without OS randomness, ids are still unique within this process.
-        let _ = getrandom::fill(&mut seed);
         Self {
             shared: Arc::new(Shared {
                 common: Arc::new(Common {
                     config,
                     metrics,
-                    id_prefix: u32::from_le_bytes(seed),
+                    backbone: Backbone::Local,
+                    id_prefix: id_prefix(),
                     next_id: AtomicU64::new(1),
                 }),
                 rooms: Mutex::new(HashMap::new()),
             }),
+        }
+    }
+
+    /// A hub whose rooms are shared with every other instance using the
+    /// same Redis (`url`, `redis://[user:password@]host[:port][/db]`) and
+    /// key `prefix`. An instance that stops refreshing its presence for
+    /// `presence_ttl` is taken for dead and its members leave. Must be
+    /// called inside a tokio runtime; Redis need not be up yet (see
+    /// [`Hub::degraded`]).
+    #[cfg(feature = "redis")]
+    pub fn with_redis(
+        config: HubConfig,
+        metrics: Arc<Metrics>,
+        url: &str,
+        prefix: &str,
+        presence_ttl: Duration,
+    ) -> Result<Self, String> {
+        let settings = crate::redis::Settings {
+            target: crate::redis::Target::parse(url)?,
+            prefix: prefix.to_owned(),
+            presence_ttl: presence_ttl.max(Duration::from_millis(300)),
+            online_list_cap: config.online_list_cap,
+            empty_room_ttl: config.empty_room_ttl,
+        };
+        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| {
+            let sink: std::sync::Weak<dyn crate::redis::Sink> = weak.clone();
+            Shared {
+                common: Arc::new(Common {
+                    config,
+                    metrics,
+                    backbone: Backbone::Redis(crate::redis::Link::start(settings, sink)),
+                    id_prefix: id_prefix(),
+                    next_id: AtomicU64::new(1),
+                }),
+                rooms: Mutex::new(HashMap::new()),
+            }
+        });
+        Ok(Self { shared })
+    }
+
+    /// `None` while the hub can serve (always, on one instance); otherwise
+    /// why not: the Redis backbone is disconnected.
+    pub fn degraded(&self) -> Option<String> {
+        match &self.shared.common.backbone {
+            Backbone::Local => None,
+            #[cfg(feature = "redis")]
+            Backbone::Redis(link) => link.degraded(),
+        }
+    }
+
+    /// At shutdown, after the sessions ended: removes this instance from
+    /// the backbone (a no-op on one instance).
+    pub async fn stop_backbone(&self) {
+        match &self.shared.common.backbone {
+            Backbone::Local => {}
+            #[cfg(feature = "redis")]
+            Backbone::Redis(link) => link.bye().await,
         }
     }
 
@@ -178,13 +250,16 @@ impl Hub {
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, Arc<Room>>> {
-        self.shared.rooms.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.lock_rooms()
     }
 
     /// Adds a connection of `user` to `room` (creating the room if needed).
     /// Its outbox receives `welcome` (history: the last messages, or those
     /// after `after`), then `join` if this is the name's first connection.
     /// Dropping the returned [`Member`] removes it.
+    ///
+    /// With the Redis backbone the `welcome` comes a moment later (it is
+    /// read from Redis); if that fails the outbox is closed with 1013.
     pub fn join(
         &self,
         room: RoomName,
@@ -210,9 +285,31 @@ impl Hub {
                 r
             }
         };
-        let (key, generation) =
-            room.lock()
-                .join(&room.name, user.clone(), after, Arc::clone(&outbox), common);
+        let (key, generation) = match &common.backbone {
+            Backbone::Local => {
+                room.lock()
+                    .join(&room.name, user.clone(), after, Arc::clone(&outbox), common)
+            }
+            #[cfg(feature = "redis")]
+            Backbone::Redis(link) => {
+                let mut state = room.lock();
+                let (key, generation, first) =
+                    state.join_pending(user.clone(), Arc::clone(&outbox));
+                if first {
+                    link.want(room.name.as_str());
+                }
+                drop(state);
+                tokio::spawn(backbone::activate(
+                    Arc::clone(common),
+                    Arc::clone(&room),
+                    key,
+                    generation,
+                    user.clone(),
+                    after,
+                ));
+                (key, generation)
+            }
+        };
         drop(rooms);
         Ok(Member {
             common: Arc::clone(common),
@@ -250,7 +347,8 @@ impl Hub {
         self.rooms().len()
     }
 
-    /// A copy of a room's recent messages, oldest first (empty if unknown).
+    /// A copy of a room's recent messages, oldest first (empty if unknown,
+    /// and always empty with the Redis backbone, where history lives in Redis).
     pub fn history(&self, room: &str) -> Vec<StoredMessage> {
         let room = self.rooms().get(room).cloned();
         room.map(|r| r.lock().history().cloned().collect())
@@ -306,61 +404,107 @@ impl Member {
         pushed
     }
 
-    /// Posts a message (content already validated) to the room; returns its seq.
-    pub fn post(
+    // Each request below either applies at once under the room's lock (one
+    // instance: the future is ready on its first poll) or goes through the
+    // backbone. Refusals with the backbone include `unavailable`.
+
+    /// Posts a message (content already validated) to the room; returns its
+    /// seq (`None` if the backbone did not say).
+    pub async fn post(
         &self,
         content: String,
         attachment: Option<Attachment>,
         client_id: Option<&str>,
-    ) -> u64 {
-        self.room
-            .lock()
-            .post(&self.user, content, attachment, client_id, &self.common)
+    ) -> Result<Option<u64>, Refusal> {
+        match &self.common.backbone {
+            Backbone::Local => Ok(Some(self.room.lock().post(
+                &self.user,
+                content,
+                attachment,
+                client_id,
+                &self.common,
+            ))),
+            #[cfg(feature = "redis")]
+            Backbone::Redis(link) => self.post_remote(link, content, attachment, client_id).await,
+        }
     }
 
     /// Adds, removes or toggles this user's `emoji` on a message.
-    pub fn react(
+    pub async fn react(
         &self,
         message_id: &str,
         emoji: Emoji,
         action: ReactionAction,
     ) -> Result<(), Refusal> {
-        self.room
-            .lock()
-            .react(&self.user, message_id, emoji, action, &self.common)
+        match &self.common.backbone {
+            Backbone::Local => {
+                self.room
+                    .lock()
+                    .react(&self.user, message_id, emoji, action, &self.common)
+            }
+            #[cfg(feature = "redis")]
+            Backbone::Redis(link) => self.react_remote(link, message_id, emoji, action).await,
+        }
     }
 
     /// Replaces the content of one of this user's messages.
-    pub fn edit(&self, message_id: &str, content: String) -> Result<(), Refusal> {
-        self.room
-            .lock()
-            .edit(&self.user, message_id, content, &self.common)
+    pub async fn edit(&self, message_id: &str, content: String) -> Result<(), Refusal> {
+        match &self.common.backbone {
+            Backbone::Local => self
+                .room
+                .lock()
+                .edit(&self.user, message_id, content, &self.common),
+            #[cfg(feature = "redis")]
+            Backbone::Redis(link) => self.edit_remote(link, message_id, content).await,
+        }
     }
 
     /// Deletes one of this user's messages.
-    pub fn delete(&self, message_id: &str) -> Result<(), Refusal> {
-        self.room
-            .lock()
-            .delete(&self.user, message_id, &self.common)
+    pub async fn delete(&self, message_id: &str) -> Result<(), Refusal> {
+        match &self.common.backbone {
+            Backbone::Local => self
+                .room
+                .lock()
+                .delete(&self.user, message_id, &self.common),
+            #[cfg(feature = "redis")]
+            Backbone::Redis(link) => self.delete_remote(link, message_id).await,
+        }
     }
 
-    /// Tells the others this user is typing (throttled).
+    /// Tells the others this user is typing (throttled; best effort).
     pub fn typing(&self) {
-        self.room.lock().typing(&self.user, &self.common)
+        match &self.common.backbone {
+            Backbone::Local => self.room.lock().typing(&self.user, &self.common),
+            #[cfg(feature = "redis")]
+            Backbone::Redis(link) => self.typing_remote(link),
+        }
     }
 
     /// Sends this connection the room's `presence`.
-    pub fn presence(&self) {
-        let frame = self.room.lock().presence();
-        self.send(frame);
+    pub async fn presence(&self) -> Result<(), Refusal> {
+        match &self.common.backbone {
+            Backbone::Local => {
+                let frame = self.room.lock().presence();
+                self.send(frame);
+                Ok(())
+            }
+            #[cfg(feature = "redis")]
+            Backbone::Redis(link) => self.presence_remote(link).await,
+        }
     }
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
-        self.room
-            .lock()
-            .leave(self.key, self.generation, &self.common);
+        match &self.common.backbone {
+            Backbone::Local => {
+                self.room
+                    .lock()
+                    .leave(self.key, self.generation, &self.common);
+            }
+            #[cfg(feature = "redis")]
+            Backbone::Redis(_) => self.leave_remote(),
+        }
     }
 }
 
@@ -408,7 +552,9 @@ mod tests {
         let (r, u) = names("r", "ann");
         let ann = hub.join(r.clone(), u.clone(), None).unwrap();
         for i in 0..5 {
-            ann.post(format!("m{i}"), None, None);
+            let posted =
+                futures_util::FutureExt::now_or_never(ann.post(format!("m{i}"), None, None));
+            assert_eq!(posted, Some(Ok(Some(i + 1))), "one instance posts at once");
         }
         let kept: Vec<u64> = hub.history("r").iter().map(|m| m.seq).collect();
         assert_eq!(kept, vec![3, 4, 5]);
@@ -422,6 +568,57 @@ mod tests {
         let welcome = &drain(&fresh)[0];
         assert_eq!(welcome["gap"], false);
         assert_eq!(welcome["history"][0]["seq"], 5);
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn backbone_members_get_welcome_first_then_exactly_the_later_events() {
+        let hub = Hub::new(HubConfig::default());
+        let common = &hub.shared.common;
+        let room = Room::new(RoomName::parse("r").unwrap());
+        let f = frames::text;
+        let drain = |o: &Outbox| {
+            let mut batch = Vec::new();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let close = rt.block_on(o.next_batch(&mut batch));
+            (batch, close)
+        };
+        let ann = Arc::new(Outbox::new(16, 1 << 20));
+        let bob = Arc::new(Outbox::new(16, 1 << 20));
+        let mut st = room.lock();
+        let (a, a_gen, first) = st.join_pending(UserName::parse("ann").unwrap(), Arc::clone(&ann));
+        assert!(first);
+        // Events before the welcome is read are held, typing is dropped.
+        st.deliver(5, None, &f("e5"), common);
+        st.deliver(6, None, &f("e6"), common);
+        st.deliver(0, None, &f("typing"), common);
+        assert!(ann.is_empty());
+        // The welcome reflects events up to 5: ann gets it, then e6 only.
+        st.activate(a, a_gen, f("welcome-a"), 5);
+        let (b, b_gen, _) = st.join_pending(UserName::parse("bob").unwrap(), Arc::clone(&bob));
+        st.activate(b, b_gen, f("welcome-b"), 8); // bob's welcome already has 7 and 8
+        st.deliver(7, None, &f("e7"), common);
+        st.deliver(8, Some("ann"), &f("e8"), common);
+        st.deliver(9, None, &f("e9"), common);
+        assert_eq!(
+            drain(&ann),
+            (vec![f("welcome-a"), f("e6"), f("e7"), f("e9")], None)
+        );
+        assert_eq!(drain(&bob), (vec![f("welcome-b"), f("e9")], None));
+        // A skipped event number, or a marker ahead of us: resume from history.
+        st.deliver(11, None, &f("e11"), common);
+        assert_eq!(drain(&ann).1, Some(CloseReason::MISSED_EVENTS));
+        let (c, c_gen, _) = st.join_pending(
+            UserName::parse("carl").unwrap(),
+            Arc::new(Outbox::new(4, 1 << 20)),
+        );
+        st.activate(c, c_gen, f("welcome-c"), 11);
+        st.mark(11);
+        assert!(!st.members[c].outbox.is_closing(), "nothing was missed");
+        st.mark(3); // Redis lost the room
+        assert!(st.members[c].outbox.is_closing());
     }
 
     #[test]

@@ -30,6 +30,16 @@ impl CloseReason {
         code: 1001,
         reason: "server is shutting down",
     };
+    /// 1013: events were missed while the backbone reconnected.
+    pub const MISSED_EVENTS: Self = Self {
+        code: 1013,
+        reason: "missed events while reconnecting to the backbone; reconnect with ?after=<seq>",
+    };
+    /// 1013: the backbone could not welcome the connection.
+    pub const UNAVAILABLE: Self = Self {
+        code: 1013,
+        reason: "the chat backbone is unavailable; try again shortly",
+    };
     /// 1013: the client fell too far behind.
     pub const SLOW_CONSUMER: Self = Self {
         code: 1013,

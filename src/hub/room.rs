@@ -21,6 +21,12 @@ pub(crate) struct Slot {
     pub generation: u64,
     pub user: UserName,
     pub outbox: Arc<Outbox>,
+    /// Backbone only: events held until the member's `welcome` is ready.
+    #[cfg(feature = "redis")]
+    pub pending: Option<Vec<(u64, Frame)>>,
+    /// Backbone only: the room event its `welcome` already reflects.
+    #[cfg(feature = "redis")]
+    pub since: u64,
 }
 
 pub(crate) struct RoomState {
@@ -36,6 +42,9 @@ pub(crate) struct RoomState {
     evicted_through: u64,
     /// When the last member left (for dropping idle rooms).
     pub empty_since: Option<Instant>,
+    /// Backbone only: the last room event delivered here (gap detection).
+    #[cfg(feature = "redis")]
+    pub last_ev: Option<u64>,
 }
 
 pub(crate) struct Room {
@@ -56,6 +65,8 @@ impl Room {
                 last_seq: 0,
                 evicted_through: 0,
                 empty_since: Some(Instant::now()),
+                #[cfg(feature = "redis")]
+                last_ev: None,
             }),
         }
     }
@@ -153,6 +164,10 @@ impl RoomState {
             generation,
             user,
             outbox,
+            #[cfg(feature = "redis")]
+            pending: None,
+            #[cfg(feature = "redis")]
+            since: 0,
         });
         if let Some(join) = join {
             self.broadcast(&join, None, common);
@@ -163,32 +178,41 @@ impl RoomState {
     /// Removes a connection if `(key, generation)` still names it; sends `leave` to
     /// the rest after the name's last connection.
     pub fn leave(&mut self, key: usize, generation: u64, common: &Common) {
-        if self
-            .members
+        if let Some((user, 0)) = self.remove(key, generation) {
+            let leave = self.presence_frame(PresenceKind::Leave, &user, common);
+            self.broadcast(&leave, None, common);
+        }
+    }
+
+    /// Whether `(key, generation)` still names a connection.
+    pub fn has(&self, key: usize, generation: u64) -> bool {
+        self.members
             .get(key)
-            .is_none_or(|s| s.generation != generation)
-        {
-            return;
+            .is_some_and(|s| s.generation == generation)
+    }
+
+    /// Removes a connection, if `(key, generation)` still names one; returns
+    /// its name and how many connections that name still has here.
+    fn remove(&mut self, key: usize, generation: u64) -> Option<(UserName, u32)> {
+        if !self.has(key, generation) {
+            return None;
         }
         let slot = self.members.remove(key);
-        let last = match self.online.get_mut(&slot.user) {
+        let left = match self.online.get_mut(&slot.user) {
             Some(n) if *n > 1 => {
                 *n -= 1;
-                false
+                *n
             }
             _ => {
                 self.online.remove(&slot.user);
                 self.typing.remove(&slot.user);
-                true
+                0
             }
         };
-        if last {
-            let leave = self.presence_frame(PresenceKind::Leave, &slot.user, common);
-            self.broadcast(&leave, None, common);
-        }
         if self.members.is_empty() {
             self.empty_since = Some(Instant::now());
         }
+        Some((slot.user, left))
     }
 
     /// Stores and broadcasts a new message; returns its seq.
@@ -342,15 +366,25 @@ impl RoomState {
 
     /// Tells the others `user` is typing, at most once per typing interval.
     pub fn typing(&mut self, user: &UserName, common: &Common) {
+        if !self.typing_allowed(user, common) {
+            return;
+        }
+        let frame = frame::json(&Event::Typing { user });
+        self.broadcast(&frame, Some(user), common);
+    }
+
+    /// Whether `user` may send a typing event now (one per
+    /// `typing_interval`; with the backbone, Redis holds the cross-instance
+    /// half of the throttle).
+    pub fn typing_allowed(&mut self, user: &UserName, common: &Common) -> bool {
         let now = Instant::now();
         if let Some(last) = self.typing.get(user) {
             if now.duration_since(*last) < common.config.typing_interval {
-                return;
+                return false;
             }
         }
         self.typing.insert(user.clone(), now);
-        let frame = frame::json(&Event::Typing { user });
-        self.broadcast(&frame, Some(user), common);
+        true
     }
 
     /// The `presence` answer for one member.
@@ -364,6 +398,120 @@ impl RoomState {
     /// Every message still held, oldest first (for tests and embedders).
     pub fn history(&self) -> impl Iterator<Item = &StoredMessage> {
         self.history.iter()
+    }
+}
+
+/// The backbone's side of a room: members join pending until their
+/// `welcome` arrives from Redis, and events come from the subscription.
+#[cfg(feature = "redis")]
+impl RoomState {
+    /// Connections this name has in the room on this instance.
+    pub fn connections_of(&self, user: &UserName) -> u32 {
+        self.online.get(user).copied().unwrap_or(0)
+    }
+
+    /// Online names with their connections here, for a presence resync.
+    pub fn local_online(&self) -> impl Iterator<Item = (&UserName, u32)> {
+        self.online.iter().map(|(u, n)| (u, *n))
+    }
+
+    /// Adds a connection that receives nothing until [`RoomState::activate`].
+    /// Returns its key, generation and whether it is the room's first here.
+    pub fn join_pending(&mut self, user: UserName, outbox: Arc<Outbox>) -> (usize, u64, bool) {
+        let generation = self.next_gen;
+        self.next_gen += 1;
+        self.empty_since = None;
+        *self.online.entry(user.clone()).or_insert(0) += 1;
+        let key = self.members.insert(Slot {
+            generation,
+            user,
+            outbox,
+            pending: Some(Vec::new()),
+            since: 0,
+        });
+        (key, generation, self.members.len() == 1)
+    }
+
+    /// Sends the pending member its `welcome` (which reflects every room
+    /// event up to `ev`), then the events held since that came after it.
+    pub fn activate(&mut self, key: usize, generation: u64, welcome: Frame, ev: u64) {
+        let Some(slot) = self
+            .members
+            .get_mut(key)
+            .filter(|s| s.generation == generation)
+        else {
+            return;
+        };
+        let held = slot.pending.take().unwrap_or_default();
+        slot.since = ev;
+        slot.outbox.push(welcome);
+        for (_, frame) in held.into_iter().filter(|(e, _)| *e > ev) {
+            slot.outbox.push(frame);
+        }
+        self.last_ev = Some(self.last_ev.map_or(ev, |l| l.max(ev)));
+    }
+
+    /// Removes a connection without telling anyone here (the backbone
+    /// announces `leave`). Returns the name and its remaining connections,
+    /// and whether the room is now empty here.
+    pub fn leave_quiet(&mut self, key: usize, generation: u64) -> Option<(UserName, u32, bool)> {
+        let (user, left) = self.remove(key, generation)?;
+        let empty = self.members.is_empty();
+        if empty {
+            self.last_ev = None;
+        }
+        Some((user, left, empty))
+    }
+
+    /// Fans out one event from the backbone: `ev` is its number in the
+    /// room (0: unnumbered, like typing), `skip` a user not to send it to.
+    pub fn deliver(&mut self, ev: u64, skip: Option<&str>, frame: &Frame, common: &Common) {
+        if ev != 0 {
+            if self.last_ev.is_some_and(|l| ev > l + 1) {
+                self.close_for_gap();
+            }
+            self.last_ev = Some(self.last_ev.map_or(ev, |l| l.max(ev)));
+        }
+        let cap = common.config.outbox_frames;
+        for (_, slot) in &mut self.members {
+            if skip == Some(slot.user.as_str()) {
+                continue;
+            }
+            match &mut slot.pending {
+                Some(held) if ev != 0 => {
+                    if held.len() < cap {
+                        held.push((ev, frame.clone()));
+                    } else {
+                        slot.outbox.close(super::CloseReason::SLOW_CONSUMER);
+                    }
+                }
+                Some(_) => {}
+                None if ev != 0 && ev <= slot.since => {}
+                None => {
+                    if slot.outbox.push(frame.clone()) == Pushed::Overflowed {
+                        common.metrics.slow_consumers_dropped.inc();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every room event up to `ev` has been published: if this instance
+    /// has seen fewer, some were missed while it was disconnected; if it
+    /// has seen more, Redis lost the room (restarted without its data).
+    /// Either way its members must start over from a fresh `welcome`.
+    pub fn mark(&mut self, ev: u64) {
+        if self.last_ev.is_some_and(|l| ev != l) {
+            self.close_for_gap();
+            self.last_ev = Some(ev);
+        }
+    }
+
+    /// Members here missed events: close them so they resume with `after`.
+    fn close_for_gap(&self) {
+        for (_, slot) in &self.members {
+            slot.outbox.close(super::CloseReason::MISSED_EVENTS);
+        }
     }
 }
 

@@ -11,11 +11,13 @@
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::task::AtomicWaker;
+use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -119,17 +121,84 @@ impl<R: Unpin> AsyncWrite for ReadOnly<R> {
     }
 }
 
+/// Set by the reader's waker: the socket (or tungstenite) has something for
+/// the reader. Also wakes the session task.
+struct ReadWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for ReadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// A stream polled only after its own waker fired. The session's `select!`
+/// polls every branch each time the task wakes, and the task wakes for
+/// every frame queued to the writer: without this, each delivery would also
+/// run tungstenite's read path (a buffer resize, waker swaps, a readiness
+/// check) for nothing.
+struct PollWhenWoken<S> {
+    inner: S,
+    wake: Arc<ReadWake>,
+    waker: Waker,
+}
+
+impl<S> PollWhenWoken<S> {
+    fn new(inner: S) -> Self {
+        let wake = Arc::new(ReadWake {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        Self {
+            inner,
+            waker: Waker::from(Arc::clone(&wake)),
+            wake,
+        }
+    }
+}
+
+impl<S: Stream + Unpin> Stream for PollWhenWoken<S> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let this = self.get_mut();
+        this.wake.task.register(cx.waker());
+        if !this.wake.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let polled = Pin::new(&mut this.inner).poll_next(&mut Context::from_waker(&this.waker));
+        if polled.is_ready() {
+            // More frames may be buffered already: look again next time.
+            this.wake.woken.store(true, Ordering::Release);
+        }
+        polled
+    }
+}
+
 /// Writes `frames` in order with as few `writev` calls as the socket allows.
 async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, frames: &[Frame]) -> io::Result<()> {
     let (mut idx, mut off) = (0, 0);
     while idx < frames.len() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOV];
-        let n = (frames.len() - idx).min(MAX_IOV);
-        for (i, slice) in slices.iter_mut().take(n).enumerate() {
-            let f = &frames[idx + i];
-            *slice = IoSlice::new(if i == 0 { &f[off..] } else { f });
-        }
-        let mut written = w.write_vectored(&slices[..n]).await?;
+        // The iovec is built inside the poll, so it is a stack temporary and
+        // not part of this future: every idle connection's task would
+        // otherwise carry its 1 KiB.
+        let mut written = std::future::poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = (frames.len() - idx).min(MAX_IOV);
+            for (i, slice) in slices.iter_mut().take(n).enumerate() {
+                let f = &frames[idx + i];
+                *slice = IoSlice::new(if i == 0 { &f[off..] } else { f });
+            }
+            Pin::new(&mut *w).poll_write_vectored(cx, &slices[..n])
+        })
+        .await?;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -200,18 +269,23 @@ pub async fn run<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    // Chat requests are small: a 1 KiB read buffer serves them in one read,
+    // and a larger frame reserves what it needs. Every idle connection holds
+    // this buffer, and tungstenite zero-fills it before each read.
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(Some(config.max_frame_bytes))
         .max_frame_size(Some(config.max_frame_bytes));
-    let mut ws = WebSocketStream::from_partially_read(
-        ReadOnly(reader),
-        pre_read,
-        Role::Server,
-        Some(ws_config),
-    )
-    .await;
+    let mut ws = PollWhenWoken::new(
+        WebSocketStream::from_partially_read(
+            ReadOnly(reader),
+            pre_read,
+            Role::Server,
+            Some(ws_config),
+        )
+        .await,
+    );
     let outbox = Arc::clone(member.outbox());
     let writer = write_loop(writer, &outbox, &metrics);
     tokio::pin!(writer);
@@ -274,7 +348,18 @@ pub async fn run<R, W>(
                 }
                 strikes = 0;
                 match msg {
-                    Message::Text(text) => handle_text(&text, &member, &config, &media).await,
+                    Message::Text(text) => {
+                        // With the Redis backbone a request can wait for its
+                        // reply; the writer keeps draining room traffic
+                        // meanwhile, so the wait cannot overflow the queue.
+                        let request = handle_text(&text, &member, &config, &media);
+                        tokio::pin!(request);
+                        tokio::select! {
+                            biased;
+                            () = &mut request => {}
+                            _ = &mut writer => { writer_done = true; break; }
+                        }
+                    }
                     Message::Binary(_) => {
                         let r = Refusal::new(ErrorCode::Unsupported, "binary frames are not supported; send JSON text");
                         member.send(r.frame(None));
@@ -347,28 +432,25 @@ async fn handle_text(text: &str, member: &Member, config: &SessionConfig, media:
                     }
                 },
             };
-            member.post(content, attachment, client_id.as_deref());
-            ("message", Ok(()))
+            let posted = member.post(content, attachment, client_id.as_deref()).await;
+            ("message", posted.map(drop))
         }
         Request::React {
             message_id,
             emoji,
             action,
             kind,
-        } => (kind, member.react(&message_id, emoji, action)),
+        } => (kind, member.react(&message_id, emoji, action).await),
         Request::Edit {
             message_id,
             content,
-        } => ("edit", member.edit(&message_id, content)),
-        Request::Delete { message_id } => ("delete", member.delete(&message_id)),
+        } => ("edit", member.edit(&message_id, content).await),
+        Request::Delete { message_id } => ("delete", member.delete(&message_id).await),
         Request::Typing => {
             member.typing();
             ("typing", Ok(()))
         }
-        Request::Presence => {
-            member.presence();
-            ("presence", Ok(()))
-        }
+        Request::Presence => ("presence", member.presence().await),
         Request::Ping => {
             member.send(Bytes::from_static(PONG_EVENT));
             ("ping", Ok(()))
@@ -387,6 +469,33 @@ mod tests {
     fn pong_event_is_a_valid_frame() {
         assert_eq!(PONG_EVENT.len(), 2 + PONG_EVENT[1] as usize);
         assert_eq!(&PONG_EVENT[2..], br#"{"type":"pong"}"#);
+    }
+
+    #[test]
+    fn the_reader_is_polled_only_after_its_waker_fired() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+
+        let polls = Rc::new(Cell::new(0));
+        let inner_waker: Rc<Cell<Option<Waker>>> = Rc::default();
+        let inner = {
+            let (polls, inner_waker) = (Rc::clone(&polls), Rc::clone(&inner_waker));
+            futures_util::stream::poll_fn(move |cx| -> Poll<Option<()>> {
+                polls.set(polls.get() + 1);
+                inner_waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            })
+        };
+        let mut reader = PollWhenWoken::new(inner);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut poll = || Pin::new(&mut reader).poll_next(&mut cx).is_pending();
+
+        assert!(poll(), "first poll reaches the inner stream");
+        assert!(poll(), "the task woke for another reason");
+        assert_eq!(polls.get(), 1, "the inner stream was not polled again");
+        inner_waker.take().expect("inner registered a waker").wake();
+        assert!(poll());
+        assert_eq!(polls.get(), 2, "its own wake-up lets it be polled");
     }
 
     #[tokio::test]

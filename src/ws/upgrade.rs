@@ -157,6 +157,13 @@ pub(crate) fn handle(
             "the server is shutting down; reconnect shortly",
         );
     }
+    if let Some(reason) = state.hub.degraded() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("{reason}; try again shortly"),
+        );
+    }
     let max = state.config.max_connections;
     if state.ws_open.fetch_add(1, Ordering::AcqRel) >= max {
         state.ws_open.fetch_sub(1, Ordering::AcqRel);

@@ -495,21 +495,40 @@ pub async fn stalled_client(server: &Server, path: &str) -> RawWs {
 /// slow consumer dropped; returns how many were posted. Needs a server with
 /// `rate(0)` and `max_message_chars` of at least 30 000. `fast` posts in
 /// lockstep (each message waits for its own echo), so its own queue never
-/// holds more than one frame.
-pub async fn flood_until_a_slow_consumer_is_dropped(server: &Server, fast: &mut Client) -> u64 {
+/// holds more than one frame. A `leave` arriving between the echoes (the
+/// dropped member's) is returned with the count rather than failing the read;
+/// a late `join` of the stalled member is skipped.
+pub async fn flood_until_a_slow_consumer_is_dropped(
+    server: &Server,
+    fast: &mut Client,
+) -> (u64, Option<Value>) {
     let content = "z".repeat(30_000);
     let mut sent = 0u64;
+    let mut leave = None;
     while server.metric("roomcast_slow_consumers_dropped_total").await == 0 {
         assert!(
             sent < 4000,
             "no slow consumer was dropped after {sent} messages"
         );
         for _ in 0..16 {
-            fast.post(&content).await;
+            fast.send_json(serde_json::json!({"type": "message", "content": &content}))
+                .await;
+            // Presence may arrive between the echoes: the stalled member's
+            // `join` (its session joins the hub after its 101 was sent, so
+            // possibly after `fast`'s), and its `leave` once it is dropped.
+            let echo = loop {
+                let event = fast.recv_json().await;
+                match event["type"].as_str() {
+                    Some("join") => {}
+                    Some("leave") => leave = Some(event),
+                    _ => break event,
+                }
+            };
+            assert_eq!(echo["type"], "message", "expected the echo, got {echo}");
             sent += 1;
         }
     }
-    sent
+    (sent, leave)
 }
 
 /// A WebSocket opened by hand over a plain TCP stream, for clients that

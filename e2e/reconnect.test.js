@@ -1,0 +1,116 @@
+// Resilience: a dropped connection resumes with ?after=<seq> (no duplicates,
+// no gaps), and a server restart is survived with the UI saying what happens.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, openChat, sendMessage, messageWithText, waitConnected } from './helpers.js';
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.cleanup();
+});
+
+/** How many messages with exactly this text the page shows. */
+async function count(page, text) {
+  return messageWithText(page, text).count();
+}
+
+test('a dropped connection resumes after the last seen message, without duplicates', async () => {
+  const bob = await openChat(browser, server.url, { room: 'resume', user: 'bob' });
+  const alice = await openChat(browser, server.url, { user: undefined });
+  // Put a test-controlled proxy between Alice's page and the server, so the
+  // test can cut her connection while the server keeps running.
+  const urls = [];
+  let current = null;
+  let gate = Promise.resolve();
+  await alice.routeWebSocket(/\/ws\//, async (ws) => {
+    urls.push(ws.url());
+    await gate;
+    ws.connectToServer();
+    current = ws;
+  });
+  await alice.goto(`${server.url}/?room=resume&user=alice`);
+  await waitConnected(alice);
+
+  await sendMessage(bob, 'before the drop');
+  await messageWithText(alice, 'before the drop').waitFor();
+
+  let open;
+  gate = new Promise((r) => { open = r; });
+  await current.close({ code: 1013, reason: 'test' });
+  await alice.getByTestId('conn-status').and(alice.locator('[data-state="reconnecting"]')).waitFor();
+  await alice.getByTestId('conn-banner').getByText('fell behind', { exact: false }).waitFor();
+
+  // Alice's typing is kept while she is away.
+  await alice.getByTestId('composer-input').fill('typed while away');
+  await alice.getByTestId('composer-input').press('Enter');
+  await alice.getByTestId('composer-error').getByText('offline', { exact: false }).waitFor();
+  assert.equal(await alice.getByTestId('composer-input').inputValue(), 'typed while away');
+
+  for (const t of ['missed 1', 'missed 2', 'missed 3']) await sendMessage(bob, t);
+  open();
+  await waitConnected(alice);
+  assert.ok(urls.length >= 2);
+  assert.match(urls.at(-1), /\?after=\d+$/, 'resumed with ?after=');
+
+  for (const t of ['missed 1', 'missed 2', 'missed 3']) await messageWithText(alice, t).waitFor();
+  await alice.getByTestId('composer-input').press('Enter');
+  await messageWithText(bob, 'typed while away').waitFor();
+  await messageWithText(alice, 'typed while away').and(alice.locator(':not(.msg--pending)')).waitFor();
+
+  const texts = await alice.getByTestId('message-text').allTextContents();
+  assert.deepEqual(texts, ['before the drop', 'missed 1', 'missed 2', 'missed 3', 'typed while away']);
+  assert.equal(await alice.getByText('Some messages were missed', { exact: false }).count(), 0);
+  await alice.context().close();
+  await bob.context().close();
+});
+
+test('a server restart: reconnecting state, then connected, messages exactly once', async () => {
+  const alice = await openChat(browser, server.url, { room: 'restart', user: 'alice' });
+  const bob = await openChat(browser, server.url, { room: 'restart', user: 'bob' });
+  await sendMessage(alice, 'old 1');
+  await sendMessage(bob, 'old 2');
+  await messageWithText(alice, 'old 2').waitFor();
+
+  const { port } = server;
+  const { code } = await server.stop();
+  assert.equal(code, 0, 'SIGTERM exits 0');
+  for (const p of [alice, bob]) {
+    await p.getByTestId('conn-status').and(p.locator('[data-state="reconnecting"], [data-state="offline"]')).waitFor();
+    await p.getByTestId('conn-banner').getByText('The server is restarting', { exact: false }).waitFor();
+  }
+
+  server = await startServer({ port, uploadsDir: server.uploadsDir });
+  await waitConnected(alice, 30000);
+  await waitConnected(bob, 30000);
+  await alice.getByTestId('conn-banner').waitFor({ state: 'hidden' });
+
+  // The server forgot the room; the client says so once and does not claim a gap.
+  await alice.getByTestId('notice').getByText('The server was restarted', { exact: false }).waitFor();
+  assert.equal(await alice.getByText('Some messages were missed', { exact: false }).count(), 0);
+
+  await sendMessage(alice, 'after restart 1');
+  await sendMessage(bob, 'after restart 2');
+  await messageWithText(alice, 'after restart 2').waitFor();
+  await messageWithText(bob, 'after restart 1').waitFor();
+  // A further message proves the seq bookkeeping after the reset works too.
+  await sendMessage(alice, 'after restart 3');
+  await messageWithText(bob, 'after restart 3').waitFor();
+  for (const p of [alice, bob]) {
+    const texts = await p.getByTestId('message-text').allTextContents();
+    assert.deepEqual(texts, ['old 1', 'old 2', 'after restart 1', 'after restart 2', 'after restart 3']);
+    assert.equal(await count(p, 'after restart 1'), 1);
+  }
+  // Browsers log the refused WebSocket attempts while the server was down; nothing else.
+  for (const p of [alice, bob]) {
+    assert.deepEqual(p.problems.filter((m) => !/WebSocket connection to .* failed/.test(m)), []);
+  }
+});

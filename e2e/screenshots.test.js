@@ -1,0 +1,71 @@
+// Screenshots of the main views (desktop and phone, light and dark) for the
+// README, written to docs/screenshots/. Each view is also checked: the theme
+// follows the OS setting, and nothing overflows sideways on a phone.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { startServer, launchBrowser, openChat, sendMessage, messageWithText, SCREENSHOT_DIR } from './helpers.js';
+
+const VIEWS = [
+  { name: 'desktop', viewport: { width: 1100, height: 700 } },
+  { name: 'phone', viewport: { width: 390, height: 760 } },
+];
+
+let server;
+let browser;
+
+before(async () => {
+  mkdirSync(SCREENSHOT_DIR, { recursive: true });
+  server = await startServer();
+  browser = await launchBrowser();
+  // A short conversation for every view to show.
+  const ada = await openChat(browser, server.url, { room: 'design-review', user: 'ada' });
+  const lin = await openChat(browser, server.url, { room: 'design-review', user: 'lin' });
+  await sendMessage(ada, 'Morning! The new layout is up on staging.');
+  await sendMessage(ada, 'Notes are at https://example.com/notes');
+  await sendMessage(lin, 'Looks great on my phone too 🎉');
+  const msg = messageWithText(ada, 'Looks great on my phone too 🎉');
+  await msg.hover();
+  await msg.getByTestId('add-reaction').click();
+  await ada.getByTestId('reaction-picker').getByRole('button', { name: 'React with 👍' }).click();
+  await messageWithText(lin, 'Looks great on my phone too 🎉').getByTestId('reaction').waitFor();
+  // lin stays connected so every view shows two people online.
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.cleanup();
+});
+
+/** The page's background colour, as the browser computed it. */
+function background(page) {
+  return page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+}
+
+for (const view of VIEWS) {
+  test(`${view.name}: light and dark chat views`, async () => {
+    const colours = {};
+    for (const colorScheme of ['light', 'dark']) {
+      const page = await openChat(browser, server.url, { room: 'design-review', user: 'grace', viewport: view.viewport, colorScheme });
+      await messageWithText(page, 'Looks great on my phone too 🎉').getByTestId('reaction').waitFor();
+      await page.getByTestId('online-count').getByText('3 online').waitFor();
+      colours[colorScheme] = await background(page);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+      assert.equal(overflow, 0, `no sideways scrolling at ${view.viewport.width}px`);
+      await page.screenshot({ path: path.join(SCREENSHOT_DIR, `chat-${view.name}-${colorScheme}.png`) });
+      assert.deepEqual(page.problems, []);
+      await page.context().close();
+    }
+    assert.notEqual(colours.light, colours.dark, 'the theme follows the OS colour scheme');
+  });
+}
+
+test('the join form, desktop', async () => {
+  const page = await openChat(browser, server.url, { viewport: VIEWS[0].viewport });
+  await page.getByTestId('join-form').waitFor();
+  await page.screenshot({ path: path.join(SCREENSHOT_DIR, 'join-desktop-light.png') });
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});

@@ -1,0 +1,321 @@
+//! `GET`/`HEAD /uploads/{name}`: a stored upload, streamed from disk in
+//! bounded chunks, with single byte ranges so video and audio can seek.
+//!
+//! Only names the server generates are served (never a sidecar or a
+//! temporary file). Every answer says `nosniff` and `Content-Security-Policy:
+//! sandbox`, so even a file that got past the checks cannot run script on
+//! our origin; anything but images, audio and video is sent as an
+//! attachment (a download), never rendered as a document.
+//!
+//! Ranges: one `bytes=a-b`, `a-` or `-n` gets `206`; several ranges (no
+//! `multipart/byteranges` here) or a range that starts past the end get
+//! `416` with `Content-Range: bytes */len`; a header that does not parse is
+//! ignored and the whole file is sent, as RFC 9110 allows.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, SizeHint};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
+
+use super::static_files::etag_matches;
+use super::{Body, empty};
+use crate::media::{MediaStore, StoredInfo, StoredName};
+
+/// Largest chunk read from disk at once.
+const CHUNK: usize = 64 << 10;
+
+/// RFC 8187 `attr-char`: what `filename*` may carry unencoded.
+const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// What a `Range` header asks for, against a file of a known length.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeAnswer {
+    /// No range (or one to ignore): the whole file.
+    Full,
+    /// Bytes `start..=end`.
+    Part {
+        /// First byte.
+        start: u64,
+        /// Last byte, inclusive.
+        end: u64,
+    },
+    /// `416`.
+    Unsatisfiable,
+}
+
+impl RangeAnswer {
+    /// Reads a `Range` header value for a file of `len` bytes.
+    pub fn parse(value: Option<&str>, len: u64) -> Self {
+        let Some((unit, spec)) = value.and_then(|v| v.split_once('=')) else {
+            return Self::Full;
+        };
+        if !unit.trim().eq_ignore_ascii_case("bytes") {
+            return Self::Full;
+        }
+        if spec.contains(',') {
+            // Several ranges (multipart/byteranges) are not served; RFC 9110
+            // lets a server ignore Range, which still gives the client the file.
+            return Self::Full;
+        }
+        let Some((a, b)) = spec.trim().split_once('-') else {
+            return Self::Full;
+        };
+        let number = |s: &str| {
+            let s = s.trim();
+            (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+                .then(|| s.parse::<u64>().unwrap_or(u64::MAX))
+        };
+        match (number(a), number(b)) {
+            (None, Some(suffix)) if a.trim().is_empty() => match suffix.min(len) {
+                0 => Self::Unsatisfiable,
+                n => Self::Part {
+                    start: len - n,
+                    end: len - 1,
+                },
+            },
+            (Some(start), None) if b.trim().is_empty() => match start < len {
+                true => Self::Part {
+                    start,
+                    end: len - 1,
+                },
+                false => Self::Unsatisfiable,
+            },
+            (Some(start), Some(end)) if start <= end => match start < len {
+                true => Self::Part {
+                    start,
+                    end: end.min(len - 1),
+                },
+                false => Self::Unsatisfiable,
+            },
+            _ => Self::Full,
+        }
+    }
+}
+
+/// Answers `GET`/`HEAD` for the name after `/uploads/`.
+pub async fn serve(
+    store: &MediaStore,
+    method: &Method,
+    headers: &HeaderMap,
+    raw_name: &str,
+) -> Response<Body> {
+    let Some(name) = StoredName::parse(raw_name) else {
+        return super::not_found();
+    };
+    let mut file = match tokio::fs::File::open(store.path_of(&name)).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return super::not_found(),
+        Err(e) => return storage_failed(&e),
+    };
+    let len = match file.metadata().await {
+        Ok(meta) if meta.is_file() => meta.len(),
+        Ok(_) => return super::not_found(),
+        Err(e) => return storage_failed(&e),
+    };
+    let info = store.info(name, len).await;
+    let etag = format!("\"{}\"", info.name.id());
+    if etag_matches(headers, &etag) {
+        let mut res = Response::new(empty());
+        *res.status_mut() = StatusCode::NOT_MODIFIED;
+        common_headers(res.headers_mut(), &info, &etag);
+        return res;
+    }
+
+    // `If-Range` with another validator means "the whole file, it changed".
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.as_bytes() == etag.as_bytes());
+    let range = match if_range_ok {
+        true => RangeAnswer::parse(
+            headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+            len,
+        ),
+        false => RangeAnswer::Full,
+    };
+    let (status, start, count) = match range {
+        RangeAnswer::Full => (StatusCode::OK, 0, len),
+        RangeAnswer::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        RangeAnswer::Unsatisfiable => {
+            let mut res = super::error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the file has {len} bytes; ask for one range within them"),
+            );
+            let h = res.headers_mut();
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+            return res;
+        }
+    };
+
+    let body = if method == Method::HEAD || count == 0 {
+        empty()
+    } else {
+        if start > 0 {
+            if let Err(e) = file.seek(io::SeekFrom::Start(start)).await {
+                return storage_failed(&e);
+            }
+        }
+        FileBody {
+            file,
+            remaining: count,
+            buf: BytesMut::new(),
+        }
+        .boxed_unsync()
+    };
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    common_headers(h, &info, &etag);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    if status == StatusCode::PARTIAL_CONTENT {
+        let end = start + count - 1;
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    res
+}
+
+/// The headers of every answer about a stored file (`304` included).
+fn common_headers(h: &mut HeaderMap, info: &StoredInfo, etag: &str) {
+    let kind = info.name.kind();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(kind.header_value()),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    let disposition = if kind.is_media() {
+        "inline"
+    } else {
+        "attachment"
+    };
+    let encoded = utf8_percent_encode(info.display_name.as_str(), ATTR_CHAR);
+    if let Ok(v) = HeaderValue::from_str(&format!("{disposition}; filename*=UTF-8''{encoded}")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+}
+
+fn storage_failed(e: &io::Error) -> Response<Body> {
+    tracing::warn!("cannot read a stored upload: {e}");
+    super::error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage_failed",
+        "the server could not read this file; try again later",
+    )
+}
+
+/// `remaining` bytes of `file` as a response body, read in chunks of at most
+/// [`CHUNK`] bytes as the connection takes them.
+struct FileBody {
+    file: tokio::fs::File,
+    remaining: u64,
+    buf: BytesMut,
+}
+
+impl hyper::body::Body for FileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let want = usize::try_from(this.remaining).map_or(CHUNK, |r| r.min(CHUNK));
+        if this.buf.len() < want {
+            this.buf.resize(want, 0);
+        }
+        let mut read = ReadBuf::new(&mut this.buf[..want]);
+        ready!(Pin::new(&mut this.file).poll_read(cx, &mut read))?;
+        let n = read.filled().len();
+        if n == 0 {
+            return Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the stored file is shorter than it was",
+            ))));
+        }
+        this.remaining -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(this.buf.split_to(n).freeze()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RangeAnswer::{self, Full, Part, Unsatisfiable};
+
+    #[test]
+    fn ranges_parse_as_rfc_9110_says() {
+        let p = |v: &str| RangeAnswer::parse(Some(v), 100);
+        assert_eq!(p("bytes=0-9"), Part { start: 0, end: 9 });
+        assert_eq!(p("bytes=90-"), Part { start: 90, end: 99 });
+        assert_eq!(p("bytes=-10"), Part { start: 90, end: 99 });
+        assert_eq!(p("bytes=-500"), Part { start: 0, end: 99 });
+        assert_eq!(p("bytes=50-500"), Part { start: 50, end: 99 });
+        assert_eq!(p("Bytes = 1-1"), Part { start: 1, end: 1 });
+        assert_eq!(p("bytes=100-"), Unsatisfiable);
+        assert_eq!(p("bytes=100-200"), Unsatisfiable);
+        assert_eq!(p("bytes=-0"), Unsatisfiable);
+        assert_eq!(p("bytes=0-1,5-6"), Full);
+        for ignored in [
+            "bytes=5-1",
+            "bytes=-",
+            "bytes=a-b",
+            "bytes=+1-2",
+            "items=0-1",
+            "0-1",
+        ] {
+            assert_eq!(p(ignored), Full, "{ignored}");
+        }
+        assert_eq!(RangeAnswer::parse(None, 100), Full);
+        assert_eq!(RangeAnswer::parse(Some("bytes=0-"), 0), Unsatisfiable);
+        assert_eq!(RangeAnswer::parse(Some("bytes=-5"), 0), Unsatisfiable);
+    }
+}

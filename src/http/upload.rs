@@ -1,0 +1,526 @@
+//! `POST /upload`: one file in a `multipart/form-data` field named `file`,
+//! streamed to a temporary file in the uploads directory and renamed into
+//! place only once it is complete, of an allowed kind, and within the limit.
+//!
+//! Every check happens while the body streams in, and nothing holds more
+//! than a chunk of it in memory: the size limit (`413` as soon as it is
+//! passed), the kind (decided from the first bytes, `415` at once), a body
+//! that stalls or drags on (`408`), a client that goes away (its temporary
+//! file is deleted with the upload's guard). Refusals before the body is
+//! read (rate limit, content type, a declared length over the limit) cost
+//! nothing. The client's file name is kept only as cleaned display text.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
+use tokio::time::{Instant, Sleep};
+
+use super::rate_limit::PerIpLimiter;
+use super::{Body, PeerAddr};
+use crate::config::Config;
+use crate::media::sniff::{self, Kind, SNIFF_LEN, TextCheck};
+use crate::media::{DisplayName, MediaStore, PendingUpload, StoredInfo};
+use crate::metrics::Metrics;
+
+/// Body bytes beyond the file itself that a request may carry: the
+/// multipart preamble, boundaries, part headers and small extra fields.
+const FRAMING_ALLOWANCE: u64 = 64 << 10;
+/// After a refusal, the rest of the body read and discarded so the client
+/// can read the answer (past this the connection is closed instead).
+const DRAIN_LIMIT: u64 = 256 << 10;
+/// How long that draining may take.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// The upload endpoint: where files go, the limits, and the per-address
+/// rate limit.
+#[derive(Debug)]
+pub struct Uploads {
+    store: MediaStore,
+    limiter: PerIpLimiter,
+    trust_proxy: bool,
+    max_bytes: u64,
+    idle_timeout: Duration,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// Why an upload was refused.
+#[derive(Debug)]
+enum UploadError {
+    /// Over the per-address rate; retry after this long.
+    RateLimited(Duration),
+    /// Not `multipart/form-data` with a boundary.
+    NotMultipart,
+    /// The multipart body is broken.
+    Malformed(String),
+    /// No field named `file`.
+    NoFile,
+    /// The file has no bytes.
+    Empty,
+    /// The file (or the body) is over the limit; the declared length if known.
+    TooLarge(Option<u64>),
+    /// Not one of the allowed kinds.
+    Unsupported,
+    /// The body stalled or took too long.
+    Timeout,
+    /// The client went away mid-body.
+    Cut,
+    /// The uploads directory failed us.
+    Storage(io::Error),
+}
+
+/// A multer error, or one of ours, while reading the fields.
+enum Fail {
+    Multipart(multer::Error),
+    Upload(UploadError),
+}
+
+impl From<multer::Error> for Fail {
+    fn from(e: multer::Error) -> Self {
+        Self::Multipart(e)
+    }
+}
+
+impl From<UploadError> for Fail {
+    fn from(e: UploadError) -> Self {
+        Self::Upload(e)
+    }
+}
+
+impl Uploads {
+    /// The endpoint as `config` sets it up, storing into `store`.
+    pub fn new(config: &Config, store: MediaStore, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            limiter: PerIpLimiter::new(config.uploads_per_minute),
+            trust_proxy: config.trust_proxy,
+            max_bytes: config.max_upload_bytes,
+            idle_timeout: config.upload_idle_timeout,
+            timeout: config.upload_timeout,
+            metrics,
+        }
+    }
+
+    /// Answers `POST /upload`.
+    pub async fn receive(&self, req: Request<Incoming>) -> Response<Body> {
+        match self.try_receive(req).await {
+            Ok(info) => {
+                self.metrics.uploads.inc();
+                self.metrics.upload_bytes.add(info.size);
+                tracing::debug!(name = info.name.as_str(), size = info.size, "upload stored");
+                super::json(StatusCode::OK, &info.attachment())
+            }
+            Err(e) => {
+                self.metrics.uploads_refused.inc();
+                if let UploadError::Storage(io) = &e {
+                    tracing::warn!("upload not stored: {io}");
+                } else {
+                    tracing::debug!("upload refused: {e:?}");
+                }
+                self.refusal(&e)
+            }
+        }
+    }
+
+    async fn try_receive(&self, req: Request<Incoming>) -> Result<StoredInfo, UploadError> {
+        if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>() {
+            let client = if self.trust_proxy {
+                forwarded_client(req.headers()).unwrap_or(peer.ip())
+            } else {
+                peer.ip()
+            };
+            self.limiter
+                .check(client)
+                .map_err(UploadError::RateLimited)?;
+        }
+        let boundary = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ct| multer::parse_boundary(ct).ok())
+            .ok_or(UploadError::NotMultipart)?;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let cap = self.max_bytes.saturating_add(FRAMING_ALLOWANCE);
+        if let Some(len) = declared.filter(|&len| len > cap) {
+            return Err(UploadError::TooLarge(Some(len)));
+        }
+
+        let mut body = BodyReader::new(req.into_body(), cap, self.idle_timeout, self.timeout);
+        let consumed = Arc::clone(&body.consumed);
+        let fields = {
+            let multipart = multer::Multipart::new(&mut body, boundary);
+            self.read_fields(multipart, &consumed).await
+        };
+        let fields = fields.map_err(|fail| match fail {
+            Fail::Upload(e) => e,
+            Fail::Multipart(e) => body.explain(e),
+        });
+        let result = match fields {
+            Ok((pending, kind, name)) => pending
+                .commit(kind, name)
+                .await
+                .map_err(UploadError::Storage),
+            Err(e) => Err(e),
+        };
+        if !matches!(result, Err(UploadError::Timeout | UploadError::Cut)) {
+            body.drain().await;
+        }
+        result
+    }
+
+    /// Reads every field, storing the first `file` and discarding the rest;
+    /// the upload is returned only once the multipart body ended properly.
+    async fn read_fields(
+        &self,
+        mut multipart: multer::Multipart<'_>,
+        consumed: &AtomicU64,
+    ) -> Result<(PendingUpload, Kind, DisplayName), Fail> {
+        let mut found = None;
+        while let Some(mut field) = multipart.next_field().await? {
+            if found.is_some() || field.name() != Some("file") {
+                while let Some(chunk) = field.chunk().await? {
+                    consumed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+                continue;
+            }
+            let name = DisplayName::sanitize(field.file_name());
+            let mut pending = self.store.begin().await.map_err(UploadError::Storage)?;
+            let mut head = Vec::with_capacity(SNIFF_LEN);
+            let mut kind = None;
+            let mut text = TextCheck::default();
+            let mut received = 0u64;
+            while let Some(chunk) = field.chunk().await? {
+                consumed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                received += chunk.len() as u64;
+                if received > self.max_bytes {
+                    return Err(UploadError::TooLarge(None).into());
+                }
+                match kind {
+                    Some(k) => write_checked(&mut pending, &mut text, k, &chunk).await?,
+                    None => {
+                        head.extend_from_slice(&chunk);
+                        if head.len() >= SNIFF_LEN {
+                            let k = sniff::sniff(&head).ok_or(UploadError::Unsupported)?;
+                            write_checked(&mut pending, &mut text, k, &head).await?;
+                            kind = Some(k);
+                            head = Vec::new();
+                        }
+                    }
+                }
+            }
+            let kind = match kind {
+                Some(k) => k,
+                None if head.is_empty() => return Err(UploadError::Empty.into()),
+                None => {
+                    let k = sniff::sniff(&head).ok_or(UploadError::Unsupported)?;
+                    write_checked(&mut pending, &mut text, k, &head).await?;
+                    k
+                }
+            };
+            if kind == Kind::Text && !text.finish() {
+                return Err(UploadError::Unsupported.into());
+            }
+            found = Some((pending, kind, name));
+        }
+        Ok(found.ok_or(UploadError::NoFile)?)
+    }
+
+    fn refusal(&self, e: &UploadError) -> Response<Body> {
+        let limit = human_bytes(self.max_bytes);
+        let (status, code, message) = match e {
+            UploadError::RateLimited(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let mut res = super::error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("too many uploads from your address; try again in {secs} s"),
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                return res;
+            }
+            UploadError::NotMultipart => (
+                StatusCode::BAD_REQUEST,
+                "bad_upload",
+                "send the file as multipart/form-data in a field named `file`".to_owned(),
+            ),
+            UploadError::Malformed(why) => (
+                StatusCode::BAD_REQUEST,
+                "bad_upload",
+                format!(
+                    "the multipart body is malformed ({why}); send the file in a field named `file`"
+                ),
+            ),
+            UploadError::NoFile => (
+                StatusCode::BAD_REQUEST,
+                "bad_upload",
+                "the form has no field named `file`".to_owned(),
+            ),
+            UploadError::Empty => (
+                StatusCode::BAD_REQUEST,
+                "bad_upload",
+                "the file is empty".to_owned(),
+            ),
+            UploadError::Cut => (
+                StatusCode::BAD_REQUEST,
+                "bad_upload",
+                "the upload was cut off before its end; nothing was stored".to_owned(),
+            ),
+            UploadError::TooLarge(Some(len)) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the upload is {}; the limit is {limit}", human_bytes(*len)),
+            ),
+            UploadError::TooLarge(None) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the file is larger than the limit of {limit}"),
+            ),
+            UploadError::Unsupported => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_type",
+                "this kind of file can't be shared here; allowed: PNG, JPEG, GIF, WebP, MP4, \
+                 WebM, MP3, Ogg, WAV, PDF and plain UTF-8 text"
+                    .to_owned(),
+            ),
+            UploadError::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the upload stalled or took too long; try again on a better connection".to_owned(),
+            ),
+            UploadError::Storage(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_failed",
+                "the server could not store the file; nothing was kept, try again later".to_owned(),
+            ),
+        };
+        super::error(status, code, message)
+    }
+}
+
+/// Writes bytes of a file of `kind`, checking text as it goes.
+async fn write_checked(
+    pending: &mut PendingUpload,
+    text: &mut TextCheck,
+    kind: Kind,
+    bytes: &[u8],
+) -> Result<(), UploadError> {
+    if kind == Kind::Text && !text.feed(bytes) {
+        return Err(UploadError::Unsupported);
+    }
+    pending.write(bytes).await.map_err(UploadError::Storage)
+}
+
+/// `10 MiB`, `195.3 KiB`, `12 B`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value.fract() == 0.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// What went wrong with the body itself.
+#[derive(Debug)]
+enum BodyFailure {
+    TooLarge,
+    Framing,
+    Timeout,
+    Cut,
+}
+
+/// The request body as the stream multer reads, with the limits that
+/// protect the server: at most `cap` bytes, a stall of `idle` or a whole
+/// body slower than `timeout` ends it, and multer is handed one chunk at a
+/// time (it would otherwise pull every chunk the socket has ready into its
+/// buffer), while what it holds beyond the field data it has handed out
+/// stays under [`FRAMING_ALLOWANCE`].
+struct BodyReader {
+    body: Incoming,
+    received: u64,
+    /// Field bytes multer has handed out, counted by the reader of fields.
+    consumed: Arc<AtomicU64>,
+    cap: u64,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    deadline: Pin<Box<Sleep>>,
+    /// A chunk was just handed out: yield before reading the next.
+    yielded: bool,
+    ended: bool,
+    failure: Option<BodyFailure>,
+}
+
+impl BodyReader {
+    fn new(body: Incoming, cap: u64, idle: Duration, timeout: Duration) -> Self {
+        Self {
+            body,
+            received: 0,
+            consumed: Arc::new(AtomicU64::new(0)),
+            cap,
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            yielded: false,
+            ended: false,
+            failure: None,
+        }
+    }
+
+    fn fail(&mut self, failure: BodyFailure) -> Poll<Option<io::Result<Bytes>>> {
+        self.failure = Some(failure);
+        Poll::Ready(Some(Err(io::Error::other("the upload body failed"))))
+    }
+
+    /// What a multer error means, given what the body saw.
+    fn explain(&mut self, e: multer::Error) -> UploadError {
+        match self.failure.take() {
+            Some(BodyFailure::TooLarge) => UploadError::TooLarge(None),
+            Some(BodyFailure::Framing) => UploadError::Malformed(format!(
+                "more than {} of headers and other fields",
+                human_bytes(FRAMING_ALLOWANCE)
+            )),
+            Some(BodyFailure::Timeout) => UploadError::Timeout,
+            Some(BodyFailure::Cut) => UploadError::Cut,
+            None => match e {
+                multer::Error::FieldSizeExceeded { .. }
+                | multer::Error::StreamSizeExceeded { .. } => UploadError::TooLarge(None),
+                other => UploadError::Malformed(other.to_string()),
+            },
+        }
+    }
+
+    /// Reads and discards what is left of the body, within bounds, so the
+    /// client can read the answer and the connection can serve another
+    /// request.
+    async fn drain(&mut self) {
+        if self.ended {
+            return;
+        }
+        let body = &mut self.body;
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            let mut left = DRAIN_LIMIT;
+            while let Some(Ok(frame)) = body.frame().await {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                match left.checked_sub(n) {
+                    Some(rest) => left = rest,
+                    None => return,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+impl Stream for BodyReader {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.failure.is_some() {
+            return Poll::Ready(Some(Err(io::Error::other("the upload body failed"))));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if this.yielded {
+            // Let multer process the chunk it has before taking another.
+            this.yielded = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let held = this
+            .received
+            .saturating_sub(this.consumed.load(Ordering::Relaxed));
+        if held > FRAMING_ALLOWANCE {
+            return this.fail(BodyFailure::Framing);
+        }
+        loop {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers
+                    };
+                    this.received += data.len() as u64;
+                    if this.received > this.cap {
+                        return this.fail(BodyFailure::TooLarge);
+                    }
+                    let next = Instant::now() + this.idle;
+                    this.idle_timer.as_mut().reset(next);
+                    this.yielded = true;
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                Poll::Ready(Some(Err(_))) => return this.fail(BodyFailure::Cut),
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {
+                    if this.idle_timer.as_mut().poll(cx).is_ready()
+                        || this.deadline.as_mut().poll(cx).is_ready()
+                    {
+                        return this.fail(BodyFailure::Timeout);
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// The address the proxy in front saw: the last entry of the last
+/// `X-Forwarded-For` header (each proxy appends the address it was reached
+/// from, so earlier entries are the client's own claims). `None` when the
+/// header is missing or that entry is not an IP address.
+fn forwarded_client(headers: &http::HeaderMap) -> Option<std::net::IpAddr> {
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+    last.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_like_people_say_them() {
+        assert_eq!(super::human_bytes(12), "12 B");
+        assert_eq!(super::human_bytes(10 << 20), "10 MiB");
+        assert_eq!(super::human_bytes(200_000), "195.3 KiB");
+    }
+
+    #[test]
+    fn the_forwarded_client_is_the_entry_the_proxy_added() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(super::forwarded_client(&headers), None);
+        headers.append("x-forwarded-for", "1.1.1.1, 10.0.0.7".parse().unwrap());
+        assert_eq!(
+            super::forwarded_client(&headers),
+            Some("10.0.0.7".parse().unwrap())
+        );
+        headers.append("x-forwarded-for", " 2001:db8::1 ".parse().unwrap());
+        assert_eq!(
+            super::forwarded_client(&headers),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        headers.append("x-forwarded-for", "1.1.1.1, not-an-ip".parse().unwrap());
+        assert_eq!(super::forwarded_client(&headers), None);
+    }
+}

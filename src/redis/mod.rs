@@ -1,0 +1,814 @@
+//! The Redis link under the hub: what lets several instances behind one
+//! URL act as one server.
+//!
+//! Three tasks per instance, each with one job:
+//! - the **command** task owns one pipelined connection. Requests come in
+//!   through a bounded queue ([`QUEUE`]); a full queue, or a link that is
+//!   down, refuses at once ([`Unavailable`]) instead of waiting. Replies go
+//!   back in order. Every shared change is one Lua script ([`scripts`]).
+//! - the **subscriber** task owns the pub/sub connection. It subscribes to
+//!   `<prefix>:room:<name>` for exactly the rooms with local members (a
+//!   desired set, not a queue: nothing to overflow) and hands each event to
+//!   the hub ([`Sink`]), which builds one frame and fans it out locally.
+//! - the **heartbeat** task refreshes this instance's presence entry,
+//!   removes instances whose entry expired (their members leave), and
+//!   re-announces this instance's members after a reconnect.
+//!
+//! On any connection error: log, mark the link down (`/health` answers 503),
+//! fail what was waiting, reconnect with exponential back-off, subscribe
+//! again, ask for a marker per room to detect events missed meanwhile.
+//! Nothing here panics; nothing here knows about sockets or sessions.
+
+mod resp;
+pub(crate) mod scripts;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use resp::Target;
+use resp::{Conn, LinkError, Value};
+pub(crate) use scripts::Script;
+
+/// Requests waiting for the command connection; beyond this they are
+/// refused with `unavailable` (the session tells its client).
+const QUEUE: usize = 4096;
+/// Commands sent but not yet answered on the command connection.
+const MAX_IN_FLIGHT: usize = 1024;
+/// How long one request may wait for its reply.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How to reach Redis and how this instance appears there.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where Redis is.
+    pub target: Target,
+    /// Prefix of every key and channel.
+    pub prefix: String,
+    /// An instance whose presence entry is older than this is dead: its
+    /// members are removed. The heartbeat refreshes it every third of it.
+    pub presence_ttl: Duration,
+    /// Online names up to which join/leave carry the list.
+    pub online_list_cap: usize,
+    /// An empty room's history expires after this long.
+    pub empty_room_ttl: Duration,
+}
+
+/// The link is down or overloaded: the request was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable(pub String);
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One name's connections in one room on this instance: (room, user, count).
+pub(crate) type LocalPresence = (String, String, u32);
+
+/// What the link delivers into: the hub.
+pub(crate) trait Sink: Send + Sync {
+    /// An event for `room`: `ev` its number (0: unnumbered), `skip` a user
+    /// who must not get it, `body` the event's JSON.
+    fn deliver(&self, room: &str, ev: u64, skip: Option<&str>, body: &str);
+    /// Every event of `room` up to `ev` has been published.
+    fn mark(&self, room: &str, ev: u64);
+    /// Calls `send` with this instance's members as (room, user, connections),
+    /// while no member can come or go.
+    fn with_presence(&self, send: &mut dyn FnMut(&[LocalPresence]));
+}
+
+type Reply = oneshot::Sender<Result<Value, LinkError>>;
+
+struct Cmd {
+    script: Script,
+    args: Vec<Bytes>,
+    reply: Reply,
+}
+
+#[derive(Default)]
+struct Chan {
+    /// (Un)subscribe replies still to come.
+    outstanding: u32,
+    /// The last request sent was SUBSCRIBE.
+    subscribed: bool,
+    /// Subscribed, and Redis said so for the last request.
+    confirmed: bool,
+}
+
+#[derive(Default)]
+struct Subs {
+    /// Rooms with local members.
+    want: HashSet<String>,
+    /// Rooms whose want changed since the task last looked.
+    dirty: HashSet<String>,
+    chans: HashMap<String, Chan>,
+    up: bool,
+}
+
+struct Status {
+    cmd_up: bool,
+    sub_up: bool,
+    reason: String,
+}
+
+struct Inner {
+    settings: Settings,
+    instance: String,
+    queue: mpsc::Sender<Cmd>,
+    status: Mutex<Status>,
+    subs: Mutex<Subs>,
+    subs_changed: Notify,
+    subs_confirmed: Notify,
+    resync: AtomicBool,
+    wake_heartbeat: Notify,
+    kick_cmd: Notify,
+    sink: Weak<dyn Sink>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section leaves the state whole; poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The running link. Dropping it stops its tasks.
+pub(crate) struct Link {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Link {
+    /// Starts the link's tasks (needs a tokio runtime).
+    pub fn start(settings: Settings, sink: Weak<dyn Sink>) -> Self {
+        let mut id = [0u8; 8];
+        let _ = getrandom::fill(&mut id);
+        let instance = id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let inner = Arc::new(Inner {
+            settings,
+            instance,
+            queue,
+            status: Mutex::new(Status {
+                cmd_up: false,
+                sub_up: false,
+                reason: "connecting to Redis".into(),
+            }),
+            subs: Mutex::new(Subs::default()),
+            subs_changed: Notify::new(),
+            subs_confirmed: Notify::new(),
+            resync: AtomicBool::new(true),
+            wake_heartbeat: Notify::new(),
+            kick_cmd: Notify::new(),
+            sink,
+        });
+        tracing::info!(
+            instance = %inner.instance,
+            redis = %inner.settings.target.addr,
+            prefix = %inner.settings.prefix,
+            "starting the Redis backbone"
+        );
+        let tasks = vec![
+            tokio::spawn(command_task(Arc::clone(&inner), rx)),
+            tokio::spawn(subscriber_task(Arc::clone(&inner))),
+            tokio::spawn(heartbeat_task(Arc::clone(&inner))),
+        ];
+        Self { inner, tasks }
+    }
+
+    /// This instance's id in Redis.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// The settings the link was started with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// `None` when both connections are up; otherwise why not.
+    pub fn degraded(&self) -> Option<String> {
+        let s = lock(&self.inner.status);
+        (!(s.cmd_up && s.sub_up)).then(|| s.reason.clone())
+    }
+
+    /// Queues `script` with the prefix and `args`; never waits. Call it under
+    /// the lock that orders the change, then await [`Link::reply`] outside it.
+    pub fn call(
+        &self,
+        script: Script,
+        args: &[&[u8]],
+    ) -> Result<oneshot::Receiver<Result<Value, LinkError>>, Unavailable> {
+        if let Some(reason) = self.degraded() {
+            return Err(Unavailable(format!(
+                "the chat backbone is unavailable ({reason}); try again shortly"
+            )));
+        }
+        LinkRef(&self.inner).call(script, args)
+    }
+
+    /// Waits for a reply queued by [`Link::call`].
+    pub async fn reply(
+        rx: oneshot::Receiver<Result<Value, LinkError>>,
+    ) -> Result<Value, Unavailable> {
+        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+            Err(_) => Err(Unavailable(
+                "the chat backbone did not answer in time; try again".into(),
+            )),
+            Ok(answer) => Self::settle(answer),
+        }
+    }
+
+    /// What a reply that arrived means to the caller.
+    fn settle(
+        answer: Result<Result<Value, LinkError>, oneshot::error::RecvError>,
+    ) -> Result<Value, Unavailable> {
+        match answer {
+            Err(_) | Ok(Err(_)) => Err(Unavailable(
+                "the chat backbone lost its connection; try again".into(),
+            )),
+            Ok(Ok(Value::Error(e))) => {
+                tracing::error!("a backbone script failed: {e}");
+                Err(Unavailable("the chat backbone refused the request".into()))
+            }
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// [`Link::call`] then [`Link::reply`].
+    pub async fn run(&self, script: Script, args: &[&[u8]]) -> Result<Value, Unavailable> {
+        Self::reply(self.call(script, args)?).await
+    }
+
+    /// A presence change could not be queued: re-announce everything soon.
+    pub fn need_resync(&self) {
+        self.inner.resync.store(true, Ordering::Release);
+        self.inner.wake_heartbeat.notify_one();
+    }
+
+    /// The room has local members: subscribe to it.
+    pub fn want(&self, room: &str) {
+        let mut s = lock(&self.inner.subs);
+        if s.want.insert(room.to_owned()) {
+            s.dirty.insert(room.to_owned());
+            drop(s);
+            self.inner.subs_changed.notify_one();
+        }
+    }
+
+    /// The room has no local members left: unsubscribe.
+    pub fn unwant(&self, room: &str) {
+        let mut s = lock(&self.inner.subs);
+        if s.want.remove(room) {
+            s.dirty.insert(room.to_owned());
+            drop(s);
+            self.inner.subs_changed.notify_one();
+        }
+    }
+
+    /// Waits until Redis has confirmed the subscription to `room`.
+    pub async fn subscribed(&self, room: &str) -> Result<(), Unavailable> {
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        loop {
+            let notified = self.inner.subs_confirmed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let s = lock(&self.inner.subs);
+                if s.chans.get(room).is_some_and(|c| c.confirmed) {
+                    return Ok(());
+                }
+                if !s.up {
+                    return Err(Unavailable(
+                        "the chat backbone is reconnecting; try again shortly".into(),
+                    ));
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(Unavailable(
+                    "the chat backbone did not confirm the room in time; try again".into(),
+                ));
+            }
+        }
+    }
+
+    /// Removes this instance's presence (graceful shutdown), briefly. The
+    /// heartbeat stops first so it cannot register the instance again.
+    pub async fn bye(&self) {
+        if let Some(heartbeat) = self.tasks.get(2) {
+            heartbeat.abort();
+        }
+        let cap = self.inner.settings.online_list_cap.to_string();
+        let ttl = ms(self.inner.settings.empty_room_ttl);
+        let args: [&[u8]; 3] = [
+            self.inner.instance.as_bytes(),
+            cap.as_bytes(),
+            ttl.as_bytes(),
+        ];
+        if let Ok(rx) = self.call(Script::Bye, &args) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        }
+    }
+}
+
+/// A duration in whole milliseconds, as text for a script argument.
+pub(crate) fn ms(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+impl Inner {
+    fn set_up(&self, cmd: bool) {
+        let mut s = lock(&self.status);
+        let was = s.cmd_up && s.sub_up;
+        if cmd {
+            s.cmd_up = true;
+        } else {
+            s.sub_up = true;
+        }
+        if s.cmd_up && s.sub_up && !was {
+            tracing::info!("Redis backbone connected");
+        }
+    }
+
+    fn set_down(&self, cmd: bool, err: &LinkError) {
+        let which = if cmd { "command" } else { "pub/sub" };
+        let mut s = lock(&self.status);
+        let was = if cmd { s.cmd_up } else { s.sub_up };
+        if cmd {
+            s.cmd_up = false;
+        } else {
+            s.sub_up = false;
+        }
+        s.reason = format!("Redis {which} connection: {err}");
+        if was {
+            tracing::warn!(
+                "lost the Redis {which} connection: {err}; serving local members, posts are refused until it is back"
+            );
+        } else {
+            tracing::debug!("Redis {which} connection still down: {err}");
+        }
+    }
+
+    fn name(&self, role: &str) -> String {
+        let clean: String = self
+            .settings
+            .prefix
+            .chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+            .collect();
+        format!("{clean}:{}:{role}", self.instance)
+    }
+
+    fn channel_prefix(&self) -> String {
+        format!("{}:room:", self.settings.prefix)
+    }
+}
+
+async fn backoff_sleep(backoff: &mut Duration) {
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+}
+
+// ---------------------------------------------------------------- commands
+
+async fn command_task(inner: Arc<Inner>, mut rx: mpsc::Receiver<Cmd>) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let err = match open_command(&inner).await {
+            Ok((conn, shas)) => {
+                backoff = MIN_BACKOFF;
+                inner.set_up(true);
+                // Members may have come and gone while the link was down,
+                // or this instance may have been reaped: announce them again.
+                inner.resync.store(true, Ordering::Release);
+                inner.wake_heartbeat.notify_one();
+                serve_commands(&inner, conn, &shas, &mut rx).await
+            }
+            Err(e) => e,
+        };
+        inner.set_down(true, &err);
+        // What was queued while down is refused, not replayed later.
+        while rx.try_recv().is_ok() {}
+        backoff_sleep(&mut backoff).await;
+        while rx.try_recv().is_ok() {}
+    }
+}
+
+async fn open_command(inner: &Inner) -> Result<(Conn, Vec<Bytes>), LinkError> {
+    let mut conn = Conn::open(&inner.settings.target, &inner.name("cmd"), CONNECT_TIMEOUT).await?;
+    let mut shas = Vec::with_capacity(Script::ALL.len());
+    for script in Script::ALL {
+        let source = script.source();
+        let sha = conn
+            .ask(&[b"SCRIPT", b"LOAD", source.as_bytes()])
+            .await?
+            .as_bytes()
+            .map(Bytes::copy_from_slice)
+            .ok_or_else(|| LinkError("SCRIPT LOAD answered without a SHA".into()))?;
+        shas.push(sha);
+    }
+    Ok((conn, shas))
+}
+
+async fn serve_commands(
+    inner: &Inner,
+    mut conn: Conn,
+    shas: &[Bytes],
+    rx: &mut mpsc::Receiver<Cmd>,
+) -> LinkError {
+    let mut waiting: VecDeque<Reply> = VecDeque::new();
+    let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
+    let encode = |out: &mut Vec<u8>, cmd: Cmd, waiting: &mut VecDeque<Reply>| {
+        let mut args: Vec<&[u8]> = Vec::with_capacity(cmd.args.len() + 3);
+        args.extend([&b"EVALSHA"[..], &shas[cmd.script.index()], b"0"]);
+        args.extend(cmd.args.iter().map(|a| &a[..]));
+        resp::encode(out, &args);
+        waiting.push_back(cmd.reply);
+    };
+    loop {
+        tokio::select! {
+            cmd = rx.recv(), if waiting.len() < MAX_IN_FLIGHT => {
+                let Some(cmd) = cmd else {
+                    return LinkError("the backbone stopped".into());
+                };
+                encode(&mut out, cmd, &mut waiting);
+                while waiting.len() < MAX_IN_FLIGHT {
+                    match rx.try_recv() {
+                        Ok(cmd) => encode(&mut out, cmd, &mut waiting),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = conn.stream.write_all(&out).await {
+                    return e.into();
+                }
+                out.clear();
+                if out.capacity() > 1 << 20 {
+                    out = Vec::with_capacity(16 << 10);
+                }
+            }
+            read = tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf) => {
+                match read {
+                    Ok(0) => return LinkError("Redis closed the connection".into()),
+                    Err(e) => return e.into(),
+                    Ok(_) => {}
+                }
+                loop {
+                    let value = match resp::parse(&mut conn.buf) {
+                        Ok(Some(v)) => v,
+                        Ok(None) if conn.buf.len() > resp::MAX_REPLY => {
+                            return LinkError("reply larger than the reply limit".into());
+                        }
+                        Ok(None) => break,
+                        Err(e) => return e,
+                    };
+                    let Some(reply) = waiting.pop_front() else {
+                        return LinkError("Redis sent a reply nobody asked for".into());
+                    };
+                    let flushed = matches!(&value, Value::Error(e) if e.starts_with("NOSCRIPT"));
+                    let _ = reply.send(Ok(value));
+                    if flushed {
+                        // Someone ran SCRIPT FLUSH: reconnect, which loads them again.
+                        return LinkError("Redis forgot the backbone's scripts".into());
+                    }
+                }
+            }
+            () = inner.kick_cmd.notified() => {
+                return LinkError("Redis stopped answering".into());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- pub/sub
+
+async fn subscriber_task(inner: Arc<Inner>) {
+    let mut backoff = MIN_BACKOFF;
+    let mut reconnect = false;
+    loop {
+        let err =
+            match Conn::open(&inner.settings.target, &inner.name("sub"), CONNECT_TIMEOUT).await {
+                Ok(conn) => {
+                    backoff = MIN_BACKOFF;
+                    serve_subscriptions(&inner, conn, reconnect).await
+                }
+                Err(e) => e,
+            };
+        reconnect = true;
+        {
+            let mut s = lock(&inner.subs);
+            s.up = false;
+            s.chans.clear();
+            s.dirty = s.want.clone();
+        }
+        inner.subs_confirmed.notify_waiters();
+        inner.set_down(false, &err);
+        backoff_sleep(&mut backoff).await;
+    }
+}
+
+async fn serve_subscriptions(inner: &Arc<Inner>, mut conn: Conn, reconnect: bool) -> LinkError {
+    {
+        let mut s = lock(&inner.subs);
+        s.up = true;
+        s.dirty = s.want.clone();
+    }
+    // Healthy only once every room with local members is subscribed again.
+    let mut announced = false;
+    let prefix = inner.channel_prefix();
+    let every = (inner.settings.presence_ttl / 3).max(Duration::from_millis(100));
+    let mut ping = tokio::time::interval(every);
+    let mut unanswered = 0u32;
+    let mut out = Vec::new();
+    loop {
+        {
+            let mut s = lock(&inner.subs);
+            let dirty: Vec<String> = s.dirty.drain().collect();
+            for room in dirty {
+                let want = s.want.contains(&room);
+                if !want && !s.chans.contains_key(&room) {
+                    continue; // wanted and unwanted before it was ever subscribed
+                }
+                let chan = s.chans.entry(room.clone()).or_default();
+                if want == chan.subscribed {
+                    continue;
+                }
+                let verb: &[u8] = if want { b"SUBSCRIBE" } else { b"UNSUBSCRIBE" };
+                let name = format!("{prefix}{room}");
+                resp::encode(&mut out, &[verb, name.as_bytes()]);
+                chan.subscribed = want;
+                chan.confirmed = false;
+                chan.outstanding += 1;
+            }
+        }
+        if !out.is_empty() {
+            if let Err(e) = conn.stream.write_all(&out).await {
+                return e.into();
+            }
+            out.clear();
+        }
+        if !announced {
+            let s = lock(&inner.subs);
+            if s.want
+                .iter()
+                .all(|r| s.chans.get(r).is_some_and(|c| c.confirmed))
+            {
+                drop(s);
+                inner.set_up(false);
+                announced = true;
+            }
+        }
+        tokio::select! {
+            () = inner.subs_changed.notified() => {}
+            _ = ping.tick() => {
+                if unanswered >= 2 {
+                    return LinkError("no answer to PING on the pub/sub connection".into());
+                }
+                unanswered += 1;
+                resp::encode(&mut out, &[b"PING"]);
+            }
+            read = tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf) => {
+                match read {
+                    Ok(0) => return LinkError("Redis closed the connection".into()),
+                    Err(e) => return e.into(),
+                    Ok(_) => unanswered = 0,
+                }
+                loop {
+                    match resp::parse(&mut conn.buf) {
+                        Ok(Some(v)) => on_push(inner, &prefix, &v, reconnect),
+                        Ok(None) if conn.buf.len() > resp::MAX_REPLY => {
+                            return LinkError("reply larger than the reply limit".into());
+                        }
+                        Ok(None) => break,
+                        Err(e) => return e,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn on_push(inner: &Arc<Inner>, prefix: &str, v: &Value, reconnect: bool) {
+    let items = v.items();
+    let kind = items.first().and_then(Value::as_bytes).unwrap_or_default();
+    let room = items
+        .get(1)
+        .and_then(Value::as_bytes)
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|c| c.strip_prefix(prefix));
+    match (kind, room) {
+        (b"message", Some(room)) => {
+            let payload = items.get(2).and_then(Value::as_bytes).unwrap_or_default();
+            if let Some(sink) = inner.sink.upgrade() {
+                dispatch(&*sink, room, payload);
+            }
+        }
+        (b"subscribe" | b"unsubscribe", Some(room)) => {
+            let confirmed = {
+                let mut s = lock(&inner.subs);
+                let Some(chan) = s.chans.get_mut(room) else {
+                    return;
+                };
+                chan.outstanding = chan.outstanding.saturating_sub(1);
+                if chan.outstanding > 0 {
+                    false
+                } else if chan.subscribed {
+                    chan.confirmed = true;
+                    true
+                } else {
+                    s.chans.remove(room);
+                    false
+                }
+            };
+            if confirmed {
+                inner.subs_confirmed.notify_waiters();
+                if reconnect {
+                    // Events may have been published while we were away:
+                    // a marker tells the hub how far the room has gone.
+                    request_mark(inner, room);
+                }
+            }
+        }
+        _ => {} // pong and anything else: liveness only
+    }
+}
+
+fn request_mark(inner: &Arc<Inner>, room: &str) {
+    let (reply, _rx) = oneshot::channel();
+    let args = vec![
+        Bytes::copy_from_slice(inner.settings.prefix.as_bytes()),
+        Bytes::copy_from_slice(room.as_bytes()),
+    ];
+    let _ = inner.queue.try_send(Cmd {
+        script: Script::Mark,
+        args,
+        reply,
+    });
+}
+
+/// Decodes one published payload (see [`scripts`]) and hands it to the hub.
+fn dispatch(sink: &dyn Sink, room: &str, payload: &[u8]) {
+    let number = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+    };
+    if let Some(rest) = payload.strip_prefix(b"s") {
+        if let Some(ev) = number(rest) {
+            sink.mark(room, ev);
+        }
+        return;
+    }
+    let parsed = payload.iter().position(|b| *b == b'\n').and_then(|nl| {
+        let (head, body) = (&payload[..nl], &payload[nl + 1..]);
+        let body = std::str::from_utf8(body).ok()?;
+        match head.iter().position(|b| *b == b'\t') {
+            Some(t) => Some((
+                number(&head[..t])?,
+                Some(std::str::from_utf8(&head[t + 1..]).ok()?),
+                body,
+            )),
+            None => Some((number(head)?, None, body)),
+        }
+    });
+    match parsed {
+        Some((ev, skip, body)) => sink.deliver(room, ev, skip, body),
+        None => tracing::warn!("ignoring a malformed event on room {room:?}"),
+    }
+}
+
+// ---------------------------------------------------------------- heartbeat
+
+async fn heartbeat_task(inner: Arc<Inner>) {
+    let every = (inner.settings.presence_ttl / 3).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let link = LinkRef(&inner);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = inner.wake_heartbeat.notified() => {}
+        }
+        if !lock(&inner.status).cmd_up {
+            continue;
+        }
+        let ttl = ms(inner.settings.presence_ttl);
+        let cap = inner.settings.online_list_cap.to_string();
+        let room_ttl = ms(inner.settings.empty_room_ttl);
+        let queued = link.call(
+            Script::Heartbeat,
+            &[
+                inner.instance.as_bytes(),
+                ttl.as_bytes(),
+                cap.as_bytes(),
+                room_ttl.as_bytes(),
+            ],
+        );
+        let rx = match queued {
+            Ok(rx) => rx,
+            Err(e) => {
+                // A full queue is load, not a dead link: try at the next tick.
+                tracing::warn!("heartbeat not sent: {e}");
+                continue;
+            }
+        };
+        // Only silence means the connection is stuck; a lost connection is
+        // already being replaced, and kicking it could hit its successor.
+        let Ok(answer) = tokio::time::timeout(CALL_TIMEOUT, rx).await else {
+            tracing::warn!("heartbeat unanswered for {CALL_TIMEOUT:?}; reconnecting");
+            inner.kick_cmd.notify_one();
+            continue;
+        };
+        let beat = Link::settle(answer);
+        match beat {
+            Ok(v) if v.as_int() == Some(1) => {
+                tracing::warn!(
+                    "this instance's presence had expired in Redis; announcing its members again"
+                );
+                inner.resync.store(true, Ordering::Release);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("heartbeat failed: {e}");
+                continue;
+            }
+        }
+        if inner.resync.swap(false, Ordering::AcqRel) {
+            let Some(sink) = inner.sink.upgrade() else {
+                inner.resync.store(true, Ordering::Release);
+                continue;
+            };
+            let mut queued = None;
+            sink.with_presence(&mut |members| {
+                let mut args: Vec<&[u8]> = vec![
+                    inner.instance.as_bytes(),
+                    ttl.as_bytes(),
+                    cap.as_bytes(),
+                    room_ttl.as_bytes(),
+                ];
+                let counts: Vec<String> = members.iter().map(|m| m.2.to_string()).collect();
+                for (m, n) in members.iter().zip(&counts) {
+                    args.extend([m.0.as_bytes(), m.1.as_bytes(), n.as_bytes()]);
+                }
+                queued = Some(link.call(Script::Resync, &args));
+            });
+            drop(sink);
+            let done = match queued {
+                Some(Ok(rx)) => Link::reply(rx).await.is_ok(),
+                _ => false,
+            };
+            if !done {
+                inner.resync.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// [`Link::call`] for the link's own tasks, which hold only the inner state.
+struct LinkRef<'a>(&'a Inner);
+
+impl LinkRef<'_> {
+    fn call(
+        &self,
+        script: Script,
+        args: &[&[u8]],
+    ) -> Result<oneshot::Receiver<Result<Value, LinkError>>, Unavailable> {
+        let (reply, rx) = oneshot::channel();
+        let mut all = Vec::with_capacity(args.len() + 1);
+        all.push(Bytes::copy_from_slice(self.0.settings.prefix.as_bytes()));
+        all.extend(args.iter().map(|a| Bytes::copy_from_slice(a)));
+        self.0
+            .queue
+            .try_send(Cmd {
+                script,
+                args: all,
+                reply,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    Unavailable("the chat backbone is overloaded; try again shortly".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    Unavailable("the chat backbone has stopped".into())
+                }
+            })?;
+        Ok(rx)
+    }
+}

@@ -1,0 +1,359 @@
+//! The Lua scripts that make every shared change atomic on the Redis side.
+//!
+//! Each script is one read-check-write-publish step: a seq is allocated and
+//! the message stored and published in one go, a reaction toggled and
+//! published in one go, the author checked where the message lives. Because
+//! publishing happens inside the script, the order events reach every
+//! instance is the order Redis applied them.
+//!
+//! Every script takes the key prefix as `ARGV[1]` and builds key names
+//! from it (no `KEYS`: roomcast does not target Redis Cluster). Keys for
+//! room `R` put the variable part last so two rooms can never share a key:
+//! `P:meta:R` (hash: `seq`, `ev`, `evicted`), `P:ids:R` (zset: message id
+//! by seq), `P:msgs:R` (hash: id → stored JSON), `P:users:R` (hash: user →
+//! connections on every live instance), `P:typing:R\nuser` (throttle).
+//! Presence per instance: `P:instances` (zset: instance id by expiry, ms),
+//! `P:inst:ID` (hash: `room\nuser` → connections), `P:reaped:ID` (a
+//! tombstone telling a revived instance to re-announce its members).
+//! Events go to channel `P:room:R` as `<ev>\n<event JSON>` (`ev` counts the
+//! room's events), `0\t<user>\n<JSON>` (typing: unnumbered, not for `user`)
+//! or `s<ev>` (a marker: "every event up to `ev` has been published").
+
+/// Helpers shared by every script.
+const PRELUDE: &str = r#"
+local P = ARGV[1]
+local function k(kind, room) return P .. ':' .. kind .. ':' .. room end
+local function enc_list(t) if #t == 0 then return '[]' end return cjson.encode(t) end
+local function enc_reactions(r)
+  local parts = {}
+  for i, e in ipairs(r) do parts[i] = cjson.encode(e[1]) .. ':' .. enc_list(e[2]) end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+-- A stored message (reactions as an ordered [[emoji, [users]]] list) in its wire form.
+local function msg_json(m, kind, cid)
+  local t = {type = kind, message_id = m.id, seq = m.seq, user = m.user, content = m.content,
+             timestamp = m.timestamp, attachment = m.attachment, edited_at = m.edited_at}
+  if cid and cid ~= '' then t.client_id = cid end
+  local s = cjson.encode(t)
+  return string.sub(s, 1, -2) .. ',"reactions":' .. enc_reactions(m.r or {}) .. '}'
+end
+-- The stored message `id` of `room` if `user` wrote it; else nil and the
+-- refusal code (-1: no such message, -3: not the author).
+local function own_message(msgs, id, user)
+  local raw = redis.call('HGET', msgs, id)
+  if not raw then return nil, -1 end
+  local m = cjson.decode(raw)
+  if m.user ~= user then return nil, -3 end
+  return m
+end
+local function publish(room, body)
+  local ev = redis.call('HINCRBY', k('meta', room), 'ev', 1)
+  redis.call('PUBLISH', k('room', room), ev .. '\n' .. body)
+  return ev
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function online(room, cap)
+  local names = redis.call('HKEYS', k('users', room))
+  if #names > cap then return #names, nil end
+  table.sort(names)
+  return #names, names
+end
+local function presence_event(kind, room, user, cap)
+  local count, names = online(room, cap)
+  local s = '{"type":"' .. kind .. '","user":' .. cjson.encode(user) .. ',"online_count":' .. count
+  if names then s = s .. ',"online":' .. enc_list(names) end
+  return publish(room, s .. '}')
+end
+-- Adds delta to a user's connections over all instances; says 'join' or
+-- 'leave' when the user came online or went offline. An empty room's
+-- history expires after room_ttl ms, as on a single instance.
+local function adjust(room, user, delta, room_ttl)
+  local uk = k('users', room)
+  local total = redis.call('HINCRBY', uk, user, delta)
+  local before = total - delta
+  if total <= 0 then redis.call('HDEL', uk, user) end
+  local keys = {k('meta', room), k('ids', room), k('msgs', room)}
+  if before <= 0 and total > 0 then
+    for _, key in ipairs(keys) do redis.call('PERSIST', key) end
+    return 'join'
+  elseif before > 0 and total <= 0 then
+    if redis.call('HLEN', uk) == 0 then
+      for _, key in ipairs(keys) do redis.call('PEXPIRE', key, math.max(1, room_ttl)) end
+    end
+    return 'leave'
+  end
+  return nil
+end
+-- Sets this instance's connection count for (room, user).
+local function set_count(inst, room, user, n, room_ttl)
+  local ik = P .. ':inst:' .. inst
+  local field = room .. '\n' .. user
+  local old = tonumber(redis.call('HGET', ik, field) or '0')
+  if n == old then return nil end
+  if n > 0 then redis.call('HSET', ik, field, n) else redis.call('HDEL', ik, field) end
+  return adjust(room, user, n - old, room_ttl)
+end
+local function register(inst, ttl)
+  redis.call('ZADD', P .. ':instances', 'NX', now_ms() + ttl, inst)
+end
+-- Removes a dead instance's members, announcing who went offline.
+local function reap(inst, cap, room_ttl)
+  local ik = P .. ':inst:' .. inst
+  local fields = redis.call('HGETALL', ik)
+  redis.call('DEL', ik)
+  redis.call('ZREM', P .. ':instances', inst)
+  redis.call('SET', P .. ':reaped:' .. inst, 1, 'PX', 86400000)
+  for i = 1, #fields, 2 do
+    local nl = string.find(fields[i], '\n', 1, true)
+    local room, user = string.sub(fields[i], 1, nl - 1), string.sub(fields[i], nl + 1)
+    if adjust(room, user, -tonumber(fields[i + 1]), room_ttl) then
+      presence_event('leave', room, user, cap)
+    end
+  end
+end
+"#;
+
+/// A script the backbone runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    /// `P, room, ring, id, user, content, timestamp, attachment JSON|'', client_id|''` → seq.
+    Post,
+    /// `P, room, inst, ttl, user, n, room_ttl, after|'', welcome_history, cap` →
+    /// `[last_seq, ev, gap, online_count, online JSON, history JSON]`; then publishes `join`.
+    Join,
+    /// `P, room, inst, ttl, user, n, cap, room_ttl` → sets this instance's count for the user.
+    Presence,
+    /// `P, room, id, user, emoji, add|remove|toggle, max` → 1 changed, 0 no-op, -1 unknown, -2 too many.
+    React,
+    /// `P, room, id, user, content, blank 0|1, now` → 1, -1 unknown, -3 forbidden, -4 blank.
+    Edit,
+    /// `P, room, id, user` → 1, -1 unknown, -3 forbidden.
+    Delete,
+    /// `P, room, user, interval_ms` → 1 published, 0 throttled.
+    Typing,
+    /// `P, room` → `[online_count, online JSON]`.
+    Online,
+    /// `P, room` → publishes the marker `s<ev>`.
+    Mark,
+    /// `P, inst, ttl, cap, room_ttl` → 1 if this instance was reaped and must resync.
+    Heartbeat,
+    /// `P, inst, ttl, cap, room_ttl, (room, user, n)*` → makes the instance's
+    /// presence exactly this, announcing the differences.
+    Resync,
+    /// `P, inst, cap, room_ttl` → removes this instance (graceful shutdown).
+    Bye,
+}
+
+impl Script {
+    /// Every script, in a fixed order (their index is their slot for SHAs).
+    pub const ALL: [Script; 12] = [
+        Self::Post,
+        Self::Join,
+        Self::Presence,
+        Self::React,
+        Self::Edit,
+        Self::Delete,
+        Self::Typing,
+        Self::Online,
+        Self::Mark,
+        Self::Heartbeat,
+        Self::Resync,
+        Self::Bye,
+    ];
+
+    /// Position in [`Script::ALL`].
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|s| *s == self).unwrap_or(0)
+    }
+
+    /// The full Lua source.
+    pub fn source(self) -> String {
+        let body = match self {
+            Self::Post => POST,
+            Self::Join => JOIN,
+            Self::Presence => PRESENCE,
+            Self::React => REACT,
+            Self::Edit => EDIT,
+            Self::Delete => DELETE,
+            Self::Typing => TYPING,
+            Self::Online => ONLINE,
+            Self::Mark => MARK,
+            Self::Heartbeat => HEARTBEAT,
+            Self::Resync => RESYNC,
+            Self::Bye => BYE,
+        };
+        format!("{PRELUDE}\n{body}")
+    }
+}
+
+const POST: &str = r#"
+local room, ring = ARGV[2], tonumber(ARGV[3])
+local meta, ids, msgs = k('meta', room), k('ids', room), k('msgs', room)
+local seq = redis.call('HINCRBY', meta, 'seq', 1)
+local m = {id = ARGV[4], seq = seq, user = ARGV[5], content = ARGV[6], timestamp = ARGV[7], r = {}}
+if ARGV[8] ~= '' then m.attachment = cjson.decode(ARGV[8]) end
+redis.call('HSET', msgs, m.id, cjson.encode(m))
+redis.call('ZADD', ids, seq, m.id)
+local extra = redis.call('ZCARD', ids) - ring
+if extra > 0 then
+  local old = redis.call('ZPOPMIN', ids, extra)
+  local evicted = tonumber(redis.call('HGET', meta, 'evicted') or '0')
+  for i = 1, #old, 2 do
+    redis.call('HDEL', msgs, old[i])
+    evicted = math.max(evicted, tonumber(old[i + 1]))
+  end
+  redis.call('HSET', meta, 'evicted', evicted)
+end
+publish(room, msg_json(m, 'message', ARGV[9]))
+return seq
+"#;
+
+const JOIN: &str = r#"
+local room, inst, user = ARGV[2], ARGV[3], ARGV[5]
+local room_ttl = tonumber(ARGV[7])
+register(inst, tonumber(ARGV[4]))
+local change = set_count(inst, room, user, tonumber(ARGV[6]), room_ttl)
+local meta, ids, msgs = k('meta', room), k('ids', room), k('msgs', room)
+local st = redis.call('HMGET', meta, 'seq', 'ev', 'evicted')
+local last_seq, ev, evicted = tonumber(st[1] or '0'), tonumber(st[2] or '0'), tonumber(st[3] or '0')
+local idl, gap = {}, 0
+if ARGV[8] == '' then
+  local n = tonumber(ARGV[9])
+  if n > 0 then idl = redis.call('ZRANGE', ids, -n, -1) end
+else
+  idl = redis.call('ZRANGEBYSCORE', ids, '(' .. ARGV[8], '+inf')
+  if tonumber(ARGV[8]) < evicted then gap = 1 end
+end
+local parts = {}
+for _, id in ipairs(idl) do
+  local raw = redis.call('HGET', msgs, id)
+  if raw then parts[#parts + 1] = msg_json(cjson.decode(raw), 'message') end
+end
+local count, names = online(room, 1e9)
+if change then presence_event(change, room, user, tonumber(ARGV[10])) end
+return {last_seq, ev, gap, count, enc_list(names), '[' .. table.concat(parts, ',') .. ']'}
+"#;
+
+const PRESENCE: &str = r#"
+local room, inst, user = ARGV[2], ARGV[3], ARGV[5]
+register(inst, tonumber(ARGV[4]))
+local change = set_count(inst, room, user, tonumber(ARGV[6]), tonumber(ARGV[8]))
+if change then presence_event(change, room, user, tonumber(ARGV[7])) end
+return 1
+"#;
+
+const REACT: &str = r#"
+local room, id, user, emoji = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local msgs = k('msgs', room)
+local raw = redis.call('HGET', msgs, id)
+if not raw then return -1 end
+local m = cjson.decode(raw)
+local r = m.r
+local pos, has = nil, false
+for i, e in ipairs(r) do if e[1] == emoji then pos = i end end
+if pos then for _, u in ipairs(r[pos][2]) do if u == user then has = true end end end
+local add
+if ARGV[6] == 'add' then add = true elseif ARGV[6] == 'remove' then add = false else add = not has end
+if add == has then return 0 end
+if add then
+  if pos then table.insert(r[pos][2], user)
+  elseif #r >= tonumber(ARGV[7]) then return -2
+  else table.insert(r, {emoji, {user}}) end
+else
+  local users = r[pos][2]
+  for i = #users, 1, -1 do if users[i] == user then table.remove(users, i) end end
+  if #users == 0 then table.remove(r, pos) end
+end
+redis.call('HSET', msgs, id, cjson.encode(m))
+local users = {}
+for _, e in ipairs(r) do if e[1] == emoji then users = e[2] end end
+publish(room, '{"type":"reaction_update","message_id":' .. cjson.encode(id) ..
+  ',"emoji":' .. cjson.encode(emoji) .. ',"user":' .. cjson.encode(user) ..
+  ',"action":"' .. (add and 'add' or 'remove') .. '","users":' .. enc_list(users) ..
+  ',"reactions":' .. enc_reactions(r) .. '}')
+return 1
+"#;
+
+const EDIT: &str = r#"
+local room, id, user = ARGV[2], ARGV[3], ARGV[4]
+local msgs = k('msgs', room)
+local m, refused = own_message(msgs, id, user)
+if not m then return refused end
+if ARGV[6] == '1' and not m.attachment then return -4 end
+m.content, m.edited_at = ARGV[5], ARGV[7]
+redis.call('HSET', msgs, id, cjson.encode(m))
+publish(room, msg_json(m, 'message_updated'))
+return 1
+"#;
+
+const DELETE: &str = r#"
+local room, id, user = ARGV[2], ARGV[3], ARGV[4]
+local msgs = k('msgs', room)
+local m, refused = own_message(msgs, id, user)
+if not m then return refused end
+redis.call('HDEL', msgs, id)
+redis.call('ZREM', k('ids', room), id)
+publish(room, '{"type":"message_deleted","message_id":' .. cjson.encode(id) .. ',"seq":' .. m.seq .. '}')
+return 1
+"#;
+
+const TYPING: &str = r#"
+local room, user = ARGV[2], ARGV[3]
+if not redis.call('SET', k('typing', room) .. '\n' .. user, 1, 'NX', 'PX', math.max(1, tonumber(ARGV[4]))) then
+  return 0
+end
+redis.call('PUBLISH', k('room', room), '0\t' .. user .. '\n{"type":"typing","user":' .. cjson.encode(user) .. '}')
+return 1
+"#;
+
+const ONLINE: &str = r#"
+local count, names = online(ARGV[2], 1e9)
+return {count, enc_list(names)}
+"#;
+
+const MARK: &str = r#"
+local room = ARGV[2]
+local ev = tonumber(redis.call('HGET', k('meta', room), 'ev') or '0')
+redis.call('PUBLISH', k('room', room), 's' .. ev)
+return ev
+"#;
+
+const HEARTBEAT: &str = r#"
+local inst, ttl, cap, room_ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = now_ms()
+local insts = P .. ':instances'
+local resync = redis.call('DEL', P .. ':reaped:' .. inst)
+redis.call('ZADD', insts, now + ttl, inst)
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', insts, '-inf', now)) do
+  reap(dead, cap, room_ttl)
+end
+return resync
+"#;
+
+const RESYNC: &str = r#"
+local inst, ttl, cap, room_ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+redis.call('ZADD', P .. ':instances', now_ms() + ttl, inst)
+redis.call('DEL', P .. ':reaped:' .. inst)
+local ik = P .. ':inst:' .. inst
+local want, fields = {}, {}
+for i = 6, #ARGV, 3 do want[ARGV[i] .. '\n' .. ARGV[i + 1]] = tonumber(ARGV[i + 2]) end
+local have = redis.call('HGETALL', ik)
+for i = 1, #have, 2 do fields[have[i]] = true end
+for f, _ in pairs(want) do fields[f] = true end
+for f, _ in pairs(fields) do
+  local nl = string.find(f, '\n', 1, true)
+  local room, user = string.sub(f, 1, nl - 1), string.sub(f, nl + 1)
+  local change = set_count(inst, room, user, want[f] or 0, room_ttl)
+  if change then presence_event(change, room, user, cap) end
+end
+return 1
+"#;
+
+const BYE: &str = r#"
+reap(ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
+redis.call('DEL', P .. ':reaped:' .. ARGV[2])
+return 1
+"#;

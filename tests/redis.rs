@@ -1,0 +1,762 @@
+//! Several roomcast instances sharing rooms through the real Redis at
+//! 127.0.0.1:6379 (CI starts one). Each test uses its own key prefix, so
+//! tests run in parallel, and deletes its keys at the end. Every wait is a
+//! poll or a read bounded by `TIMEOUT`: nothing passes because of timing.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::{Client, Server, TIMEOUT, TempDir};
+use roomcast::Config;
+use serde_json::{Value, json};
+
+const REDIS: &str = "127.0.0.1:6379";
+
+// ------------------------------------------------------------ Redis admin
+
+/// A reply from the test's own tiny blocking Redis client.
+#[derive(Debug, Clone, PartialEq)]
+enum Resp {
+    Str(String),
+    Int(i64),
+    Nil,
+    Arr(Vec<Resp>),
+    Err(String),
+}
+
+impl Resp {
+    fn str(&self) -> &str {
+        match self {
+            Self::Str(s) => s,
+            other => panic!("expected a string reply, got {other:?}"),
+        }
+    }
+}
+
+/// A plain connection for setup, inspection and cleanup.
+struct Admin(BufReader<std::net::TcpStream>);
+
+impl Admin {
+    fn connect() -> Self {
+        let stream = std::net::TcpStream::connect(REDIS).unwrap_or_else(|e| {
+            panic!(
+                "Redis is not reachable at {REDIS} ({e}). These tests need a real Redis: \
+                 run `redis-server --port 6379` (CI's .ci/run starts one)."
+            )
+        });
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut admin = Self(BufReader::new(stream));
+        assert_eq!(admin.cmd(&["PING"]), Resp::Str("PONG".into()));
+        admin
+    }
+
+    fn cmd(&mut self, args: &[&str]) -> Resp {
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        self.0
+            .get_mut()
+            .write_all(out.as_bytes())
+            .expect("write to Redis");
+        self.read()
+    }
+
+    fn read(&mut self) -> Resp {
+        let mut line = String::new();
+        self.0.read_line(&mut line).expect("read from Redis");
+        let (kind, rest) = line.trim_end().split_at(1);
+        match kind {
+            "+" => Resp::Str(rest.to_owned()),
+            "-" => Resp::Err(rest.to_owned()),
+            ":" => Resp::Int(rest.parse().unwrap()),
+            "$" => {
+                let n: i64 = rest.parse().unwrap();
+                if n < 0 {
+                    return Resp::Nil;
+                }
+                let mut buf = vec![0; n as usize + 2];
+                self.0.read_exact(&mut buf).unwrap();
+                buf.truncate(n as usize);
+                Resp::Str(String::from_utf8_lossy(&buf).into_owned())
+            }
+            "*" => {
+                let n: i64 = rest.parse().unwrap();
+                Resp::Arr((0..n.max(0)).map(|_| self.read()).collect())
+            }
+            other => panic!("unexpected Redis reply type {other:?}"),
+        }
+    }
+
+    /// Deletes every key under `prefix:`.
+    fn cleanup(&mut self, prefix: &str) {
+        let pattern = format!("{prefix}:*");
+        let mut cursor = "0".to_owned();
+        loop {
+            let reply = self.cmd(&["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"]);
+            let Resp::Arr(parts) = reply else {
+                panic!("SCAN answered {reply:?}")
+            };
+            cursor = parts[0].str().to_owned();
+            if let Resp::Arr(keys) = &parts[1] {
+                for key in keys {
+                    self.cmd(&["DEL", key.str()]);
+                }
+            }
+            if cursor == "0" {
+                return;
+            }
+        }
+    }
+
+    /// Closes every connection roomcast opened under `prefix` (as a Redis
+    /// restart would); returns how many.
+    fn kill_connections(&mut self, prefix: &str) -> usize {
+        let list = self.cmd(&["CLIENT", "LIST"]);
+        let ids: Vec<String> = list
+            .str()
+            .lines()
+            .filter(|l| {
+                l.split(' ').any(|f| {
+                    f.strip_prefix("name=")
+                        .is_some_and(|n| n.starts_with(prefix))
+                })
+            })
+            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .map(str::to_owned)
+            .collect();
+        for id in &ids {
+            self.cmd(&["CLIENT", "KILL", "ID", id]);
+        }
+        ids.len()
+    }
+}
+
+/// A key prefix no other test (or run) uses.
+fn unique_prefix(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "rctest-{tag}-{}-{}-{nanos:x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Deletes the test's keys when the test ends, passed or failed.
+struct Keys(String);
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        if let Ok(stream) = std::net::TcpStream::connect(REDIS) {
+            let _ = stream.set_read_timeout(Some(TIMEOUT));
+            Admin(BufReader::new(stream)).cleanup(&self.0);
+        }
+    }
+}
+
+// ------------------------------------------------------------ instances
+
+fn config(prefix: &str) -> Config {
+    common::config()
+        .redis_url(Some(format!("redis://{REDIS}")))
+        .redis_prefix(prefix.to_owned())
+        .rate(0u32)
+}
+
+/// Polls `/health` until it answers `status`.
+async fn wait_health(addr: SocketAddr, status: u16) -> Value {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let res = common::http_raw(
+            addr,
+            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            false,
+        )
+        .await;
+        if res.status == status {
+            return res.json();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/health stayed {} ({}), never {status}",
+            res.status,
+            res.text()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Starts an instance and waits until its backbone is connected.
+async fn instance(config: Config) -> Server {
+    let server = Server::start(config).await;
+    wait_health(server.addr, 200).await;
+    server
+}
+
+/// Test setup: Redis reachable, a fresh prefix, `n` connected instances.
+async fn cluster(tag: &str, n: usize, tweak: impl Fn(Config) -> Config) -> (Keys, Vec<Server>) {
+    Admin::connect();
+    let prefix = unique_prefix(tag);
+    let keys = Keys(prefix.clone());
+    let mut servers = Vec::new();
+    for _ in 0..n {
+        servers.push(instance(tweak(config(&prefix))).await);
+    }
+    (keys, servers)
+}
+
+/// Reads events until a `join` of `user`.
+async fn joined(c: &mut Client, user: &str) -> Value {
+    loop {
+        let e = c.skip_to("join").await;
+        if e["user"] == user {
+            return e;
+        }
+    }
+}
+
+fn names(v: &Value) -> Vec<String> {
+    let mut n: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list of names: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    n.sort();
+    n
+}
+
+// ------------------------------------------------------------ tests
+
+#[tokio::test]
+async fn messages_reactions_edits_deletes_and_typing_cross_instances() {
+    let (_keys, s) = cluster("events", 2, |c| c).await;
+    let (mut ann, _) = s[0].join("lobby", "ann").await;
+    joined(&mut ann, "ann").await;
+    let (mut bob, welcome) = s[1].join("lobby", "bob").await;
+    assert_eq!(names(&welcome["online"]), ["ann", "bob"]);
+    joined(&mut bob, "bob").await;
+    joined(&mut ann, "bob").await;
+
+    ann.send_json(json!({"type": "message", "content": "hi bob", "client_id": "c1"}))
+        .await;
+    let mine = ann.expect("message").await;
+    let theirs = bob.expect("message").await;
+    assert_eq!(mine, theirs, "one event, the same on both instances");
+    assert_eq!(mine["seq"], 1);
+    assert_eq!(mine["user"], "ann");
+    assert_eq!(mine["client_id"], "c1");
+    assert_eq!(mine["reactions"], json!({}));
+    let id = mine["message_id"].as_str().unwrap().to_owned();
+
+    bob.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": "👍"}))
+        .await;
+    for c in [&mut ann, &mut bob] {
+        let r = c.expect("reaction_update").await;
+        assert_eq!(
+            (&r["user"], &r["action"], &r["users"]),
+            (&json!("bob"), &json!("add"), &json!(["bob"]))
+        );
+        assert_eq!(r["reactions"], json!({"👍": ["bob"]}));
+    }
+    ann.send_json(json!({"type": "reaction", "message_id": id, "emoji": "🎉"}))
+        .await;
+    for c in [&mut ann, &mut bob] {
+        let r = c.expect("reaction_update").await;
+        assert_eq!(r["reactions"], json!({"👍": ["bob"], "🎉": ["ann"]}));
+    }
+    // Adding twice changes nothing and sends nothing.
+    bob.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": "👍"}))
+        .await;
+    bob.roundtrip().await;
+    bob.send_json(json!({"type": "remove_reaction", "message_id": "nope", "emoji": "👍"}))
+        .await;
+    let e = bob.expect_error("unknown_message").await;
+    assert_eq!(e["ref"], "remove_reaction");
+
+    bob.send_json(json!({"type": "edit", "message_id": id, "content": "mine now"}))
+        .await;
+    let e = bob.expect_error("forbidden").await;
+    assert_eq!(e["ref"], "edit");
+    ann.send_json(json!({"type": "edit", "message_id": id, "content": "hi, bob"}))
+        .await;
+    for c in [&mut ann, &mut bob] {
+        let m = c.expect("message_updated").await;
+        assert_eq!((&m["content"], &m["seq"]), (&json!("hi, bob"), &json!(1)));
+        assert!(m["edited_at"].is_string());
+        assert_eq!(m["reactions"], json!({"👍": ["bob"], "🎉": ["ann"]}));
+    }
+    bob.send_json(json!({"type": "delete", "message_id": id}))
+        .await;
+    bob.expect_error("forbidden").await;
+    ann.send_json(json!({"type": "delete", "message_id": id}))
+        .await;
+    for c in [&mut ann, &mut bob] {
+        let d = c.expect("message_deleted").await;
+        assert_eq!((&d["message_id"], &d["seq"]), (&json!(id), &json!(1)));
+    }
+
+    bob.send_json(json!({"type": "typing"})).await;
+    assert_eq!(ann.expect("typing").await["user"], "bob");
+    bob.roundtrip().await; // the typer gets nothing
+
+    ann.send_json(json!({"type": "presence"})).await;
+    let p = ann.expect("presence").await;
+    assert_eq!(
+        (names(&p["online"]), &p["online_count"]),
+        (vec!["ann".to_owned(), "bob".to_owned()], &json!(2))
+    );
+}
+
+#[tokio::test]
+async fn join_and_leave_count_every_instances_members_and_tabs() {
+    let (_keys, s) = cluster("presence", 2, |c| c).await;
+    let (mut ann, _) = s[0].join("r", "ann").await;
+    joined(&mut ann, "ann").await;
+    let (bob_b, _) = s[1].join("r", "bob").await;
+    let j = joined(&mut ann, "bob").await;
+    assert_eq!(j["online_count"], 2);
+    assert_eq!(names(&j["online"]), ["ann", "bob"]);
+
+    // bob's second tab, on the other instance: no second join.
+    let (mut bob_a, welcome) = s[0].join("r", "bob").await;
+    assert_eq!(welcome["online_count"], 2);
+    bob_a.roundtrip().await;
+    ann.roundtrip().await;
+
+    bob_b.close().await;
+    // Still online through the other tab: ann sees nothing but her pong.
+    ann.send_json(json!({"type": "presence"})).await;
+    let p = ann.expect("presence").await;
+    assert_eq!(p["online_count"], 2);
+
+    bob_a.close().await;
+    let l = ann.expect("leave").await;
+    assert_eq!((&l["user"], &l["online_count"]), (&json!("bob"), &json!(1)));
+    assert_eq!(names(&l["online"]), ["ann"]);
+}
+
+#[tokio::test]
+async fn seq_strictly_increases_with_concurrent_senders_on_two_instances() {
+    let (_keys, s) = cluster("seq", 2, |c| c).await;
+    const EACH: usize = 40;
+    let (mut watch_a, _) = s[0].join("r", "wa").await;
+    let (mut watch_b, _) = s[1].join("r", "wb").await;
+    let (ann, _) = s[0].join("r", "ann").await;
+    let (bob, _) = s[1].join("r", "bob").await;
+    let send = |mut c: Client, who: &'static str| async move {
+        for i in 0..EACH {
+            c.send_json(json!({"type": "message", "content": format!("{who}{i}")}))
+                .await;
+        }
+        c
+    };
+    let (ann, bob) = tokio::join!(send(ann, "a"), send(bob, "b"));
+    let mut orders = Vec::new();
+    for w in [&mut watch_a, &mut watch_b] {
+        let mut seen = Vec::new();
+        while seen.len() < 2 * EACH {
+            let e = w.recv_json().await;
+            if e["type"] == "message" {
+                seen.push((e["seq"].as_u64().unwrap(), e["content"].clone()));
+            }
+        }
+        let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, (1..=2 * EACH as u64).collect::<Vec<_>>());
+        orders.push(seen);
+    }
+    assert_eq!(orders[0], orders[1], "both instances deliver one order");
+    drop((ann, bob));
+}
+
+#[tokio::test]
+async fn resume_on_the_other_instance_with_after_and_gap() {
+    let (_keys, s) = cluster("resume", 2, |c| c.history(5usize)).await;
+    let (mut ann, _) = s[0].join("r", "ann").await;
+    for i in 1..=8 {
+        ann.send_json(json!({"type": "message", "content": format!("m{i}")}))
+            .await;
+        loop {
+            let e = ann.recv_json().await;
+            if e["type"] == "message" {
+                assert_eq!(e["seq"], i);
+                break;
+            }
+        }
+    }
+    let seqs = |w: &Value| -> Vec<u64> {
+        w["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let mut c = s[1].ws("/ws/r/bob?after=1").await;
+    let w = c.expect("welcome").await;
+    assert_eq!((seqs(&w), &w["gap"]), (vec![4, 5, 6, 7, 8], &json!(true)));
+    assert_eq!(w["last_seq"], 8);
+    let mut c = s[1].ws("/ws/r/bob?after=5").await;
+    let w = c.expect("welcome").await;
+    assert_eq!((seqs(&w), &w["gap"]), (vec![6, 7, 8], &json!(false)));
+    let (_, w) = s[1].join("r", "carl").await;
+    assert_eq!(seqs(&w), [4, 5, 6, 7, 8]);
+    assert_eq!(w["history"][4]["content"], "m8");
+}
+
+#[tokio::test]
+async fn concurrent_reaction_toggles_from_two_instances_stay_consistent() {
+    let (_keys, s) = cluster("toggle", 2, |c| c).await;
+    let (mut ann, _) = s[0].join("r", "ann").await;
+    joined(&mut ann, "ann").await;
+    let id = ann.post("react to me").await["message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (bob, _) = s[1].join("r", "bob").await;
+    let toggle = |mut c: Client, times: usize, id: String| async move {
+        for _ in 0..times {
+            c.send_json(
+                json!({"type": "reaction", "message_id": id, "emoji": "🔥", "action": "toggle"}),
+            )
+            .await;
+        }
+        c
+    };
+    // Odd for ann, even for bob: whatever the interleaving, ann ends up
+    // reacting and bob not.
+    let (mut ann, bob) = tokio::join!(toggle(ann, 21, id.clone()), toggle(bob, 20, id.clone()));
+    let mut last = Value::Null;
+    for _ in 0..41 {
+        last = ann.skip_to("reaction_update").await;
+    }
+    assert_eq!(last["reactions"], json!({"🔥": ["ann"]}));
+    drop(bob);
+    let (_, w) = s[1].join("r", "carl").await;
+    assert_eq!(w["history"][0]["reactions"], json!({"🔥": ["ann"]}));
+}
+
+/// Runs an instance on its own runtime so the test can kill it outright:
+/// no graceful shutdown, no leave, no goodbye to Redis.
+struct Doomed {
+    addr: SocketAddr,
+    kill: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+    _dir: TempDir,
+}
+
+fn doomed(config: Config) -> Doomed {
+    let dir = TempDir::new("doomed");
+    let config = config.uploads_dir(dir.path().join("uploads"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (kill, killed) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let _ = roomcast::serve(listener, config, std::future::pending()).await;
+        });
+        let _ = killed.recv();
+        rt.shutdown_background();
+    });
+    Doomed {
+        addr,
+        kill,
+        thread,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn a_dead_instance_leaves_no_ghosts() {
+    // A short presence TTL so the dead instance expires quickly; the
+    // survivor's heartbeat (a third of its TTL) reaps it.
+    let (keys, s) = cluster("ghost", 1, |c| c.presence_ttl(Duration::from_secs(3))).await;
+    let dead = doomed(config(&keys.0).presence_ttl(Duration::from_millis(1500)));
+    wait_health(dead.addr, 200).await;
+    let (mut ann, _) = s[0].join("r", "ann").await;
+    let mut ghost = Client::connect(&format!("ws://{}/ws/r/ghost", dead.addr)).await;
+    ghost.expect("welcome").await;
+    let j = joined(&mut ann, "ghost").await;
+    assert_eq!(j["online_count"], 2);
+    let mut admin = Admin::connect();
+    let instances = format!("{}:instances", keys.0);
+    assert_eq!(admin.cmd(&["ZCARD", &instances]), Resp::Int(2));
+
+    dead.kill.send(()).unwrap();
+    tokio::task::spawn_blocking(move || dead.thread.join().unwrap())
+        .await
+        .unwrap();
+
+    let l = ann.skip_to("leave").await;
+    assert_eq!(
+        (&l["user"], &l["online_count"]),
+        (&json!("ghost"), &json!(1))
+    );
+    assert_eq!(names(&l["online"]), ["ann"]);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while admin.cmd(&["ZCARD", &instances]) != Resp::Int(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead instance was never reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, w) = s[0].join("r", "bob").await;
+    assert_eq!(names(&w["online"]), ["ann", "bob"]);
+    drop(ghost);
+}
+
+#[tokio::test]
+async fn a_lost_redis_connection_degrades_health_then_recovers() {
+    let (keys, s) = cluster("reconnect", 2, |c| c).await;
+    let (mut ann, _) = s[0].join("r", "ann").await;
+    let (mut bob, _) = s[1].join("r", "bob").await;
+    joined(&mut ann, "bob").await;
+    ann.post("before").await;
+    assert_eq!(bob.skip_to("message").await["content"], "before");
+
+    // Kill every connection of both instances until /health is seen
+    // degraded (they reconnect fast, so a single kill could be missed).
+    let mut admin = Admin::connect();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let degraded = 'seen: loop {
+        assert!(
+            admin.kill_connections(&keys.0) > 0,
+            "no roomcast connections to kill"
+        );
+        for _ in 0..50 {
+            let res = s[0].get("/health").await;
+            if res.status == 503 {
+                break 'seen res.json();
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/health never answered 503"
+        );
+    };
+    assert_eq!(degraded["status"], "degraded");
+    assert!(
+        degraded["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Redis")),
+        "{degraded}"
+    );
+
+    wait_health(s[0].addr, 200).await;
+    wait_health(s[1].addr, 200).await;
+    // The same sessions carry on, both ways.
+    post_when_up(&mut ann, "after").await;
+    assert_eq!(bob.skip_to("message").await["content"], "after");
+    post_when_up(&mut bob, "and back").await;
+    assert_eq!(ann.skip_to("message").await["content"], "and back");
+}
+
+/// Posts `text`, retrying while the backbone answers `unavailable` (a kill
+/// may land again between the health check and the post).
+async fn post_when_up(c: &mut Client, text: &str) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        c.send_json(json!({"type": "message", "content": text}))
+            .await;
+        let e = c.recv_json().await;
+        match e["type"].as_str() {
+            Some("message") => return,
+            Some("error") if e["code"] == "unavailable" => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "still unavailable: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => panic!("unexpected {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_answers_503_and_never_upgrades() {
+    // Nothing listens on port 1: the instance starts degraded and says why.
+    let server = Server::start(
+        common::config()
+            .redis_url(Some("redis://127.0.0.1:1".to_owned()))
+            .redis_prefix(unique_prefix("down")),
+    )
+    .await;
+    let h = wait_health(server.addr, 503).await;
+    assert_eq!(h["status"], "degraded");
+    assert!(h["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    let res = server
+        .request(
+            "GET",
+            "/ws/r/ann",
+            &[
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Sec-WebSocket-Version", "13"),
+            ],
+        )
+        .await;
+    assert_eq!(res.assert_json_error(503)["error"], "unavailable");
+    server.shutdown().await.unwrap();
+}
+
+/// A TCP proxy in front of Redis that the test can cut and restore, so an
+/// outage lasts exactly as long as the test wants.
+struct Proxy {
+    addr: SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let (up, conns) = (up.clone(), conns.clone());
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue; // refused: the connection is dropped at once
+                    }
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut redis) = tokio::net::TcpStream::connect(REDIS).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut redis).await;
+                        }
+                    });
+                    conns.lock().unwrap().push(task);
+                }
+            }
+        });
+        Self {
+            addr,
+            up,
+            conns,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Drops every proxied connection and refuses new ones.
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for task in self.conns.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+#[tokio::test]
+async fn during_an_outage_posts_are_refused_and_members_that_missed_events_resume() {
+    let (keys, s) = cluster("outage", 1, |c| c).await;
+    let proxy = Proxy::start().await;
+    let a = instance(config(&keys.0).redis_url(Some(proxy.url()))).await;
+    let (mut ann, _) = a.join("r", "ann").await;
+    joined(&mut ann, "ann").await;
+    let (mut bob, _) = s[0].join("r", "bob").await;
+    joined(&mut bob, "bob").await;
+    joined(&mut ann, "bob").await;
+    let first = bob.post("before").await;
+    assert_eq!(ann.skip_to("message").await, first);
+
+    proxy.cut();
+    let h = wait_health(a.addr, 503).await;
+    assert_eq!(h["status"], "degraded");
+    // The member stays connected; what needs Redis is refused, and says so.
+    ann.roundtrip().await;
+    ann.send_json(json!({"type": "message", "content": "lost?"}))
+        .await;
+    let e = ann.expect_error("unavailable").await;
+    assert_eq!(e["ref"], "message");
+    ann.send_json(json!({"type": "presence"})).await;
+    ann.expect_error("unavailable").await;
+    let refused = a
+        .request(
+            "GET",
+            "/ws/r/carl",
+            &[
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Sec-WebSocket-Version", "13"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.assert_json_error(503)["error"], "unavailable");
+
+    // The other instance carries on; ann's instance misses this.
+    let missed = bob.post("while you were away").await;
+    assert_eq!(missed["seq"], 2);
+
+    proxy.restore();
+    // Back, it sees it missed an event: ann is told to resume...
+    ann.expect_close(1013).await;
+    wait_health(a.addr, 200).await;
+    // ...and resuming on the same instance gets exactly what she missed.
+    let mut again = a.ws("/ws/r/ann?after=1").await;
+    let w = again.expect("welcome").await;
+    assert_eq!(w["gap"], false);
+    assert_eq!(w["history"].as_array().unwrap().len(), 1);
+    assert_eq!(w["history"][0]["message_id"], missed["message_id"]);
+    // (bob sees ann leave and come back before his own echo.)
+    bob.send_json(json!({"type": "message", "content": "welcome back"}))
+        .await;
+    let m = bob.skip_to("message").await;
+    assert_eq!(
+        again.skip_to("message").await["message_id"],
+        m["message_id"]
+    );
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_removes_the_instance_at_once() {
+    let (keys, mut s) = cluster("bye", 2, |c| c).await;
+    let (mut ann, _) = s[0].join("r", "ann").await;
+    let (mut bob, _) = s[1].join("r", "bob").await;
+    joined(&mut ann, "bob").await;
+    let mut admin = Admin::connect();
+    let instances = format!("{}:instances", keys.0);
+    assert_eq!(admin.cmd(&["ZCARD", &instances]), Resp::Int(2));
+
+    let b = s.pop().unwrap();
+    let (stopped, ()) = tokio::join!(b.shutdown(), bob.expect_close(1001));
+    stopped.unwrap();
+    // `serve` returned: the instance is gone from Redis, no TTL to wait for.
+    assert_eq!(admin.cmd(&["ZCARD", &instances]), Resp::Int(1));
+    let l = ann.skip_to("leave").await;
+    assert_eq!((&l["user"], &l["online_count"]), (&json!("bob"), &json!(1)));
+}
