@@ -165,7 +165,7 @@ impl MediaStore {
             dir: self.dir.clone(),
             file,
             temp,
-            sidecar: None,
+            placed: None,
             written: 0,
             committed: false,
         })
@@ -180,7 +180,11 @@ pub struct PendingUpload {
     dir: PathBuf,
     file: tokio::fs::File,
     temp: PathBuf,
-    sidecar: Option<PathBuf>,
+    /// The sidecar and the data file's final path, once `commit` has chosen
+    /// them: a commit cancelled part-way (the client left during the rename,
+    /// which may still complete on the blocking pool) removes both, since
+    /// nobody was told the name.
+    placed: Option<(PathBuf, PathBuf)>,
     written: u64,
     committed: bool,
 }
@@ -209,10 +213,11 @@ impl PendingUpload {
             content_type: kind.content_type().to_owned(),
         };
         let sidecar_path = self.dir.join(format!("{}.meta", name.as_str()));
-        self.sidecar = Some(sidecar_path.clone());
+        let data_path = self.dir.join(name.as_str());
+        self.placed = Some((sidecar_path.clone(), data_path.clone()));
         let json = serde_json::to_vec(&sidecar).map_err(io::Error::other)?;
         tokio::fs::write(&sidecar_path, json).await?;
-        tokio::fs::rename(&self.temp, self.dir.join(name.as_str())).await?;
+        tokio::fs::rename(&self.temp, data_path).await?;
         self.committed = true;
         Ok(StoredInfo {
             name,
@@ -229,8 +234,81 @@ impl Drop for PendingUpload {
         }
         // Plain unlinks: quick, and this may run while a task is cancelled.
         let _ = std::fs::remove_file(&self.temp);
-        if let Some(sidecar) = &self.sidecar {
+        if let Some((sidecar, data)) = &self.placed {
+            // Data first: a data file that exists always has its sidecar.
+            let _ = std::fs::remove_file(data);
             let _ = std::fs::remove_file(sidecar);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch_dir(tag: &str) -> PathBuf {
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).unwrap();
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("roomcast-media-{tag}-{hex}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn a_commit_leaves_the_data_file_and_its_sidecar() {
+        let dir = scratch_dir("commit");
+        let store = MediaStore::new(&dir);
+        let mut upload = store.begin().await.unwrap();
+        upload.write(b"hello").await.unwrap();
+        let info = upload
+            .commit(Kind::Text, DisplayName::sanitize(Some("hi.txt")))
+            .await
+            .unwrap();
+        let data = info.name.as_str().to_owned();
+        assert_eq!(listing(&dir), vec![data.clone(), format!("{data}.meta")]);
+        assert_eq!(std::fs::read(dir.join(&data)).unwrap(), b"hello");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_commit_cancelled_after_its_rename_leaves_nothing() {
+        let dir = scratch_dir("cancel");
+        let store = MediaStore::new(&dir);
+        let mut upload = store.begin().await.unwrap();
+        upload.write(b"hello").await.unwrap();
+        // What `commit` has done when its future is dropped just as the
+        // rename completes on the blocking pool: names chosen, sidecar
+        // written, data renamed, `committed` not yet set.
+        let name = StoredName::generate(Kind::Text).unwrap();
+        let sidecar = dir.join(format!("{}.meta", name.as_str()));
+        let data = dir.join(name.as_str());
+        upload.placed = Some((sidecar.clone(), data.clone()));
+        std::fs::write(&sidecar, b"{}").unwrap();
+        std::fs::rename(&upload.temp, &data).unwrap();
+        drop(upload);
+        assert_eq!(listing(&dir), Vec::<String>::new());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_upload_dropped_mid_body_leaves_nothing() {
+        let dir = scratch_dir("drop");
+        let store = MediaStore::new(&dir);
+        let mut upload = store.begin().await.unwrap();
+        upload.write(b"partial").await.unwrap();
+        assert_eq!(listing(&dir).len(), 1, "the temporary file");
+        drop(upload);
+        assert_eq!(listing(&dir), Vec::<String>::new());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
