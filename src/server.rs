@@ -16,7 +16,6 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
@@ -212,7 +211,7 @@ pub async fn serve(
         backoff = Duration::from_millis(5);
         let _ = stream.set_nodelay(true);
         if state.tracker.running() >= max_http {
-            tokio::spawn(refuse_busy(stream));
+            refuse_busy(stream);
             continue;
         }
         tokio::spawn(serve_connection(
@@ -276,16 +275,21 @@ async fn serve_connection(
     }
 }
 
-/// Answers a connection over the cap with a fixed `503` and closes it.
-async fn refuse_busy(mut stream: TcpStream) {
+/// Answers a connection over the cap with a fixed `503`, then closes it.
+/// The response is written without waiting, so no task or buffer is spent on
+/// a connection the server cannot take: a fresh socket's send buffer holds
+/// these ~250 bytes at once, and if it somehow does not, the client just sees
+/// the connection close.
+fn refuse_busy(stream: TcpStream) {
     const BODY: &str = r#"{"error":"too_many_connections","message":"the server is at its connection limit; try again later"}"#;
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 5\r\n\r\n{BODY}",
         BODY.len()
     );
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        stream.write_all(response.as_bytes()),
-    )
-    .await;
+    // Out of the runtime's reactor: a socket tokio has only just registered
+    // has no readiness yet, so its `try_write` would refuse to try. The std
+    // socket stays non-blocking.
+    if let Ok(mut stream) = stream.into_std() {
+        let _ = std::io::Write::write(&mut stream, response.as_bytes());
+    }
 }

@@ -110,6 +110,9 @@ async fn missing_or_malformed_keys_are_400() {
         Some("short=="),
         Some("dGhlIHNhbXBsZSBub25jZQ"),
         Some(""),
+        // 24 characters ending in "==", but not base64.
+        Some("dGhlIHNhbXBsZS*ub25jZQ=="),
+        Some("dGhlIHNhbXBsZSBub25j ZQ=="),
     ] {
         let res = upgrade(&server, "/ws/room/ann", &upgrade_headers("13", key)).await;
         res.assert_json_error(400);

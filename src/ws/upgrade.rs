@@ -84,7 +84,13 @@ fn check_handshake(headers: &HeaderMap) -> Result<HeaderValue, Refused> {
         .get(header::SEC_WEBSOCKET_KEY)
         .map(HeaderValue::as_bytes)
     {
-        Some(k) if k.len() == 24 && k.ends_with(b"==") => {
+        Some(k)
+            if k.len() == 24
+                && k.ends_with(b"==")
+                && k[..22]
+                    .iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/') =>
+        {
             HeaderValue::from_str(&derive_accept_key(k))
                 .map_err(|_| Refused::bad("bad Sec-WebSocket-Key"))
         }
