@@ -1,10 +1,12 @@
 //! The roomcast binary: flags and environment → [`roomcast::Config`], logging,
 //! signals, then [`roomcast::serve`]. Nothing else lives here.
 
+use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::time::Duration;
 
 use roomcast::Config;
 
@@ -27,10 +29,15 @@ Each option falls back to the environment variable shown, then the default.
   --uploads-per-minute N uploads per client address per minute (0 = no limit) [UPLOADS_PER_MINUTE, default 30]
   --trust-proxy          per-address limits use the last X-Forwarded-For entry
                          (set it only behind a proxy, e.g. Railway's) [TRUST_PROXY=1]
+  --upload-idle-timeout S
+                         an upload body silent for S seconds gets 408 [UPLOAD_IDLE_TIMEOUT, default 30]
+  --upload-timeout S     an upload body taking over S seconds in all gets 408 [UPLOAD_TIMEOUT, default 300]
   --redis-url URL        share rooms with every instance using this Redis,
                          redis://[user:password@]host[:port][/db]; needs the
                          `redis` feature; /health answers 503 while it is down [REDIS_URL]
   --redis-prefix P       prefix of its keys and channels [REDIS_PREFIX, default roomcast]
+  --presence-ttl S       with Redis: an instance silent for S seconds is taken
+                         for dead and its members leave (at least 3) [PRESENCE_TTL, default 30]
   -h, --help             print this help
   -V, --version          print the version
 
@@ -50,12 +57,27 @@ fn parse_value<T: FromStr>(flag: &str, raw: &str) -> Result<T, String> {
         .map_err(|_| format!("{flag}: {raw:?} is not a valid value"))
 }
 
-fn parse_args() -> Result<Option<Args>, String> {
+/// A whole number of seconds, at least `min`.
+fn parse_seconds(flag: &str, raw: &str, min: u64) -> Result<Duration, String> {
+    match raw.parse::<u64>() {
+        Ok(secs) if secs >= min => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "{flag}: {raw:?} is not a whole number of seconds of at least {min}"
+        )),
+    }
+}
+
+/// `args` (without the program name) and `env` (a lookup of environment
+/// variables) into what `main` runs, or `None` after `--help`/`--version`.
+fn parse_args(
+    args: impl IntoIterator<Item = OsString>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Args>, String> {
     use lexopt::prelude::*;
 
     // Flags win over the environment; collect flags first.
     let mut flags: Vec<(String, String)> = Vec::new();
-    let mut parser = lexopt::Parser::from_env();
+    let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => {
@@ -79,17 +101,17 @@ fn parse_args() -> Result<Option<Args>, String> {
             other => return Err(other.unexpected().to_string()),
         }
     }
-    let get = |flag: &str, env: &str| -> Option<(String, String)> {
+    let get = |flag: &str, env_name: &str| -> Option<(String, String)> {
         let from_flag = flags
             .iter()
             .rev()
             .find(|(n, _)| n == flag)
             .map(|(_, v)| v.clone());
         from_flag
-            .or_else(|| std::env::var(env).ok())
+            .or_else(|| env(env_name))
             .map(|v| (format!("--{flag}"), v))
     };
-    const KNOWN: [&str; 14] = [
+    const KNOWN: [&str; 17] = [
         "host",
         "port",
         "uploads-dir",
@@ -102,8 +124,11 @@ fn parse_args() -> Result<Option<Args>, String> {
         "max-upload-bytes",
         "uploads-per-minute",
         "trust-proxy",
+        "upload-idle-timeout",
+        "upload-timeout",
         "redis-url",
         "redis-prefix",
+        "presence-ttl",
     ];
     if let Some((name, _)) = flags.iter().find(|(n, _)| !KNOWN.contains(&n.as_str())) {
         return Err(format!("unknown option --{name}; see --help"));
@@ -146,12 +171,21 @@ fn parse_args() -> Result<Option<Args>, String> {
         };
         config = config.trust_proxy(on);
     }
+    if let Some((f, v)) = get("upload-idle-timeout", "UPLOAD_IDLE_TIMEOUT") {
+        config = config.upload_idle_timeout(parse_seconds(&f, &v, 1)?);
+    }
+    if let Some((f, v)) = get("upload-timeout", "UPLOAD_TIMEOUT") {
+        config = config.upload_timeout(parse_seconds(&f, &v, 1)?);
+    }
     if let Some((_, v)) = get("redis-url", "REDIS_URL") {
         // An empty REDIS_URL means "no Redis", as if unset.
         config = config.redis_url((!v.is_empty()).then_some(v));
     }
     if let Some((_, v)) = get("redis-prefix", "REDIS_PREFIX") {
         config = config.redis_prefix(v);
+    }
+    if let Some((f, v)) = get("presence-ttl", "PRESENCE_TTL") {
+        config = config.presence_ttl(parse_seconds(&f, &v, 3)?);
     }
     let host = get("host", "HOST").map_or_else(|| "127.0.0.1".to_owned(), |(_, v)| v);
     let port = match get("port", "PORT") {
@@ -183,7 +217,7 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let args = match parse_args(std::env::args_os().skip(1), |name| std::env::var(name).ok()) {
         Ok(Some(a)) => a,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
@@ -233,4 +267,90 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Option<Args>, String> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        parse_args(args.iter().map(OsString::from), move |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn config(args: &[&str], env: &[(&str, &str)]) -> Config {
+        parse(args, env).unwrap().unwrap().config
+    }
+
+    #[test]
+    fn defaults_without_flags_or_env() {
+        let args = parse(&[], &[]).unwrap().unwrap();
+        assert_eq!((args.host.as_str(), args.port), ("127.0.0.1", 8000));
+        let c = args.config;
+        assert_eq!(c.upload_timeout, Duration::from_secs(300));
+        assert_eq!(c.upload_idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.presence_ttl, Duration::from_secs(30));
+        assert!(!c.trust_proxy);
+    }
+
+    #[test]
+    fn flags_win_over_the_environment() {
+        let env = [("PORT", "9000"), ("HISTORY", "7"), ("UPLOAD_TIMEOUT", "60")];
+        let args = parse(&["--port", "9001", "--upload-timeout=120"], &env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(args.port, 9001);
+        assert_eq!(args.config.history, 7, "env applies where no flag is given");
+        assert_eq!(args.config.upload_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn timeouts_are_whole_seconds_with_a_floor() {
+        let c = config(
+            &["--upload-idle-timeout", "5", "--presence-ttl", "3"],
+            &[("UPLOAD_TIMEOUT", "42")],
+        );
+        assert_eq!(c.upload_idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.upload_timeout, Duration::from_secs(42));
+        assert_eq!(c.presence_ttl, Duration::from_secs(3));
+        for (flag, value) in [
+            ("--upload-timeout", "0"),
+            ("--upload-idle-timeout", "-1"),
+            ("--upload-timeout", "1.5"),
+            ("--presence-ttl", "2"),
+        ] {
+            let err = parse(&[flag, value], &[]).err().expect(flag);
+            assert!(err.starts_with(flag), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        let err = parse(&["--prot", "1"], &[]).err().unwrap();
+        assert_eq!(err, "unknown option --prot; see --help");
+        let err = parse(&["--port", "http"], &[]).err().unwrap();
+        assert!(err.contains("--port"), "{err}");
+        let err = parse(&[], &[("TRUST_PROXY", "maybe")]).err().unwrap();
+        assert!(err.starts_with("--trust-proxy"), "{err}");
+        let err = parse(&["--history"], &[]).err().unwrap();
+        assert!(err.contains("--history"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_redis_url_means_none() {
+        assert_eq!(config(&[], &[("REDIS_URL", "")]).redis_url, None);
+        let c = config(&["--redis-url", "redis://127.0.0.1:6379"], &[]);
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+    }
+
+    #[test]
+    fn help_and_version_stop_without_running() {
+        assert!(parse(&["--help"], &[]).unwrap().is_none());
+        assert!(parse(&["-V"], &[]).unwrap().is_none());
+    }
 }
