@@ -378,6 +378,69 @@ async fn seq_strictly_increases_with_concurrent_senders_on_two_instances() {
 }
 
 #[tokio::test]
+async fn welcome_is_the_first_frame_even_when_requests_come_with_the_handshake() {
+    let (_keys, s) = cluster("first", 2, |c| c).await;
+    let (mut ann, _) = s[0].join("r", "ann").await;
+    ann.send_json(json!({"type": "message", "content": "before"}))
+        .await;
+    assert_eq!(ann.skip_to("message").await["content"], "before");
+
+    // On the other instance, which has yet to subscribe to the room and
+    // read it from Redis: the handshake, a ping and a message in one write.
+    // Neither request may be answered before `welcome`, and the message's
+    // echo must come as itself, with its client_id, not folded into the
+    // welcome's history.
+    let mut stream = tokio::net::TcpStream::connect(s[1].addr).await.unwrap();
+    let mut bytes = format!(
+        "GET /ws/r/bob HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        s[1].addr
+    )
+    .into_bytes();
+    for payload in [
+        &br#"{"type":"ping"}"#[..],
+        br#"{"type":"message","content":"hi","client_id":"c1"}"#,
+    ] {
+        let mask = [1u8, 2, 3, 4];
+        bytes.extend_from_slice(&[0x81, 0x80 | payload.len() as u8]);
+        bytes.extend_from_slice(&mask);
+        bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    }
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes)
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tokio::io::AsyncReadExt::read_exact(&mut stream, &mut b)
+            .await
+            .unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let mut bob = common::RawWs::from_stream(stream);
+    let welcome = bob.read_json().await;
+    assert_eq!(welcome["type"], "welcome", "first frame: {welcome}");
+    let history = welcome["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "only the earlier message: {welcome}");
+    assert_eq!(history[0]["content"], "before");
+    let (mut pong, mut echo) = (false, None);
+    while !pong || echo.is_none() {
+        let e = bob.read_json().await;
+        match e["type"].as_str() {
+            Some("pong") => pong = true,
+            Some("message") => echo = Some(e),
+            _ => {}
+        }
+    }
+    let echo = echo.unwrap();
+    assert_eq!(
+        (&echo["content"], &echo["client_id"]),
+        (&json!("hi"), &json!("c1"))
+    );
+}
+
+#[tokio::test]
 async fn resume_on_the_other_instance_with_after_and_gap() {
     let (_keys, s) = cluster("resume", 2, |c| c.history(5usize)).await;
     let (mut ann, _) = s[0].join("r", "ann").await;

@@ -285,6 +285,8 @@ impl Hub {
                 r
             }
         };
+        #[cfg(feature = "redis")]
+        let mut welcomed = None;
         let (key, generation) = match &common.backbone {
             Backbone::Local => {
                 room.lock()
@@ -292,9 +294,11 @@ impl Hub {
             }
             #[cfg(feature = "redis")]
             Backbone::Redis(link) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                welcomed = Some(rx);
                 let mut state = room.lock();
                 let (key, generation, first) =
-                    state.join_pending(user.clone(), Arc::clone(&outbox));
+                    state.join_pending(user.clone(), Arc::clone(&outbox), tx);
                 if first {
                     link.want(room.name.as_str());
                 }
@@ -318,6 +322,8 @@ impl Hub {
             generation,
             user,
             outbox,
+            #[cfg(feature = "redis")]
+            welcomed,
         })
     }
 
@@ -377,9 +383,50 @@ pub struct Member {
     generation: u64,
     user: UserName,
     outbox: Arc<Outbox>,
+    /// Backbone only, until taken by [`Member::welcomed`].
+    #[cfg(feature = "redis")]
+    welcomed: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// Resolves once a member's `welcome` is queued, or once it never will be
+/// (the join failed and the member's outbox is closed). See [`Member::welcomed`].
+#[derive(Debug)]
+pub struct Welcomed {
+    #[cfg(feature = "redis")]
+    rx: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl std::future::Future for Welcomed {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        #[cfg(feature = "redis")]
+        if let Some(rx) = &mut self.get_mut().rx {
+            // Sent or dropped: either way there is nothing more to wait for.
+            return std::pin::Pin::new(rx).poll(cx).map(drop);
+        }
+        let _ = cx;
+        std::task::Poll::Ready(())
+    }
 }
 
 impl Member {
+    /// Resolves once this member's `welcome` is in its outbox. On one
+    /// instance it is there when [`Hub::join`] returns; with the Redis
+    /// backbone it follows a round trip, and a request sent before it would
+    /// be answered (its `pong`, its echo) ahead of the `welcome`, which
+    /// must be the first frame. Sessions wait for it before reading
+    /// requests. The first call takes the signal; later calls resolve at once.
+    pub fn welcomed(&mut self) -> Welcomed {
+        Welcomed {
+            #[cfg(feature = "redis")]
+            rx: self.welcomed.take(),
+        }
+    }
+
     /// This connection's outbound queue: its writer drains it.
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
@@ -588,16 +635,24 @@ mod tests {
         let ann = Arc::new(Outbox::new(16, 1 << 20));
         let bob = Arc::new(Outbox::new(16, 1 << 20));
         let mut st = room.lock();
-        let (a, a_gen, first) = st.join_pending(UserName::parse("ann").unwrap(), Arc::clone(&ann));
+        let (ann_tx, mut ann_welcomed) = tokio::sync::oneshot::channel();
+        let (a, a_gen, first) =
+            st.join_pending(UserName::parse("ann").unwrap(), Arc::clone(&ann), ann_tx);
         assert!(first);
         // Events before the welcome is read are held, typing is dropped.
         st.deliver(5, None, &f("e5"), common);
         st.deliver(6, None, &f("e6"), common);
         st.deliver(0, None, &f("typing"), common);
         assert!(ann.is_empty());
+        assert!(ann_welcomed.try_recv().is_err(), "not welcomed yet");
         // The welcome reflects events up to 5: ann gets it, then e6 only.
         st.activate(a, a_gen, f("welcome-a"), 5);
-        let (b, b_gen, _) = st.join_pending(UserName::parse("bob").unwrap(), Arc::clone(&bob));
+        assert!(
+            ann_welcomed.try_recv().is_ok(),
+            "told once the welcome is queued"
+        );
+        let (tx, _) = tokio::sync::oneshot::channel();
+        let (b, b_gen, _) = st.join_pending(UserName::parse("bob").unwrap(), Arc::clone(&bob), tx);
         st.activate(b, b_gen, f("welcome-b"), 8); // bob's welcome already has 7 and 8
         st.deliver(7, None, &f("e7"), common);
         st.deliver(8, Some("ann"), &f("e8"), common);
@@ -610,9 +665,11 @@ mod tests {
         // A skipped event number, or a marker ahead of us: resume from history.
         st.deliver(11, None, &f("e11"), common);
         assert_eq!(drain(&ann).1, Some(CloseReason::MISSED_EVENTS));
+        let (tx, _) = tokio::sync::oneshot::channel();
         let (c, c_gen, _) = st.join_pending(
             UserName::parse("carl").unwrap(),
             Arc::new(Outbox::new(4, 1 << 20)),
+            tx,
         );
         st.activate(c, c_gen, f("welcome-c"), 11);
         st.mark(11);

@@ -27,6 +27,10 @@ pub(crate) struct Slot {
     /// Backbone only: the room event its `welcome` already reflects.
     #[cfg(feature = "redis")]
     pub since: u64,
+    /// Backbone only: told when the `welcome` is queued (dropped, if it
+    /// never will be), so the session reads no request before it.
+    #[cfg(feature = "redis")]
+    pub welcomed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 pub(crate) struct RoomState {
@@ -168,6 +172,8 @@ impl RoomState {
             pending: None,
             #[cfg(feature = "redis")]
             since: 0,
+            #[cfg(feature = "redis")]
+            welcomed: None,
         });
         if let Some(join) = join {
             self.broadcast(&join, None, common);
@@ -415,9 +421,15 @@ impl RoomState {
         self.online.iter().map(|(u, n)| (u, *n))
     }
 
-    /// Adds a connection that receives nothing until [`RoomState::activate`].
-    /// Returns its key, generation and whether it is the room's first here.
-    pub fn join_pending(&mut self, user: UserName, outbox: Arc<Outbox>) -> (usize, u64, bool) {
+    /// Adds a connection that receives nothing until [`RoomState::activate`],
+    /// which then tells `welcomed`. Returns its key, generation and whether
+    /// it is the room's first here.
+    pub fn join_pending(
+        &mut self,
+        user: UserName,
+        outbox: Arc<Outbox>,
+        welcomed: tokio::sync::oneshot::Sender<()>,
+    ) -> (usize, u64, bool) {
         let generation = self.next_gen;
         self.next_gen += 1;
         self.empty_since = None;
@@ -428,6 +440,7 @@ impl RoomState {
             outbox,
             pending: Some(Vec::new()),
             since: 0,
+            welcomed: Some(welcomed),
         });
         (key, generation, self.members.len() == 1)
     }
@@ -447,6 +460,9 @@ impl RoomState {
         slot.outbox.push(welcome);
         for (_, frame) in held.into_iter().filter(|(e, _)| *e > ev) {
             slot.outbox.push(frame);
+        }
+        if let Some(welcomed) = slot.welcomed.take() {
+            let _ = welcomed.send(());
         }
         self.last_ev = Some(self.last_ev.map_or(ev, |l| l.max(ev)));
     }

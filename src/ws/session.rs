@@ -261,7 +261,7 @@ pub async fn run<R, W>(
     reader: R,
     writer: W,
     pre_read: Vec<u8>,
-    member: Member,
+    mut member: Member,
     config: Arc<SessionConfig>,
     media: MediaStore,
     metrics: Arc<Metrics>,
@@ -297,6 +297,11 @@ pub async fn run<R, W>(
     let mut ping =
         tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
     let mut writer_done = false;
+    // No request is read before the `welcome` is queued: it must be the
+    // first frame, and an echo must not be folded into its history.
+    let welcomed = member.welcomed();
+    tokio::pin!(welcomed);
+    let mut welcome_queued = false;
 
     loop {
         tokio::select! {
@@ -307,6 +312,7 @@ pub async fn run<R, W>(
             // be closed with 1013 for the server's own scheduling.
             biased;
             _ = &mut writer => { writer_done = true; break; }
+            () = &mut welcomed, if !welcome_queued => welcome_queued = true,
             _ = ping.tick() => {
                 if last_heard.elapsed() >= config.idle_timeout {
                     outbox.close(CloseReason { code: 1000, reason: "no answer to ping; closing idle connection" });
@@ -314,7 +320,7 @@ pub async fn run<R, W>(
                 }
                 member.send(frames::ping());
             }
-            msg = ws.next() => {
+            msg = ws.next(), if welcome_queued => {
                 let msg = match msg {
                     None => break,
                     Some(Ok(msg)) => msg,
