@@ -19,6 +19,9 @@ pub struct Config {
     pub history: usize,
     /// Messages in `welcome` when the client does not resume.
     pub welcome_history: usize,
+    /// Most bytes of history (JSON) in one `welcome`; see
+    /// [`HubConfig::welcome_history_bytes`].
+    pub welcome_history_bytes: usize,
     /// Longest message, in characters.
     pub max_message_chars: usize,
     /// Sustained requests per second per connection.
@@ -69,6 +72,7 @@ impl Default for Config {
             templates_dir: None,
             history: 500,
             welcome_history: 50,
+            welcome_history_bytes: 1 << 20,
             max_message_chars: 4000,
             rate: 10,
             rate_burst: 20,
@@ -117,6 +121,8 @@ setters! {
     history: usize,
     /// Sets [`Config::welcome_history`].
     welcome_history: usize,
+    /// Sets [`Config::welcome_history_bytes`].
+    welcome_history_bytes: usize,
     /// Sets [`Config::max_message_chars`].
     max_message_chars: usize,
     /// Sets [`Config::rate`] (the burst stays as set; see [`Config::rate_burst`]).
@@ -161,6 +167,7 @@ impl Config {
         HubConfig {
             history: self.history.max(1),
             welcome_history: self.welcome_history,
+            welcome_history_bytes: self.welcome_history_bytes,
             outbox_frames: self.outbound_queue.max(1),
             empty_room_ttl: self.empty_room_ttl,
             limits: Limits {

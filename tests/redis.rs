@@ -476,6 +476,44 @@ async fn resume_on_the_other_instance_with_after_and_gap() {
 }
 
 #[tokio::test]
+async fn welcome_history_holds_the_newest_messages_within_its_byte_budget() {
+    // Messages of about 1 KB against a 4 KB budget: three fit.
+    let (_keys, s) = cluster("budget", 2, |c| c.welcome_history_bytes(4096usize)).await;
+    let (mut ann, _) = s[0].join("r", "ann").await;
+    for i in 1..=8 {
+        let content = format!("{i}{}", "x".repeat(1000));
+        ann.send_json(json!({"type": "message", "content": content}))
+            .await;
+        assert_eq!(ann.skip_to("message").await["seq"], i);
+    }
+    let seqs = |w: &Value| -> Vec<u64> {
+        w["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let (_bob, w) = s[1].join("r", "bob").await;
+    assert_eq!(seqs(&w), [6, 7, 8], "the newest that fit");
+    assert!(serde_json::to_vec(&w["history"]).unwrap().len() <= 4096);
+    assert_eq!(w["gap"], false);
+    for (after, expected, gap) in [
+        (0, vec![6, 7, 8], true),
+        (5, vec![6, 7, 8], false),
+        (7, vec![8], false),
+    ] {
+        let mut c = s[1].ws(&format!("/ws/r/carl?after={after}")).await;
+        let w = c.expect("welcome").await;
+        assert_eq!(
+            (seqs(&w), &w["gap"]),
+            (expected, &json!(gap)),
+            "after={after}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn concurrent_reaction_toggles_from_two_instances_stay_consistent() {
     let (_keys, s) = cluster("toggle", 2, |c| c).await;
     let (mut ann, _) = s[0].join("r", "ann").await;

@@ -548,6 +548,41 @@ async fn welcome_history_is_the_last_n_and_resume_returns_exactly_the_rest() {
 }
 
 #[tokio::test]
+async fn welcome_history_holds_the_newest_messages_within_its_byte_budget() {
+    // Messages of about 1 KB against a 4 KB budget: three fit.
+    let server = Server::start(config().rate(0u32).welcome_history_bytes(4096usize)).await;
+    let (mut ann, _) = server.join("budget", "ann").await;
+    ann.expect("join").await;
+    for i in 1..=8 {
+        ann.post(&format!("{i}{}", "x".repeat(1000))).await;
+    }
+    let history_len = |w: &Value| serde_json::to_vec(&w["history"]).unwrap().len();
+
+    let (_b, w) = server.join("budget", "bob").await;
+    assert_eq!(ids(&w["history"]), vec![6, 7, 8], "the newest that fit");
+    assert!(history_len(&w) <= 4096);
+    assert_eq!(
+        w["gap"], false,
+        "a plain join asked for no particular messages"
+    );
+    assert_eq!(w["last_seq"], 8);
+
+    for (after, expected, gap) in [
+        (0, vec![6, 7, 8], true), // 1..=5 were asked for and left out
+        (5, vec![6, 7, 8], false),
+        (7, vec![8], false),
+    ] {
+        let mut c = server
+            .ws(&format!("/ws/budget/resumer?after={after}"))
+            .await;
+        let w = c.expect("welcome").await;
+        assert_eq!(ids(&w["history"]), expected, "after={after}");
+        assert_eq!(w["gap"], gap, "gap after={after}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_attachment_names_a_stored_upload_and_the_server_fills_it_in() {
     let server = Server::start(config()).await;
     let name = "0123456789abcdef0123456789abcdef.png";
@@ -641,8 +676,9 @@ async fn rooms_over_100_names_get_counts_only_in_join_and_leave() {
 #[tokio::test]
 async fn a_resume_whose_history_exceeds_the_queue_budget_still_gets_welcome_and_join() {
     // 280 messages of 4000 four-byte characters: about 4.5 MB of history,
-    // more than a connection's 4 MiB outbound budget, all within the limits.
-    let server = Server::start(config().rate(0u32)).await;
+    // more than a connection's 4 MiB outbound budget, with a welcome budget
+    // raised to hold it all.
+    let server = Server::start(config().rate(0u32).welcome_history_bytes(8usize << 20)).await;
     let (mut ann, _) = server.join("bulky", "ann").await;
     ann.expect("join").await;
     let content = "😀".repeat(4000);

@@ -308,6 +308,7 @@ async fn welcome(
         let after = after.map(|a| a.to_string()).unwrap_or_default();
         let recent = common.config.welcome_history.to_string();
         let cap = common.config.online_list_cap.to_string();
+        let budget = common.config.welcome_history_bytes.to_string();
         link.call(
             Script::Join,
             &[
@@ -320,6 +321,7 @@ async fn welcome(
                 after.as_bytes(),
                 recent.as_bytes(),
                 cap.as_bytes(),
+                budget.as_bytes(),
             ],
         )?
     };

@@ -56,6 +56,23 @@ pub fn json<T: Serialize + ?Sized>(event: &T) -> Frame {
     Bytes::from(buf).slice(start..)
 }
 
+/// How many bytes `value` takes as JSON, without keeping them.
+pub fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("events always serialize");
+    count.0
+}
+
 /// A text frame with the given payload (which must be UTF-8).
 pub fn text(payload: &str) -> Frame {
     control_or_data(OP_TEXT, payload.as_bytes())
@@ -120,6 +137,12 @@ mod tests {
         let len = u64::from_be_bytes(f[2..10].try_into().unwrap());
         assert_eq!(len as usize, 70_002); // the quotes
         assert_eq!(f.len(), 10 + 70_002);
+    }
+
+    #[test]
+    fn json_len_is_the_serialized_length() {
+        let v = serde_json::json!({"type": "message", "content": "a\u{1}\"é"});
+        assert_eq!(json_len(&v), serde_json::to_vec(&v).unwrap().len());
     }
 
     #[test]

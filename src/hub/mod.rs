@@ -53,6 +53,10 @@ pub struct HubConfig {
     pub history: usize,
     /// Messages sent in `welcome` to a client that does not resume.
     pub welcome_history: usize,
+    /// Most bytes of history one `welcome` carries (its JSON). The newest
+    /// messages that fit are sent; a resume that had to leave some out says
+    /// `gap: true`. Keeps a join cheap however large the stored messages are.
+    pub welcome_history_bytes: usize,
     /// Distinct emoji allowed per message.
     pub max_reactions_per_message: usize,
     /// Rooms with more online names than this get counts only in join/leave.
@@ -77,6 +81,7 @@ impl Default for HubConfig {
         Self {
             history: 500,
             welcome_history: 50,
+            welcome_history_bytes: 1 << 20,
             max_reactions_per_message: 20,
             online_list_cap: 100,
             outbox_frames: 1024,

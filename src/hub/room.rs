@@ -135,7 +135,7 @@ impl RoomState {
         *count += 1;
         let first = *count == 1;
 
-        let (history, gap) = match after {
+        let (wanted, evicted) = match after {
             None => {
                 let skip = self
                     .history
@@ -148,16 +148,18 @@ impl RoomState {
                 after < self.evicted_through,
             ),
         };
+        let history = newest_within(
+            wanted.iter().map(|m| MessageView::of("message", m, None)),
+            common.config.welcome_history_bytes,
+        );
+        let cut = history.len() < wanted.len();
         let welcome = frame::json(&Event::Welcome {
             room,
             user: &user,
             online: self.online_names(),
             online_count: self.online.len(),
-            history: history
-                .into_iter()
-                .map(|m| MessageView::of("message", m, None))
-                .collect(),
-            gap,
+            history,
+            gap: evicted || (cut && after.is_some()),
             last_seq: self.last_seq,
             limits: &common.config.limits,
         });
@@ -529,6 +531,24 @@ impl RoomState {
             slot.outbox.close(super::CloseReason::MISSED_EVENTS);
         }
     }
+}
+
+/// The newest of `views` (oldest first) whose JSON fits in `budget` bytes,
+/// oldest first.
+fn newest_within<'a>(
+    views: impl DoubleEndedIterator<Item = MessageView<'a>>,
+    budget: usize,
+) -> Vec<MessageView<'a>> {
+    let mut used = 0usize;
+    let mut kept: Vec<MessageView<'a>> = views
+        .rev()
+        .take_while(|v| {
+            used = used.saturating_add(frame::json_len(v) + 1); // and its comma
+            used <= budget
+        })
+        .collect();
+    kept.reverse();
+    kept
 }
 
 enum PresenceKind {

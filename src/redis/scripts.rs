@@ -227,11 +227,23 @@ else
   idl = redis.call('ZRANGEBYSCORE', ids, '(' .. ARGV[8], '+inf')
   if tonumber(ARGV[8]) < evicted then gap = 1 end
 end
-local parts = {}
-for _, id in ipairs(idl) do
-  local raw = redis.call('HGET', msgs, id)
-  if raw then parts[#parts + 1] = msg_json(cjson.decode(raw), 'message') end
+-- The newest messages whose JSON fits in ARGV[11] bytes; a resume that
+-- had to leave some out reports a gap.
+local budget, used, newest_first = tonumber(ARGV[11]), 0, {}
+for i = #idl, 1, -1 do
+  local raw = redis.call('HGET', msgs, idl[i])
+  if raw then
+    local part = msg_json(cjson.decode(raw), 'message')
+    used = used + #part + 1
+    if used > budget then
+      if ARGV[8] ~= '' then gap = 1 end
+      break
+    end
+    newest_first[#newest_first + 1] = part
+  end
 end
+local parts = {}
+for i = #newest_first, 1, -1 do parts[#parts + 1] = newest_first[i] end
 local count, names = online(room, 1e9)
 if change then presence_event(change, room, user, tonumber(ARGV[10])) end
 return {last_seq, ev, gap, count, enc_list(names), '[' .. table.concat(parts, ',') .. ']'}
