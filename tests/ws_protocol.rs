@@ -537,6 +537,10 @@ async fn welcome_history_is_the_last_n_and_resume_returns_exactly_the_rest() {
         (0, vec![3, 4, 5, 6, 7], true),
         (7, vec![], false),
         (6, vec![7], false),
+        // Past the newest seq: a numbering the room no longer has (it was
+        // reset), so everything held is news, as for after=0.
+        (8, vec![3, 4, 5, 6, 7], true),
+        (1000, vec![3, 4, 5, 6, 7], true),
     ] {
         let mut c = server.ws(&format!("/ws/hist/resumer?after={after}")).await;
         let w = c.expect("welcome").await;

@@ -369,6 +369,13 @@ impl Sink for Shared {
         }
     }
 
+    fn lost(&self) {
+        let rooms: Vec<Arc<Room>> = self.lock_rooms().values().cloned().collect();
+        for room in rooms {
+            room.lock().start_over();
+        }
+    }
+
     fn with_presence(&self, send: &mut dyn FnMut(&[LocalPresence])) {
         let rooms = self.lock_rooms();
         let states: Vec<_> = rooms.values().map(|r| (&r.name, r.lock())).collect();

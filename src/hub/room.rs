@@ -135,6 +135,10 @@ impl RoomState {
         *count += 1;
         let first = *count == 1;
 
+        // Past the room's newest seq, the client counted in a numbering this
+        // room no longer has (it was reset: restart, or dropped when empty):
+        // everything in the current numbering is news to it.
+        let after = after.map(|a| if a > self.last_seq { 0 } else { a });
         let (wanted, evicted) = match after {
             None => {
                 let skip = self
@@ -515,14 +519,23 @@ impl RoomState {
     }
 
     /// Every room event up to `ev` has been published: if this instance
-    /// has seen fewer, some were missed while it was disconnected; if it
-    /// has seen more, Redis lost the room (restarted without its data).
-    /// Either way its members must start over from a fresh `welcome`.
+    /// has seen fewer, some were missed while it was disconnected, and its
+    /// members must start over from a fresh `welcome`. Seeing more is no
+    /// sign of trouble: a `welcome` read on the command connection can be
+    /// ahead of the subscription's stream. (Redis losing its data is told
+    /// apart by its epoch, [`RoomState::start_over`].)
     pub fn mark(&mut self, ev: u64) {
-        if self.last_ev.is_some_and(|l| ev != l) {
+        if self.last_ev.is_some_and(|l| ev > l) {
             self.close_for_gap();
             self.last_ev = Some(ev);
         }
+    }
+
+    /// Redis lost its data: the room's numbering starts again. Every
+    /// member here starts over from a fresh `welcome`.
+    pub fn start_over(&mut self) {
+        self.close_for_gap();
+        self.last_ev = None;
     }
 
     /// Members here missed events: close them so they resume with `after`.

@@ -84,6 +84,9 @@ pub(crate) trait Sink: Send + Sync {
     fn deliver(&self, room: &str, ev: u64, skip: Option<&str>, body: &str);
     /// Every event of `room` up to `ev` has been published.
     fn mark(&self, room: &str, ev: u64);
+    /// Redis lost its data (it restarted empty): every room's numbering
+    /// starts again, so every member must start over from a `welcome`.
+    fn lost(&self);
     /// Calls `send` with this instance's members as (room, user, connections),
     /// while no member can come or go.
     fn with_presence(&self, send: &mut dyn FnMut(&[LocalPresence]));
@@ -115,6 +118,9 @@ struct Subs {
     dirty: HashSet<String>,
     chans: HashMap<String, Chan>,
     up: bool,
+    /// Rooms that were subscribed when the connection dropped: once
+    /// subscribed again they need a marker, as events may have been missed.
+    remark: HashSet<String>,
 }
 
 struct Status {
@@ -135,6 +141,12 @@ struct Inner {
     wake_heartbeat: Notify,
     kick_cmd: Notify,
     sink: Weak<dyn Sink>,
+    /// Rooms whose marker is still to be asked for; the heartbeat asks,
+    /// and keeps a room here until Redis has answered.
+    marks_due: Mutex<HashSet<String>>,
+    /// The value of `<prefix>:epoch` the command connection last saw: a
+    /// different one after a reconnect means Redis lost its data.
+    epoch: Mutex<Option<Bytes>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -179,6 +191,8 @@ impl Link {
             wake_heartbeat: Notify::new(),
             kick_cmd: Notify::new(),
             sink,
+            marks_due: Mutex::new(HashSet::new()),
+            epoch: Mutex::new(None),
         });
         tracing::info!(
             instance = %inner.instance,
@@ -395,6 +409,16 @@ async fn command_task(inner: Arc<Inner>, mut rx: mpsc::Receiver<Cmd>) {
         let err = match open_command(&inner).await {
             Ok((conn, shas)) => {
                 backoff = MIN_BACKOFF;
+                if conn_lost_data(&inner, &conn.epoch) {
+                    tracing::warn!(
+                        "Redis came back without its data (restarted empty?): \
+                         every member starts over from a fresh welcome"
+                    );
+                    if let Some(sink) = inner.sink.upgrade() {
+                        sink.lost();
+                    }
+                }
+                let conn = conn.conn;
                 inner.set_up(true);
                 // Members may have come and gone while the link was down,
                 // or this instance may have been reaped: announce them again.
@@ -412,8 +436,36 @@ async fn command_task(inner: Arc<Inner>, mut rx: mpsc::Receiver<Cmd>) {
     }
 }
 
-async fn open_command(inner: &Inner) -> Result<(Conn, Vec<Bytes>), LinkError> {
+/// A freshly opened command connection and the epoch Redis holds.
+struct Opened {
+    conn: Conn,
+    epoch: Bytes,
+}
+
+/// Records `epoch`; true if an earlier, different one was seen.
+fn conn_lost_data(inner: &Inner, epoch: &Bytes) -> bool {
+    let mut seen = lock(&inner.epoch);
+    let lost = seen.as_ref().is_some_and(|e| e != epoch);
+    *seen = Some(epoch.clone());
+    lost
+}
+
+async fn open_command(inner: &Inner) -> Result<(Opened, Vec<Bytes>), LinkError> {
     let mut conn = Conn::open(&inner.settings.target, &inner.name("cmd"), CONNECT_TIMEOUT).await?;
+    // `<prefix>:epoch` is set once by whichever instance comes first and
+    // never expires; it changes only if Redis loses its data.
+    let key = format!("{}:epoch", inner.settings.prefix);
+    let mut fresh = [0u8; 16];
+    getrandom::fill(&mut fresh).map_err(|e| LinkError(format!("no randomness: {e}")))?;
+    let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+    conn.ask(&[b"SET", key.as_bytes(), fresh.as_bytes(), b"NX"])
+        .await?;
+    let epoch = conn
+        .ask(&[b"GET", key.as_bytes()])
+        .await?
+        .as_bytes()
+        .map(Bytes::copy_from_slice)
+        .ok_or_else(|| LinkError("the epoch key vanished as it was set".into()))?;
     let mut shas = Vec::with_capacity(Script::ALL.len());
     for script in Script::ALL {
         let source = script.source();
@@ -425,7 +477,7 @@ async fn open_command(inner: &Inner) -> Result<(Conn, Vec<Bytes>), LinkError> {
             .ok_or_else(|| LinkError("SCRIPT LOAD answered without a SHA".into()))?;
         shas.push(sha);
     }
-    Ok((conn, shas))
+    Ok((Opened { conn, epoch }, shas))
 }
 
 async fn serve_commands(
@@ -501,20 +553,25 @@ async fn serve_commands(
 
 async fn subscriber_task(inner: Arc<Inner>) {
     let mut backoff = MIN_BACKOFF;
-    let mut reconnect = false;
     loop {
         let err =
             match Conn::open(&inner.settings.target, &inner.name("sub"), CONNECT_TIMEOUT).await {
                 Ok(conn) => {
                     backoff = MIN_BACKOFF;
-                    serve_subscriptions(&inner, conn, reconnect).await
+                    serve_subscriptions(&inner, conn).await
                 }
                 Err(e) => e,
             };
-        reconnect = true;
         {
             let mut s = lock(&inner.subs);
             s.up = false;
+            let was_subscribed: Vec<String> = s
+                .chans
+                .iter()
+                .filter(|(_, c)| c.subscribed)
+                .map(|(room, _)| room.clone())
+                .collect();
+            s.remark.extend(was_subscribed);
             s.chans.clear();
             s.dirty = s.want.clone();
         }
@@ -524,7 +581,7 @@ async fn subscriber_task(inner: Arc<Inner>) {
     }
 }
 
-async fn serve_subscriptions(inner: &Arc<Inner>, mut conn: Conn, reconnect: bool) -> LinkError {
+async fn serve_subscriptions(inner: &Arc<Inner>, mut conn: Conn) -> LinkError {
     {
         let mut s = lock(&inner.subs);
         s.up = true;
@@ -592,7 +649,7 @@ async fn serve_subscriptions(inner: &Arc<Inner>, mut conn: Conn, reconnect: bool
                 }
                 loop {
                     match resp::parse(&mut conn.buf) {
-                        Ok(Some(v)) => on_push(inner, &prefix, &v, reconnect),
+                        Ok(Some(v)) => on_push(inner, &prefix, &v),
                         Ok(None) if conn.buf.len() > resp::MAX_REPLY => {
                             return LinkError("reply larger than the reply limit".into());
                         }
@@ -605,7 +662,7 @@ async fn serve_subscriptions(inner: &Arc<Inner>, mut conn: Conn, reconnect: bool
     }
 }
 
-fn on_push(inner: &Arc<Inner>, prefix: &str, v: &Value, reconnect: bool) {
+fn on_push(inner: &Arc<Inner>, prefix: &str, v: &Value) {
     let items = v.items();
     let kind = items.first().and_then(Value::as_bytes).unwrap_or_default();
     let room = items
@@ -621,46 +678,36 @@ fn on_push(inner: &Arc<Inner>, prefix: &str, v: &Value, reconnect: bool) {
             }
         }
         (b"subscribe" | b"unsubscribe", Some(room)) => {
-            let confirmed = {
+            let (confirmed, remark) = {
                 let mut s = lock(&inner.subs);
                 let Some(chan) = s.chans.get_mut(room) else {
                     return;
                 };
                 chan.outstanding = chan.outstanding.saturating_sub(1);
                 if chan.outstanding > 0 {
-                    false
+                    (false, false)
                 } else if chan.subscribed {
                     chan.confirmed = true;
-                    true
+                    (true, s.remark.remove(room))
                 } else {
                     s.chans.remove(room);
-                    false
+                    s.remark.remove(room);
+                    (false, false)
                 }
             };
             if confirmed {
                 inner.subs_confirmed.notify_waiters();
-                if reconnect {
-                    // Events may have been published while we were away:
-                    // a marker tells the hub how far the room has gone.
-                    request_mark(inner, room);
-                }
+            }
+            if remark {
+                // Events may have been published while we were away: a
+                // marker tells the hub how far the room has gone. The
+                // heartbeat asks for it, again until Redis answers.
+                lock(&inner.marks_due).insert(room.to_owned());
+                inner.wake_heartbeat.notify_one();
             }
         }
         _ => {} // pong and anything else: liveness only
     }
-}
-
-fn request_mark(inner: &Arc<Inner>, room: &str) {
-    let (reply, _rx) = oneshot::channel();
-    let args = vec![
-        Bytes::copy_from_slice(inner.settings.prefix.as_bytes()),
-        Bytes::copy_from_slice(room.as_bytes()),
-    ];
-    let _ = inner.queue.try_send(Cmd {
-        script: Script::Mark,
-        args,
-        reply,
-    });
 }
 
 /// Decodes one published payload (see [`scripts`]) and hands it to the hub.
@@ -778,7 +825,33 @@ async fn heartbeat_task(inner: Arc<Inner>) {
                 inner.resync.store(true, Ordering::Release);
             }
         }
+        ask_for_marks(&inner).await;
     }
+}
+
+/// Asks Redis to publish a marker for every room in `marks_due`; a room
+/// stays there until its request is answered (the command connection may
+/// be down, or go down before it answers).
+async fn ask_for_marks(inner: &Inner) {
+    let due: Vec<String> = lock(&inner.marks_due).drain().collect();
+    if due.is_empty() {
+        return;
+    }
+    let link = LinkRef(inner);
+    let mut again = Vec::new();
+    let mut waiting = Vec::new();
+    for room in due {
+        match link.call(Script::Mark, &[room.as_bytes()]) {
+            Ok(rx) => waiting.push((room, rx)),
+            Err(_) => again.push(room),
+        }
+    }
+    for (room, rx) in waiting {
+        if Link::reply(rx).await.is_err() {
+            again.push(room);
+        }
+    }
+    lock(&inner.marks_due).extend(again);
 }
 
 /// [`Link::call`] for the link's own tasks, which hold only the inner state.

@@ -224,8 +224,12 @@ if ARGV[8] == '' then
   local n = tonumber(ARGV[9])
   if n > 0 then idl = redis.call('ZRANGE', ids, -n, -1) end
 else
-  idl = redis.call('ZRANGEBYSCORE', ids, '(' .. ARGV[8], '+inf')
-  if tonumber(ARGV[8]) < evicted then gap = 1 end
+  -- Past the newest seq: the client counted in a numbering the room no
+  -- longer has (Redis lost it), so all of the current one is news.
+  local after = tonumber(ARGV[8])
+  if after > last_seq then after = 0 end
+  idl = redis.call('ZRANGEBYSCORE', ids, '(' .. after, '+inf')
+  if after < evicted then gap = 1 end
 end
 -- The newest messages whose JSON fits in ARGV[11] bytes; a resume that
 -- had to leave some out reports a gap.
