@@ -161,7 +161,32 @@ setters! {
     presence_ttl: Duration,
 }
 
+/// The longest any duration setting is taken to be: a deadline further off
+/// than this would be no deadline at all, and `Instant + Duration` panics
+/// when it overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl Config {
+    /// The same settings with every duration within `1 ms..=MAX_DURATION`
+    /// (a zero ping interval or timeout would spin, an enormous one
+    /// overflow). [`crate::serve`] applies this to the config it is given.
+    #[must_use]
+    pub fn within_bounds(mut self) -> Self {
+        let floor = Duration::from_millis(1);
+        for d in [
+            &mut self.upload_idle_timeout,
+            &mut self.upload_timeout,
+            &mut self.ping_interval,
+            &mut self.idle_timeout,
+            &mut self.shutdown_grace,
+            &mut self.empty_room_ttl,
+            &mut self.presence_ttl,
+        ] {
+            *d = (*d).clamp(floor, MAX_DURATION);
+        }
+        self
+    }
+
     /// The hub settings these server settings imply.
     pub fn hub_config(&self) -> HubConfig {
         HubConfig {
@@ -177,5 +202,31 @@ impl Config {
             },
             ..HubConfig::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_kept_within_bounds() {
+        let c = Config::default()
+            .ping_interval(Duration::ZERO)
+            .upload_timeout(Duration::MAX)
+            .idle_timeout(Duration::from_secs(u64::MAX))
+            .within_bounds();
+        assert_eq!(c.ping_interval, Duration::from_millis(1));
+        assert_eq!(c.upload_timeout, MAX_DURATION);
+        assert_eq!(c.idle_timeout, MAX_DURATION);
+        // What the server computes from them no longer overflows.
+        let now = std::time::Instant::now();
+        assert!(
+            now.checked_add(c.upload_timeout + Duration::from_secs(60))
+                .is_some()
+        );
+        // Sensible values are untouched.
+        let d = Config::default();
+        assert_eq!(d.clone().within_bounds().upload_timeout, d.upload_timeout);
     }
 }

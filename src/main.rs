@@ -57,12 +57,13 @@ fn parse_value<T: FromStr>(flag: &str, raw: &str) -> Result<T, String> {
         .map_err(|_| format!("{flag}: {raw:?} is not a valid value"))
 }
 
-/// A whole number of seconds, at least `min`.
+/// A whole number of seconds, at least `min` and at most a year.
 fn parse_seconds(flag: &str, raw: &str, min: u64) -> Result<Duration, String> {
+    let max = roomcast::config::MAX_DURATION.as_secs();
     match raw.parse::<u64>() {
-        Ok(secs) if secs >= min => Ok(Duration::from_secs(secs)),
+        Ok(secs) if (min..=max).contains(&secs) => Ok(Duration::from_secs(secs)),
         _ => Err(format!(
-            "{flag}: {raw:?} is not a whole number of seconds of at least {min}"
+            "{flag}: {raw:?} is not a whole number of seconds from {min} to {max}"
         )),
     }
 }
@@ -323,6 +324,8 @@ mod tests {
             ("--upload-idle-timeout", "-1"),
             ("--upload-timeout", "1.5"),
             ("--presence-ttl", "2"),
+            ("--upload-timeout", "18446744073709551615"),
+            ("--upload-idle-timeout", "31536001"),
         ] {
             let err = parse(&[flag, value], &[]).err().expect(flag);
             assert!(err.starts_with(flag), "{err}");

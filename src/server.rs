@@ -118,6 +118,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let config = config.within_bounds();
     prepare_uploads_dir(&config)?;
     let addr = listener.local_addr().map_err(ServeError::Listener)?;
     let metrics = Arc::new(Metrics::default());

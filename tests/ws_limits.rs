@@ -183,6 +183,23 @@ async fn a_client_that_never_answers_pings_is_closed() {
 }
 
 #[tokio::test]
+async fn a_silent_client_is_closed_at_its_idle_deadline_not_at_the_next_ping() {
+    // Pings an hour apart: the close must come from the idle deadline
+    // itself (well within the test's timeout), not from the next ping tick.
+    let server = Server::start(
+        config()
+            .ping_interval(Duration::from_secs(3600))
+            .idle_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    let mut raw = RawWs::connect(server.addr, "/ws/idle/quiet").await;
+    let (code, _) = raw.read_until_close().await;
+    assert_eq!(code, 1000, "idle close (docs/protocol-notes.md)");
+    server.wait_metric("roomcast_connections", 0).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_client_that_answers_pings_stays_connected() {
     let server = Server::start(
         config()

@@ -294,8 +294,10 @@ pub async fn run<R, W>(
     let flood_limit = config.rate_burst.max(1);
     let mut strikes = 0u32;
     let mut last_heard = Instant::now();
-    let mut ping =
-        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+    // The first tick comes at the first ping or, if that is later, when an
+    // idle connection is due to close.
+    let first_tick = config.ping_interval.min(config.idle_timeout);
+    let mut ping = tokio::time::interval_at(Instant::now() + first_tick, config.ping_interval);
     let mut writer_done = false;
     // No request is read before the `welcome` is queued: it must be the
     // first frame, and an echo must not be folded into its history.
@@ -314,11 +316,17 @@ pub async fn run<R, W>(
             _ = &mut writer => { writer_done = true; break; }
             () = &mut welcomed, if !welcome_queued => welcome_queued = true,
             _ = ping.tick() => {
-                if last_heard.elapsed() >= config.idle_timeout {
+                let idle_deadline = last_heard + config.idle_timeout;
+                if Instant::now() >= idle_deadline {
                     outbox.close(CloseReason { code: 1000, reason: "no answer to ping; closing idle connection" });
                     break;
                 }
                 member.send(frames::ping());
+                // If the connection stays silent, it is closed at its idle
+                // deadline, not at the first ping after it.
+                if idle_deadline < Instant::now() + config.ping_interval {
+                    ping.reset_at(idle_deadline);
+                }
             }
             msg = ws.next(), if welcome_queued => {
                 let msg = match msg {
