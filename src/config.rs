@@ -22,6 +22,9 @@ pub struct Config {
     /// Most bytes of history (JSON) in one `welcome`; see
     /// [`HubConfig::welcome_history_bytes`].
     pub welcome_history_bytes: usize,
+    /// Users one emoji on one message may list; see
+    /// [`HubConfig::max_users_per_reaction`].
+    pub max_users_per_reaction: usize,
     /// Longest message, in characters.
     pub max_message_chars: usize,
     /// Sustained requests per second per connection.
@@ -73,6 +76,7 @@ impl Default for Config {
             history: 500,
             welcome_history: 50,
             welcome_history_bytes: 1 << 20,
+            max_users_per_reaction: 500,
             max_message_chars: 4000,
             rate: 10,
             rate_burst: 20,
@@ -123,6 +127,8 @@ setters! {
     welcome_history: usize,
     /// Sets [`Config::welcome_history_bytes`].
     welcome_history_bytes: usize,
+    /// Sets [`Config::max_users_per_reaction`].
+    max_users_per_reaction: usize,
     /// Sets [`Config::max_message_chars`].
     max_message_chars: usize,
     /// Sets [`Config::rate`] (the burst stays as set; see [`Config::rate_burst`]).
@@ -193,6 +199,7 @@ impl Config {
             history: self.history.max(1),
             welcome_history: self.welcome_history,
             welcome_history_bytes: self.welcome_history_bytes,
+            max_users_per_reaction: self.max_users_per_reaction.max(1),
             outbox_frames: self.outbound_queue.max(1),
             empty_room_ttl: self.empty_room_ttl,
             limits: Limits {

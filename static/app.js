@@ -236,7 +236,7 @@ const ERROR_TEXT = {
   unknown_message: 'That message is no longer available (it may be too old or deleted).',
   forbidden: 'You can only change your own messages.',
   rate_limited: 'You are sending too fast. Wait a moment and try again.',
-  too_many_reactions: 'That message already has the maximum number of different reactions.',
+  too_many_reactions: 'That message has as many reactions as it can hold.',
   bad_attachment: 'The attachment could not be found on the server. Try uploading it again.',
   unsupported: 'The server does not accept that kind of data.',
   unavailable: 'The chat is briefly unavailable while the server reconnects. Try again in a moment.',

@@ -476,6 +476,29 @@ async fn resume_on_the_other_instance_with_after_and_gap() {
 }
 
 #[tokio::test]
+async fn one_emoji_lists_at_most_max_users_per_reaction_people_across_instances() {
+    let (_keys, s) = cluster("crowd", 2, |c| c.max_users_per_reaction(1usize)).await;
+    let (mut ann, _) = s[0].join("r", "ann").await;
+    ann.send_json(json!({"type": "message", "content": "vote"}))
+        .await;
+    let id = ann.skip_to("message").await["message_id"].clone();
+    let (mut bob, _) = s[1].join("r", "bob").await;
+    ann.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": "👍"}))
+        .await;
+    assert_eq!(
+        bob.skip_to("reaction_update").await["users"],
+        json!(["ann"])
+    );
+    bob.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": "👍"}))
+        .await;
+    let err = bob.skip_to("error").await;
+    assert_eq!(
+        (&err["code"], &err["ref"]),
+        (&json!("too_many_reactions"), &json!("add_reaction"))
+    );
+}
+
+#[tokio::test]
 async fn welcome_history_holds_the_newest_messages_within_its_byte_budget() {
     // Messages of about 1 KB against a 4 KB budget: three fit.
     let (_keys, s) = cluster("budget", 2, |c| c.welcome_history_bytes(4096usize)).await;

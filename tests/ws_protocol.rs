@@ -279,6 +279,44 @@ async fn a_message_holds_at_most_20_distinct_emoji() {
 }
 
 #[tokio::test]
+async fn one_emoji_lists_at_most_max_users_per_reaction_people() {
+    let server = Server::start(config().max_users_per_reaction(2usize)).await;
+    let (mut ann, mut bob, id) = room_with_a_message(&server, "crowd").await;
+    for c in [&mut ann, &mut bob] {
+        c.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": "👍"}))
+            .await;
+    }
+    assert_eq!(
+        both(&mut ann, &mut bob, "reaction_update").await["users"],
+        json!(["ann"])
+    );
+    let u = both(&mut ann, &mut bob, "reaction_update").await;
+    assert_eq!(u["users"], json!(["ann", "bob"]));
+    let (mut carl, _) = server.join("crowd", "carl").await;
+    carl.expect("join").await;
+    ann.expect("join").await;
+    bob.expect("join").await;
+    carl.send_json(
+        json!({"type": "reaction", "message_id": id, "emoji": "👍", "action": "toggle"}),
+    )
+    .await;
+    let err = carl.expect_error("too_many_reactions").await;
+    assert_eq!(err["ref"], "reaction");
+    // Another emoji is fine, and leaving one makes room.
+    carl.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": "🎉"}))
+        .await;
+    assert_eq!(carl.expect("reaction_update").await["emoji"], "🎉");
+    bob.send_json(json!({"type": "remove_reaction", "message_id": id, "emoji": "👍"}))
+        .await;
+    carl.expect("reaction_update").await;
+    carl.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": "👍"}))
+        .await;
+    let u = carl.expect("reaction_update").await;
+    assert_eq!(u["users"], json!(["ann", "carl"]));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn edit_and_delete_are_for_the_author_only() {
     let server = Server::start(config()).await;
     let (mut ann, mut bob, id) = room_with_a_message(&server, "edits").await;

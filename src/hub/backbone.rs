@@ -34,7 +34,12 @@ fn unavailable(e: Unavailable) -> Refusal {
 
 /// Maps a script's refusal code to what the client is told.
 #[cfg(feature = "redis")]
-fn refused(code: i64, message_id: &str, what: &str, max_reactions: usize) -> Result<(), Refusal> {
+fn refused(
+    code: i64,
+    message_id: &str,
+    what: &str,
+    (max_reactions, max_users): (usize, usize),
+) -> Result<(), Refusal> {
     match code {
         -1 => Err(Refusal::new(
             ErrorCode::UnknownMessage,
@@ -45,6 +50,10 @@ fn refused(code: i64, message_id: &str, what: &str, max_reactions: usize) -> Res
             format!(
                 "this message already has {max_reactions} different emoji; react with one of those"
             ),
+        )),
+        -5 => Err(Refusal::new(
+            ErrorCode::TooManyReactions,
+            format!("{max_users} people already reacted with this emoji"),
         )),
         -3 => Err(Refusal::new(
             ErrorCode::Forbidden,
@@ -113,7 +122,8 @@ impl Member {
             ReactionAction::Toggle => b"toggle",
         };
         let max = self.common.config.max_reactions_per_message;
-        let max_text = max.to_string();
+        let max_users = self.common.config.max_users_per_reaction;
+        let (max_text, max_users_text) = (max.to_string(), max_users.to_string());
         let code = link
             .run(
                 Script::React,
@@ -124,11 +134,17 @@ impl Member {
                     emoji.as_str().as_bytes(),
                     action,
                     max_text.as_bytes(),
+                    max_users_text.as_bytes(),
                 ],
             )
             .await
             .map_err(unavailable)?;
-        refused(code.as_int().unwrap_or(0), message_id, "react to", max)
+        refused(
+            code.as_int().unwrap_or(0),
+            message_id,
+            "react to",
+            (max, max_users),
+        )
     }
 
     pub(super) async fn edit_remote(
@@ -157,7 +173,7 @@ impl Member {
             )
             .await
             .map_err(unavailable)?;
-        refused(code.as_int().unwrap_or(0), message_id, "edit", 0)
+        refused(code.as_int().unwrap_or(0), message_id, "edit", (0, 0))
     }
 
     pub(super) async fn delete_remote(&self, link: &Link, message_id: &str) -> Result<(), Refusal> {
@@ -172,7 +188,7 @@ impl Member {
             )
             .await
             .map_err(unavailable)?;
-        refused(code.as_int().unwrap_or(0), message_id, "delete", 0)
+        refused(code.as_int().unwrap_or(0), message_id, "delete", (0, 0))
     }
 
     /// Typing is best effort: throttled here and in Redis, never refused.

@@ -59,6 +59,10 @@ pub struct HubConfig {
     pub welcome_history_bytes: usize,
     /// Distinct emoji allowed per message.
     pub max_reactions_per_message: usize,
+    /// Users one emoji on one message may list. Every `reaction_update`
+    /// carries all of a message's reactions, so this bounds its size
+    /// (about 20 × 500 names at most) however many names come and react.
+    pub max_users_per_reaction: usize,
     /// Rooms with more online names than this get counts only in join/leave.
     pub online_list_cap: usize,
     /// Frames a member's queue may hold before it is closed with 1013.
@@ -83,6 +87,7 @@ impl Default for HubConfig {
             welcome_history: 50,
             welcome_history_bytes: 1 << 20,
             max_reactions_per_message: 20,
+            max_users_per_reaction: 500,
             online_list_cap: 100,
             outbox_frames: 1024,
             outbox_bytes: 4 << 20,

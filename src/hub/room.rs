@@ -282,6 +282,7 @@ impl RoomState {
         common: &Common,
     ) -> Result<(), Refusal> {
         let max = common.config.max_reactions_per_message;
+        let max_users = common.config.max_users_per_reaction;
         let message = self.find(message_id)?;
         let reactions = &mut message.reactions.0;
         let pos = reactions.iter().position(|(e, _)| *e == emoji);
@@ -296,6 +297,12 @@ impl RoomState {
         }
         if add {
             match pos {
+                Some(i) if reactions[i].1.len() >= max_users => {
+                    return Err(Refusal::new(
+                        ErrorCode::TooManyReactions,
+                        format!("{max_users} people already reacted with this emoji"),
+                    ));
+                }
                 Some(i) => reactions[i].1.push(user.clone()),
                 None if reactions.len() >= max => {
                     return Err(Refusal::new(

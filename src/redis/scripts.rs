@@ -126,7 +126,8 @@ pub enum Script {
     Join,
     /// `P, room, inst, ttl, user, n, cap, room_ttl` → sets this instance's count for the user.
     Presence,
-    /// `P, room, id, user, emoji, add|remove|toggle, max` → 1 changed, 0 no-op, -1 unknown, -2 too many.
+    /// `P, room, id, user, emoji, add|remove|toggle, max emoji, max users` → 1 changed,
+    /// 0 no-op, -1 unknown, -2 too many emoji, -5 too many users on this emoji.
     React,
     /// `P, room, id, user, content, blank 0|1, now` → 1, -1 unknown, -3 forbidden, -4 blank.
     Edit,
@@ -275,7 +276,8 @@ local add
 if ARGV[6] == 'add' then add = true elseif ARGV[6] == 'remove' then add = false else add = not has end
 if add == has then return 0 end
 if add then
-  if pos then table.insert(r[pos][2], user)
+  if pos and #r[pos][2] >= tonumber(ARGV[8]) then return -5
+  elseif pos then table.insert(r[pos][2], user)
   elseif #r >= tonumber(ARGV[7]) then return -2
   else table.insert(r, {emoji, {user}}) end
 else
