@@ -152,8 +152,14 @@ test('authors edit and delete their own messages; others cannot', async () => {
 test('typing indicator shows who is typing', async () => {
   const alice = await chat('typing', 'alice');
   const bob = await chat('typing', 'bob');
+  // The indicator shows for a few seconds only: watch for it from before
+  // bob types, so a slow moment in the test cannot miss it.
+  const shown = alice.waitForFunction(
+    () => document.querySelector('[data-testid=typing]').textContent.includes('bob is typing…'),
+    null, { polling: 'raf' },
+  );
   await bob.getByTestId('composer-input').pressSequentially('hel');
-  await alice.getByTestId('typing').getByText('bob is typing…').waitFor();
+  await shown;
   // Sending clears it for the reader.
   await bob.getByTestId('composer-input').press('Enter');
   await messageWithText(alice, 'hel').waitFor();
@@ -179,6 +185,8 @@ test('keyboard only: join from the form and send a message', async () => {
 
   // React by keyboard too: Tab into the message's actions, open the picker, choose.
   const mine = messageWithText(page, 'typed without a mouse');
+  // Reactions need the server's id, which comes with the echo.
+  await mine.and(page.locator('[data-id]:not([data-id=""])')).waitFor();
   await mine.getByTestId('add-reaction').focus();
   await page.keyboard.press('Enter');
   await page.keyboard.press('ArrowRight'); // ❤️
@@ -252,6 +260,12 @@ test('typing notices do not eat the rate budget: 18 quick messages are all accep
 
 test('server errors are shown as readable notices (rate limit)', async () => {
   const page = await chat('flood', 'eager');
+  // Toasts go away after a while: watch for this one from before it can come.
+  const told = page.waitForFunction(
+    () => [...document.querySelectorAll('[data-testid=toast]')]
+      .some((t) => t.textContent.includes('You are sending too fast')),
+    null, { polling: 'raf' },
+  );
   // 30 sends in one tick: more than the burst (20 by default), so the server
   // refuses some with `rate_limited`.
   await page.evaluate(() => {
@@ -259,7 +273,7 @@ test('server errors are shown as readable notices (rate limit)', async () => {
     const form = document.querySelector('[data-testid=composer]');
     for (let i = 0; i < 30; i++) { input.value = `burst ${i}`; form.requestSubmit(); }
   });
-  await page.getByTestId('toast').getByText('You are sending too fast', { exact: false }).first().waitFor();
+  await told;
   await page.locator('.msg--failed').first().waitFor();
   await page.getByTestId('retry-message').first().waitFor();
 });

@@ -164,6 +164,7 @@ const state = {
   retryAt: 0,
   countdownTimer: 0,
   closeReason: '', // why the last connection closed, in words
+  serverRestarting: false, // closed with 1001 and not welcomed since
   messages: new Map(), // message_id -> { data, el }
   pending: new Map(), // client_id -> { content, attachment, el, sent: bool }
   online: [],
@@ -276,7 +277,11 @@ function connect() {
   ws.addEventListener('close', (ev) => {
     if (state.ws !== ws) return; // a socket we already let go of (room switch)
     state.ws = null;
-    state.closeReason = describeClose(ev.code, ev.reason);
+    // After a shutdown (1001) the retries fail (1006) until the server is
+    // back; it is still restarting, so keep saying that.
+    if (ev.code === 1001) state.serverRestarting = true;
+    state.closeReason = state.serverRestarting && ev.code === 1006
+      ? describeClose(1001) : describeClose(ev.code, ev.reason);
     markInFlightUnsent();
     scheduleReconnect(ev.code);
   });
@@ -417,6 +422,7 @@ function onWelcome(ev) {
   }
   state.hasConnected = true;
   state.closeReason = '';
+  state.serverRestarting = false;
   resendUnsent();
   updateSendState();
 }

@@ -608,9 +608,10 @@ fn doomed(config: Config) -> Doomed {
 #[tokio::test]
 async fn a_dead_instance_leaves_no_ghosts() {
     // A short presence TTL so the dead instance expires quickly; the
-    // survivor's heartbeat (a third of its TTL) reaps it.
+    // survivor's heartbeat (a third of its TTL) reaps it. 3 s, refreshed
+    // every second: a stalled test process does not get it reaped alive.
     let (keys, s) = cluster("ghost", 1, |c| c.presence_ttl(Duration::from_secs(3))).await;
-    let dead = doomed(config(&keys.0).presence_ttl(Duration::from_millis(1500)));
+    let dead = doomed(config(&keys.0).presence_ttl(Duration::from_secs(3)));
     wait_health(dead.addr, 200).await;
     let (mut ann, _) = s[0].join("r", "ann").await;
     let mut ghost = Client::connect(&format!("ws://{}/ws/r/ghost", dead.addr)).await;
