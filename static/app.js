@@ -1132,7 +1132,7 @@ function enterRoom(room, user, { push = true } = {}) {
   closePicker({ refocus: false });
   clearUpload();
   Object.assign(state, {
-    room, user, hasConnected: false, lastSeq: 0, attempts: 0, closeReason: '', unread: 0, editing: null,
+    room, user, hasConnected: false, lastSeq: 0, attempts: 0, closeReason: '', serverRestarting: false, unread: 0, editing: null,
   });
   state.messages.clear();
   state.pending.clear();

@@ -740,6 +740,39 @@ async fn redis_losing_its_data_sends_members_to_a_fresh_welcome_and_loses_nothin
     assert_eq!(w["last_seq"], 1);
 }
 
+#[tokio::test]
+async fn a_flush_on_a_live_connection_is_told_by_the_numbering_going_back() {
+    let (keys, s) = cluster("flush", 2, |c| c).await;
+    let (mut ann, _) = s[0].join("r", "ann").await;
+    let (mut carl, _) = s[1].join("r", "carl").await;
+    joined(&mut ann, "carl").await;
+    for i in 1..=5 {
+        ann.post(&format!("m{i}")).await;
+        assert_eq!(carl.skip_to("message").await["seq"], i);
+    }
+
+    // Every key gone (a FLUSHALL, or eviction), but no connection cut: the
+    // epoch is not read again. The next event is numbered from 1 again,
+    // below what both streams already carried.
+    Admin::connect().cleanup(&keys.0);
+    ann.send_json(json!({"type": "message", "content": "after the flush"}))
+        .await;
+    ann.expect_close(1013).await;
+    carl.expect_close(1013).await;
+
+    // Carl resumes where he was and gets what was posted after the flush,
+    // not nothing.
+    let mut carl = s[1].ws("/ws/r/carl?after=5").await;
+    let w = carl.expect("welcome").await;
+    let history = w["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{w}");
+    assert_eq!(
+        (&history[0]["seq"], &history[0]["content"]),
+        (&json!(1), &json!("after the flush"))
+    );
+    assert_eq!(w["last_seq"], 1);
+}
+
 /// Posts `text`, retrying while the backbone answers `unavailable` (a kill
 /// may land again between the health check and the post). Presence events
 /// on the way are skipped: with Redis a member's own `join` follows its

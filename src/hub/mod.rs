@@ -684,11 +684,28 @@ mod tests {
         st.activate(c, c_gen, f("welcome-c"), 11);
         st.mark(11);
         assert!(!st.members[c].outbox.is_closing(), "nothing was missed");
-        // A marker behind us: a welcome read ahead of the stream, not a loss.
-        st.mark(10);
-        assert!(!st.members[c].outbox.is_closing(), "behind is not missed");
-        st.mark(12); // event 12 never came
+        // A later welcome read ahead of the stream is no loss, and does not
+        // hide that the stream then skips an event.
+        let (tx, _) = tokio::sync::oneshot::channel();
+        let (e, e_gen, _) = st.join_pending(
+            UserName::parse("eve").unwrap(),
+            Arc::new(Outbox::new(4, 1 << 20)),
+            tx,
+        );
+        st.activate(e, e_gen, f("welcome-e"), 15);
+        st.deliver(12, None, &f("e12"), common);
+        st.deliver(13, None, &f("e13"), common);
+        st.mark(13);
+        assert!(!st.members[c].outbox.is_closing(), "ahead is not missed");
+        assert!(!st.members[e].outbox.is_closing());
+        st.mark(15); // events 14 and 15 never came through the stream
         assert!(st.members[c].outbox.is_closing());
+        assert!(st.members[e].outbox.is_closing());
+        st.leave_quiet(c, c_gen);
+        st.leave_quiet(e, e_gen);
+        st.leave_quiet(a, a_gen);
+        st.leave_quiet(b, b_gen);
+        assert!(st.members.is_empty());
 
         let (tx, _) = tokio::sync::oneshot::channel();
         let (d, d_gen, _) = st.join_pending(
@@ -696,9 +713,32 @@ mod tests {
             Arc::new(Outbox::new(4, 1 << 20)),
             tx,
         );
-        st.activate(d, d_gen, f("welcome-d"), 12);
-        st.start_over(); // Redis lost its data
+        st.activate(d, d_gen, f("welcome-d"), 20);
+        st.deliver(21, None, &f("e21"), common);
+        st.mark(19); // the numbering went back: Redis lost its data
         assert!(st.members[d].outbox.is_closing());
+
+        let (tx, _) = tokio::sync::oneshot::channel();
+        let (g, g_gen, _) = st.join_pending(
+            UserName::parse("gus").unwrap(),
+            Arc::new(Outbox::new(4, 1 << 20)),
+            tx,
+        );
+        st.activate(g, g_gen, f("welcome-g"), 30);
+        st.deliver(31, None, &f("e31"), common);
+        assert!(!st.members[g].outbox.is_closing());
+        st.deliver(1, None, &f("e1"), common); // numbered from 1 again
+        assert!(st.members[g].outbox.is_closing());
+
+        let (tx, _) = tokio::sync::oneshot::channel();
+        let (h, h_gen, _) = st.join_pending(
+            UserName::parse("hal").unwrap(),
+            Arc::new(Outbox::new(4, 1 << 20)),
+            tx,
+        );
+        st.activate(h, h_gen, f("welcome-h"), 5);
+        st.start_over(); // the epoch told of lost data
+        assert!(st.members[h].outbox.is_closing());
     }
 
     #[test]

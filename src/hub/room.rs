@@ -46,9 +46,15 @@ pub(crate) struct RoomState {
     evicted_through: u64,
     /// When the last member left (for dropping idle rooms).
     pub empty_since: Option<Instant>,
-    /// Backbone only: the last room event delivered here (gap detection).
+    /// Backbone only: the last room event this instance's members have
+    /// (from the stream, or the first `welcome` here), for gap detection.
     #[cfg(feature = "redis")]
     pub last_ev: Option<u64>,
+    /// Backbone only: the last event number the subscription's stream
+    /// carried. The stream is in order, so a number at or below it again
+    /// means Redis's numbering went back: its data was lost.
+    #[cfg(feature = "redis")]
+    stream_ev: Option<u64>,
 }
 
 pub(crate) struct Room {
@@ -71,6 +77,8 @@ impl Room {
                 empty_since: Some(Instant::now()),
                 #[cfg(feature = "redis")]
                 last_ev: None,
+                #[cfg(feature = "redis")]
+                stream_ev: None,
             }),
         }
     }
@@ -477,7 +485,10 @@ impl RoomState {
         if let Some(welcomed) = slot.welcomed.take() {
             let _ = welcomed.send(());
         }
-        self.last_ev = Some(self.last_ev.map_or(ev, |l| l.max(ev)));
+        // Only the first welcome sets where this instance stands: a later
+        // one read ahead of the stream must not hide events the stream
+        // has not carried (or lost while it was reconnecting).
+        self.last_ev.get_or_insert(ev);
     }
 
     /// Removes a connection without telling anyone here (the backbone
@@ -488,6 +499,7 @@ impl RoomState {
         let empty = self.members.is_empty();
         if empty {
             self.last_ev = None;
+            self.stream_ev = None;
         }
         Some((user, left, empty))
     }
@@ -496,9 +508,12 @@ impl RoomState {
     /// room (0: unnumbered, like typing), `skip` a user not to send it to.
     pub fn deliver(&mut self, ev: u64, skip: Option<&str>, frame: &Frame, common: &Common) {
         if ev != 0 {
-            if self.last_ev.is_some_and(|l| ev > l + 1) {
+            if self.stream_ev.is_some_and(|s| ev <= s) {
+                self.start_over();
+            } else if self.last_ev.is_some_and(|l| ev > l + 1) {
                 self.close_for_gap();
             }
+            self.stream_ev = Some(ev);
             self.last_ev = Some(self.last_ev.map_or(ev, |l| l.max(ev)));
         }
         let cap = common.config.outbox_frames;
@@ -525,13 +540,17 @@ impl RoomState {
         }
     }
 
-    /// Every room event up to `ev` has been published: if this instance
-    /// has seen fewer, some were missed while it was disconnected, and its
-    /// members must start over from a fresh `welcome`. Seeing more is no
-    /// sign of trouble: a `welcome` read on the command connection can be
-    /// ahead of the subscription's stream. (Redis losing its data is told
-    /// apart by its epoch, [`RoomState::start_over`].)
+    /// Every room event up to `ev` has been published (the marker comes
+    /// through the stream, after those events). If this instance has seen
+    /// fewer, some were missed while it was disconnected, and its members
+    /// must resume from history. A marker below what the stream already
+    /// carried means Redis's numbering went back: its data was lost.
     pub fn mark(&mut self, ev: u64) {
+        if self.stream_ev.is_some_and(|s| ev < s) {
+            self.start_over();
+            return;
+        }
+        self.stream_ev = Some(ev);
         if self.last_ev.is_some_and(|l| ev > l) {
             self.close_for_gap();
             self.last_ev = Some(ev);
@@ -543,6 +562,7 @@ impl RoomState {
     pub fn start_over(&mut self) {
         self.close_for_gap();
         self.last_ev = None;
+        self.stream_ev = None;
     }
 
     /// Members here missed events: close them so they resume with `after`.

@@ -586,6 +586,9 @@ async fn serve_subscriptions(inner: &Arc<Inner>, mut conn: Conn) -> LinkError {
         let mut s = lock(&inner.subs);
         s.up = true;
         s.dirty = s.want.clone();
+        // A room left while the link was down needs no marker any more.
+        let Subs { remark, want, .. } = &mut *s;
+        remark.retain(|r| want.contains(r));
     }
     // Healthy only once every room with local members is subscribed again.
     let mut announced = false;

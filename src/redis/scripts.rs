@@ -121,8 +121,9 @@ end
 pub enum Script {
     /// `P, room, ring, id, user, content, timestamp, attachment JSON|'', client_id|''` → seq.
     Post,
-    /// `P, room, inst, ttl, user, n, room_ttl, after|'', welcome_history, cap` →
-    /// `[last_seq, ev, gap, online_count, online JSON, history JSON]`; then publishes `join`.
+    /// `P, room, inst, ttl, user, n, room_ttl, after|'', welcome_history, cap,
+    /// history byte budget` → `[last_seq, ev, gap, online_count, online JSON,
+    /// history JSON]`; then publishes `join`.
     Join,
     /// `P, room, inst, ttl, user, n, cap, room_ttl` → sets this instance's count for the user.
     Presence,
@@ -229,7 +230,7 @@ else
   -- longer has (Redis lost it), so all of the current one is news.
   local after = tonumber(ARGV[8])
   if after > last_seq then after = 0 end
-  idl = redis.call('ZRANGEBYSCORE', ids, '(' .. after, '+inf')
+  idl = redis.call('ZRANGEBYSCORE', ids, '(' .. string.format('%d', after), '+inf')
   if after < evicted then gap = 1 end
 end
 -- The newest messages whose JSON fits in ARGV[11] bytes; a resume that
