@@ -507,6 +507,12 @@ impl RoomState {
     /// Fans out one event from the backbone: `ev` is its number in the
     /// room (0: unnumbered, like typing), `skip` a user not to send it to.
     pub fn deliver(&mut self, ev: u64, skip: Option<&str>, frame: &Frame, common: &Common) {
+        if self.members.is_empty() {
+            // Still subscribed for a moment after the last member left:
+            // nothing to send, and nothing to remember (the room's
+            // numbering may start again before anyone joins here).
+            return;
+        }
         if ev != 0 {
             if self.stream_ev.is_some_and(|s| ev <= s) {
                 self.start_over();
@@ -546,6 +552,9 @@ impl RoomState {
     /// must resume from history. A marker below what the stream already
     /// carried means Redis's numbering went back: its data was lost.
     pub fn mark(&mut self, ev: u64) {
+        if self.members.is_empty() {
+            return;
+        }
         if self.stream_ev.is_some_and(|s| ev < s) {
             self.start_over();
             return;
