@@ -672,88 +672,144 @@ mod tests {
             (vec![f("welcome-a"), f("e6"), f("e7"), f("e9")], None)
         );
         assert_eq!(drain(&bob), (vec![f("welcome-b"), f("e9")], None));
-        // A skipped event number, or a marker ahead of us: resume from history.
+        // A skipped event number: whoever missed it resumes from history.
         st.deliver(11, None, &f("e11"), common);
         assert_eq!(drain(&ann).1, Some(CloseReason::MISSED_EVENTS));
+        assert_eq!(drain(&bob).1, Some(CloseReason::MISSED_EVENTS));
+    }
+
+    /// A member waiting for its welcome in a backbone room.
+    #[cfg(feature = "redis")]
+    fn pending(st: &mut room::RoomState, name: &str) -> (usize, u64, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(16, 1 << 20));
         let (tx, _) = tokio::sync::oneshot::channel();
-        let (c, c_gen, _) = st.join_pending(
-            UserName::parse("carl").unwrap(),
-            Arc::new(Outbox::new(4, 1 << 20)),
-            tx,
+        let (key, generation, _) =
+            st.join_pending(UserName::parse(name).unwrap(), Arc::clone(&outbox), tx);
+        (key, generation, outbox)
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn backbone_closes_exactly_the_members_who_missed_events() {
+        let hub = Hub::new(HubConfig::default());
+        let common = &hub.shared.common;
+        let room = Room::new(RoomName::parse("r").unwrap());
+        let f = frames::text;
+        let mut st = room.lock();
+        let (a, a_gen, ann) = pending(&mut st, "ann");
+        st.activate(a, a_gen, f("welcome-a"), 10);
+        // Bob's welcome was read ahead of the stream: it has 11 and 12.
+        let (b, b_gen, bob) = pending(&mut st, "bob");
+        st.activate(b, b_gen, f("welcome-b"), 12);
+        st.deliver(11, None, &f("e11"), common);
+        assert_eq!(ann.len(), 2);
+        assert_eq!(bob.len(), 1, "11 is in bob's welcome");
+        // The stream was cut before it carried 12: the marker tells. Ann
+        // missed it; bob did not.
+        st.mark(12);
+        assert!(ann.is_closing());
+        assert!(
+            !bob.is_closing(),
+            "a welcome ahead of the stream is no loss"
         );
-        st.activate(c, c_gen, f("welcome-c"), 11);
-        st.mark(11);
-        assert!(!st.members[c].outbox.is_closing(), "nothing was missed");
-        // A later welcome read ahead of the stream is no loss, and does not
-        // hide that the stream then skips an event.
-        let (tx, _) = tokio::sync::oneshot::channel();
-        let (e, e_gen, _) = st.join_pending(
-            UserName::parse("eve").unwrap(),
-            Arc::new(Outbox::new(4, 1 << 20)),
-            tx,
-        );
-        st.activate(e, e_gen, f("welcome-e"), 15);
-        st.deliver(12, None, &f("e12"), common);
-        st.deliver(13, None, &f("e13"), common);
-        st.mark(13);
-        assert!(!st.members[c].outbox.is_closing(), "ahead is not missed");
-        assert!(!st.members[e].outbox.is_closing());
-        st.mark(15); // events 14 and 15 never came through the stream
-        assert!(st.members[c].outbox.is_closing());
-        assert!(st.members[e].outbox.is_closing());
-        st.leave_quiet(c, c_gen);
-        st.leave_quiet(e, e_gen);
+        // Then 13 never comes through: bob missed it.
+        st.deliver(14, None, &f("e14"), common);
+        assert!(bob.is_closing());
+        // A later welcome read ahead of the stream hides nothing from
+        // the members already here (the order of two welcomes does not
+        // matter either: each member is checked against its own).
+        let (c, c_gen, carl) = pending(&mut st, "carl");
+        let (d, d_gen, dan) = pending(&mut st, "dan");
+        st.activate(d, d_gen, f("welcome-d"), 20);
+        st.activate(c, c_gen, f("welcome-c"), 18);
+        st.mark(20); // 15..20 were published, the stream carried none
+        assert!(carl.is_closing(), "carl missed 19 and 20");
+        assert!(!dan.is_closing());
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn backbone_a_marker_while_a_member_waits_is_checked_at_its_welcome() {
+        let hub = Hub::new(HubConfig::default());
+        let common = &hub.shared.common;
+        let room = Room::new(RoomName::parse("r").unwrap());
+        let f = frames::text;
+        let mut st = room.lock();
+        let (a, a_gen, ann) = pending(&mut st, "ann");
+        st.activate(a, a_gen, f("welcome-a"), 5);
+        st.deliver(6, None, &f("e6"), common);
+        // Bob waits for a welcome that will say 6; meanwhile the stream is
+        // cut and comes back with a marker: 7 and 8 were published.
+        let (b, b_gen, bob) = pending(&mut st, "bob");
+        st.mark(8);
+        assert!(ann.is_closing());
+        assert!(!bob.is_closing(), "bob's welcome is not read yet");
+        st.activate(b, b_gen, f("welcome-b"), 6);
+        assert!(bob.is_closing(), "bob would never get 7 and 8");
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn backbone_a_room_rejoined_here_starts_from_its_welcome() {
+        let hub = Hub::new(HubConfig::default());
+        let common = &hub.shared.common;
+        let room = Room::new(RoomName::parse("r").unwrap());
+        let f = frames::text;
+        let mut st = room.lock();
+        let (a, a_gen, _) = pending(&mut st, "ann");
+        st.activate(a, a_gen, f("welcome-a"), 40);
+        st.deliver(41, None, &f("e41"), common);
         st.leave_quiet(a, a_gen);
-        st.leave_quiet(b, b_gen);
-        assert!(st.members.is_empty());
         // A leave the stream carries after the room emptied here is not
         // remembered: the room's keys may expire and its numbering start
         // again before the next member joins here.
-        st.deliver(16, None, &f("leave"), common);
-        let (tx, _) = tokio::sync::oneshot::channel();
-        let (i, i_gen, first) = st.join_pending(
-            UserName::parse("ivy").unwrap(),
-            Arc::new(Outbox::new(4, 1 << 20)),
-            tx,
-        );
-        assert!(first);
-        st.activate(i, i_gen, f("welcome-i"), 1);
+        st.deliver(42, None, &f("leave"), common);
+        let (b, b_gen, bob) = pending(&mut st, "bob");
+        st.activate(b, b_gen, f("welcome-b"), 1);
         st.deliver(2, None, &f("e2"), common);
-        assert!(!st.members[i].outbox.is_closing(), "a new numbering");
-        st.leave_quiet(i, i_gen);
+        assert!(!bob.is_closing(), "a new numbering");
+        st.leave_quiet(b, b_gen);
+        // Rejoined while the stream still carries the old subscription's
+        // last event, and events published between the unsubscribe and the
+        // subscribe never come: the welcome has them.
+        let (c, c_gen, carl) = pending(&mut st, "carl");
+        st.deliver(51, None, &f("e51"), common);
+        st.activate(c, c_gen, f("welcome-c"), 57);
+        st.deliver(56, None, &f("e56"), common);
+        st.deliver(57, None, &f("e57"), common);
+        st.deliver(58, None, &f("e58"), common);
+        assert!(!carl.is_closing());
+        assert_eq!(carl.len(), 2, "the welcome, then e58");
+    }
 
-        let (tx, _) = tokio::sync::oneshot::channel();
-        let (d, d_gen, _) = st.join_pending(
-            UserName::parse("dan").unwrap(),
-            Arc::new(Outbox::new(4, 1 << 20)),
-            tx,
-        );
-        st.activate(d, d_gen, f("welcome-d"), 20);
+    #[cfg(feature = "redis")]
+    #[test]
+    fn backbone_a_numbering_that_goes_back_sends_everyone_to_a_fresh_welcome() {
+        let hub = Hub::new(HubConfig::default());
+        let common = &hub.shared.common;
+        let room = Room::new(RoomName::parse("r").unwrap());
+        let f = frames::text;
+        let mut st = room.lock();
+        // A marker below what the stream carried.
+        let (a, a_gen, ann) = pending(&mut st, "ann");
+        st.activate(a, a_gen, f("welcome-a"), 20);
         st.deliver(21, None, &f("e21"), common);
-        st.mark(19); // the numbering went back: Redis lost its data
-        assert!(st.members[d].outbox.is_closing());
-
-        let (tx, _) = tokio::sync::oneshot::channel();
-        let (g, g_gen, _) = st.join_pending(
-            UserName::parse("gus").unwrap(),
-            Arc::new(Outbox::new(4, 1 << 20)),
-            tx,
-        );
-        st.activate(g, g_gen, f("welcome-g"), 30);
+        st.mark(19);
+        assert!(ann.is_closing());
+        st.leave_quiet(a, a_gen);
+        // An event numbered from 1 again.
+        let (b, b_gen, bob) = pending(&mut st, "bob");
+        st.activate(b, b_gen, f("welcome-b"), 30);
         st.deliver(31, None, &f("e31"), common);
-        assert!(!st.members[g].outbox.is_closing());
-        st.deliver(1, None, &f("e1"), common); // numbered from 1 again
-        assert!(st.members[g].outbox.is_closing());
-
-        let (tx, _) = tokio::sync::oneshot::channel();
-        let (h, h_gen, _) = st.join_pending(
-            UserName::parse("hal").unwrap(),
-            Arc::new(Outbox::new(4, 1 << 20)),
-            tx,
-        );
-        st.activate(h, h_gen, f("welcome-h"), 5);
-        st.start_over(); // the epoch told of lost data
-        assert!(st.members[h].outbox.is_closing());
+        assert!(!bob.is_closing());
+        st.deliver(1, None, &f("e1"), common);
+        assert!(bob.is_closing());
+        st.leave_quiet(b, b_gen);
+        // The epoch told of lost data.
+        let (c, c_gen, carl) = pending(&mut st, "carl");
+        st.activate(c, c_gen, f("welcome-c"), 5);
+        st.start_over();
+        assert!(carl.is_closing());
     }
 
     #[test]

@@ -21,12 +21,14 @@ pub(crate) struct Slot {
     pub generation: u64,
     pub user: UserName,
     pub outbox: Arc<Outbox>,
-    /// Backbone only: events held until the member's `welcome` is ready.
+    /// Backbone only: events held until the member's `welcome` is ready
+    /// (numbered; no frame for one that skips this member).
     #[cfg(feature = "redis")]
-    pub pending: Option<Vec<(u64, Frame)>>,
-    /// Backbone only: the room event its `welcome` already reflects.
+    pub pending: Option<Vec<(u64, Option<Frame>)>>,
+    /// Backbone only, once welcomed: this member has every room event up
+    /// to this one (in its `welcome`, or sent since).
     #[cfg(feature = "redis")]
-    pub since: u64,
+    pub has: u64,
     /// Backbone only: told when the `welcome` is queued (dropped, if it
     /// never will be), so the session reads no request before it.
     #[cfg(feature = "redis")]
@@ -46,10 +48,6 @@ pub(crate) struct RoomState {
     evicted_through: u64,
     /// When the last member left (for dropping idle rooms).
     pub empty_since: Option<Instant>,
-    /// Backbone only: the last room event this instance's members have
-    /// (from the stream, or the first `welcome` here), for gap detection.
-    #[cfg(feature = "redis")]
-    pub last_ev: Option<u64>,
     /// Backbone only: the last event number the subscription's stream
     /// carried. The stream is in order, so a number at or below it again
     /// means Redis's numbering went back: its data was lost.
@@ -75,8 +73,6 @@ impl Room {
                 last_seq: 0,
                 evicted_through: 0,
                 empty_since: Some(Instant::now()),
-                #[cfg(feature = "redis")]
-                last_ev: None,
                 #[cfg(feature = "redis")]
                 stream_ev: None,
             }),
@@ -185,7 +181,7 @@ impl RoomState {
             #[cfg(feature = "redis")]
             pending: None,
             #[cfg(feature = "redis")]
-            since: 0,
+            has: 0,
             #[cfg(feature = "redis")]
             welcomed: None,
         });
@@ -460,7 +456,7 @@ impl RoomState {
             user,
             outbox,
             pending: Some(Vec::new()),
-            since: 0,
+            has: 0,
             welcomed: Some(welcomed),
         });
         (key, generation, self.members.len() == 1)
@@ -477,18 +473,34 @@ impl RoomState {
             return;
         };
         let held = slot.pending.take().unwrap_or_default();
-        slot.since = ev;
+        slot.has = ev;
         slot.outbox.push(welcome);
-        for (_, frame) in held.into_iter().filter(|(e, _)| *e > ev) {
-            slot.outbox.push(frame);
+        for (e, frame) in held {
+            if e <= slot.has {
+                continue; // already in the welcome
+            }
+            if e > slot.has.saturating_add(1) {
+                // The stream skipped events while this member waited.
+                slot.outbox.close(super::CloseReason::MISSED_EVENTS);
+                break;
+            }
+            slot.has = e;
+            if let Some(frame) = frame {
+                slot.outbox.push(frame);
+            }
         }
         if let Some(welcomed) = slot.welcomed.take() {
             let _ = welcomed.send(());
         }
-        // Only the first welcome sets where this instance stands: a later
-        // one read ahead of the stream must not hide events the stream
-        // has not carried (or lost while it was reconnecting).
-        self.last_ev.get_or_insert(ev);
+        // Every event the stream carried before this join is in the
+        // welcome, and every one after it was held, so the stream cannot
+        // be ahead of this member: if it is, events were lost (a marker
+        // came while the member waited) or the room's numbering started
+        // again. Either way the members here resume from history.
+        let has = slot.has;
+        if self.stream_ev.is_some_and(|s| s > has) {
+            self.start_over();
+        }
     }
 
     /// Removes a connection without telling anyone here (the backbone
@@ -498,7 +510,6 @@ impl RoomState {
         let (user, left) = self.remove(key, generation)?;
         let empty = self.members.is_empty();
         if empty {
-            self.last_ev = None;
             self.stream_ev = None;
         }
         Some((user, left, empty))
@@ -506,6 +517,7 @@ impl RoomState {
 
     /// Fans out one event from the backbone: `ev` is its number in the
     /// room (0: unnumbered, like typing), `skip` a user not to send it to.
+    /// A member for whom the stream skipped a number is closed to resume.
     pub fn deliver(&mut self, ev: u64, skip: Option<&str>, frame: &Frame, common: &Common) {
         if self.members.is_empty() {
             // Still subscribed for a moment after the last member left:
@@ -516,41 +528,41 @@ impl RoomState {
         if ev != 0 {
             if self.stream_ev.is_some_and(|s| ev <= s) {
                 self.start_over();
-            } else if self.last_ev.is_some_and(|l| ev > l + 1) {
-                self.close_for_gap();
             }
             self.stream_ev = Some(ev);
-            self.last_ev = Some(self.last_ev.map_or(ev, |l| l.max(ev)));
         }
         let cap = common.config.outbox_frames;
         for (_, slot) in &mut self.members {
-            if skip == Some(slot.user.as_str()) {
-                continue;
-            }
+            let skipped = skip == Some(slot.user.as_str());
             match &mut slot.pending {
                 Some(held) if ev != 0 => {
                     if held.len() < cap {
-                        held.push((ev, frame.clone()));
+                        held.push((ev, (!skipped).then(|| frame.clone())));
                     } else {
                         slot.outbox.close(super::CloseReason::SLOW_CONSUMER);
                     }
+                    continue;
                 }
-                Some(_) => {}
-                None if ev != 0 && ev <= slot.since => {}
-                None => {
-                    if slot.outbox.push(frame.clone()) == Pushed::Overflowed {
-                        common.metrics.slow_consumers_dropped.inc();
-                    }
+                Some(_) => continue, // typing before the welcome: dropped
+                None if ev == 0 => {}
+                None if ev <= slot.has => continue, // in its welcome
+                None if ev > slot.has.saturating_add(1) => {
+                    slot.outbox.close(super::CloseReason::MISSED_EVENTS);
+                    continue;
                 }
+                None => slot.has = ev,
+            }
+            if !skipped && slot.outbox.push(frame.clone()) == Pushed::Overflowed {
+                common.metrics.slow_consumers_dropped.inc();
             }
         }
     }
 
     /// Every room event up to `ev` has been published (the marker comes
-    /// through the stream, after those events). If this instance has seen
-    /// fewer, some were missed while it was disconnected, and its members
-    /// must resume from history. A marker below what the stream already
-    /// carried means Redis's numbering went back: its data was lost.
+    /// through the stream, after those events): a member with fewer missed
+    /// some while the stream was cut, and resumes from history. A marker
+    /// below what the stream already carried means Redis's numbering went
+    /// back: its data was lost.
     pub fn mark(&mut self, ev: u64) {
         if self.members.is_empty() {
             return;
@@ -560,25 +572,20 @@ impl RoomState {
             return;
         }
         self.stream_ev = Some(ev);
-        if self.last_ev.is_some_and(|l| ev > l) {
-            self.close_for_gap();
-            self.last_ev = Some(ev);
+        for (_, slot) in &self.members {
+            if slot.pending.is_none() && slot.has < ev {
+                slot.outbox.close(super::CloseReason::MISSED_EVENTS);
+            }
         }
     }
 
     /// Redis lost its data: the room's numbering starts again. Every
     /// member here starts over from a fresh `welcome`.
     pub fn start_over(&mut self) {
-        self.close_for_gap();
-        self.last_ev = None;
-        self.stream_ev = None;
-    }
-
-    /// Members here missed events: close them so they resume with `after`.
-    fn close_for_gap(&self) {
         for (_, slot) in &self.members {
             slot.outbox.close(super::CloseReason::MISSED_EVENTS);
         }
+        self.stream_ev = None;
     }
 }
 

@@ -17,6 +17,8 @@
 //! On any connection error: log, mark the link down (`/health` answers 503),
 //! fail what was waiting, reconnect with exponential back-off, subscribe
 //! again, ask for a marker per room to detect events missed meanwhile.
+//! Every new connection reads `<prefix>:epoch` first: a new value means
+//! Redis lost its data, and every member starts over ([`Sink::lost`]).
 //! Nothing here panics; nothing here knows about sockets or sessions.
 
 mod resp;
@@ -409,15 +411,7 @@ async fn command_task(inner: Arc<Inner>, mut rx: mpsc::Receiver<Cmd>) {
         let err = match open_command(&inner).await {
             Ok((conn, shas)) => {
                 backoff = MIN_BACKOFF;
-                if conn_lost_data(&inner, &conn.epoch) {
-                    tracing::warn!(
-                        "Redis came back without its data (restarted empty?): \
-                         every member starts over from a fresh welcome"
-                    );
-                    if let Some(sink) = inner.sink.upgrade() {
-                        sink.lost();
-                    }
-                }
+                check_epoch(&inner, &conn.epoch);
                 let conn = conn.conn;
                 inner.set_up(true);
                 // Members may have come and gone while the link was down,
@@ -442,30 +436,47 @@ struct Opened {
     epoch: Bytes,
 }
 
-/// Records `epoch`; true if an earlier, different one was seen.
-fn conn_lost_data(inner: &Inner, epoch: &Bytes) -> bool {
-    let mut seen = lock(&inner.epoch);
-    let lost = seen.as_ref().is_some_and(|e| e != epoch);
-    *seen = Some(epoch.clone());
-    lost
+/// Records `epoch`, as read on a fresh connection (either one: whichever
+/// comes back first after Redis lost its data tells). If an earlier,
+/// different one was seen, every member starts over.
+fn check_epoch(inner: &Inner, epoch: &Bytes) {
+    let lost = {
+        let mut seen = lock(&inner.epoch);
+        let lost = seen.as_ref().is_some_and(|e| e != epoch);
+        *seen = Some(epoch.clone());
+        lost
+    };
+    if lost {
+        tracing::warn!(
+            "Redis came back without its data (restarted empty?): \
+             every member starts over from a fresh welcome"
+        );
+        if let Some(sink) = inner.sink.upgrade() {
+            sink.lost();
+        }
+    }
 }
 
-async fn open_command(inner: &Inner) -> Result<(Opened, Vec<Bytes>), LinkError> {
-    let mut conn = Conn::open(&inner.settings.target, &inner.name("cmd"), CONNECT_TIMEOUT).await?;
-    // `<prefix>:epoch` is set once by whichever instance comes first and
-    // never expires; it changes only if Redis loses its data.
+/// Reads `<prefix>:epoch`, setting it first if it is missing. It is set
+/// once by whichever instance comes first and never expires; it changes
+/// only if Redis loses its data.
+async fn read_epoch(inner: &Inner, conn: &mut Conn) -> Result<Bytes, LinkError> {
     let key = format!("{}:epoch", inner.settings.prefix);
     let mut fresh = [0u8; 16];
     getrandom::fill(&mut fresh).map_err(|e| LinkError(format!("no randomness: {e}")))?;
     let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
     conn.ask(&[b"SET", key.as_bytes(), fresh.as_bytes(), b"NX"])
         .await?;
-    let epoch = conn
-        .ask(&[b"GET", key.as_bytes()])
+    conn.ask(&[b"GET", key.as_bytes()])
         .await?
         .as_bytes()
         .map(Bytes::copy_from_slice)
-        .ok_or_else(|| LinkError("the epoch key vanished as it was set".into()))?;
+        .ok_or_else(|| LinkError("the epoch key vanished as it was set".into()))
+}
+
+async fn open_command(inner: &Inner) -> Result<(Opened, Vec<Bytes>), LinkError> {
+    let mut conn = Conn::open(&inner.settings.target, &inner.name("cmd"), CONNECT_TIMEOUT).await?;
+    let epoch = read_epoch(inner, &mut conn).await?;
     let mut shas = Vec::with_capacity(Script::ALL.len());
     for script in Script::ALL {
         let source = script.source();
@@ -554,14 +565,13 @@ async fn serve_commands(
 async fn subscriber_task(inner: Arc<Inner>) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        let err =
-            match Conn::open(&inner.settings.target, &inner.name("sub"), CONNECT_TIMEOUT).await {
-                Ok(conn) => {
-                    backoff = MIN_BACKOFF;
-                    serve_subscriptions(&inner, conn).await
-                }
-                Err(e) => e,
-            };
+        let err = match open_subscriber(&inner).await {
+            Ok(conn) => {
+                backoff = MIN_BACKOFF;
+                serve_subscriptions(&inner, conn).await
+            }
+            Err(e) => e,
+        };
         {
             let mut s = lock(&inner.subs);
             s.up = false;
@@ -579,6 +589,17 @@ async fn subscriber_task(inner: Arc<Inner>) {
         inner.set_down(false, &err);
         backoff_sleep(&mut backoff).await;
     }
+}
+
+/// Opens the pub/sub connection. It reads the epoch too before it
+/// subscribes, so events of a numbering that started again (Redis lost its
+/// data) are never taken for the old one's, whichever connection is back
+/// first.
+async fn open_subscriber(inner: &Inner) -> Result<Conn, LinkError> {
+    let mut conn = Conn::open(&inner.settings.target, &inner.name("sub"), CONNECT_TIMEOUT).await?;
+    let epoch = read_epoch(inner, &mut conn).await?;
+    check_epoch(inner, &epoch);
+    Ok(conn)
 }
 
 async fn serve_subscriptions(inner: &Arc<Inner>, mut conn: Conn) -> LinkError {

@@ -1,5 +1,5 @@
 //! WebSocket connections: the handshake at `/ws/{room}/{username}`
-//! ([`upgrade`]), one connection's read loop, writer and limits ([`session`]),
+//! (`upgrade`), one connection's read loop, writer and limits ([`session`]),
 //! and the request types ([`protocol`]). Sessions talk to the hub only.
 
 pub mod protocol;
