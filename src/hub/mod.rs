@@ -750,6 +750,28 @@ mod tests {
 
     #[cfg(feature = "redis")]
     #[test]
+    fn backbone_a_member_whose_wait_overflowed_closes_alone() {
+        let hub = Hub::new(HubConfig {
+            outbox_frames: 2,
+            ..HubConfig::default()
+        });
+        let common = &hub.shared.common;
+        let room = Room::new(RoomName::parse("r").unwrap());
+        let f = frames::text;
+        let mut st = room.lock();
+        let (a, a_gen, ann) = pending(&mut st, "ann");
+        st.activate(a, a_gen, f("welcome-a"), 0);
+        let (b, b_gen, bob) = pending(&mut st, "bob");
+        for ev in 1..=3 {
+            st.deliver(ev, None, &f("e"), common);
+        }
+        assert!(bob.is_closing(), "held more than its queue holds");
+        st.activate(b, b_gen, f("welcome-b"), 0);
+        assert!(!ann.is_closing(), "nobody else missed anything");
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
     fn backbone_a_room_rejoined_here_starts_from_its_welcome() {
         let hub = Hub::new(HubConfig::default());
         let common = &hub.shared.common;

@@ -495,11 +495,11 @@ impl RoomState {
         // Every event the stream carried before this join is in the
         // welcome, and every one after it was held, so the stream cannot
         // be ahead of this member: if it is, events were lost (a marker
-        // came while the member waited) or the room's numbering started
-        // again. Either way the members here resume from history.
-        let has = slot.has;
-        if self.stream_ev.is_some_and(|s| s > has) {
-            self.start_over();
+        // came while it waited; the members already here were closed by
+        // that marker) or the room's numbering started again (the next
+        // event closes everyone). This member resumes from history.
+        if self.stream_ev.is_some_and(|s| s > slot.has) {
+            slot.outbox.close(super::CloseReason::MISSED_EVENTS);
         }
     }
 
