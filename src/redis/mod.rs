@@ -857,7 +857,9 @@ async fn heartbeat_task(inner: Arc<Inner>) {
 /// stays there until its request is answered (the command connection may
 /// be down, or go down before it answers).
 async fn ask_for_marks(inner: &Inner) {
-    let due: Vec<String> = lock(&inner.marks_due).drain().collect();
+    let mut due: Vec<String> = lock(&inner.marks_due).drain().collect();
+    // A room left since needs no marker (and is not retried forever).
+    due.retain(|r| lock(&inner.subs).want.contains(r));
     if due.is_empty() {
         return;
     }
