@@ -694,14 +694,7 @@ async fn a_lost_redis_connection_degrades_health_then_recovers() {
 
 #[tokio::test]
 async fn redis_losing_its_data_sends_members_to_a_fresh_welcome_and_loses_nothing_after() {
-    let (keys, s) = cluster("amnesia", 2, |c| c).await;
-    let (mut ann, _) = s[0].join("r", "ann").await;
-    let (mut carl, _) = s[1].join("r", "carl").await;
-    joined(&mut ann, "carl").await;
-    for i in 1..=5 {
-        ann.post(&format!("m{i}")).await;
-        assert_eq!(carl.skip_to("message").await["seq"], i);
-    }
+    let (keys, s, mut ann, mut carl) = ann_and_carl_after_five_messages("amnesia").await;
 
     // What a Redis restart without persistence does to this deployment:
     // every key gone, every connection cut.
@@ -729,27 +722,12 @@ async fn redis_losing_its_data_sends_members_to_a_fresh_welcome_and_loses_nothin
     post_when_up(&mut ann, "after the loss").await;
     // Carl resumes where he was; the new numbering is behind that, so he
     // gets all of it.
-    let mut carl = s[1].ws("/ws/r/carl?after=5").await;
-    let w = carl.expect("welcome").await;
-    let history = w["history"].as_array().unwrap();
-    assert_eq!(history.len(), 1, "{w}");
-    assert_eq!(
-        (&history[0]["seq"], &history[0]["content"]),
-        (&json!(1), &json!("after the loss"))
-    );
-    assert_eq!(w["last_seq"], 1);
+    resume_gets_only_the_new_first(&s[1], "after the loss").await;
 }
 
 #[tokio::test]
 async fn a_flush_on_a_live_connection_is_told_by_the_numbering_going_back() {
-    let (keys, s) = cluster("flush", 2, |c| c).await;
-    let (mut ann, _) = s[0].join("r", "ann").await;
-    let (mut carl, _) = s[1].join("r", "carl").await;
-    joined(&mut ann, "carl").await;
-    for i in 1..=5 {
-        ann.post(&format!("m{i}")).await;
-        assert_eq!(carl.skip_to("message").await["seq"], i);
-    }
+    let (keys, s, mut ann, mut carl) = ann_and_carl_after_five_messages("flush").await;
 
     // Every key gone (a FLUSHALL, or eviction), but no connection cut: the
     // epoch is not read again. The next event is numbered from 1 again,
@@ -762,13 +740,33 @@ async fn a_flush_on_a_live_connection_is_told_by_the_numbering_going_back() {
 
     // Carl resumes where he was and gets what was posted after the flush,
     // not nothing.
-    let mut carl = s[1].ws("/ws/r/carl?after=5").await;
+    resume_gets_only_the_new_first(&s[1], "after the flush").await;
+}
+
+/// Two instances; ann on the first and carl on the second see each other,
+/// then ann posts m1..m5 and carl gets them.
+async fn ann_and_carl_after_five_messages(tag: &str) -> (Keys, Vec<Server>, Client, Client) {
+    let (keys, s) = cluster(tag, 2, |c| c).await;
+    let (mut ann, _) = s[0].join("r", "ann").await;
+    let (mut carl, _) = s[1].join("r", "carl").await;
+    joined(&mut ann, "carl").await;
+    for i in 1..=5 {
+        ann.post(&format!("m{i}")).await;
+        assert_eq!(carl.skip_to("message").await["seq"], i);
+    }
+    (keys, s, ann, carl)
+}
+
+/// Carl resumes after m5 of a room whose numbering started again: he gets
+/// the new room's one message, `content`, as seq 1.
+async fn resume_gets_only_the_new_first(server: &Server, content: &str) {
+    let mut carl = server.ws("/ws/r/carl?after=5").await;
     let w = carl.expect("welcome").await;
     let history = w["history"].as_array().unwrap();
     assert_eq!(history.len(), 1, "{w}");
     assert_eq!(
         (&history[0]["seq"], &history[0]["content"]),
-        (&json!(1), &json!("after the flush"))
+        (&json!(1), &json!(content))
     );
     assert_eq!(w["last_seq"], 1);
 }

@@ -678,6 +678,13 @@ mod tests {
         assert_eq!(drain(&bob).1, Some(CloseReason::MISSED_EVENTS));
     }
 
+    /// A hub (for its config and metrics) and one room to drive by hand,
+    /// as the backbone does.
+    #[cfg(feature = "redis")]
+    fn backbone_room(config: HubConfig) -> (Hub, Room) {
+        (Hub::new(config), Room::new(RoomName::parse("r").unwrap()))
+    }
+
     /// A member waiting for its welcome in a backbone room.
     #[cfg(feature = "redis")]
     fn pending(st: &mut room::RoomState, name: &str) -> (usize, u64, Arc<Outbox>) {
@@ -688,19 +695,22 @@ mod tests {
         (key, generation, outbox)
     }
 
+    /// A member whose welcome reflected room events up to `ev`.
+    #[cfg(feature = "redis")]
+    fn welcomed(st: &mut room::RoomState, name: &str, ev: u64) -> (usize, u64, Arc<Outbox>) {
+        let (key, generation, outbox) = pending(st, name);
+        st.activate(key, generation, frames::text("welcome"), ev);
+        (key, generation, outbox)
+    }
+
     #[cfg(feature = "redis")]
     #[test]
     fn backbone_closes_exactly_the_members_who_missed_events() {
-        let hub = Hub::new(HubConfig::default());
-        let common = &hub.shared.common;
-        let room = Room::new(RoomName::parse("r").unwrap());
-        let f = frames::text;
-        let mut st = room.lock();
-        let (a, a_gen, ann) = pending(&mut st, "ann");
-        st.activate(a, a_gen, f("welcome-a"), 10);
+        let (hub, room) = backbone_room(HubConfig::default());
+        let (common, f, mut st) = (&hub.shared.common, frames::text, room.lock());
+        let (_, _, ann) = welcomed(&mut st, "ann", 10);
         // Bob's welcome was read ahead of the stream: it has 11 and 12.
-        let (b, b_gen, bob) = pending(&mut st, "bob");
-        st.activate(b, b_gen, f("welcome-b"), 12);
+        let (_, _, bob) = welcomed(&mut st, "bob", 12);
         st.deliver(11, None, &f("e11"), common);
         assert_eq!(ann.len(), 2);
         assert_eq!(bob.len(), 1, "11 is in bob's welcome");
@@ -719,8 +729,7 @@ mod tests {
         // the members already here (the order of two welcomes does not
         // matter either: each member is checked against its own).
         let (c, c_gen, carl) = pending(&mut st, "carl");
-        let (d, d_gen, dan) = pending(&mut st, "dan");
-        st.activate(d, d_gen, f("welcome-d"), 20);
+        let (_, _, dan) = welcomed(&mut st, "dan", 20);
         st.activate(c, c_gen, f("welcome-c"), 18);
         st.mark(20); // 15..20 were published, the stream carried none
         assert!(carl.is_closing(), "carl missed 19 and 20");
@@ -730,13 +739,9 @@ mod tests {
     #[cfg(feature = "redis")]
     #[test]
     fn backbone_a_marker_while_a_member_waits_is_checked_at_its_welcome() {
-        let hub = Hub::new(HubConfig::default());
-        let common = &hub.shared.common;
-        let room = Room::new(RoomName::parse("r").unwrap());
-        let f = frames::text;
-        let mut st = room.lock();
-        let (a, a_gen, ann) = pending(&mut st, "ann");
-        st.activate(a, a_gen, f("welcome-a"), 5);
+        let (hub, room) = backbone_room(HubConfig::default());
+        let (common, f, mut st) = (&hub.shared.common, frames::text, room.lock());
+        let (_, _, ann) = welcomed(&mut st, "ann", 5);
         st.deliver(6, None, &f("e6"), common);
         // Bob waits for a welcome that will say 6; meanwhile the stream is
         // cut and comes back with a marker: 7 and 8 were published.
@@ -751,16 +756,12 @@ mod tests {
     #[cfg(feature = "redis")]
     #[test]
     fn backbone_a_member_whose_wait_overflowed_closes_alone() {
-        let hub = Hub::new(HubConfig {
+        let (hub, room) = backbone_room(HubConfig {
             outbox_frames: 2,
             ..HubConfig::default()
         });
-        let common = &hub.shared.common;
-        let room = Room::new(RoomName::parse("r").unwrap());
-        let f = frames::text;
-        let mut st = room.lock();
-        let (a, a_gen, ann) = pending(&mut st, "ann");
-        st.activate(a, a_gen, f("welcome-a"), 0);
+        let (common, f, mut st) = (&hub.shared.common, frames::text, room.lock());
+        let (_, _, ann) = welcomed(&mut st, "ann", 0);
         let (b, b_gen, bob) = pending(&mut st, "bob");
         for ev in 1..=3 {
             st.deliver(ev, None, &f("e"), common);
@@ -773,21 +774,16 @@ mod tests {
     #[cfg(feature = "redis")]
     #[test]
     fn backbone_a_room_rejoined_here_starts_from_its_welcome() {
-        let hub = Hub::new(HubConfig::default());
-        let common = &hub.shared.common;
-        let room = Room::new(RoomName::parse("r").unwrap());
-        let f = frames::text;
-        let mut st = room.lock();
-        let (a, a_gen, _) = pending(&mut st, "ann");
-        st.activate(a, a_gen, f("welcome-a"), 40);
+        let (hub, room) = backbone_room(HubConfig::default());
+        let (common, f, mut st) = (&hub.shared.common, frames::text, room.lock());
+        let (a, a_gen, _) = welcomed(&mut st, "ann", 40);
         st.deliver(41, None, &f("e41"), common);
         st.leave_quiet(a, a_gen);
         // A leave the stream carries after the room emptied here is not
         // remembered: the room's keys may expire and its numbering start
         // again before the next member joins here.
         st.deliver(42, None, &f("leave"), common);
-        let (b, b_gen, bob) = pending(&mut st, "bob");
-        st.activate(b, b_gen, f("welcome-b"), 1);
+        let (b, b_gen, bob) = welcomed(&mut st, "bob", 1);
         st.deliver(2, None, &f("e2"), common);
         assert!(!bob.is_closing(), "a new numbering");
         st.leave_quiet(b, b_gen);
@@ -807,29 +803,23 @@ mod tests {
     #[cfg(feature = "redis")]
     #[test]
     fn backbone_a_numbering_that_goes_back_sends_everyone_to_a_fresh_welcome() {
-        let hub = Hub::new(HubConfig::default());
-        let common = &hub.shared.common;
-        let room = Room::new(RoomName::parse("r").unwrap());
-        let f = frames::text;
-        let mut st = room.lock();
+        let (hub, room) = backbone_room(HubConfig::default());
+        let (common, f, mut st) = (&hub.shared.common, frames::text, room.lock());
         // A marker below what the stream carried.
-        let (a, a_gen, ann) = pending(&mut st, "ann");
-        st.activate(a, a_gen, f("welcome-a"), 20);
+        let (a, a_gen, ann) = welcomed(&mut st, "ann", 20);
         st.deliver(21, None, &f("e21"), common);
         st.mark(19);
         assert!(ann.is_closing());
         st.leave_quiet(a, a_gen);
         // An event numbered from 1 again.
-        let (b, b_gen, bob) = pending(&mut st, "bob");
-        st.activate(b, b_gen, f("welcome-b"), 30);
+        let (b, b_gen, bob) = welcomed(&mut st, "bob", 30);
         st.deliver(31, None, &f("e31"), common);
         assert!(!bob.is_closing());
         st.deliver(1, None, &f("e1"), common);
         assert!(bob.is_closing());
         st.leave_quiet(b, b_gen);
         // The epoch told of lost data.
-        let (c, c_gen, carl) = pending(&mut st, "carl");
-        st.activate(c, c_gen, f("welcome-c"), 5);
+        let (_, _, carl) = welcomed(&mut st, "carl", 5);
         st.start_over();
         assert!(carl.is_closing());
     }
