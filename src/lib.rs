@@ -14,6 +14,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod app;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use crate::app::AppState;
 use crate::http::{self as h, Body};
-use crate::server::AppState;
 use crate::ws;
 
 /// Answers one request.

@@ -41,6 +41,26 @@ const DRAIN_LIMIT: u64 = 256 << 10;
 /// How long that draining may take.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 
+/// The `200` answer: the same record a chat message's `attachment` carries.
+#[derive(serde::Serialize)]
+struct UploadAnswer<'a> {
+    url: String,
+    name: &'a str,
+    size: u64,
+    content_type: &'static str,
+}
+
+impl<'a> UploadAnswer<'a> {
+    fn of(info: &'a StoredInfo) -> Self {
+        Self {
+            url: info.url(),
+            name: info.display_name.as_str(),
+            size: info.size,
+            content_type: info.content_type(),
+        }
+    }
+}
+
 /// The upload endpoint: where files go, the limits, and the per-address
 /// rate limit.
 #[derive(Debug)]
@@ -118,7 +138,7 @@ impl Uploads {
                 self.metrics.uploads.inc();
                 self.metrics.upload_bytes.add(info.size);
                 tracing::debug!(name = info.name.as_str(), size = info.size, "upload stored");
-                super::json(StatusCode::OK, &info.attachment())
+                super::json(StatusCode::OK, &UploadAnswer::of(&info))
             }
             Err(e) => {
                 self.metrics.uploads_refused.inc();

@@ -23,8 +23,6 @@ use tokio::io::AsyncWriteExt;
 pub use names::{DisplayName, MAX_DISPLAY_CHARS, StoredName};
 pub use sniff::Kind;
 
-use crate::hub::Attachment;
-
 /// Largest sidecar read back (they are a few hundred bytes).
 const MAX_SIDECAR_BYTES: u64 = 4096;
 
@@ -53,14 +51,14 @@ pub struct StoredInfo {
 }
 
 impl StoredInfo {
-    /// The attachment a chat message carries for this upload.
-    pub fn attachment(&self) -> Attachment {
-        Attachment {
-            url: format!("/uploads/{}", self.name.as_str()),
-            name: self.display_name.as_str().to_owned(),
-            size: self.size,
-            content_type: self.name.kind().content_type().to_owned(),
-        }
+    /// Where the upload is served: `/uploads/<stored name>`.
+    pub fn url(&self) -> String {
+        format!("/uploads/{}", self.name.as_str())
+    }
+
+    /// The type detected from the upload's first bytes.
+    pub fn content_type(&self) -> &'static str {
+        self.name.kind().content_type()
     }
 }
 
@@ -84,15 +82,15 @@ impl MediaStore {
         self.dir.join(format!("{}.meta", name.as_str()))
     }
 
-    /// The attachment an URL names, if it is `/uploads/<stored name>` and the
+    /// The upload an URL names, if it is `/uploads/<stored name>` and the
     /// file exists.
-    pub async fn resolve(&self, url: &str) -> Option<Attachment> {
+    pub async fn resolve(&self, url: &str) -> Option<StoredInfo> {
         let name = StoredName::parse(url.strip_prefix("/uploads/")?)?;
         let meta = tokio::fs::metadata(self.path_of(&name)).await.ok()?;
         if !meta.is_file() {
             return None;
         }
-        Some(self.info(name, meta.len()).await.attachment())
+        Some(self.info(name, meta.len()).await)
     }
 
     /// Everything known about the stored upload `name` of `size` bytes. The

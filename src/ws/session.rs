@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
 
 use super::protocol::{self, Request};
-use crate::hub::{CloseReason, ErrorCode, Frame, Member, Outbox, Refusal, frames};
+use crate::hub::{Attachment, CloseReason, ErrorCode, Frame, Member, Outbox, Refusal, frames};
 use crate::media::MediaStore;
 use crate::metrics::Metrics;
 
@@ -435,7 +435,12 @@ async fn handle_text(text: &str, member: &Member, config: &SessionConfig, media:
             let attachment = match attachment_url {
                 None => None,
                 Some(url) => match media.resolve(&url).await {
-                    Some(a) => Some(a),
+                    Some(info) => Some(Attachment {
+                        url: info.url(),
+                        name: info.display_name.as_str().to_owned(),
+                        size: info.size,
+                        content_type: info.content_type().to_owned(),
+                    }),
                     None => {
                         let r = Refusal::new(
                             ErrorCode::BadAttachment,

@@ -18,9 +18,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::session;
+use crate::app::AppState;
 use crate::http::{Body, empty, error};
 use crate::hub::{RoomName, UserName, frames};
-use crate::server::AppState;
 
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers

@@ -1,0 +1,164 @@
+//! The shared state every handler takes from, and how it is built from a
+//! [`Config`]: the hub (with its backbone), the media store, the pages, the
+//! session settings, and the counters that let shutdown wait for running
+//! work. The router and handlers take what they need from here; the accept
+//! loop (`server.rs`) only builds it and hands it on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::error::ServeError;
+use crate::http::pages::IndexPage;
+use crate::http::static_files::StaticFiles;
+use crate::http::upload::Uploads;
+use crate::hub::Hub;
+use crate::media::MediaStore;
+use crate::metrics::Metrics;
+use crate::ws::session::SessionConfig;
+
+/// Counts running connections and sessions so shutdown can wait for them.
+#[derive(Default)]
+pub(crate) struct Tracker {
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+/// One running connection or session; dropping it marks it done.
+pub(crate) struct Token(Arc<Tracker>);
+
+impl Tracker {
+    pub fn token(self: &Arc<Self>) -> Token {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        Token(Arc::clone(self))
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.running() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// What every handler can reach.
+pub(crate) struct AppState {
+    pub config: Config,
+    pub hub: Hub,
+    pub index: IndexPage,
+    pub static_files: StaticFiles,
+    pub media: MediaStore,
+    pub uploads: Uploads,
+    pub session: Arc<SessionConfig>,
+    /// Open WebSocket sessions, checked against `max_connections`.
+    pub ws_open: AtomicUsize,
+    /// Running HTTP connections and WebSocket sessions.
+    pub tracker: Arc<Tracker>,
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    /// Builds everything the server shares from `config`: the uploads
+    /// directory (created and checked), the hub and its backbone, the pages.
+    pub fn build(config: Config) -> Result<Arc<Self>, ServeError> {
+        let config = config.within_bounds();
+        prepare_uploads_dir(&config)?;
+        let metrics = Arc::new(Metrics::default());
+        let media = MediaStore::new(config.uploads_dir.clone());
+        {
+            // An upload older than its timeout is over: what it left is litter.
+            let media = media.clone();
+            let age = config.upload_timeout + Duration::from_secs(60);
+            tokio::task::spawn_blocking(move || {
+                let removed = media.sweep_leftovers(age);
+                if removed > 0 {
+                    tracing::info!(removed, "removed files left by interrupted uploads");
+                }
+            });
+        }
+        let uploads = Uploads::new(&config, media.clone(), Arc::clone(&metrics));
+        let hub = match &config.redis_url {
+            None => Hub::with_metrics(config.hub_config(), metrics),
+            #[cfg(feature = "redis")]
+            Some(url) => Hub::with_redis(
+                config.hub_config(),
+                metrics,
+                url,
+                &config.redis_prefix,
+                config.presence_ttl,
+            )
+            .map_err(ServeError::Redis)?,
+            #[cfg(not(feature = "redis"))]
+            Some(_) => {
+                return Err(ServeError::Redis(
+                    "this build has no Redis support; rebuild with `--features redis`".into(),
+                ));
+            }
+        };
+        Ok(Arc::new(AppState {
+            uploads,
+            hub,
+            index: IndexPage::new(&config),
+            static_files: config
+                .static_dir
+                .clone()
+                .map_or(StaticFiles::Embedded, StaticFiles::Dir),
+            media,
+            session: Arc::new(SessionConfig {
+                max_message_chars: config.max_message_chars,
+                max_frame_bytes: config.max_frame_bytes,
+                rate: config.rate,
+                rate_burst: config.rate_burst,
+                ping_interval: config.ping_interval,
+                idle_timeout: config.idle_timeout,
+            }),
+            ws_open: AtomicUsize::new(0),
+            tracker: Arc::new(Tracker::default()),
+            shutting_down: AtomicBool::new(false),
+            config,
+        }))
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// From now on new sessions are refused and joins are closed at once.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+}
+
+/// Creates the uploads directory if needed and proves it is writable.
+fn prepare_uploads_dir(config: &Config) -> Result<(), ServeError> {
+    let dir = &config.uploads_dir;
+    let fail = |source| ServeError::UploadsDir {
+        path: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)?;
+    Ok(())
+}
