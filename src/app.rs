@@ -99,21 +99,7 @@ impl AppState {
         let uploads = Uploads::new(&config, media.clone(), Arc::clone(&metrics));
         let hub = match &config.redis_url {
             None => Hub::with_metrics(config.hub_config(), metrics),
-            #[cfg(feature = "redis")]
-            Some(url) => Hub::with_redis(
-                config.hub_config(),
-                metrics,
-                url,
-                &config.redis_prefix,
-                config.presence_ttl,
-            )
-            .map_err(ServeError::Redis)?,
-            #[cfg(not(feature = "redis"))]
-            Some(_) => {
-                return Err(ServeError::Redis(
-                    "this build has no Redis support; rebuild with `--features redis`".into(),
-                ));
-            }
+            Some(url) => start_redis(&config, metrics, url)?,
         };
         Ok(Arc::new(AppState {
             uploads,
@@ -161,4 +147,32 @@ fn prepare_uploads_dir(config: &Config) -> Result<(), ServeError> {
     std::fs::write(&probe, b"").map_err(fail)?;
     std::fs::remove_file(&probe).map_err(fail)?;
     Ok(())
+}
+
+/// A hub whose rooms are shared through the Redis at `url`: the composition
+/// of the hub and its Redis backbone.
+#[cfg(feature = "redis")]
+fn start_redis(config: &Config, metrics: Arc<Metrics>, url: &str) -> Result<Hub, ServeError> {
+    let settings = crate::redis::Settings {
+        target: crate::redis::Target::parse(url).map_err(ServeError::Redis)?,
+        prefix: config.redis_prefix.clone(),
+        presence_ttl: config.presence_ttl.max(Duration::from_millis(300)),
+        online_list_cap: config.hub_config().online_list_cap,
+        empty_room_ttl: config.empty_room_ttl,
+    };
+    let hub_config = config.hub_config();
+    Hub::with_backbone(hub_config.clone(), metrics, |inbound| {
+        Ok::<_, ServeError>(crate::redis::RedisBackbone::start(
+            settings,
+            &hub_config,
+            inbound,
+        ))
+    })
+}
+
+#[cfg(not(feature = "redis"))]
+fn start_redis(_: &Config, _: Arc<Metrics>, _: &str) -> Result<Hub, ServeError> {
+    Err(ServeError::Redis(
+        "this build has no Redis support; rebuild with `--features redis`".into(),
+    ))
 }

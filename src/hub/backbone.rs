@@ -1,406 +1,208 @@
-//! Where a room's changes go. On one instance ([`Backbone::Local`]) the
-//! room applies them under its lock and broadcasts at once; that path is
-//! untouched by this module. With Redis ([`Backbone::Redis`], feature
-//! `redis`) the hub publishes: each change is one Lua script that stores
-//! it and publishes the event on the room's channel; the link delivers
-//! every room event back (from any instance) and the room builds one frame
-//! and fans it out to its local members.
+//! The port for an external room backbone: what lets several instances
+//! behind one URL act as one server.
+//!
+//! On one instance there is no backbone: a room applies every change under
+//! its lock and broadcasts at once, and nothing here is on that path. With a
+//! backbone (Redis implements it in `src/redis/`), the hub hands each change
+//! to [`Backbone`], which applies it where every instance sees it (checks
+//! included) and publishes the resulting event; events from every instance
+//! come back through [`Inbound`], numbered per room, and the room's relay
+//! (`relay.rs`) fans each one out to its local members as one shared frame.
+//!
+//! The hub knows no backbone by name; a backbone knows nothing of sockets.
+//! Methods that change shared state queue their work at once and return an
+//! [`Answer`] to await: call them under the room's lock when their order
+//! matters (a join's presence before a later leave's), await outside it.
 
-#[cfg(feature = "redis")]
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
 
-#[cfg(feature = "redis")]
-use super::{
-    Attachment, Common, ErrorCode, Frame, Member, ReactionAction, Refusal, Shared, frame,
-    names::{Emoji, UserName},
-    room::Room,
-};
-#[cfg(feature = "redis")]
-use crate::redis::{Link, LocalPresence, Script, Sink, Unavailable, ms};
+use super::event::{Attachment, Refusal};
+use super::names::{Emoji, RoomName, UserName};
+use super::{Identity, ReactionAction, Shared, frame};
 
-/// The hub's backbone.
-pub(crate) enum Backbone {
-    /// One instance: rooms live in this process only.
-    Local,
-    /// Several instances sharing rooms through Redis.
-    #[cfg(feature = "redis")]
-    Redis(Link),
+/// A backbone's pending answer.
+pub type Answer<T> = Pin<Box<dyn Future<Output = Result<T, Refusal>> + Send + 'static>>;
+
+/// A new message as the hub hands it to the backbone: the backbone gives it
+/// its `seq`, stores it and publishes it.
+#[derive(Debug)]
+pub struct NewMessage<'a> {
+    /// Its id (unique across instances).
+    pub id: &'a str,
+    /// Its author.
+    pub user: &'a UserName,
+    /// Who the author is, whatever the name (edits and deletes check it).
+    pub identity: &'a Identity,
+    /// Its text.
+    pub content: &'a str,
+    /// RFC 3339 UTC.
+    pub timestamp: &'a str,
+    /// The attached upload, if any.
+    pub attachment: Option<&'a Attachment>,
+    /// Echoed to the sender in the broadcast.
+    pub client_id: Option<&'a str>,
 }
 
-#[cfg(feature = "redis")]
-fn unavailable(e: Unavailable) -> Refusal {
-    Refusal::new(ErrorCode::Unavailable, e.0)
+/// A room's state as one instance's newcomer must see it first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteWelcome {
+    /// The room's newest `seq`.
+    pub last_seq: u64,
+    /// The room event this state reflects: later events are sent after it.
+    pub ev: u64,
+    /// Messages the client asked for were already dropped.
+    pub gap: bool,
+    /// Online names over every instance.
+    pub online_count: usize,
+    /// The online names as a JSON array, or `None` above the list cap.
+    pub online: Option<String>,
+    /// The messages, oldest first, each as its JSON object (history shape).
+    pub history: Vec<String>,
 }
 
-/// Maps a script's refusal code to what the client is told.
-#[cfg(feature = "redis")]
-fn refused(
-    code: i64,
-    message_id: &str,
-    what: &str,
-    (max_reactions, max_users): (usize, usize),
-) -> Result<(), Refusal> {
-    match code {
-        -1 => Err(Refusal::new(
-            ErrorCode::UnknownMessage,
-            format!("no message {message_id:?} in this room's recent history"),
-        )),
-        -2 => Err(Refusal::new(
-            ErrorCode::TooManyReactions,
-            format!(
-                "this message already has {max_reactions} different emoji; react with one of those"
-            ),
-        )),
-        -5 => Err(Refusal::new(
-            ErrorCode::TooManyReactions,
-            format!("{max_users} people already reacted with this emoji"),
-        )),
-        -3 => Err(Refusal::new(
-            ErrorCode::Forbidden,
-            format!("only the author can {what} a message"),
-        )),
-        -4 => Err(Refusal::new(
-            ErrorCode::InvalidField,
-            "`content` must not be blank; delete the message instead",
-        )),
-        _ => Ok(()),
-    }
+/// Who is online in a room over every instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Online {
+    /// How many names.
+    pub count: usize,
+    /// The names as a JSON array.
+    pub names: String,
 }
 
-#[cfg(feature = "redis")]
-impl Member {
-    fn link(&self) -> Option<&Link> {
-        match &self.common.backbone {
-            Backbone::Redis(link) => Some(link),
-            Backbone::Local => None,
-        }
-    }
-
-    pub(super) async fn post_remote(
+/// What an external room backbone does for the hub. Implemented by
+/// `src/redis/`; the hub holds it as `Arc<dyn Backbone>` and never names it.
+pub trait Backbone: Send + Sync + 'static {
+    /// `None` while it can serve; otherwise why not (shown by `/health`).
+    fn degraded(&self) -> Option<String>;
+    /// The room got its first local member: start receiving its events.
+    /// Called under the room's lock.
+    fn watch(&self, room: &RoomName);
+    /// Resolves once the room's events are being received.
+    fn watching(&self, room: &RoomName) -> Answer<()>;
+    /// Registers a connection (`user` now has `connections` here) and reads
+    /// the state its `welcome` shows: the last messages, or those after
+    /// `after`. Called under the room's lock.
+    fn welcome(
         &self,
-        link: &Link,
-        content: String,
-        attachment: Option<Attachment>,
-        client_id: Option<&str>,
-    ) -> Result<Option<u64>, Refusal> {
-        let id = self.common.next_message_id();
-        let timestamp = self.common.now_rfc3339();
-        let attachment = attachment
-            .map(|a| serde_json::to_string(&a).unwrap_or_default())
-            .unwrap_or_default();
-        let ring = self.common.config.history.max(1).to_string();
-        let seq = link
-            .run(
-                Script::Post,
-                &[
-                    self.room.name.as_str().as_bytes(),
-                    ring.as_bytes(),
-                    id.as_bytes(),
-                    self.user.as_str().as_bytes(),
-                    content.as_bytes(),
-                    timestamp.as_bytes(),
-                    attachment.as_bytes(),
-                    client_id.unwrap_or_default().as_bytes(),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        self.common.metrics.messages.inc();
-        Ok(seq.as_int().and_then(|n| u64::try_from(n).ok()))
-    }
-
-    pub(super) async fn react_remote(
+        room: &RoomName,
+        user: &UserName,
+        connections: u32,
+        after: Option<u64>,
+    ) -> Answer<RemoteWelcome>;
+    /// `user` now has `connections` here (fewer than before); `room_empty`
+    /// when the room has no local member left (stop receiving its events).
+    /// Called under the room's lock; never refused (a backbone that cannot
+    /// record it now re-announces every member later).
+    fn leave(&self, room: &RoomName, user: &UserName, connections: u32, room_empty: bool);
+    /// Gives a message its `seq`, stores and publishes it.
+    fn post(&self, room: &RoomName, message: NewMessage<'_>) -> Answer<u64>;
+    /// Adds, removes or toggles `user`'s reaction.
+    fn react(
         &self,
-        link: &Link,
+        room: &RoomName,
         message_id: &str,
-        emoji: Emoji,
+        user: &UserName,
+        identity: &Identity,
+        emoji: &Emoji,
         action: ReactionAction,
-    ) -> Result<(), Refusal> {
-        let action: &[u8] = match action {
-            ReactionAction::Add => b"add",
-            ReactionAction::Remove => b"remove",
-            ReactionAction::Toggle => b"toggle",
-        };
-        let max = self.common.config.max_reactions_per_message;
-        let max_users = self.common.config.max_users_per_reaction;
-        let (max_text, max_users_text) = (max.to_string(), max_users.to_string());
-        let code = link
-            .run(
-                Script::React,
-                &[
-                    self.room.name.as_str().as_bytes(),
-                    message_id.as_bytes(),
-                    self.user.as_str().as_bytes(),
-                    emoji.as_str().as_bytes(),
-                    action,
-                    max_text.as_bytes(),
-                    max_users_text.as_bytes(),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        refused(
-            code.as_int().unwrap_or(0),
-            message_id,
-            "react to",
-            (max, max_users),
-        )
-    }
-
-    pub(super) async fn edit_remote(
+    ) -> Answer<()>;
+    /// Replaces a message's content if `identity` wrote it.
+    fn edit(
         &self,
-        link: &Link,
+        room: &RoomName,
         message_id: &str,
-        content: String,
-    ) -> Result<(), Refusal> {
-        let blank: &[u8] = if content.trim().is_empty() {
-            b"1"
-        } else {
-            b"0"
-        };
-        let now = self.common.now_rfc3339();
-        let code = link
-            .run(
-                Script::Edit,
-                &[
-                    self.room.name.as_str().as_bytes(),
-                    message_id.as_bytes(),
-                    self.user.as_str().as_bytes(),
-                    content.as_bytes(),
-                    blank,
-                    now.as_bytes(),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        refused(code.as_int().unwrap_or(0), message_id, "edit", (0, 0))
+        identity: &Identity,
+        content: &str,
+        edited_at: &str,
+    ) -> Answer<()>;
+    /// Deletes a message if `identity` wrote it, or for a moderator.
+    fn delete(
+        &self,
+        room: &RoomName,
+        message_id: &str,
+        identity: &Identity,
+        moderator: bool,
+    ) -> Answer<()>;
+    /// Tells the room `user` is typing: best effort, never refused.
+    fn typing(&self, room: &RoomName, user: &UserName);
+    /// Who is online in the room.
+    fn presence(&self, room: &RoomName) -> Answer<Online>;
+    /// At shutdown, after the sessions ended: leaves the backbone.
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// One name's connections in one room on this instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalPresence {
+    /// The room.
+    pub room: String,
+    /// The name.
+    pub user: String,
+    /// Its connections here.
+    pub connections: u32,
+}
+
+/// How a backbone hands events to the hub. Cheap to clone; holds the hub
+/// weakly, so a backbone outliving its hub delivers nowhere.
+#[derive(Clone)]
+pub struct Inbound(pub(super) Weak<Shared>);
+
+impl Inbound {
+    fn shared(&self) -> Option<Arc<Shared>> {
+        self.0.upgrade()
     }
 
-    pub(super) async fn delete_remote(&self, link: &Link, message_id: &str) -> Result<(), Refusal> {
-        let code = link
-            .run(
-                Script::Delete,
-                &[
-                    self.room.name.as_str().as_bytes(),
-                    message_id.as_bytes(),
-                    self.user.as_str().as_bytes(),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        refused(code.as_int().unwrap_or(0), message_id, "delete", (0, 0))
-    }
-
-    /// Typing is best effort: throttled here and in Redis, never refused.
-    pub(super) fn typing_remote(&self, link: &Link) {
-        if !self.room.lock().typing_allowed(&self.user, &self.common) {
-            return;
-        }
-        let interval = ms(self.common.config.typing_interval);
-        // The reply is not awaited: nobody is told about typing failures.
-        let _ = link.call(
-            Script::Typing,
-            &[
-                self.room.name.as_str().as_bytes(),
-                self.user.as_str().as_bytes(),
-                interval.as_bytes(),
-            ],
-        );
-    }
-
-    pub(super) async fn presence_remote(&self, link: &Link) -> Result<(), Refusal> {
-        let v = link
-            .run(Script::Online, &[self.room.name.as_str().as_bytes()])
-            .await
-            .map_err(unavailable)?;
-        let items = v.items();
-        let count = items.first().and_then(|c| c.as_int()).unwrap_or(0);
-        let names = items
-            .get(1)
-            .and_then(|n| n.as_bytes())
-            .and_then(|n| std::str::from_utf8(n).ok())
-            .unwrap_or("[]");
-        // `names` is JSON built by the script: spliced, not re-encoded.
-        self.send(frame::text(&format!(
-            r#"{{"type":"presence","online":{names},"online_count":{count}}}"#
-        )));
-        Ok(())
-    }
-
-    /// Leaves the room here and tells Redis this name's connections left.
-    pub(super) fn leave_remote(&self) {
-        let Some(link) = self.link() else { return };
-        let mut state = self.room.lock();
-        let Some((user, left, empty)) = state.leave_quiet(self.key, self.generation) else {
+    /// An event for `room`: `ev` its number in the room (0: unnumbered,
+    /// like typing), `skip` a user who must not get it, `body` its JSON.
+    /// One frame is built per event per instance; every local member
+    /// shares it.
+    pub fn deliver(&self, room: &str, ev: u64, skip: Option<&str>, body: &str) {
+        let Some(shared) = self.shared() else { return };
+        let Some(room) = shared.lock_rooms().get(room).cloned() else {
             return;
         };
-        if empty {
-            link.unwant(self.room.name.as_str());
-        }
-        // Queued under the room lock so it cannot overtake a later join's.
-        if set_presence(link, &self.common, &self.room, &user, left).is_err() {
-            link.need_resync();
-        }
-    }
-}
-
-/// Queues "this instance holds `n` connections of `user` in `room`".
-#[cfg(feature = "redis")]
-fn set_presence(
-    link: &Link,
-    common: &Common,
-    room: &Room,
-    user: &UserName,
-    n: u32,
-) -> Result<(), Unavailable> {
-    let settings = link.settings();
-    let (ttl, n) = (ms(settings.presence_ttl), n.to_string());
-    let cap = common.config.online_list_cap.to_string();
-    let room_ttl = ms(common.config.empty_room_ttl);
-    link.call(
-        Script::Presence,
-        &[
-            room.name.as_str().as_bytes(),
-            link.instance().as_bytes(),
-            ttl.as_bytes(),
-            user.as_str().as_bytes(),
-            n.as_bytes(),
-            cap.as_bytes(),
-            room_ttl.as_bytes(),
-        ],
-    )
-    .map(drop)
-}
-
-/// Completes a join: waits for the room's subscription, registers the
-/// connection in Redis and reads the room's state in one script, then
-/// sends `welcome` and whatever arrived meanwhile. On failure the
-/// connection is closed with 1013 so the client retries.
-#[cfg(feature = "redis")]
-pub(super) async fn activate(
-    common: Arc<Common>,
-    room: Arc<Room>,
-    key: usize,
-    generation: u64,
-    user: UserName,
-    after: Option<u64>,
-) {
-    let Backbone::Redis(link) = &common.backbone else {
-        return;
-    };
-    match welcome(link, &common, &room, key, generation, &user, after).await {
-        Ok(Some((frame, ev))) => room.lock().activate(key, generation, frame, ev),
-        Ok(None) => {} // it left before its welcome
-        Err(e) => {
-            tracing::debug!(room = %room.name, %user, "join failed: {e}");
-            if let Some(slot) = room.lock().members.get(key) {
-                if slot.generation == generation {
-                    slot.outbox.close(super::CloseReason::UNAVAILABLE);
-                }
-            }
-        }
-    }
-}
-
-#[cfg(feature = "redis")]
-async fn welcome(
-    link: &Link,
-    common: &Common,
-    room: &Room,
-    key: usize,
-    generation: u64,
-    user: &UserName,
-    after: Option<u64>,
-) -> Result<Option<(Frame, u64)>, Unavailable> {
-    link.subscribed(room.name.as_str()).await?;
-    let rx = {
-        let state = room.lock();
-        if !state.has(key, generation) {
-            return Ok(None);
-        }
-        let n = state.connections_of(user).to_string();
-        let ttl = ms(link.settings().presence_ttl);
-        let room_ttl = ms(common.config.empty_room_ttl);
-        let after = after.map(|a| a.to_string()).unwrap_or_default();
-        let recent = common.config.welcome_history.to_string();
-        let cap = common.config.online_list_cap.to_string();
-        let budget = common.config.welcome_history_bytes.to_string();
-        link.call(
-            Script::Join,
-            &[
-                room.name.as_str().as_bytes(),
-                link.instance().as_bytes(),
-                ttl.as_bytes(),
-                user.as_str().as_bytes(),
-                n.as_bytes(),
-                room_ttl.as_bytes(),
-                after.as_bytes(),
-                recent.as_bytes(),
-                cap.as_bytes(),
-                budget.as_bytes(),
-            ],
-        )?
-    };
-    let v = Link::reply(rx).await?;
-    let items = v.items();
-    let int = |i: usize| items.get(i).and_then(|v| v.as_int()).unwrap_or(0);
-    let text = |i: usize| {
-        items
-            .get(i)
-            .and_then(|v| v.as_bytes())
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or("[]")
-    };
-    let ev = u64::try_from(int(1)).unwrap_or(0);
-    // `online` and `history` are JSON built by the script: spliced, not
-    // parsed and re-encoded.
-    let json = format!(
-        r#"{{"type":"welcome","room":{},"user":{},"online":{},"online_count":{},"history":{},"gap":{},"last_seq":{},"limits":{}}}"#,
-        serde_json::to_string(room.name.as_str()).unwrap_or_default(),
-        serde_json::to_string(user.as_str()).unwrap_or_default(),
-        text(4),
-        int(3),
-        text(5),
-        int(2) == 1,
-        int(0),
-        serde_json::to_string(&common.config.limits).unwrap_or_default(),
-    );
-    Ok(Some((frame::text(&json), ev)))
-}
-
-#[cfg(feature = "redis")]
-impl Sink for Shared {
-    fn deliver(&self, room: &str, ev: u64, skip: Option<&str>, body: &str) {
-        let Some(room) = self.lock_rooms().get(room).cloned() else {
-            return;
-        };
-        // One frame per event per instance; every local member shares it.
         let frame = frame::text(body);
-        room.lock().deliver(ev, skip, &frame, &self.common);
+        room.lock().deliver(ev, skip, &frame, &shared.common);
     }
 
-    fn mark(&self, room: &str, ev: u64) {
-        if let Some(room) = self.lock_rooms().get(room).cloned() {
+    /// Every event of `room` up to `ev` has been published: a local member
+    /// with fewer missed some and resumes from history.
+    pub fn mark(&self, room: &str, ev: u64) {
+        let Some(shared) = self.shared() else { return };
+        if let Some(room) = shared.lock_rooms().get(room).cloned() {
             room.lock().mark(ev);
         }
     }
 
-    fn lost(&self) {
-        let rooms: Vec<Arc<Room>> = self.lock_rooms().values().cloned().collect();
+    /// The backbone lost its data: every room's numbering starts again, so
+    /// every local member starts over from a fresh `welcome`.
+    pub fn lost(&self) {
+        let Some(shared) = self.shared() else { return };
+        let rooms: Vec<_> = shared.lock_rooms().values().cloned().collect();
         for room in rooms {
             room.lock().start_over();
         }
     }
 
-    fn with_presence(&self, send: &mut dyn FnMut(&[LocalPresence])) {
-        let rooms = self.lock_rooms();
+    /// Calls `send` with this instance's members, while none can come or go
+    /// (for a backbone that re-announces them after a reconnect).
+    pub fn local_presence(&self, send: &mut dyn FnMut(&[LocalPresence])) {
+        let Some(shared) = self.shared() else {
+            send(&[]);
+            return;
+        };
+        let rooms = shared.lock_rooms();
         let states: Vec<_> = rooms.values().map(|r| (&r.name, r.lock())).collect();
         let members: Vec<LocalPresence> = states
             .iter()
             .flat_map(|(name, state)| {
-                state
-                    .local_online()
-                    .map(|(user, n)| (name.to_string(), user.to_string(), n))
+                state.local_online().map(|(user, n)| LocalPresence {
+                    room: name.to_string(),
+                    user: user.to_string(),
+                    connections: n,
+                })
             })
             .collect();
         send(&members);

@@ -64,8 +64,10 @@ pub struct StoredMessage {
     pub id: String,
     /// Per-room sequence number.
     pub seq: u64,
-    /// Author.
+    /// Author's name when it was posted.
     pub user: UserName,
+    /// Who posted it, whatever the name (never sent to clients).
+    pub identity: super::Identity,
     /// Plain text.
     pub content: String,
     /// RFC 3339 UTC.

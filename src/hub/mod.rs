@@ -1,9 +1,16 @@
 //! The hub: rooms by name, their members, their recent messages.
 //!
 //! The hub deals only in rooms, members and frames. It never imports `ws`,
-//! `http` or the router, so it can be benchmarked and embedded alone: an
-//! embedder calls [`Hub::join`] with a validated room and user name and gets
-//! a [`Member`] whose [`Outbox`] yields ready-to-write WebSocket frames.
+//! `http`, the router or any backend, so it can be benchmarked and embedded
+//! alone: an embedder calls [`Hub::join`] with a validated room and user
+//! name and gets a [`Member`] whose [`Outbox`] yields ready-to-write
+//! WebSocket frames.
+//!
+//! Backends plug in under the hub through the ports it defines: a room
+//! backbone shared by several instances ([`Backbone`], with events coming
+//! back through [`Inbound`] into the relay). On one instance there is no
+//! backbone and no dynamic dispatch: a room applies a change under its lock
+//! and fans the frame out at once.
 //!
 //! Locking: the room map has one lock and each room has its own. Nothing
 //! awaits while holding either. Lock order is always map → room.
@@ -11,17 +18,21 @@
 mod backbone;
 mod event;
 mod frame;
+mod identity;
 mod names;
 mod outbox;
+mod relay;
 mod room;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+pub use backbone::{Answer, Backbone, Inbound, LocalPresence, NewMessage, Online, RemoteWelcome};
 pub use event::{Attachment, ErrorCode, Limits, Reactions, Refusal, StoredMessage};
 pub use frame::Frame;
+pub use identity::Identity;
 pub use names::{Emoji, NameError, RoomName, UserName};
 pub use outbox::{CloseReason, Outbox, Pushed};
 
@@ -32,7 +43,6 @@ pub mod frames {
 }
 
 use crate::metrics::Metrics;
-use backbone::Backbone;
 use room::Room;
 
 /// What a reaction request asks for.
@@ -103,11 +113,20 @@ impl Default for HubConfig {
     }
 }
 
+/// Where a hub's rooms live: here only, or shared through a backbone.
+pub(crate) enum Link {
+    /// One instance: rooms live in this process; changes apply under the
+    /// room's lock with no dynamic dispatch.
+    Local,
+    /// Several instances sharing rooms through a backbone.
+    Remote(Arc<dyn Backbone>),
+}
+
 /// What every room shares: settings, counters, message ids and the clock.
 pub(crate) struct Common {
     pub config: HubConfig,
     pub metrics: Arc<Metrics>,
-    backbone: Backbone,
+    link: Link,
     id_prefix: u32,
     next_id: AtomicU64,
 }
@@ -145,7 +164,7 @@ impl std::fmt::Display for RoomsFull {
 
 impl std::error::Error for RoomsFull {}
 
-struct Shared {
+pub(crate) struct Shared {
     common: Arc<Common>,
     rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
 }
@@ -178,74 +197,67 @@ impl Hub {
 
     /// A hub that counts into `metrics`.
     pub fn with_metrics(config: HubConfig, metrics: Arc<Metrics>) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                common: Arc::new(Common {
-                    config,
-                    metrics,
-                    backbone: Backbone::Local,
-                    id_prefix: id_prefix(),
-                    next_id: AtomicU64::new(1),
-                }),
-                rooms: Mutex::new(HashMap::new()),
+        let shared = Arc::new(Shared {
+            common: Arc::new(Common {
+                config,
+                metrics,
+                link: Link::Local,
+                id_prefix: id_prefix(),
+                next_id: AtomicU64::new(1),
             }),
-        }
+            rooms: Mutex::new(HashMap::new()),
+        });
+        Self { shared }
     }
 
-    /// A hub whose rooms are shared with every other instance using the
-    /// same Redis (`url`, `redis://[user:password@]host[:port][/db]`) and
-    /// key `prefix`. An instance that stops refreshing its presence for
-    /// `presence_ttl` is taken for dead and its members leave. Must be
-    /// called inside a tokio runtime; Redis need not be up yet (see
-    /// [`Hub::degraded`]).
-    #[cfg(feature = "redis")]
-    pub fn with_redis(
+    /// A hub whose rooms are shared through a backbone. `start` gets the
+    /// [`Inbound`] handle the backbone delivers events into and returns the
+    /// running backbone (or why it cannot start).
+    pub fn with_backbone<E>(
         config: HubConfig,
         metrics: Arc<Metrics>,
-        url: &str,
-        prefix: &str,
-        presence_ttl: Duration,
-    ) -> Result<Self, String> {
-        let settings = crate::redis::Settings {
-            target: crate::redis::Target::parse(url)?,
-            prefix: prefix.to_owned(),
-            presence_ttl: presence_ttl.max(Duration::from_millis(300)),
-            online_list_cap: config.online_list_cap,
-            empty_room_ttl: config.empty_room_ttl,
-        };
-        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| {
-            let sink: std::sync::Weak<dyn crate::redis::Sink> = weak.clone();
+        start: impl FnOnce(Inbound) -> Result<Arc<dyn Backbone>, E>,
+    ) -> Result<Self, E> {
+        let mut failed = None;
+        let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
+            let link = match start(Inbound(weak.clone())) {
+                Ok(backbone) => Link::Remote(backbone),
+                Err(e) => {
+                    failed = Some(e);
+                    Link::Local
+                }
+            };
             Shared {
                 common: Arc::new(Common {
                     config,
                     metrics,
-                    backbone: Backbone::Redis(crate::redis::Link::start(settings, sink)),
+                    link,
                     id_prefix: id_prefix(),
                     next_id: AtomicU64::new(1),
                 }),
                 rooms: Mutex::new(HashMap::new()),
             }
         });
-        Ok(Self { shared })
-    }
-
-    /// `None` while the hub can serve (always, on one instance); otherwise
-    /// why not: the Redis backbone is disconnected.
-    pub fn degraded(&self) -> Option<String> {
-        match &self.shared.common.backbone {
-            Backbone::Local => None,
-            #[cfg(feature = "redis")]
-            Backbone::Redis(link) => link.degraded(),
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(Self { shared }),
         }
     }
 
-    /// At shutdown, after the sessions ended: removes this instance from
-    /// the backbone (a no-op on one instance).
+    /// `None` while the hub can serve (always, on one instance); otherwise
+    /// why not: its backbone is disconnected.
+    pub fn degraded(&self) -> Option<String> {
+        match &self.shared.common.link {
+            Link::Local => None,
+            Link::Remote(backbone) => backbone.degraded(),
+        }
+    }
+
+    /// At shutdown, after the sessions ended: leaves the backbone (a no-op
+    /// on one instance).
     pub async fn stop_backbone(&self) {
-        match &self.shared.common.backbone {
-            Backbone::Local => {}
-            #[cfg(feature = "redis")]
-            Backbone::Redis(link) => link.bye().await,
+        if let Link::Remote(backbone) = &self.shared.common.link {
+            backbone.stop().await;
         }
     }
 
@@ -263,17 +275,31 @@ impl Hub {
         self.shared.lock_rooms()
     }
 
-    /// Adds a connection of `user` to `room` (creating the room if needed).
-    /// Its outbox receives `welcome` (history: the last messages, or those
-    /// after `after`), then `join` if this is the name's first connection.
-    /// Dropping the returned [`Member`] removes it.
-    ///
-    /// With the Redis backbone the `welcome` comes a moment later (it is
-    /// read from Redis); if that fails the outbox is closed with 1013.
+    /// Adds a connection of `user` to `room` (creating the room if needed),
+    /// as an identity that is the name itself (nobody checked who it is;
+    /// see [`Hub::join_as`]). Its outbox receives `welcome` (history: the
+    /// last messages, or those after `after`), then `join` if this is the
+    /// name's first connection. Dropping the returned [`Member`] removes it.
     pub fn join(
         &self,
         room: RoomName,
         user: UserName,
+        after: Option<u64>,
+    ) -> Result<Member, RoomsFull> {
+        let identity = Identity::named(user.as_str());
+        self.join_as(room, user, identity, after)
+    }
+
+    /// [`Hub::join`] as `identity`: edits, deletes and reactions are checked
+    /// against it, never against the name.
+    ///
+    /// With a backbone the `welcome` comes a moment later (it is read from
+    /// the backbone); if that fails the outbox is closed with 1013.
+    pub fn join_as(
+        &self,
+        room: RoomName,
+        user: UserName,
+        identity: Identity,
         after: Option<u64>,
     ) -> Result<Member, RoomsFull> {
         let common = &self.shared.common;
@@ -295,29 +321,27 @@ impl Hub {
                 r
             }
         };
-        #[cfg(feature = "redis")]
         let mut welcomed = None;
-        let (key, generation) = match &common.backbone {
-            Backbone::Local => {
+        let (key, generation) = match &common.link {
+            Link::Local => {
                 room.lock()
                     .join(&room.name, user.clone(), after, Arc::clone(&outbox), common)
             }
-            #[cfg(feature = "redis")]
-            Backbone::Redis(link) => {
+            Link::Remote(backbone) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 welcomed = Some(rx);
                 let mut state = room.lock();
                 let (key, generation, first) =
                     state.join_pending(user.clone(), Arc::clone(&outbox), tx);
                 if first {
-                    link.want(room.name.as_str());
+                    backbone.watch(&room.name);
                 }
                 drop(state);
-                tokio::spawn(backbone::activate(
+                tokio::spawn(welcome_from_backbone(
+                    Arc::clone(backbone),
                     Arc::clone(common),
                     Arc::clone(&room),
-                    key,
-                    generation,
+                    (key, generation),
                     user.clone(),
                     after,
                 ));
@@ -331,8 +355,9 @@ impl Hub {
             key,
             generation,
             user,
+            identity,
+            moderator: false,
             outbox,
-            #[cfg(feature = "redis")]
             welcomed,
         })
     }
@@ -364,7 +389,7 @@ impl Hub {
     }
 
     /// A copy of a room's recent messages, oldest first (empty if unknown,
-    /// and always empty with the Redis backbone, where history lives in Redis).
+    /// and always empty with a backbone, where history lives in the backbone).
     pub fn history(&self, room: &str) -> Vec<StoredMessage> {
         let room = self.rooms().get(room).cloned();
         room.map(|r| r.lock().history().cloned().collect())
@@ -384,6 +409,60 @@ fn evict_oldest_empty(rooms: &mut HashMap<RoomName, Arc<Room>>) -> bool {
     }
 }
 
+/// Completes a join through the backbone: waits until the room's events are
+/// received, registers the connection and reads the room's state, then
+/// queues `welcome` and whatever arrived meanwhile. On failure the
+/// connection is closed with 1013 so the client retries.
+async fn welcome_from_backbone(
+    backbone: Arc<dyn Backbone>,
+    common: Arc<Common>,
+    room: Arc<Room>,
+    (key, generation): (usize, u64),
+    user: UserName,
+    after: Option<u64>,
+) {
+    let read = async {
+        backbone.watching(&room.name).await?;
+        let answer = {
+            let state = room.lock();
+            if !state.has(key, generation) {
+                return Ok(None); // it left before its welcome
+            }
+            let connections = state.connections_of(&user);
+            backbone.welcome(&room.name, &user, connections, after)
+        };
+        answer.await.map(Some)
+    };
+    match read.await {
+        Ok(Some(w)) => {
+            let history = w.history.join(",");
+            let online = w.online.as_deref().unwrap_or("[]");
+            // `online` and `history` are JSON from the backbone: spliced,
+            // not parsed and re-encoded.
+            let json = format!(
+                r#"{{"type":"welcome","room":{},"user":{},"online":{online},"online_count":{},"history":[{history}],"gap":{},"last_seq":{},"limits":{}}}"#,
+                serde_json::to_string(room.name.as_str()).unwrap_or_default(),
+                serde_json::to_string(user.as_str()).unwrap_or_default(),
+                w.online_count,
+                w.gap,
+                w.last_seq,
+                serde_json::to_string(&common.config.limits).unwrap_or_default(),
+            );
+            room.lock()
+                .activate(key, generation, frame::text(&json), w.ev);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!(room = %room.name, %user, "join failed: {e}");
+            if let Some(slot) = room.lock().members.get(key) {
+                if slot.generation == generation {
+                    slot.outbox.close(CloseReason::UNAVAILABLE);
+                }
+            }
+        }
+    }
+}
+
 /// One connection's membership in a room. Every request of that connection
 /// goes through it; dropping it leaves the room.
 pub struct Member {
@@ -392,9 +471,10 @@ pub struct Member {
     key: usize,
     generation: u64,
     user: UserName,
+    identity: Identity,
+    moderator: bool,
     outbox: Arc<Outbox>,
-    /// Backbone only, until taken by [`Member::welcomed`].
-    #[cfg(feature = "redis")]
+    /// Until taken by [`Member::welcomed`], when the welcome comes later.
     welcomed: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
@@ -402,7 +482,6 @@ pub struct Member {
 /// (the join failed and the member's outbox is closed). See [`Member::welcomed`].
 #[derive(Debug)]
 pub struct Welcomed {
-    #[cfg(feature = "redis")]
     rx: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
@@ -413,26 +492,23 @@ impl std::future::Future for Welcomed {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
-        #[cfg(feature = "redis")]
-        if let Some(rx) = &mut self.get_mut().rx {
+        match &mut self.get_mut().rx {
             // Sent or dropped: either way there is nothing more to wait for.
-            return std::pin::Pin::new(rx).poll(cx).map(drop);
+            Some(rx) => std::pin::Pin::new(rx).poll(cx).map(drop),
+            None => std::task::Poll::Ready(()),
         }
-        let _ = cx;
-        std::task::Poll::Ready(())
     }
 }
 
 impl Member {
     /// Resolves once this member's `welcome` is in its outbox. On one
-    /// instance it is there when [`Hub::join`] returns; with the Redis
-    /// backbone it follows a round trip, and a request sent before it would
-    /// be answered (its `pong`, its echo) ahead of the `welcome`, which
-    /// must be the first frame. Sessions wait for it before reading
-    /// requests. The first call takes the signal; later calls resolve at once.
+    /// instance it is there when [`Hub::join`] returns; with a backbone it
+    /// follows a round trip, and a request sent before it would be answered
+    /// (its `pong`, its echo) ahead of the `welcome`, which must be the
+    /// first frame. Sessions wait for it before reading requests. The first
+    /// call takes the signal; later calls resolve at once.
     pub fn welcomed(&mut self) -> Welcomed {
         Welcomed {
-            #[cfg(feature = "redis")]
             rx: self.welcomed.take(),
         }
     }
@@ -445,6 +521,11 @@ impl Member {
     /// The member's user name.
     pub fn user(&self) -> &UserName {
         &self.user
+    }
+
+    /// Who the member is, whatever its name.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// The member's room name.
@@ -463,7 +544,7 @@ impl Member {
 
     // Each request below either applies at once under the room's lock (one
     // instance: the future is ready on its first poll) or goes through the
-    // backbone. Refusals with the backbone include `unavailable`.
+    // backbone. Refusals with a backbone include `unavailable`.
 
     /// Posts a message (content already validated) to the room; returns its
     /// seq (`None` if the backbone did not say).
@@ -473,17 +554,36 @@ impl Member {
         attachment: Option<Attachment>,
         client_id: Option<&str>,
     ) -> Result<Option<u64>, Refusal> {
-        match &self.common.backbone {
-            Backbone::Local => Ok(Some(self.room.lock().post(
-                &self.user,
-                content,
-                attachment,
+        let backbone = match &self.common.link {
+            Link::Local => {
+                return Ok(Some(self.room.lock().post(
+                    &self.user,
+                    &self.identity,
+                    content,
+                    attachment,
+                    client_id,
+                    &self.common,
+                )));
+            }
+            Link::Remote(backbone) => backbone,
+        };
+        let id = self.common.next_message_id();
+        let timestamp = self.common.now_rfc3339();
+        let answer = backbone.post(
+            &self.room.name,
+            NewMessage {
+                id: &id,
+                user: &self.user,
+                identity: &self.identity,
+                content: &content,
+                timestamp: &timestamp,
+                attachment: attachment.as_ref(),
                 client_id,
-                &self.common,
-            ))),
-            #[cfg(feature = "redis")]
-            Backbone::Redis(link) => self.post_remote(link, content, attachment, client_id).await,
-        }
+            },
+        );
+        let seq = answer.await?;
+        self.common.metrics.messages.inc();
+        Ok(Some(seq))
     }
 
     /// Adds, removes or toggles this user's `emoji` on a message.
@@ -493,74 +593,102 @@ impl Member {
         emoji: Emoji,
         action: ReactionAction,
     ) -> Result<(), Refusal> {
-        match &self.common.backbone {
-            Backbone::Local => {
+        match &self.common.link {
+            Link::Local => {
                 self.room
                     .lock()
                     .react(&self.user, message_id, emoji, action, &self.common)
             }
-            #[cfg(feature = "redis")]
-            Backbone::Redis(link) => self.react_remote(link, message_id, emoji, action).await,
+            Link::Remote(backbone) => {
+                let room = &self.room.name;
+                let (user, identity) = (&self.user, &self.identity);
+                backbone
+                    .react(room, message_id, user, identity, &emoji, action)
+                    .await
+            }
         }
     }
 
-    /// Replaces the content of one of this user's messages.
+    /// Replaces the content of one of this member's messages.
     pub async fn edit(&self, message_id: &str, content: String) -> Result<(), Refusal> {
-        match &self.common.backbone {
-            Backbone::Local => self
+        match &self.common.link {
+            Link::Local => self
                 .room
                 .lock()
-                .edit(&self.user, message_id, content, &self.common),
-            #[cfg(feature = "redis")]
-            Backbone::Redis(link) => self.edit_remote(link, message_id, content).await,
+                .edit(&self.identity, message_id, content, &self.common),
+            Link::Remote(backbone) => {
+                let now = self.common.now_rfc3339();
+                let room = &self.room.name;
+                backbone
+                    .edit(room, message_id, &self.identity, &content, &now)
+                    .await
+            }
         }
     }
 
-    /// Deletes one of this user's messages.
+    /// Deletes one of this member's messages (any message, for a moderator).
     pub async fn delete(&self, message_id: &str) -> Result<(), Refusal> {
-        match &self.common.backbone {
-            Backbone::Local => self
-                .room
-                .lock()
-                .delete(&self.user, message_id, &self.common),
-            #[cfg(feature = "redis")]
-            Backbone::Redis(link) => self.delete_remote(link, message_id).await,
+        match &self.common.link {
+            Link::Local => {
+                self.room
+                    .lock()
+                    .delete(&self.identity, self.moderator, message_id, &self.common)
+            }
+            Link::Remote(backbone) => {
+                let room = &self.room.name;
+                backbone
+                    .delete(room, message_id, &self.identity, self.moderator)
+                    .await
+            }
         }
     }
 
     /// Tells the others this user is typing (throttled; best effort).
     pub fn typing(&self) {
-        match &self.common.backbone {
-            Backbone::Local => self.room.lock().typing(&self.user, &self.common),
-            #[cfg(feature = "redis")]
-            Backbone::Redis(link) => self.typing_remote(link),
+        match &self.common.link {
+            Link::Local => self.room.lock().typing(&self.user, &self.common),
+            Link::Remote(backbone) => {
+                // Throttled here first, so a chatty client costs the
+                // backbone nothing; the backbone throttles across instances.
+                if self.room.lock().typing_allowed(&self.user, &self.common) {
+                    backbone.typing(&self.room.name, &self.user);
+                }
+            }
         }
     }
 
     /// Sends this connection the room's `presence`.
     pub async fn presence(&self) -> Result<(), Refusal> {
-        match &self.common.backbone {
-            Backbone::Local => {
+        match &self.common.link {
+            Link::Local => {
                 let frame = self.room.lock().presence();
                 self.send(frame);
-                Ok(())
             }
-            #[cfg(feature = "redis")]
-            Backbone::Redis(link) => self.presence_remote(link).await,
+            Link::Remote(backbone) => {
+                let online = backbone.presence(&self.room.name).await?;
+                // `names` is JSON from the backbone: spliced, not re-encoded.
+                self.send(frame::text(&format!(
+                    r#"{{"type":"presence","online":{},"online_count":{}}}"#,
+                    online.names, online.count
+                )));
+            }
         }
+        Ok(())
     }
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
-        match &self.common.backbone {
-            Backbone::Local => {
-                self.room
-                    .lock()
-                    .leave(self.key, self.generation, &self.common);
+        let mut state = self.room.lock();
+        match &self.common.link {
+            Link::Local => state.leave(self.key, self.generation, &self.common),
+            Link::Remote(backbone) => {
+                // The backbone announces `leave`; told under the room's lock
+                // so it cannot overtake a later join's registration.
+                if let Some((user, left, empty)) = state.leave_quiet(self.key, self.generation) {
+                    backbone.leave(&self.room.name, &user, left, empty);
+                }
             }
-            #[cfg(feature = "redis")]
-            Backbone::Redis(_) => self.leave_remote(),
         }
     }
 }
@@ -625,203 +753,6 @@ mod tests {
         let welcome = &drain(&fresh)[0];
         assert_eq!(welcome["gap"], false);
         assert_eq!(welcome["history"][0]["seq"], 5);
-    }
-
-    #[cfg(feature = "redis")]
-    #[test]
-    fn backbone_members_get_welcome_first_then_exactly_the_later_events() {
-        let hub = Hub::new(HubConfig::default());
-        let common = &hub.shared.common;
-        let room = Room::new(RoomName::parse("r").unwrap());
-        let f = frames::text;
-        let drain = |o: &Outbox| {
-            let mut batch = Vec::new();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap();
-            let close = rt.block_on(o.next_batch(&mut batch));
-            (batch, close)
-        };
-        let ann = Arc::new(Outbox::new(16, 1 << 20));
-        let bob = Arc::new(Outbox::new(16, 1 << 20));
-        let mut st = room.lock();
-        let (ann_tx, mut ann_welcomed) = tokio::sync::oneshot::channel();
-        let (a, a_gen, first) =
-            st.join_pending(UserName::parse("ann").unwrap(), Arc::clone(&ann), ann_tx);
-        assert!(first);
-        // Events before the welcome is read are held, typing is dropped.
-        st.deliver(5, None, &f("e5"), common);
-        st.deliver(6, None, &f("e6"), common);
-        st.deliver(0, None, &f("typing"), common);
-        assert!(ann.is_empty());
-        assert!(ann_welcomed.try_recv().is_err(), "not welcomed yet");
-        // The welcome reflects events up to 5: ann gets it, then e6 only.
-        st.activate(a, a_gen, f("welcome-a"), 5);
-        assert!(
-            ann_welcomed.try_recv().is_ok(),
-            "told once the welcome is queued"
-        );
-        let (tx, _) = tokio::sync::oneshot::channel();
-        let (b, b_gen, _) = st.join_pending(UserName::parse("bob").unwrap(), Arc::clone(&bob), tx);
-        st.activate(b, b_gen, f("welcome-b"), 8); // bob's welcome already has 7 and 8
-        st.deliver(7, None, &f("e7"), common);
-        st.deliver(8, Some("ann"), &f("e8"), common);
-        st.deliver(9, None, &f("e9"), common);
-        assert_eq!(
-            drain(&ann),
-            (vec![f("welcome-a"), f("e6"), f("e7"), f("e9")], None)
-        );
-        assert_eq!(drain(&bob), (vec![f("welcome-b"), f("e9")], None));
-        // A skipped event number: whoever missed it resumes from history.
-        st.deliver(11, None, &f("e11"), common);
-        assert_eq!(drain(&ann).1, Some(CloseReason::MISSED_EVENTS));
-        assert_eq!(drain(&bob).1, Some(CloseReason::MISSED_EVENTS));
-    }
-
-    /// A hub (for its config and metrics) and one room to drive by hand,
-    /// as the backbone does.
-    #[cfg(feature = "redis")]
-    fn backbone_room(config: HubConfig) -> (Hub, Room) {
-        (Hub::new(config), Room::new(RoomName::parse("r").unwrap()))
-    }
-
-    /// A member waiting for its welcome in a backbone room.
-    #[cfg(feature = "redis")]
-    fn pending(st: &mut room::RoomState, name: &str) -> (usize, u64, Arc<Outbox>) {
-        let outbox = Arc::new(Outbox::new(16, 1 << 20));
-        let (tx, _) = tokio::sync::oneshot::channel();
-        let (key, generation, _) =
-            st.join_pending(UserName::parse(name).unwrap(), Arc::clone(&outbox), tx);
-        (key, generation, outbox)
-    }
-
-    /// A member whose welcome reflected room events up to `ev`.
-    #[cfg(feature = "redis")]
-    fn welcomed(st: &mut room::RoomState, name: &str, ev: u64) -> (usize, u64, Arc<Outbox>) {
-        let (key, generation, outbox) = pending(st, name);
-        st.activate(key, generation, frames::text("welcome"), ev);
-        (key, generation, outbox)
-    }
-
-    #[cfg(feature = "redis")]
-    #[test]
-    fn backbone_closes_exactly_the_members_who_missed_events() {
-        let (hub, room) = backbone_room(HubConfig::default());
-        let (common, f, mut st) = (&hub.shared.common, frames::text, room.lock());
-        let (_, _, ann) = welcomed(&mut st, "ann", 10);
-        // Bob's welcome was read ahead of the stream: it has 11 and 12.
-        let (_, _, bob) = welcomed(&mut st, "bob", 12);
-        st.deliver(11, None, &f("e11"), common);
-        assert_eq!(ann.len(), 2);
-        assert_eq!(bob.len(), 1, "11 is in bob's welcome");
-        // The stream was cut before it carried 12: the marker tells. Ann
-        // missed it; bob did not.
-        st.mark(12);
-        assert!(ann.is_closing());
-        assert!(
-            !bob.is_closing(),
-            "a welcome ahead of the stream is no loss"
-        );
-        // Then 13 never comes through: bob missed it.
-        st.deliver(14, None, &f("e14"), common);
-        assert!(bob.is_closing());
-        // A later welcome read ahead of the stream hides nothing from
-        // the members already here (the order of two welcomes does not
-        // matter either: each member is checked against its own).
-        let (c, c_gen, carl) = pending(&mut st, "carl");
-        let (_, _, dan) = welcomed(&mut st, "dan", 20);
-        st.activate(c, c_gen, f("welcome-c"), 18);
-        st.mark(20); // 15..20 were published, the stream carried none
-        assert!(carl.is_closing(), "carl missed 19 and 20");
-        assert!(!dan.is_closing());
-    }
-
-    #[cfg(feature = "redis")]
-    #[test]
-    fn backbone_a_marker_while_a_member_waits_is_checked_at_its_welcome() {
-        let (hub, room) = backbone_room(HubConfig::default());
-        let (common, f, mut st) = (&hub.shared.common, frames::text, room.lock());
-        let (_, _, ann) = welcomed(&mut st, "ann", 5);
-        st.deliver(6, None, &f("e6"), common);
-        // Bob waits for a welcome that will say 6; meanwhile the stream is
-        // cut and comes back with a marker: 7 and 8 were published.
-        let (b, b_gen, bob) = pending(&mut st, "bob");
-        st.mark(8);
-        assert!(ann.is_closing());
-        assert!(!bob.is_closing(), "bob's welcome is not read yet");
-        st.activate(b, b_gen, f("welcome-b"), 6);
-        assert!(bob.is_closing(), "bob would never get 7 and 8");
-    }
-
-    #[cfg(feature = "redis")]
-    #[test]
-    fn backbone_a_member_whose_wait_overflowed_closes_alone() {
-        let (hub, room) = backbone_room(HubConfig {
-            outbox_frames: 2,
-            ..HubConfig::default()
-        });
-        let (common, f, mut st) = (&hub.shared.common, frames::text, room.lock());
-        let (_, _, ann) = welcomed(&mut st, "ann", 0);
-        let (b, b_gen, bob) = pending(&mut st, "bob");
-        for ev in 1..=3 {
-            st.deliver(ev, None, &f("e"), common);
-        }
-        assert!(bob.is_closing(), "held more than its queue holds");
-        st.activate(b, b_gen, f("welcome-b"), 0);
-        assert!(!ann.is_closing(), "nobody else missed anything");
-    }
-
-    #[cfg(feature = "redis")]
-    #[test]
-    fn backbone_a_room_rejoined_here_starts_from_its_welcome() {
-        let (hub, room) = backbone_room(HubConfig::default());
-        let (common, f, mut st) = (&hub.shared.common, frames::text, room.lock());
-        let (a, a_gen, _) = welcomed(&mut st, "ann", 40);
-        st.deliver(41, None, &f("e41"), common);
-        st.leave_quiet(a, a_gen);
-        // A leave the stream carries after the room emptied here is not
-        // remembered: the room's keys may expire and its numbering start
-        // again before the next member joins here.
-        st.deliver(42, None, &f("leave"), common);
-        let (b, b_gen, bob) = welcomed(&mut st, "bob", 1);
-        st.deliver(2, None, &f("e2"), common);
-        assert!(!bob.is_closing(), "a new numbering");
-        st.leave_quiet(b, b_gen);
-        // Rejoined while the stream still carries the old subscription's
-        // last event, and events published between the unsubscribe and the
-        // subscribe never come: the welcome has them.
-        let (c, c_gen, carl) = pending(&mut st, "carl");
-        st.deliver(51, None, &f("e51"), common);
-        st.activate(c, c_gen, f("welcome-c"), 57);
-        st.deliver(56, None, &f("e56"), common);
-        st.deliver(57, None, &f("e57"), common);
-        st.deliver(58, None, &f("e58"), common);
-        assert!(!carl.is_closing());
-        assert_eq!(carl.len(), 2, "the welcome, then e58");
-    }
-
-    #[cfg(feature = "redis")]
-    #[test]
-    fn backbone_a_numbering_that_goes_back_sends_everyone_to_a_fresh_welcome() {
-        let (hub, room) = backbone_room(HubConfig::default());
-        let (common, f, mut st) = (&hub.shared.common, frames::text, room.lock());
-        // A marker below what the stream carried.
-        let (a, a_gen, ann) = welcomed(&mut st, "ann", 20);
-        st.deliver(21, None, &f("e21"), common);
-        st.mark(19);
-        assert!(ann.is_closing());
-        st.leave_quiet(a, a_gen);
-        // An event numbered from 1 again.
-        let (b, b_gen, bob) = welcomed(&mut st, "bob", 30);
-        st.deliver(31, None, &f("e31"), common);
-        assert!(!bob.is_closing());
-        st.deliver(1, None, &f("e1"), common);
-        assert!(bob.is_closing());
-        st.leave_quiet(b, b_gen);
-        // The epoch told of lost data.
-        let (_, _, carl) = welcomed(&mut st, "carl", 5);
-        st.start_over();
-        assert!(carl.is_closing());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use slab::Slab;
 
+use super::Identity;
 use super::event::{Attachment, ErrorCode, Event, MessageView, Reactions, Refusal, StoredMessage};
 use super::frame::{self, Frame};
 use super::names::{Emoji, RoomName, UserName};
@@ -21,25 +22,23 @@ pub(crate) struct Slot {
     pub generation: u64,
     pub user: UserName,
     pub outbox: Arc<Outbox>,
-    /// Backbone only: events held until the member's `welcome` is ready
-    /// (numbered; no frame for one that skips this member).
-    #[cfg(feature = "redis")]
+    /// Set until the member's `welcome` is queued: it gets nothing before.
+    /// With a backbone it holds the numbered room events that arrive
+    /// meanwhile (no frame for one that skips this member); see `relay.rs`.
     pub pending: Option<Vec<(u64, Option<Frame>)>>,
-    /// Backbone only, once welcomed: this member has every room event up
+    /// With a backbone, once welcomed: this member has every room event up
     /// to this one (in its `welcome`, or sent since).
-    #[cfg(feature = "redis")]
     pub has: u64,
-    /// Backbone only: told when the `welcome` is queued (dropped, if it
-    /// never will be), so the session reads no request before it.
-    #[cfg(feature = "redis")]
+    /// Told when the `welcome` is queued (dropped, if it never will be), so
+    /// the session reads no request before it.
     pub welcomed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 pub(crate) struct RoomState {
     pub members: Slab<Slot>,
-    next_gen: u64,
+    pub(super) next_gen: u64,
     /// Online names with their number of connections, sorted for display.
-    online: BTreeMap<UserName, u32>,
+    pub(super) online: BTreeMap<UserName, u32>,
     /// Last typing broadcast per online name, for the 2 s throttle.
     typing: HashMap<UserName, Instant>,
     history: VecDeque<StoredMessage>,
@@ -48,11 +47,10 @@ pub(crate) struct RoomState {
     evicted_through: u64,
     /// When the last member left (for dropping idle rooms).
     pub empty_since: Option<Instant>,
-    /// Backbone only: the last event number the subscription's stream
-    /// carried. The stream is in order, so a number at or below it again
-    /// means Redis's numbering went back: its data was lost.
-    #[cfg(feature = "redis")]
-    stream_ev: Option<u64>,
+    /// With a backbone: the last event number the room's stream carried.
+    /// The stream is in order, so a number at or below it again means the
+    /// backbone's numbering went back: its data was lost.
+    pub(super) stream_ev: Option<u64>,
 }
 
 pub(crate) struct Room {
@@ -73,7 +71,6 @@ impl Room {
                 last_seq: 0,
                 evicted_through: 0,
                 empty_since: Some(Instant::now()),
-                #[cfg(feature = "redis")]
                 stream_ev: None,
             }),
         }
@@ -91,11 +88,13 @@ impl RoomState {
         self.online.keys().collect()
     }
 
-    /// Pushes one shared frame to every member (or every member but `skip`'s
-    /// connections). One refcount increment per member; no copy, no alloc.
+    /// Pushes one shared frame to every welcomed member (or every one but
+    /// `skip`'s connections). One refcount increment per member; no copy,
+    /// no alloc. A member still waiting for its `welcome` gets nothing: the
+    /// welcome, built when it is ready, shows the room as it is then.
     fn broadcast(&self, frame: &Frame, skip: Option<&UserName>, common: &Common) {
         for (_, slot) in &self.members {
-            if skip.is_some_and(|u| *u == slot.user) {
+            if slot.pending.is_some() || skip.is_some_and(|u| *u == slot.user) {
                 continue;
             }
             if slot.outbox.push(frame.clone()) == Pushed::Overflowed {
@@ -178,11 +177,8 @@ impl RoomState {
             generation,
             user,
             outbox,
-            #[cfg(feature = "redis")]
             pending: None,
-            #[cfg(feature = "redis")]
             has: 0,
-            #[cfg(feature = "redis")]
             welcomed: None,
         });
         if let Some(join) = join {
@@ -209,7 +205,7 @@ impl RoomState {
 
     /// Removes a connection, if `(key, generation)` still names one; returns
     /// its name and how many connections that name still has here.
-    fn remove(&mut self, key: usize, generation: u64) -> Option<(UserName, u32)> {
+    pub(super) fn remove(&mut self, key: usize, generation: u64) -> Option<(UserName, u32)> {
         if !self.has(key, generation) {
             return None;
         }
@@ -235,6 +231,7 @@ impl RoomState {
     pub fn post(
         &mut self,
         user: &UserName,
+        identity: &Identity,
         content: String,
         attachment: Option<Attachment>,
         client_id: Option<&str>,
@@ -245,6 +242,7 @@ impl RoomState {
             id: common.next_message_id(),
             seq: self.last_seq,
             user: user.clone(),
+            identity: identity.clone(),
             content,
             timestamp: common.now_rfc3339(),
             reactions: Reactions::default(),
@@ -340,14 +338,14 @@ impl RoomState {
     /// Replaces a message's content; author only.
     pub fn edit(
         &mut self,
-        user: &UserName,
+        identity: &Identity,
         message_id: &str,
         content: String,
         common: &Common,
     ) -> Result<(), Refusal> {
         let now = common.now_rfc3339();
         let message = self.find(message_id)?;
-        if message.user != *user {
+        if message.identity != *identity {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
                 "only the author can edit a message",
@@ -369,12 +367,13 @@ impl RoomState {
     /// Removes a message; author only.
     pub fn delete(
         &mut self,
-        user: &UserName,
+        identity: &Identity,
+        moderator: bool,
         message_id: &str,
         common: &Common,
     ) -> Result<(), Refusal> {
         let message = self.find(message_id)?;
-        if message.user != *user {
+        if !moderator && message.identity != *identity {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
                 "only the author can delete a message",
@@ -421,171 +420,6 @@ impl RoomState {
     /// Every message still held, oldest first (for tests and embedders).
     pub fn history(&self) -> impl Iterator<Item = &StoredMessage> {
         self.history.iter()
-    }
-}
-
-/// The backbone's side of a room: members join pending until their
-/// `welcome` arrives from Redis, and events come from the subscription.
-#[cfg(feature = "redis")]
-impl RoomState {
-    /// Connections this name has in the room on this instance.
-    pub fn connections_of(&self, user: &UserName) -> u32 {
-        self.online.get(user).copied().unwrap_or(0)
-    }
-
-    /// Online names with their connections here, for a presence resync.
-    pub fn local_online(&self) -> impl Iterator<Item = (&UserName, u32)> {
-        self.online.iter().map(|(u, n)| (u, *n))
-    }
-
-    /// Adds a connection that receives nothing until [`RoomState::activate`],
-    /// which then tells `welcomed`. Returns its key, generation and whether
-    /// it is the room's first here.
-    pub fn join_pending(
-        &mut self,
-        user: UserName,
-        outbox: Arc<Outbox>,
-        welcomed: tokio::sync::oneshot::Sender<()>,
-    ) -> (usize, u64, bool) {
-        let generation = self.next_gen;
-        self.next_gen += 1;
-        self.empty_since = None;
-        *self.online.entry(user.clone()).or_insert(0) += 1;
-        let key = self.members.insert(Slot {
-            generation,
-            user,
-            outbox,
-            pending: Some(Vec::new()),
-            has: 0,
-            welcomed: Some(welcomed),
-        });
-        (key, generation, self.members.len() == 1)
-    }
-
-    /// Sends the pending member its `welcome` (which reflects every room
-    /// event up to `ev`), then the events held since that came after it.
-    pub fn activate(&mut self, key: usize, generation: u64, welcome: Frame, ev: u64) {
-        let Some(slot) = self
-            .members
-            .get_mut(key)
-            .filter(|s| s.generation == generation)
-        else {
-            return;
-        };
-        let held = slot.pending.take().unwrap_or_default();
-        slot.has = ev;
-        slot.outbox.push(welcome);
-        for (e, frame) in held {
-            if e <= slot.has {
-                continue; // already in the welcome
-            }
-            if e > slot.has.saturating_add(1) {
-                // The stream skipped events while this member waited.
-                slot.outbox.close(super::CloseReason::MISSED_EVENTS);
-                break;
-            }
-            slot.has = e;
-            if let Some(frame) = frame {
-                slot.outbox.push(frame);
-            }
-        }
-        if let Some(welcomed) = slot.welcomed.take() {
-            let _ = welcomed.send(());
-        }
-        // Every event the stream carried before this join is in the
-        // welcome, and every one after it was held, so the stream cannot
-        // be ahead of this member: if it is, events were lost (a marker
-        // came while it waited; the members already here were closed by
-        // that marker) or the room's numbering started again (the next
-        // event closes everyone). This member resumes from history.
-        if self.stream_ev.is_some_and(|s| s > slot.has) {
-            slot.outbox.close(super::CloseReason::MISSED_EVENTS);
-        }
-    }
-
-    /// Removes a connection without telling anyone here (the backbone
-    /// announces `leave`). Returns the name and its remaining connections,
-    /// and whether the room is now empty here.
-    pub fn leave_quiet(&mut self, key: usize, generation: u64) -> Option<(UserName, u32, bool)> {
-        let (user, left) = self.remove(key, generation)?;
-        let empty = self.members.is_empty();
-        if empty {
-            self.stream_ev = None;
-        }
-        Some((user, left, empty))
-    }
-
-    /// Fans out one event from the backbone: `ev` is its number in the
-    /// room (0: unnumbered, like typing), `skip` a user not to send it to.
-    /// A member for whom the stream skipped a number is closed to resume.
-    pub fn deliver(&mut self, ev: u64, skip: Option<&str>, frame: &Frame, common: &Common) {
-        if self.members.is_empty() {
-            // Still subscribed for a moment after the last member left:
-            // nothing to send, and nothing to remember (the room's
-            // numbering may start again before anyone joins here).
-            return;
-        }
-        if ev != 0 {
-            if self.stream_ev.is_some_and(|s| ev <= s) {
-                self.start_over();
-            }
-            self.stream_ev = Some(ev);
-        }
-        let cap = common.config.outbox_frames;
-        for (_, slot) in &mut self.members {
-            let skipped = skip == Some(slot.user.as_str());
-            match &mut slot.pending {
-                Some(held) if ev != 0 => {
-                    if held.len() < cap {
-                        held.push((ev, (!skipped).then(|| frame.clone())));
-                    } else {
-                        slot.outbox.close(super::CloseReason::SLOW_CONSUMER);
-                    }
-                    continue;
-                }
-                Some(_) => continue, // typing before the welcome: dropped
-                None if ev == 0 => {}
-                None if ev <= slot.has => continue, // in its welcome
-                None if ev > slot.has.saturating_add(1) => {
-                    slot.outbox.close(super::CloseReason::MISSED_EVENTS);
-                    continue;
-                }
-                None => slot.has = ev,
-            }
-            if !skipped && slot.outbox.push(frame.clone()) == Pushed::Overflowed {
-                common.metrics.slow_consumers_dropped.inc();
-            }
-        }
-    }
-
-    /// Every room event up to `ev` has been published (the marker comes
-    /// through the stream, after those events): a member with fewer missed
-    /// some while the stream was cut, and resumes from history. A marker
-    /// below what the stream already carried means Redis's numbering went
-    /// back: its data was lost.
-    pub fn mark(&mut self, ev: u64) {
-        if self.members.is_empty() {
-            return;
-        }
-        if self.stream_ev.is_some_and(|s| ev < s) {
-            self.start_over();
-            return;
-        }
-        self.stream_ev = Some(ev);
-        for (_, slot) in &self.members {
-            if slot.pending.is_none() && slot.has < ev {
-                slot.outbox.close(super::CloseReason::MISSED_EVENTS);
-            }
-        }
-    }
-
-    /// Redis lost its data: the room's numbering starts again. Every
-    /// member here starts over from a fresh `welcome`.
-    pub fn start_over(&mut self) {
-        for (_, slot) in &self.members {
-            slot.outbox.close(super::CloseReason::MISSED_EVENTS);
-        }
-        self.stream_ev = None;
     }
 }
 

@@ -9,7 +9,7 @@
 //! - the **subscriber** task owns the pub/sub connection. It subscribes to
 //!   `<prefix>:room:<name>` for exactly the rooms with local members (a
 //!   desired set, not a queue: nothing to overflow) and hands each event to
-//!   the hub ([`Sink`]), which builds one frame and fans it out locally.
+//!   the hub ([`Inbound`]), which builds one frame and fans it out locally.
 //! - the **heartbeat** task refreshes this instance's presence entry,
 //!   removes instances whose entry expired (their members leave), and
 //!   re-announces this instance's members after a reconnect.
@@ -18,16 +18,17 @@
 //! fail what was waiting, reconnect with exponential back-off, subscribe
 //! again, ask for a marker per room to detect events missed meanwhile.
 //! Every new connection reads `<prefix>:epoch` first: a new value means
-//! Redis lost its data, and every member starts over ([`Sink::lost`]).
+//! Redis lost its data, and every member starts over ([`Inbound::lost`]).
 //! Nothing here panics; nothing here knows about sockets or sessions.
 
+mod backbone;
 mod resp;
 pub(crate) mod scripts;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,7 +36,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+pub(crate) use backbone::RedisBackbone;
 pub use resp::Target;
+
+use crate::hub::Inbound;
 use resp::{Conn, LinkError, Value};
 pub(crate) use scripts::Script;
 
@@ -74,24 +78,6 @@ impl fmt::Display for Unavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// One name's connections in one room on this instance: (room, user, count).
-pub(crate) type LocalPresence = (String, String, u32);
-
-/// What the link delivers into: the hub.
-pub(crate) trait Sink: Send + Sync {
-    /// An event for `room`: `ev` its number (0: unnumbered), `skip` a user
-    /// who must not get it, `body` the event's JSON.
-    fn deliver(&self, room: &str, ev: u64, skip: Option<&str>, body: &str);
-    /// Every event of `room` up to `ev` has been published.
-    fn mark(&self, room: &str, ev: u64);
-    /// Redis lost its data (it restarted empty): every room's numbering
-    /// starts again, so every member must start over from a `welcome`.
-    fn lost(&self);
-    /// Calls `send` with this instance's members as (room, user, connections),
-    /// while no member can come or go.
-    fn with_presence(&self, send: &mut dyn FnMut(&[LocalPresence]));
 }
 
 type Reply = oneshot::Sender<Result<Value, LinkError>>;
@@ -142,7 +128,8 @@ struct Inner {
     resync: AtomicBool,
     wake_heartbeat: Notify,
     kick_cmd: Notify,
-    sink: Weak<dyn Sink>,
+    /// Where room events go: the hub.
+    inbound: Inbound,
     /// Rooms whose marker is still to be asked for; the heartbeat asks,
     /// and keeps a room here until Redis has answered.
     marks_due: Mutex<HashSet<String>>,
@@ -172,7 +159,7 @@ impl Drop for Link {
 
 impl Link {
     /// Starts the link's tasks (needs a tokio runtime).
-    pub fn start(settings: Settings, sink: Weak<dyn Sink>) -> Self {
+    pub fn start(settings: Settings, inbound: Inbound) -> Self {
         let mut id = [0u8; 8];
         let _ = getrandom::fill(&mut id);
         let instance = id.iter().map(|b| format!("{b:02x}")).collect::<String>();
@@ -192,7 +179,7 @@ impl Link {
             resync: AtomicBool::new(true),
             wake_heartbeat: Notify::new(),
             kick_cmd: Notify::new(),
-            sink,
+            inbound,
             marks_due: Mutex::new(HashSet::new()),
             epoch: Mutex::new(None),
         });
@@ -213,11 +200,6 @@ impl Link {
     /// This instance's id in Redis.
     pub fn instance(&self) -> &str {
         &self.inner.instance
-    }
-
-    /// The settings the link was started with.
-    pub fn settings(&self) -> &Settings {
-        &self.inner.settings
     }
 
     /// `None` when both connections are up; otherwise why not.
@@ -269,11 +251,6 @@ impl Link {
         }
     }
 
-    /// [`Link::call`] then [`Link::reply`].
-    pub async fn run(&self, script: Script, args: &[&[u8]]) -> Result<Value, Unavailable> {
-        Self::reply(self.call(script, args)?).await
-    }
-
     /// A presence change could not be queued: re-announce everything soon.
     pub fn need_resync(&self) {
         self.inner.resync.store(true, Ordering::Release);
@@ -300,30 +277,10 @@ impl Link {
         }
     }
 
-    /// Waits until Redis has confirmed the subscription to `room`.
-    pub async fn subscribed(&self, room: &str) -> Result<(), Unavailable> {
-        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
-        loop {
-            let notified = self.inner.subs_confirmed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let s = lock(&self.inner.subs);
-                if s.chans.get(room).is_some_and(|c| c.confirmed) {
-                    return Ok(());
-                }
-                if !s.up {
-                    return Err(Unavailable(
-                        "the chat backbone is reconnecting; try again shortly".into(),
-                    ));
-                }
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(Unavailable(
-                    "the chat backbone did not confirm the room in time; try again".into(),
-                ));
-            }
-        }
+    /// What can wait for a room's subscription after the call that
+    /// asked for it returned.
+    pub fn handle(&self) -> Subscriptions {
+        Subscriptions(Arc::clone(&self.inner))
     }
 
     /// Removes this instance's presence (graceful shutdown), briefly. The
@@ -341,6 +298,37 @@ impl Link {
         ];
         if let Ok(rx) = self.call(Script::Bye, &args) {
             let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        }
+    }
+}
+
+/// Waits for subscriptions; see [`Link::handle`].
+pub(crate) struct Subscriptions(Arc<Inner>);
+
+impl Subscriptions {
+    /// Waits until Redis has confirmed the subscription to `room`.
+    pub async fn subscribed(&self, room: &str) -> Result<(), Unavailable> {
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        loop {
+            let notified = self.0.subs_confirmed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let s = lock(&self.0.subs);
+                if s.chans.get(room).is_some_and(|c| c.confirmed) {
+                    return Ok(());
+                }
+                if !s.up {
+                    return Err(Unavailable(
+                        "the chat backbone is reconnecting; try again shortly".into(),
+                    ));
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(Unavailable(
+                    "the chat backbone did not confirm the room in time; try again".into(),
+                ));
+            }
         }
     }
 }
@@ -451,9 +439,7 @@ fn check_epoch(inner: &Inner, epoch: &Bytes) {
             "Redis came back without its data (restarted empty?): \
              every member starts over from a fresh welcome"
         );
-        if let Some(sink) = inner.sink.upgrade() {
-            sink.lost();
-        }
+        inner.inbound.lost();
     }
 }
 
@@ -697,9 +683,7 @@ fn on_push(inner: &Arc<Inner>, prefix: &str, v: &Value) {
     match (kind, room) {
         (b"message", Some(room)) => {
             let payload = items.get(2).and_then(Value::as_bytes).unwrap_or_default();
-            if let Some(sink) = inner.sink.upgrade() {
-                dispatch(&*sink, room, payload);
-            }
+            dispatch(&inner.inbound, room, payload);
         }
         (b"subscribe" | b"unsubscribe", Some(room)) => {
             let (confirmed, remark) = {
@@ -735,7 +719,7 @@ fn on_push(inner: &Arc<Inner>, prefix: &str, v: &Value) {
 }
 
 /// Decodes one published payload (see [`scripts`]) and hands it to the hub.
-fn dispatch(sink: &dyn Sink, room: &str, payload: &[u8]) {
+fn dispatch(inbound: &Inbound, room: &str, payload: &[u8]) {
     let number = |b: &[u8]| {
         std::str::from_utf8(b)
             .ok()
@@ -743,7 +727,7 @@ fn dispatch(sink: &dyn Sink, room: &str, payload: &[u8]) {
     };
     if let Some(rest) = payload.strip_prefix(b"s") {
         if let Some(ev) = number(rest) {
-            sink.mark(room, ev);
+            inbound.mark(room, ev);
         }
         return;
     }
@@ -760,7 +744,7 @@ fn dispatch(sink: &dyn Sink, room: &str, payload: &[u8]) {
         }
     });
     match parsed {
-        Some((ev, skip, body)) => sink.deliver(room, ev, skip, body),
+        Some((ev, skip, body)) => inbound.deliver(room, ev, skip, body),
         None => tracing::warn!("ignoring a malformed event on room {room:?}"),
     }
 }
@@ -822,25 +806,21 @@ async fn heartbeat_task(inner: Arc<Inner>) {
             }
         }
         if inner.resync.swap(false, Ordering::AcqRel) {
-            let Some(sink) = inner.sink.upgrade() else {
-                inner.resync.store(true, Ordering::Release);
-                continue;
-            };
             let mut queued = None;
-            sink.with_presence(&mut |members| {
+            inner.inbound.local_presence(&mut |members| {
                 let mut args: Vec<&[u8]> = vec![
                     inner.instance.as_bytes(),
                     ttl.as_bytes(),
                     cap.as_bytes(),
                     room_ttl.as_bytes(),
                 ];
-                let counts: Vec<String> = members.iter().map(|m| m.2.to_string()).collect();
+                let counts: Vec<String> =
+                    members.iter().map(|m| m.connections.to_string()).collect();
                 for (m, n) in members.iter().zip(&counts) {
-                    args.extend([m.0.as_bytes(), m.1.as_bytes(), n.as_bytes()]);
+                    args.extend([m.room.as_bytes(), m.user.as_bytes(), n.as_bytes()]);
                 }
                 queued = Some(link.call(Script::Resync, &args));
             });
-            drop(sink);
             let done = match queued {
                 Some(Ok(rx)) => Link::reply(rx).await.is_ok(),
                 _ => false,

@@ -37,13 +37,15 @@ local function msg_json(m, kind, cid)
   local s = cjson.encode(t)
   return string.sub(s, 1, -2) .. ',"reactions":' .. enc_reactions(m.r or {}) .. '}'
 end
--- The stored message `id` of `room` if `user` wrote it; else nil and the
--- refusal code (-1: no such message, -3: not the author).
-local function own_message(msgs, id, user)
+-- The stored message `id` of `room` if identity `who` wrote it (or
+-- `any`, for a moderator); else nil and the refusal code (-1: no such
+-- message, -3: not the author). Messages stored before identities have
+-- the identity of their name.
+local function own_message(msgs, id, who, any)
   local raw = redis.call('HGET', msgs, id)
   if not raw then return nil, -1 end
   local m = cjson.decode(raw)
-  if m.user ~= user then return nil, -3 end
+  if not any and (m.who or ('n:' .. m.user)) ~= who then return nil, -3 end
   return m
 end
 local function publish(room, body)
@@ -119,20 +121,21 @@ end
 /// A script the backbone runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Script {
-    /// `P, room, ring, id, user, content, timestamp, attachment JSON|'', client_id|''` → seq.
+    /// `P, room, ring, id, user, content, timestamp, attachment JSON|'',
+    /// client_id|'', identity` → seq.
     Post,
     /// `P, room, inst, ttl, user, n, room_ttl, after|'', welcome_history, cap,
     /// history byte budget` → `[last_seq, ev, gap, online_count, online JSON,
-    /// history JSON]`; then publishes `join`.
+    /// [message JSON, oldest first]]`; then publishes `join`.
     Join,
     /// `P, room, inst, ttl, user, n, cap, room_ttl` → sets this instance's count for the user.
     Presence,
     /// `P, room, id, user, emoji, add|remove|toggle, max emoji, max users` → 1 changed,
     /// 0 no-op, -1 unknown, -2 too many emoji, -5 too many users on this emoji.
     React,
-    /// `P, room, id, user, content, blank 0|1, now` → 1, -1 unknown, -3 forbidden, -4 blank.
+    /// `P, room, id, identity, content, blank 0|1, now` → 1, -1 unknown, -3 forbidden, -4 blank.
     Edit,
-    /// `P, room, id, user` → 1, -1 unknown, -3 forbidden.
+    /// `P, room, id, identity, moderator 0|1` → 1, -1 unknown, -3 forbidden.
     Delete,
     /// `P, room, user, interval_ms` → 1 published, 0 throttled.
     Typing,
@@ -195,7 +198,7 @@ const POST: &str = r#"
 local room, ring = ARGV[2], tonumber(ARGV[3])
 local meta, ids, msgs = k('meta', room), k('ids', room), k('msgs', room)
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
-local m = {id = ARGV[4], seq = seq, user = ARGV[5], content = ARGV[6], timestamp = ARGV[7], r = {}}
+local m = {id = ARGV[4], seq = seq, user = ARGV[5], who = ARGV[10], content = ARGV[6], timestamp = ARGV[7], r = {}}
 if ARGV[8] ~= '' then m.attachment = cjson.decode(ARGV[8]) end
 redis.call('HSET', msgs, m.id, cjson.encode(m))
 redis.call('ZADD', ids, seq, m.id)
@@ -252,7 +255,7 @@ local parts = {}
 for i = #newest_first, 1, -1 do parts[#parts + 1] = newest_first[i] end
 local count, names = online(room, 1e9)
 if change then presence_event(change, room, user, tonumber(ARGV[10])) end
-return {last_seq, ev, gap, count, enc_list(names), '[' .. table.concat(parts, ',') .. ']'}
+return {last_seq, ev, gap, count, enc_list(names), parts}
 "#;
 
 const PRESENCE: &str = r#"
@@ -297,9 +300,9 @@ return 1
 "#;
 
 const EDIT: &str = r#"
-local room, id, user = ARGV[2], ARGV[3], ARGV[4]
+local room, id, who = ARGV[2], ARGV[3], ARGV[4]
 local msgs = k('msgs', room)
-local m, refused = own_message(msgs, id, user)
+local m, refused = own_message(msgs, id, who, false)
 if not m then return refused end
 if ARGV[6] == '1' and not m.attachment then return -4 end
 m.content, m.edited_at = ARGV[5], ARGV[7]
@@ -309,9 +312,9 @@ return 1
 "#;
 
 const DELETE: &str = r#"
-local room, id, user = ARGV[2], ARGV[3], ARGV[4]
+local room, id, who = ARGV[2], ARGV[3], ARGV[4]
 local msgs = k('msgs', room)
-local m, refused = own_message(msgs, id, user)
+local m, refused = own_message(msgs, id, who, ARGV[5] == '1')
 if not m then return refused end
 redis.call('HDEL', msgs, id)
 redis.call('ZREM', k('ids', room), id)

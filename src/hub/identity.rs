@@ -1,0 +1,40 @@
+//! Who a connection is, whatever name it shows. A name is display text
+//! that several people may use over time; an [`Identity`] is what edits,
+//! deletes and reactions are checked against, and what every stored message
+//! records about its author. It is an opaque key: the server derives it
+//! (from a signed token's subject, or from a connection's secret claim) and
+//! never sends it to clients.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// An opaque identity key. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity(Arc<str>);
+
+impl Identity {
+    /// The identity of a name nobody authenticated: whoever uses the name
+    /// is its author (the behaviour of a server without identities).
+    pub fn named(name: &str) -> Self {
+        Self(format!("n:{name}").into())
+    }
+
+    /// An identity from a key the server derived itself (a token subject,
+    /// a hashed claim). Never from client text as it is.
+    pub fn from_key(key: impl Into<Arc<str>>) -> Self {
+        Self(key.into())
+    }
+
+    /// The key, for storage.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keys are not secrets (hashes and subjects), but keep logs short.
+        let shown: String = self.0.chars().take(12).collect();
+        write!(f, "Identity({shown}…)")
+    }
+}

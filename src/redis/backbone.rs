@@ -1,0 +1,363 @@
+//! Redis as the hub's [`Backbone`]: each change is one Lua script (see
+//! [`scripts`](super::scripts)) that checks, stores and publishes in one
+//! step; this file only turns the hub's requests into script arguments and
+//! the scripts' replies into the hub's answers and refusals.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::{Link, Script, Settings, Unavailable, ms};
+use crate::hub::{
+    Answer, Backbone, Emoji, ErrorCode, HubConfig, Identity, Inbound, NewMessage, Online,
+    ReactionAction, Refusal, RemoteWelcome, RoomName, UserName,
+};
+
+/// The hub's settings a script needs, as script arguments.
+struct Args {
+    ring: String,
+    welcome_history: String,
+    welcome_bytes: String,
+    online_cap: String,
+    room_ttl: String,
+    presence_ttl: String,
+    typing_interval: String,
+    max_reactions: usize,
+    max_users: usize,
+}
+
+/// The running Redis backbone.
+pub(crate) struct RedisBackbone {
+    link: Link,
+    args: Args,
+}
+
+impl RedisBackbone {
+    /// Starts the link's tasks (needs a tokio runtime; Redis need not be
+    /// up yet: the hub reports itself degraded until it is).
+    pub fn start(settings: Settings, config: &HubConfig, inbound: Inbound) -> Arc<dyn Backbone> {
+        let args = Args {
+            ring: config.history.max(1).to_string(),
+            welcome_history: config.welcome_history.to_string(),
+            welcome_bytes: config.welcome_history_bytes.to_string(),
+            online_cap: config.online_list_cap.to_string(),
+            room_ttl: ms(config.empty_room_ttl),
+            presence_ttl: ms(settings.presence_ttl),
+            typing_interval: ms(config.typing_interval),
+            max_reactions: config.max_reactions_per_message,
+            max_users: config.max_users_per_reaction,
+        };
+        Arc::new(Self {
+            link: Link::start(settings, inbound),
+            args,
+        })
+    }
+
+    /// Runs `script` and maps its refusal code (see [`refused`]).
+    fn checked(
+        &self,
+        script: Script,
+        args: &[&[u8]],
+        message_id: &str,
+        what: &'static str,
+    ) -> Answer<()> {
+        let queued = self.link.call(script, args);
+        let (max_reactions, max_users) = (self.args.max_reactions, self.args.max_users);
+        let message_id = message_id.to_owned();
+        Box::pin(async move {
+            let reply = Link::reply(queued.map_err(unavailable)?)
+                .await
+                .map_err(unavailable)?;
+            refused(
+                reply.as_int().unwrap_or(0),
+                &message_id,
+                what,
+                (max_reactions, max_users),
+            )
+        })
+    }
+
+    /// Queues "this instance holds `n` connections of `user` in `room`".
+    fn set_presence(&self, room: &RoomName, user: &UserName, n: u32) -> Result<(), Unavailable> {
+        let n = n.to_string();
+        let a = &self.args;
+        self.link
+            .call(
+                Script::Presence,
+                &[
+                    room.as_str().as_bytes(),
+                    self.link.instance().as_bytes(),
+                    a.presence_ttl.as_bytes(),
+                    user.as_str().as_bytes(),
+                    n.as_bytes(),
+                    a.online_cap.as_bytes(),
+                    a.room_ttl.as_bytes(),
+                ],
+            )
+            .map(drop)
+    }
+}
+
+fn unavailable(e: Unavailable) -> Refusal {
+    Refusal::new(ErrorCode::Unavailable, e.0)
+}
+
+/// Maps a script's refusal code to what the client is told.
+fn refused(
+    code: i64,
+    message_id: &str,
+    what: &str,
+    (max_reactions, max_users): (usize, usize),
+) -> Result<(), Refusal> {
+    match code {
+        -1 => Err(Refusal::new(
+            ErrorCode::UnknownMessage,
+            format!("no message {message_id:?} in this room's recent history"),
+        )),
+        -2 => Err(Refusal::new(
+            ErrorCode::TooManyReactions,
+            format!(
+                "this message already has {max_reactions} different emoji; react with one of those"
+            ),
+        )),
+        -5 => Err(Refusal::new(
+            ErrorCode::TooManyReactions,
+            format!("{max_users} people already reacted with this emoji"),
+        )),
+        -3 => Err(Refusal::new(
+            ErrorCode::Forbidden,
+            format!("only the author can {what} a message"),
+        )),
+        -4 => Err(Refusal::new(
+            ErrorCode::InvalidField,
+            "`content` must not be blank; delete the message instead",
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Backbone for RedisBackbone {
+    fn degraded(&self) -> Option<String> {
+        self.link.degraded()
+    }
+
+    fn watch(&self, room: &RoomName) {
+        self.link.want(room.as_str());
+    }
+
+    fn watching(&self, room: &RoomName) -> Answer<()> {
+        let link = self.link.handle();
+        let room = room.as_str().to_owned();
+        Box::pin(async move { link.subscribed(&room).await.map_err(unavailable) })
+    }
+
+    fn welcome(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        connections: u32,
+        after: Option<u64>,
+    ) -> Answer<RemoteWelcome> {
+        let a = &self.args;
+        let n = connections.to_string();
+        let after = after.map(|a| a.to_string()).unwrap_or_default();
+        let queued = self.link.call(
+            Script::Join,
+            &[
+                room.as_str().as_bytes(),
+                self.link.instance().as_bytes(),
+                a.presence_ttl.as_bytes(),
+                user.as_str().as_bytes(),
+                n.as_bytes(),
+                a.room_ttl.as_bytes(),
+                after.as_bytes(),
+                a.welcome_history.as_bytes(),
+                a.online_cap.as_bytes(),
+                a.welcome_bytes.as_bytes(),
+            ],
+        );
+        Box::pin(async move {
+            let v = Link::reply(queued.map_err(unavailable)?)
+                .await
+                .map_err(unavailable)?;
+            let items = v.items();
+            let int = |i: usize| items.get(i).and_then(|v| v.as_int()).unwrap_or(0);
+            let text = |v: &super::resp::Value| {
+                v.as_bytes()
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .map(str::to_owned)
+            };
+            let history = items
+                .get(5)
+                .map(|h| h.items().iter().filter_map(text).collect())
+                .unwrap_or_default();
+            Ok(RemoteWelcome {
+                last_seq: u64::try_from(int(0)).unwrap_or(0),
+                ev: u64::try_from(int(1)).unwrap_or(0),
+                gap: int(2) == 1,
+                online_count: usize::try_from(int(3)).unwrap_or(0),
+                online: items.get(4).and_then(text),
+                history,
+            })
+        })
+    }
+
+    fn leave(&self, room: &RoomName, user: &UserName, connections: u32, room_empty: bool) {
+        if room_empty {
+            self.link.unwant(room.as_str());
+        }
+        if self.set_presence(room, user, connections).is_err() {
+            self.link.need_resync();
+        }
+    }
+
+    fn post(&self, room: &RoomName, m: NewMessage<'_>) -> Answer<u64> {
+        let attachment = m
+            .attachment
+            .map(|a| serde_json::to_string(a).unwrap_or_default())
+            .unwrap_or_default();
+        let queued = self.link.call(
+            Script::Post,
+            &[
+                room.as_str().as_bytes(),
+                self.args.ring.as_bytes(),
+                m.id.as_bytes(),
+                m.user.as_str().as_bytes(),
+                m.content.as_bytes(),
+                m.timestamp.as_bytes(),
+                attachment.as_bytes(),
+                m.client_id.unwrap_or_default().as_bytes(),
+                m.identity.as_str().as_bytes(),
+            ],
+        );
+        Box::pin(async move {
+            let seq = Link::reply(queued.map_err(unavailable)?)
+                .await
+                .map_err(unavailable)?;
+            seq.as_int()
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| {
+                    Refusal::new(ErrorCode::Unavailable, "the chat backbone gave no seq")
+                })
+        })
+    }
+
+    fn react(
+        &self,
+        room: &RoomName,
+        message_id: &str,
+        user: &UserName,
+        _identity: &Identity,
+        emoji: &Emoji,
+        action: ReactionAction,
+    ) -> Answer<()> {
+        let action: &[u8] = match action {
+            ReactionAction::Add => b"add",
+            ReactionAction::Remove => b"remove",
+            ReactionAction::Toggle => b"toggle",
+        };
+        let (max, max_users) = (
+            self.args.max_reactions.to_string(),
+            self.args.max_users.to_string(),
+        );
+        self.checked(
+            Script::React,
+            &[
+                room.as_str().as_bytes(),
+                message_id.as_bytes(),
+                user.as_str().as_bytes(),
+                emoji.as_str().as_bytes(),
+                action,
+                max.as_bytes(),
+                max_users.as_bytes(),
+            ],
+            message_id,
+            "react to",
+        )
+    }
+
+    fn edit(
+        &self,
+        room: &RoomName,
+        message_id: &str,
+        identity: &Identity,
+        content: &str,
+        edited_at: &str,
+    ) -> Answer<()> {
+        let blank: &[u8] = if content.trim().is_empty() {
+            b"1"
+        } else {
+            b"0"
+        };
+        self.checked(
+            Script::Edit,
+            &[
+                room.as_str().as_bytes(),
+                message_id.as_bytes(),
+                identity.as_str().as_bytes(),
+                content.as_bytes(),
+                blank,
+                edited_at.as_bytes(),
+            ],
+            message_id,
+            "edit",
+        )
+    }
+
+    fn delete(
+        &self,
+        room: &RoomName,
+        message_id: &str,
+        identity: &Identity,
+        moderator: bool,
+    ) -> Answer<()> {
+        let moderator: &[u8] = if moderator { b"1" } else { b"0" };
+        self.checked(
+            Script::Delete,
+            &[
+                room.as_str().as_bytes(),
+                message_id.as_bytes(),
+                identity.as_str().as_bytes(),
+                moderator,
+            ],
+            message_id,
+            "delete",
+        )
+    }
+
+    fn typing(&self, room: &RoomName, user: &UserName) {
+        // The reply is not awaited: nobody is told about typing failures.
+        let _ = self.link.call(
+            Script::Typing,
+            &[
+                room.as_str().as_bytes(),
+                user.as_str().as_bytes(),
+                self.args.typing_interval.as_bytes(),
+            ],
+        );
+    }
+
+    fn presence(&self, room: &RoomName) -> Answer<Online> {
+        let queued = self.link.call(Script::Online, &[room.as_str().as_bytes()]);
+        Box::pin(async move {
+            let v = Link::reply(queued.map_err(unavailable)?)
+                .await
+                .map_err(unavailable)?;
+            let items = v.items();
+            let count = items.first().and_then(|c| c.as_int()).unwrap_or(0);
+            let names = items
+                .get(1)
+                .and_then(|n| n.as_bytes())
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .unwrap_or("[]");
+            Ok(Online {
+                count: usize::try_from(count).unwrap_or(0),
+                names: names.to_owned(),
+            })
+        })
+    }
+
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.link.bye())
+    }
+}
