@@ -15,9 +15,10 @@ use crate::error::ServeError;
 use crate::http::pages::IndexPage;
 use crate::http::static_files::StaticFiles;
 use crate::http::upload::Uploads;
-use crate::hub::Hub;
+use crate::hub::{Hub, HubParts};
 use crate::media::MediaStore;
 use crate::metrics::Metrics;
+use crate::store::StoreKind;
 use crate::ws::session::SessionConfig;
 
 /// Counts running connections and sessions so shutdown can wait for them.
@@ -79,9 +80,20 @@ pub(crate) struct AppState {
 
 impl AppState {
     /// Builds everything the server shares from `config`: the uploads
-    /// directory (created and checked), the hub and its backbone, the pages.
-    pub fn build(config: Config) -> Result<Arc<Self>, ServeError> {
+    /// directory (created and checked), the history store (opened, its
+    /// schema checked), the hub and its backbone, the pages.
+    pub async fn build(config: Config) -> Result<Arc<Self>, ServeError> {
         let config = config.within_bounds();
+        if config.redis_url.is_some()
+            && !config.store.is_shared()
+            && config.store != StoreKind::Memory
+        {
+            return Err(ServeError::Store(
+                "with --redis-url every instance must share the history store: pass \
+                 --store postgres://... (or --store memory to keep history in Redis only)"
+                    .into(),
+            ));
+        }
         prepare_uploads_dir(&config)?;
         let metrics = Arc::new(Metrics::default());
         let media = MediaStore::new(config.uploads_dir.clone());
@@ -97,9 +109,17 @@ impl AppState {
             });
         }
         let uploads = Uploads::new(&config, media.clone(), Arc::clone(&metrics));
+        let store = crate::store::open(&config.store_settings(), Arc::clone(&metrics))
+            .await
+            .map_err(|e| ServeError::Store(e.0))?;
+        let parts = HubParts {
+            config: config.hub_config(),
+            metrics,
+            store,
+        };
         let hub = match &config.redis_url {
-            None => Hub::with_metrics(config.hub_config(), metrics),
-            Some(url) => start_redis(&config, metrics, url)?,
+            None => Hub::from_parts(parts),
+            Some(url) => start_redis(&config, parts, url)?,
         };
         Ok(Arc::new(AppState {
             uploads,
@@ -152,7 +172,7 @@ fn prepare_uploads_dir(config: &Config) -> Result<(), ServeError> {
 /// A hub whose rooms are shared through the Redis at `url`: the composition
 /// of the hub and its Redis backbone.
 #[cfg(feature = "redis")]
-fn start_redis(config: &Config, metrics: Arc<Metrics>, url: &str) -> Result<Hub, ServeError> {
+fn start_redis(config: &Config, parts: HubParts, url: &str) -> Result<Hub, ServeError> {
     let settings = crate::redis::Settings {
         target: crate::redis::Target::parse(url).map_err(ServeError::Redis)?,
         prefix: config.redis_prefix.clone(),
@@ -160,8 +180,8 @@ fn start_redis(config: &Config, metrics: Arc<Metrics>, url: &str) -> Result<Hub,
         online_list_cap: config.hub_config().online_list_cap,
         empty_room_ttl: config.empty_room_ttl,
     };
-    let hub_config = config.hub_config();
-    Hub::with_backbone(hub_config.clone(), metrics, |inbound| {
+    let hub_config = parts.config.clone();
+    Hub::with_backbone(parts, |inbound| {
         Ok::<_, ServeError>(crate::redis::RedisBackbone::start(
             settings,
             &hub_config,
@@ -171,7 +191,7 @@ fn start_redis(config: &Config, metrics: Arc<Metrics>, url: &str) -> Result<Hub,
 }
 
 #[cfg(not(feature = "redis"))]
-fn start_redis(_: &Config, _: Arc<Metrics>, _: &str) -> Result<Hub, ServeError> {
+fn start_redis(_: &Config, _: HubParts, _: &str) -> Result<Hub, ServeError> {
     Err(ServeError::Redis(
         "this build has no Redis support; rebuild with `--features redis`".into(),
     ))

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::hub::{HubConfig, Limits};
+use crate::store::{Fsync, Retention, StoreKind, StoreSettings};
 
 /// Everything [`crate::serve`] can be told.
 #[derive(Debug, Clone)]
@@ -65,6 +66,22 @@ pub struct Config {
     /// With Redis: an instance silent this long is taken for dead and its
     /// members leave (it refreshes its entry every third of this).
     pub presence_ttl: Duration,
+    /// Where history is kept: an SQLite file under `data_dir` (the
+    /// default), memory only, or PostgreSQL.
+    pub store: StoreKind,
+    /// Where the SQLite store keeps its file (created at start).
+    pub data_dir: PathBuf,
+    /// When a commit is flushed to disk.
+    pub fsync: Fsync,
+    /// Messages older than this many days are deleted (`None`: kept).
+    pub retention_days: Option<u32>,
+    /// Each room keeps at most its newest this many messages (`None`: all).
+    pub retention_messages: Option<u64>,
+    /// Largest the SQLite file may grow, in MiB (`None`: no limit).
+    pub store_max_mb: Option<u64>,
+    /// Operations the store's writer queue holds; beyond it changes are
+    /// refused with `unavailable` (the writer is that far behind).
+    pub store_queue: usize,
 }
 
 impl Default for Config {
@@ -95,6 +112,13 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "roomcast".to_owned(),
             presence_ttl: Duration::from_secs(30),
+            store: StoreKind::Sqlite,
+            data_dir: PathBuf::from("data"),
+            fsync: Fsync::Batch,
+            retention_days: None,
+            retention_messages: None,
+            store_max_mb: None,
+            store_queue: 16_384,
         }
     }
 }
@@ -115,6 +139,20 @@ macro_rules! setters {
 }
 
 setters! {
+    /// Sets [`Config::store`].
+    store: StoreKind,
+    /// Sets [`Config::data_dir`].
+    data_dir: PathBuf,
+    /// Sets [`Config::fsync`].
+    fsync: Fsync,
+    /// Sets [`Config::retention_days`].
+    retention_days: Option<u32>,
+    /// Sets [`Config::retention_messages`].
+    retention_messages: Option<u64>,
+    /// Sets [`Config::store_max_mb`].
+    store_max_mb: Option<u64>,
+    /// Sets [`Config::store_queue`].
+    store_queue: usize,
     /// Sets [`Config::uploads_dir`].
     uploads_dir: PathBuf,
     /// Sets [`Config::static_dir`].
@@ -193,10 +231,30 @@ impl Config {
         self
     }
 
-    /// The hub settings these server settings imply.
+    /// The store settings these server settings imply.
+    pub fn store_settings(&self) -> StoreSettings {
+        StoreSettings {
+            kind: self.store.clone(),
+            data_dir: self.data_dir.clone(),
+            fsync: self.fsync,
+            retention: Retention {
+                days: self.retention_days.filter(|d| *d > 0),
+                per_room: self.retention_messages.filter(|n| *n > 0),
+            },
+            queue: self.store_queue.max(1),
+            max_mb: self.store_max_mb,
+        }
+    }
+
+    /// The hub settings these server settings imply. A room never keeps
+    /// more in memory than the store keeps of it.
     pub fn hub_config(&self) -> HubConfig {
+        let kept = self
+            .retention_messages
+            .filter(|n| *n > 0)
+            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
         HubConfig {
-            history: self.history.max(1),
+            history: self.history.max(1).min(kept),
             welcome_history: self.welcome_history,
             welcome_history_bytes: self.welcome_history_bytes,
             max_users_per_reaction: self.max_users_per_reaction.max(1),

@@ -19,6 +19,9 @@ pub enum ServeError {
     /// The Redis settings are unusable (a bad URL, or a build without the
     /// `redis` feature).
     Redis(String),
+    /// The history store cannot be used (its directory, its file, its
+    /// database, or its settings); the message says which and what to do.
+    Store(String),
 }
 
 impl fmt::Display for ServeError {
@@ -31,6 +34,7 @@ impl fmt::Display for ServeError {
             ),
             Self::Listener(e) => write!(f, "the listener is not usable: {e}"),
             Self::Redis(e) => write!(f, "cannot use Redis: {e}"),
+            Self::Store(e) => write!(f, "cannot use the history store: {e}"),
         }
     }
 }
@@ -39,7 +43,7 @@ impl std::error::Error for ServeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::UploadsDir { source, .. } | Self::Listener(source) => Some(source),
-            Self::Redis(_) => None,
+            Self::Redis(_) | Self::Store(_) => None,
         }
     }
 }

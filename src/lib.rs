@@ -25,6 +25,7 @@ pub mod metrics;
 mod redis;
 mod router;
 mod server;
+pub mod store;
 pub mod ws;
 
 pub use config::Config;

@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use roomcast::Config;
+use roomcast::store::{Fsync, StoreKind};
 
 const HELP: &str = "\
 roomcast: a real-time chat server
@@ -38,6 +39,18 @@ Each option falls back to the environment variable shown, then the default.
   --redis-prefix P       prefix of its keys and channels [REDIS_PREFIX, default roomcast]
   --presence-ttl S       with Redis: an instance silent for S seconds is taken
                          for dead and its members leave (at least 3) [PRESENCE_TTL, default 30]
+  --store S              where history is kept: `sqlite` (a file in --data-dir),
+                         `memory` (gone at restart), or postgres://user@host/db
+                         (feature `postgres`; shared by instances)
+                         [STORE, then DATABASE_URL; default sqlite]
+  --data-dir D           where the SQLite store lives  [DATA_DIR, default data]
+  --fsync P              always | batch | off: when commits reach the disk
+                         [FSYNC, default batch]
+  --retention-days N     delete messages older than N days [RETENTION_DAYS, default: keep]
+  --retention-messages N keep at most the newest N messages per room
+                         [RETENTION_MESSAGES, default: keep all]
+  --store-max-mb N       largest the SQLite file may grow; past it posts get
+                         `unavailable` [STORE_MAX_MB, default: no limit]
   -h, --help             print this help
   -V, --version          print the version
 
@@ -112,7 +125,7 @@ fn parse_args(
             .or_else(|| env(env_name))
             .map(|v| (format!("--{flag}"), v))
     };
-    const KNOWN: [&str; 17] = [
+    const KNOWN: [&str; 23] = [
         "host",
         "port",
         "uploads-dir",
@@ -130,6 +143,12 @@ fn parse_args(
         "redis-url",
         "redis-prefix",
         "presence-ttl",
+        "store",
+        "data-dir",
+        "fsync",
+        "retention-days",
+        "retention-messages",
+        "store-max-mb",
     ];
     if let Some((name, _)) = flags.iter().find(|(n, _)| !KNOWN.contains(&n.as_str())) {
         return Err(format!("unknown option --{name}; see --help"));
@@ -187,6 +206,29 @@ fn parse_args(
     }
     if let Some((f, v)) = get("presence-ttl", "PRESENCE_TTL") {
         config = config.presence_ttl(parse_seconds(&f, &v, 3)?);
+    }
+    let store = get("store", "STORE").or_else(|| {
+        env("DATABASE_URL")
+            .filter(|v| !v.is_empty())
+            .map(|v| ("DATABASE_URL".to_owned(), v))
+    });
+    if let Some((f, v)) = store {
+        config = config.store(v.parse::<StoreKind>().map_err(|e| format!("{f}: {e}"))?);
+    }
+    if let Some((_, v)) = get("data-dir", "DATA_DIR") {
+        config = config.data_dir(PathBuf::from(v));
+    }
+    if let Some((f, v)) = get("fsync", "FSYNC") {
+        config = config.fsync(v.parse::<Fsync>().map_err(|e| format!("{f}: {e}"))?);
+    }
+    if let Some((f, v)) = get("retention-days", "RETENTION_DAYS") {
+        config = config.retention_days(Some(parse_value::<u32>(&f, &v)?));
+    }
+    if let Some((f, v)) = get("retention-messages", "RETENTION_MESSAGES") {
+        config = config.retention_messages(Some(parse_value::<u64>(&f, &v)?));
+    }
+    if let Some((f, v)) = get("store-max-mb", "STORE_MAX_MB") {
+        config = config.store_max_mb(Some(parse_value::<u64>(&f, &v)?));
     }
     let host = get("host", "HOST").map_or_else(|| "127.0.0.1".to_owned(), |(_, v)| v);
     let port = match get("port", "PORT") {
@@ -349,6 +391,35 @@ mod tests {
         assert_eq!(config(&[], &[("REDIS_URL", "")]).redis_url, None);
         let c = config(&["--redis-url", "redis://127.0.0.1:6379"], &[]);
         assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+    }
+
+    #[test]
+    fn the_store_is_sqlite_in_data_unless_told() {
+        let c = config(&[], &[]);
+        assert_eq!(
+            (c.store, c.data_dir),
+            (StoreKind::Sqlite, PathBuf::from("data"))
+        );
+        assert_eq!(c.fsync, Fsync::Batch);
+        let c = config(&["--store", "memory", "--fsync", "off"], &[]);
+        assert_eq!((c.store, c.fsync), (StoreKind::Memory, Fsync::Off));
+        let url = "postgres://roomcast@db/chat";
+        let c = config(&[], &[("DATABASE_URL", url)]);
+        assert_eq!(c.store, StoreKind::Postgres(url.into()));
+        let c = config(&["--store", "sqlite"], &[("DATABASE_URL", url)]);
+        assert_eq!(c.store, StoreKind::Sqlite, "--store wins over DATABASE_URL");
+        let c = config(
+            &["--retention-days", "30", "--retention-messages", "10000"],
+            &[],
+        );
+        assert_eq!(
+            (c.retention_days, c.retention_messages),
+            (Some(30), Some(10_000))
+        );
+        for (flag, value) in [("--store", "mysql://x"), ("--fsync", "sometimes")] {
+            let err = parse(&[flag, value], &[]).err().expect(flag);
+            assert!(err.starts_with(flag), "{err}");
+        }
     }
 
     #[test]

@@ -17,6 +17,10 @@ impl Counter {
     pub fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
+    /// Sets the value (gauges only).
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
     /// Subtracts one (gauges only).
     pub fn dec(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
@@ -56,4 +60,14 @@ pub struct Metrics {
     pub uploads_refused: Counter,
     /// HTTP requests served (WebSocket upgrades included).
     pub http_requests: Counter,
+    /// Operations waiting for the history store's writer (gauge).
+    pub store_queue: Counter,
+    /// Transactions the history store committed.
+    pub store_commits: Counter,
+    /// Changes the history store committed.
+    pub store_changes: Counter,
+    /// Failed history store transactions (each retried, or skipped alone).
+    pub store_errors: Counter,
+    /// Messages deleted by the retention period.
+    pub store_pruned: Counter,
 }

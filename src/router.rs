@@ -41,6 +41,12 @@ pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Respo
             }
             false => h::method_not_allowed("GET, HEAD"),
         },
+        (_, p) if p.starts_with("/api/rooms/") => match p["/api/rooms/".len()..].split_once('/') {
+            Some((room, "messages")) => {
+                h::history::page(&state.hub, &method, room, req.uri().query()).await
+            }
+            _ => h::not_found(),
+        },
         (_, p) if p.starts_with("/ws/") => match p["/ws/".len()..].split_once('/') {
             Some((room, user)) if !user.contains('/') => match method {
                 Method::GET => ws::upgrade::handle(req, &state, room, user),

@@ -36,7 +36,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().map_err(ServeError::Listener)?;
-    let state = AppState::build(config)?;
+    let state = AppState::build(config).await?;
     tracing::info!(%addr, "roomcast listening");
 
     let sweeper = {
@@ -102,6 +102,17 @@ pub async fn serve(
     }
     sweeper.abort();
     state.hub.stop_backbone().await;
+    state.hub.settle();
+    if let Some(store) = state.hub.store() {
+        // Everything accepted is committed, then the file or connection is
+        // closed (a new server may open the same data directory at once).
+        if tokio::time::timeout(state.config.shutdown_grace, store.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the history store did not finish committing in time");
+        }
+    }
     Ok(())
 }
 

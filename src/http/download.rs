@@ -172,10 +172,10 @@ pub async fn serve(
     let body = if method == Method::HEAD || count == 0 {
         empty()
     } else {
-        if start > 0 {
-            if let Err(e) = file.seek(io::SeekFrom::Start(start)).await {
-                return storage_failed(&e);
-            }
+        if start > 0
+            && let Err(e) = file.seek(io::SeekFrom::Start(start)).await
+        {
+            return storage_failed(&e);
         }
         FileBody {
             file,

@@ -97,8 +97,47 @@ pub fn render(hub: &Hub) -> Response<Body> {
             m.http_requests.get(),
         ),
     ];
-    let mut out = String::with_capacity(2048);
-    for (name, kind, help, value) in rows {
+    let uncommitted = hub.store().map_or(0, |s| s.uncommitted());
+    let store_rows: [(&str, &str, &str, u64); 6] = [
+        (
+            "roomcast_store_uncommitted",
+            "gauge",
+            "Changes accepted but not yet committed by the history store.",
+            uncommitted,
+        ),
+        (
+            "roomcast_store_queue",
+            "gauge",
+            "Operations waiting for the history store's writer.",
+            m.store_queue.get(),
+        ),
+        (
+            "roomcast_store_commits_total",
+            "counter",
+            "History store transactions committed.",
+            m.store_commits.get(),
+        ),
+        (
+            "roomcast_store_changes_total",
+            "counter",
+            "Changes the history store committed.",
+            m.store_changes.get(),
+        ),
+        (
+            "roomcast_store_errors_total",
+            "counter",
+            "History store transactions that failed (retried, or skipped alone).",
+            m.store_errors.get(),
+        ),
+        (
+            "roomcast_store_pruned_total",
+            "counter",
+            "Messages deleted by the retention period.",
+            m.store_pruned.get(),
+        ),
+    ];
+    let mut out = String::with_capacity(3072);
+    for (name, kind, help, value) in rows.into_iter().chain(store_rows) {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"

@@ -3,6 +3,7 @@
 //! Handlers here never touch WebSocket sessions.
 
 pub mod download;
+pub mod history;
 pub mod metrics;
 pub mod pages;
 pub mod rate_limit;
@@ -53,6 +54,17 @@ pub fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> 
         .header(header::CACHE_CONTROL, "no-store")
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .body(full(bytes))
+        .expect("static headers are valid")
+}
+
+/// A JSON answer whose body is already JSON text.
+pub fn json_text(status: StatusCode, body: String) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .body(full(body))
         .expect("static headers are valid")
 }
 

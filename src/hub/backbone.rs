@@ -83,22 +83,27 @@ pub trait Backbone: Send + Sync + 'static {
     fn watching(&self, room: &RoomName) -> Answer<()>;
     /// Registers a connection (`user` now has `connections` here) and reads
     /// the state its `welcome` shows: the last messages, or those after
-    /// `after`. Called under the room's lock.
+    /// `after`. The room's `seq` never goes below `seq_floor` (what a
+    /// durable store already holds). Called under the room's lock.
     fn welcome(
         &self,
         room: &RoomName,
         user: &UserName,
         connections: u32,
         after: Option<u64>,
+        seq_floor: u64,
     ) -> Answer<RemoteWelcome>;
     /// `user` now has `connections` here (fewer than before); `room_empty`
     /// when the room has no local member left (stop receiving its events).
     /// Called under the room's lock; never refused (a backbone that cannot
     /// record it now re-announces every member later).
     fn leave(&self, room: &RoomName, user: &UserName, connections: u32, room_empty: bool);
-    /// Gives a message its `seq`, stores and publishes it.
-    fn post(&self, room: &RoomName, message: NewMessage<'_>) -> Answer<u64>;
-    /// Adds, removes or toggles `user`'s reaction.
+    /// Gives a message its `seq` (above `seq_floor`), stores and publishes it.
+    fn post(&self, room: &RoomName, message: NewMessage<'_>, seq_floor: u64) -> Answer<u64>;
+    /// Adds, removes or toggles `user`'s reaction; answers the message's
+    /// reactions after the change in the store's form (see
+    /// [`Reactions::to_store_json`](super::Reactions::to_store_json)), or
+    /// `None` if nothing changed.
     fn react(
         &self,
         room: &RoomName,
@@ -107,7 +112,7 @@ pub trait Backbone: Send + Sync + 'static {
         identity: &Identity,
         emoji: &Emoji,
         action: ReactionAction,
-    ) -> Answer<()>;
+    ) -> Answer<Option<String>>;
     /// Replaces a message's content if `identity` wrote it.
     fn edit(
         &self,
@@ -129,6 +134,15 @@ pub trait Backbone: Send + Sync + 'static {
     fn typing(&self, room: &RoomName, user: &UserName);
     /// Who is online in the room.
     fn presence(&self, room: &RoomName) -> Answer<Online>;
+    /// The newest `limit` messages below `before` (all: `None`) that the
+    /// backbone still holds, oldest first, each as its JSON object, and
+    /// whether it holds older ones.
+    fn page(
+        &self,
+        room: &RoomName,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Answer<(Vec<String>, bool)>;
     /// At shutdown, after the sessions ended: leaves the backbone.
     fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }

@@ -9,7 +9,7 @@ use super::names::{Emoji, RoomName, UserName};
 
 /// A file attached to a message; filled in by the server from its own upload
 /// records, never from what the client claimed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Attachment {
     /// `/uploads/<id>.<ext>`.
     pub url: String,
@@ -44,6 +44,36 @@ impl Reactions {
             .iter()
             .find(|(e, _)| e == emoji)
             .map_or(&[], |(_, u)| u.as_slice())
+    }
+}
+
+impl Reactions {
+    /// The form a store keeps: `[[emoji, [users]], ...]`, emoji in the order
+    /// first used (a JSON object would not keep it).
+    pub fn to_store_json(&self) -> String {
+        let list: Vec<(&str, Vec<&str>)> = self
+            .0
+            .iter()
+            .map(|(e, users)| (e.as_str(), users.iter().map(UserName::as_str).collect()))
+            .collect();
+        serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// Reads [`Reactions::to_store_json`]'s form back; entries that are not
+    /// valid any more are left out.
+    pub fn from_store_json(text: &str) -> Self {
+        let list: Vec<(String, Vec<String>)> = serde_json::from_str(text).unwrap_or_default();
+        Self(
+            list.into_iter()
+                .filter_map(|(e, users)| {
+                    let users: Vec<UserName> = users
+                        .iter()
+                        .filter_map(|u| UserName::parse(u).ok())
+                        .collect();
+                    Some((Emoji::parse(&e).ok()?, users)).filter(|(_, u)| !u.is_empty())
+                })
+                .collect(),
+        )
     }
 }
 

@@ -23,6 +23,7 @@ mod names;
 mod outbox;
 mod relay;
 mod room;
+mod store;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,10 @@ pub use frame::Frame;
 pub use identity::Identity;
 pub use names::{Emoji, NameError, RoomName, UserName};
 pub use outbox::{CloseReason, Outbox, Pushed};
+pub use store::{
+    Change, PageQuery, RESERVE_BLOCK, Snapshot, Store, StoreError, StoreHealth, StoreInbox,
+    StoreOp, store_channel,
+};
 
 /// Frame builders for the few frames a session makes itself (pong, ping,
 /// close, and protocol errors).
@@ -43,7 +48,8 @@ pub mod frames {
 }
 
 use crate::metrics::Metrics;
-use room::Room;
+use event::MessageView;
+use room::{Room, Waiting};
 
 /// What a reaction request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +133,9 @@ pub(crate) struct Common {
     pub config: HubConfig,
     pub metrics: Arc<Metrics>,
     link: Link,
+    /// The durable history store, if any (none: history lives in memory,
+    /// or in the backbone).
+    pub store: Option<Store>,
     id_prefix: u32,
     next_id: AtomicU64,
 }
@@ -164,12 +173,31 @@ impl std::fmt::Display for RoomsFull {
 
 impl std::error::Error for RoomsFull {}
 
+/// History pages read at once (see [`Hub::page`]).
+pub const PAGE_READERS: usize = 16;
+
 pub(crate) struct Shared {
     common: Arc<Common>,
     rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
+    readers: tokio::sync::Semaphore,
 }
 
 impl Shared {
+    fn new(parts: HubParts, link: Link) -> Self {
+        Shared {
+            common: Arc::new(Common {
+                config: parts.config,
+                metrics: parts.metrics,
+                link,
+                store: parts.store,
+                id_prefix: id_prefix(),
+                next_id: AtomicU64::new(1),
+            }),
+            rooms: Mutex::new(HashMap::new()),
+            readers: tokio::sync::Semaphore::new(PAGE_READERS),
+        }
+    }
+
     fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, Arc<Room>>> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -183,6 +211,17 @@ fn id_prefix() -> u32 {
     u32::from_le_bytes(seed)
 }
 
+/// What a hub is made of besides its backbone.
+pub struct HubParts {
+    /// Its settings.
+    pub config: HubConfig,
+    /// Where it counts.
+    pub metrics: Arc<Metrics>,
+    /// A durable history store (see [`store_channel`]), or `None` to keep
+    /// history in memory (or in the backbone) only.
+    pub store: Option<Store>,
+}
+
 /// Rooms by name. Cheap to clone; every clone is the same hub.
 #[derive(Clone)]
 pub struct Hub {
@@ -190,23 +229,23 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub with its own counters.
+    /// A hub with its own counters, its history in memory.
     pub fn new(config: HubConfig) -> Self {
         Self::with_metrics(config, Arc::new(Metrics::default()))
     }
 
-    /// A hub that counts into `metrics`.
+    /// A hub that counts into `metrics`, its history in memory.
     pub fn with_metrics(config: HubConfig, metrics: Arc<Metrics>) -> Self {
-        let shared = Arc::new(Shared {
-            common: Arc::new(Common {
-                config,
-                metrics,
-                link: Link::Local,
-                id_prefix: id_prefix(),
-                next_id: AtomicU64::new(1),
-            }),
-            rooms: Mutex::new(HashMap::new()),
-        });
+        Self::from_parts(HubParts {
+            config,
+            metrics,
+            store: None,
+        })
+    }
+
+    /// A hub on one instance, with a durable store if `parts` has one.
+    pub fn from_parts(parts: HubParts) -> Self {
+        let shared = Arc::new(Shared::new(parts, Link::Local));
         Self { shared }
     }
 
@@ -214,8 +253,7 @@ impl Hub {
     /// [`Inbound`] handle the backbone delivers events into and returns the
     /// running backbone (or why it cannot start).
     pub fn with_backbone<E>(
-        config: HubConfig,
-        metrics: Arc<Metrics>,
+        parts: HubParts,
         start: impl FnOnce(Inbound) -> Result<Arc<dyn Backbone>, E>,
     ) -> Result<Self, E> {
         let mut failed = None;
@@ -227,16 +265,7 @@ impl Hub {
                     Link::Local
                 }
             };
-            Shared {
-                common: Arc::new(Common {
-                    config,
-                    metrics,
-                    link,
-                    id_prefix: id_prefix(),
-                    next_id: AtomicU64::new(1),
-                }),
-                rooms: Mutex::new(HashMap::new()),
-            }
+            Shared::new(parts, link)
         });
         match failed {
             Some(e) => Err(e),
@@ -244,13 +273,23 @@ impl Hub {
         }
     }
 
-    /// `None` while the hub can serve (always, on one instance); otherwise
-    /// why not: its backbone is disconnected.
+    /// `None` while the hub can serve; otherwise why not: its backbone is
+    /// disconnected, or its store cannot write.
     pub fn degraded(&self) -> Option<String> {
-        match &self.shared.common.link {
+        let common = &self.shared.common;
+        let backbone = match &common.link {
             Link::Local => None,
             Link::Remote(backbone) => backbone.degraded(),
-        }
+        };
+        backbone.or_else(|| {
+            let store = common.store.as_ref()?.degraded()?;
+            Some(format!("the history store cannot write ({store})"))
+        })
+    }
+
+    /// The durable store, if the hub has one.
+    pub fn store(&self) -> Option<&Store> {
+        self.shared.common.store.as_ref()
     }
 
     /// At shutdown, after the sessions ended: leaves the backbone (a no-op
@@ -307,16 +346,18 @@ impl Hub {
             common.config.outbox_frames,
             common.config.outbox_bytes,
         ));
+        let requested = room.clone();
         let mut rooms = self.rooms();
         let room = match rooms.get(&room) {
             Some(r) => Arc::clone(r),
             None => {
-                if rooms.len() >= common.config.max_rooms && !evict_oldest_empty(&mut rooms) {
+                if rooms.len() >= common.config.max_rooms && !evict_oldest_empty(&mut rooms, common)
+                {
                     return Err(RoomsFull {
                         max_rooms: common.config.max_rooms,
                     });
                 }
-                let r = Arc::new(Room::new(room.clone()));
+                let r = Arc::new(Room::new(room.clone(), common.store.is_none()));
                 rooms.insert(room, Arc::clone(&r));
                 r
             }
@@ -324,8 +365,29 @@ impl Hub {
         let mut welcomed = None;
         let (key, generation) = match &common.link {
             Link::Local => {
-                room.lock()
-                    .join(&room.name, user.clone(), after, Arc::clone(&outbox), common)
+                let mut state = room.lock();
+                if common.store.is_some() && state.needs_store(after) {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    welcomed = Some(rx);
+                    let (key, generation) =
+                        state.join_waiting(user.clone(), Arc::clone(&outbox), tx);
+                    drop(state);
+                    let waiting = Waiting {
+                        key,
+                        generation,
+                        user: user.clone(),
+                        after,
+                    };
+                    tokio::spawn(welcome_from_store(
+                        Arc::clone(common),
+                        Arc::clone(&room),
+                        requested,
+                        waiting,
+                    ));
+                    (key, generation)
+                } else {
+                    state.join(&requested, user.clone(), after, Arc::clone(&outbox), common)
+                }
             }
             Link::Remote(backbone) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
@@ -340,7 +402,7 @@ impl Hub {
                 tokio::spawn(welcome_from_backbone(
                     Arc::clone(backbone),
                     Arc::clone(common),
-                    Arc::clone(&room),
+                    (Arc::clone(&room), requested),
                     (key, generation),
                     user.clone(),
                     after,
@@ -376,16 +438,89 @@ impl Hub {
     /// Returns how many were dropped. Call it now and then (the server does,
     /// every few seconds).
     pub fn sweep(&self) -> usize {
-        let ttl = self.shared.common.config.empty_room_ttl;
+        let common = &self.shared.common;
+        let ttl = common.config.empty_room_ttl;
         let mut rooms = self.rooms();
         let before = rooms.len();
-        rooms.retain(|_, room| room.lock().empty_since.is_none_or(|t| t.elapsed() < ttl));
+        rooms.retain(|name, room| {
+            let state = room.lock();
+            let keep = state.empty_since.is_none_or(|t| t.elapsed() < ttl);
+            if !keep {
+                state.settle(name, common);
+            }
+            keep
+        });
         before - rooms.len()
+    }
+
+    /// At shutdown, after the sessions ended: tells the store the last seq
+    /// of every room in memory, so numbering continues without a jump
+    /// after a clean restart (a crash skips at most [`RESERVE_BLOCK`]).
+    pub fn settle(&self) {
+        let common = &self.shared.common;
+        for (name, room) in self.rooms().iter() {
+            room.lock().settle(name, common);
+        }
     }
 
     /// Rooms currently held (with members, or empty within their TTL).
     pub fn room_count(&self) -> usize {
         self.rooms().len()
+    }
+
+    /// A page of a room's history, for scrollback: the newest `limit`
+    /// messages below `before` (the newest of all: `None`), oldest first,
+    /// each as its JSON object (the shape of `welcome.history`), and
+    /// whether older ones are kept. From the store if there is one, else
+    /// from the backbone or the room's ring. At most [`PAGE_READERS`] pages
+    /// are read at once (reads share the store's queue with changes, which
+    /// must never wait behind them); past that it answers `unavailable`.
+    pub async fn page(
+        &self,
+        room: &RoomName,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), Refusal> {
+        let busy = || {
+            Refusal::new(
+                ErrorCode::Unavailable,
+                "too many history reads at once; try again shortly",
+            )
+        };
+        let _reading = self.shared.readers.try_acquire().map_err(|_| busy())?;
+        let common = &self.shared.common;
+        let json = |m: &StoredMessage| {
+            serde_json::to_string(&MessageView::of("message", m, None)).unwrap_or_default()
+        };
+        if let Some(store) = &common.store {
+            let query = PageQuery {
+                after: 0,
+                before,
+                limit,
+            };
+            let (messages, more) = store.page(room.as_str(), query).await.map_err(|e| {
+                Refusal::new(ErrorCode::Unavailable, format!("the history store: {e}"))
+            })?;
+            return Ok((messages.iter().map(json).collect(), more));
+        }
+        if let Link::Remote(backbone) = &common.link {
+            return backbone.page(room, before, limit).await;
+        }
+        let Some(room) = self.rooms().get(room).cloned() else {
+            return Ok((Vec::new(), false));
+        };
+        let state = room.lock();
+        let below: Vec<&StoredMessage> = state
+            .history()
+            .rev()
+            .filter(|m| before.is_none_or(|b| m.seq < b))
+            .take(limit + 1)
+            .collect();
+        let more = below.len() > limit;
+        Ok((
+            below.iter().take(limit).rev().map(|m| json(m)).collect(),
+            more,
+        ))
     }
 
     /// A copy of a room's recent messages, oldest first (empty if unknown,
@@ -398,40 +533,186 @@ impl Hub {
 }
 
 /// Removes the room that has been empty longest; false if every room has members.
-fn evict_oldest_empty(rooms: &mut HashMap<RoomName, Arc<Room>>) -> bool {
+fn evict_oldest_empty(rooms: &mut HashMap<RoomName, Arc<Room>>, common: &Common) -> bool {
     let oldest = rooms
         .iter()
         .filter_map(|(name, room)| room.lock().empty_since.map(|t| (t, name.clone())))
         .min_by_key(|(t, _): &(Instant, RoomName)| *t);
-    match oldest {
-        Some((_, name)) => rooms.remove(&name).is_some(),
+    match oldest.and_then(|(_, name)| rooms.remove(&name).map(|r| (name, r))) {
+        Some((name, room)) => {
+            room.lock().settle(&name, common);
+            true
+        }
         None => false,
     }
 }
 
+/// Messages a resume may read from the store at most (the welcome's byte
+/// budget keeps the newest that fit; a resume wanting more reports a gap).
+const RESUME_FROM_STORE: usize = 1000;
+
+/// Reads a room from the store once (its tail, `tail` messages, and a
+/// fresh seq reservation), unless it is loaded already.
+async fn ensure_loaded(common: &Common, room: &Room, tail: usize) -> Result<(), StoreError> {
+    let Some(store) = &common.store else {
+        return Ok(());
+    };
+    if room.lock().loaded {
+        return Ok(());
+    }
+    let _one_at_a_time = room.loading.lock().await;
+    if room.lock().loaded {
+        return Ok(());
+    }
+    let snapshot = store.load(room.name.as_str(), tail).await?;
+    room.lock().install(snapshot, common);
+    Ok(())
+}
+
+/// Closes a member that could not be welcomed with 1013, so it retries.
+fn close_unwelcomed(room: &Room, (key, generation): (usize, u64)) {
+    if let Some(slot) = room.lock().members.get(key)
+        && slot.generation == generation
+    {
+        slot.outbox.close(CloseReason::UNAVAILABLE);
+    }
+}
+
+/// Completes a join that needs the store: loads the room if it is not
+/// loaded, reads the messages a resume wants that the ring no longer holds,
+/// then queues the welcome. On failure the connection is closed with 1013.
+async fn welcome_from_store(common: Arc<Common>, room: Arc<Room>, requested: RoomName, w: Waiting) {
+    let read = async {
+        ensure_loaded(&common, &room, common.config.history.max(1)).await?;
+        let before = {
+            let state = room.lock();
+            match w.after {
+                Some(after) if state.needs_store(Some(after)) => Some((after, state.ring_start())),
+                _ => None,
+            }
+        };
+        let Some((after, before)) = before else {
+            return Ok((Vec::new(), false));
+        };
+        let Some(store) = &common.store else {
+            return Ok((Vec::new(), false));
+        };
+        let query = PageQuery {
+            after,
+            before: Some(before),
+            limit: RESUME_FROM_STORE,
+        };
+        store.page(room.name.as_str(), query).await
+    };
+    match read.await {
+        Ok((older, more)) => {
+            room.lock()
+                .welcome_waiting(&requested, &w, (&older, more), &common);
+        }
+        Err(e) => {
+            tracing::warn!(room = %room.name, "join failed: {e}");
+            close_unwelcomed(&room, (w.key, w.generation));
+        }
+    }
+}
+
+/// The `seq` of a message in its JSON form.
+fn seq_of(json: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    serde_json::from_str::<Seq>(json).ok().map(|s| s.seq)
+}
+
+/// Completes a backbone's welcome from the store, when the store holds
+/// messages the welcome wants that the backbone no longer does (a resume
+/// past its ring, or a backbone that restarted empty). The store's
+/// messages go before the backbone's, within the same byte budget.
+async fn fill_from_store(
+    common: &Common,
+    room: &RoomName,
+    after: Option<u64>,
+    w: &mut RemoteWelcome,
+) -> Result<(), StoreError> {
+    let Some(store) = &common.store else {
+        return Ok(());
+    };
+    let first = w
+        .history
+        .first()
+        .and_then(|m| seq_of(m))
+        .unwrap_or(w.last_seq.saturating_add(1));
+    let (from, limit) = match after {
+        Some(a) if w.gap && a < w.last_seq => (a, RESUME_FROM_STORE),
+        None if w.history.len() < common.config.welcome_history => {
+            (0, common.config.welcome_history - w.history.len())
+        }
+        _ => return Ok(()),
+    };
+    if first <= from.saturating_add(1) {
+        return Ok(());
+    }
+    let query = PageQuery {
+        after: from,
+        before: Some(first),
+        limit,
+    };
+    let (rows, more) = store.page(room.as_str(), query).await?;
+    let budget = common.config.welcome_history_bytes;
+    let mut used: usize = w.history.iter().map(|m| m.len() + 1).sum();
+    let mut older = Vec::new();
+    let mut cut = false;
+    for m in rows.iter().rev() {
+        let json = serde_json::to_string(&MessageView::of("message", m, None)).unwrap_or_default();
+        if used.saturating_add(json.len() + 1) > budget {
+            cut = true;
+            continue;
+        }
+        used += json.len() + 1;
+        older.push(json);
+    }
+    older.reverse();
+    older.append(&mut w.history);
+    w.history = older;
+    if after.is_some() {
+        w.gap = more || cut;
+    }
+    Ok(())
+}
+
 /// Completes a join through the backbone: waits until the room's events are
-/// received, registers the connection and reads the room's state, then
-/// queues `welcome` and whatever arrived meanwhile. On failure the
-/// connection is closed with 1013 so the client retries.
+/// received, registers the connection and reads the room's state (with a
+/// store: the room's stored seq first, which the backbone's numbering never
+/// goes below), then queues `welcome` and whatever arrived meanwhile. On
+/// failure the connection is closed with 1013 so the client retries.
 async fn welcome_from_backbone(
     backbone: Arc<dyn Backbone>,
     common: Arc<Common>,
-    room: Arc<Room>,
+    (room, requested): (Arc<Room>, RoomName),
     (key, generation): (usize, u64),
     user: UserName,
     after: Option<u64>,
 ) {
     let read = async {
+        ensure_loaded(&common, &room, 0)
+            .await
+            .map_err(|e| Refusal::new(ErrorCode::Unavailable, format!("the history store: {e}")))?;
         backbone.watching(&room.name).await?;
         let answer = {
             let state = room.lock();
             if !state.has(key, generation) {
-                return Ok(None); // it left before its welcome
+                return Ok::<_, Refusal>(None); // it left before its welcome
             }
             let connections = state.connections_of(&user);
-            backbone.welcome(&room.name, &user, connections, after)
+            backbone.welcome(&room.name, &user, connections, after, state.last_seq())
         };
-        answer.await.map(Some)
+        let mut w = answer.await?;
+        if let Err(e) = fill_from_store(&common, &room.name, after, &mut w).await {
+            // The backbone's part is still right; the older part is missing.
+            tracing::warn!(room = %room.name, "welcome without stored history: {e}");
+        }
+        Ok(Some(w))
     };
     match read.await {
         Ok(Some(w)) => {
@@ -441,7 +722,7 @@ async fn welcome_from_backbone(
             // not parsed and re-encoded.
             let json = format!(
                 r#"{{"type":"welcome","room":{},"user":{},"online":{online},"online_count":{},"history":[{history}],"gap":{},"last_seq":{},"limits":{}}}"#,
-                serde_json::to_string(room.name.as_str()).unwrap_or_default(),
+                serde_json::to_string(requested.shown()).unwrap_or_default(),
                 serde_json::to_string(user.as_str()).unwrap_or_default(),
                 w.online_count,
                 w.gap,
@@ -454,11 +735,7 @@ async fn welcome_from_backbone(
         Ok(None) => {}
         Err(e) => {
             tracing::debug!(room = %room.name, %user, "join failed: {e}");
-            if let Some(slot) = room.lock().members.get(key) {
-                if slot.generation == generation {
-                    slot.outbox.close(CloseReason::UNAVAILABLE);
-                }
-            }
+            close_unwelcomed(&room, (key, generation));
         }
     }
 }
@@ -546,8 +823,14 @@ impl Member {
     // instance: the future is ready on its first poll) or goes through the
     // backbone. Refusals with a backbone include `unavailable`.
 
+    /// Room in the store's queue for one change made through the backbone
+    /// (taken before the backbone applies it, so recording it cannot fail).
+    fn store_slot(&self) -> Result<Option<store::Slot>, Refusal> {
+        self.common.store.as_ref().map(Store::slot).transpose()
+    }
+
     /// Posts a message (content already validated) to the room; returns its
-    /// seq (`None` if the backbone did not say).
+    /// seq.
     pub async fn post(
         &self,
         content: String,
@@ -556,19 +839,22 @@ impl Member {
     ) -> Result<Option<u64>, Refusal> {
         let backbone = match &self.common.link {
             Link::Local => {
-                return Ok(Some(self.room.lock().post(
-                    &self.user,
-                    &self.identity,
+                let seq = self.room.lock().post(
+                    &self.room.name,
+                    (&self.user, &self.identity),
                     content,
                     attachment,
                     client_id,
                     &self.common,
-                )));
+                )?;
+                return Ok(Some(seq));
             }
             Link::Remote(backbone) => backbone,
         };
+        let store = self.store_slot()?;
         let id = self.common.next_message_id();
         let timestamp = self.common.now_rfc3339();
+        let floor = self.room.lock().last_seq();
         let answer = backbone.post(
             &self.room.name,
             NewMessage {
@@ -580,8 +866,29 @@ impl Member {
                 attachment: attachment.as_ref(),
                 client_id,
             },
+            floor,
         );
         let seq = answer.await?;
+        if let Some(slot) = store {
+            let message = StoredMessage {
+                id,
+                seq,
+                user: self.user.clone(),
+                identity: self.identity.clone(),
+                content,
+                timestamp,
+                reactions: Reactions::default(),
+                attachment,
+                edited_at: None,
+            };
+            let room = self.room.name.as_str().to_owned();
+            let change = Change::Post {
+                room,
+                message: Box::new(message),
+                reserve_through: None,
+            };
+            slot.send(change, None);
+        }
         self.common.metrics.messages.inc();
         Ok(Some(seq))
     }
@@ -593,54 +900,94 @@ impl Member {
         emoji: Emoji,
         action: ReactionAction,
     ) -> Result<(), Refusal> {
-        match &self.common.link {
+        let backbone = match &self.common.link {
             Link::Local => {
-                self.room
-                    .lock()
-                    .react(&self.user, message_id, emoji, action, &self.common)
+                return self.room.lock().react(
+                    &self.room.name,
+                    &self.user,
+                    message_id,
+                    emoji,
+                    action,
+                    &self.common,
+                );
             }
-            Link::Remote(backbone) => {
-                let room = &self.room.name;
-                let (user, identity) = (&self.user, &self.identity);
-                backbone
-                    .react(room, message_id, user, identity, &emoji, action)
-                    .await
-            }
+            Link::Remote(backbone) => backbone,
+        };
+        let store = self.store_slot()?;
+        let room = &self.room.name;
+        let (user, identity) = (&self.user, &self.identity);
+        let changed = backbone
+            .react(room, message_id, user, identity, &emoji, action)
+            .await?;
+        if let (Some(slot), Some(reactions)) = (store, changed) {
+            let change = Change::React {
+                room: room.as_str().to_owned(),
+                message_id: message_id.to_owned(),
+                reactions,
+            };
+            slot.send(change, None);
         }
+        Ok(())
     }
 
     /// Replaces the content of one of this member's messages.
     pub async fn edit(&self, message_id: &str, content: String) -> Result<(), Refusal> {
-        match &self.common.link {
-            Link::Local => self
-                .room
-                .lock()
-                .edit(&self.identity, message_id, content, &self.common),
-            Link::Remote(backbone) => {
-                let now = self.common.now_rfc3339();
-                let room = &self.room.name;
-                backbone
-                    .edit(room, message_id, &self.identity, &content, &now)
-                    .await
+        let backbone = match &self.common.link {
+            Link::Local => {
+                return self.room.lock().edit(
+                    &self.room.name,
+                    &self.identity,
+                    message_id,
+                    content,
+                    &self.common,
+                );
             }
+            Link::Remote(backbone) => backbone,
+        };
+        let store = self.store_slot()?;
+        let now = self.common.now_rfc3339();
+        let room = &self.room.name;
+        backbone
+            .edit(room, message_id, &self.identity, &content, &now)
+            .await?;
+        if let Some(slot) = store {
+            let change = Change::Edit {
+                room: room.as_str().to_owned(),
+                message_id: message_id.to_owned(),
+                content,
+                edited_at: now,
+            };
+            slot.send(change, None);
         }
+        Ok(())
     }
 
     /// Deletes one of this member's messages (any message, for a moderator).
     pub async fn delete(&self, message_id: &str) -> Result<(), Refusal> {
-        match &self.common.link {
+        let backbone = match &self.common.link {
             Link::Local => {
-                self.room
-                    .lock()
-                    .delete(&self.identity, self.moderator, message_id, &self.common)
+                return self.room.lock().delete(
+                    &self.room.name,
+                    (&self.identity, self.moderator),
+                    message_id,
+                    &self.common,
+                );
             }
-            Link::Remote(backbone) => {
-                let room = &self.room.name;
-                backbone
-                    .delete(room, message_id, &self.identity, self.moderator)
-                    .await
-            }
+            Link::Remote(backbone) => backbone,
+        };
+        let store = self.store_slot()?;
+        let room = &self.room.name;
+        backbone
+            .delete(room, message_id, &self.identity, self.moderator)
+            .await?;
+        if let Some(slot) = store {
+            let change = Change::Delete {
+                room: room.as_str().to_owned(),
+                message_id: message_id.to_owned(),
+            };
+            slot.send(change, None);
         }
+        Ok(())
     }
 
     /// Tells the others this user is typing (throttled; best effort).

@@ -17,6 +17,54 @@ impl fmt::Display for NameError {
 
 impl std::error::Error for NameError {}
 
+/// Whether `c` is a format character (Unicode category Cf: bidi controls
+/// and isolates, zero-width characters, the BOM, invisible operators, tags).
+/// They render as nothing or reorder what follows, so a name with one can
+/// pass for another (`\u{202E}nnA` shows as "Ann"). Written out because the
+/// set is small and stable, and the crates that carry Unicode tables are
+/// large for this one question.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{AD}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61C}'
+            | '\u{6DD}'
+            | '\u{70F}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
+/// The joiners (ZWNJ, ZWJ) shape Persian, Indic and emoji text and are
+/// allowed between two visible characters; anywhere else (at an end, next
+/// to a space or another format character) they only hide something.
+fn misplaced_format(s: &str) -> bool {
+    let chars: Vec<char> = s.chars().collect();
+    let visible = |c: Option<&char>| c.is_some_and(|c| !c.is_whitespace() && !is_format(*c));
+    chars.iter().enumerate().any(|(i, &c)| {
+        if !is_format(c) {
+            return false;
+        }
+        let joiner = matches!(c, '\u{200C}' | '\u{200D}');
+        !(joiner && i > 0 && visible(chars.get(i - 1)) && visible(chars.get(i + 1)))
+    })
+}
+
 /// Trims `raw` and checks its length (in characters) and characters.
 fn checked(
     what: &str,
@@ -37,6 +85,12 @@ fn checked(
     if s.chars().any(char::is_control) {
         return Err(NameError(format!(
             "{what} must not contain control characters"
+        )));
+    }
+    if misplaced_format(s) {
+        return Err(NameError(format!(
+            "{what} must not contain invisible format characters (bidi controls, \
+             zero-width characters, BOM)"
         )));
     }
     if !allow_slash && s.contains('/') {
@@ -78,10 +132,79 @@ macro_rules! name_type {
     };
 }
 
-name_type!(
-    /// A room name: 1–64 characters after trimming, no control characters, no `/`.
-    RoomName
-);
+/// A room name: 1–64 characters after trimming, no control or misplaced
+/// format characters, no `/`. Names that differ only in case are one room:
+/// equality, hashing and [`RoomName::as_str`] use the lowercase key, while
+/// [`RoomName::shown`] keeps the name as the client wrote it (so a welcome
+/// echoes it back unchanged).
+#[derive(Debug, Clone)]
+pub struct RoomName {
+    key: String,
+    shown: String,
+}
+
+impl RoomName {
+    /// The room's key: the name in lowercase. Everything that identifies the
+    /// room (the hub's map, the backbone's keys, the store) uses it.
+    pub fn as_str(&self) -> &str {
+        &self.key
+    }
+
+    /// The name as the client wrote it (trimmed).
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Whether the room is private (its key starts with `private-`).
+    pub fn is_private(&self) -> bool {
+        self.key.starts_with("private-")
+    }
+}
+
+impl PartialEq for RoomName {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for RoomName {}
+
+impl std::hash::Hash for RoomName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+impl PartialOrd for RoomName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RoomName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl Borrow<str> for RoomName {
+    fn borrow(&self) -> &str {
+        &self.key
+    }
+}
+
+impl serde::Serialize for RoomName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.shown)
+    }
+}
+
 name_type!(
     /// A user name: 1–32 characters after trimming, no control characters.
     /// Names are compared as exact strings.
@@ -98,11 +221,21 @@ impl RoomName {
 
     /// Validates an already percent-decoded room name.
     pub fn parse(raw: &str) -> Result<Self, NameError> {
-        checked("room name", raw, Self::MAX_CHARS, false).map(Self)
+        let shown = checked("room name", raw, Self::MAX_CHARS, false)?;
+        Ok(Self {
+            key: shown.to_lowercase(),
+            shown,
+        })
     }
 }
 
 impl UserName {
+    /// A name read back from our own store: it was checked when it was
+    /// stored (rules may have grown since; a stored name stays readable).
+    pub(crate) fn from_store(name: &str) -> Self {
+        Self(name.to_owned())
+    }
+
     /// The longest user name, in characters.
     pub const MAX_CHARS: usize = 32;
 
@@ -140,7 +273,7 @@ mod tests {
 
     #[test]
     fn room_names_trim_and_accept_unicode_and_spaces() {
-        assert_eq!(RoomName::parse("  My Room ").unwrap().as_str(), "My Room");
+        assert_eq!(RoomName::parse("  My Room ").unwrap().shown(), "My Room");
         assert_eq!(RoomName::parse("général").unwrap().as_str(), "général");
         assert!(RoomName::parse(&"é".repeat(64)).is_ok());
     }
@@ -154,6 +287,40 @@ mod tests {
         assert!(RoomName::parse("a\nb").is_err());
         let e = RoomName::parse(&"a".repeat(70)).unwrap_err();
         assert_eq!(e.to_string(), "room name is 70 characters; the limit is 64");
+    }
+
+    #[test]
+    fn rooms_differing_only_in_case_are_one_room() {
+        let (a, b) = (
+            RoomName::parse("Lobby").unwrap(),
+            RoomName::parse("LOBBY").unwrap(),
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.as_str(), "lobby");
+        assert_eq!((a.shown(), b.shown()), ("Lobby", "LOBBY"));
+        assert_eq!(serde_json::to_string(&b).unwrap(), r#""LOBBY""#);
+        assert!(RoomName::parse("Private-Design").unwrap().is_private());
+    }
+
+    #[test]
+    fn names_that_could_pass_for_others_are_refused() {
+        for name in [
+            "\u{202E}nnA",
+            "ann\u{200B}",
+            "\u{FEFF}ann",
+            "an\u{2066}n",
+            "ann\u{200D}",
+            "\u{200C}ann",
+            "a\u{200D}\u{200D}b",
+            "a \u{200D}b",
+        ] {
+            let e = UserName::parse(name).unwrap_err();
+            assert!(e.to_string().contains("format characters"), "{name:?}: {e}");
+            assert!(RoomName::parse(name).is_err(), "{name:?}");
+        }
+        // Joiners between visible characters shape real text and emoji.
+        assert!(UserName::parse("می\u{200C}خواهم").is_ok());
+        assert!(UserName::parse("👩\u{200D}💻 dev").is_ok());
     }
 
     #[test]

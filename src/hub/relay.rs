@@ -29,11 +29,6 @@ impl RoomState {
         self.online.get(user).copied().unwrap_or(0)
     }
 
-    /// Online names with their connections here, for a presence resync.
-    pub fn local_online(&self) -> impl Iterator<Item = (&UserName, u32)> {
-        self.online.iter().map(|(u, n)| (u, *n))
-    }
-
     /// Adds a connection that receives nothing until [`RoomState::activate`],
     /// which then tells `welcomed`. Returns its key, generation and whether
     /// it is the room's first here.
@@ -51,6 +46,7 @@ impl RoomState {
             generation,
             user,
             outbox,
+            counted: true,
             pending: Some(Vec::new()),
             has: 0,
             welcomed: Some(welcomed),
@@ -195,7 +191,7 @@ mod tests {
     fn backbone_members_get_welcome_first_then_exactly_the_later_events() {
         let hub = Hub::new(HubConfig::default());
         let common = &hub.shared.common;
-        let room = Room::new(RoomName::parse("r").unwrap());
+        let room = Room::new(RoomName::parse("r").unwrap(), true);
         let f = frames::text;
         let drain = |o: &Outbox| {
             let mut batch = Vec::new();
@@ -244,7 +240,10 @@ mod tests {
     /// A hub (for its config and metrics) and one room to drive by hand,
     /// as the backbone does.
     fn backbone_room(config: HubConfig) -> (Hub, Room) {
-        (Hub::new(config), Room::new(RoomName::parse("r").unwrap()))
+        (
+            Hub::new(config),
+            Room::new(RoomName::parse("r").unwrap(), true),
+        )
     }
 
     /// A member waiting for its welcome in a backbone room.

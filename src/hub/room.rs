@@ -1,10 +1,13 @@
 //! One room: its members in a slab, who is online, and the ring of recent
 //! messages. Everything here runs under the room's lock and never awaits;
 //! every change that others must see is serialized once into a [`Frame`] and
-//! pushed to each member's [`Outbox`].
+//! pushed to each member's [`Outbox`]. With a durable store, each change is
+//! also queued for it ([`Store::slot`]) before it is applied, so a change the
+//! store cannot take is refused rather than lost.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use slab::Slab;
@@ -14,6 +17,7 @@ use super::event::{Attachment, ErrorCode, Event, MessageView, Reactions, Refusal
 use super::frame::{self, Frame};
 use super::names::{Emoji, RoomName, UserName};
 use super::outbox::{Outbox, Pushed};
+use super::store::{Change, RESERVE_BLOCK, Slot as StoreSlot, Snapshot, Store};
 use super::{Common, ReactionAction};
 
 /// A member's slot: the slab key is reused after a member leaves, so each
@@ -22,6 +26,10 @@ pub(crate) struct Slot {
     pub generation: u64,
     pub user: UserName,
     pub outbox: Arc<Outbox>,
+    /// Whether this connection is counted in `online` yet. A member that
+    /// waits for history from the store is counted (and announced) only
+    /// when its welcome is queued.
+    pub counted: bool,
     /// Set until the member's `welcome` is queued: it gets nothing before.
     /// With a backbone it holds the numbered room events that arrive
     /// meanwhile (no frame for one that skips this member); see `relay.rs`.
@@ -42,9 +50,18 @@ pub(crate) struct RoomState {
     /// Last typing broadcast per online name, for the 2 s throttle.
     typing: HashMap<UserName, Instant>,
     history: VecDeque<StoredMessage>,
+    /// The highest seq handed out.
     last_seq: u64,
-    /// The highest seq pushed out of the ring by newer messages.
+    /// The highest seq pushed out of the ring by newer messages (or, for a
+    /// room loaded from a store, the newest stored message before the ring).
     evicted_through: u64,
+    /// Whether the ring and `last_seq` are the room's: always without a
+    /// store; with one, once the room was loaded from it.
+    pub(super) loaded: bool,
+    /// With a store: seqs up to this one are reserved durably.
+    reserved: Arc<AtomicU64>,
+    /// With a store: the reservation last asked for.
+    requested: u64,
     /// When the last member left (for dropping idle rooms).
     pub empty_since: Option<Instant>,
     /// With a backbone: the last event number the room's stream carried.
@@ -56,10 +73,14 @@ pub(crate) struct RoomState {
 pub(crate) struct Room {
     pub name: RoomName,
     pub state: std::sync::Mutex<RoomState>,
+    /// Held while the room is read from the store, so it is read once.
+    pub loading: tokio::sync::Mutex<()>,
 }
 
 impl Room {
-    pub fn new(name: RoomName) -> Self {
+    /// A room with nothing in it; `loaded` when there is no store to read
+    /// its history from.
+    pub fn new(name: RoomName, loaded: bool) -> Self {
         Self {
             name,
             state: std::sync::Mutex::new(RoomState {
@@ -70,9 +91,13 @@ impl Room {
                 history: VecDeque::new(),
                 last_seq: 0,
                 evicted_through: 0,
+                loaded,
+                reserved: Arc::new(AtomicU64::new(if loaded { u64::MAX } else { 0 })),
+                requested: 0,
                 empty_since: Some(Instant::now()),
                 stream_ev: None,
             }),
+            loading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -81,6 +106,21 @@ impl Room {
         // that could panic, so a poisoned lock is still safe to use.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A member waiting for history from the store: what its welcome needs.
+pub(crate) struct Waiting {
+    pub key: usize,
+    pub generation: u64,
+    pub user: UserName,
+    pub after: Option<u64>,
+}
+
+fn refused_not_found(message_id: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::UnknownMessage,
+        format!("no message {message_id:?} in this room's recent history"),
+    )
 }
 
 impl RoomState {
@@ -121,6 +161,94 @@ impl RoomState {
         frame::json(&event)
     }
 
+    /// Whether a newcomer resuming after `after` needs messages the ring no
+    /// longer holds but the store does (or the room is not loaded yet).
+    pub fn needs_store(&self, after: Option<u64>) -> bool {
+        !self.loaded || after.is_some_and(|a| a < self.evicted_through && a < self.last_seq)
+    }
+
+    /// The seq below which a resume must be read from the store: the ring's
+    /// oldest message, or past the newest if the ring is empty.
+    pub fn ring_start(&self) -> u64 {
+        self.history
+            .front()
+            .map_or(self.last_seq.saturating_add(1), |m| m.seq)
+    }
+
+    /// Puts a room's stored state in place (once, when it is first loaded).
+    pub fn install(&mut self, snapshot: Snapshot, common: &Common) {
+        if self.loaded {
+            return;
+        }
+        let ring = common.config.history.max(1);
+        let mut tail = snapshot.tail;
+        let cut = tail.len().saturating_sub(ring);
+        tail.drain(..cut);
+        self.evicted_through = match tail.first() {
+            Some(first) if snapshot.older || cut > 0 => first.seq - 1,
+            None if snapshot.older => snapshot.last_seq,
+            _ => 0,
+        };
+        self.history = tail.into();
+        self.last_seq = snapshot.last_seq;
+        self.requested = snapshot.reserved;
+        self.reserved.store(snapshot.reserved, Ordering::Release);
+        self.loaded = true;
+    }
+
+    /// The `welcome` for `user`: the last messages (or those after `after`)
+    /// from the ring, preceded by `older` (read from the store, oldest first;
+    /// `older_gap` if the store could not give them all).
+    fn welcome(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        after: Option<u64>,
+        (older, older_gap): (&[StoredMessage], bool),
+        common: &Common,
+    ) -> Frame {
+        // Past the room's newest seq, the client counted in a numbering this
+        // room no longer has (it was reset: restart without a store, or
+        // dropped when empty): everything in the current numbering is news.
+        let after = after.map(|a| if a > self.last_seq { 0 } else { a });
+        let all = older.iter().chain(self.history.iter());
+        let (wanted, evicted): (Vec<&StoredMessage>, bool) = match after {
+            None => {
+                let total = older.len() + self.history.len();
+                let skip = total.saturating_sub(common.config.welcome_history);
+                (all.skip(skip).collect(), false)
+            }
+            Some(after) => {
+                let covered_from = older.first().map_or(self.ring_start(), |m| m.seq);
+                let evicted = older_gap
+                    || (after < self.evicted_through && after.saturating_add(1) < covered_from);
+                (all.filter(|m| m.seq > after).collect(), evicted)
+            }
+        };
+        let (history, cut) = newest_within(
+            wanted.iter().map(|m| MessageView::of("message", m, None)),
+            common.config.welcome_history_bytes,
+        );
+        frame::json(&Event::Welcome {
+            room,
+            user,
+            online: self.online_names(),
+            online_count: self.online.len(),
+            history,
+            gap: evicted || (cut && after.is_some()),
+            last_seq: self.last_seq,
+            limits: &common.config.limits,
+        })
+    }
+
+    /// Counts a connection of `user` online; returns whether it is the
+    /// name's first.
+    fn count_online(&mut self, user: &UserName) -> bool {
+        let count = self.online.entry(user.clone()).or_insert(0);
+        *count += 1;
+        *count == 1
+    }
+
     /// Adds a connection; sends it `welcome`, then `join` to everyone if this
     /// is the name's first connection. Returns the slot key and generation.
     pub fn join(
@@ -134,49 +262,14 @@ impl RoomState {
         let generation = self.next_gen;
         self.next_gen += 1;
         self.empty_since = None;
-        let count = self.online.entry(user.clone()).or_insert(0);
-        *count += 1;
-        let first = *count == 1;
-
-        // Past the room's newest seq, the client counted in a numbering this
-        // room no longer has (it was reset: restart, or dropped when empty):
-        // everything in the current numbering is news to it.
-        let after = after.map(|a| if a > self.last_seq { 0 } else { a });
-        let (wanted, evicted) = match after {
-            None => {
-                let skip = self
-                    .history
-                    .len()
-                    .saturating_sub(common.config.welcome_history);
-                (self.history.iter().skip(skip).collect::<Vec<_>>(), false)
-            }
-            Some(after) => (
-                self.history.iter().filter(|m| m.seq > after).collect(),
-                after < self.evicted_through,
-            ),
-        };
-        let history = newest_within(
-            wanted.iter().map(|m| MessageView::of("message", m, None)),
-            common.config.welcome_history_bytes,
-        );
-        let cut = history.len() < wanted.len();
-        let welcome = frame::json(&Event::Welcome {
-            room,
-            user: &user,
-            online: self.online_names(),
-            online_count: self.online.len(),
-            history,
-            gap: evicted || (cut && after.is_some()),
-            last_seq: self.last_seq,
-            limits: &common.config.limits,
-        });
-        outbox.push(welcome);
-
+        let first = self.count_online(&user);
+        outbox.push(self.welcome(room, &user, after, (&[], false), common));
         let join = first.then(|| self.presence_frame(PresenceKind::Join, &user, common));
         let key = self.members.insert(Slot {
             generation,
             user,
             outbox,
+            counted: true,
             pending: None,
             has: 0,
             welcomed: None,
@@ -185,6 +278,57 @@ impl RoomState {
             self.broadcast(&join, None, common);
         }
         (key, generation)
+    }
+
+    /// Adds a connection whose welcome needs the store (the room is not
+    /// loaded, or the resume reaches past the ring): it gets nothing and is
+    /// not counted online until [`RoomState::welcome_waiting`].
+    pub fn join_waiting(
+        &mut self,
+        user: UserName,
+        outbox: Arc<Outbox>,
+        welcomed: tokio::sync::oneshot::Sender<()>,
+    ) -> (usize, u64) {
+        let generation = self.next_gen;
+        self.next_gen += 1;
+        self.empty_since = None;
+        let key = self.members.insert(Slot {
+            generation,
+            user,
+            outbox,
+            counted: false,
+            pending: Some(Vec::new()),
+            has: 0,
+            welcomed: Some(welcomed),
+        });
+        (key, generation)
+    }
+
+    /// Queues the welcome of a member that waited for the store (with the
+    /// `older` messages read for it), counts it online and announces it.
+    pub fn welcome_waiting(
+        &mut self,
+        room: &RoomName,
+        w: &Waiting,
+        older: (&[StoredMessage], bool),
+        common: &Common,
+    ) {
+        if !self.has(w.key, w.generation) {
+            return; // it left while waiting
+        }
+        let welcome = self.welcome(room, &w.user, w.after, older, common);
+        let first = self.count_online(&w.user);
+        let slot = &mut self.members[w.key];
+        slot.counted = true;
+        slot.pending = None;
+        slot.outbox.push(welcome);
+        if let Some(welcomed) = slot.welcomed.take() {
+            let _ = welcomed.send(());
+        }
+        if first {
+            let join = self.presence_frame(PresenceKind::Join, &w.user, common);
+            self.broadcast(&join, None, common);
+        }
     }
 
     /// Removes a connection if `(key, generation)` still names it; sends `leave` to
@@ -204,12 +348,19 @@ impl RoomState {
     }
 
     /// Removes a connection, if `(key, generation)` still names one; returns
-    /// its name and how many connections that name still has here.
+    /// its name and how many connections that name still has here (`None`
+    /// too for one that was never counted online).
     pub(super) fn remove(&mut self, key: usize, generation: u64) -> Option<(UserName, u32)> {
         if !self.has(key, generation) {
             return None;
         }
         let slot = self.members.remove(key);
+        if self.members.is_empty() {
+            self.empty_since = Some(Instant::now());
+        }
+        if !slot.counted {
+            return None;
+        }
         let left = match self.online.get_mut(&slot.user) {
             Some(n) if *n > 1 => {
                 *n -= 1;
@@ -221,26 +372,37 @@ impl RoomState {
                 0
             }
         };
-        if self.members.is_empty() {
-            self.empty_since = Some(Instant::now());
-        }
         Some((slot.user, left))
+    }
+
+    /// Room in the store's queue for one change, if the room has a store;
+    /// refused when the store cannot take it.
+    fn store_slot(common: &Common) -> Result<Option<StoreSlot>, Refusal> {
+        common.store.as_ref().map(Store::slot).transpose()
     }
 
     /// Stores and broadcasts a new message; returns its seq.
     pub fn post(
         &mut self,
-        user: &UserName,
-        identity: &Identity,
+        room: &RoomName,
+        (user, identity): (&UserName, &Identity),
         content: String,
         attachment: Option<Attachment>,
         client_id: Option<&str>,
         common: &Common,
-    ) -> u64 {
-        self.last_seq += 1;
+    ) -> Result<u64, Refusal> {
+        let seq = self.last_seq + 1;
+        if seq > self.reserved.load(Ordering::Acquire) {
+            return Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "the history store is behind; nothing was posted, try again shortly",
+            ));
+        }
+        let store = Self::store_slot(common)?;
+        self.last_seq = seq;
         let message = StoredMessage {
             id: common.next_message_id(),
-            seq: self.last_seq,
+            seq,
             user: user.clone(),
             identity: identity.clone(),
             content,
@@ -250,33 +412,43 @@ impl RoomState {
             edited_at: None,
         };
         let frame = frame::json(&MessageView::of("message", &message, client_id));
-        if self.history.len() >= common.config.history.max(1) {
-            if let Some(old) = self.history.pop_front() {
-                self.evicted_through = old.seq;
-            }
+        if let Some(slot) = store {
+            // Ask for the next block while half of this one is left, so the
+            // store has made it durable long before it is needed.
+            let reserve = (seq + RESERVE_BLOCK / 2 > self.requested).then(|| {
+                self.requested = self.requested.max(seq) + RESERVE_BLOCK;
+                self.requested
+            });
+            let change = Change::Post {
+                room: room.as_str().to_owned(),
+                message: Box::new(message.clone()),
+                reserve_through: reserve,
+            };
+            slot.send(change, reserve.map(|_| Arc::clone(&self.reserved)));
+        }
+        if self.history.len() >= common.config.history.max(1)
+            && let Some(old) = self.history.pop_front()
+        {
+            self.evicted_through = old.seq;
         }
         self.history.push_back(message);
         self.broadcast(&frame, None, common);
         common.metrics.messages.inc();
-        self.last_seq
+        Ok(seq)
     }
 
-    fn find(&mut self, message_id: &str) -> Result<&mut StoredMessage, Refusal> {
+    fn position(&self, message_id: &str) -> Result<usize, Refusal> {
         self.history
-            .iter_mut()
-            .find(|m| m.id == message_id)
-            .ok_or_else(|| {
-                Refusal::new(
-                    ErrorCode::UnknownMessage,
-                    format!("no message {message_id:?} in this room's recent history"),
-                )
-            })
+            .iter()
+            .position(|m| m.id == message_id)
+            .ok_or_else(|| refused_not_found(message_id))
     }
 
     /// Applies a reaction change; broadcasts `reaction_update` only if
     /// something changed.
     pub fn react(
         &mut self,
+        room: &RoomName,
         user: &UserName,
         message_id: &str,
         emoji: Emoji,
@@ -285,8 +457,8 @@ impl RoomState {
     ) -> Result<(), Refusal> {
         let max = common.config.max_reactions_per_message;
         let max_users = common.config.max_users_per_reaction;
-        let message = self.find(message_id)?;
-        let reactions = &mut message.reactions.0;
+        let at = self.position(message_id)?;
+        let reactions = &self.history[at].reactions.0;
         let pos = reactions.iter().position(|(e, _)| *e == emoji);
         let has = pos.is_some_and(|i| reactions[i].1.contains(user));
         let add = match action {
@@ -305,7 +477,6 @@ impl RoomState {
                         format!("{max_users} people already reacted with this emoji"),
                     ));
                 }
-                Some(i) => reactions[i].1.push(user.clone()),
                 None if reactions.len() >= max => {
                     return Err(Refusal::new(
                         ErrorCode::TooManyReactions,
@@ -314,15 +485,32 @@ impl RoomState {
                         ),
                     ));
                 }
-                None => reactions.push((emoji.clone(), vec![user.clone()])),
-            }
-        } else if let Some(i) = pos {
-            reactions[i].1.retain(|u| u != user);
-            if reactions[i].1.is_empty() {
-                reactions.remove(i);
+                _ => {}
             }
         }
-        let message = &*message;
+        let store = Self::store_slot(common)?;
+        let message = &mut self.history[at];
+        let reactions = &mut message.reactions.0;
+        match (add, pos) {
+            (true, Some(i)) => reactions[i].1.push(user.clone()),
+            (true, None) => reactions.push((emoji.clone(), vec![user.clone()])),
+            (false, Some(i)) => {
+                reactions[i].1.retain(|u| u != user);
+                if reactions[i].1.is_empty() {
+                    reactions.remove(i);
+                }
+            }
+            (false, None) => {}
+        }
+        let message = &self.history[at];
+        if let Some(slot) = store {
+            let change = Change::React {
+                room: room.as_str().to_owned(),
+                message_id: message.id.clone(),
+                reactions: message.reactions.to_store_json(),
+            };
+            slot.send(change, None);
+        }
         let frame = frame::json(&Event::ReactionUpdate {
             message_id: &message.id,
             emoji: &emoji,
@@ -338,13 +526,14 @@ impl RoomState {
     /// Replaces a message's content; author only.
     pub fn edit(
         &mut self,
+        room: &RoomName,
         identity: &Identity,
         message_id: &str,
         content: String,
         common: &Common,
     ) -> Result<(), Refusal> {
-        let now = common.now_rfc3339();
-        let message = self.find(message_id)?;
+        let at = self.position(message_id)?;
+        let message = &self.history[at];
         if message.identity != *identity {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
@@ -357,31 +546,55 @@ impl RoomState {
                 "`content` must not be blank; delete the message instead",
             ));
         }
+        let store = Self::store_slot(common)?;
+        let now = common.now_rfc3339();
+        let message = &mut self.history[at];
         message.content = content;
         message.edited_at = Some(now);
+        if let Some(slot) = store {
+            let change = Change::Edit {
+                room: room.as_str().to_owned(),
+                message_id: message.id.clone(),
+                content: message.content.clone(),
+                edited_at: message.edited_at.clone().unwrap_or_default(),
+            };
+            slot.send(change, None);
+        }
         let frame = frame::json(&MessageView::of("message_updated", message, None));
         self.broadcast(&frame, None, common);
         Ok(())
     }
 
-    /// Removes a message; author only.
+    /// Removes a message; author only (or a moderator).
     pub fn delete(
         &mut self,
-        identity: &Identity,
-        moderator: bool,
+        room: &RoomName,
+        (identity, moderator): (&Identity, bool),
         message_id: &str,
         common: &Common,
     ) -> Result<(), Refusal> {
-        let message = self.find(message_id)?;
-        if !moderator && message.identity != *identity {
+        let at = self.position(message_id)?;
+        if !moderator && self.history[at].identity != *identity {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
                 "only the author can delete a message",
             ));
         }
-        let seq = message.seq;
-        self.history.retain(|m| m.seq != seq);
-        let frame = frame::json(&Event::MessageDeleted { message_id, seq });
+        let store = Self::store_slot(common)?;
+        let Some(message) = self.history.remove(at) else {
+            return Err(refused_not_found(message_id));
+        };
+        if let Some(slot) = store {
+            let change = Change::Delete {
+                room: room.as_str().to_owned(),
+                message_id: message.id.clone(),
+            };
+            slot.send(change, None);
+        }
+        let frame = frame::json(&Event::MessageDeleted {
+            message_id,
+            seq: message.seq,
+        });
         self.broadcast(&frame, None, common);
         Ok(())
     }
@@ -396,14 +609,14 @@ impl RoomState {
     }
 
     /// Whether `user` may send a typing event now (one per
-    /// `typing_interval`; with the backbone, Redis holds the cross-instance
-    /// half of the throttle).
+    /// `typing_interval`; with a backbone, it holds the cross-instance half
+    /// of the throttle).
     pub fn typing_allowed(&mut self, user: &UserName, common: &Common) -> bool {
         let now = Instant::now();
-        if let Some(last) = self.typing.get(user) {
-            if now.duration_since(*last) < common.config.typing_interval {
-                return false;
-            }
+        if let Some(last) = self.typing.get(user)
+            && now.duration_since(*last) < common.config.typing_interval
+        {
+            return false;
         }
         self.typing.insert(user.clone(), now);
         true
@@ -418,27 +631,58 @@ impl RoomState {
     }
 
     /// Every message still held, oldest first (for tests and embedders).
-    pub fn history(&self) -> impl Iterator<Item = &StoredMessage> {
+    pub fn history(&self) -> impl DoubleEndedIterator<Item = &StoredMessage> {
         self.history.iter()
+    }
+
+    /// Online names with their connections here.
+    pub fn local_online(&self) -> impl Iterator<Item = (&UserName, u32)> {
+        self.online.iter().map(|(u, n)| (u, *n))
+    }
+
+    /// Queues the room's last seq for the store as it leaves memory (one
+    /// instance only: with a backbone, the backbone numbers).
+    pub fn settle(&self, room: &RoomName, common: &Common) {
+        if !self.loaded || !matches!(common.link, super::Link::Local) {
+            return;
+        }
+        if let Some(Ok(slot)) = common.store.as_ref().map(Store::slot) {
+            let change = Change::Settle {
+                room: room.as_str().to_owned(),
+                last_seq: self.last_seq,
+            };
+            slot.send(change, None);
+        }
+    }
+
+    /// The highest seq handed out (or, with a backbone, held in the store).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
     }
 }
 
 /// The newest of `views` (oldest first) whose JSON fits in `budget` bytes,
-/// oldest first.
+/// oldest first, and whether any was left out. One message too large for
+/// what is left is skipped, not the end of the history: a single huge
+/// message cannot hide the ones before it.
 fn newest_within<'a>(
     views: impl DoubleEndedIterator<Item = MessageView<'a>>,
     budget: usize,
-) -> Vec<MessageView<'a>> {
+) -> (Vec<MessageView<'a>>, bool) {
     let mut used = 0usize;
-    let mut kept: Vec<MessageView<'a>> = views
-        .rev()
-        .take_while(|v| {
-            used = used.saturating_add(frame::json_len(v) + 1); // and its comma
-            used <= budget
-        })
-        .collect();
+    let mut cut = false;
+    let mut kept = Vec::new();
+    for view in views.rev() {
+        let size = frame::json_len(&view) + 1; // and its comma
+        if used.saturating_add(size) > budget {
+            cut = true;
+            continue;
+        }
+        used += size;
+        kept.push(view);
+    }
     kept.reverse();
-    kept
+    (kept, cut)
 }
 
 enum PresenceKind {

@@ -157,10 +157,12 @@ impl Backbone for RedisBackbone {
         user: &UserName,
         connections: u32,
         after: Option<u64>,
+        seq_floor: u64,
     ) -> Answer<RemoteWelcome> {
         let a = &self.args;
         let n = connections.to_string();
         let after = after.map(|a| a.to_string()).unwrap_or_default();
+        let floor = seq_floor.to_string();
         let queued = self.link.call(
             Script::Join,
             &[
@@ -174,6 +176,7 @@ impl Backbone for RedisBackbone {
                 a.welcome_history.as_bytes(),
                 a.online_cap.as_bytes(),
                 a.welcome_bytes.as_bytes(),
+                floor.as_bytes(),
             ],
         );
         Box::pin(async move {
@@ -211,7 +214,8 @@ impl Backbone for RedisBackbone {
         }
     }
 
-    fn post(&self, room: &RoomName, m: NewMessage<'_>) -> Answer<u64> {
+    fn post(&self, room: &RoomName, m: NewMessage<'_>, seq_floor: u64) -> Answer<u64> {
+        let floor = seq_floor.to_string();
         let attachment = m
             .attachment
             .map(|a| serde_json::to_string(a).unwrap_or_default())
@@ -228,6 +232,7 @@ impl Backbone for RedisBackbone {
                 attachment.as_bytes(),
                 m.client_id.unwrap_or_default().as_bytes(),
                 m.identity.as_str().as_bytes(),
+                floor.as_bytes(),
             ],
         );
         Box::pin(async move {
@@ -250,17 +255,15 @@ impl Backbone for RedisBackbone {
         _identity: &Identity,
         emoji: &Emoji,
         action: ReactionAction,
-    ) -> Answer<()> {
+    ) -> Answer<Option<String>> {
         let action: &[u8] = match action {
             ReactionAction::Add => b"add",
             ReactionAction::Remove => b"remove",
             ReactionAction::Toggle => b"toggle",
         };
-        let (max, max_users) = (
-            self.args.max_reactions.to_string(),
-            self.args.max_users.to_string(),
-        );
-        self.checked(
+        let (max, max_users) = (self.args.max_reactions, self.args.max_users);
+        let (max_text, max_users_text) = (max.to_string(), max_users.to_string());
+        let queued = self.link.call(
             Script::React,
             &[
                 room.as_str().as_bytes(),
@@ -268,12 +271,28 @@ impl Backbone for RedisBackbone {
                 user.as_str().as_bytes(),
                 emoji.as_str().as_bytes(),
                 action,
-                max.as_bytes(),
-                max_users.as_bytes(),
+                max_text.as_bytes(),
+                max_users_text.as_bytes(),
             ],
-            message_id,
-            "react to",
-        )
+        );
+        let message_id = message_id.to_owned();
+        Box::pin(async move {
+            let reply = Link::reply(queued.map_err(unavailable)?)
+                .await
+                .map_err(unavailable)?;
+            // A change answers `[1, reactions]`; a no-op or refusal, a code.
+            if let Some(code) = reply.as_int() {
+                refused(code, &message_id, "react to", (max, max_users))?;
+                return Ok(None);
+            }
+            let reactions = reply
+                .items()
+                .get(1)
+                .and_then(|r| r.as_bytes())
+                .and_then(|r| std::str::from_utf8(r).ok())
+                .map(str::to_owned);
+            Ok(reactions)
+        })
     }
 
     fn edit(
@@ -354,6 +373,43 @@ impl Backbone for RedisBackbone {
                 count: usize::try_from(count).unwrap_or(0),
                 names: names.to_owned(),
             })
+        })
+    }
+
+    fn page(
+        &self,
+        room: &RoomName,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Answer<(Vec<String>, bool)> {
+        let before = before.map(|b| b.to_string()).unwrap_or_default();
+        let limit = limit.to_string();
+        let queued = self.link.call(
+            Script::Page,
+            &[
+                room.as_str().as_bytes(),
+                before.as_bytes(),
+                limit.as_bytes(),
+            ],
+        );
+        Box::pin(async move {
+            let v = Link::reply(queued.map_err(unavailable)?)
+                .await
+                .map_err(unavailable)?;
+            let items = v.items();
+            let more = items.first().and_then(|m| m.as_int()) == Some(1);
+            let messages = items
+                .get(1)
+                .map(|list| {
+                    list.items()
+                        .iter()
+                        .filter_map(|m| m.as_bytes())
+                        .filter_map(|m| std::str::from_utf8(m).ok())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok((messages, more))
         })
     }
 

@@ -53,6 +53,14 @@ local function publish(room, body)
   redis.call('PUBLISH', k('room', room), ev .. '\n' .. body)
   return ev
 end
+-- A durable store may hold messages up to `floor` (Redis lost them, or
+-- never had them): the room's numbering continues above it.
+local function raise_seq(meta, floor)
+  floor = tonumber(floor) or 0
+  if tonumber(redis.call('HGET', meta, 'seq') or '0') < floor then
+    redis.call('HSET', meta, 'seq', floor)
+  end
+end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -122,16 +130,16 @@ end
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Script {
     /// `P, room, ring, id, user, content, timestamp, attachment JSON|'',
-    /// client_id|'', identity` → seq.
+    /// client_id|'', identity, seq floor` → seq.
     Post,
     /// `P, room, inst, ttl, user, n, room_ttl, after|'', welcome_history, cap,
-    /// history byte budget` → `[last_seq, ev, gap, online_count, online JSON,
+    /// history byte budget, seq floor` → `[last_seq, ev, gap, online_count, online JSON,
     /// [message JSON, oldest first]]`; then publishes `join`.
     Join,
     /// `P, room, inst, ttl, user, n, cap, room_ttl` → sets this instance's count for the user.
     Presence,
-    /// `P, room, id, user, emoji, add|remove|toggle, max emoji, max users` → 1 changed,
-    /// 0 no-op, -1 unknown, -2 too many emoji, -5 too many users on this emoji.
+    /// `P, room, id, user, emoji, add|remove|toggle, max emoji, max users` →
+    /// `[1, reactions as [[emoji, [users]]]]` changed, 0 no-op, -1 unknown, -2 too many emoji, -5 too many users on this emoji.
     React,
     /// `P, room, id, identity, content, blank 0|1, now` → 1, -1 unknown, -3 forbidden, -4 blank.
     Edit,
@@ -150,11 +158,13 @@ pub enum Script {
     Resync,
     /// `P, inst, cap, room_ttl` → removes this instance (graceful shutdown).
     Bye,
+    /// `P, room, before|'', limit` → `[more 0|1, [message JSON, oldest first]]`.
+    Page,
 }
 
 impl Script {
     /// Every script, in a fixed order (their index is their slot for SHAs).
-    pub const ALL: [Script; 12] = [
+    pub const ALL: [Script; 13] = [
         Self::Post,
         Self::Join,
         Self::Presence,
@@ -167,6 +177,7 @@ impl Script {
         Self::Heartbeat,
         Self::Resync,
         Self::Bye,
+        Self::Page,
     ];
 
     /// Position in [`Script::ALL`].
@@ -189,6 +200,7 @@ impl Script {
             Self::Heartbeat => HEARTBEAT,
             Self::Resync => RESYNC,
             Self::Bye => BYE,
+            Self::Page => PAGE,
         };
         format!("{PRELUDE}\n{body}")
     }
@@ -197,6 +209,7 @@ impl Script {
 const POST: &str = r#"
 local room, ring = ARGV[2], tonumber(ARGV[3])
 local meta, ids, msgs = k('meta', room), k('ids', room), k('msgs', room)
+raise_seq(meta, ARGV[11])
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 local m = {id = ARGV[4], seq = seq, user = ARGV[5], who = ARGV[10], content = ARGV[6], timestamp = ARGV[7], r = {}}
 if ARGV[8] ~= '' then m.attachment = cjson.decode(ARGV[8]) end
@@ -222,6 +235,7 @@ local room_ttl = tonumber(ARGV[7])
 register(inst, tonumber(ARGV[4]))
 local change = set_count(inst, room, user, tonumber(ARGV[6]), room_ttl)
 local meta, ids, msgs = k('meta', room), k('ids', room), k('msgs', room)
+raise_seq(meta, ARGV[12])
 local st = redis.call('HMGET', meta, 'seq', 'ev', 'evicted')
 local last_seq, ev, evicted = tonumber(st[1] or '0'), tonumber(st[2] or '0'), tonumber(st[3] or '0')
 local idl, gap = {}, 0
@@ -296,7 +310,7 @@ publish(room, '{"type":"reaction_update","message_id":' .. cjson.encode(id) ..
   ',"emoji":' .. cjson.encode(emoji) .. ',"user":' .. cjson.encode(user) ..
   ',"action":"' .. (add and 'add' or 'remove') .. '","users":' .. enc_list(users) ..
   ',"reactions":' .. enc_reactions(r) .. '}')
-return 1
+return {1, enc_list(r)}
 "#;
 
 const EDIT: &str = r#"
@@ -378,4 +392,19 @@ const BYE: &str = r#"
 reap(ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
 redis.call('DEL', P .. ':reaped:' .. ARGV[2])
 return 1
+"#;
+
+const PAGE: &str = r#"
+local room, limit = ARGV[2], tonumber(ARGV[4])
+local top = '+inf'
+if ARGV[3] ~= '' then top = '(' .. ARGV[3] end
+local idl = redis.call('ZREVRANGEBYSCORE', k('ids', room), top, '-inf', 'LIMIT', 0, limit + 1)
+local more = 0
+if #idl > limit then more = 1; table.remove(idl) end
+local msgs, parts = k('msgs', room), {}
+for i = #idl, 1, -1 do
+  local raw = redis.call('HGET', msgs, idl[i])
+  if raw then parts[#parts + 1] = msg_json(cjson.decode(raw), 'message') end
+end
+return {more, parts}
 "#;

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use roomcast::store::StoreKind;
 use roomcast::{Config, ServeError};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -64,37 +65,66 @@ impl Drop for TempDir {
 pub struct Server {
     pub addr: SocketAddr,
     /// The server's own temporary directory (its uploads live in `uploads/`,
-    /// see [`Server::uploads_dir`]).
+    /// see [`Server::uploads_dir`]; its SQLite store in `data/`).
     pub dir: TempDir,
+    config: Config,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
 }
 
 /// Test defaults: the production defaults with a short shutdown grace, so a
-/// test that fails mid-way cannot hang CI for long.
+/// test that fails mid-way cannot hang CI for long, and history in memory
+/// (the tests of the durable stores choose theirs, see [`store_config`]).
 pub fn config() -> Config {
-    Config::default().shutdown_grace(Duration::from_secs(5))
+    Config::default()
+        .shutdown_grace(Duration::from_secs(5))
+        .store(StoreKind::Memory)
 }
 
 impl Server {
     /// Starts `roomcast::serve` with `config`, storing uploads in a fresh
     /// temporary directory.
     pub async fn start(config: Config) -> Self {
-        let dir = TempDir::new("server");
+        Self::start_in(config, TempDir::new("server")).await
+    }
+
+    /// Shuts the server down gracefully and starts a new one with the same
+    /// configuration and directory (its uploads and SQLite store).
+    pub async fn restart(mut self) -> Self {
+        let _ = self.stop.take().expect("not yet stopped").send(());
+        let task = self.task.take().expect("not yet stopped");
+        tokio::time::timeout(TIMEOUT, task)
+            .await
+            .expect("serve did not return after shutdown")
+            .expect("serve panicked")
+            .expect("serve failed");
+        let dir = std::mem::replace(&mut self.dir, TempDir::new("moved"));
+        Self::start_in(self.config.clone(), dir).await
+    }
+
+    /// Like [`Server::start`], in `dir`.
+    pub async fn start_in(config: Config, dir: TempDir) -> Self {
         // Created here too (serve creates it when its task first runs), so a
         // test may place files in it right after start.
         let uploads = dir.path().join("uploads");
         std::fs::create_dir_all(&uploads).expect("create uploads dir");
-        let config = config.uploads_dir(uploads);
+        // The SQLite store goes in the server's directory too, unless the
+        // test chose another place.
+        let data = match config.data_dir == Path::new("data") {
+            true => dir.path().join("data"),
+            false => config.data_dir.clone(),
+        };
+        let config = config.uploads_dir(uploads).data_dir(data);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(roomcast::serve(listener, config, async move {
+        let task = tokio::spawn(roomcast::serve(listener, config.clone(), async move {
             let _ = stopped.await;
         }));
         Self {
             addr,
             dir,
+            config,
             stop: Some(stop),
             task: Some(task),
         }
@@ -706,5 +736,101 @@ impl RawWs {
                 other => panic!("expected a text frame, got opcode {other}: {frame:?}"),
             }
         }
+    }
+}
+
+/// The real `roomcast` binary, started on a free port in its own directory
+/// (for what only a process can show: a `kill -9`, its exit code, its
+/// output).
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Binary {
+    /// Starts the binary in `dir` with `args` (after `--port 0`) and waits
+    /// for its `listening on` line.
+    pub fn start(dir: &Path, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(["--port", "0"])
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start the roomcast binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .parse()
+            .expect("an address");
+        Self { child, addr }
+    }
+
+    /// Runs the binary in `dir` with `args` to its end; returns its exit
+    /// code and what it wrote to stderr (for start-up errors).
+    pub fn run_to_end(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(["--port", "0"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run the roomcast binary");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would: nothing runs after it.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    pub async fn join(&self, room: &str, user: &str) -> (Client, Value) {
+        let mut c = Client::connect(&format!("ws://{}/ws/{room}/{user}", self.addr)).await;
+        let welcome = c.expect("welcome").await;
+        (c, welcome)
+    }
+
+    pub async fn get(&self, path: &str) -> HttpResponse {
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
+        http_raw(self.addr, req.as_bytes(), false).await
+    }
+
+    pub async fn metric(&self, name: &str) -> u64 {
+        metric_value(&self.get("/metrics").await.text(), name)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `check` holds (state that changes after an event the test
+/// cannot observe directly); fails after [`TIMEOUT`] saying `what`.
+pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -1,0 +1,329 @@
+//! The port for a durable history store: what the hub hands it and asks of
+//! it. Backends (`src/store/`: SQLite, PostgreSQL) take the other end.
+//!
+//! Writes never slow a broadcast: a room applies a change in memory, fans it
+//! out, and queues one [`Change`] for the store's single writer through a
+//! bounded queue; the writer commits them in groups. A full queue, or a store
+//! that reports itself degraded, refuses the change *before* it is applied
+//! (the poster gets `unavailable`), so nothing accepted is ever dropped.
+//! Reads ([`Store::load`], [`Store::page`]) go through the same queue, so a
+//! read sees every change queued before it, committed or not.
+//!
+//! Sequence numbers are never reused after a crash: a room hands out `seq`s
+//! only below a *reservation* the store has made durable (see
+//! [`Snapshot::reserved`]); the room asks for the next block well before it
+//! reaches the end of the current one.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::event::{ErrorCode, Refusal, StoredMessage};
+
+/// How long a read (a room's load, a page) may wait for the writer, which
+/// may be retrying a failing commit.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Seqs a room reserves at a time; after a crash its numbering resumes past
+/// the last reservation, so it may skip up to this many numbers.
+pub const RESERVE_BLOCK: u64 = 1024;
+
+/// One change to a room's stored history.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A new message. `reserve_through` asks the store to make seqs up to
+    /// it usable (see [`Snapshot::reserved`]).
+    Post {
+        /// The room's key.
+        room: String,
+        /// The message as posted.
+        message: Box<StoredMessage>,
+        /// A new reservation to record with it, if the room needs one.
+        reserve_through: Option<u64>,
+    },
+    /// A message's new content.
+    Edit {
+        /// The room's key.
+        room: String,
+        /// The message.
+        message_id: String,
+        /// The new text.
+        content: String,
+        /// RFC 3339 UTC of the edit.
+        edited_at: String,
+    },
+    /// A message's reactions, all of them, after a change.
+    React {
+        /// The room's key.
+        room: String,
+        /// The message.
+        message_id: String,
+        /// The reactions in the store's form (see
+        /// [`Reactions::to_store_json`](super::Reactions::to_store_json)).
+        reactions: String,
+    },
+    /// A deleted message: its content leaves the store.
+    Delete {
+        /// The room's key.
+        room: String,
+        /// The message.
+        message_id: String,
+    },
+    /// The room leaves memory (it emptied, or the server stops): no seq
+    /// above `last_seq` was handed out, so its reservation can shrink to it
+    /// and the numbering continues without a jump.
+    Settle {
+        /// The room's key.
+        room: String,
+        /// The highest seq the room handed out.
+        last_seq: u64,
+    },
+}
+
+/// A room's stored state, as a room needs it when it is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The newest stored messages, oldest first.
+    pub tail: Vec<StoredMessage>,
+    /// The highest seq the room may have handed out before: every new seq
+    /// must be above it (the last stored seq or the last reservation).
+    pub last_seq: u64,
+    /// Seqs up to this one are reserved durably (this load made a new
+    /// reservation of [`RESERVE_BLOCK`] past `last_seq`).
+    pub reserved: u64,
+    /// Whether older messages than `tail` are stored.
+    pub older: bool,
+}
+
+/// Which stored messages to read: those with `after < seq < before`, the
+/// newest `limit` of them, returned oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageQuery {
+    /// Only messages above this seq.
+    pub after: u64,
+    /// Only messages below this seq (`None`: up to the newest).
+    pub before: Option<u64>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// A read or write for the store's writer, in queue order.
+#[derive(Debug)]
+pub enum StoreOp {
+    /// A change to commit. `durable` (if any) is set to the reservation
+    /// once it is committed.
+    Change(Change, Option<Arc<AtomicU64>>),
+    /// Load a room (making a new reservation); answered after the commit.
+    Load {
+        /// The room's key.
+        room: String,
+        /// Messages wanted in the tail.
+        tail: usize,
+        /// The answer.
+        reply: oneshot::Sender<Result<Snapshot, StoreError>>,
+    },
+    /// Read a page of a room's messages.
+    Page {
+        /// The room's key.
+        room: String,
+        /// Which messages.
+        query: PageQuery,
+        /// The answer: the messages oldest first, and whether older ones
+        /// than the first are stored.
+        reply: oneshot::Sender<Result<(Vec<StoredMessage>, bool), StoreError>>,
+    },
+    /// Answer once everything queued before is committed.
+    Flush(oneshot::Sender<()>),
+    /// Commit everything queued before, close the store, answer, stop.
+    Stop(oneshot::Sender<()>),
+}
+
+/// Why the store could not do something; its text is for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// What the writer and the hub both see: whether the store is failing,
+/// and how many accepted changes are not committed yet.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    failing: AtomicBool,
+    reason: Mutex<String>,
+    uncommitted: AtomicU64,
+}
+
+impl StoreHealth {
+    /// `None` while the store commits; otherwise why not.
+    pub fn degraded(&self) -> Option<String> {
+        self.failing.load(Ordering::Acquire).then(|| {
+            self.reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        })
+    }
+
+    /// The writer failed to commit: refuse changes until it succeeds again.
+    pub fn set_failing(&self, reason: String) {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+        self.failing.store(true, Ordering::Release);
+    }
+
+    /// The writer committed: accept changes again.
+    pub fn set_ok(&self) {
+        self.failing.store(false, Ordering::Release);
+    }
+
+    /// Changes accepted but not yet committed.
+    pub fn uncommitted(&self) -> u64 {
+        self.uncommitted.load(Ordering::Acquire)
+    }
+
+    /// The writer committed `n` changes.
+    pub fn committed(&self, n: u64) {
+        self.uncommitted.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// The hub's end of a durable store: a bounded queue to its writer.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<StoreOp>,
+    health: Arc<StoreHealth>,
+}
+
+/// The writer's end: what [`store_channel`] hands the backend.
+pub struct StoreInbox {
+    /// Operations in queue order; `None` once every [`Store`] is dropped.
+    pub rx: mpsc::Receiver<StoreOp>,
+    /// Shared with the hub.
+    pub health: Arc<StoreHealth>,
+}
+
+/// A store whose writer queue holds at most `capacity` operations.
+pub fn store_channel(capacity: usize) -> (Store, StoreInbox) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let health = Arc::new(StoreHealth::default());
+    (
+        Store {
+            tx,
+            health: Arc::clone(&health),
+        },
+        StoreInbox { rx, health },
+    )
+}
+
+fn unavailable(reason: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::Unavailable,
+        format!("the history store {reason}; nothing was changed, try again shortly"),
+    )
+}
+
+/// Room for one change in the writer's queue, taken before the change is
+/// applied so that applying it can no longer be refused.
+pub struct Slot(mpsc::OwnedPermit<StoreOp>, Arc<StoreHealth>);
+
+impl Slot {
+    /// Queues the change (never waits, never fails).
+    pub fn send(self, change: Change, durable: Option<Arc<AtomicU64>>) {
+        self.1.uncommitted.fetch_add(1, Ordering::AcqRel);
+        self.0.send(StoreOp::Change(change, durable));
+    }
+}
+
+impl Store {
+    /// `None` while the store commits; otherwise why not.
+    pub fn degraded(&self) -> Option<String> {
+        self.health.degraded()
+    }
+
+    /// Changes accepted but not yet committed.
+    pub fn uncommitted(&self) -> u64 {
+        self.health.uncommitted()
+    }
+
+    /// Operations waiting in the writer's queue.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Takes room for one change; refuses at once when the store is failing
+    /// or its queue is full (a full queue is the writer falling behind: the
+    /// change is refused, never held in memory).
+    pub fn slot(&self) -> Result<Slot, Refusal> {
+        if self.health.degraded().is_some() {
+            return Err(unavailable("cannot write right now"));
+        }
+        match self.tx.clone().try_reserve_owned() {
+            Ok(permit) => Ok(Slot(permit, Arc::clone(&self.health))),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(unavailable("is behind")),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(unavailable("has stopped")),
+        }
+    }
+
+    async fn ask<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> StoreOp,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.try_send(op(reply)).map_err(|e| {
+            StoreError(match e {
+                mpsc::error::TrySendError::Full(_) => "the history store is behind".into(),
+                mpsc::error::TrySendError::Closed(_) => "the history store has stopped".into(),
+            })
+        })?;
+        match tokio::time::timeout(READ_TIMEOUT, answer).await {
+            Err(_) => Err(StoreError(
+                "the history store did not answer in time".into(),
+            )),
+            Ok(Err(_)) => Err(StoreError(
+                "the history store stopped before answering".into(),
+            )),
+            Ok(Ok(answer)) => answer,
+        }
+    }
+
+    /// Loads a room: its newest `tail` messages and a fresh reservation.
+    pub async fn load(&self, room: &str, tail: usize) -> Result<Snapshot, StoreError> {
+        let room = room.to_owned();
+        self.ask(|reply| StoreOp::Load { room, tail, reply }).await
+    }
+
+    /// Reads a page of a room's messages (see [`PageQuery`]), oldest first,
+    /// and whether older ones are stored.
+    pub async fn page(
+        &self,
+        room: &str,
+        query: PageQuery,
+    ) -> Result<(Vec<StoredMessage>, bool), StoreError> {
+        let room = room.to_owned();
+        self.ask(|reply| StoreOp::Page { room, query, reply }).await
+    }
+
+    /// Resolves once every change queued before is committed (or the writer
+    /// has stopped).
+    pub async fn flush(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(StoreOp::Flush(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// Commits everything queued, closes the store (its file or connection)
+    /// and stops the writer; later changes are refused.
+    pub async fn stop(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(StoreOp::Stop(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! The shared store: PostgreSQL (feature `postgres`), what several
+//! instances behind one URL keep their history in.
+//!
+//! The writer thread drives `tokio-postgres` on a small runtime of its own,
+//! so the store's I/O never runs on the server's. Statements are prepared
+//! once per connection. A lost connection is a transient failure: the
+//! writer keeps the group, reconnects and commits it when the database is
+//! back. Migrations run at start under an advisory lock (instances starting
+//! together take turns); a schema newer than the binary is a clear error.
+//! Tables are prefixed `roomcast_`, so the database may be shared with
+//! other programs; `?options=-csearch_path%3D<schema>` in the URL picks a
+//! schema.
+//!
+//! A deleted message's row is gone from every query at once; PostgreSQL
+//! reclaims its bytes on disk when (auto)vacuum next passes.
+
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+use tokio_postgres::{Client, NoTls, Row, Statement};
+
+use super::writer::{Journal, JournalError};
+use super::{Fsync, Retention, timestamp_ms};
+use crate::hub::{
+    Attachment, Change, Identity, PageQuery, Reactions, Snapshot, StoreError, StoredMessage,
+    UserName,
+};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// One statement or commit may take this long before the connection is
+/// taken for dead.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Each entry takes the schema from its index to the next version.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE roomcast_rooms (
+    room TEXT PRIMARY KEY,
+    seq_reserved BIGINT NOT NULL
+);
+CREATE TABLE roomcast_messages (
+    room TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    id TEXT NOT NULL UNIQUE,
+    user_name TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    content TEXT NOT NULL,
+    created TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    attachment TEXT,
+    edited_at TEXT,
+    reactions TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (room, seq)
+);
+CREATE INDEX roomcast_messages_created ON roomcast_messages (created_ms);
+"];
+
+const COLUMNS: &str =
+    "seq, id, user_name, identity, content, created, attachment, edited_at, reactions";
+
+/// The statements every connection prepares once.
+struct Statements {
+    insert: Statement,
+    reserve: Statement,
+    cap: Statement,
+    edit: Statement,
+    react: Statement,
+    delete: Statement,
+    newest: Statement,
+    reserved: Statement,
+    set_reserved: Statement,
+    tail: Statement,
+    page: Statement,
+    prune: Statement,
+    settle: Statement,
+}
+
+struct Connected {
+    client: Client,
+    st: Statements,
+}
+
+pub(crate) struct Postgres {
+    rt: Runtime,
+    url: String,
+    fsync: Fsync,
+    conn: Option<Connected>,
+}
+
+fn transient(message: &str) -> JournalError {
+    JournalError {
+        message: message.to_owned(),
+        transient: true,
+    }
+}
+
+fn classify(e: &tokio_postgres::Error) -> JournalError {
+    let transient = match e.code() {
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08")
+                || c.starts_with("53")
+                || c.starts_with("57")
+                || c.starts_with("40")
+                || c == "25006"
+        }
+        // No SQLSTATE: the connection itself failed (I/O, closed).
+        None => true,
+    };
+    let message = match e.as_db_error() {
+        Some(db) => format!("PostgreSQL: {}", db.message()),
+        None => format!("PostgreSQL: {e}"),
+    };
+    JournalError { message, transient }
+}
+
+impl Postgres {
+    /// Connects to `url` and brings the schema up to date.
+    pub fn open(url: &str, fsync: Fsync) -> Result<Self, StoreError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError(format!("cannot start the PostgreSQL runtime: {e}")))?;
+        let mut pg = Self {
+            rt,
+            url: url.to_owned(),
+            fsync,
+            conn: None,
+        };
+        let client = pg
+            .rt
+            .block_on(connect(url))
+            .map_err(|e| StoreError(format!("cannot connect to PostgreSQL: {}", e.message)))?;
+        pg.rt.block_on(migrate(&client))?;
+        let st = pg
+            .rt
+            .block_on(prepare(&client))
+            .map_err(|e| StoreError(e.message))?;
+        pg.conn = Some(Connected { client, st });
+        Ok(pg)
+    }
+
+    /// Makes sure there is a connection, reconnecting if the last one was
+    /// lost.
+    fn connect_again(&mut self) -> Result<(), JournalError> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let client = self.rt.block_on(connect(&self.url))?;
+            let st = self.rt.block_on(prepare(&client))?;
+            tracing::info!("connected to PostgreSQL again");
+            self.conn = Some(Connected { client, st });
+        }
+        Ok(())
+    }
+
+    /// Runs `work` on the connection with a deadline; a failure that is the
+    /// connection's drops it, so the next try reconnects.
+    fn run<T>(
+        &mut self,
+        work: impl AsyncFnOnce(&Connected) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, JournalError> {
+        self.connect_again()?;
+        let Some(conn) = &self.conn else {
+            return Err(transient("PostgreSQL: not connected"));
+        };
+        let result = self
+            .rt
+            .block_on(async { tokio::time::timeout(QUERY_TIMEOUT, work(conn)).await });
+        let failed = match result {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => classify(&e),
+            Err(_) => transient("PostgreSQL did not answer in time"),
+        };
+        if failed.transient {
+            self.conn = None;
+        }
+        Err(failed)
+    }
+}
+
+async fn connect(url: &str) -> Result<Client, JournalError> {
+    let connecting = tokio_postgres::connect(url, NoTls);
+    let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(classify(&e)),
+        Err(_) => return Err(transient("PostgreSQL: connecting timed out")),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("PostgreSQL connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+async fn migrate(client: &Client) -> Result<(), StoreError> {
+    let fail = |e: tokio_postgres::Error| StoreError(classify(&e).message);
+    client
+        .batch_execute(
+            "BEGIN; SELECT pg_advisory_xact_lock(7263737401); \
+             CREATE TABLE IF NOT EXISTS roomcast_schema (version INTEGER NOT NULL);",
+        )
+        .await
+        .map_err(fail)?;
+    let row = client
+        .query_opt("SELECT version FROM roomcast_schema", &[])
+        .await
+        .map_err(fail)?;
+    let version = row.map_or(0, |r| r.get::<_, i32>(0));
+    let known = MIGRATIONS.len() as i32;
+    if version > known {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(StoreError(format!(
+            "the PostgreSQL database was written by a newer roomcast (schema version {version}; \
+             this build knows up to {known}); run the newer roomcast, or use another database or schema"
+        )));
+    }
+    for sql in MIGRATIONS
+        .iter()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        client.batch_execute(sql).await.map_err(fail)?;
+    }
+    client
+        .batch_execute(&format!(
+            "DELETE FROM roomcast_schema; INSERT INTO roomcast_schema VALUES ({known}); COMMIT;"
+        ))
+        .await
+        .map_err(fail)
+}
+
+async fn prepare(c: &Client) -> Result<Statements, JournalError> {
+    let p = async |sql: &str| c.prepare(sql).await.map_err(|e| classify(&e));
+    Ok(Statements {
+        insert: p("INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
+                   created, created_ms, attachment, edited_at, reactions) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+        .await?,
+        reserve: p("INSERT INTO roomcast_rooms (room, seq_reserved) VALUES ($1, $2) \
+                    ON CONFLICT (room) DO UPDATE \
+                    SET seq_reserved = greatest(roomcast_rooms.seq_reserved, excluded.seq_reserved)")
+        .await?,
+        cap: p("DELETE FROM roomcast_messages WHERE room = $1 AND seq <= $2").await?,
+        edit: p("UPDATE roomcast_messages SET content = $1, edited_at = $2 \
+                 WHERE id = $3 AND room = $4")
+        .await?,
+        react: p("UPDATE roomcast_messages SET reactions = $1 WHERE id = $2 AND room = $3").await?,
+        delete: p("DELETE FROM roomcast_messages WHERE id = $1 AND room = $2").await?,
+        newest: p("SELECT max(seq) FROM roomcast_messages WHERE room = $1").await?,
+        reserved: p("SELECT seq_reserved FROM roomcast_rooms WHERE room = $1").await?,
+        set_reserved: p("INSERT INTO roomcast_rooms (room, seq_reserved) VALUES ($1, $2) \
+                         ON CONFLICT (room) DO UPDATE SET seq_reserved = excluded.seq_reserved")
+        .await?,
+        tail: p(&format!(
+            "SELECT {COLUMNS} FROM roomcast_messages WHERE room = $1 ORDER BY seq DESC LIMIT $2"
+        ))
+        .await?,
+        page: p(&format!(
+            "SELECT {COLUMNS} FROM roomcast_messages WHERE room = $1 AND seq > $2 AND seq < $3 \
+             ORDER BY seq DESC LIMIT $4"
+        ))
+        .await?,
+        prune: p("DELETE FROM roomcast_messages WHERE created_ms < $1").await?,
+        settle: p("UPDATE roomcast_rooms SET seq_reserved = $2 WHERE room = $1").await?,
+    })
+}
+
+fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// A stored row back into a message (see the SQLite store: names read back
+/// are never refused).
+fn message(r: &Row) -> StoredMessage {
+    let attachment: Option<String> = r.get(6);
+    let reactions: String = r.get(8);
+    StoredMessage {
+        seq: u64::try_from(r.get::<_, i64>(0)).unwrap_or(0),
+        id: r.get(1),
+        user: UserName::from_store(r.get(2)),
+        identity: Identity::from_key(r.get::<_, String>(3)),
+        content: r.get(4),
+        timestamp: r.get(5),
+        attachment: attachment.and_then(|a| serde_json::from_str::<Attachment>(&a).ok()),
+        edited_at: r.get(7),
+        reactions: Reactions::from_store_json(&reactions),
+    }
+}
+
+impl Journal for Postgres {
+    fn begin(&mut self) -> Result<(), JournalError> {
+        let sql = match self.fsync {
+            Fsync::Off => "BEGIN; SET LOCAL synchronous_commit = off;",
+            Fsync::Always | Fsync::Batch => "BEGIN",
+        };
+        self.run(async |c| c.client.batch_execute(sql).await)
+    }
+
+    fn apply(&mut self, change: &Change, retention: &Retention) -> Result<(), JournalError> {
+        let per_room = retention.per_room;
+        self.run(async |c| {
+            let st = &c.st;
+            match change {
+                Change::Post {
+                    room,
+                    message: m,
+                    reserve_through,
+                } => {
+                    let attachment = m
+                        .attachment
+                        .as_ref()
+                        .map(|a| serde_json::to_string(a).unwrap_or_default());
+                    c.client
+                        .execute(
+                            &st.insert,
+                            &[
+                                room,
+                                &seq_param(m.seq),
+                                &m.id,
+                                &m.user.as_str(),
+                                &m.identity.as_str(),
+                                &m.content,
+                                &m.timestamp,
+                                &timestamp_ms(&m.timestamp),
+                                &attachment,
+                                &m.edited_at,
+                                &m.reactions.to_store_json(),
+                            ],
+                        )
+                        .await?;
+                    if let Some(r) = reserve_through {
+                        c.client
+                            .execute(&st.reserve, &[room, &seq_param(*r)])
+                            .await?;
+                    }
+                    if let Some(cap) = per_room.filter(|cap| m.seq > *cap) {
+                        c.client
+                            .execute(&st.cap, &[room, &seq_param(m.seq - cap)])
+                            .await?;
+                    }
+                }
+                Change::Edit {
+                    room,
+                    message_id,
+                    content,
+                    edited_at,
+                } => {
+                    c.client
+                        .execute(&st.edit, &[content, edited_at, message_id, room])
+                        .await?;
+                }
+                Change::React {
+                    room,
+                    message_id,
+                    reactions,
+                } => {
+                    c.client
+                        .execute(&st.react, &[reactions, message_id, room])
+                        .await?;
+                }
+                Change::Delete { room, message_id } => {
+                    c.client.execute(&st.delete, &[message_id, room]).await?;
+                }
+                Change::Settle { room, last_seq } => {
+                    c.client
+                        .execute(&st.settle, &[room, &seq_param(*last_seq)])
+                        .await?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn load(&mut self, room: &str, tail: usize, block: u64) -> Result<Snapshot, JournalError> {
+        self.run(async |c| {
+            let st = &c.st;
+            let newest: Option<i64> = c.client.query_one(&st.newest, &[&room]).await?.get(0);
+            let reserved: Option<i64> = c
+                .client
+                .query_opt(&st.reserved, &[&room])
+                .await?
+                .map(|r| r.get(0));
+            let last = newest.unwrap_or(0).max(reserved.unwrap_or(0)).max(0);
+            let last = u64::try_from(last).unwrap_or(0);
+            let reserve = last.saturating_add(block);
+            c.client
+                .execute(&st.set_reserved, &[&room, &seq_param(reserve)])
+                .await?;
+            let rows = c
+                .client
+                .query(&st.tail, &[&room, &(tail as i64 + 1)])
+                .await?;
+            let mut tail_rows: Vec<StoredMessage> = rows.iter().map(message).collect();
+            let older = tail_rows.len() > tail;
+            tail_rows.truncate(tail);
+            tail_rows.reverse();
+            Ok(Snapshot {
+                tail: tail_rows,
+                last_seq: last,
+                reserved: reserve,
+                older,
+            })
+        })
+    }
+
+    fn page(
+        &mut self,
+        room: &str,
+        q: PageQuery,
+    ) -> Result<(Vec<StoredMessage>, bool), JournalError> {
+        self.run(async |c| {
+            let before = q.before.map_or(i64::MAX, seq_param);
+            let rows = c
+                .client
+                .query(
+                    &c.st.page,
+                    &[&room, &seq_param(q.after), &before, &(q.limit as i64 + 1)],
+                )
+                .await?;
+            let mut page: Vec<StoredMessage> = rows.iter().map(message).collect();
+            let more = page.len() > q.limit;
+            page.truncate(q.limit);
+            page.reverse();
+            Ok((page, more))
+        })
+    }
+
+    fn prune(&mut self, older_than_ms: i64) -> Result<u64, JournalError> {
+        self.run(async |c| c.client.execute(&c.st.prune, &[&older_than_ms]).await)
+    }
+
+    fn commit(&mut self, _deleted: bool) -> Result<(), JournalError> {
+        self.run(async |c| c.client.batch_execute("COMMIT").await)
+    }
+
+    fn rollback(&mut self) {
+        if self.conn.is_some() {
+            let _ = self.run(async |c| c.client.batch_execute("ROLLBACK").await);
+        }
+    }
+}

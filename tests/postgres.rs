@@ -1,0 +1,362 @@
+//! The PostgreSQL store (feature `postgres`) against the real server at
+//! 127.0.0.1:5432 (trust auth, database `test`): each test gets a schema of
+//! its own, dropped at the end. History survives restarts, two instances on
+//! Redis share it, a newer schema is refused, and a database that stops
+//! mid-conversation (a throwaway cluster the test starts, never the shared
+//! one) gives `unavailable`, then everything recovers by itself.
+#![cfg(all(feature = "postgres", feature = "redis"))]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::{Server, TempDir, config, eventually};
+use roomcast::store::StoreKind;
+use serde_json::{Value, json};
+
+const SHARED: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn unique(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "rc_{tag}_{}_{}_{nanos:x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs `sql` on the shared server (setup and cleanup only), on a thread
+/// of its own (the caller may be inside a runtime).
+fn admin(sql: &str) {
+    let sql = sql.to_owned();
+    std::thread::spawn(move || admin_here(&sql))
+        .join()
+        .expect("the admin statement failed");
+}
+
+fn admin_here(sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(SHARED, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL is not reachable at {SHARED} ({e}); these tests need it")
+            });
+        tokio::spawn(conn);
+        client.batch_execute(sql).await.expect(sql);
+    });
+}
+
+/// A schema of the test's own in the shared database, dropped at the end.
+struct Schema(String);
+
+impl Schema {
+    fn new(tag: &str) -> Self {
+        let name = unique(tag);
+        admin(&format!("CREATE SCHEMA {name}"));
+        Self(name)
+    }
+
+    fn url(&self) -> String {
+        format!("{SHARED}?options=-csearch_path%3D{}", self.0)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ =
+            std::thread::spawn(move || admin_here(&format!("DROP SCHEMA {name} CASCADE"))).join();
+    }
+}
+
+fn on(url: &str) -> roomcast::Config {
+    config()
+        .store(StoreKind::Postgres(url.to_owned()))
+        .rate(0u32)
+}
+
+fn seqs(history: &Value) -> Vec<u64> {
+    history
+        .as_array()
+        .expect("an array of messages")
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+#[tokio::test]
+async fn history_survives_a_restart_and_resumes_read_the_database() {
+    let schema = Schema::new("restart");
+    let server = Server::start(on(&schema.url()).history(4usize)).await;
+    let (mut ann, _) = server.join("pg", "ann").await;
+    ann.expect("join").await;
+    let mut ids = Vec::new();
+    for i in 1..=12 {
+        ids.push(ann.post(&format!("m{i}")).await["message_id"].clone());
+    }
+    // Changes apply to the messages in memory (the last 4 here).
+    ann.send_json(json!({"type": "edit", "message_id": ids[8], "content": "m9!"}))
+        .await;
+    ann.expect("message_updated").await;
+    ann.send_json(json!({"type": "delete", "message_id": ids[9]}))
+        .await;
+    ann.expect("message_deleted").await;
+    ann.send_json(json!({"type": "add_reaction", "message_id": ids[10], "emoji": "🐘"}))
+        .await;
+    ann.expect("reaction_update").await;
+    drop(ann);
+
+    let server = server.restart().await;
+    let page = server.get("/api/rooms/pg/messages?limit=100").await.json();
+    let expected: Vec<u64> = (1..=12).filter(|s| *s != 10).collect();
+    assert_eq!(seqs(&page["messages"]), expected);
+    assert_eq!(page["messages"][8]["content"], "m9!");
+    assert_eq!(page["messages"][9]["reactions"], json!({"🐘": ["ann"]}));
+    // Older than the 4-message ring: read from the database.
+    let mut c = server.ws("/ws/pg/bob?after=2").await;
+    let w = c.expect("welcome").await;
+    let expected: Vec<u64> = (3..=12).filter(|s| *s != 10).collect();
+    assert_eq!(seqs(&w["history"]), expected);
+    assert_eq!(w["gap"], false);
+    assert_eq!(w["last_seq"], 12, "a clean restart keeps the numbering");
+    c.expect("join").await;
+    assert_eq!(c.post("next").await["seq"], 13);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_the_binary_is_refused_at_start() {
+    let schema = Schema::new("newer");
+    let server = Server::start(on(&schema.url())).await;
+    assert_eq!(server.get("/health").await.status, 200);
+    server.shutdown().await.unwrap();
+    admin(&format!(
+        "UPDATE {}.roomcast_schema SET version = 42",
+        schema.0
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dir = TempDir::new("pg-newer");
+    let e = roomcast::serve(
+        listener,
+        on(&schema.url()).uploads_dir(dir.path().to_path_buf()),
+        async {},
+    )
+    .await
+    .expect_err("a newer schema must be refused")
+    .to_string();
+    assert!(e.contains("newer roomcast") && e.contains("42"), "{e}");
+}
+
+#[tokio::test]
+async fn two_instances_on_redis_share_the_history_and_its_numbering() {
+    let schema = Schema::new("shared");
+    let prefix = unique("redis");
+    let redis = |p: &str| {
+        on(&schema.url())
+            .redis_url(Some("redis://127.0.0.1:6379".to_owned()))
+            .redis_prefix(p.to_owned())
+    };
+    let a = Server::start(redis(&prefix)).await;
+    let b = Server::start(redis(&prefix)).await;
+    for s in [&a, &b] {
+        eventually("the instance is connected", async || {
+            s.get("/health").await.status == 200
+        })
+        .await;
+    }
+    let (mut ann, _) = a.join("team", "ann").await;
+    ann.expect("join").await;
+    for i in 1..=5 {
+        ann.post(&format!("from a {i}")).await;
+    }
+    // Written on one, read on the other: through the database.
+    eventually("b reads a's messages from the database", async || {
+        let page = b.get("/api/rooms/team/messages").await;
+        page.status == 200 && seqs(&page.json()["messages"]) == vec![1, 2, 3, 4, 5]
+    })
+    .await;
+    drop(ann);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+
+    // Redis loses everything (here: a prefix it never saw): the database
+    // still has the history, the welcome shows it, and the numbering
+    // continues above it.
+    let fresh = unique("redis-empty");
+    let c = Server::start(redis(&fresh)).await;
+    eventually("the instance is connected", async || {
+        c.get("/health").await.status == 200
+    })
+    .await;
+    let (mut carl, w) = c.join("team", "carl").await;
+    assert_eq!(seqs(&w["history"]), vec![1, 2, 3, 4, 5], "{w}");
+    carl.expect("join").await;
+    let m = carl.post("after redis forgot").await;
+    assert!(m["seq"].as_u64().unwrap() > 5, "{m}");
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_sqlite_store_with_redis_is_refused_at_start() {
+    let dir = TempDir::new("redis-sqlite");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = config()
+        .store(StoreKind::Sqlite)
+        .redis_url(Some("redis://127.0.0.1:6379".to_owned()))
+        .data_dir(dir.path().join("data"))
+        .uploads_dir(dir.path().join("up"));
+    let e = roomcast::serve(listener, config, async {})
+        .await
+        .expect_err("an instance's own file cannot be shared")
+        .to_string();
+    assert!(e.contains("--store postgres://"), "{e}");
+}
+
+// ------------------------------------------------ a database that stops
+
+/// A PostgreSQL cluster of the test's own, on a free port, run as the
+/// `postgres` user when the tests run as root (PostgreSQL refuses root).
+struct Cluster {
+    dir: TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+fn pg_bin() -> PathBuf {
+    let root = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap_or_else(|e| panic!("PostgreSQL's programs are not in {}: {e}", root.display()))
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("a PostgreSQL version with pg_ctl")
+}
+
+fn as_postgres(program: &Path) -> Command {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let dir = TempDir::new("pgcluster");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            let out = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .output()
+                .expect("chown");
+            assert!(out.status.success(), "chown: {out:?}");
+        }
+        let bin = pg_bin();
+        let out = as_postgres(&bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(&data)
+            .output()
+            .expect("initdb");
+        assert!(out.status.success(), "initdb failed: {out:?}");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = Self { dir, bin, port };
+        cluster.ctl("start");
+        cluster
+    }
+
+    fn ctl(&self, verb: &str) {
+        let data = self.dir.path().join("data");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut c = as_postgres(&self.bin.join("pg_ctl"));
+        c.arg("-D")
+            .arg(&data)
+            .args(["-w", "-t", "30", "-m", "immediate"]);
+        c.args(["-o", &opts, "-l"]).arg(self.dir.path().join("log"));
+        let out = c.arg(verb).output().expect("pg_ctl");
+        assert!(out.status.success(), "pg_ctl {verb} failed: {out:?}");
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn a_database_that_stops_gives_unavailable_then_everything_recovers() {
+    let cluster = Cluster::start();
+    let server = Server::start(on(&cluster.url())).await;
+    let (mut ann, _) = server.join("outage", "ann").await;
+    ann.expect("join").await;
+    ann.post("before").await;
+    server.wait_metric("roomcast_store_uncommitted", 0).await;
+
+    cluster.ctl("stop");
+    // Accepted before the store knew: kept, and committed once it is back.
+    ann.post("while it went down").await;
+    eventually("/health says degraded", async || {
+        server.get("/health").await.status == 503
+    })
+    .await;
+    let health = server.get("/health").await.json();
+    assert_eq!(health["status"], "degraded");
+    assert!(
+        health["reason"].as_str().unwrap().contains("history store"),
+        "{health}"
+    );
+    ann.send_json(json!({"type": "message", "content": "refused"}))
+        .await;
+    ann.expect_error("unavailable").await;
+
+    cluster.ctl("start");
+    eventually("/health is ok again", async || {
+        server.get("/health").await.status == 200
+    })
+    .await;
+    ann.post("after").await;
+    server.wait_metric("roomcast_store_uncommitted", 0).await;
+    let page = server.get("/api/rooms/outage/messages").await.json();
+    let contents: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["before", "while it went down", "after"]);
+    server.shutdown().await.unwrap();
+}

@@ -1,0 +1,374 @@
+//! The embedded SQLite store: history that survives a restart and a
+//! `kill -9`, seqs never reused, edits, deletes and reactions kept, resumes
+//! older than the ring served from disk, scrollback, retention, and every
+//! bad start-up a clear error.
+
+mod common;
+
+use common::{Binary, Client, Server, TempDir, config, eventually};
+use roomcast::store::StoreKind;
+use serde_json::{Value, json};
+
+fn sqlite() -> roomcast::Config {
+    config().store(StoreKind::Sqlite)
+}
+
+fn seqs(history: &Value) -> Vec<u64> {
+    history
+        .as_array()
+        .expect("an array of messages")
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+async fn send(c: &mut Client, request: Value) {
+    c.send_json(request).await;
+}
+
+/// Waits until every change the server accepted is committed.
+async fn committed(server: &Server) {
+    server.wait_metric("roomcast_store_uncommitted", 0).await;
+}
+
+#[tokio::test]
+async fn history_edits_deletes_and_reactions_survive_a_restart() {
+    let server = Server::start(sqlite().rate(0u32)).await;
+    let (mut ann, _) = server.join("Durable", "ann").await;
+    ann.expect("join").await;
+    let mut ids = Vec::new();
+    for i in 1..=5 {
+        ids.push(ann.post(&format!("m{i}")).await["message_id"].clone());
+    }
+    send(
+        &mut ann,
+        json!({"type": "edit", "message_id": ids[1], "content": "m2, edited"}),
+    )
+    .await;
+    ann.expect("message_updated").await;
+    send(&mut ann, json!({"type": "delete", "message_id": ids[2]})).await;
+    ann.expect("message_deleted").await;
+    send(
+        &mut ann,
+        json!({"type": "add_reaction", "message_id": ids[3], "emoji": "👍"}),
+    )
+    .await;
+    ann.expect("reaction_update").await;
+    drop(ann);
+
+    let server = server.restart().await;
+    let (mut bob, w) = server.join("durable", "bob").await;
+    assert_eq!(w["room"], "durable", "the welcome echoes the name as asked");
+    assert_eq!(seqs(&w["history"]), vec![1, 2, 4, 5]);
+    assert_eq!(w["last_seq"], 5);
+    let h = &w["history"];
+    assert_eq!(h[1]["content"], "m2, edited");
+    assert!(h[1]["edited_at"].is_string());
+    assert_eq!(h[2]["reactions"], json!({"👍": ["ann"]}));
+    assert_eq!(h[0]["message_id"], ids[0], "same ids");
+    bob.expect("join").await;
+    let m = bob.post("after the restart").await;
+    assert!(m["seq"].as_u64().unwrap() > 5, "seqs only go up: {m}");
+
+    // A resume across the restart gets exactly what came after.
+    let mut c = server.ws("/ws/DURABLE/carl?after=4").await;
+    let w = c.expect("welcome").await;
+    assert_eq!(seqs(&w["history"])[0], 5);
+    assert_eq!(w["gap"], false);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_resume_older_than_the_ring_is_read_from_the_store() {
+    let server = Server::start(sqlite().rate(0u32).history(5usize)).await;
+    let (mut ann, _) = server.join("deep", "ann").await;
+    ann.expect("join").await;
+    for i in 1..=20 {
+        ann.post(&format!("m{i}")).await;
+    }
+    let mut late = server.ws("/ws/deep/bob?after=3").await;
+    let w = late.expect("welcome").await;
+    assert_eq!(seqs(&w["history"]), (4..=20).collect::<Vec<_>>());
+    assert_eq!(w["gap"], false, "nothing was lost: the store had it");
+    let join = late.expect("join").await;
+    assert_eq!(join["user"], "bob");
+    // Live messages follow as usual.
+    ann.skip_to("join").await;
+    ann.post("live").await;
+    assert_eq!(late.expect("message").await["content"], "live");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn scrollback_pages_through_the_whole_history() {
+    let server = Server::start(sqlite().rate(0u32).history(10usize)).await;
+    let (mut ann, _) = server.join("long", "ann").await;
+    ann.expect("join").await;
+    for i in 1..=230 {
+        ann.post(&format!("m{i}")).await;
+    }
+    let mut before = None;
+    let mut seen = Vec::new();
+    loop {
+        let path = match before {
+            Some(b) => format!("/api/rooms/long/messages?before={b}&limit=100"),
+            None => "/api/rooms/long/messages?limit=100".to_owned(),
+        };
+        let page = server.get(&path).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let page = page.json();
+        let got = seqs(&page["messages"]);
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "oldest first: {got:?}");
+        seen.splice(0..0, got.iter().copied());
+        before = got.first().copied();
+        if page["has_more"] == false {
+            break;
+        }
+        assert_eq!(got.len(), 100);
+    }
+    assert_eq!(seen, (1..=230).collect::<Vec<_>>());
+    let first = server.get("/api/rooms/long/messages?before=2").await.json();
+    assert_eq!(first["messages"][0]["content"], "m1");
+    assert_eq!(first["has_more"], false);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn scrollback_refuses_bad_queries_clearly() {
+    let server = Server::start(sqlite()).await;
+    let (mut ann, _) = server.join("r", "ann").await;
+    ann.expect("join").await;
+    ann.post("hello").await;
+    for query in [
+        "before=-1",
+        "before=abc",
+        "before=0",
+        "before=99999999999999999999999",
+        "limit=0",
+        "limit=1000000",
+        "limit=",
+    ] {
+        let res = server.get(&format!("/api/rooms/r/messages?{query}")).await;
+        let body = res.assert_json_error(400);
+        assert!(
+            body["message"].as_str().unwrap().starts_with('`'),
+            "{query}: {body}"
+        );
+    }
+    let res = server.get("/api/rooms/nobody-here/messages").await;
+    assert_eq!(res.assert_json_error(404)["error"], "unknown_room");
+    let res = server.get("/api/rooms/a%2Fb/messages").await;
+    res.assert_json_error(400);
+    let res = server
+        .get(&format!("/api/rooms/{}/messages", "x".repeat(80)))
+        .await;
+    res.assert_json_error(400);
+    let res = server.request("POST", "/api/rooms/r/messages", &[]).await;
+    res.assert_json_error(405);
+    // A `before` past the newest is simply everything.
+    let res = server
+        .get("/api/rooms/r/messages?before=9223372036854775807")
+        .await;
+    assert_eq!(seqs(&res.json()["messages"]), vec![1]);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deleted_message_leaves_the_disk() {
+    let server = Server::start(sqlite()).await;
+    let (mut ann, _) = server.join("secrets", "ann").await;
+    ann.expect("join").await;
+    let secret = "the-launch-code-is-8f3a91c2";
+    let id = ann.post(secret).await["message_id"].clone();
+    ann.post("something else").await;
+    committed(&server).await;
+    let on_disk = |dir: &std::path::Path| {
+        std::fs::read_dir(dir).unwrap().flatten().any(|f| {
+            std::fs::read(f.path())
+                .is_ok_and(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
+        })
+    };
+    let data = server.dir.path().join("data");
+    assert!(on_disk(&data), "the message was written");
+    send(&mut ann, json!({"type": "delete", "message_id": id})).await;
+    ann.expect("message_deleted").await;
+    committed(&server).await;
+    assert!(
+        !on_disk(&data),
+        "no file under data/ still holds the deleted text"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_per_room_cap_keeps_the_newest() {
+    let server = Server::start(sqlite().rate(0u32).retention_messages(Some(3u64))).await;
+    let (mut ann, _) = server.join("capped", "ann").await;
+    ann.expect("join").await;
+    for i in 1..=7 {
+        ann.post(&format!("m{i}")).await;
+    }
+    let server = server.restart().await;
+    let (_bob, w) = server.join("capped", "bob").await;
+    assert_eq!(seqs(&w["history"]), vec![5, 6, 7]);
+    let page = server.get("/api/rooms/capped/messages").await.json();
+    assert_eq!(seqs(&page["messages"]), vec![5, 6, 7]);
+    assert_eq!(page["has_more"], false);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_full_store_refuses_posts_and_says_degraded() {
+    let server = Server::start(sqlite().rate(0u32).store_max_mb(Some(1u64))).await;
+    let (mut ann, _) = server.join("full", "ann").await;
+    ann.expect("join").await;
+    let big = "x".repeat(3900);
+    let mut refused = None;
+    for _ in 0..2000 {
+        send(&mut ann, json!({"type": "message", "content": big})).await;
+        let event = ann.recv_json().await;
+        if event["type"] == "error" {
+            refused = Some(event);
+            break;
+        }
+        assert_eq!(event["type"], "message");
+    }
+    let refused = refused.expect("a 1 MiB store fills up within 2000 posts of 4 KB");
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    let health = server.get("/health").await;
+    assert_eq!(health.status, 503);
+    assert_eq!(health.json()["status"], "degraded");
+    assert!(
+        health.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("history store")
+    );
+    // The connection stays open; reading still works.
+    ann.roundtrip().await;
+}
+
+#[tokio::test]
+async fn bad_data_directories_and_files_are_clear_errors() {
+    let tmp = TempDir::new("bad-store");
+    let uploads = tmp.path().join("uploads");
+    let start = async |dir: &std::path::Path| {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = sqlite()
+            .data_dir(dir.to_path_buf())
+            .uploads_dir(uploads.clone());
+        roomcast::serve(listener, config, async {})
+            .await
+            .expect_err(&format!("serve must refuse the store in {}", dir.display()))
+            .to_string()
+    };
+
+    // Not a directory that can be made.
+    let e = start(std::path::Path::new("/proc/roomcast-cannot-be-here")).await;
+    assert!(e.contains("cannot be created"), "{e}");
+
+    // A file that is not a database.
+    let dir = tmp.path().join("garbage");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("roomcast.db"), vec![0xA5; 8192]).unwrap();
+    let e = start(&dir).await;
+    assert!(e.contains("is not an SQLite database"), "{e}");
+
+    // Another program's database.
+    let dir = tmp.path().join("foreign");
+    std::fs::create_dir_all(&dir).unwrap();
+    let other = rusqlite::Connection::open(dir.join("roomcast.db")).unwrap();
+    other
+        .execute_batch("CREATE TABLE invoices (id INTEGER);")
+        .unwrap();
+    drop(other);
+    let e = start(&dir).await;
+    assert!(e.contains("another program"), "{e}");
+
+    // Written by a newer roomcast.
+    let dir = tmp.path().join("newer");
+    let server = Server::start(sqlite().data_dir(dir.clone())).await;
+    server.shutdown().await.unwrap();
+    let db = rusqlite::Connection::open(dir.join("roomcast.db")).unwrap();
+    db.execute_batch("PRAGMA user_version = 99;").unwrap();
+    drop(db);
+    let e = start(&dir).await;
+    assert!(e.contains("newer roomcast") && e.contains("99"), "{e}");
+
+    // In use by another roomcast.
+    let dir = tmp.path().join("busy");
+    let first = Server::start(sqlite().data_dir(dir.clone())).await;
+    assert_eq!(
+        first.get("/health").await.status,
+        200,
+        "the first one is serving"
+    );
+    let e = start(&dir).await;
+    assert!(e.contains("in use by another roomcast"), "{e}");
+    first.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn kill_9_keeps_every_committed_message_and_never_reuses_a_seq() {
+    let dir = TempDir::new("kill9");
+    let bin = Binary::start(dir.path(), &["--rate", "0"]);
+    let (mut ann, _) = bin.join("crash", "ann").await;
+    ann.expect("join").await;
+    let mut ids = Vec::new();
+    for i in 1..=30 {
+        ids.push(ann.post(&format!("m{i}")).await["message_id"].clone());
+    }
+    send(
+        &mut ann,
+        json!({"type": "edit", "message_id": ids[0], "content": "first, edited"}),
+    )
+    .await;
+    ann.expect("message_updated").await;
+    send(&mut ann, json!({"type": "delete", "message_id": ids[1]})).await;
+    ann.expect("message_deleted").await;
+    send(
+        &mut ann,
+        json!({"type": "reaction", "message_id": ids[2], "emoji": "🎉"}),
+    )
+    .await;
+    ann.expect("reaction_update").await;
+    // Everything so far is on disk once the store says so; what follows
+    // is posted and the process killed at once (it may or may not be).
+    eventually("the store has committed everything", async || {
+        bin.metric("roomcast_store_uncommitted").await == 0
+    })
+    .await;
+    let mut highest = 30;
+    for i in 31..=60 {
+        highest = ann.post(&format!("m{i}")).await["seq"].as_u64().unwrap();
+    }
+    bin.kill9();
+
+    let bin = Binary::start(dir.path(), &["--rate", "0"]);
+    let page = bin.get("/api/rooms/crash/messages?limit=100").await.json();
+    let got = seqs(&page["messages"]);
+    let committed: Vec<u64> = (1..=30).filter(|s| *s != 2).collect();
+    assert_eq!(
+        got[..committed.len()],
+        committed[..],
+        "every committed message is back"
+    );
+    assert!(
+        got[committed.len()..]
+            .iter()
+            .copied()
+            .eq(31..31 + (got.len() - committed.len()) as u64),
+        "what else survived is a prefix of what followed: {got:?}"
+    );
+    let messages = page["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["content"], "first, edited");
+    assert_eq!(messages[1]["reactions"], json!({"🎉": ["ann"]}));
+    let (mut bob, w) = bin.join("crash", "bob").await;
+    assert!(w["last_seq"].as_u64().unwrap() >= highest, "{w}");
+    bob.expect("join").await;
+    let next = bob.post("after the crash").await["seq"].as_u64().unwrap();
+    assert!(
+        next > highest,
+        "seq {next} was already handed out (up to {highest})"
+    );
+}
