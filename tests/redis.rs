@@ -6,161 +6,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::redis::{Admin, Keys, REDIS, Resp, unique_prefix};
 use common::{Client, Server, TIMEOUT, TempDir};
 use roomcast::Config;
 use serde_json::{Value, json};
-
-const REDIS: &str = "127.0.0.1:6379";
-
-// ------------------------------------------------------------ Redis admin
-
-/// A reply from the test's own tiny blocking Redis client.
-#[derive(Debug, Clone, PartialEq)]
-enum Resp {
-    Str(String),
-    Int(i64),
-    Nil,
-    Arr(Vec<Resp>),
-    Err(String),
-}
-
-impl Resp {
-    fn str(&self) -> &str {
-        match self {
-            Self::Str(s) => s,
-            other => panic!("expected a string reply, got {other:?}"),
-        }
-    }
-}
-
-/// A plain connection for setup, inspection and cleanup.
-struct Admin(BufReader<std::net::TcpStream>);
-
-impl Admin {
-    fn connect() -> Self {
-        let stream = std::net::TcpStream::connect(REDIS).unwrap_or_else(|e| {
-            panic!(
-                "Redis is not reachable at {REDIS} ({e}). These tests need a real Redis: \
-                 run `redis-server --port 6379` (CI's .ci/run starts one)."
-            )
-        });
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut admin = Self(BufReader::new(stream));
-        assert_eq!(admin.cmd(&["PING"]), Resp::Str("PONG".into()));
-        admin
-    }
-
-    fn cmd(&mut self, args: &[&str]) -> Resp {
-        let mut out = format!("*{}\r\n", args.len());
-        for a in args {
-            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        self.0
-            .get_mut()
-            .write_all(out.as_bytes())
-            .expect("write to Redis");
-        self.read()
-    }
-
-    fn read(&mut self) -> Resp {
-        let mut line = String::new();
-        self.0.read_line(&mut line).expect("read from Redis");
-        let (kind, rest) = line.trim_end().split_at(1);
-        match kind {
-            "+" => Resp::Str(rest.to_owned()),
-            "-" => Resp::Err(rest.to_owned()),
-            ":" => Resp::Int(rest.parse().unwrap()),
-            "$" => {
-                let n: i64 = rest.parse().unwrap();
-                if n < 0 {
-                    return Resp::Nil;
-                }
-                let mut buf = vec![0; n as usize + 2];
-                self.0.read_exact(&mut buf).unwrap();
-                buf.truncate(n as usize);
-                Resp::Str(String::from_utf8_lossy(&buf).into_owned())
-            }
-            "*" => {
-                let n: i64 = rest.parse().unwrap();
-                Resp::Arr((0..n.max(0)).map(|_| self.read()).collect())
-            }
-            other => panic!("unexpected Redis reply type {other:?}"),
-        }
-    }
-
-    /// Deletes every key under `prefix:`.
-    fn cleanup(&mut self, prefix: &str) {
-        let pattern = format!("{prefix}:*");
-        let mut cursor = "0".to_owned();
-        loop {
-            let reply = self.cmd(&["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"]);
-            let Resp::Arr(parts) = reply else {
-                panic!("SCAN answered {reply:?}")
-            };
-            cursor = parts[0].str().to_owned();
-            if let Resp::Arr(keys) = &parts[1] {
-                for key in keys {
-                    self.cmd(&["DEL", key.str()]);
-                }
-            }
-            if cursor == "0" {
-                return;
-            }
-        }
-    }
-
-    /// Closes every connection roomcast opened under `prefix` (as a Redis
-    /// restart would); returns how many.
-    fn kill_connections(&mut self, prefix: &str) -> usize {
-        let list = self.cmd(&["CLIENT", "LIST"]);
-        let ids: Vec<String> = list
-            .str()
-            .lines()
-            .filter(|l| {
-                l.split(' ').any(|f| {
-                    f.strip_prefix("name=")
-                        .is_some_and(|n| n.starts_with(prefix))
-                })
-            })
-            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
-            .map(str::to_owned)
-            .collect();
-        for id in &ids {
-            self.cmd(&["CLIENT", "KILL", "ID", id]);
-        }
-        ids.len()
-    }
-}
-
-/// A key prefix no other test (or run) uses.
-fn unique_prefix(tag: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "rctest-{tag}-{}-{}-{nanos:x}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Deletes the test's keys when the test ends, passed or failed.
-struct Keys(String);
-
-impl Drop for Keys {
-    fn drop(&mut self) {
-        if let Ok(stream) = std::net::TcpStream::connect(REDIS) {
-            let _ = stream.set_read_timeout(Some(TIMEOUT));
-            Admin(BufReader::new(stream)).cleanup(&self.0);
-        }
-    }
-}
 
 // ------------------------------------------------------------ instances
 
@@ -732,7 +585,7 @@ async fn a_flush_on_a_live_connection_is_told_by_the_numbering_going_back() {
     // Every key gone (a FLUSHALL, or eviction), but no connection cut: the
     // epoch is not read again. The next event is numbered from 1 again,
     // below what both streams already carried.
-    Admin::connect().cleanup(&keys.0);
+    Admin::connect().cleanup(keys.prefix());
     ann.send_json(json!({"type": "message", "content": "after the flush"}))
         .await;
     ann.expect_close(1013).await;
