@@ -232,3 +232,14 @@ export async function setTabHidden(page, hidden) {
     document.dispatchEvent(new Event('visibilitychange'));
   }, hidden);
 }
+
+/**
+ * Sends `text` through the composer and waits until nothing is pending,
+ * for texts whose rendering differs from what was typed (code fences).
+ */
+export async function sendRaw(page, text) {
+  const box = page.getByTestId('composer-input');
+  await box.fill(text);
+  await box.press('Enter');
+  await page.waitForFunction(() => document.querySelectorAll('.msg--pending').length === 0);
+}

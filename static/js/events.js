@@ -96,7 +96,7 @@ function onWelcome(ev) {
   presenceBack();
   composerBack({ covered });
   updateSendState();
-  if (!resuming) refreshActiveRooms();
+  if (!resuming) refreshActiveRooms({ force: true }); // our own arrival changed the counts
 }
 
 function onServerError(ev) {

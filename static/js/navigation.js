@@ -54,7 +54,6 @@ export function enterRoom(room, user, { push = true } = {}) {
   loadComposer();
   connect();
   els.input.focus();
-  refreshActiveRooms();
 }
 
 export function switchRoom(room) {
