@@ -17,7 +17,7 @@ export const roomHref = (room) => `${location.pathname}?${new URLSearchParams({ 
 export const inviteUrl = () => `${location.origin}${roomHref(state.roomTitle || state.room)}`;
 
 function roomLink(room, extra) {
-  const current = state.room && sameRoom(room, state.room) && !els.chatView.hidden;
+  const current = Boolean(state.room) && sameRoom(room, state.room);
   const a = h('a', { cls: `room-link${current ? ' current' : ''}`, attrs: { href: roomHref(room) } },
     [h('span', { cls: 'room-link-name', text: `# ${room}`, attrs: { dir: 'auto' } }), extra]);
   if (current) a.setAttribute('aria-current', 'page');

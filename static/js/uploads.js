@@ -22,7 +22,7 @@ export function addFiles(files) {
     if (items.length >= MAX_FILES) {
       problems.push(`${name} was not added: at most ${MAX_FILES} files can wait to be sent at once.`);
     } else if (file.size > config.max_upload_bytes) {
-      problems.push(`${name} is ${formatBytes(file.size)}; the limit is ${formatBytes(config.max_upload_bytes)}.`);
+      problems.push(tooLarge(name, file.size));
     } else if (file.size === 0) {
       problems.push(`${name} is empty, so there is nothing to send.`);
     } else {
@@ -31,6 +31,14 @@ export function addFiles(files) {
   }
   composerError(problems);
   updateSendState();
+}
+
+/** "is 12.4 MB; the limit is 10 MB", in bytes when both round alike. */
+function tooLarge(name, size) {
+  const limit = config.max_upload_bytes;
+  const [a, b] = [formatBytes(size), formatBytes(limit)];
+  if (a !== b) return `${name} is ${a}; the limit is ${b}.`;
+  return `${name} is ${size.toLocaleString()} bytes, just over the limit of ${limit.toLocaleString()} bytes.`;
 }
 
 function start(file) {
