@@ -78,7 +78,7 @@ test('going offline closes the connection at once; what is typed offline is sent
   await target.and(alice.locator('[data-id]:not([data-id=""])')).waitFor();
 
   await alice.context().setOffline(true);
-  await state(alice, 'offline').waitFor({ timeout: 5000 });
+  await state(alice, 'offline').waitFor({ timeout: 10000 });
   await alice.getByTestId('conn-banner').getByText('You are offline', { exact: false }).waitFor();
 
   // Reacting offline says so...

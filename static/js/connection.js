@@ -45,6 +45,12 @@ function clearTimers() {
 export function connect() {
   clearTimers();
   if (state.ws) detach(state.ws);
+  if (!navigator.onLine) {
+    // No network at all: wait for `online` (with a slow retry in case it never comes).
+    state.closeReason = 'You are offline.';
+    scheduleReconnect();
+    return;
+  }
   setConnState(state.hasConnected ? 'reconnecting' : 'connecting');
   let ws;
   try {

@@ -156,7 +156,8 @@ export function regroup(el) {
   if (!el.classList.contains('msg')) return;
   const prev = el.previousElementSibling;
   let cont = false;
-  if (prev && prev.classList.contains('msg') && !prev.classList.contains('msg--deleted')
+  // A message still waiting shows its own head: its status is there.
+  if (!el.classList.contains('msg--pending') && prev && prev.classList.contains('msg') && !prev.classList.contains('msg--deleted')
       && prev.dataset.author === el.dataset.author) {
     const a = Date.parse(prev.querySelector('time').dateTime);
     const b = Date.parse(el.querySelector('time').dateTime);
