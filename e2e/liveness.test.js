@@ -138,9 +138,9 @@ test('a full server (503 before the upgrade) is explained in words', async () =>
     await second.getByTestId('join-name').fill('second');
     await second.getByTestId('join-submit').click();
     await second.getByTestId('conn-banner').getByText('probably full', { exact: false }).waitFor({ timeout: 20000 });
+    // Room again: the next attempt (at most 15 s away) gets in.
     await first.context().close();
-    await second.getByTestId('retry-now').click();
-    await waitConnected(second, 30000);
+    await waitConnected(second, 45000);
     assert.deepEqual(unexpectedProblems(second, FAILED_WS), []);
     await second.context().close();
   } finally {
