@@ -83,21 +83,38 @@ export async function launchBrowser() {
 
 /**
  * Opens the chat as `user` in `room` in a fresh browser context and waits
- * until it is connected. Page errors and console errors (CSP violations show
- * up there) are collected in `page.problems` for the test to assert on.
+ * until it is connected. A fresh browser has no name yet, so it joins the
+ * way a person does: the room's link, then the name in the join form.
+ * Without `room` and `user` it stops at the join form. Page errors and
+ * console errors (CSP violations show up there) are collected in
+ * `page.problems` for the test to assert on.
  */
-export async function openChat(browser, baseUrl, { room, user, viewport, colorScheme = 'light' } = {}) {
-  const context = await browser.newContext({ viewport: viewport ?? { width: 1100, height: 760 }, colorScheme, locale: 'en-US' });
+export async function openChat(browser, baseUrl, { room, user, viewport, colorScheme = 'light', context: extra = {} } = {}) {
+  const context = await browser.newContext({ viewport: viewport ?? { width: 1100, height: 760 }, colorScheme, locale: 'en-US', ...extra });
   const page = await context.newPage();
+  watchProblems(page);
+  if (room && user) {
+    await joinAs(page, baseUrl, room, user);
+  } else {
+    await page.goto(`${baseUrl}/${room ? `?${new URLSearchParams({ room })}` : ''}`);
+  }
+  return page;
+}
+
+/** Collects page errors and console errors in `page.problems`. */
+export function watchProblems(page) {
   page.problems = [];
   page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'error') page.problems.push(`console: ${m.text()}`); });
-  const q = new URLSearchParams();
-  if (room) q.set('room', room);
-  if (user) q.set('user', user);
-  await page.goto(`${baseUrl}/?${q}`);
-  if (room && user) await waitConnected(page);
   return page;
+}
+
+/** Opens `room`'s invite link, types `user` in the join form, waits until connected. */
+export async function joinAs(page, baseUrl, room, user) {
+  await page.goto(`${baseUrl}/?${new URLSearchParams({ room })}`);
+  await page.getByTestId('join-name').fill(user);
+  await page.getByTestId('join-submit').click();
+  await waitConnected(page);
 }
 
 export async function waitConnected(page, timeout = 15000) {
@@ -127,4 +144,102 @@ export async function sendMessage(page, text) {
 /** Problems that are expected noise, e.g. a failed WebSocket while the server restarts. */
 export function unexpectedProblems(page, allow = []) {
   return page.problems.filter((p) => !allow.some((re) => re.test(p)));
+}
+
+/**
+ * A TCP relay on 127.0.0.1 in front of `targetPort`, for a network that dies
+ * without saying so. `stall()` makes every connection, open or new, forward
+ * nothing from then on (bytes vanish, nothing is closed); `resume()` lets
+ * new connections through again and drops the ones that were opened during
+ * the stall (they never got anywhere). Connections stalled while open stay
+ * open and silent until `close()`.
+ */
+export async function startRelay(targetPort) {
+  const net = await import('node:net');
+  const pairs = new Set();
+  let stalled = false;
+  let accepted = 0;
+  const server = net.createServer((client) => {
+    accepted += 1;
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    const pair = { client, upstream, frozen: stalled, bornStalled: stalled };
+    pairs.add(pair);
+    client.on('data', (d) => { if (!pair.frozen) upstream.write(d); });
+    upstream.on('data', (d) => { if (!pair.frozen) client.write(d); });
+    const end = () => { client.destroy(); upstream.destroy(); pairs.delete(pair); };
+    client.on('close', end);
+    upstream.on('close', end);
+    client.on('error', end);
+    upstream.on('error', end);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  return {
+    url: `http://127.0.0.1:${port}`,
+    get accepted() { return accepted; },
+    get open() { return pairs.size; },
+    stall() {
+      stalled = true;
+      for (const p of pairs) p.frozen = true;
+    },
+    resume() {
+      stalled = false;
+      for (const p of pairs) if (p.bornStalled) { p.client.destroy(); p.upstream.destroy(); }
+    },
+    async close() {
+      for (const p of pairs) { p.client.destroy(); p.upstream.destroy(); }
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/**
+ * Runs axe-core's WCAG 2.x A and AA rules on the page and returns the
+ * violations. axe is evaluated through the DevTools protocol, which the
+ * page's CSP does not govern, so the page keeps its strict policy.
+ */
+export async function axeViolations(page) {
+  const source = await axeSource();
+  await page.evaluate(source);
+  return page.evaluate(async () => {
+    const result = await window.axe.run(document, {
+      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa'] },
+      resultTypes: ['violations'],
+    });
+    return result.violations.map((v) => ({
+      id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => `${n.target.join(' ')}: ${n.failureSummary}`),
+    }));
+  });
+}
+
+let axeCache;
+async function axeSource() {
+  if (!axeCache) {
+    const { readFile } = await import('node:fs/promises');
+    const { createRequire } = await import('node:module');
+    const file = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
+    axeCache = await readFile(file, 'utf8');
+  }
+  return axeCache;
+}
+
+/** Makes the page believe its tab is in the background (or back), as the browser would say it. */
+export async function setTabHidden(page, hidden) {
+  await page.evaluate((h) => {
+    Object.defineProperty(document, 'hidden', { value: h, configurable: true });
+    Object.defineProperty(document, 'visibilityState', { value: h ? 'hidden' : 'visible', configurable: true });
+    document.hasFocus = () => !h;
+    document.dispatchEvent(new Event('visibilitychange'));
+  }, hidden);
+}
+
+/**
+ * Sends `text` through the composer and waits until nothing is pending,
+ * for texts whose rendering differs from what was typed (code fences).
+ */
+export async function sendRaw(page, text) {
+  const box = page.getByTestId('composer-input');
+  await box.fill(text);
+  await box.press('Enter');
+  await page.waitForFunction(() => document.querySelectorAll('.msg--pending').length === 0);
 }

@@ -1,16 +1,17 @@
-// Screenshots of the main views (desktop and phone, light and dark) for the
-// README, written to docs/screenshots/. Each view is also checked: the theme
-// follows the OS setting, and nothing overflows sideways on a phone.
+// Screenshots of the main views (desktop and phone, light and dark, the
+// join form and the phone drawer) for the README, written to
+// docs/screenshots/. Each view is also checked: the theme follows the OS
+// setting, and nothing overflows sideways on a phone.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { startServer, launchBrowser, openChat, sendMessage, messageWithText, SCREENSHOT_DIR } from './helpers.js';
+import { startServer, launchBrowser, openChat, sendMessage, sendRaw, messageWithText, SCREENSHOT_DIR } from './helpers.js';
 
 const VIEWS = [
   { name: 'desktop', viewport: { width: 1100, height: 700 } },
-  { name: 'phone', viewport: { width: 390, height: 760 } },
+  { name: 'phone', viewport: { width: 390, height: 760 }, context: { hasTouch: true, isMobile: true } },
 ];
 
 let server;
@@ -26,6 +27,8 @@ before(async () => {
   await sendMessage(ada, 'Morning! The new layout is up on staging.');
   await sendMessage(ada, 'Notes are at https://example.com/notes');
   await sendMessage(lin, 'Looks great on my phone too 🎉');
+  await sendRaw(ada, '@grace could you check the new flag before we ship?\n```\nroomcast --max-connections 20000\n```');
+  await sendMessage(lin, '🚀🚀');
   const msg = messageWithText(ada, 'Looks great on my phone too 🎉');
   await msg.hover();
   await msg.getByTestId('add-reaction').click();
@@ -48,13 +51,22 @@ for (const view of VIEWS) {
   test(`${view.name}: light and dark chat views`, async () => {
     const colours = {};
     for (const colorScheme of ['light', 'dark']) {
-      const page = await openChat(browser, server.url, { room: 'design-review', user: 'grace', viewport: view.viewport, colorScheme });
+      const page = await openChat(browser, server.url, {
+        room: 'design-review', user: 'grace', viewport: view.viewport, colorScheme, context: view.context,
+      });
       await messageWithText(page, 'Looks great on my phone too 🎉').getByTestId('reaction').waitFor();
+      await page.getByTestId('mention').waitFor();
       await page.getByTestId('online-count').getByText('3 online').waitFor();
       colours[colorScheme] = await background(page);
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
       assert.equal(overflow, 0, `no sideways scrolling at ${view.viewport.width}px`);
+      await page.evaluate(() => document.activeElement?.blur()); // no focus ring in the picture
       await page.screenshot({ path: path.join(SCREENSHOT_DIR, `chat-${view.name}-${colorScheme}.png`) });
+      if (view.name === 'phone' && colorScheme === 'light') {
+        await page.getByTestId('sidebar-toggle').tap();
+        await page.getByTestId('active-rooms').getByRole('link').first().waitFor();
+        await page.screenshot({ path: path.join(SCREENSHOT_DIR, 'drawer-phone-light.png'), animations: 'disabled' });
+      }
       assert.deepEqual(page.problems, []);
       await page.context().close();
     }
@@ -62,10 +74,12 @@ for (const view of VIEWS) {
   });
 }
 
-test('the join form, desktop', async () => {
-  const page = await openChat(browser, server.url, { viewport: VIEWS[0].viewport });
-  await page.getByTestId('join-form').waitFor();
-  await page.screenshot({ path: path.join(SCREENSHOT_DIR, 'join-desktop-light.png') });
-  assert.deepEqual(page.problems, []);
-  await page.context().close();
-});
+for (const [view, colorScheme] of [[VIEWS[0], 'light'], [VIEWS[1], 'dark']]) {
+  test(`the join form, ${view.name}, ${colorScheme}`, async () => {
+    const page = await openChat(browser, server.url, { viewport: view.viewport, colorScheme, context: view.context });
+    await page.getByTestId('join-active-rooms').getByRole('button').first().waitFor();
+    await page.screenshot({ path: path.join(SCREENSHOT_DIR, `join-${view.name}-${colorScheme}.png`) });
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+  });
+}

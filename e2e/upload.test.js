@@ -34,8 +34,13 @@ async function imageLoaded(page, message) {
   await page.waitForFunction((el) => el.complete && el.naturalWidth > 0, await img.elementHandle());
 }
 
-test('an image uploaded with the button shows inline in the other window', async () => {
+test('an image uploaded with the button is previewed, then shows inline in the other window', async () => {
   await alice.getByTestId('attach-input').setInputFiles({ name: 'sunset.png', mimeType: 'image/png', buffer: png });
+  // A preview before sending, from the file itself.
+  const preview = alice.getByTestId('upload-preview');
+  await preview.waitFor();
+  assert.match(await preview.getAttribute('src'), /^blob:/);
+  await alice.waitForFunction((el) => el.complete && el.naturalWidth === 64, await preview.elementHandle());
   await alice.getByTestId('upload-box').getByText('ready to send').waitFor();
   await alice.getByTestId('composer-input').fill('look at this');
   await alice.getByTestId('composer-input').press('Enter');
@@ -65,14 +70,75 @@ test('a file dropped on the chat is uploaded and sent', async () => {
   await imageLoaded(bob, withImage);
 });
 
-test('a file type the server refuses gets a clear error (415)', async () => {
-  const elf = Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]), Buffer.alloc(200)]);
+const elf = Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]), Buffer.alloc(200)]);
+
+/** The sentences under the composer, one per line. */
+const errorLines = (page) => page.getByTestId('composer-error').locator('.error-line').allTextContents();
+
+test('a file type the server refuses gets one clear sentence naming it (415)', async () => {
   await alice.getByTestId('attach-input').setInputFiles({ name: 'tool.png', mimeType: 'image/png', buffer: elf });
   await alice.getByTestId('composer-error').getByText('can’t be shared here', { exact: false }).waitFor();
+  assert.deepEqual(await errorLines(alice),
+    ['“tool.png” can’t be shared here: only images, video, audio, PDF and plain text files are allowed.']);
   await alice.getByTestId('upload-box').waitFor({ state: 'hidden' });
 });
 
 test('a file over the limit is refused before uploading, with the limit in words', async () => {
   await alice.getByTestId('attach-input').setInputFiles({ name: 'huge.png', mimeType: 'image/png', buffer: Buffer.alloc(LIMIT + 1) });
-  await alice.getByTestId('composer-error').getByText('the limit is 195 KB', { exact: false }).waitFor();
+  await alice.getByTestId('composer-error').getByText('just over the limit', { exact: false }).waitFor();
+  assert.deepEqual(await errorLines(alice), ['“huge.png” is 200,001 bytes, just over the limit of 200,000 bytes.']);
+  await alice.getByTestId('attach-input').setInputFiles({ name: 'huger.png', mimeType: 'image/png', buffer: Buffer.alloc(3 * LIMIT) });
+  await alice.getByTestId('composer-error').getByText('“huger.png” is 586 KB; the limit is 195 KB.').waitFor();
+});
+
+test('three files dropped at once: each is sent or explained', async () => {
+  await alice.evaluate(({ image, bad }) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([new Uint8Array(image)], 'first.png', { type: 'image/png' }));
+    dt.items.add(new File([new Uint8Array(bad)], 'program.bin', { type: 'application/octet-stream' }));
+    dt.items.add(new File([new Uint8Array(image)], 'third.png', { type: 'image/png' }));
+    const target = document.querySelector('[data-testid=messages]');
+    target.dispatchEvent(new DragEvent('dragenter', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    target.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, { image: [...png], bad: [...elf] });
+  const ready = alice.getByTestId('upload-item').locator('.upload-name');
+  await alice.waitForFunction(() => document.querySelectorAll('[data-testid=upload-item].done').length === 2
+    && document.querySelectorAll('[data-testid=upload-item]').length === 2);
+  assert.deepEqual(await ready.allTextContents(), [`first.png (${png.length} B) ready to send`, `third.png (${png.length} B) ready to send`]);
+  assert.deepEqual(await errorLines(alice),
+    ['“program.bin” can’t be shared here: only images, video, audio, PDF and plain text files are allowed.']);
+
+  await alice.getByTestId('composer-input').fill('two of three');
+  await alice.getByTestId('composer-input').press('Enter');
+  const first = bob.getByTestId('message').filter({ has: bob.locator('img[alt="first.png"]') });
+  const third = bob.getByTestId('message').filter({ has: bob.locator('img[alt="third.png"]') });
+  await first.waitFor();
+  await third.waitFor();
+  assert.equal(await first.getByTestId('message-text').textContent(), 'two of three', 'the text goes with the first');
+  assert.equal(await third.getByTestId('message-text').isVisible(), false);
+  await alice.getByTestId('upload-box').waitFor({ state: 'hidden' });
+});
+
+test('an image takes its space before it loads, so nothing below it moves', async () => {
+  // Hold bob's image downloads until the test lets them through.
+  const held = [];
+  let arrived;
+  const first = new Promise((resolve) => { arrived = resolve; });
+  await bob.route('**/uploads/**', (route) => { held.push(route); arrived(); });
+  await alice.getByTestId('attach-input').setInputFiles({ name: 'slow.png', mimeType: 'image/png', buffer: png });
+  await alice.getByTestId('upload-box').getByText('ready to send').waitFor();
+  await alice.getByTestId('composer-input').fill('slow image');
+  await alice.getByTestId('composer-input').press('Enter');
+  const msg = messageWithText(bob, 'slow image');
+  await msg.waitFor();
+  await first; // the browser asked for the image and is waiting
+  const img = msg.getByTestId('attachment-image');
+  assert.equal(await img.evaluate((el) => el.complete && el.naturalWidth > 0), false, 'not loaded yet');
+  const before = await msg.boundingBox();
+  assert.ok((await img.boundingBox()).height > 150, 'the frame is there already');
+  for (const r of held) await r.continue();
+  await bob.unroute('**/uploads/**');
+  await imageLoaded(bob, msg);
+  const afterLoad = await msg.boundingBox();
+  assert.equal(afterLoad.height, before.height, 'the message kept its height');
 });

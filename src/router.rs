@@ -22,6 +22,7 @@ pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Respo
         (&Method::GET, "/metrics") => h::metrics::render(&state.hub),
         (_, "/" | "/health") => h::method_not_allowed("GET, HEAD"),
         (_, "/metrics") => h::method_not_allowed("GET"),
+        (_, "/api/rooms") => h::rooms::list(&state.hub, &method),
 
         (_, p) if p.starts_with("/static/") => match get {
             true => {

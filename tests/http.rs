@@ -332,3 +332,109 @@ async fn connections_beyond_the_http_cap_get_a_canned_503() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// `GET /api/rooms` until `check` accepts its `rooms`; rooms empty out
+/// when a session ends, which the test cannot observe directly.
+async fn rooms_until(
+    server: &Server,
+    what: &str,
+    check: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + common::TIMEOUT;
+    loop {
+        let res = server.get("/api/rooms").await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let rooms = res.json()["rooms"].as_array().expect("rooms array").clone();
+        if check(&rooms) {
+            return rooms;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: /api/rooms still answers {rooms:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn api_rooms_lists_active_public_rooms_busiest_first() {
+    let server = Server::start(config()).await;
+    let empty = server.get("/api/rooms").await;
+    assert_eq!(empty.status, 200);
+    assert!(
+        empty
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/json"))
+    );
+    assert_eq!(empty.json(), json!({"rooms": []}));
+
+    // Two names in "Design Team" (one of them twice: names are counted, not
+    // connections), one in "quiet", one in "also quiet", and private rooms.
+    let mut held = Vec::new();
+    for (room, user) in [
+        ("Design%20Team", "ann"),
+        ("Design%20Team", "ann"),
+        ("Design%20Team", "bob"),
+        ("quiet", "cy"),
+        ("also%20quiet", "di"),
+        ("private-plans", "eve"),
+        ("PRIVATE-Shouting", "eve"),
+        ("Private-x", "eve"),
+        ("gone", "fay"),
+    ] {
+        held.push(server.join(room, user).await.0);
+    }
+    // "privately" is public: only the `private-` prefix hides a room.
+    held.push(server.join("privately", "gus").await.0);
+    // A room whose last member left is not listed.
+    let fay = held.remove(8);
+    fay.close().await;
+
+    let rooms = rooms_until(&server, "gone leaves the list", |r| {
+        !r.iter().any(|x| x["room"] == "gone")
+    })
+    .await;
+    assert_eq!(
+        rooms,
+        vec![
+            json!({"room": "Design Team", "online_count": 2}),
+            json!({"room": "also quiet", "online_count": 1}),
+            json!({"room": "privately", "online_count": 1}),
+            json!({"room": "quiet", "online_count": 1}),
+        ]
+    );
+
+    // HEAD: same headers, no body; other methods: 405.
+    let head = server.request("HEAD", "/api/rooms", &[]).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert!(
+        head.header("content-length")
+            .is_some_and(|n| n.parse::<usize>().unwrap() > 0)
+    );
+    let post = server
+        .request("POST", "/api/rooms", &[("Content-Length", "0")])
+        .await;
+    post.assert_json_error(405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    drop(held);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn api_rooms_lists_at_most_fifty() {
+    let server = Server::start(config()).await;
+    let mut held = Vec::new();
+    for i in 0..53 {
+        held.push(server.join(&format!("room-{i:02}"), "u").await.0);
+    }
+    held.push(server.join("room-52", "v").await.0);
+    let res = server.get("/api/rooms").await;
+    let rooms = res.json()["rooms"].as_array().unwrap().clone();
+    assert_eq!(rooms.len(), 50);
+    assert_eq!(rooms[0], json!({"room": "room-52", "online_count": 2}));
+    assert_eq!(rooms[1]["room"], "room-00", "then by name");
+    assert_eq!(rooms[49]["room"], "room-48");
+    drop(held);
+    server.shutdown().await.unwrap();
+}

@@ -7,6 +7,7 @@ pub mod history;
 pub mod metrics;
 pub mod pages;
 pub mod rate_limit;
+pub mod rooms;
 pub mod static_files;
 pub mod upload;
 

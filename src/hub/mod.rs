@@ -530,6 +530,37 @@ impl Hub {
         room.map(|r| r.lock().history().cloned().collect())
             .unwrap_or_default()
     }
+
+    /// Rooms with at least one member here, as (name, online names), most
+    /// online first then by name, at most `limit` of them. Rooms whose name
+    /// starts with `private-` (any case) are never listed. Counts are this
+    /// instance's members: with the Redis backbone a room whose members are
+    /// all on other instances is not seen.
+    pub fn public_rooms(&self, limit: usize) -> Vec<(String, usize)> {
+        let rooms: Vec<Arc<Room>> = self
+            .rooms()
+            .values()
+            .filter(|r| {
+                let name = r.name.as_str().as_bytes();
+                !(name.len() >= 8 && name[..8].eq_ignore_ascii_case(b"private-"))
+            })
+            .cloned()
+            .collect();
+        let mut listed: Vec<(String, usize)> = rooms
+            .iter()
+            .filter_map(|room| {
+                let state = room.lock();
+                let mut names: Vec<&str> =
+                    state.members.iter().map(|(_, s)| s.user.as_str()).collect();
+                names.sort_unstable();
+                names.dedup();
+                (!names.is_empty()).then(|| (room.name.as_str().to_owned(), names.len()))
+            })
+            .collect();
+        listed.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        listed.truncate(limit);
+        listed
+    }
 }
 
 /// Removes the room that has been empty longest; false if every room has members.

@@ -1,0 +1,107 @@
+// On a phone (390×844, touch): the rooms drawer opens and closes the way
+// people expect, and message actions come on a tap, with 44 px targets.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, openChat, sendMessage, messageWithText } from './helpers.js';
+
+const PHONE = { viewport: { width: 390, height: 844 }, context: { hasTouch: true, isMobile: true } };
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.cleanup();
+});
+
+const focusedTestId = (page) => page.evaluate(() => document.activeElement?.dataset.testid ?? document.activeElement?.id);
+
+test('the drawer: ☰ opens it with focus inside; a tap beside it, ✕ or Esc closes it and focus returns', async () => {
+  const page = await openChat(browser, server.url, { room: 'phone', user: 'pat', ...PHONE });
+  const toggle = page.getByTestId('sidebar-toggle');
+  const sidebar = page.locator('#sidebar');
+  const backdrop = page.getByTestId('drawer-backdrop');
+
+  await toggle.tap();
+  await sidebar.and(page.locator(':not([hidden])')).waitFor();
+  await backdrop.waitFor();
+  assert.equal(await toggle.getAttribute('aria-expanded'), 'true');
+  assert.equal(await focusedTestId(page), 'drawer-close', 'focus moves into the drawer');
+  assert.equal(await page.locator('#chat').evaluate((el) => el.inert), true, 'the page behind is inert');
+  const drawerBox = await sidebar.boundingBox();
+  assert.ok(drawerBox.x >= -1 && drawerBox.x + drawerBox.width <= 391, 'the drawer is on screen');
+
+  // A tap on the dimmed page beside the drawer closes it.
+  await page.touchscreen.tap(drawerBox.x + drawerBox.width + 30, 400);
+  await backdrop.waitFor({ state: 'hidden' });
+  assert.equal(await toggle.getAttribute('aria-expanded'), 'false');
+  assert.equal(await focusedTestId(page), 'sidebar-toggle', 'focus goes back to ☰');
+  assert.equal(await page.locator('#chat').evaluate((el) => el.inert), false);
+
+  // ✕ closes it.
+  await toggle.tap();
+  await backdrop.waitFor();
+  const close = page.getByTestId('drawer-close');
+  const closeBox = await close.boundingBox();
+  assert.ok(closeBox.width >= 44 && closeBox.height >= 44, '✕ is a 44 px target');
+  await close.tap();
+  await backdrop.waitFor({ state: 'hidden' });
+  assert.equal(await focusedTestId(page), 'sidebar-toggle');
+
+  // Esc closes it.
+  await toggle.tap();
+  await backdrop.waitFor();
+  await page.keyboard.press('Escape');
+  await backdrop.waitFor({ state: 'hidden' });
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('message actions come on a tap, with 44 px targets; messages carry no permanent action row', async () => {
+  const pat = await openChat(browser, server.url, { room: 'phone-actions', user: 'pat', ...PHONE });
+  const sam = await openChat(browser, server.url, { room: 'phone-actions', user: 'sam' });
+  await sendMessage(pat, 'tap me');
+  await sendMessage(sam, 'and me');
+  const mine = messageWithText(pat, 'tap me');
+  const theirs = messageWithText(pat, 'and me');
+  await theirs.waitFor();
+  await mine.and(pat.locator('[data-id]:not([data-id=""])')).waitFor();
+
+  // At rest: no action row takes space.
+  assert.equal(await mine.getByTestId('edit-message').isVisible(), false);
+  assert.equal(await theirs.getByTestId('add-reaction').isVisible(), false);
+
+  await mine.getByTestId('message-text').tap();
+  for (const id of ['add-reaction', 'edit-message', 'delete-message']) {
+    const b = mine.getByTestId(id);
+    await b.waitFor();
+    const box = await b.boundingBox();
+    assert.ok(box.width >= 44 && box.height >= 44, `${id} is ${box.width}×${box.height}`);
+  }
+  // Another message's tap moves the bar there.
+  await theirs.getByTestId('message-text').tap();
+  await theirs.getByTestId('add-reaction').waitFor();
+  assert.equal(await mine.getByTestId('edit-message').isVisible(), false);
+  // A long press opens it too, and letting go keeps it open.
+  await pat.keyboard.press('Escape');
+  await theirs.getByTestId('add-reaction').waitFor({ state: 'hidden' });
+  const cdp = await pat.context().newCDPSession(pat);
+  const at = await theirs.getByTestId('message-text').boundingBox();
+  const point = { x: at.x + 10, y: at.y + at.height / 2 };
+  await cdp.send('Input.dispatchTouchEvent', { type: 'touchStart', touchPoints: [point] });
+  await theirs.getByTestId('add-reaction').waitFor(); // opened while the finger is still down
+  await cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
+  await sendMessage(sam, 'a later message'); // a round trip, so any click from letting go has landed
+  await messageWithText(pat, 'a later message').waitFor();
+  assert.equal(await theirs.getByTestId('add-reaction').isVisible(), true, 'still open after letting go');
+  // And it works: react from the bar.
+  await theirs.getByTestId('add-reaction').tap();
+  await pat.getByTestId('reaction-picker').getByRole('button', { name: 'React with 👍' }).tap();
+  await messageWithText(sam, 'and me').getByTestId('reaction').waitFor();
+  for (const p of [pat, sam]) { assert.deepEqual(p.problems, []); await p.context().close(); }
+});

@@ -1,0 +1,43 @@
+// DOM helpers and the page's fixed elements.
+//
+// User data only ever reaches the DOM through textContent and attributes of
+// elements created here; nothing parses HTML. Looks come from classes in
+// style.css (the CSP forbids inline styles in markup).
+
+export const $ = (id) => document.getElementById(id);
+
+/** Creates an element with classes, attributes and text; never parses HTML. */
+export function h(tag, { cls, text, attrs, testid } = {}, children = []) {
+  const el = document.createElement(tag);
+  if (cls) el.className = cls;
+  if (text !== undefined) el.textContent = text;
+  if (testid) el.dataset.testid = testid;
+  if (attrs) for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  for (const c of children) if (c !== null && c !== undefined && c !== false) el.append(c);
+  return el;
+}
+
+/** True on screens without hover (phones, tablets): actions open on tap. */
+export const isTouch = () => matchMedia('(hover: none)').matches;
+/** True when the sidebar is a drawer (the phone layout in style.css). */
+export const isNarrow = () => matchMedia('(max-width: 720px)').matches;
+
+export const els = {
+  joinView: $('join-view'), joinForm: $('join-form'), joinName: $('join-name'),
+  joinRoom: $('join-room'), joinError: $('join-error'), joinNote: $('join-note'),
+  joinActiveRooms: $('join-active-rooms'), joinRoomsSection: $('join-rooms'),
+  chatView: $('chat-view'), topbar: $('topbar'), roomTitle: $('room-title'),
+  onlineSummary: $('online-summary'), inviteBtn: $('invite-btn'),
+  connStatus: $('conn-status'), connLabel: $('conn-label'),
+  banner: $('conn-banner'), bannerText: $('conn-banner-text'), retryNow: $('retry-now'),
+  sidebar: $('sidebar'), sidebarToggle: $('sidebar-toggle'), drawerClose: $('drawer-close'),
+  backdrop: $('drawer-backdrop'), meName: $('me-name'), changeName: $('change-name'),
+  notifyBtn: $('notify-btn'), roomList: $('room-list'), roomForm: $('room-form'),
+  roomInput: $('room-input'), activeRooms: $('active-rooms'),
+  onlineList: $('online-list'), onlineCountSide: $('online-count-side'),
+  chat: $('chat'), list: $('messages'), newPill: $('new-pill'), dropOverlay: $('drop-overlay'),
+  typing: $('typing'), composer: $('composer'), input: $('composer-input'),
+  sendBtn: $('send-btn'), attachInput: $('attach-input'), composerError: $('composer-error'),
+  charCount: $('char-count'), uploadBox: $('upload-box'),
+  picker: $('picker'), toasts: $('toasts'), announcer: $('announcer'),
+};

@@ -1,0 +1,113 @@
+// What the server says (PROTOCOL.md "Server → client events"), applied to
+// the page. `welcome` is the one with decisions: resume or start over, what
+// to resend, what to clear.
+
+import { els } from './dom.js';
+import { welcomed } from './connection.js';
+import { state } from './state.js';
+import { rememberRoom } from './store.js';
+import {
+  addMessage, archiveAll, confirmPendingFromHistory, deleteMessage, updateMessage, updateReactions,
+} from './messages.js';
+import { connectionBack as composerBack, markFailed, updateSendState } from './composer.js';
+import { connectionBack as presenceBack, onPresenceChange, setOnline } from './presence.js';
+import { showTyping } from './typing.js';
+import { ERROR_TEXT, clearToasts, systemNotice, toast } from './notices.js';
+import { isNearBottom, scrollToBottom } from './scroll.js';
+import { updateTitle } from './attention.js';
+import { refreshActiveRooms, renderRecentRooms, roomHref } from './rooms.js';
+import { enterRoom } from './navigation.js';
+
+export function handleEvent(ev) {
+  switch (ev.type) {
+    case 'welcome': onWelcome(ev); break;
+    case 'message': addMessage(ev, { live: true }); break;
+    case 'message_updated': updateMessage(ev); break;
+    case 'message_deleted': deleteMessage(ev); break;
+    case 'reaction_update': updateReactions(ev.message_id, ev.reactions); break;
+    case 'join':
+    case 'leave': onPresenceChange(ev); break;
+    case 'presence': setOnline(ev.online, ev.online_count); break;
+    case 'typing': showTyping(ev.user); break;
+    case 'error': onServerError(ev); break;
+    default: break; // pong, and whatever newer servers add
+  }
+}
+
+/** The server's spelling of the room (it may treat `lobby` and `Lobby` as one). */
+function adoptRoomName(name) {
+  if (typeof name !== 'string' || !name || name === state.roomTitle) return;
+  state.roomTitle = name;
+  els.roomTitle.textContent = name;
+  rememberRoom(name);
+  renderRecentRooms();
+  updateTitle();
+  history.replaceState(history.state, '', roomHref(name));
+}
+
+function onWelcome(ev) {
+  const resuming = state.hasConnected;
+  const after = state.lastSeq;
+  welcomed();
+  adoptRoomName(ev.room);
+  setOnline(ev.online, ev.online_count);
+
+  const history = Array.isArray(ev.history) ? ev.history : [];
+  // The room's newest seq on the server. `last_seq` is roomcast's addition; fall
+  // back to what the history tells us.
+  const serverLast = typeof ev.last_seq === 'number'
+    ? ev.last_seq
+    : (history.length ? history[history.length - 1].seq : null);
+
+  const reset = resuming && after > 0 && serverLast !== null && serverLast < after;
+  if (reset) {
+    // The server no longer knows the messages we have (it restarted, or the
+    // room was emptied and dropped): keep them for reading, count seq from
+    // the server's numbering again, offer no actions on forgotten messages.
+    state.lastSeq = serverLast;
+    archiveAll();
+    systemNotice('The server was restarted. Messages above are no longer stored on the server.', { kind: 'warn' });
+  }
+  if (ev.gap) {
+    systemNotice('Some messages were missed while you were disconnected.', {
+      kind: 'warn',
+      action: { label: 'Reload the conversation', run: () => enterRoom(state.room, state.user, { push: false }) },
+    });
+  }
+
+  confirmPendingFromHistory(history);
+  const stick = isNearBottom();
+  for (const m of history) addMessage(m, { live: false });
+  if (!resuming || stick) scrollToBottom();
+
+  if (resuming) {
+    if (state.closeReason) toast('Reconnected.', { kind: 'ok', timeout: 3000 });
+  } else if (history.length === 0) {
+    systemNotice(`This is the start of #${state.roomTitle}. Say hello!`);
+  }
+  state.hasConnected = true;
+  state.closeReason = '';
+  state.serverRestarting = false;
+  clearToasts('offline');
+  // Does the history hold every message since we last saw the room? Then a
+  // message of ours that is not in it certainly did not arrive.
+  const fromStart = history.length === 0 || history[0].seq <= 1;
+  const covered = !ev.gap && !reset && (after > 0 || fromStart);
+  presenceBack();
+  composerBack({ covered });
+  updateSendState();
+  if (!resuming) refreshActiveRooms({ force: true }); // our own arrival changed the counts
+}
+
+function onServerError(ev) {
+  const text = ERROR_TEXT[ev.code] || ev.message || 'The server refused that request.';
+  // Rate-limit errors carry no `ref`; a refused message is the likeliest case
+  // and an echo arriving later would un-fail it anyway (matched by client_id).
+  if (ev.ref === 'message' || (!ev.ref && ev.code === 'rate_limited')) {
+    // Requests are answered in order, so the oldest message still waiting for
+    // its echo is the one that was refused.
+    const first = [...state.pending.values()].find((p) => p.sent && !p.failed);
+    if (first) markFailed(first, text);
+  }
+  toast(text);
+}

@@ -1,0 +1,257 @@
+// Messages on screen: building an element from a message, keeping it up to
+// date (edits, reactions, deletes), grouping by author, and where new ones
+// go. A history loader adds older messages with buildMessage + regroup.
+
+import { GROUP_WINDOW_MS, LONG_MESSAGE_CHARS, LONG_MESSAGE_LINES } from './config.js';
+import { els, h } from './dom.js';
+import { formatBytes, formatTime, fullFmt, hueClass, initials } from './format.js';
+import { renderText, isLong } from './richtext.js';
+import { state } from './state.js';
+import { arrived as scrollArrived, followingBottom, isNearBottom, scrollToBottom } from './scroll.js';
+import { arrived as attentionArrived } from './attention.js';
+import { clearTyping } from './typing.js';
+
+export const isOwn = (m) => m.user === state.user;
+
+let textIds = 0;
+
+function messageTime(m) {
+  const d = new Date(m.timestamp);
+  return Number.isNaN(d.getTime()) ? new Date() : d;
+}
+
+/** Builds the element for a message (confirmed or pending). */
+export function buildMessage(m, { pending = false } = {}) {
+  const li = h('li', { cls: 'msg', testid: 'message', attrs: { tabindex: '-1' } });
+  li.dataset.author = m.user;
+  if (m.message_id) li.dataset.id = m.message_id;
+  if (isOwn(m)) li.classList.add('msg--own');
+  if (pending) li.classList.add('msg--pending');
+
+  const avatar = h('span', { cls: `avatar ${hueClass(m.user)}`, text: initials(m.user), attrs: { 'aria-hidden': 'true' } });
+  const head = h('div', { cls: 'msg-head' }, [
+    h('span', { cls: 'msg-author', text: m.user, testid: 'message-author', attrs: { dir: 'auto' } }),
+    h('time', { cls: 'msg-time' }),
+    h('span', { cls: 'msg-edited', text: '(edited)', testid: 'message-edited' }),
+    h('span', { cls: 'msg-status', testid: 'message-status' }),
+  ]);
+  const main = h('div', { cls: 'msg-main' }, [head,
+    h('div', { cls: 'msg-text', testid: 'message-text', attrs: { dir: 'auto' } }),
+    h('div', { cls: 'msg-attachment' }),
+    h('div', { cls: 'msg-reactions', attrs: { role: 'group', 'aria-label': 'Reactions' } })]);
+  const act = (text, action, testid, extra = {}) => h('button', {
+    cls: `act${action === 'delete' ? ' act-danger' : ''}`, text, testid, attrs: { type: 'button', 'data-action': action, ...extra },
+  });
+  const actions = h('div', { cls: 'msg-actions', attrs: { role: 'group', 'aria-label': 'Message actions' } }, [
+    act('☺+', 'react', 'add-reaction', { 'aria-label': 'Add reaction', title: 'Add reaction', 'aria-haspopup': 'dialog' }),
+    isOwn(m) ? act('Edit', 'edit', 'edit-message') : null,
+    isOwn(m) ? act('Delete', 'delete', 'delete-message') : null,
+  ]);
+  li.append(avatar, main, actions);
+  setTime(li, m);
+  fillMessage(li, m);
+  return li;
+}
+
+function setTime(li, m) {
+  const date = messageTime(m);
+  const time = li.querySelector('time');
+  time.textContent = formatTime(date);
+  time.dateTime = date.toISOString();
+  time.title = fullFmt.format(date);
+}
+
+/** Writes a message's content, attachment, reactions and edit mark into its element. */
+export function fillMessage(li, m) {
+  const body = li.querySelector('.msg-text');
+  body.replaceChildren();
+  const content = m.content || '';
+  const info = renderText(body, content, state.user);
+  body.hidden = !content;
+  body.classList.toggle('msg-text--emoji', info.emojiCount > 0);
+  li.classList.toggle('msg--mention', info.mentionsMe && !isOwn(m));
+  li.querySelector('.show-more')?.remove();
+  const long = isLong(content, LONG_MESSAGE_CHARS, LONG_MESSAGE_LINES);
+  body.classList.toggle('msg-text--folded', long);
+  if (long) {
+    body.id ||= `msg-text-${++textIds}`;
+    body.after(h('button', {
+      cls: 'btn-link show-more', text: 'Show more', testid: 'show-more',
+      attrs: { type: 'button', 'data-action': 'show-more', 'aria-expanded': 'false', 'aria-controls': body.id },
+    }));
+  }
+  li.classList.toggle('msg--edited', Boolean(m.edited_at));
+  renderAttachment(li.querySelector('.msg-attachment'), m.attachment);
+  renderReactions(li, m.reactions || {});
+  return info;
+}
+
+/** True when `url` points at this server (attachments never load from elsewhere). */
+function sameOriginUrl(url) {
+  try {
+    const u = new URL(url, location.href);
+    return u.origin === location.origin && (u.protocol === 'http:' || u.protocol === 'https:') ? u : null;
+  } catch {
+    return null;
+  }
+}
+
+function renderAttachment(box, att) {
+  box.replaceChildren();
+  if (!att || !att.url) { box.hidden = true; return; }
+  const url = sameOriginUrl(att.url);
+  const name = att.name || 'attachment';
+  box.hidden = false;
+  if (!url) { box.append(h('span', { cls: 'muted', text: `${name} (unavailable)` })); return; }
+  const type = String(att.content_type || '');
+  const caption = h('a', {
+    cls: 'file-link', testid: 'attachment-link',
+    attrs: { href: url.href, target: '_blank', rel: 'noopener noreferrer', download: name },
+  }, [h('span', { cls: 'file-icon', text: '📄', attrs: { 'aria-hidden': 'true' } }),
+    h('span', { cls: 'file-name', text: name, attrs: { dir: 'auto' } }),
+    typeof att.size === 'number' ? h('span', { cls: 'file-size', text: formatBytes(att.size) }) : null]);
+  if (type.startsWith('image/')) {
+    // The frame has its size before the image loads, so nothing below moves.
+    const img = h('img', { cls: 'att-image', testid: 'attachment-image', attrs: { src: url.href, alt: name, loading: 'lazy' } });
+    img.addEventListener('load', () => { if (box.isConnected && followingBottom()) scrollToBottom(); });
+    box.append(h('a', { cls: 'att-frame', attrs: { href: url.href, target: '_blank', rel: 'noopener noreferrer' } }, [img]));
+  } else if (type.startsWith('video/')) {
+    box.append(h('video', { cls: 'att-media', testid: 'attachment-video', attrs: { src: url.href, controls: '', preload: 'metadata', 'aria-label': name } }), caption);
+  } else if (type.startsWith('audio/')) {
+    box.append(h('audio', { cls: 'att-audio', testid: 'attachment-audio', attrs: { src: url.href, controls: '', preload: 'metadata', 'aria-label': name } }), caption);
+  } else {
+    box.append(caption);
+  }
+}
+
+function renderReactions(li, reactions) {
+  const box = li.querySelector('.msg-reactions');
+  const buttons = [];
+  for (const [emoji, users] of Object.entries(reactions)) {
+    if (!Array.isArray(users) || users.length === 0) continue;
+    const mine = users.includes(state.user);
+    const who = users.join(', ');
+    buttons.push(h('button', {
+      cls: 'reaction', testid: 'reaction',
+      attrs: {
+        type: 'button', 'data-action': 'toggle-reaction', 'data-emoji': emoji,
+        'aria-pressed': String(mine), 'data-users': who, title: who,
+        'aria-label': `${emoji} ${users.length}: ${who}. ${mine ? 'Remove your reaction' : `React with ${emoji}`}`,
+      },
+    }, [h('span', { cls: 'reaction-emoji', text: emoji }), h('span', { cls: 'reaction-count', testid: 'reaction-count', text: String(users.length) })]));
+  }
+  box.replaceChildren(...buttons);
+  box.hidden = buttons.length === 0;
+}
+
+/** Puts `el` before the first pending message, so pending ones stay last. */
+export function insertBeforePending(el) {
+  els.list.insertBefore(el, els.list.querySelector(':scope > .msg--pending'));
+  regroup(el);
+  if (el.nextElementSibling) regroup(el.nextElementSibling);
+}
+
+/** Marks `el` as a continuation when it follows the same author closely. */
+export function regroup(el) {
+  if (!el.classList.contains('msg')) return;
+  const prev = el.previousElementSibling;
+  let cont = false;
+  // A message still waiting shows its own head: its status is there.
+  if (!el.classList.contains('msg--pending') && prev && prev.classList.contains('msg') && !prev.classList.contains('msg--deleted')
+      && prev.dataset.author === el.dataset.author) {
+    const a = Date.parse(prev.querySelector('time').dateTime);
+    const b = Date.parse(el.querySelector('time').dateTime);
+    cont = b - a < GROUP_WINDOW_MS;
+  }
+  el.classList.toggle('msg--cont', cont);
+}
+
+/** A message from the server: history (`live` false) or just posted. */
+export function addMessage(m, { live }) {
+  if (!m || typeof m.message_id !== 'string') return;
+  if (typeof m.seq === 'number' && m.seq > state.lastSeq) state.lastSeq = m.seq;
+  if (state.messages.has(m.message_id)) return; // already shown (resume overlap)
+
+  // Our own message coming back: confirm the pending copy in place.
+  const pending = m.client_id && state.pending.get(m.client_id);
+  if (pending && isOwn(m)) {
+    confirmPending(pending, m);
+    return;
+  }
+  const stick = isNearBottom();
+  const li = buildMessage(m);
+  state.messages.set(m.message_id, { data: m, el: li });
+  insertBeforePending(li);
+  if (!live) return;
+  if (isOwn(m)) { scrollToBottom(); return; } // sent from another tab of ours
+  clearTyping(m.user);
+  attentionArrived(m, li.classList.contains('msg--mention'));
+  scrollArrived(li, stick);
+  regroup(li); // a "New" line may now stand above it
+}
+
+export function confirmPending(p, m) {
+  state.pending.delete(p.clientId);
+  const li = p.el;
+  li.classList.remove('msg--pending', 'msg--failed');
+  li.dataset.id = m.message_id;
+  delete li.dataset.clientId;
+  setTime(li, m);
+  li.querySelector('.msg-status').textContent = '';
+  li.querySelector('.msg-failed-actions')?.remove();
+  fillMessage(li, m);
+  state.messages.set(m.message_id, { data: m, el: li });
+  // Others' messages may have been inserted before this one meanwhile; keep it
+  // where it is (after them, which matches the server's order).
+  regroup(li);
+  if (li.nextElementSibling) regroup(li.nextElementSibling);
+}
+
+/**
+ * History replayed after a reconnect carries no client_id, so a message we sent
+ * just before the connection dropped is recognised by author and content.
+ */
+export function confirmPendingFromHistory(history) {
+  for (const p of [...state.pending.values()]) {
+    if (!p.sent) continue;
+    const hit = history.find((m) => isOwn(m) && !state.messages.has(m.message_id)
+      && (m.content || '') === p.content
+      && ((m.attachment && m.attachment.url) || '') === ((p.attachment && p.attachment.url) || ''));
+    if (hit) confirmPending(p, hit);
+  }
+}
+
+export function updateMessage(m) {
+  const entry = state.messages.get(m.message_id);
+  if (!entry) return;
+  entry.data = { ...entry.data, ...m };
+  fillMessage(entry.el, entry.data);
+  if (state.editing === m.message_id) entry.el.querySelector('.msg-text').hidden = true;
+}
+
+export function deleteMessage(ev) {
+  const entry = state.messages.get(ev.message_id);
+  if (!entry) return;
+  state.messages.delete(ev.message_id);
+  if (state.editing === ev.message_id) state.editing = null;
+  const li = entry.el;
+  // A tombstone keeps the conversation readable ("what was that a reply to?").
+  li.className = 'msg msg--deleted';
+  li.replaceChildren(h('span', { cls: 'msg-tombstone', text: `${entry.data.user} deleted a message`, testid: 'message-deleted' }));
+  delete li.dataset.id;
+  if (li.nextElementSibling) regroup(li.nextElementSibling);
+}
+
+export function updateReactions(id, reactions) {
+  const entry = state.messages.get(id);
+  if (!entry || !reactions) return;
+  entry.data.reactions = reactions;
+  renderReactions(entry.el, reactions);
+}
+
+/** Messages the server no longer knows (it restarted): readable, but no actions. */
+export function archiveAll() {
+  for (const { el } of state.messages.values()) el.classList.add('msg--archived');
+  state.messages.clear();
+}
+

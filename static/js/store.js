@@ -1,0 +1,58 @@
+// What this browser remembers (localStorage): recent rooms and a draft per
+// room. Every list is capped; private browsing (no storage) just forgets.
+
+const KEY_ROOMS = 'roomcast.rooms';
+const KEY_DRAFTS = 'roomcast.drafts';
+const MAX_ROOMS = 8;
+/** Drafts kept; saving one more drops the oldest. */
+const MAX_DRAFTS = 20;
+
+export function load(key) {
+  try { return localStorage.getItem(key); } catch { return null; }
+}
+
+export function save(key, value) {
+  try {
+    if (value === null || value === '') localStorage.removeItem(key);
+    else localStorage.setItem(key, value);
+  } catch { /* private mode or full: forget */ }
+}
+
+function loadJson(key, fallback) {
+  try { return JSON.parse(load(key) || 'null') ?? fallback; } catch { return fallback; }
+}
+
+/** Rooms compare without case (the server treats `Lobby` and `lobby` as one room). */
+export const sameRoom = (a, b) => a.trim().toLowerCase() === b.trim().toLowerCase();
+
+export function recentRooms() {
+  const v = loadJson(KEY_ROOMS, []);
+  return Array.isArray(v) ? v.filter((r) => typeof r === 'string').slice(0, MAX_ROOMS) : [];
+}
+
+/** Puts `room` first, replacing any spelling of it that differs only in case. */
+export function rememberRoom(room) {
+  const rooms = [room, ...recentRooms().filter((r) => !sameRoom(r, room))].slice(0, MAX_ROOMS);
+  save(KEY_ROOMS, JSON.stringify(rooms));
+}
+
+function drafts() {
+  const v = loadJson(KEY_DRAFTS, {});
+  return v && typeof v === 'object' && !Array.isArray(v) ? v : {};
+}
+
+export function loadDraft(room) {
+  const d = drafts()[room.trim().toLowerCase()];
+  return d && typeof d.text === 'string' ? d.text : '';
+}
+
+export function saveDraft(room, text) {
+  const all = drafts();
+  const key = room.trim().toLowerCase();
+  if (text) all[key] = { text, at: Date.now() };
+  else delete all[key];
+  const kept = Object.entries(all)
+    .sort((a, b) => (b[1].at || 0) - (a[1].at || 0))
+    .slice(0, MAX_DRAFTS);
+  save(KEY_DRAFTS, kept.length ? JSON.stringify(Object.fromEntries(kept)) : null);
+}

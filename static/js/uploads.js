@@ -1,0 +1,162 @@
+// Attachments waiting to be sent: chosen with the button, dropped on the
+// chat or pasted. Each file uploads on its own (POST /upload, with progress),
+// shows a preview, and is sent as its own message; a file that cannot be
+// sent is explained in one sentence that names it.
+
+import { config, MAX_FILES } from './config.js';
+import { els, h } from './dom.js';
+import { formatBytes, quoted } from './format.js';
+import { composerError, updateSendState } from './composer.js';
+
+/** { file, xhr, result, el, preview } in the order added; at most MAX_FILES. */
+const items = [];
+
+export const uploadsBusy = () => items.some((it) => !it.result);
+export const readyAttachments = () => items.filter((it) => it.result).map((it) => it.result);
+
+/** Adds files; returns nothing, explains every refusal under the composer. */
+export function addFiles(files) {
+  const problems = [];
+  for (const file of files) {
+    const name = quoted(file.name || 'pasted file');
+    if (items.length >= MAX_FILES) {
+      problems.push(`${name} was not added: at most ${MAX_FILES} files can wait to be sent at once.`);
+    } else if (file.size > config.max_upload_bytes) {
+      problems.push(tooLarge(name, file.size));
+    } else if (file.size === 0) {
+      problems.push(`${name} is empty, so there is nothing to send.`);
+    } else {
+      start(file);
+    }
+  }
+  composerError(problems);
+  updateSendState();
+}
+
+/** "is 12.4 MB; the limit is 10 MB", in bytes when both round alike. */
+function tooLarge(name, size) {
+  const limit = config.max_upload_bytes;
+  const [a, b] = [formatBytes(size), formatBytes(limit)];
+  if (a !== b) return `${name} is ${a}; the limit is ${b}.`;
+  return `${name} is ${size.toLocaleString()} bytes, just over the limit of ${limit.toLocaleString()} bytes.`;
+}
+
+function start(file) {
+  const xhr = new XMLHttpRequest();
+  const it = { file, xhr, result: null, el: null, preview: '' };
+  const label = h('span', { cls: 'upload-name', attrs: { dir: 'auto' } });
+  const progress = h('progress', { testid: 'upload-progress', attrs: { max: '100', value: '0', 'aria-label': `Uploading ${file.name || 'file'}` } });
+  const remove = h('button', {
+    cls: 'btn btn-icon btn-small', testid: 'upload-cancel', attrs: { type: 'button', 'aria-label': `Remove ${file.name || 'file'}` },
+  }, [h('span', { text: '✕', attrs: { 'aria-hidden': 'true' } })]);
+  let thumb;
+  if (file.type.startsWith('image/')) {
+    it.preview = URL.createObjectURL(file);
+    thumb = h('img', { cls: 'upload-thumb', testid: 'upload-preview', attrs: { src: it.preview, alt: `Preview of ${file.name || 'the image'}` } });
+  } else {
+    thumb = h('span', { cls: 'upload-thumb upload-thumb-file', text: '📄', attrs: { 'aria-hidden': 'true' } });
+  }
+  it.el = h('li', { cls: 'upload-item', testid: 'upload-item' }, [thumb, label, progress, remove]);
+  label.textContent = `${file.name || 'pasted file'} (${formatBytes(file.size)})`;
+  items.push(it);
+  els.uploadBox.append(it.el);
+  els.uploadBox.hidden = false;
+
+  remove.addEventListener('click', () => { drop(it); els.input.focus(); });
+  xhr.upload.addEventListener('progress', (e) => {
+    if (e.lengthComputable) progress.value = Math.round((e.loaded / e.total) * 100);
+  });
+  xhr.addEventListener('load', () => {
+    if (!items.includes(it)) return;
+    let body = null;
+    try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+    if (xhr.status === 200 && body && typeof body.url === 'string') {
+      it.result = body;
+      progress.remove();
+      it.el.classList.add('done');
+      label.textContent = `${body.name || file.name} (${formatBytes(body.size ?? file.size)}) ready to send`;
+      updateSendState();
+      els.input.focus();
+      return;
+    }
+    fail(it, refusal(file, xhr));
+  });
+  xhr.addEventListener('error', () => fail(it, `${quoted(file.name || 'pasted file')} was not uploaded: the server could not be reached.`));
+  const form = new FormData();
+  form.append('file', file, file.name || 'pasted');
+  xhr.open('POST', config.upload_path);
+  xhr.send(form);
+}
+
+/** One sentence naming the file, from the status (the server's own words are for developers). */
+function refusal(file, xhr) {
+  const name = quoted(file.name || 'pasted file');
+  switch (xhr.status) {
+    case 413: return `${name} is too large; the limit is ${formatBytes(config.max_upload_bytes)}.`;
+    case 415: return `${name} can’t be shared here: only images, video, audio, PDF and plain text files are allowed.`;
+    case 429: {
+      const secs = Number(xhr.getResponseHeader('Retry-After'));
+      return `${name} was not uploaded because there were too many uploads; try again in ${secs > 0 ? `${secs} s` : 'a minute'}.`;
+    }
+    case 408: return `${name} took too long to upload; try again on a steadier connection.`;
+    default: return `${name} was not uploaded (the server answered ${xhr.status}).`;
+  }
+}
+
+function fail(it, sentence) {
+  if (!items.includes(it)) return;
+  drop(it);
+  const shown = [...els.composerError.querySelectorAll('.error-line')].map((e) => e.textContent);
+  composerError([...shown, sentence]);
+}
+
+function drop(it) {
+  const i = items.indexOf(it);
+  if (i < 0) return;
+  items.splice(i, 1);
+  if (!it.result) it.xhr.abort();
+  if (it.preview) URL.revokeObjectURL(it.preview);
+  it.el.remove();
+  els.uploadBox.hidden = items.length === 0;
+  updateSendState();
+}
+
+/** After sending, or leaving the room. */
+export function clearUploads() {
+  for (const it of [...items]) drop(it);
+  els.attachInput.value = '';
+}
+
+export function initUploads() {
+  els.attachInput.addEventListener('change', () => {
+    addFiles([...els.attachInput.files]);
+    els.attachInput.value = '';
+  });
+  els.input.addEventListener('paste', (e) => {
+    const files = [...(e.clipboardData?.files || [])];
+    if (files.length) { e.preventDefault(); addFiles(files); }
+  });
+  // Drag-and-drop anywhere on the chat column. dragenter/leave fire for every
+  // child, so count them to know when the pointer really left.
+  let depth = 0;
+  const hasFiles = (e) => [...(e.dataTransfer?.types || [])].includes('Files');
+  els.chat.addEventListener('dragenter', (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    depth += 1;
+    els.dropOverlay.hidden = false;
+  });
+  els.chat.addEventListener('dragover', (e) => { if (hasFiles(e)) e.preventDefault(); });
+  els.chat.addEventListener('dragleave', () => {
+    depth = Math.max(0, depth - 1);
+    if (!depth) els.dropOverlay.hidden = true;
+  });
+  els.chat.addEventListener('drop', (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    depth = 0;
+    els.dropOverlay.hidden = true;
+    composerError('');
+    addFiles([...e.dataTransfer.files]);
+  });
+}
