@@ -540,21 +540,14 @@ impl Hub {
         let rooms: Vec<Arc<Room>> = self
             .rooms()
             .values()
-            .filter(|r| {
-                let name = r.name.as_str().as_bytes();
-                !(name.len() >= 8 && name[..8].eq_ignore_ascii_case(b"private-"))
-            })
+            .filter(|r| !r.name.is_private())
             .cloned()
             .collect();
         let mut listed: Vec<(String, usize)> = rooms
             .iter()
             .filter_map(|room| {
-                let state = room.lock();
-                let mut names: Vec<&str> =
-                    state.members.iter().map(|(_, s)| s.user.as_str()).collect();
-                names.sort_unstable();
-                names.dedup();
-                (!names.is_empty()).then(|| (room.name.as_str().to_owned(), names.len()))
+                let online = room.lock().local_online().count();
+                (online > 0).then(|| (room.name.shown().to_owned(), online))
             })
             .collect();
         listed.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
