@@ -212,11 +212,14 @@ impl Inbound {
         let members: Vec<LocalPresence> = states
             .iter()
             .flat_map(|(name, state)| {
-                state.local_online().map(|(user, n)| LocalPresence {
-                    room: name.to_string(),
-                    user: user.to_string(),
-                    connections: n,
-                })
+                state
+                    .announced_online()
+                    .into_iter()
+                    .map(|(user, n)| LocalPresence {
+                        room: name.as_str().to_owned(),
+                        user: user.to_string(),
+                        connections: n,
+                    })
             })
             .collect();
         send(&members);

@@ -610,7 +610,7 @@ async fn welcome_from_store(common: Arc<Common>, room: Arc<Room>, requested: Roo
         ensure_loaded(&common, &room, common.config.history.max(1)).await?;
         let before = {
             let state = room.lock();
-            match w.after {
+            match state.resume_from(w.after) {
                 Some(after) if state.needs_store(Some(after)) => Some((after, state.ring_start())),
                 _ => None,
             }
@@ -724,10 +724,11 @@ async fn welcome_from_backbone(
             .map_err(|e| Refusal::new(ErrorCode::Unavailable, format!("the history store: {e}")))?;
         backbone.watching(&room.name).await?;
         let answer = {
-            let state = room.lock();
+            let mut state = room.lock();
             if !state.has(key, generation) {
                 return Ok::<_, Refusal>(None); // it left before its welcome
             }
+            state.announce(key, generation);
             let connections = state.connections_of(&user);
             backbone.welcome(&room.name, &user, connections, after, state.last_seq())
         };

@@ -24,6 +24,30 @@ use super::outbox::{CloseReason, Outbox, Pushed};
 use super::room::{RoomState, Slot};
 
 impl RoomState {
+    /// Marks a pending member as registered with the backbone (its welcome
+    /// is being asked for, under this lock).
+    pub fn announce(&mut self, key: usize, generation: u64) {
+        if let Some(slot) = self
+            .members
+            .get_mut(key)
+            .filter(|s| s.generation == generation)
+        {
+            slot.announced = true;
+        }
+    }
+
+    /// This instance's registered connections per name, for a backbone
+    /// that re-announces them.
+    pub fn announced_online(&self) -> std::collections::BTreeMap<&UserName, u32> {
+        let mut counts = std::collections::BTreeMap::new();
+        for (_, slot) in &self.members {
+            if slot.announced && slot.counted {
+                *counts.entry(&slot.user).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
     /// Connections this name has in the room on this instance.
     pub fn connections_of(&self, user: &UserName) -> u32 {
         self.online.get(user).copied().unwrap_or(0)
@@ -47,6 +71,7 @@ impl RoomState {
             user,
             outbox,
             counted: true,
+            announced: false,
             pending: Some(Vec::new()),
             has: 0,
             welcomed: Some(welcomed),
@@ -376,5 +401,24 @@ mod tests {
         let (_, _, carl) = welcomed(&mut st, "carl", 5);
         st.start_over();
         assert!(carl.is_closing());
+    }
+
+    #[test]
+    fn a_re_announcement_counts_only_members_registered_with_the_backbone() {
+        let (_hub, room) = backbone_room(HubConfig::default());
+        let mut st = room.lock();
+        let (a, a_gen, _) = pending(&mut st, "ann");
+        // Ann waits for her welcome but was not registered yet: a resync
+        // now must not announce her (her own registration would then carry
+        // no `join`, and she would never see it).
+        assert!(st.announced_online().is_empty());
+        assert_eq!(st.connections_of(&UserName::parse("ann").unwrap()), 1);
+        st.announce(a, a_gen);
+        let counts: Vec<(String, u32)> = st
+            .announced_online()
+            .into_iter()
+            .map(|(u, n)| (u.to_string(), n))
+            .collect();
+        assert_eq!(counts, vec![("ann".to_owned(), 1)]);
     }
 }

@@ -40,6 +40,11 @@ pub(crate) struct Slot {
     /// Told when the `welcome` is queued (dropped, if it never will be), so
     /// the session reads no request before it.
     pub welcomed: Option<tokio::sync::oneshot::Sender<()>>,
+    /// With a backbone: this connection was registered there (its welcome
+    /// was asked for). A re-announcement of this instance's members counts
+    /// only these, so it can never announce a newcomer's `join` ahead of
+    /// the newcomer's own registration (which would then carry none).
+    pub announced: bool,
 }
 
 pub(crate) struct RoomState {
@@ -161,10 +166,21 @@ impl RoomState {
         frame::json(&event)
     }
 
+    /// Where a resume starts: past the room's newest seq, the client counted
+    /// in a numbering this room no longer has (it was reset: restart without
+    /// a store, or dropped when empty), so everything in the current
+    /// numbering is news to it.
+    pub fn resume_from(&self, after: Option<u64>) -> Option<u64> {
+        after.map(|a| if a > self.last_seq { 0 } else { a })
+    }
+
     /// Whether a newcomer resuming after `after` needs messages the ring no
     /// longer holds but the store does (or the room is not loaded yet).
     pub fn needs_store(&self, after: Option<u64>) -> bool {
-        !self.loaded || after.is_some_and(|a| a < self.evicted_through && a < self.last_seq)
+        !self.loaded
+            || self
+                .resume_from(after)
+                .is_some_and(|a| a < self.evicted_through)
     }
 
     /// The seq below which a resume must be read from the store: the ring's
@@ -207,10 +223,7 @@ impl RoomState {
         (older, older_gap): (&[StoredMessage], bool),
         common: &Common,
     ) -> Frame {
-        // Past the room's newest seq, the client counted in a numbering this
-        // room no longer has (it was reset: restart without a store, or
-        // dropped when empty): everything in the current numbering is news.
-        let after = after.map(|a| if a > self.last_seq { 0 } else { a });
+        let after = self.resume_from(after);
         let all = older.iter().chain(self.history.iter());
         let (wanted, evicted): (Vec<&StoredMessage>, bool) = match after {
             None => {
@@ -273,6 +286,7 @@ impl RoomState {
             pending: None,
             has: 0,
             welcomed: None,
+            announced: true,
         });
         if let Some(join) = join {
             self.broadcast(&join, None, common);
@@ -300,6 +314,7 @@ impl RoomState {
             pending: Some(Vec::new()),
             has: 0,
             welcomed: Some(welcomed),
+            announced: true,
         });
         (key, generation)
     }
@@ -316,8 +331,8 @@ impl RoomState {
         if !self.has(w.key, w.generation) {
             return; // it left while waiting
         }
-        let welcome = self.welcome(room, &w.user, w.after, older, common);
         let first = self.count_online(&w.user);
+        let welcome = self.welcome(room, &w.user, w.after, older, common);
         let slot = &mut self.members[w.key];
         slot.counted = true;
         slot.pending = None;

@@ -72,6 +72,9 @@ pub struct Server {
     config: Config,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
+    /// What must live as long as the server (say, the guard that removes
+    /// its Redis keys).
+    held: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 /// Test defaults: the production defaults with a short shutdown grace, so a
@@ -124,6 +127,7 @@ impl Server {
             let _ = stopped.await;
         }));
         Self {
+            held: Vec::new(),
             addr,
             dir,
             config,
@@ -140,6 +144,23 @@ impl Server {
             .await
             .expect("serve did not return after shutdown")
             .expect("serve panicked")
+    }
+
+    /// Keeps `guard` alive as long as the server.
+    pub fn hold(&mut self, guard: impl std::any::Any + Send) {
+        self.held.push(Box::new(guard));
+    }
+
+    /// Waits until `/health` answers 200 (a backbone connected).
+    pub async fn wait_healthy(&self) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while self.get("/health").await.status != 200 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the server never became healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Where this server stores uploads.
