@@ -123,7 +123,9 @@ async fn post_all(hub: &Hub, members: &[roomcast::hub::Member], n: usize) -> (f6
 }
 
 async fn throughput(a: &Args) {
-    println!("| --fsync | changes | seconds | committed changes/s | refusals (queue full, retried) | commits |");
+    println!(
+        "| --fsync | changes | seconds | committed changes/s | refusals (queue full, retried) | commits |"
+    );
     println!("|---|---|---|---|---|---|");
     for fsync in [Fsync::Always, Fsync::Batch, Fsync::Off] {
         let dir = a.dir.join(format!("{fsync:?}"));
@@ -131,7 +133,11 @@ async fn throughput(a: &Args) {
         let hub = hub(a, fsync, &dir).await;
         let members = members(&hub, 10, "tp").await;
         // `always` commits one change per fsync: fewer posts, same rate.
-        let n = if fsync == Fsync::Always { a.posts / 50 } else { a.posts };
+        let n = if fsync == Fsync::Always {
+            a.posts / 50
+        } else {
+            a.posts
+        };
         let (secs, refused) = post_all(&hub, &members, n).await;
         let commits = hub.metrics().store_commits.get();
         println!(
@@ -196,7 +202,11 @@ fn rss_kib(pid: u32) -> u64 {
 
 fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
@@ -228,7 +238,10 @@ fn start(a: &Args) {
         .and_then(|p| p.parent())
         .map(|p| p.join("roomcast"))
         .expect("target dir");
-    assert!(bin.exists(), "build the binary first: cargo build --release");
+    assert!(
+        bin.exists(),
+        "build the binary first: cargo build --release"
+    );
     let t0 = Instant::now();
     let mut child = std::process::Command::new(&bin)
         .args(["--port", "0", "--data-dir"])
@@ -243,7 +256,10 @@ fn start(a: &Args) {
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line.trim().trim_start_matches("listening on http://").to_owned();
+    let addr = line
+        .trim()
+        .trim_start_matches("listening on http://")
+        .to_owned();
     while !http_get(&addr, "/health").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -279,6 +295,8 @@ fn main() {
         "window" => rt.block_on(window(&a)),
         "seed" => rt.block_on(seed(&a)),
         "start" => start(&a),
-        _ => eprintln!("usage: store_bench throughput|window|seed|start [options]; see the file's header"),
+        _ => eprintln!(
+            "usage: store_bench throughput|window|seed|start [options]; see the file's header"
+        ),
     }
 }

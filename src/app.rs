@@ -71,6 +71,8 @@ pub(crate) struct AppState {
     pub media: MediaStore,
     pub uploads: Uploads,
     pub session: Arc<SessionConfig>,
+    /// Who is who (the same rules the sessions hold).
+    pub auth: Arc<crate::auth::Auth>,
     /// Open WebSocket sessions, checked against `max_connections`.
     pub ws_open: AtomicUsize,
     /// Running HTTP connections and WebSocket sessions.
@@ -121,6 +123,7 @@ impl AppState {
             None => Hub::from_parts(parts),
             Some(url) => start_redis(&config, parts, url)?,
         };
+        let auth = Arc::new(config.auth.clone());
         Ok(Arc::new(AppState {
             uploads,
             hub,
@@ -137,7 +140,9 @@ impl AppState {
                 rate_burst: config.rate_burst,
                 ping_interval: config.ping_interval,
                 idle_timeout: config.idle_timeout,
+                auth: Arc::clone(&auth),
             }),
+            auth,
             ws_open: AtomicUsize::new(0),
             tracker: Arc::new(Tracker::default()),
             shutting_down: AtomicBool::new(false),

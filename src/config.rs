@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::Auth;
 use crate::hub::{HubConfig, Limits};
 use crate::store::{Fsync, Retention, StoreKind, StoreSettings};
 
@@ -82,6 +83,9 @@ pub struct Config {
     /// Operations the store's writer queue holds; beyond it changes are
     /// refused with `unavailable` (the writer is that far behind).
     pub store_queue: usize,
+    /// Who is who: open mode (claims) or signed tokens; allowed origins;
+    /// the `/metrics` token.
+    pub auth: Auth,
 }
 
 impl Default for Config {
@@ -119,6 +123,7 @@ impl Default for Config {
             retention_messages: None,
             store_max_mb: None,
             store_queue: 16_384,
+            auth: Auth::default(),
         }
     }
 }
@@ -139,6 +144,8 @@ macro_rules! setters {
 }
 
 setters! {
+    /// Sets [`Config::auth`].
+    auth: Auth,
     /// Sets [`Config::store`].
     store: StoreKind,
     /// Sets [`Config::data_dir`].

@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;

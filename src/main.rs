@@ -9,12 +9,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use roomcast::Config;
+use roomcast::auth::{AllowedOrigins, Auth, Mode, Secret};
 use roomcast::store::{Fsync, StoreKind};
 
 const HELP: &str = "\
 roomcast: a real-time chat server
 
 USAGE: roomcast [OPTIONS]
+       roomcast token --user NAME [--room ROOM]... [--ttl 7d] [--base-url URL] [--moderator]
 
 Each option falls back to the environment variable shown, then the default.
   --host H               address to bind            [HOST, default 127.0.0.1]
@@ -51,6 +53,18 @@ Each option falls back to the environment variable shown, then the default.
                          [RETENTION_MESSAGES, default: keep all]
   --store-max-mb N       largest the SQLite file may grow; past it posts get
                          `unavailable` [STORE_MAX_MB, default: no limit]
+  --auth-secret-file F   token mode: every WebSocket and upload needs a JWT
+                         (HS256) signed with the secret in F (at least 32
+                         bytes) [AUTH_SECRET holds the secret itself;
+                         default: open mode, names claimed by a secret]
+  --allowed-origins L    pages that may open WebSockets: `*` or a comma list of
+                         scheme://host[:port]; the server's own origin always
+                         [ALLOWED_ORIGINS, default: own origin only]
+  --metrics-token T      /metrics needs `Authorization: Bearer T` [METRICS_TOKEN]
+
+`roomcast token` prints a token and an invite link for a user, signed with
+the same secret (--auth-secret-file or AUTH_SECRET); --room may repeat and
+takes names or `prefix*` patterns.
   -h, --help             print this help
   -V, --version          print the version
 
@@ -79,6 +93,29 @@ fn parse_seconds(flag: &str, raw: &str, min: u64) -> Result<Duration, String> {
             "{flag}: {raw:?} is not a whole number of seconds from {min} to {max}"
         )),
     }
+}
+
+/// The token secret: `--auth-secret-file` (trailing whitespace dropped, as
+/// a file made by `base64` ends with a newline), else `AUTH_SECRET`.
+fn secret(
+    get: &dyn Fn(&str, &str) -> Option<(String, String)>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, String> {
+    let bytes = match get("auth-secret-file", "AUTH_SECRET_FILE") {
+        Some((f, path)) => {
+            let mut bytes =
+                std::fs::read(&path).map_err(|e| format!("{f}: cannot read {path:?}: {e}"))?;
+            while bytes.last().is_some_and(u8::is_ascii_whitespace) {
+                bytes.pop();
+            }
+            bytes
+        }
+        None => match env("AUTH_SECRET") {
+            Some(s) if !s.is_empty() => s.into_bytes(),
+            _ => return Ok(None),
+        },
+    };
+    Secret::new(bytes).map(Some)
 }
 
 /// `args` (without the program name) and `env` (a lookup of environment
@@ -125,7 +162,7 @@ fn parse_args(
             .or_else(|| env(env_name))
             .map(|v| (format!("--{flag}"), v))
     };
-    const KNOWN: [&str; 23] = [
+    const KNOWN: [&str; 26] = [
         "host",
         "port",
         "uploads-dir",
@@ -149,6 +186,9 @@ fn parse_args(
         "retention-days",
         "retention-messages",
         "store-max-mb",
+        "auth-secret-file",
+        "allowed-origins",
+        "metrics-token",
     ];
     if let Some((name, _)) = flags.iter().find(|(n, _)| !KNOWN.contains(&n.as_str())) {
         return Err(format!("unknown option --{name}; see --help"));
@@ -230,6 +270,20 @@ fn parse_args(
     if let Some((f, v)) = get("store-max-mb", "STORE_MAX_MB") {
         config = config.store_max_mb(Some(parse_value::<u64>(&f, &v)?));
     }
+    let mut auth = Auth {
+        mode: match secret(&get, &env)? {
+            Some(secret) => Mode::Token(secret),
+            None => Mode::Open,
+        },
+        ..Auth::default()
+    };
+    if let Some((f, v)) = get("allowed-origins", "ALLOWED_ORIGINS") {
+        auth.origins = AllowedOrigins::parse(&v).map_err(|e| format!("{f}: {e}"))?;
+    }
+    if let Some((_, v)) = get("metrics-token", "METRICS_TOKEN") {
+        auth.metrics_token = (!v.is_empty()).then_some(v);
+    }
+    config = config.auth(auth);
     let host = get("host", "HOST").map_or_else(|| "127.0.0.1".to_owned(), |(_, v)| v);
     let port = match get("port", "PORT") {
         Some((f, v)) => parse_value::<u16>(&f, &v)?,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::app::AppState;
@@ -19,7 +19,14 @@ pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Respo
     match (&method, path.as_str()) {
         (_, "/") if get => state.index.serve(&method).await,
         (_, "/health") if get => h::pages::health(&state.hub),
-        (&Method::GET, "/metrics") => h::metrics::render(&state.hub),
+        (&Method::GET, "/metrics") => match state.auth.metrics_allowed(req.headers()) {
+            true => h::metrics::render(&state.hub),
+            false => h::error(
+                StatusCode::UNAUTHORIZED,
+                "token_required",
+                "/metrics needs Authorization: Bearer <the --metrics-token>",
+            ),
+        },
         (_, "/" | "/health") => h::method_not_allowed("GET, HEAD"),
         (_, "/metrics") => h::method_not_allowed("GET"),
         (_, "/api/rooms") => h::rooms::list(&state.hub, &method),
@@ -33,7 +40,10 @@ pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Respo
             }
             false => h::method_not_allowed("GET, HEAD"),
         },
-        (&Method::POST, "/upload") => state.uploads.receive(req).await,
+        (&Method::POST, "/upload") => match state.auth.uploader(req.headers()) {
+            Ok(_) => state.uploads.receive(req).await,
+            Err(denied) => h::error(denied.status, denied.code, denied.message),
+        },
         (_, "/upload") => h::method_not_allowed("POST"),
         (_, p) if p.starts_with("/uploads/") => match get {
             true => {
@@ -50,7 +60,7 @@ pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Respo
         },
         (_, p) if p.starts_with("/ws/") => match p["/ws/".len()..].split_once('/') {
             Some((room, user)) if !user.contains('/') => match method {
-                Method::GET => ws::upgrade::handle(req, &state, room, user),
+                Method::GET => ws::upgrade::handle(req, &state, room, user).await,
                 _ => h::method_not_allowed("GET"),
             },
             _ => h::not_found(),

@@ -85,14 +85,20 @@ pub trait Backbone: Send + Sync + 'static {
     /// the state its `welcome` shows: the last messages, or those after
     /// `after`. The room's `seq` never goes below `seq_floor` (what a
     /// durable store already holds). Called under the room's lock.
+    /// A name held by another identity (within the grace after its last
+    /// connection, [`NAME_HOLD_GRACE`](super::NAME_HOLD_GRACE)) is refused
+    /// with [`ErrorCode::NameTaken`](super::ErrorCode::NameTaken).
     fn welcome(
         &self,
         room: &RoomName,
-        user: &UserName,
+        user: (&UserName, &Identity),
         connections: u32,
         after: Option<u64>,
         seq_floor: u64,
     ) -> Answer<RemoteWelcome>;
+    /// The identity holding `user` in `room`, if any (for a check before a
+    /// WebSocket upgrade).
+    fn holder(&self, room: &RoomName, user: &UserName) -> Answer<Option<String>>;
     /// `user` now has `connections` here (fewer than before); `room_empty`
     /// when the room has no local member left (stop receiving its events).
     /// Called under the room's lock; never refused (a backbone that cannot

@@ -5,6 +5,7 @@
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
+use super::Identity;
 use super::names::{Emoji, RoomName, UserName};
 
 /// A file attached to a message; filled in by the server from its own upload
@@ -32,45 +33,72 @@ pub struct Limits {
     pub messages_per_second: u32,
 }
 
+/// One emoji on one message: who reacted with it, in the order they did,
+/// by name (what everyone sees) and by identity (what a removal is checked
+/// against: someone who later takes the same name cannot remove it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaction {
+    /// The emoji.
+    pub emoji: Emoji,
+    /// Names, in the order they reacted.
+    pub users: Vec<UserName>,
+    /// The identity behind each name, in the same order.
+    pub who: Vec<Identity>,
+}
+
 /// A message's reactions: emoji in the order first used, each with its users
 /// in the order they reacted. Serialized as `{emoji: [users]}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reactions(pub(crate) Vec<(Emoji, Vec<UserName>)>);
+pub struct Reactions(pub(crate) Vec<Reaction>);
 
 impl Reactions {
     /// The users who reacted with `emoji` (empty if none).
     pub fn users(&self, emoji: &Emoji) -> &[UserName] {
         self.0
             .iter()
-            .find(|(e, _)| e == emoji)
-            .map_or(&[], |(_, u)| u.as_slice())
+            .find(|r| r.emoji == *emoji)
+            .map_or(&[], |r| r.users.as_slice())
     }
-}
 
-impl Reactions {
-    /// The form a store keeps: `[[emoji, [users]], ...]`, emoji in the order
-    /// first used (a JSON object would not keep it).
+    /// The form a store keeps: `[[emoji, [names], [identities]], ...]`,
+    /// emoji in the order first used (a JSON object would not keep it).
     pub fn to_store_json(&self) -> String {
-        let list: Vec<(&str, Vec<&str>)> = self
+        let list: Vec<(&str, Vec<&str>, Vec<&str>)> = self
             .0
             .iter()
-            .map(|(e, users)| (e.as_str(), users.iter().map(UserName::as_str).collect()))
+            .map(|r| {
+                (
+                    r.emoji.as_str(),
+                    r.users.iter().map(UserName::as_str).collect(),
+                    r.who.iter().map(Identity::as_str).collect(),
+                )
+            })
             .collect();
         serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
     }
 
-    /// Reads [`Reactions::to_store_json`]'s form back; entries that are not
-    /// valid any more are left out.
+    /// Reads [`Reactions::to_store_json`]'s form back (a name without an
+    /// identity has the name's own); entries that are not valid any more are
+    /// left out.
     pub fn from_store_json(text: &str) -> Self {
-        let list: Vec<(String, Vec<String>)> = serde_json::from_str(text).unwrap_or_default();
+        #[derive(serde::Deserialize)]
+        struct Entry(String, Vec<String>, #[serde(default)] Vec<String>);
+        let list: Vec<Entry> = serde_json::from_str(text).unwrap_or_default();
         Self(
             list.into_iter()
-                .filter_map(|(e, users)| {
-                    let users: Vec<UserName> = users
+                .filter_map(|Entry(emoji, users, who)| {
+                    let emoji = Emoji::parse(&emoji).ok()?;
+                    let who: Vec<Identity> = users
                         .iter()
-                        .filter_map(|u| UserName::parse(u).ok())
+                        .enumerate()
+                        .map(|(i, u)| match who.get(i) {
+                            Some(w) => Identity::from_key(w.as_str()),
+                            None => Identity::named(u),
+                        })
                         .collect();
-                    Some((Emoji::parse(&e).ok()?, users)).filter(|(_, u)| !u.is_empty())
+                    let users: Vec<UserName> =
+                        users.iter().map(|u| UserName::from_store(u)).collect();
+                    Some(Reaction { emoji, users, who }).filter(|r| !r.users.is_empty())
                 })
                 .collect(),
         )
@@ -80,8 +108,8 @@ impl Reactions {
 impl Serialize for Reactions {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (emoji, users) in &self.0 {
-            map.serialize_entry(emoji, users)?;
+        for r in &self.0 {
+            map.serialize_entry(&r.emoji, &r.users)?;
         }
         map.end()
     }
@@ -97,7 +125,7 @@ pub struct StoredMessage {
     /// Author's name when it was posted.
     pub user: UserName,
     /// Who posted it, whatever the name (never sent to clients).
-    pub identity: super::Identity,
+    pub identity: Identity,
     /// Plain text.
     pub content: String,
     /// RFC 3339 UTC.
@@ -159,6 +187,10 @@ pub(crate) enum Event<'a> {
         gap: bool,
         last_seq: u64,
         limits: &'a Limits,
+        /// A new identity claim, to this connection only (open mode, when it
+        /// came without one).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        claim: Option<&'a str>,
     },
     Join {
         user: &'a UserName,
@@ -216,8 +248,13 @@ pub enum ErrorCode {
     BadAttachment,
     /// Binary frames are not part of the protocol.
     Unsupported,
-    /// The shared backbone (Redis) is down or overloaded; try again.
+    /// The shared backbone (Redis) or the history store is down or
+    /// overloaded; try again.
     Unavailable,
+    /// The name is held by another identity in this room.
+    NameTaken,
+    /// A token was refused (the `auth` request).
+    Unauthorized,
 }
 
 impl ErrorCode {
@@ -235,6 +272,8 @@ impl ErrorCode {
             Self::BadAttachment => "bad_attachment",
             Self::Unsupported => "unsupported",
             Self::Unavailable => "unavailable",
+            Self::NameTaken => "name_taken",
+            Self::Unauthorized => "unauthorized",
         }
     }
 }

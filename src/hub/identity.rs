@@ -38,3 +38,41 @@ impl fmt::Debug for Identity {
         write!(f, "Identity({shown}…)")
     }
 }
+
+/// Someone else holds a name in a room: a connection of another identity
+/// has it, or had it within the grace period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameTaken {
+    /// The name.
+    pub user: String,
+}
+
+impl fmt::Display for NameTaken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the name {:?} is in use in this room by someone else; pick another name",
+            self.user
+        )
+    }
+}
+
+impl std::error::Error for NameTaken {}
+
+/// How long a name stays held by its identity after that identity's last
+/// connection with it closes, so a reconnect finds it free.
+pub const NAME_HOLD_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+impl super::CloseReason {
+    /// 4001: the connection's token expired; it needs a new one.
+    pub const TOKEN_EXPIRED: Self = Self {
+        code: 4001,
+        reason: "your token expired; get a new invitation link",
+    };
+    /// 4009: the name was taken by another identity while this connection
+    /// was being set up.
+    pub const NAME_TAKEN: Self = Self {
+        code: 4009,
+        reason: "this name is in use in this room by someone else; pick another name",
+    };
+}

@@ -31,9 +31,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use backbone::{Answer, Backbone, Inbound, LocalPresence, NewMessage, Online, RemoteWelcome};
-pub use event::{Attachment, ErrorCode, Limits, Reactions, Refusal, StoredMessage};
+pub use event::{Attachment, ErrorCode, Limits, Reaction, Reactions, Refusal, StoredMessage};
 pub use frame::Frame;
-pub use identity::Identity;
+pub use identity::{Identity, NAME_HOLD_GRACE, NameTaken};
 pub use names::{Emoji, NameError, RoomName, UserName};
 pub use outbox::{CloseReason, Outbox, Pushed};
 pub use store::{
@@ -152,6 +152,46 @@ impl Common {
         humantime::format_rfc3339_millis(SystemTime::now()).to_string()
     }
 }
+
+/// What a join needs to know about the connection.
+#[derive(Debug, Clone)]
+pub struct Joining {
+    /// The room, as the client named it.
+    pub room: RoomName,
+    /// The name it shows.
+    pub user: UserName,
+    /// Who it is.
+    pub identity: Identity,
+    /// It may delete any message in the room.
+    pub moderator: bool,
+    /// Resume: the client has every message up to this seq.
+    pub after: Option<u64>,
+    /// A new identity claim to hand to this connection in its `welcome`.
+    pub claim: Option<String>,
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinError {
+    /// The hub holds as many rooms as it may, all with members.
+    RoomsFull(RoomsFull),
+    /// Another identity holds the name in this room.
+    NameTaken(NameTaken),
+    /// The backbone could not answer.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for JoinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::RoomsFull(e) => e.fmt(f),
+            Self::NameTaken(e) => e.fmt(f),
+            Self::Unavailable(why) => write!(f, "{why}; try again shortly"),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
 
 /// The hub refused to create another room: every one of `max_rooms` rooms
 /// has members.
@@ -316,7 +356,7 @@ impl Hub {
 
     /// Adds a connection of `user` to `room` (creating the room if needed),
     /// as an identity that is the name itself (nobody checked who it is;
-    /// see [`Hub::join_as`]). Its outbox receives `welcome` (history: the
+    /// see [`Hub::join_with`]). Its outbox receives `welcome` (history: the
     /// last messages, or those after `after`), then `join` if this is the
     /// name's first connection. Dropping the returned [`Member`] removes it.
     pub fn join(
@@ -324,23 +364,65 @@ impl Hub {
         room: RoomName,
         user: UserName,
         after: Option<u64>,
-    ) -> Result<Member, RoomsFull> {
+    ) -> Result<Member, JoinError> {
         let identity = Identity::named(user.as_str());
-        self.join_as(room, user, identity, after)
+        self.join_with(Joining {
+            room,
+            user,
+            identity,
+            moderator: false,
+            after,
+            claim: None,
+        })
     }
 
-    /// [`Hub::join`] as `identity`: edits, deletes and reactions are checked
-    /// against it, never against the name.
-    ///
-    /// With a backbone the `welcome` comes a moment later (it is read from
-    /// the backbone); if that fails the outbox is closed with 1013.
-    pub fn join_as(
+    /// Whether `identity` may use the name `user` in `room` now (asked
+    /// before a WebSocket upgrade, so a taken name is refused with a clear
+    /// answer; the join itself decides again). With a backbone, the
+    /// backbone answers for every instance.
+    pub async fn name_free(
         &self,
-        room: RoomName,
-        user: UserName,
-        identity: Identity,
-        after: Option<u64>,
-    ) -> Result<Member, RoomsFull> {
+        room: &RoomName,
+        user: &UserName,
+        identity: &Identity,
+    ) -> Result<(), JoinError> {
+        let taken = || {
+            JoinError::NameTaken(NameTaken {
+                user: user.as_str().to_owned(),
+            })
+        };
+        match &self.shared.common.link {
+            Link::Local => {
+                let room = self.rooms().get(room).cloned();
+                match room.is_none_or(|r| r.lock().may_hold(user, identity)) {
+                    true => Ok(()),
+                    false => Err(taken()),
+                }
+            }
+            Link::Remote(backbone) => match backbone.holder(room, user).await {
+                Ok(Some(holder)) if holder != identity.as_str() => Err(taken()),
+                Ok(_) => Ok(()),
+                Err(refused) => Err(JoinError::Unavailable(refused.message)),
+            },
+        }
+    }
+
+    /// Adds a connection to a room as `joining.identity` (edits, deletes
+    /// and reactions are checked against it, never against the name). A
+    /// name another identity holds in the room is refused; with a backbone
+    /// that is known only once the backbone answers, and the connection is
+    /// then closed with 4009. The `welcome` follows a round trip with a
+    /// backbone, or a read when the history is in a store; if that fails
+    /// the outbox is closed with 1013.
+    pub fn join_with(&self, joining: Joining) -> Result<Member, JoinError> {
+        let Joining {
+            room,
+            user,
+            identity,
+            moderator,
+            after,
+            claim,
+        } = joining;
         let common = &self.shared.common;
         let outbox = Arc::new(Outbox::new(
             common.config.outbox_frames,
@@ -353,9 +435,9 @@ impl Hub {
             None => {
                 if rooms.len() >= common.config.max_rooms && !evict_oldest_empty(&mut rooms, common)
                 {
-                    return Err(RoomsFull {
+                    return Err(JoinError::RoomsFull(RoomsFull {
                         max_rooms: common.config.max_rooms,
-                    });
+                    }));
                 }
                 let r = Arc::new(Room::new(room.clone(), common.store.is_none()));
                 rooms.insert(room, Arc::clone(&r));
@@ -369,14 +451,16 @@ impl Hub {
                 if common.store.is_some() && state.needs_store(after) {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     welcomed = Some(rx);
-                    let (key, generation) =
-                        state.join_waiting(user.clone(), Arc::clone(&outbox), tx);
+                    let (key, generation) = state
+                        .join_waiting((user.clone(), &identity), Arc::clone(&outbox), tx)
+                        .map_err(JoinError::NameTaken)?;
                     drop(state);
                     let waiting = Waiting {
                         key,
                         generation,
                         user: user.clone(),
                         after,
+                        claim,
                     };
                     tokio::spawn(welcome_from_store(
                         Arc::clone(common),
@@ -386,7 +470,15 @@ impl Hub {
                     ));
                     (key, generation)
                 } else {
-                    state.join(&requested, user.clone(), after, Arc::clone(&outbox), common)
+                    state
+                        .join(
+                            &requested,
+                            (user.clone(), &identity),
+                            (after, claim.as_deref()),
+                            Arc::clone(&outbox),
+                            common,
+                        )
+                        .map_err(JoinError::NameTaken)?
                 }
             }
             Link::Remote(backbone) => {
@@ -401,10 +493,10 @@ impl Hub {
                 drop(state);
                 tokio::spawn(welcome_from_backbone(
                     Arc::clone(backbone),
-                    Arc::clone(common),
+                    Arc::clone(&common),
                     (Arc::clone(&room), requested),
                     (key, generation),
-                    user.clone(),
+                    (user.clone(), identity.clone(), claim),
                     after,
                 ));
                 (key, generation)
@@ -418,7 +510,7 @@ impl Hub {
             generation,
             user,
             identity,
-            moderator: false,
+            moderator,
             outbox,
             welcomed,
         })
@@ -593,12 +685,12 @@ async fn ensure_loaded(common: &Common, room: &Room, tail: usize) -> Result<(), 
     Ok(())
 }
 
-/// Closes a member that could not be welcomed with 1013, so it retries.
-fn close_unwelcomed(room: &Room, (key, generation): (usize, u64)) {
+/// Closes a member that could not be welcomed (1013: it retries).
+fn close_unwelcomed(room: &Room, (key, generation): (usize, u64), reason: CloseReason) {
     if let Some(slot) = room.lock().members.get(key)
         && slot.generation == generation
     {
-        slot.outbox.close(CloseReason::UNAVAILABLE);
+        slot.outbox.close(reason);
     }
 }
 
@@ -635,7 +727,7 @@ async fn welcome_from_store(common: Arc<Common>, room: Arc<Room>, requested: Roo
         }
         Err(e) => {
             tracing::warn!(room = %room.name, "join failed: {e}");
-            close_unwelcomed(&room, (w.key, w.generation));
+            close_unwelcomed(&room, (w.key, w.generation), CloseReason::UNAVAILABLE);
         }
     }
 }
@@ -715,7 +807,7 @@ async fn welcome_from_backbone(
     common: Arc<Common>,
     (room, requested): (Arc<Room>, RoomName),
     (key, generation): (usize, u64),
-    user: UserName,
+    (user, identity, claim): (UserName, Identity, Option<String>),
     after: Option<u64>,
 ) {
     let read = async {
@@ -730,7 +822,13 @@ async fn welcome_from_backbone(
             }
             state.announce(key, generation);
             let connections = state.connections_of(&user);
-            backbone.welcome(&room.name, &user, connections, after, state.last_seq())
+            backbone.welcome(
+                &room.name,
+                (&user, &identity),
+                connections,
+                after,
+                state.last_seq(),
+            )
         };
         let mut w = answer.await?;
         if let Err(e) = fill_from_store(&common, &room.name, after, &mut w).await {
@@ -743,10 +841,18 @@ async fn welcome_from_backbone(
         Ok(Some(w)) => {
             let history = w.history.join(",");
             let online = w.online.as_deref().unwrap_or("[]");
+            let claim = claim
+                .map(|c| {
+                    format!(
+                        r#","claim":{}"#,
+                        serde_json::to_string(&c).unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default();
             // `online` and `history` are JSON from the backbone: spliced,
             // not parsed and re-encoded.
             let json = format!(
-                r#"{{"type":"welcome","room":{},"user":{},"online":{online},"online_count":{},"history":[{history}],"gap":{},"last_seq":{},"limits":{}}}"#,
+                r#"{{"type":"welcome","room":{},"user":{},"online":{online},"online_count":{},"history":[{history}],"gap":{},"last_seq":{},"limits":{}{claim}}}"#,
                 serde_json::to_string(requested.shown()).unwrap_or_default(),
                 serde_json::to_string(user.as_str()).unwrap_or_default(),
                 w.online_count,
@@ -760,7 +866,11 @@ async fn welcome_from_backbone(
         Ok(None) => {}
         Err(e) => {
             tracing::debug!(room = %room.name, %user, "join failed: {e}");
-            close_unwelcomed(&room, (key, generation));
+            let reason = match e.code {
+                ErrorCode::NameTaken => CloseReason::NAME_TAKEN,
+                _ => CloseReason::UNAVAILABLE,
+            };
+            close_unwelcomed(&room, (key, generation), reason);
         }
     }
 }
@@ -929,7 +1039,7 @@ impl Member {
             Link::Local => {
                 return self.room.lock().react(
                     &self.room.name,
-                    &self.user,
+                    (&self.user, &self.identity),
                     message_id,
                     emoji,
                     action,

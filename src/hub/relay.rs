@@ -72,6 +72,7 @@ impl RoomState {
             outbox,
             counted: true,
             announced: false,
+            holds: false,
             pending: Some(Vec::new()),
             has: 0,
             welcomed: Some(welcomed),

@@ -13,8 +13,11 @@ use std::time::Instant;
 use slab::Slab;
 
 use super::Identity;
-use super::event::{Attachment, ErrorCode, Event, MessageView, Reactions, Refusal, StoredMessage};
+use super::event::{
+    Attachment, ErrorCode, Event, MessageView, Reaction, Reactions, Refusal, StoredMessage,
+};
 use super::frame::{self, Frame};
+use super::identity::{NAME_HOLD_GRACE, NameTaken};
 use super::names::{Emoji, RoomName, UserName};
 use super::outbox::{Outbox, Pushed};
 use super::store::{Change, RESERVE_BLOCK, Slot as StoreSlot, Snapshot, Store};
@@ -45,6 +48,25 @@ pub(crate) struct Slot {
     /// only these, so it can never announce a newcomer's `join` ahead of
     /// the newcomer's own registration (which would then carry none).
     pub announced: bool,
+    /// On one instance: this connection holds its name (see `holders`).
+    pub holds: bool,
+}
+
+/// Who holds a name in a room (one instance; with a backbone, the backbone
+/// decides): the identity of its connections, and since when it has none.
+pub(crate) struct Holder {
+    identity: Identity,
+    connections: u32,
+    released: Option<Instant>,
+}
+
+impl Holder {
+    /// Whether `identity` may use the name now.
+    fn lets(&self, identity: &Identity) -> bool {
+        self.identity == *identity
+            || (self.connections == 0
+                && self.released.is_none_or(|t| t.elapsed() >= NAME_HOLD_GRACE))
+    }
 }
 
 pub(crate) struct RoomState {
@@ -54,6 +76,8 @@ pub(crate) struct RoomState {
     pub(super) online: BTreeMap<UserName, u32>,
     /// Last typing broadcast per online name, for the 2 s throttle.
     typing: HashMap<UserName, Instant>,
+    /// Who holds each name in use (or released within the grace period).
+    holders: HashMap<UserName, Holder>,
     history: VecDeque<StoredMessage>,
     /// The highest seq handed out.
     last_seq: u64,
@@ -93,6 +117,7 @@ impl Room {
                 next_gen: 0,
                 online: BTreeMap::new(),
                 typing: HashMap::new(),
+                holders: HashMap::new(),
                 history: VecDeque::new(),
                 last_seq: 0,
                 evicted_through: 0,
@@ -119,6 +144,8 @@ pub(crate) struct Waiting {
     pub generation: u64,
     pub user: UserName,
     pub after: Option<u64>,
+    /// A new claim to hand to this connection in its welcome.
+    pub claim: Option<String>,
 }
 
 fn refused_not_found(message_id: &str) -> Refusal {
@@ -219,7 +246,7 @@ impl RoomState {
         &self,
         room: &RoomName,
         user: &UserName,
-        after: Option<u64>,
+        (after, claim): (Option<u64>, Option<&str>),
         (older, older_gap): (&[StoredMessage], bool),
         common: &Common,
     ) -> Frame {
@@ -251,7 +278,51 @@ impl RoomState {
             gap: evicted || (cut && after.is_some()),
             last_seq: self.last_seq,
             limits: &common.config.limits,
+            claim,
         })
+    }
+
+    /// Whether `identity` may use `user` here now.
+    pub fn may_hold(&self, user: &UserName, identity: &Identity) -> bool {
+        self.holders.get(user).is_none_or(|h| h.lets(identity))
+    }
+
+    /// Holds `user` for `identity` (one more connection), or says who has it.
+    fn hold(&mut self, user: &UserName, identity: &Identity) -> Result<(), NameTaken> {
+        if !self.may_hold(user, identity) {
+            return Err(NameTaken {
+                user: user.as_str().to_owned(),
+            });
+        }
+        let h = self.holders.entry(user.clone()).or_insert(Holder {
+            identity: identity.clone(),
+            connections: 0,
+            released: None,
+        });
+        if h.identity != *identity {
+            h.identity = identity.clone();
+            h.connections = 0;
+        }
+        h.connections += 1;
+        h.released = None;
+        Ok(())
+    }
+
+    /// One connection with `user` closed; after the last, the name stays
+    /// held for the grace period. Holds long released are forgotten here
+    /// (so they never outgrow the names recently used).
+    fn release(&mut self, user: &UserName) {
+        if let Some(h) = self.holders.get_mut(user) {
+            h.connections = h.connections.saturating_sub(1);
+            if h.connections == 0 {
+                h.released = Some(Instant::now());
+            }
+        }
+        if self.holders.len() > 2 * self.online.len() + 64 {
+            self.holders.retain(|_, h| {
+                h.connections > 0 || h.released.is_some_and(|t| t.elapsed() < NAME_HOLD_GRACE)
+            });
+        }
     }
 
     /// Counts a connection of `user` online; returns whether it is the
@@ -267,16 +338,17 @@ impl RoomState {
     pub fn join(
         &mut self,
         room: &RoomName,
-        user: UserName,
-        after: Option<u64>,
+        (user, identity): (UserName, &Identity),
+        (after, claim): (Option<u64>, Option<&str>),
         outbox: Arc<Outbox>,
         common: &Common,
-    ) -> (usize, u64) {
+    ) -> Result<(usize, u64), NameTaken> {
+        self.hold(&user, identity)?;
         let generation = self.next_gen;
         self.next_gen += 1;
         self.empty_since = None;
         let first = self.count_online(&user);
-        outbox.push(self.welcome(room, &user, after, (&[], false), common));
+        outbox.push(self.welcome(room, &user, (after, claim), (&[], false), common));
         let join = first.then(|| self.presence_frame(PresenceKind::Join, &user, common));
         let key = self.members.insert(Slot {
             generation,
@@ -287,11 +359,12 @@ impl RoomState {
             has: 0,
             welcomed: None,
             announced: true,
+            holds: true,
         });
         if let Some(join) = join {
             self.broadcast(&join, None, common);
         }
-        (key, generation)
+        Ok((key, generation))
     }
 
     /// Adds a connection whose welcome needs the store (the room is not
@@ -299,10 +372,11 @@ impl RoomState {
     /// not counted online until [`RoomState::welcome_waiting`].
     pub fn join_waiting(
         &mut self,
-        user: UserName,
+        (user, identity): (UserName, &Identity),
         outbox: Arc<Outbox>,
         welcomed: tokio::sync::oneshot::Sender<()>,
-    ) -> (usize, u64) {
+    ) -> Result<(usize, u64), NameTaken> {
+        self.hold(&user, identity)?;
         let generation = self.next_gen;
         self.next_gen += 1;
         self.empty_since = None;
@@ -315,8 +389,9 @@ impl RoomState {
             has: 0,
             welcomed: Some(welcomed),
             announced: true,
+            holds: true,
         });
-        (key, generation)
+        Ok((key, generation))
     }
 
     /// Queues the welcome of a member that waited for the store (with the
@@ -332,7 +407,7 @@ impl RoomState {
             return; // it left while waiting
         }
         let first = self.count_online(&w.user);
-        let welcome = self.welcome(room, &w.user, w.after, older, common);
+        let welcome = self.welcome(room, &w.user, (w.after, w.claim.as_deref()), older, common);
         let slot = &mut self.members[w.key];
         slot.counted = true;
         slot.pending = None;
@@ -372,6 +447,9 @@ impl RoomState {
         let slot = self.members.remove(key);
         if self.members.is_empty() {
             self.empty_since = Some(Instant::now());
+        }
+        if slot.holds {
+            self.release(&slot.user);
         }
         if !slot.counted {
             return None;
@@ -460,11 +538,12 @@ impl RoomState {
     }
 
     /// Applies a reaction change; broadcasts `reaction_update` only if
-    /// something changed.
+    /// something changed. Whether `identity` has reacted decides add and
+    /// remove, never the name.
     pub fn react(
         &mut self,
         room: &RoomName,
-        user: &UserName,
+        (user, identity): (&UserName, &Identity),
         message_id: &str,
         emoji: Emoji,
         action: ReactionAction,
@@ -474,19 +553,19 @@ impl RoomState {
         let max_users = common.config.max_users_per_reaction;
         let at = self.position(message_id)?;
         let reactions = &self.history[at].reactions.0;
-        let pos = reactions.iter().position(|(e, _)| *e == emoji);
-        let has = pos.is_some_and(|i| reactions[i].1.contains(user));
+        let pos = reactions.iter().position(|r| r.emoji == emoji);
+        let mine = pos.and_then(|i| reactions[i].who.iter().position(|w| w == identity));
         let add = match action {
             ReactionAction::Add => true,
             ReactionAction::Remove => false,
-            ReactionAction::Toggle => !has,
+            ReactionAction::Toggle => mine.is_none(),
         };
-        if add == has {
+        if add == mine.is_some() {
             return Ok(()); // already so: nothing changes, nothing is sent
         }
         if add {
             match pos {
-                Some(i) if reactions[i].1.len() >= max_users => {
+                Some(i) if reactions[i].users.len() >= max_users => {
                     return Err(Refusal::new(
                         ErrorCode::TooManyReactions,
                         format!("{max_users} people already reacted with this emoji"),
@@ -506,16 +585,23 @@ impl RoomState {
         let store = Self::store_slot(common)?;
         let message = &mut self.history[at];
         let reactions = &mut message.reactions.0;
-        match (add, pos) {
-            (true, Some(i)) => reactions[i].1.push(user.clone()),
-            (true, None) => reactions.push((emoji.clone(), vec![user.clone()])),
-            (false, Some(i)) => {
-                reactions[i].1.retain(|u| u != user);
-                if reactions[i].1.is_empty() {
+        match (pos, mine) {
+            (Some(i), None) => {
+                reactions[i].users.push(user.clone());
+                reactions[i].who.push(identity.clone());
+            }
+            (None, _) => reactions.push(Reaction {
+                emoji: emoji.clone(),
+                users: vec![user.clone()],
+                who: vec![identity.clone()],
+            }),
+            (Some(i), Some(j)) => {
+                reactions[i].users.remove(j);
+                reactions[i].who.remove(j);
+                if reactions[i].users.is_empty() {
                     reactions.remove(i);
                 }
             }
-            (false, None) => {}
         }
         let message = &self.history[at];
         if let Some(slot) = store {

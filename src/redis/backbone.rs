@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use super::{Link, Script, Settings, Unavailable, ms};
 use crate::hub::{
-    Answer, Backbone, Emoji, ErrorCode, HubConfig, Identity, Inbound, NewMessage, Online,
-    ReactionAction, Refusal, RemoteWelcome, RoomName, UserName,
+    Answer, Backbone, Emoji, ErrorCode, HubConfig, Identity, Inbound, NameTaken, NewMessage,
+    Online, ReactionAction, Refusal, RemoteWelcome, RoomName, UserName,
 };
 
 /// The hub's settings a script needs, as script arguments.
@@ -154,7 +154,7 @@ impl Backbone for RedisBackbone {
     fn welcome(
         &self,
         room: &RoomName,
-        user: &UserName,
+        (user, identity): (&UserName, &Identity),
         connections: u32,
         after: Option<u64>,
         seq_floor: u64,
@@ -177,12 +177,20 @@ impl Backbone for RedisBackbone {
                 a.online_cap.as_bytes(),
                 a.welcome_bytes.as_bytes(),
                 floor.as_bytes(),
+                identity.as_str().as_bytes(),
             ],
         );
+        let name = user.as_str().to_owned();
         Box::pin(async move {
             let v = Link::reply(queued.map_err(unavailable)?)
                 .await
                 .map_err(unavailable)?;
+            if v.as_int() == Some(-6) {
+                return Err(Refusal::new(
+                    ErrorCode::NameTaken,
+                    NameTaken { user: name }.to_string(),
+                ));
+            }
             let items = v.items();
             let int = |i: usize| items.get(i).and_then(|v| v.as_int()).unwrap_or(0);
             let text = |v: &super::resp::Value| {
@@ -202,6 +210,21 @@ impl Backbone for RedisBackbone {
                 online: items.get(4).and_then(text),
                 history,
             })
+        })
+    }
+
+    fn holder(&self, room: &RoomName, user: &UserName) -> Answer<Option<String>> {
+        let queued = self.link.call(
+            Script::Hold,
+            &[room.as_str().as_bytes(), user.as_str().as_bytes()],
+        );
+        Box::pin(async move {
+            let v = Link::reply(queued.map_err(unavailable)?)
+                .await
+                .map_err(unavailable)?;
+            Ok(v.as_bytes()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(str::to_owned))
         })
     }
 
@@ -252,7 +275,7 @@ impl Backbone for RedisBackbone {
         room: &RoomName,
         message_id: &str,
         user: &UserName,
-        _identity: &Identity,
+        identity: &Identity,
         emoji: &Emoji,
         action: ReactionAction,
     ) -> Answer<Option<String>> {
@@ -273,6 +296,7 @@ impl Backbone for RedisBackbone {
                 action,
                 max_text.as_bytes(),
                 max_users_text.as_bytes(),
+                identity.as_str().as_bytes(),
             ],
         );
         let message_id = message_id.to_owned();

@@ -77,6 +77,9 @@ local function presence_event(kind, room, user, cap)
   if names then s = s .. ',"online":' .. enc_list(names) end
   return publish(room, s .. '}')
 end
+-- Who holds a name in a room: `P:hold:R\nuser` = the identity, kept while
+-- the name has connections, then for HOLD_MS.
+local function hold_key(room, user) return k('hold', room) .. '\n' .. user end
 -- Adds delta to a user's connections over all instances; says 'join' or
 -- 'leave' when the user came online or went offline. An empty room's
 -- history expires after room_ttl ms, as on a single instance.
@@ -88,8 +91,11 @@ local function adjust(room, user, delta, room_ttl)
   local keys = {k('meta', room), k('ids', room), k('msgs', room)}
   if before <= 0 and total > 0 then
     for _, key in ipairs(keys) do redis.call('PERSIST', key) end
+    redis.call('PERSIST', hold_key(room, user))
     return 'join'
   elseif before > 0 and total <= 0 then
+    -- The name stays its identity's for the grace period.
+    redis.call('PEXPIRE', hold_key(room, user), HOLD_MS)
     if redis.call('HLEN', uk) == 0 then
       for _, key in ipairs(keys) do redis.call('PEXPIRE', key, math.max(1, room_ttl)) end
     end
@@ -133,13 +139,15 @@ pub enum Script {
     /// client_id|'', identity, seq floor` → seq.
     Post,
     /// `P, room, inst, ttl, user, n, room_ttl, after|'', welcome_history, cap,
-    /// history byte budget, seq floor` → `[last_seq, ev, gap, online_count, online JSON,
+    /// history byte budget, seq floor, identity` → -6 if another identity
+    /// holds the name, else `[last_seq, ev, gap, online_count, online JSON,
     /// [message JSON, oldest first]]`; then publishes `join`.
     Join,
     /// `P, room, inst, ttl, user, n, cap, room_ttl` → sets this instance's count for the user.
     Presence,
-    /// `P, room, id, user, emoji, add|remove|toggle, max emoji, max users` →
-    /// `[1, reactions as [[emoji, [users]]]]` changed, 0 no-op, -1 unknown, -2 too many emoji, -5 too many users on this emoji.
+    /// `P, room, id, user, emoji, add|remove|toggle, max emoji, max users,
+    /// identity` → `[1, reactions as [[emoji, [users], [identities]]]]`
+    /// changed, 0 no-op, -1 unknown, -2 too many emoji, -5 too many users on this emoji.
     React,
     /// `P, room, id, identity, content, blank 0|1, now` → 1, -1 unknown, -3 forbidden, -4 blank.
     Edit,
@@ -160,11 +168,13 @@ pub enum Script {
     Bye,
     /// `P, room, before|'', limit` → `[more 0|1, [message JSON, oldest first]]`.
     Page,
+    /// `P, room, user` → the identity holding the name, or nil.
+    Hold,
 }
 
 impl Script {
     /// Every script, in a fixed order (their index is their slot for SHAs).
-    pub const ALL: [Script; 13] = [
+    pub const ALL: [Script; 14] = [
         Self::Post,
         Self::Join,
         Self::Presence,
@@ -178,6 +188,7 @@ impl Script {
         Self::Resync,
         Self::Bye,
         Self::Page,
+        Self::Hold,
     ];
 
     /// Position in [`Script::ALL`].
@@ -201,8 +212,10 @@ impl Script {
             Self::Resync => RESYNC,
             Self::Bye => BYE,
             Self::Page => PAGE,
+            Self::Hold => HOLD,
         };
-        format!("{PRELUDE}\n{body}")
+        let hold_ms = crate::hub::NAME_HOLD_GRACE.as_millis();
+        format!("local HOLD_MS = {hold_ms}\n{PRELUDE}\n{body}")
     }
 }
 
@@ -230,8 +243,11 @@ return seq
 "#;
 
 const JOIN: &str = r#"
-local room, inst, user = ARGV[2], ARGV[3], ARGV[5]
+local room, inst, user, who = ARGV[2], ARGV[3], ARGV[5], ARGV[13]
 local room_ttl = tonumber(ARGV[7])
+local holder = redis.call('GET', hold_key(room, user))
+if holder and holder ~= who then return -6 end
+redis.call('SET', hold_key(room, user), who)
 register(inst, tonumber(ARGV[4]))
 local change = set_count(inst, room, user, tonumber(ARGV[6]), room_ttl)
 local meta, ids, msgs = k('meta', room), k('ids', room), k('msgs', room)
@@ -281,27 +297,36 @@ return 1
 "#;
 
 const REACT: &str = r#"
-local room, id, user, emoji = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local room, id, user, emoji, who = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[9]
 local msgs = k('msgs', room)
 local raw = redis.call('HGET', msgs, id)
 if not raw then return -1 end
 local m = cjson.decode(raw)
 local r = m.r
-local pos, has = nil, false
+-- Each entry: {emoji, {names}, {identities}}; an entry stored before
+-- identities has the identity of each name.
+local pos, at = nil, nil
 for i, e in ipairs(r) do if e[1] == emoji then pos = i end end
-if pos then for _, u in ipairs(r[pos][2]) do if u == user then has = true end end end
+if pos then
+  local e = r[pos]
+  e[3] = e[3] or {}
+  for i, u in ipairs(e[2]) do
+    e[3][i] = e[3][i] or ('n:' .. u)
+    if e[3][i] == who then at = i end
+  end
+end
 local add
-if ARGV[6] == 'add' then add = true elseif ARGV[6] == 'remove' then add = false else add = not has end
-if add == has then return 0 end
+if ARGV[6] == 'add' then add = true elseif ARGV[6] == 'remove' then add = false else add = (at == nil) end
+if add == (at ~= nil) then return 0 end
 if add then
   if pos and #r[pos][2] >= tonumber(ARGV[8]) then return -5
-  elseif pos then table.insert(r[pos][2], user)
+  elseif pos then table.insert(r[pos][2], user); table.insert(r[pos][3], who)
   elseif #r >= tonumber(ARGV[7]) then return -2
-  else table.insert(r, {emoji, {user}}) end
+  else table.insert(r, {emoji, {user}, {who}}) end
 else
-  local users = r[pos][2]
-  for i = #users, 1, -1 do if users[i] == user then table.remove(users, i) end end
-  if #users == 0 then table.remove(r, pos) end
+  table.remove(r[pos][2], at)
+  table.remove(r[pos][3], at)
+  if #r[pos][2] == 0 then table.remove(r, pos) end
 end
 redis.call('HSET', msgs, id, cjson.encode(m))
 local users = {}
@@ -407,4 +432,8 @@ for i = #idl, 1, -1 do
   if raw then parts[#parts + 1] = msg_json(cjson.decode(raw), 'message') end
 end
 return {more, parts}
+"#;
+
+const HOLD: &str = r#"
+return redis.call('GET', hold_key(ARGV[2], ARGV[3]))
 "#;

@@ -51,6 +51,11 @@ pub enum Request {
     Presence,
     /// Ask for a `pong`.
     Ping,
+    /// Renew this connection's token in place (token mode).
+    Auth {
+        /// The new token (at most [`crate::auth::jwt::MAX_TOKEN_BYTES`]).
+        token: String,
+    },
 }
 
 /// A refused request, with its `type` when it was readable (the error's `ref`).
@@ -168,6 +173,19 @@ fn parse_kind(kind: &str, obj: &Map<String, Value>, max_chars: usize) -> Result<
         "delete" => Request::Delete {
             message_id: message_id(obj)?,
         },
+        "auth" => {
+            let token = required(obj, "token")?;
+            if token.len() > crate::auth::jwt::MAX_TOKEN_BYTES {
+                return Err(invalid(format!(
+                    "`token` is {} bytes; the limit is {}",
+                    token.len(),
+                    crate::auth::jwt::MAX_TOKEN_BYTES
+                )));
+            }
+            Request::Auth {
+                token: token.to_owned(),
+            }
+        }
         "typing" => Request::Typing,
         "presence" => Request::Presence,
         "ping" => Request::Ping,

@@ -43,7 +43,14 @@ pub struct SessionConfig {
     pub ping_interval: Duration,
     /// Close after this long without hearing from the client.
     pub idle_timeout: Duration,
+    /// Checks a token renewed in place (the `auth` request).
+    pub auth: Arc<crate::auth::Auth>,
 }
+
+/// When a connection's token expires (seconds since the epoch; 0: never).
+/// A renewal moves it; the watch in `ws::upgrade` closes the connection with
+/// 4001 when it passes.
+pub type Expiry = Arc<std::sync::atomic::AtomicU64>;
 
 /// A write that takes longer than this means the peer stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -265,6 +272,7 @@ pub async fn run<R, W>(
     config: Arc<SessionConfig>,
     media: MediaStore,
     metrics: Arc<Metrics>,
+    expiry: Expiry,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -366,7 +374,7 @@ pub async fn run<R, W>(
                         // With the Redis backbone a request can wait for its
                         // reply; the writer keeps draining room traffic
                         // meanwhile, so the wait cannot overflow the queue.
-                        let request = handle_text(&text, &member, &config, &media);
+                        let request = handle_text(&text, &member, &config, &media, &expiry);
                         tokio::pin!(request);
                         tokio::select! {
                             biased;
@@ -418,7 +426,13 @@ fn close_for(e: &WsError) -> CloseReason {
     }
 }
 
-async fn handle_text(text: &str, member: &Member, config: &SessionConfig, media: &MediaStore) {
+async fn handle_text(
+    text: &str,
+    member: &Member,
+    config: &SessionConfig,
+    media: &MediaStore,
+    expiry: &Expiry,
+) {
     let request = match protocol::parse(text, config.max_message_chars) {
         Ok(r) => r,
         Err(rejected) => {
@@ -473,6 +487,26 @@ async fn handle_text(text: &str, member: &Member, config: &SessionConfig, media:
         Request::Ping => {
             member.send(Bytes::from_static(PONG_EVENT));
             ("ping", Ok(()))
+        }
+        Request::Auth { token } => {
+            let renewed = config
+                .auth
+                .renew(&token, member.room(), member.user())
+                .map(|exp| {
+                    expiry.store(exp, std::sync::atomic::Ordering::Release);
+                    member.send(frames::text(&format!(
+                        r#"{{"type":"auth_ok","exp":{exp}}}"#
+                    )));
+                })
+                .map_err(|denied| {
+                    let code = match denied.status.as_u16() {
+                        403 => ErrorCode::Forbidden,
+                        400 if denied.code == "unsupported" => ErrorCode::Unsupported,
+                        _ => ErrorCode::Unauthorized,
+                    };
+                    Refusal::new(code, denied.message)
+                });
+            ("auth", renewed)
         }
     };
     if let Err(refusal) = result {

@@ -6,7 +6,8 @@
 //! gets a JSON error and never becomes a WebSocket.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -17,10 +18,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::session;
+use super::session::{self, Expiry};
 use crate::app::AppState;
-use crate::http::{Body, empty, error};
-use crate::hub::{RoomName, UserName, frames};
+use crate::auth::{Denied, Presented};
+use crate::http::{Body, empty, error, json};
+use crate::hub::{CloseReason, JoinError, Joining, Outbox, RoomName, UserName, frames};
 
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
@@ -108,31 +110,68 @@ fn name<T, E: ToString>(raw: &str, parse: impl Fn(&str) -> Result<T, E>) -> Resu
     parse(&decoded).map_err(|e| Refused::bad(e.to_string()))
 }
 
-fn parse_after(query: Option<&str>) -> Result<Option<u64>, Refused> {
-    let Some(query) = query else { return Ok(None) };
-    match query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("after="))
-    {
-        None => Ok(None),
-        Some(value) => value
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| Refused::bad("`after` must be a message seq (a whole number)")),
-    }
+/// What the WebSocket URL's query says: `after`, `claim`, `token` (other
+/// parameters are ignored).
+#[derive(Debug, Default)]
+struct Query {
+    after: Option<u64>,
+    claim: Option<String>,
+    token: Option<String>,
 }
 
-/// Everything checked before the upgrade: the accept key and the typed names.
+fn parse_query(query: Option<&str>) -> Result<Query, Refused> {
+    let mut q = Query::default();
+    for pair in query.unwrap_or_default().split('&') {
+        let Some((name, value)) = pair.split_once('=') else {
+            continue;
+        };
+        let decoded = || {
+            percent_decode_str(value)
+                .decode_utf8()
+                .map(|v| v.into_owned())
+                .map_err(|_| Refused::bad(format!("`{name}` must be UTF-8")))
+        };
+        match name {
+            "after" => {
+                q.after =
+                    Some(value.parse::<u64>().map_err(|_| {
+                        Refused::bad("`after` must be a message seq (a whole number)")
+                    })?);
+            }
+            "claim" => q.claim = Some(decoded()?),
+            "token" => q.token = Some(decoded()?),
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
+/// The upgrade's own checks: the accept key (none for a plain GET, which
+/// asks whether a connection would be accepted), the typed names, the query.
 fn check(
     req: &Request<Incoming>,
     room: &str,
     user: &str,
-) -> Result<(HeaderValue, RoomName, UserName, Option<u64>), Refused> {
-    let accept = check_handshake(req.headers())?;
+) -> Result<(Option<HeaderValue>, RoomName, UserName, Query), Refused> {
+    let preflight = !req.headers().contains_key(header::UPGRADE);
+    let accept = match preflight {
+        true => None,
+        false => Some(check_handshake(req.headers())?),
+    };
     let room = name(room, RoomName::parse)?;
     let user = name(user, UserName::parse)?;
-    let after = parse_after(req.uri().query())?;
-    Ok((accept, room, user, after))
+    let query = parse_query(req.uri().query())?;
+    Ok((accept, room, user, query))
+}
+
+impl From<Denied> for Refused {
+    fn from(d: Denied) -> Self {
+        Self {
+            status: d.status,
+            code: d.code,
+            message: d.message,
+        }
+    }
 }
 
 /// Releases a connection slot when the session ends, however it ends.
@@ -145,16 +184,27 @@ impl Drop for Slot {
     }
 }
 
-/// Answers the handshake; on success spawns the session.
-pub(crate) fn handle(
+/// Answers the handshake; on success spawns the session. A plain `GET`
+/// (no `Upgrade` header) runs every check and answers `200` instead of
+/// upgrading: a browser, which never sees why an upgrade failed, asks this
+/// to explain a refusal in words.
+pub(crate) async fn handle(
     mut req: Request<Incoming>,
     state: &Arc<AppState>,
     room: &str,
     user: &str,
 ) -> Response<Body> {
-    let (accept, room, user, after) = match check(&req, room, user) {
+    let (accept, room, user, query) = match check(&req, room, user) {
         Ok(checked) => checked,
         Err(refused) => return refused.into_response(),
+    };
+    let presented = Presented {
+        claim: query.claim.as_deref(),
+        token: query.token.as_deref(),
+    };
+    let admitted = match state.auth.admit(req.headers(), &presented, &room, &user) {
+        Ok(admitted) => admitted,
+        Err(denied) => return Refused::from(denied).into_response(),
     };
     if state.is_shutting_down() {
         return error(
@@ -170,15 +220,36 @@ pub(crate) fn handle(
             format!("{reason}; try again shortly"),
         );
     }
+    match state.hub.name_free(&room, &user, &admitted.identity).await {
+        Ok(()) => {}
+        Err(JoinError::NameTaken(taken)) => {
+            return error(StatusCode::CONFLICT, "name_taken", taken.to_string());
+        }
+        Err(other) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                other.to_string(),
+            );
+        }
+    }
     let max = state.config.max_connections;
+    let Some(accept) = accept else {
+        if state.ws_open.load(Ordering::Acquire) >= max {
+            return at_capacity(max);
+        }
+        return json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "status": "ok",
+                "message": "a WebSocket to this URL would be accepted now",
+            }),
+        );
+    };
     if state.ws_open.fetch_add(1, Ordering::AcqRel) >= max {
         state.ws_open.fetch_sub(1, Ordering::AcqRel);
         state.hub.metrics().connections_refused.inc();
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            format!("the server is at its limit of {max} connections; try again later"),
-        );
+        return at_capacity(max);
     }
     let metrics = Arc::clone(state.hub.metrics());
     metrics.connections.inc();
@@ -197,19 +268,42 @@ pub(crate) fn handle(
                 return;
             }
         };
-        let member = match state.hub.join(room, user, after) {
+        let joining = Joining {
+            room,
+            user,
+            identity: admitted.identity,
+            moderator: admitted.moderator,
+            after: query.after,
+            claim: admitted.claim.map(|c| c.as_str().to_owned()),
+        };
+        let member = match state.hub.join_with(joining) {
             // A session that joins after shutdown began would miss close_all.
             Ok(m) if state.is_shutting_down() => {
-                m.outbox().close(crate::hub::CloseReason::SHUTDOWN);
+                m.outbox().close(CloseReason::SHUTDOWN);
                 m
             }
             Ok(m) => m,
-            Err(full) => {
+            Err(refused) => {
+                // The name was taken, or the rooms are full, in the moment
+                // between the checks above and this join.
+                let code = match refused {
+                    JoinError::NameTaken(_) => CloseReason::NAME_TAKEN.code,
+                    _ => 1013,
+                };
                 let mut io = TokioIo::new(upgraded);
-                let _ = io.write_all(&frames::close(1013, &full.to_string())).await;
+                let _ = io
+                    .write_all(&frames::close(code, &refused.to_string()))
+                    .await;
                 return;
             }
         };
+        let expiry: Expiry = Arc::new(AtomicU64::new(admitted.expires.unwrap_or(0)));
+        if admitted.expires.is_some() {
+            tokio::spawn(close_at_expiry(
+                Arc::downgrade(member.outbox()),
+                Arc::clone(&expiry),
+            ));
+        }
         let session = Arc::clone(&state.session);
         let media = state.media.clone();
         // Over a plain TCP connection, split it into owned halves: no lock
@@ -225,12 +319,13 @@ pub(crate) fn handle(
                     session,
                     media,
                     metrics,
+                    expiry,
                 )
                 .await;
             }
             Err(upgraded) => {
                 let (r, w) = tokio::io::split(TokioIo::new(upgraded));
-                session::run(r, w, Vec::new(), member, session, media, metrics).await;
+                session::run(r, w, Vec::new(), member, session, media, metrics, expiry).await;
             }
         }
     });
@@ -242,4 +337,35 @@ pub(crate) fn handle(
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     res
+}
+
+/// `503` at the connection limit.
+fn at_capacity(max: usize) -> Response<Body> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_connections",
+        format!("the server is at its limit of {max} connections; try again later"),
+    )
+}
+
+/// Closes a connection with 4001 when its token expires (a renewal moves
+/// the time; the watch ends with the connection).
+async fn close_at_expiry(outbox: Weak<Outbox>, expiry: Expiry) {
+    loop {
+        let exp = expiry.load(Ordering::Acquire);
+        let now = crate::auth::now();
+        if now >= exp {
+            if let Some(outbox) = outbox.upgrade() {
+                outbox.close(CloseReason::TOKEN_EXPIRED);
+            }
+            return;
+        }
+        // Wakes at the expiry, or every minute to notice the connection
+        // has gone.
+        tokio::time::sleep(std::time::Duration::from_secs((exp - now).min(60))).await;
+        match outbox.upgrade() {
+            Some(o) if !o.is_closing() => {}
+            _ => return,
+        }
+    }
 }
