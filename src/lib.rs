@@ -24,6 +24,7 @@ pub mod metrics;
 #[cfg(feature = "redis")]
 mod redis;
 mod router;
+mod runtime;
 mod server;
 pub mod ws;
 

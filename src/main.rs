@@ -235,7 +235,9 @@ fn main() -> ExitCode {
         )
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread for the accept loop and signals: `serve` runs connections
+    // on worker threads of its own, one per CPU.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
