@@ -131,6 +131,7 @@ impl AppState {
                 rate_burst: config.rate_burst,
                 ping_interval: config.ping_interval,
                 idle_timeout: config.idle_timeout,
+                backlog: Default::default(),
             }),
             ws_open: AtomicUsize::new(0),
             tracker: Arc::new(Tracker::default()),

@@ -72,7 +72,12 @@ pub async fn serve(
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            // While the writers are behind, joining members would only
+            // add to their queues (every join is a broadcast): wait.
+            accepted = async {
+                state.session.backlog.caught_up().await;
+                listener.accept().await
+            } => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
                     tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
