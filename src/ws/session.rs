@@ -506,8 +506,9 @@ pub async fn run<R, W>(
                         // With the Redis backbone a request can wait for its
                         // reply; the writer keeps draining room traffic
                         // meanwhile, so the wait cannot overflow the queue.
-                        let request = handle_text(&text, &member, &config, &media);
-                        tokio::pin!(request);
+                        // Boxed: inline, the largest request's future would
+                        // make every idle connection's task that much larger.
+                        let mut request = Box::pin(handle_text(&text, &member, &config, &media));
                         tokio::select! {
                             biased;
                             () = &mut request => {}

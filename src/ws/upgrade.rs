@@ -216,17 +216,13 @@ pub(crate) fn handle(
         // between reader and writer, and real vectored writes.
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
+                // `read_buf` shares hyper's whole read buffer (8 KiB): copy
+                // the little it holds and let the buffer go, or every
+                // session would keep it.
+                let pre_read = parts.read_buf.to_vec();
+                drop(parts.read_buf);
                 let (r, w) = parts.io.into_inner().into_split();
-                session::run(
-                    r,
-                    w,
-                    parts.read_buf.to_vec(),
-                    member,
-                    session,
-                    media,
-                    metrics,
-                )
-                .await;
+                session::run(r, w, pre_read, member, session, media, metrics).await;
             }
             Err(upgraded) => {
                 let (r, w) = tokio::io::split(TokioIo::new(upgraded));
