@@ -491,6 +491,17 @@ pub async fn stalled_client(server: &Server, path: &str) -> RawWs {
     RawWs::handshake(stream, server.addr, path).await
 }
 
+/// A WebSocket client whose socket asked for a 4 MiB receive buffer (the
+/// kernel caps it at `net.core.rmem_max`, at least 208 KiB by default), so
+/// what the server sends it in a test fits the kernel's buffers however
+/// late the test reads it: the server never finds it refusing bytes.
+pub async fn roomy_client(server: &Server, path: &str) -> RawWs {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4 << 20).expect("SO_RCVBUF");
+    let stream = socket.connect(server.addr).await.expect("connect");
+    RawWs::handshake(stream, server.addr, path).await
+}
+
 /// Posts 30 000-character messages from `fast` until the server reports a
 /// slow consumer dropped; returns how many were posted. Needs a server with
 /// `rate(0)` and `max_message_chars` of at least 30 000. `fast` posts in
