@@ -113,7 +113,10 @@ fn count() -> Result<f64, String> {
     let _ = std::fs::remove_file(&out);
     let total: u64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("totals: ").or_else(|| l.strip_prefix("summary: ")))
+        .find_map(|l| {
+            l.strip_prefix("totals: ")
+                .or_else(|| l.strip_prefix("summary: "))
+        })
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .ok_or("no totals in callgrind's output")?;
     if total == 0 {
@@ -163,7 +166,9 @@ fn check(update: bool) -> Result<bool, String> {
         return Ok(false);
     }
     if ratio < 1.0 - TOLERANCE {
-        println!("faster than the budget: lower it with `-- check --update` to keep the guard tight");
+        println!(
+            "faster than the budget: lower it with `-- check --update` to keep the guard tight"
+        );
     }
     Ok(true)
 }

@@ -47,23 +47,29 @@ async fn readers_of_a_room_flooded_faster_than_the_server_writes_get_everything(
     const SENDERS: usize = 4;
     const EACH: usize = 250;
     let server = Server::start(config().rate(0u32).outbound_queue(16usize)).await;
-    let mut clients = Vec::new();
+    // One at a time, each join read by everyone already in: every queue is
+    // empty before the flood.
+    let mut clients: Vec<RawWs> = Vec::new();
     for i in 0..CLIENTS {
-        clients.push(common::roomy_client(&server, &format!("/ws/flood/u{i}")).await);
-    }
-    // Each client's welcome, its own join and the later ones: every queue
-    // is empty before the flood.
-    for (i, c) in clients.iter_mut().enumerate() {
+        let mut c = common::roomy_client(&server, &format!("/ws/flood/u{i}")).await;
         assert_eq!(c.read_json().await["type"], "welcome");
-        for _ in i..CLIENTS {
-            assert_eq!(c.read_json().await["type"], "join");
+        clients.push(c);
+        for c in &mut clients {
+            let join = c.read_json().await;
+            assert_eq!(
+                (join["type"].as_str(), join["user"].as_str()),
+                (Some("join"), Some(format!("u{i}").as_str()))
+            );
         }
     }
 
     for (s, c) in clients.iter_mut().take(SENDERS).enumerate() {
         let mut burst = Vec::new();
         for k in 0..EACH {
-            masked_text(&mut burst, &format!(r#"{{"type":"message","content":"{s}-{k}"}}"#));
+            masked_text(
+                &mut burst,
+                &format!(r#"{{"type":"message","content":"{s}-{k}"}}"#),
+            );
         }
         c.stream.write_all(&burst).await.expect("send the burst");
     }
@@ -83,7 +89,11 @@ async fn readers_of_a_room_flooded_faster_than_the_server_writes_get_everything(
         .collect();
     for reader in readers {
         let seqs = reader.await.expect("a reader failed");
-        assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "every message, in order");
+        assert_eq!(
+            seqs,
+            (1..=total).collect::<Vec<_>>(),
+            "every message, in order"
+        );
     }
     assert_eq!(server.metric(DROPPED).await, 0);
     server.shutdown().await.unwrap();
@@ -114,7 +124,10 @@ async fn a_stalled_reader_is_closed_with_1013_while_the_rest_of_its_room_reads_o
     let content = "z".repeat(30_000);
     let mut sent = 0u64;
     while server.metric(DROPPED).await == 0 {
-        assert!(sent < 4000, "no slow consumer was dropped after {sent} messages");
+        assert!(
+            sent < 4000,
+            "no slow consumer was dropped after {sent} messages"
+        );
         for _ in 0..16 {
             fast.send_text(&format!(r#"{{"type":"message","content":"{content}"}}"#))
                 .await;
