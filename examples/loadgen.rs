@@ -57,6 +57,8 @@ OPTIONS
   --spin            never sleep in epoll_wait (uses a whole CPU): the server's
                     writes then find the generator awake, as a busy client
                     would be, and pay no cross-CPU wake-up
+  --stop-p99 MS     end the rate list after a step whose p99 is over MS or
+                    that lost a delivery (later, higher rates would only be worse)
 ";
 
 // ---------------------------------------------------------------- options
@@ -83,6 +85,7 @@ struct Args {
     concurrency: usize,
     spin: bool,
     burst: bool,
+    stop_p99_ms: Option<f64>,
 }
 
 fn parse_args() -> Result<Args, lexopt::Error> {
@@ -101,6 +104,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         concurrency: 256,
         spin: false,
         burst: false,
+        stop_p99_ms: None,
     };
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -139,6 +143,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("concurrency") => args.concurrency = parser.value()?.parse()?,
             Long("spin") => args.spin = true,
             Long("burst") => args.burst = true,
+            Long("stop-p99") => args.stop_p99_ms = Some(parser.value()?.parse()?),
             _ => return Err(arg.unexpected()),
         }
     }
@@ -724,6 +729,11 @@ async fn run_load(args: &Args) {
             );
             break;
         }
+        let lost = expected.saturating_sub(received);
+        if let Some(limit) = args.stop_p99_ms.filter(|&l| lost > 0 || q(0.99) > l) {
+            println!("# p99 over {limit} ms or deliveries lost; stopping");
+            break;
+        }
     }
 }
 
@@ -893,10 +903,23 @@ fn pin_thread(cpu: usize) {
     }
 }
 
-/// CPU µs per call of a `size`-byte `write()` back to back, of a 16-frame
-/// `writev()`, and of a lone `write()` every millisecond (the peer asleep
-/// in between), to a loopback TCP socket whose peer reads on another thread.
-fn calibrate_pair(size: usize, writer: usize, reader: usize) -> io::Result<(f64, f64, f64)> {
+/// What one writer pays, in CPU µs per call, to a loopback TCP socket whose
+/// peer reads on another thread.
+struct WriteCosts {
+    /// One `size`-byte `write()`, back to back.
+    single: f64,
+    /// `writev()` of `n` separate `size`-byte slices, per `n` in [`BATCHES`].
+    vectored: [f64; 2],
+    /// The same `n` frames copied into one buffer, then one `write()`.
+    copied: [f64; 2],
+    /// A lone `write()` every millisecond, the peer asleep in between.
+    lone: f64,
+}
+
+/// Frames per batch in the batched measurements.
+const BATCHES: [usize; 2] = [16, 64];
+
+fn calibrate_pair(size: usize, writer: usize, reader: usize) -> io::Result<WriteCosts> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let mut tx = std::net::TcpStream::connect(listener.local_addr()?)?;
     tx.set_nodelay(true)?;
@@ -911,42 +934,66 @@ fn calibrate_pair(size: usize, writer: usize, reader: usize) -> io::Result<(f64,
         }
     });
     pin_thread(writer);
-    let frame = vec![b'x'; size.max(1)];
-    let mut measure = |count: u64, batch: usize| -> io::Result<f64> {
-        let slices: Vec<io::IoSlice<'_>> = (0..batch).map(|_| io::IoSlice::new(&frame)).collect();
+    // Separate allocations, as queued frames would be.
+    let frames: Vec<Vec<u8>> = (0..64).map(|_| vec![b'x'; size.max(1)]).collect();
+    let mut copy_buf: Vec<u8> = Vec::with_capacity(64 * size.max(1));
+    // CPU µs per call of writing `batch` frames, as one writev (or one
+    // copy and write when `copy`), `count` times.
+    let mut measure = |count: u64, batch: usize, copy: bool| -> io::Result<f64> {
+        let slices: Vec<io::IoSlice<'_>> = frames[..batch]
+            .iter()
+            .map(|f| io::IoSlice::new(f))
+            .collect();
         let cpu0 = thread_cpu_ns();
         for _ in 0..count {
-            if batch == 1 {
-                tx.write_all(&frame)?;
+            if copy {
+                copy_buf.clear();
+                for f in &frames[..batch] {
+                    copy_buf.extend_from_slice(f);
+                }
+                tx.write_all(&copy_buf)?;
+            } else if batch == 1 {
+                tx.write_all(&frames[0])?;
             } else {
                 // Loopback takes the whole batch at once unless the peer lags.
                 let n = tx.write_vectored(&slices)?;
-                if n < frame.len() * batch {
-                    tx.write_all(&vec![b'x'; frame.len() * batch - n])?;
+                if n < size.max(1) * batch {
+                    tx.write_all(&vec![b'x'; size.max(1) * batch - n])?;
                 }
             }
         }
         Ok((thread_cpu_ns() - cpu0) as f64 / 1000.0 / count as f64)
     };
-    measure(20_000, 1)?; // warm-up
-    let single = measure(200_000, 1)?;
-    let batched = measure(50_000, 16)?;
+    measure(20_000, 1, false)?; // warm-up
+    let single = measure(200_000, 1, false)?;
+    let mut vectored = [0.0; 2];
+    let mut copied = [0.0; 2];
+    for (i, &n) in BATCHES.iter().enumerate() {
+        vectored[i] = measure(50_000 / n as u64 * 16, n, false)?;
+        copied[i] = measure(50_000 / n as u64 * 16, n, true)?;
+    }
     let mut lone_ns = 0;
     for _ in 0..2000 {
         std::thread::sleep(Duration::from_millis(1));
         let cpu0 = thread_cpu_ns();
-        tx.write_all(&frame)?;
+        tx.write_all(&frames[0])?;
         lone_ns += thread_cpu_ns() - cpu0;
     }
     drop(tx);
     let _ = reading.join();
-    Ok((single, batched, lone_ns as f64 / 1000.0 / 2000.0))
+    Ok(WriteCosts {
+        single,
+        vectored,
+        copied,
+        lone: lone_ns as f64 / 1000.0 / 2000.0,
+    })
 }
 
 /// The cost to beat: CPU time of one small `write()` to a loopback TCP
 /// socket whose peer reads promptly, with the peer on the same CPU and, if
 /// this process may use two, on another one (as the load generator is
-/// when it measures the server).
+/// when it measures the server); and what batching frames saves, as a
+/// `writev()` of separate frames or copied into one buffer.
 fn calibrate(size: usize) -> io::Result<()> {
     let cpus = allowed_cpus();
     let first = cpus.first().copied().unwrap_or(0);
@@ -956,14 +1003,14 @@ fn calibrate(size: usize) -> io::Result<()> {
     }
     println!("# calibrate: loopback TCP, {size}-byte frames, CPU time of the writing thread");
     println!(
-        "| writer CPU | reader CPU | write() back to back, µs | writev() of 16 frames, µs | µs per frame in the writev | lone write() every 1 ms, µs |"
+        "| writer CPU | reader CPU | write() back to back, µs | writev() of 16 frames | copy 16 + write() | writev() of 64 | copy 64 + write() | lone write() every 1 ms, µs |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (writer, reader) in pairs {
-        let (single, batched, lone) = calibrate_pair(size, writer, reader)?;
+        let c = calibrate_pair(size, writer, reader)?;
         println!(
-            "| {writer} | {reader} | {single:.2} | {batched:.2} | {:.2} | {lone:.2} |",
-            batched / 16.0
+            "| {writer} | {reader} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            c.single, c.vectored[0], c.copied[0], c.vectored[1], c.copied[1], c.lone
         );
     }
     Ok(())

@@ -141,6 +141,7 @@ impl AppState {
                 ping_interval: config.ping_interval,
                 idle_timeout: config.idle_timeout,
                 auth: Arc::clone(&auth),
+                backlog: Default::default(),
             }),
             auth,
             ws_open: AtomicUsize::new(0),

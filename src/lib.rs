@@ -25,6 +25,7 @@ pub mod metrics;
 #[cfg(feature = "redis")]
 mod redis;
 mod router;
+mod runtime;
 mod server;
 pub mod store;
 pub mod ws;

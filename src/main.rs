@@ -95,10 +95,13 @@ fn parse_seconds(flag: &str, raw: &str, min: u64) -> Result<Duration, String> {
     }
 }
 
+/// A flag's value (or its environment fallback): `(flag name, value)`.
+type Lookup<'a> = dyn Fn(&str, &str) -> Option<(String, String)> + 'a;
+
 /// The token secret: `--auth-secret-file` (trailing whitespace dropped, as
 /// a file made by `base64` ends with a newline), else `AUTH_SECRET`.
 fn secret(
-    get: &dyn Fn(&str, &str) -> Option<(String, String)>,
+    get: &Lookup<'_>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Secret>, String> {
     let bytes = match get("auth-secret-file", "AUTH_SECRET_FILE") {
@@ -331,7 +334,9 @@ fn main() -> ExitCode {
         )
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread for the accept loop and signals: `serve` runs connections
+    // on worker threads of its own, one per CPU.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

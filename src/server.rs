@@ -3,9 +3,12 @@
 //! Accepting: TCP_NODELAY on every socket, an exponential back-off when
 //! `accept` fails (say, out of file descriptors), and a cap on open HTTP
 //! connections beyond which a new one gets a canned `503` and is closed.
+//! Each accepted socket is handed to one of the worker threads
+//! ([`crate::runtime`]), where it lives until it closes; the accept loop
+//! itself runs on the caller's runtime.
 //! Shutdown: stop accepting, let HTTP connections finish their request,
-//! close every WebSocket with 1001, and wait up to the grace period for all
-//! of it.
+//! close every WebSocket with 1001, wait up to the grace period for all
+//! of it, then stop the workers.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,12 +27,19 @@ use crate::error::ServeError;
 use crate::http::PeerAddr;
 use crate::hub::CloseReason;
 use crate::router;
+use crate::runtime::Workers;
 
 /// HTTP connections allowed beyond `max_connections` (page loads, uploads,
 /// health checks, and room to answer WebSocket upgrades with a 503).
 const HTTP_HEADROOM: usize = 256;
 
 /// Serves roomcast on `listener` until `shutdown` resolves, then drains.
+///
+/// Connections run on worker threads that `serve` starts itself, one per
+/// CPU the process may use, each a current-thread tokio runtime; they stop
+/// before `serve` returns (or when its future is dropped). The caller's
+/// runtime runs the accept loop, the empty-room sweeper and, with Redis,
+/// the backbone's connection, so a current-thread runtime is enough there.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
@@ -54,6 +64,7 @@ pub async fn serve(
         })
     };
 
+    let workers = Workers::per_cpu();
     let (stop_tx, stop_rx) = watch::channel(());
     let max_http = state.config.max_connections + HTTP_HEADROOM;
     let mut backoff = Duration::from_millis(5);
@@ -61,7 +72,12 @@ pub async fn serve(
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            // While the writers are behind, joining members would only
+            // add to their queues (every join is a broadcast): wait.
+            accepted = async {
+                state.session.backlog.caught_up().await;
+                listener.accept().await
+            } => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
                     tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
@@ -77,13 +93,23 @@ pub async fn serve(
             refuse_busy(stream);
             continue;
         }
-        tokio::spawn(serve_connection(
-            stream,
-            PeerAddr(peer),
-            Arc::clone(&state),
-            stop_rx.clone(),
-            state.tracker.token(),
-        ));
+        // The socket moves to a worker's reactor: out of this one first.
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        let connection = {
+            let (state, stop) = (Arc::clone(&state), stop_rx.clone());
+            let token = state.tracker.token();
+            async move {
+                if let Ok(stream) = TcpStream::from_std(stream) {
+                    serve_connection(stream, PeerAddr(peer), state, stop, token).await;
+                }
+            }
+        };
+        if workers.spawn(connection).is_err() {
+            // Dropping the connection closes its socket.
+            tracing::warn!("every worker's hand-off queue is full; connection closed");
+        }
     }
 
     tracing::info!("shutting down: closing connections");
@@ -100,6 +126,7 @@ pub async fn serve(
             "grace period over; leaving the rest"
         );
     }
+    workers.stop().await;
     sweeper.abort();
     state.hub.stop_backbone().await;
     state.hub.settle();

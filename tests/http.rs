@@ -358,7 +358,8 @@ async fn rooms_until(
 
 #[tokio::test]
 async fn api_rooms_lists_active_public_rooms_busiest_first() {
-    let server = Server::start(config()).await;
+    // Private rooms need tokens: a token-mode server.
+    let server = Server::start(common::token_mode(config())).await;
     let empty = server.get("/api/rooms").await;
     assert_eq!(empty.status, 200);
     assert!(
@@ -382,10 +383,14 @@ async fn api_rooms_lists_active_public_rooms_busiest_first() {
         ("Private-x", "eve"),
         ("gone", "fay"),
     ] {
-        held.push(server.join(room, user).await.0);
+        let token = common::token(user, &["private-*"]);
+        let mut c = server.ws(&format!("/ws/{room}/{user}?token={token}")).await;
+        c.expect("welcome").await;
+        held.push(c);
     }
     // "privately" is public: only the `private-` prefix hides a room.
-    held.push(server.join("privately", "gus").await.0);
+    let token = common::token("gus", &[]);
+    held.push(server.ws(&format!("/ws/privately/gus?token={token}")).await);
     // A room whose last member left is not listed.
     let fay = held.remove(8);
     fay.close().await;

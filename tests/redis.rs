@@ -467,7 +467,12 @@ async fn a_dead_instance_leaves_no_ghosts() {
     let dead = doomed(config(&keys.0).presence_ttl(Duration::from_secs(3)));
     wait_health(dead.addr, 200).await;
     let (mut ann, _) = s[0].join("r", "ann").await;
-    let mut ghost = Client::connect(&format!("ws://{}/ws/r/ghost", dead.addr)).await;
+    let mut ghost = Client::connect(&format!(
+        "ws://{}{}",
+        dead.addr,
+        common::with_claim("/ws/r/ghost")
+    ))
+    .await;
     ghost.expect("welcome").await;
     let j = joined(&mut ann, "ghost").await;
     assert_eq!(j["online_count"], 2);

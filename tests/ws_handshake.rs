@@ -57,10 +57,14 @@ async fn header_tokens_are_matched_in_lists_and_any_case() {
 }
 
 #[tokio::test]
-async fn missing_upgrade_headers_are_400() {
+async fn missing_upgrade_headers_are_400_and_a_plain_get_is_a_preflight() {
     let server = Server::start(config()).await;
+    // No WebSocket header at all: every check runs, nothing is upgraded.
     let plain = server.get("/ws/room/ann").await;
-    plain.assert_json_error(400);
+    assert_eq!(plain.status, 200, "{}", plain.text());
+    assert_eq!(plain.json()["status"], "ok");
+    let bad = server.get("/ws/room/%20").await;
+    bad.assert_json_error(400);
 
     let no_connection = vec![
         ("Upgrade", "websocket".to_owned()),

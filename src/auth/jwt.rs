@@ -315,7 +315,7 @@ mod tests {
         assert_eq!(g.sub.as_str(), "ann");
         assert_eq!(g.exp, 5000);
         assert!(g.allows(&RoomName::parse("Private-Design").unwrap()));
-        assert!(g.allows(&RoomName::parse("private-x").unwrap()) == false);
+        assert!(!g.allows(&RoomName::parse("private-x").unwrap()));
         assert!(
             g.allows(&RoomName::parse("lobby").unwrap()),
             "public rooms need no grant"

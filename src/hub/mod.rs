@@ -493,7 +493,7 @@ impl Hub {
                 drop(state);
                 tokio::spawn(welcome_from_backbone(
                     Arc::clone(backbone),
-                    Arc::clone(&common),
+                    Arc::clone(common),
                     (Arc::clone(&room), requested),
                     (key, generation),
                     (user.clone(), identity.clone(), claim),

@@ -3,15 +3,21 @@
 //! Reading and writing run as two futures in one task. The reader is
 //! tungstenite (masking, fragmentation, UTF-8 and size checks); it gets a
 //! write side that discards, because roomcast writes every server frame
-//! itself: the writer drains the member's [`Outbox`] of shared, pre-encoded
-//! frames and writes them all with one vectored write. Pongs and close
-//! replies go through the same outbox, so they stay in order with everything
-//! else.
+//! itself: the writer copies what the member's [`Outbox`] holds (shared,
+//! pre-encoded frames) into its worker's buffer and writes it with one
+//! `write`. Pongs and close replies go through the same outbox, so they
+//! stay in order with everything else.
+//!
+//! Overload is not slowness (`docs/protocol-notes.md`): the writer tells
+//! the outbox when the socket refuses bytes, the outbox tells the server's
+//! [`Backlog`] when it is behind while its socket takes bytes, and while
+//! any is, sessions read no new requests.
 
-use std::io::{self, IoSlice};
+use std::cell::RefCell;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
@@ -19,13 +25,14 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::Instant;
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
 
 use super::protocol::{self, Request};
-use crate::hub::{Attachment, CloseReason, ErrorCode, Frame, Member, Outbox, Refusal, frames};
+use crate::hub::{Attachment, CloseReason, ErrorCode, Member, Outbox, Refusal, frames};
 use crate::media::MediaStore;
 use crate::metrics::Metrics;
 
@@ -45,6 +52,8 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// Checks a token renewed in place (the `auth` request).
     pub auth: Arc<crate::auth::Auth>,
+    /// The server's writers against its readers; one per server.
+    pub backlog: Backlog,
 }
 
 /// When a connection's token expires (seconds since the epoch; 0: never).
@@ -52,12 +61,76 @@ pub struct SessionConfig {
 /// 4001 when it passes.
 pub type Expiry = Arc<std::sync::atomic::AtomicU64>;
 
-/// A write that takes longer than this means the peer stopped reading.
+/// How many of a server's outboxes are behind (see [`crate::hub::Outbox`]):
+/// past a quarter of their bounds while their socket still takes bytes, so
+/// the server, not the client, is late. While any is, sessions read no new
+/// requests and the accept loop takes no new connection; the queues drain,
+/// and the senders feel it as TCP backpressure instead of healthy readers
+/// being closed as slow consumers.
+pub struct Backlog {
+    behind: Arc<AtomicUsize>,
+    clear: Arc<Notify>,
+    /// Attached to every session's outbox.
+    hook: Arc<dyn Fn(bool) + Send + Sync>,
+}
+
+impl Default for Backlog {
+    fn default() -> Self {
+        let behind = Arc::new(AtomicUsize::new(0));
+        let clear = Arc::new(Notify::new());
+        let hook: Arc<dyn Fn(bool) + Send + Sync> = {
+            let (behind, clear) = (Arc::clone(&behind), Arc::clone(&clear));
+            Arc::new(move |now_behind| {
+                if now_behind {
+                    behind.fetch_add(1, Ordering::AcqRel);
+                } else if behind.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    clear.notify_waiters();
+                }
+            })
+        };
+        Self {
+            behind,
+            clear,
+            hook,
+        }
+    }
+}
+
+impl Backlog {
+    /// Whether some outbox is behind.
+    pub fn is_behind(&self) -> bool {
+        self.behind.load(Ordering::Acquire) > 0
+    }
+
+    /// Resolves once no outbox is behind.
+    pub async fn caught_up(&self) {
+        loop {
+            let notified = self.clear.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.is_behind() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A socket refusing bytes for this long means the peer stopped reading,
+/// even if its queue is not full yet.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a closing connection may take to flush its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// Most frames handed to one `writev`.
-const MAX_IOV: usize = 64;
+/// Most bytes a writer copies for one `write`.
+const WRITE_CHUNK: usize = 64 << 10;
+
+thread_local! {
+    /// The buffer this thread's writers copy their queued frames into, to
+    /// write them with one `write`: cheaper than a `writev` of the separate
+    /// frames (docs/BENCHMARKS.md, calibration), and shared, so an idle
+    /// connection holds none. Each use is within one poll of one writer.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 const PONG_EVENT: &[u8] = b"\x81\x0f{\"type\":\"pong\"}";
 
@@ -189,77 +262,135 @@ impl<S: Stream + Unpin> Stream for PollWhenWoken<S> {
     }
 }
 
-/// Writes `frames` in order with as few `writev` calls as the socket allows.
-async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, frames: &[Frame]) -> io::Result<()> {
-    let (mut idx, mut off) = (0, 0);
-    while idx < frames.len() {
-        // The iovec is built inside the poll, so it is a stack temporary and
-        // not part of this future: every idle connection's task would
-        // otherwise carry its 1 KiB.
-        let mut written = std::future::poll_fn(|cx| {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = (frames.len() - idx).min(MAX_IOV);
-            for (i, slice) in slices.iter_mut().take(n).enumerate() {
-                let f = &frames[idx + i];
-                *slice = IoSlice::new(if i == 0 { &f[off..] } else { f });
-            }
-            Pin::new(&mut *w).poll_write_vectored(cx, &slices[..n])
-        })
-        .await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            let left = frames[idx].len() - off;
-            if written >= left {
-                written -= left;
-                idx += 1;
-                off = 0;
-            } else {
-                off += written;
-                written = 0;
-            }
-        }
-        // Skip empty frames so a trailing one cannot spin the loop.
-        while idx < frames.len() && frames[idx].len() == off {
-            idx += 1;
-            off = 0;
+/// The writer's waker for socket writes. It fires when a socket that
+/// refused bytes has room again (or the task's budget ran out), and tells
+/// the outbox at once, not only when the writer next runs: a member whose
+/// client reads is never taken for a stalled one while the server is busy.
+struct WriteWake {
+    outbox: Arc<Outbox>,
+    /// Set by every wake-up since the writer last tried to write.
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for WriteWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        self.outbox.set_refused(false);
+        self.task.wake();
+    }
+}
+
+/// Drains one member's outbox into its socket.
+struct Writer<W> {
+    socket: W,
+    wake: Arc<WriteWake>,
+    waker: Waker,
+    /// The socket refused bytes: it is not tried again before `wake` fires.
+    refused: bool,
+    /// Armed while the socket refuses bytes: past it, the peer is gone.
+    stall: Option<Pin<Box<Sleep>>>,
+}
+
+impl<W: AsyncWrite + Unpin> Writer<W> {
+    fn new(socket: W, outbox: Arc<Outbox>) -> Self {
+        let wake = Arc::new(WriteWake {
+            outbox,
+            woken: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        });
+        Self {
+            socket,
+            waker: Waker::from(Arc::clone(&wake)),
+            wake,
+            refused: false,
+            stall: None,
         }
     }
-    w.flush().await
+
+    /// Writes what is queued, as long as the socket takes it; ready with
+    /// the reason once the queue is empty and a close was requested.
+    fn poll_drain(
+        &mut self,
+        cx: &mut Context<'_>,
+        metrics: &Metrics,
+    ) -> Poll<io::Result<CloseReason>> {
+        self.wake.task.register(cx.waker());
+        if self.refused && !self.wake.woken.load(Ordering::SeqCst) {
+            return self.poll_stall(cx);
+        }
+        self.refused = false;
+        SCRATCH.with_borrow_mut(|buf| {
+            loop {
+                buf.clear();
+                match self.wake.outbox.poll_peek(cx, buf, WRITE_CHUNK) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(reason)) => return Poll::Ready(Ok(reason)),
+                    Poll::Ready(None) => {}
+                }
+                self.wake.woken.store(false, Ordering::SeqCst);
+                let mut socket_cx = Context::from_waker(&self.waker);
+                let written = match Pin::new(&mut self.socket).poll_write(&mut socket_cx, buf) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    // Woken already: the task's budget ran out, not the socket's room.
+                    Poll::Pending if self.wake.woken.load(Ordering::SeqCst) => {
+                        return Poll::Pending;
+                    }
+                    Poll::Pending => {
+                        self.refused = true;
+                        self.wake.outbox.set_refused(true);
+                        if self.wake.woken.load(Ordering::SeqCst) {
+                            // Room came while we said there was none.
+                            self.wake.outbox.set_refused(false);
+                        }
+                        return self.poll_stall(cx);
+                    }
+                };
+                self.stall = None;
+                let frames = self.wake.outbox.consume(written);
+                metrics.frames_out.add(frames as u64);
+                metrics.bytes_out.add(written as u64);
+            }
+        })
+    }
+
+    /// Pending while the socket refuses bytes, for at most [`WRITE_TIMEOUT`].
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<CloseReason>> {
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_TIMEOUT)));
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// Drains the outbox to the socket until a close is requested or a write fails.
 async fn write_loop<W: AsyncWrite + Unpin>(
-    mut w: W,
-    outbox: &Outbox,
+    socket: W,
+    outbox: Arc<Outbox>,
     metrics: &Metrics,
 ) -> io::Result<()> {
-    let mut batch: Vec<Frame> = Vec::new();
-    loop {
-        let close = outbox.next_batch(&mut batch).await;
-        if !batch.is_empty() {
-            let bytes: usize = batch.iter().map(Bytes::len).sum();
-            tokio::time::timeout(WRITE_TIMEOUT, write_frames(&mut w, &batch))
-                .await
-                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-            metrics.frames_out.add(batch.len() as u64);
-            metrics.bytes_out.add(bytes as u64);
-            batch.clear();
-            if batch.capacity() > 256 {
-                batch = Vec::new(); // a burst is over: give idle connections their memory back
-            }
-        }
-        if let Some(reason) = close {
-            let frame = frames::close(reason.code, reason.reason);
-            let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                w.write_all(&frame).await?;
-                w.shutdown().await
-            })
-            .await;
-            return Ok(());
-        }
-    }
+    let mut writer = Writer::new(socket, outbox);
+    let reason = std::future::poll_fn(|cx| writer.poll_drain(cx, metrics)).await?;
+    // Rare, so boxed: the timer would otherwise make every idle
+    // connection's task larger.
+    let mut socket = writer.socket;
+    let close = Box::pin(tokio::time::timeout(CLOSE_GRACE, async move {
+        socket
+            .write_all(&frames::close(reason.code, reason.reason))
+            .await?;
+        socket.shutdown().await
+    }));
+    let _ = close.await;
+    Ok(())
 }
 
 /// Runs one connection to its end. `pre_read` holds bytes the HTTP layer
@@ -268,11 +399,10 @@ pub async fn run<R, W>(
     reader: R,
     writer: W,
     pre_read: Vec<u8>,
-    mut member: Member,
+    (mut member, expiry): (Member, Expiry),
     config: Arc<SessionConfig>,
     media: MediaStore,
     metrics: Arc<Metrics>,
-    expiry: Expiry,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -295,7 +425,9 @@ pub async fn run<R, W>(
         .await,
     );
     let outbox = Arc::clone(member.outbox());
-    let writer = write_loop(writer, &outbox, &metrics);
+    let backlog = &config.backlog;
+    outbox.report_backlog(Arc::clone(&backlog.hook));
+    let writer = write_loop(writer, Arc::clone(&outbox), &metrics);
     tokio::pin!(writer);
 
     let mut limiter = RateLimiter::new(config.rate, config.rate_burst);
@@ -314,6 +446,9 @@ pub async fn run<R, W>(
     let mut welcome_queued = false;
 
     loop {
+        // While the server's writers are behind, no request is read: see
+        // [`Backlog`]. Its silence then is ours, not the client's.
+        let throttled = backlog.is_behind();
         tokio::select! {
             // The writer is polled first on every turn: frames a request has
             // just queued (its pong, its error, its echo) go out before the
@@ -323,7 +458,11 @@ pub async fn run<R, W>(
             biased;
             _ = &mut writer => { writer_done = true; break; }
             () = &mut welcomed, if !welcome_queued => welcome_queued = true,
+            () = backlog.caught_up(), if throttled => {}
             _ = ping.tick() => {
+                if throttled {
+                    last_heard = Instant::now(); // we are not reading: the silence is ours
+                }
                 let idle_deadline = last_heard + config.idle_timeout;
                 if Instant::now() >= idle_deadline {
                     outbox.close(CloseReason { code: 1000, reason: "no answer to ping; closing idle connection" });
@@ -336,7 +475,7 @@ pub async fn run<R, W>(
                     ping.reset_at(idle_deadline);
                 }
             }
-            msg = ws.next(), if welcome_queued => {
+            msg = ws.next(), if welcome_queued && !throttled => {
                 let msg = match msg {
                     None => break,
                     Some(Ok(msg)) => msg,
@@ -374,8 +513,10 @@ pub async fn run<R, W>(
                         // With the Redis backbone a request can wait for its
                         // reply; the writer keeps draining room traffic
                         // meanwhile, so the wait cannot overflow the queue.
-                        let request = handle_text(&text, &member, &config, &media, &expiry);
-                        tokio::pin!(request);
+                        // Boxed: inline, the largest request's future would
+                        // make every idle connection's task that much larger.
+                        let mut request =
+                            Box::pin(handle_text(&text, &member, &config, &media, &expiry));
                         tokio::select! {
                             biased;
                             () = &mut request => {}
@@ -400,7 +541,11 @@ pub async fn run<R, W>(
             code: 1000,
             reason: "bye",
         });
-        let _ = tokio::time::timeout(CLOSE_GRACE + WRITE_TIMEOUT, &mut writer).await;
+        let _ = Box::pin(tokio::time::timeout(
+            CLOSE_GRACE + WRITE_TIMEOUT,
+            &mut writer,
+        ))
+        .await;
     }
     drop(member); // leaves the room: `leave` goes to the rest
 }
@@ -552,13 +697,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn write_frames_handles_many_frames_and_partial_writes() {
-        let frames: Vec<Frame> = (0..200)
+    async fn the_writer_drains_the_outbox_through_partial_writes_then_closes() {
+        let outbox = Arc::new(Outbox::new(1000, 1 << 20));
+        let frames: Vec<Bytes> = (0..200)
             .map(|i| Bytes::from(format!("frame-{i};")))
             .collect();
-        let expected: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        for f in &frames {
+            outbox.push(f.clone());
+        }
+        outbox.close(CloseReason::SHUTDOWN);
+        let mut expected: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        expected.extend_from_slice(&frames::close(1001, CloseReason::SHUTDOWN.reason));
         // A duplex pipe with a tiny buffer forces many partial writes.
-        let (mut a, mut b) = tokio::io::duplex(7);
+        let (a, mut b) = tokio::io::duplex(7);
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
             tokio::io::AsyncReadExt::read_to_end(&mut b, &mut got)
@@ -566,8 +717,9 @@ mod tests {
                 .unwrap();
             got
         });
-        write_frames(&mut a, &frames).await.unwrap();
-        drop(a);
+        let metrics = Metrics::default();
+        write_loop(a, Arc::clone(&outbox), &metrics).await.unwrap();
         assert_eq!(reader.await.unwrap(), expected);
+        assert_eq!(metrics.frames_out.get(), 200);
     }
 }

@@ -153,7 +153,10 @@ fn check(
     room: &str,
     user: &str,
 ) -> Result<(Option<HeaderValue>, RoomName, UserName, Query), Refused> {
-    let preflight = !req.headers().contains_key(header::UPGRADE);
+    let h = req.headers();
+    let preflight = !h.contains_key(header::UPGRADE)
+        && !h.contains_key(header::SEC_WEBSOCKET_KEY)
+        && !header_has_token(h, header::CONNECTION, "upgrade");
     let accept = match preflight {
         true => None,
         false => Some(check_handshake(req.headers())?),
@@ -185,7 +188,7 @@ impl Drop for Slot {
 }
 
 /// Answers the handshake; on success spawns the session. A plain `GET`
-/// (no `Upgrade` header) runs every check and answers `200` instead of
+/// (none of the WebSocket headers) runs every check and answers `200` instead of
 /// upgrading: a browser, which never sees why an upgrade failed, asks this
 /// to explain a refusal in words.
 pub(crate) async fn handle(
@@ -310,22 +313,17 @@ pub(crate) async fn handle(
         // between reader and writer, and real vectored writes.
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
+                // `read_buf` shares hyper's whole read buffer (8 KiB): copy
+                // the little it holds and let the buffer go, or every
+                // session would keep it.
+                let pre_read = parts.read_buf.to_vec();
+                drop(parts.read_buf);
                 let (r, w) = parts.io.into_inner().into_split();
-                session::run(
-                    r,
-                    w,
-                    parts.read_buf.to_vec(),
-                    member,
-                    session,
-                    media,
-                    metrics,
-                    expiry,
-                )
-                .await;
+                session::run(r, w, pre_read, (member, expiry), session, media, metrics).await;
             }
             Err(upgraded) => {
                 let (r, w) = tokio::io::split(TokioIo::new(upgraded));
-                session::run(r, w, Vec::new(), member, session, media, metrics, expiry).await;
+                session::run(r, w, Vec::new(), (member, expiry), session, media, metrics).await;
             }
         }
     });

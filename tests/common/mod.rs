@@ -28,6 +28,78 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// The identity claim every test uses for `user`: the same person wherever
+/// the name appears (in open mode, a name is held by the identity that
+/// connected with it, so two tabs of "ann" must present the same claim).
+/// Derived from the name, so parallel tests never disagree.
+pub fn claim_of(user: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("roomcast test claim for {user}").as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+}
+
+/// `path` (`/ws/{room}/{user}[?query]`) with `claim=` for its user added,
+/// unless it names a claim (or a token) already or asks for none with
+/// `claim=none`, which is removed.
+pub fn with_claim(path: &str) -> String {
+    let Some(rest) = path.strip_prefix("/ws/") else {
+        return path.to_owned();
+    };
+    let (segments, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let Some((_, user)) = segments.split_once('/') else {
+        return path.to_owned();
+    };
+    if query.split('&').any(|p| p == "claim=none") {
+        let kept: Vec<&str> = query.split('&').filter(|p| *p != "claim=none").collect();
+        return match kept.is_empty() {
+            true => format!("/ws/{segments}"),
+            false => format!("/ws/{segments}?{}", kept.join("&")),
+        };
+    }
+    if query
+        .split('&')
+        .any(|p| p.starts_with("claim=") || p.starts_with("token="))
+    {
+        return path.to_owned();
+    }
+    let user = percent_encoding::percent_decode_str(user).decode_utf8_lossy();
+    let claim = claim_of(user.trim());
+    match query.is_empty() {
+        true => format!("/ws/{segments}?claim={claim}"),
+        false => format!("/ws/{segments}?{query}&claim={claim}"),
+    }
+}
+
+/// The secret of the tests' token-mode servers.
+pub const TEST_SECRET: &[u8] = b"roomcast tests: a secret of more than thirty-two bytes";
+
+/// `config` in token mode, with [`TEST_SECRET`].
+pub fn token_mode(config: Config) -> Config {
+    let mut auth = config.auth.clone();
+    auth.mode = roomcast::auth::Mode::Token(
+        roomcast::auth::Secret::new(TEST_SECRET.to_vec()).expect("a long enough secret"),
+    );
+    config.auth(auth)
+}
+
+/// A token for `user` opening `rooms`, valid for an hour.
+pub fn token(user: &str, rooms: &[&str]) -> String {
+    let now = roomcast::auth::now();
+    let rooms: Vec<String> = rooms.iter().map(|r| (*r).to_owned()).collect();
+    let secret = roomcast::auth::Secret::new(TEST_SECRET.to_vec()).unwrap();
+    roomcast::auth::jwt::sign(
+        &roomcast::auth::jwt::Issue {
+            sub: user,
+            rooms: &rooms,
+            moderator: false,
+            iat: now,
+            exp: now + 3600,
+        },
+        &secret,
+    )
+}
+
 /// How long any single expected event may take before the test fails.
 /// Generous, because CI runs several suites on 2 cores at once.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -170,7 +242,7 @@ impl Server {
 
     /// `ws://ADDR{path}`.
     pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
+        format!("ws://{}{}", self.addr, with_claim(path))
     }
 
     /// Connects a WebSocket client to `path` (e.g. `/ws/room/ann`); panics
@@ -544,6 +616,17 @@ pub async fn stalled_client(server: &Server, path: &str) -> RawWs {
     RawWs::handshake(stream, server.addr, path).await
 }
 
+/// A WebSocket client whose socket asked for a 4 MiB receive buffer (the
+/// kernel caps it at `net.core.rmem_max`, at least 208 KiB by default), so
+/// what the server sends it in a test fits the kernel's buffers however
+/// late the test reads it: the server never finds it refusing bytes.
+pub async fn roomy_client(server: &Server, path: &str) -> RawWs {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4 << 20).expect("SO_RCVBUF");
+    let stream = socket.connect(server.addr).await.expect("connect");
+    RawWs::handshake(stream, server.addr, path).await
+}
+
 /// Posts 30 000-character messages from `fast` until the server reports a
 /// slow consumer dropped; returns how many were posted. Needs a server with
 /// `rate(0)` and `max_message_chars` of at least 30 000. `fast` posts in
@@ -609,6 +692,7 @@ impl RawFrame {
 impl RawWs {
     /// Performs the handshake on `stream` and asserts `101`.
     pub async fn handshake(mut stream: TcpStream, addr: SocketAddr, path: &str) -> Self {
+        let path = with_claim(path);
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -820,7 +904,8 @@ impl Binary {
     }
 
     pub async fn join(&self, room: &str, user: &str) -> (Client, Value) {
-        let mut c = Client::connect(&format!("ws://{}/ws/{room}/{user}", self.addr)).await;
+        let path = with_claim(&format!("/ws/{room}/{user}"));
+        let mut c = Client::connect(&format!("ws://{}{path}", self.addr)).await;
         let welcome = c.expect("welcome").await;
         (c, welcome)
     }
