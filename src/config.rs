@@ -86,6 +86,10 @@ pub struct Config {
     /// Who is who: open mode (claims) or signed tokens; allowed origins;
     /// the `/metrics` token.
     pub auth: Auth,
+    /// How long a name stays held by its identity after its last
+    /// connection closes, so a reconnect finds it (on one instance; with
+    /// Redis, 20 s).
+    pub name_hold_grace: Duration,
 }
 
 impl Default for Config {
@@ -124,6 +128,7 @@ impl Default for Config {
             store_max_mb: None,
             store_queue: 16_384,
             auth: Auth::default(),
+            name_hold_grace: crate::hub::NAME_HOLD_GRACE,
         }
     }
 }
@@ -144,6 +149,8 @@ macro_rules! setters {
 }
 
 setters! {
+    /// Sets [`Config::name_hold_grace`].
+    name_hold_grace: Duration,
     /// Sets [`Config::auth`].
     auth: Auth,
     /// Sets [`Config::store`].
@@ -267,6 +274,7 @@ impl Config {
             max_users_per_reaction: self.max_users_per_reaction.max(1),
             outbox_frames: self.outbound_queue.max(1),
             empty_room_ttl: self.empty_room_ttl,
+            name_hold_grace: self.name_hold_grace,
             limits: Limits {
                 max_message_chars: self.max_message_chars,
                 max_upload_bytes: self.max_upload_bytes,

@@ -316,8 +316,138 @@ async fn shutdown_signal() {
     }
 }
 
+/// What `roomcast token` was asked for.
+#[derive(Debug)]
+struct TokenArgs {
+    user: String,
+    rooms: Vec<String>,
+    ttl: Duration,
+    base_url: String,
+    moderator: bool,
+    secret: Secret,
+}
+
+/// `roomcast token` arguments (after the word `token`).
+fn parse_token_args(
+    args: impl IntoIterator<Item = OsString>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<TokenArgs>, String> {
+    use lexopt::prelude::*;
+    let (mut user, mut rooms, mut ttl, mut base_url, mut moderator, mut file) = (
+        None,
+        Vec::new(),
+        Duration::from_secs(7 * 86_400),
+        None,
+        false,
+        None,
+    );
+    let mut parser = lexopt::Parser::from_args(args);
+    fn value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
+        parser
+            .value()
+            .map_err(|e| e.to_string())?
+            .into_string()
+            .map_err(|_| format!("--{flag}: value is not UTF-8"))
+    }
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => {
+                print!("{HELP}");
+                return Ok(None);
+            }
+            Long("user") => user = Some(value(&mut parser, "user")?),
+            Long("room") => rooms.push(value(&mut parser, "room")?),
+            Long("ttl") => {
+                let v = value(&mut parser, "ttl")?;
+                ttl = humantime::parse_duration(&v)
+                    .ok()
+                    .filter(|d| !d.is_zero() && *d <= roomcast::config::MAX_DURATION)
+                    .ok_or_else(|| format!("--ttl: {v:?} is not a duration like 7d, 12h or 30m"))?;
+            }
+            Long("base-url") => base_url = Some(value(&mut parser, "base-url")?),
+            Long("moderator") => moderator = true,
+            Long("auth-secret-file") => file = Some(value(&mut parser, "auth-secret-file")?),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    let user = user.ok_or("token: --user is required")?;
+    roomcast::hub::UserName::parse(&user).map_err(|e| format!("--user: {e}"))?;
+    for room in &rooms {
+        let name = room.strip_suffix('*').unwrap_or(room);
+        if !room.ends_with('*') {
+            roomcast::hub::RoomName::parse(name).map_err(|e| format!("--room {room:?}: {e}"))?;
+        }
+    }
+    let lookup = |flag: &str, env_name: &str| -> Option<(String, String)> {
+        match flag {
+            "auth-secret-file" => file.clone().map(|f| (format!("--{flag}"), f)),
+            _ => env(env_name).map(|v| (format!("--{flag}"), v)),
+        }
+        .or_else(|| env(env_name).map(|v| (format!("--{flag}"), v)))
+    };
+    let secret = secret(&lookup, &env)?
+        .ok_or("token: no secret; pass --auth-secret-file or set AUTH_SECRET, as for the server")?;
+    Ok(Some(TokenArgs {
+        user,
+        rooms,
+        ttl,
+        base_url: base_url.unwrap_or_else(|| "http://127.0.0.1:8000".to_owned()),
+        moderator,
+        secret,
+    }))
+}
+
+/// Prints a token and its invite link. The token goes in the link's
+/// fragment (`#token=`), which browsers never send to a server nor put in
+/// a Referer.
+fn print_token(t: &TokenArgs) {
+    let now = roomcast::auth::now();
+    let token = roomcast::auth::jwt::sign(
+        &roomcast::auth::jwt::Issue {
+            sub: &t.user,
+            rooms: &t.rooms,
+            moderator: t.moderator,
+            iat: now,
+            exp: now + t.ttl.as_secs(),
+        },
+        &t.secret,
+    );
+    let room = t.rooms.iter().find(|r| !r.ends_with('*')).map(|r| {
+        percent_encoding::utf8_percent_encode(r, percent_encoding::NON_ALPHANUMERIC).to_string()
+    });
+    let base = t.base_url.trim_end_matches('/');
+    println!("token: {token}");
+    match room {
+        Some(room) => println!("invite link: {base}/?room={room}#token={token}"),
+        None => println!("invite link: {base}/#token={token}"),
+    }
+    println!(
+        "for {:?}, valid {} (until {})",
+        t.user,
+        humantime::format_duration(t.ttl),
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_secs(now + t.ttl.as_secs())
+        )
+    );
+}
+
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args_os().skip(1), |name| std::env::var(name).ok()) {
+    let mut argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if argv.first().is_some_and(|a| a == "token") {
+        argv.remove(0);
+        return match parse_token_args(argv, |name| std::env::var(name).ok()) {
+            Ok(Some(t)) => {
+                print_token(&t);
+                ExitCode::SUCCESS
+            }
+            Ok(None) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("roomcast: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let args = match parse_args(argv, |name| std::env::var(name).ok()) {
         Ok(Some(a)) => a,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
@@ -479,6 +609,54 @@ mod tests {
             let err = parse(&[flag, value], &[]).err().expect(flag);
             assert!(err.starts_with(flag), "{err}");
         }
+    }
+
+    #[test]
+    fn token_mode_needs_a_long_secret_and_origins_parse() {
+        let c = config(&[], &[("AUTH_SECRET", &"s".repeat(32))]);
+        assert!(c.auth.tokens_required());
+        assert!(!config(&[], &[]).auth.tokens_required(), "open by default");
+        let err = parse(&[], &[("AUTH_SECRET", "short")]).err().unwrap();
+        assert!(err.contains("at least 32"), "{err}");
+        let err = parse(&["--auth-secret-file", "/nonexistent/secret"], &[])
+            .err()
+            .unwrap();
+        assert!(err.starts_with("--auth-secret-file"), "{err}");
+        let c = config(&["--allowed-origins", "https://app.example"], &[]);
+        assert_eq!(
+            c.auth.origins,
+            AllowedOrigins::List(vec!["https://app.example".into()])
+        );
+        let err = parse(&["--allowed-origins", "app.example"], &[])
+            .err()
+            .unwrap();
+        assert!(err.starts_with("--allowed-origins"), "{err}");
+        let c = config(&[], &[("METRICS_TOKEN", "m")]);
+        assert_eq!(c.auth.metrics_token.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn the_token_command_signs_what_the_server_accepts() {
+        let secret = "t".repeat(40);
+        let env = move |name: &str| (name == "AUTH_SECRET").then(|| secret.clone());
+        let args = ["--user", "ann", "--room", "private-design", "--ttl", "2h"];
+        let t = parse_token_args(args.iter().map(OsString::from), env)
+            .unwrap()
+            .unwrap();
+        assert_eq!((t.user.as_str(), t.ttl), ("ann", Duration::from_secs(7200)));
+        let no_user = parse_token_args(["--room", "x"].iter().map(OsString::from), |_| {
+            Some("t".repeat(40))
+        });
+        assert!(no_user.unwrap_err().contains("--user"));
+        let no_secret = parse_token_args(["--user", "ann"].iter().map(OsString::from), |_| None);
+        assert!(no_secret.unwrap_err().contains("no secret"));
+        let bad_ttl = parse_token_args(
+            ["--user", "ann", "--ttl", "soon"]
+                .iter()
+                .map(OsString::from),
+            |_| Some("t".repeat(40)),
+        );
+        assert!(bad_ttl.unwrap_err().starts_with("--ttl"));
     }
 
     #[test]

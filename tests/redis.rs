@@ -829,3 +829,27 @@ async fn a_graceful_shutdown_removes_the_instance_at_once() {
     let l = ann.skip_to("leave").await;
     assert_eq!((&l["user"], &l["online_count"]), (&json!("bob"), &json!(1)));
 }
+
+#[tokio::test]
+async fn a_name_held_on_one_instance_is_refused_on_another_then_kept_for_a_reconnect() {
+    let (_keys, s) = cluster("holds", 2, |c| c).await;
+    let (mut ann, _) = s[0].join("hold", "ann").await;
+    joined(&mut ann, "ann").await;
+    let stranger = common::claim_of("a stranger");
+    let path = format!("/ws/hold/ann?claim={stranger}");
+    let pre = s[1].get(&path).await;
+    assert_eq!(pre.assert_json_error(409)["error"], "name_taken");
+    let up = s[1].try_upgrade(&path, &[]).await;
+    assert_eq!(up.assert_json_error(409)["error"], "name_taken");
+    // Ann herself, in another tab on the other instance, is welcome.
+    let (mut tab, _) = s[1].join("hold", "ann").await;
+    tab.roundtrip().await;
+    drop(tab);
+    ann.close().await;
+    // Gone, but held for the grace period: a reconnect finds it free,
+    // the stranger does not.
+    let pre = s[1].get(&path).await;
+    assert_eq!(pre.assert_json_error(409)["error"], "name_taken");
+    let (mut back, _) = s[1].join("hold", "ann").await;
+    joined(&mut back, "ann").await;
+}

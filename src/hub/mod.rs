@@ -94,6 +94,10 @@ pub struct HubConfig {
     pub max_rooms: usize,
     /// Limits announced in `welcome`.
     pub limits: Limits,
+    /// On one instance, how long a name stays its identity's after that
+    /// identity's last connection with it (with a backbone, the backbone's
+    /// [`NAME_HOLD_GRACE`] applies).
+    pub name_hold_grace: Duration,
 }
 
 impl Default for HubConfig {
@@ -115,6 +119,7 @@ impl Default for HubConfig {
                 max_upload_bytes: 10 << 20,
                 messages_per_second: 10,
             },
+            name_hold_grace: NAME_HOLD_GRACE,
         }
     }
 }
@@ -439,7 +444,11 @@ impl Hub {
                         max_rooms: common.config.max_rooms,
                     }));
                 }
-                let r = Arc::new(Room::new(room.clone(), common.store.is_none()));
+                let r = Arc::new(Room::new(
+                    room.clone(),
+                    common.store.is_none(),
+                    common.config.name_hold_grace,
+                ));
                 rooms.insert(room, Arc::clone(&r));
                 r
             }

@@ -209,6 +209,8 @@ impl RoomState {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::room::Room;
     use super::super::{Hub, HubConfig, RoomName, frames};
     use super::*;
@@ -217,7 +219,7 @@ mod tests {
     fn backbone_members_get_welcome_first_then_exactly_the_later_events() {
         let hub = Hub::new(HubConfig::default());
         let common = &hub.shared.common;
-        let room = Room::new(RoomName::parse("r").unwrap(), true);
+        let room = Room::new(RoomName::parse("r").unwrap(), true, Duration::ZERO);
         let f = frames::text;
         let drain = |o: &Outbox| {
             let mut batch = Vec::new();
@@ -268,7 +270,7 @@ mod tests {
     fn backbone_room(config: HubConfig) -> (Hub, Room) {
         (
             Hub::new(config),
-            Room::new(RoomName::parse("r").unwrap(), true),
+            Room::new(RoomName::parse("r").unwrap(), true, Duration::ZERO),
         )
     }
 

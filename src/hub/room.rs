@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -17,7 +17,7 @@ use super::event::{
     Attachment, ErrorCode, Event, MessageView, Reaction, Reactions, Refusal, StoredMessage,
 };
 use super::frame::{self, Frame};
-use super::identity::{NAME_HOLD_GRACE, NameTaken};
+use super::identity::NameTaken;
 use super::names::{Emoji, RoomName, UserName};
 use super::outbox::{Outbox, Pushed};
 use super::store::{Change, RESERVE_BLOCK, Slot as StoreSlot, Snapshot, Store};
@@ -62,10 +62,9 @@ pub(crate) struct Holder {
 
 impl Holder {
     /// Whether `identity` may use the name now.
-    fn lets(&self, identity: &Identity) -> bool {
+    fn lets(&self, identity: &Identity, grace: Duration) -> bool {
         self.identity == *identity
-            || (self.connections == 0
-                && self.released.is_none_or(|t| t.elapsed() >= NAME_HOLD_GRACE))
+            || (self.connections == 0 && self.released.is_none_or(|t| t.elapsed() >= grace))
     }
 }
 
@@ -78,6 +77,8 @@ pub(crate) struct RoomState {
     typing: HashMap<UserName, Instant>,
     /// Who holds each name in use (or released within the grace period).
     holders: HashMap<UserName, Holder>,
+    /// How long a released name stays held.
+    hold_grace: Duration,
     history: VecDeque<StoredMessage>,
     /// The highest seq handed out.
     last_seq: u64,
@@ -109,7 +110,7 @@ pub(crate) struct Room {
 impl Room {
     /// A room with nothing in it; `loaded` when there is no store to read
     /// its history from.
-    pub fn new(name: RoomName, loaded: bool) -> Self {
+    pub fn new(name: RoomName, loaded: bool, hold_grace: Duration) -> Self {
         Self {
             name,
             state: std::sync::Mutex::new(RoomState {
@@ -118,6 +119,7 @@ impl Room {
                 online: BTreeMap::new(),
                 typing: HashMap::new(),
                 holders: HashMap::new(),
+                hold_grace,
                 history: VecDeque::new(),
                 last_seq: 0,
                 evicted_through: 0,
@@ -284,7 +286,10 @@ impl RoomState {
 
     /// Whether `identity` may use `user` here now.
     pub fn may_hold(&self, user: &UserName, identity: &Identity) -> bool {
-        self.holders.get(user).is_none_or(|h| h.lets(identity))
+        let grace = self.hold_grace;
+        self.holders
+            .get(user)
+            .is_none_or(|h| h.lets(identity, grace))
     }
 
     /// Holds `user` for `identity` (one more connection), or says who has it.
@@ -312,6 +317,7 @@ impl RoomState {
     /// held for the grace period. Holds long released are forgotten here
     /// (so they never outgrow the names recently used).
     fn release(&mut self, user: &UserName) {
+        let grace = self.hold_grace;
         if let Some(h) = self.holders.get_mut(user) {
             h.connections = h.connections.saturating_sub(1);
             if h.connections == 0 {
@@ -320,7 +326,7 @@ impl RoomState {
         }
         if self.holders.len() > 2 * self.online.len() + 64 {
             self.holders.retain(|_, h| {
-                h.connections > 0 || h.released.is_some_and(|t| t.elapsed() < NAME_HOLD_GRACE)
+                h.connections > 0 || h.released.is_some_and(|t| t.elapsed() < grace)
             });
         }
     }

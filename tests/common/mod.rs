@@ -259,6 +259,19 @@ impl Server {
         (c, welcome)
     }
 
+    /// A WebSocket upgrade request to `path` (sent as it is: no claim is
+    /// added) with `extra` headers; the answer, `101` or a refusal.
+    pub async fn try_upgrade(&self, path: &str, extra: &[(&str, &str)]) -> HttpResponse {
+        let mut headers = vec![
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        headers.extend_from_slice(extra);
+        self.request("GET", path, &headers).await
+    }
+
     /// `GET path` with `Connection: close`.
     pub async fn get(&self, path: &str) -> HttpResponse {
         self.request("GET", path, &[]).await
