@@ -54,6 +54,8 @@ OPTIONS
   --concurrency C   handshakes in flight while connecting  [256]
   --burst           all senders in phase: S messages arrive together each
                     period (default: spread evenly over the period)
+  --token-secret S  token mode: each connection presents a JWT signed with S
+                    (the server's --auth-secret-file contents or AUTH_SECRET)
   --spin            never sleep in epoll_wait (uses a whole CPU): the server's
                     writes then find the generator awake, as a busy client
                     would be, and pay no cross-CPU wake-up
@@ -86,6 +88,7 @@ struct Args {
     spin: bool,
     burst: bool,
     stop_p99_ms: Option<f64>,
+    token_secret: Option<roomcast::auth::Secret>,
 }
 
 fn parse_args() -> Result<Args, lexopt::Error> {
@@ -105,6 +108,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         spin: false,
         burst: false,
         stop_p99_ms: None,
+        token_secret: None,
     };
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -142,6 +146,13 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("server-pid") => args.server_pid = Some(parser.value()?.parse()?),
             Long("concurrency") => args.concurrency = parser.value()?.parse()?,
             Long("spin") => args.spin = true,
+            Long("token-secret") => {
+                let secret: String = parser.value()?.parse()?;
+                args.token_secret = Some(
+                    roomcast::auth::Secret::new(secret.into_bytes())
+                        .map_err(|e| lexopt::Error::Custom(e.into()))?,
+                );
+            }
             Long("burst") => args.burst = true,
             Long("stop-p99") => args.stop_p99_ms = Some(parser.value()?.parse()?),
             _ => return Err(arg.unexpected()),
@@ -406,6 +417,8 @@ struct Shared {
     addr: SocketAddr,
     epoch: Instant,
     run_id: u32,
+    /// Token mode: each connection presents a token signed with this.
+    token_secret: Option<roomcast::auth::Secret>,
     content_pad: usize,
     connect_permits: Semaphore,
     step: Cell<Option<Step>>,
@@ -430,6 +443,7 @@ impl Shared {
             addr: args.addr,
             epoch: Instant::now(),
             run_id: std::process::id(),
+            token_secret: args.token_secret.clone(),
             content_pad: args.size,
             connect_permits: Semaphore::new(args.concurrency.max(1)),
             step: Cell::new(None),
@@ -456,7 +470,25 @@ impl Shared {
     }
 
     fn path(&self, room: usize, user: usize) -> String {
-        format!("/ws/lg{}-r{room}/u{user}", self.run_id)
+        let path = format!("/ws/lg{}-r{room}/u{user}", self.run_id);
+        match &self.token_secret {
+            None => path,
+            Some(secret) => {
+                let now = roomcast::auth::now();
+                let sub = format!("u{user}");
+                let token = roomcast::auth::jwt::sign(
+                    &roomcast::auth::jwt::Issue {
+                        sub: &sub,
+                        rooms: &[],
+                        moderator: false,
+                        iat: now,
+                        exp: now + 3600,
+                    },
+                    secret,
+                );
+                format!("{path}?token={token}")
+            }
+        }
     }
 
     /// Nanoseconds since the generator started: the send stamp.
