@@ -853,3 +853,96 @@ async fn a_name_held_on_one_instance_is_refused_on_another_then_kept_for_a_recon
     let (mut back, _) = s[1].join("hold", "ann").await;
     joined(&mut back, "ann").await;
 }
+
+/// A Redis of the test's own on a free port (to freeze and thaw without
+/// touching the shared one), stopped when dropped.
+struct OwnRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (CI installs it)");
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self { child, port }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid; no memory is touched.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill({sig})");
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_post_answered_unavailable_then_applied_is_not_posted_twice_by_its_retry() {
+    let redis = OwnRedis::start();
+    let config = common::config()
+        .redis_url(Some(format!("redis://127.0.0.1:{}", redis.port)))
+        .redis_prefix(unique_prefix("frozen"))
+        .rate(0u32);
+    let a = instance(config).await;
+    let (mut ann, _) = a.join("r", "ann").await;
+    joined(&mut ann, "ann").await;
+    let request = json!({"type": "message", "content": "exactly once", "client_id": "r-1"});
+
+    // Redis freezes with the post in its socket: the answer times out.
+    redis.signal(libc::SIGSTOP);
+    ann.send_json(request.clone()).await;
+    ann.expect_error("unavailable").await;
+    redis.signal(libc::SIGCONT);
+    wait_health(a.addr, 200).await;
+
+    // The client retries, as told: whether the first attempt was applied
+    // when Redis woke up or not, the room has the message once.
+    let mut retried = None;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while retried.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the retry never succeeded"
+        );
+        let mut c = a.ws("/ws/r/ann").await;
+        c.expect("welcome").await;
+        c.send_json(request.clone()).await;
+        match c.skip_to_any(&["message", "error"]).await {
+            m if m["type"] == "message" && m["client_id"] == "r-1" => retried = Some(m),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let page = a.get("/api/rooms/r/messages").await.json();
+    let once: Vec<&Value> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["content"] == "exactly once")
+        .collect();
+    assert_eq!(once.len(), 1, "{page}");
+    assert_eq!(once[0]["seq"], retried.unwrap()["seq"]);
+}

@@ -372,3 +372,26 @@ async fn kill_9_keeps_every_committed_message_and_never_reuses_a_seq() {
         "seq {next} was already handed out (up to {highest})"
     );
 }
+
+#[tokio::test]
+async fn a_retry_after_a_restart_still_finds_its_message() {
+    let server = Server::start(sqlite()).await;
+    let (mut ann, _) = server.join("again", "ann").await;
+    ann.expect("join").await;
+    let request = json!({"type": "message", "content": "sent once", "client_id": "k-1"});
+    send(&mut ann, request.clone()).await;
+    let first = ann.expect("message").await;
+    drop(ann);
+    let server = server.restart().await;
+    let (mut ann, _) = server.join("again", "ann").await;
+    ann.expect("join").await;
+    send(&mut ann, request).await;
+    let again = ann.expect("message").await;
+    assert_eq!(
+        (&again["seq"], &again["message_id"]),
+        (&first["seq"], &first["message_id"])
+    );
+    let page = server.get("/api/rooms/again/messages").await.json();
+    assert_eq!(seqs(&page["messages"]), vec![1], "posted once");
+    server.shutdown().await.unwrap();
+}

@@ -45,6 +45,19 @@ pub struct NewMessage<'a> {
     pub client_id: Option<&'a str>,
 }
 
+/// What a post became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    /// The message's seq (0 for a retry of a message since deleted).
+    pub seq: u64,
+    /// A retry: the same identity already posted this `client_id`, and
+    /// nothing new was posted.
+    pub duplicate: bool,
+    /// For a retry, the earlier message's echo, for the sender alone (when
+    /// the message is still there).
+    pub echo: Option<super::Frame>,
+}
+
 /// A room's state as one instance's newcomer must see it first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteWelcome {
@@ -104,8 +117,10 @@ pub trait Backbone: Send + Sync + 'static {
     /// Called under the room's lock; never refused (a backbone that cannot
     /// record it now re-announces every member later).
     fn leave(&self, room: &RoomName, user: &UserName, connections: u32, room_empty: bool);
-    /// Gives a message its `seq` (above `seq_floor`), stores and publishes it.
-    fn post(&self, room: &RoomName, message: NewMessage<'_>, seq_floor: u64) -> Answer<u64>;
+    /// Gives a message its `seq` (above `seq_floor`), stores and publishes
+    /// it; a retry of a `client_id` this identity posted within the window
+    /// publishes nothing and answers the earlier message.
+    fn post(&self, room: &RoomName, message: NewMessage<'_>, seq_floor: u64) -> Answer<Posted>;
     /// Adds, removes or toggles `user`'s reaction; answers the message's
     /// reactions after the change in the store's form (see
     /// [`Reactions::to_store_json`](super::Reactions::to_store_json)), or

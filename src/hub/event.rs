@@ -136,6 +136,9 @@ pub struct StoredMessage {
     pub attachment: Option<Attachment>,
     /// RFC 3339 UTC of the last edit.
     pub edited_at: Option<String>,
+    /// The sender's `client_id`: a retry with the same one (and the same
+    /// identity) is answered with this message instead of a second one.
+    pub client_id: Option<String>,
 }
 
 /// `message`, `message_updated` and history entries: one shape.

@@ -30,7 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use backbone::{Answer, Backbone, Inbound, LocalPresence, NewMessage, Online, RemoteWelcome};
+pub use backbone::{
+    Answer, Backbone, Inbound, LocalPresence, NewMessage, Online, Posted, RemoteWelcome,
+};
 pub use event::{Attachment, ErrorCode, Limits, Reaction, Reactions, Refusal, StoredMessage};
 pub use frame::Frame;
 pub use identity::{Identity, NAME_HOLD_GRACE, NameTaken};
@@ -217,6 +219,10 @@ impl std::fmt::Display for RoomsFull {
 }
 
 impl std::error::Error for RoomsFull {}
+
+/// How long a backbone remembers a `client_id` to answer a retry (on one
+/// instance: as long as the message is in the room's ring).
+pub const POST_RETRY_WINDOW: Duration = Duration::from_secs(600);
 
 /// History pages read at once (see [`Hub::page`]).
 pub const PAGE_READERS: usize = 16;
@@ -983,7 +989,7 @@ impl Member {
     ) -> Result<Option<u64>, Refusal> {
         let backbone = match &self.common.link {
             Link::Local => {
-                let seq = self.room.lock().post(
+                let posted = self.room.lock().post(
                     &self.room.name,
                     (&self.user, &self.identity),
                     content,
@@ -991,7 +997,10 @@ impl Member {
                     client_id,
                     &self.common,
                 )?;
-                return Ok(Some(seq));
+                if let Some(echo) = posted.echo {
+                    self.send(echo);
+                }
+                return Ok(Some(posted.seq));
             }
             Link::Remote(backbone) => backbone,
         };
@@ -1012,7 +1021,16 @@ impl Member {
             },
             floor,
         );
-        let seq = answer.await?;
+        let posted = answer.await?;
+        if posted.duplicate {
+            // A retry: the message is already posted (and stored by whoever
+            // posted it); its echo is for this connection alone.
+            if let Some(echo) = posted.echo {
+                self.send(echo);
+            }
+            return Ok(Some(posted.seq));
+        }
+        let seq = posted.seq;
         if let Some(slot) = store {
             let message = StoredMessage {
                 id,
@@ -1024,6 +1042,7 @@ impl Member {
                 reactions: Reactions::default(),
                 attachment,
                 edited_at: None,
+                client_id: client_id.map(str::to_owned),
             };
             let room = self.room.name.as_str().to_owned();
             let change = Change::Post {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::Identity;
+use super::backbone::Posted;
 use super::event::{
     Attachment, ErrorCode, Event, MessageView, Reaction, Reactions, Refusal, StoredMessage,
 };
@@ -80,6 +81,9 @@ pub(crate) struct RoomState {
     /// How long a released name stays held.
     hold_grace: Duration,
     history: VecDeque<StoredMessage>,
+    /// The ring's messages sent with a `client_id`, by (identity,
+    /// client_id): a retry is answered with the message instead of a second.
+    posted: HashMap<(Identity, String), u64>,
     /// The highest seq handed out.
     last_seq: u64,
     /// The highest seq pushed out of the ring by newer messages (or, for a
@@ -121,6 +125,7 @@ impl Room {
                 holders: HashMap::new(),
                 hold_grace,
                 history: VecDeque::new(),
+                posted: HashMap::new(),
                 last_seq: 0,
                 evicted_through: 0,
                 loaded,
@@ -235,6 +240,11 @@ impl RoomState {
             _ => 0,
         };
         self.history = tail.into();
+        self.posted = self
+            .history
+            .iter()
+            .filter_map(|m| Some(((m.identity.clone(), m.client_id.clone()?), m.seq)))
+            .collect();
         self.last_seq = snapshot.last_seq;
         self.requested = snapshot.reserved;
         self.reserved.store(snapshot.reserved, Ordering::Release);
@@ -480,7 +490,23 @@ impl RoomState {
         common.store.as_ref().map(Store::slot).transpose()
     }
 
-    /// Stores and broadcasts a new message; returns its seq.
+    /// The message this identity already posted with `client_id`, if the
+    /// ring still has it: the answer to a retry.
+    fn posted_before(&self, identity: &Identity, client_id: &str) -> Option<&StoredMessage> {
+        let seq = *self.posted.get(&(identity.clone(), client_id.to_owned()))?;
+        self.history.iter().find(|m| m.seq == seq)
+    }
+
+    /// Forgets a message leaving the ring as a retry's answer.
+    fn forget(&mut self, m: &StoredMessage) {
+        if let Some(cid) = &m.client_id {
+            self.posted.remove(&(m.identity.clone(), cid.clone()));
+        }
+    }
+
+    /// Stores and broadcasts a new message. A retry (the same identity and
+    /// `client_id` as a message the ring still holds) posts nothing: it
+    /// answers that message, for the sender alone.
     pub fn post(
         &mut self,
         room: &RoomName,
@@ -489,7 +515,15 @@ impl RoomState {
         attachment: Option<Attachment>,
         client_id: Option<&str>,
         common: &Common,
-    ) -> Result<u64, Refusal> {
+    ) -> Result<Posted, Refusal> {
+        if let Some(again) = client_id.and_then(|c| self.posted_before(identity, c)) {
+            let echo = frame::json(&MessageView::of("message", again, client_id));
+            return Ok(Posted {
+                seq: again.seq,
+                duplicate: true,
+                echo: Some(echo),
+            });
+        }
         let seq = self.last_seq + 1;
         if seq > self.reserved.load(Ordering::Acquire) {
             return Err(Refusal::new(
@@ -509,6 +543,7 @@ impl RoomState {
             reactions: Reactions::default(),
             attachment,
             edited_at: None,
+            client_id: client_id.map(str::to_owned),
         };
         let frame = frame::json(&MessageView::of("message", &message, client_id));
         if let Some(slot) = store {
@@ -529,11 +564,19 @@ impl RoomState {
             && let Some(old) = self.history.pop_front()
         {
             self.evicted_through = old.seq;
+            self.forget(&old);
+        }
+        if let Some(cid) = &message.client_id {
+            self.posted.insert((identity.clone(), cid.clone()), seq);
         }
         self.history.push_back(message);
         self.broadcast(&frame, None, common);
         common.metrics.messages.inc();
-        Ok(seq)
+        Ok(Posted {
+            seq,
+            duplicate: false,
+            echo: None,
+        })
     }
 
     fn position(&self, message_id: &str) -> Result<usize, Refusal> {
@@ -691,6 +734,7 @@ impl RoomState {
         let Some(message) = self.history.remove(at) else {
             return Err(refused_not_found(message_id));
         };
+        self.forget(&message);
         if let Some(slot) = store {
             let change = Change::Delete {
                 room: room.as_str().to_owned(),

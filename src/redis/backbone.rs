@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::{Link, Script, Settings, Unavailable, ms};
 use crate::hub::{
     Answer, Backbone, Emoji, ErrorCode, HubConfig, Identity, Inbound, NameTaken, NewMessage,
-    Online, ReactionAction, Refusal, RemoteWelcome, RoomName, UserName,
+    Online, Posted, ReactionAction, Refusal, RemoteWelcome, RoomName, UserName, frames,
 };
 
 /// The hub's settings a script needs, as script arguments.
@@ -237,7 +237,7 @@ impl Backbone for RedisBackbone {
         }
     }
 
-    fn post(&self, room: &RoomName, m: NewMessage<'_>, seq_floor: u64) -> Answer<u64> {
+    fn post(&self, room: &RoomName, m: NewMessage<'_>, seq_floor: u64) -> Answer<Posted> {
         let floor = seq_floor.to_string();
         let attachment = m
             .attachment
@@ -259,14 +259,31 @@ impl Backbone for RedisBackbone {
             ],
         );
         Box::pin(async move {
-            let seq = Link::reply(queued.map_err(unavailable)?)
+            let reply = Link::reply(queued.map_err(unavailable)?)
                 .await
                 .map_err(unavailable)?;
-            seq.as_int()
-                .and_then(|n| u64::try_from(n).ok())
-                .ok_or_else(|| {
-                    Refusal::new(ErrorCode::Unavailable, "the chat backbone gave no seq")
-                })
+            if let Some(seq) = reply.as_int().and_then(|n| u64::try_from(n).ok()) {
+                return Ok(Posted {
+                    seq,
+                    duplicate: false,
+                    echo: None,
+                });
+            }
+            let items = reply.items();
+            let seq = items.first().and_then(|s| s.as_int()).ok_or_else(|| {
+                Refusal::new(ErrorCode::Unavailable, "the chat backbone gave no seq")
+            })?;
+            let echo = items
+                .get(1)
+                .and_then(|j| j.as_bytes())
+                .and_then(|j| std::str::from_utf8(j).ok())
+                .filter(|j| !j.is_empty())
+                .map(frames::text);
+            Ok(Posted {
+                seq: u64::try_from(seq).unwrap_or(0),
+                duplicate: true,
+                echo,
+            })
         })
     }
 

@@ -136,7 +136,8 @@ end
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Script {
     /// `P, room, ring, id, user, content, timestamp, attachment JSON|'',
-    /// client_id|'', identity, seq floor` → seq.
+    /// client_id|'', identity, seq floor` → seq, or for a retry of a
+    /// client_id `[seq, message JSON]` (`[0, '']` if it was deleted).
     Post,
     /// `P, room, inst, ttl, user, n, room_ttl, after|'', welcome_history, cap,
     /// history byte budget, seq floor, identity` → -6 if another identity
@@ -215,13 +216,29 @@ impl Script {
             Self::Hold => HOLD,
         };
         let hold_ms = crate::hub::NAME_HOLD_GRACE.as_millis();
-        format!("local HOLD_MS = {hold_ms}\n{PRELUDE}\n{body}")
+        let retry_ms = crate::hub::POST_RETRY_WINDOW.as_millis();
+        format!("local HOLD_MS = {hold_ms}\nlocal RETRY_MS = {retry_ms}\n{PRELUDE}\n{body}")
     }
 }
 
 const POST: &str = r#"
 local room, ring = ARGV[2], tonumber(ARGV[3])
 local meta, ids, msgs = k('meta', room), k('ids', room), k('msgs', room)
+-- A retry of a client_id this identity posted within RETRY_MS: nothing new,
+-- the earlier message for the sender (or nothing, if it was deleted).
+local retry = nil
+if ARGV[9] ~= '' then
+  retry = k('cid', room) .. '\n' .. ARGV[10] .. '\n' .. ARGV[9]
+  local prev = redis.call('GET', retry)
+  if prev then
+    local raw = redis.call('HGET', msgs, prev)
+    if raw then
+      local m = cjson.decode(raw)
+      return {m.seq, msg_json(m, 'message', ARGV[9])}
+    end
+    return {0, ''}
+  end
+end
 raise_seq(meta, ARGV[11])
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 local m = {id = ARGV[4], seq = seq, user = ARGV[5], who = ARGV[10], content = ARGV[6], timestamp = ARGV[7], r = {}}
@@ -239,6 +256,7 @@ if extra > 0 then
   redis.call('HSET', meta, 'evicted', evicted)
 end
 publish(room, msg_json(m, 'message', ARGV[9]))
+if retry then redis.call('SET', retry, m.id, 'PX', RETRY_MS) end
 return seq
 "#;
 

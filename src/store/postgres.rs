@@ -49,13 +49,14 @@ CREATE TABLE roomcast_messages (
     attachment TEXT,
     edited_at TEXT,
     reactions TEXT NOT NULL DEFAULT '[]',
+    client_id TEXT,
     PRIMARY KEY (room, seq)
 );
 CREATE INDEX roomcast_messages_created ON roomcast_messages (created_ms);
 "];
 
 const COLUMNS: &str =
-    "seq, id, user_name, identity, content, created, attachment, edited_at, reactions";
+    "seq, id, user_name, identity, content, created, attachment, edited_at, reactions, client_id";
 
 /// The statements every connection prepares once.
 struct Statements {
@@ -234,8 +235,8 @@ async fn prepare(c: &Client) -> Result<Statements, JournalError> {
     let p = async |sql: &str| c.prepare(sql).await.map_err(|e| classify(&e));
     Ok(Statements {
         insert: p("INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
-                   created, created_ms, attachment, edited_at, reactions) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+                   created, created_ms, attachment, edited_at, reactions, client_id) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
         .await?,
         reserve: p("INSERT INTO roomcast_rooms (room, seq_reserved) VALUES ($1, $2) \
                     ON CONFLICT (room) DO UPDATE \
@@ -285,6 +286,7 @@ fn message(r: &Row) -> StoredMessage {
         attachment: attachment.and_then(|a| serde_json::from_str::<Attachment>(&a).ok()),
         edited_at: r.get(7),
         reactions: Reactions::from_store_json(&reactions),
+        client_id: r.get(9),
     }
 }
 
@@ -326,6 +328,7 @@ impl Journal for Postgres {
                                 &attachment,
                                 &m.edited_at,
                                 &m.reactions.to_store_json(),
+                                &m.client_id,
                             ],
                         )
                         .await?;

@@ -44,6 +44,7 @@ CREATE TABLE roomcast_messages (
     attachment TEXT,
     edited_at TEXT,
     reactions TEXT NOT NULL DEFAULT '[]',
+    client_id TEXT,
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX roomcast_messages_id ON roomcast_messages (id);
@@ -51,7 +52,7 @@ CREATE INDEX roomcast_messages_created ON roomcast_messages (created_ms);
 "];
 
 const COLUMNS: &str =
-    "seq, id, user_name, identity, content, created, attachment, edited_at, reactions";
+    "seq, id, user_name, identity, content, created, attachment, edited_at, reactions, client_id";
 
 pub(crate) struct Sqlite {
     conn: Connection,
@@ -217,6 +218,7 @@ fn message(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
         attachment: attachment.and_then(|a| serde_json::from_str::<Attachment>(&a).ok()),
         edited_at: r.get(7)?,
         reactions: Reactions::from_store_json(&reactions),
+        client_id: r.get(9)?,
     })
 }
 
@@ -245,8 +247,8 @@ impl Journal for Sqlite {
                 self.conn
                     .prepare_cached(
                         "INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
-                         created, created_ms, attachment, edited_at, reactions) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                         created, created_ms, attachment, edited_at, reactions, client_id) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                     )
                     .and_then(|mut st| {
                         st.execute(params![
@@ -261,6 +263,7 @@ impl Journal for Sqlite {
                             attachment,
                             m.edited_at,
                             m.reactions.to_store_json(),
+                            m.client_id,
                         ])
                     })
                     .and_then(|_| match reserve_through {

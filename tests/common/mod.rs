@@ -557,6 +557,16 @@ impl Client {
         }
     }
 
+    /// Reads events until one whose `type` is one of `kinds`.
+    pub async fn skip_to_any(&mut self, kinds: &[&str]) -> Value {
+        loop {
+            let event = self.recv_json().await;
+            if kinds.iter().any(|k| event["type"] == *k) {
+                return event;
+            }
+        }
+    }
+
     pub async fn send_json(&mut self, value: Value) {
         self.send(Message::text(value.to_string())).await;
     }

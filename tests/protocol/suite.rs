@@ -808,3 +808,30 @@ async fn concurrent_senders_are_seen_in_one_order_by_everyone() {
     }
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_retried_client_id_posts_once_and_answers_with_the_first() {
+    let server = start(config()).await;
+    let (mut ann, mut bob, _) = room_with_a_message(&server, "retry").await;
+    let request = json!({"type": "message", "content": "only once", "client_id": "c-42"});
+    ann.send_json(request.clone()).await;
+    let first = ann.expect("message").await;
+    assert_eq!(bob.expect("message").await, first);
+
+    // A retry (say, after an answer lost with the connection): the sender
+    // gets the first message back, nobody gets anything new.
+    ann.send_json(request.clone()).await;
+    assert_eq!(ann.expect("message").await, first);
+    bob.roundtrip().await;
+    // The same person on another connection: the same answer.
+    let (mut tab, _) = server.join("retry", "ann").await;
+    tab.send_json(request.clone()).await;
+    assert_eq!(tab.expect("message").await["seq"], first["seq"]);
+    // Someone else's client_id is theirs: a new message.
+    bob.send_json(json!({"type": "message", "content": "mine", "client_id": "c-42"}))
+        .await;
+    let theirs = bob.expect("message").await;
+    assert_eq!(theirs["seq"], first["seq"].as_u64().unwrap() + 1);
+    assert_eq!(ann.expect("message").await, theirs);
+    server.shutdown().await.unwrap();
+}
