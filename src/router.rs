@@ -12,6 +12,16 @@ use crate::ws;
 /// Answers one request.
 pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
     state.hub.metrics().http_requests.inc();
+    // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host.
+    if req.version() == http::Version::HTTP_11
+        && req.headers().get_all(http::header::HOST).iter().count() != 1
+    {
+        return h::error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "an HTTP/1.1 request must carry exactly one Host header",
+        );
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let get = method == Method::GET || method == Method::HEAD;

@@ -13,6 +13,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -151,10 +152,21 @@ async fn serve_connection(
     _token: Token,
 ) {
     let grace = state.config.shutdown_grace;
+    // Requests being answered on this connection. At shutdown a connection
+    // with none (idle, or still sending a request head: a slowloris) is
+    // closed at once; only one answering a request gets the grace.
+    let answering = Arc::new(AtomicUsize::new(0));
+    let busy = Arc::clone(&answering);
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(peer);
         let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(router::route(req, state).await) }
+        let answering = Arc::clone(&answering);
+        answering.fetch_add(1, Ordering::AcqRel);
+        async move {
+            let res = router::route(req, state).await;
+            answering.fetch_sub(1, Ordering::AcqRel);
+            Ok::<_, Infallible>(res)
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -170,6 +182,9 @@ async fn serve_connection(
             }
         }
         _ = stop.changed() => {
+            if busy.load(Ordering::Acquire) == 0 {
+                return; // nothing to finish: dropping the connection closes it
+            }
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(grace, conn).await;
         }

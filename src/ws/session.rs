@@ -488,8 +488,18 @@ pub async fn run<R, W>(
                 if let Message::Pong(_) = msg {
                     continue;
                 }
-                if let Message::Close(_) = msg {
-                    outbox.close(CloseReason { code: 1000, reason: "bye" });
+                if let Message::Close(frame) = msg {
+                    // tungstenite hands a close whose code must never be
+                    // sent over as 1002 already; a peer's own 1002 is
+                    // answered in kind.
+                    let sent = frame.map(|f| u16::from(f.code));
+                    outbox.close(match sent {
+                        Some(code) if code == 1002 || !close_code_may_be_sent(code) => CloseReason {
+                            code: 1002,
+                            reason: "that close code must never be sent (RFC 6455 section 7.4)",
+                        },
+                        _ => CloseReason { code: 1000, reason: "bye" },
+                    });
                     break;
                 }
                 metrics.frames_in.inc();
@@ -548,6 +558,13 @@ pub async fn run<R, W>(
         .await;
     }
     drop(member); // leaves the room: `leave` goes to the rest
+}
+
+/// Whether a peer may send close code `code` (RFC 6455 §7.4.1 and the IANA
+/// registry): 1000–1003, 1007–1014, and 3000–4999 for libraries and
+/// applications. 1004–1006 and 1015 are reserved or only reported locally.
+fn close_code_may_be_sent(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 fn close_for(e: &WsError) -> CloseReason {
@@ -662,6 +679,16 @@ async fn handle_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_codes_that_must_never_be_sent_are_told_apart() {
+        for ok in [1000, 1001, 1003, 1007, 1011, 1013, 1014, 3000, 4001, 4999] {
+            assert!(close_code_may_be_sent(ok), "{ok}");
+        }
+        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            assert!(!close_code_may_be_sent(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn pong_event_is_a_valid_frame() {

@@ -1,0 +1,128 @@
+//! What no client may do to the server or to a room (issue 13): protocol
+//! nits that let a client hold or confuse the server, names that lie,
+//! retries that duplicate, bounds on what grows.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{RawWs, Server, config};
+use tokio::io::AsyncWriteExt;
+
+#[tokio::test]
+async fn a_close_with_a_code_that_must_never_be_sent_is_answered_1002() {
+    let server = Server::start(config()).await;
+    for (code, answer) in [
+        (1005u16, 1002u16),
+        (999, 1002),
+        (2999, 1002),
+        (5000, 1002),
+        (4000, 1000),
+    ] {
+        let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let mut ws = RawWs::handshake(stream, server.addr, "/ws/close/ann").await;
+        assert_eq!(ws.read_json().await["type"], "welcome");
+        ws.send_frame(0x88, &code.to_be_bytes(), true).await;
+        loop {
+            let f = ws.read_frame().await;
+            if f.opcode == 8 {
+                assert_eq!(f.close_code(), Some(answer), "a close with {code}");
+                break;
+            }
+        }
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn http_11_needs_exactly_one_host() {
+    let server = Server::start(config()).await;
+    for request in [
+        "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+    ] {
+        let res = common::http_raw(server.addr, request.as_bytes(), false).await;
+        assert_eq!(res.status, 400, "{request:?}");
+    }
+    let one = "GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    assert_eq!(
+        common::http_raw(server.addr, one.as_bytes(), false)
+            .await
+            .status,
+        200
+    );
+    // HTTP/1.0 has no such rule.
+    let old = "GET /health HTTP/1.0\r\n\r\n";
+    assert_eq!(
+        common::http_raw(server.addr, old.as_bytes(), false)
+            .await
+            .status,
+        200
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_request_that_never_finished_its_head() {
+    // A grace far longer than the test's bound: if shutdown waited for the
+    // half-sent request, `shutdown()` would fail.
+    let server = Server::start(config().shutdown_grace(Duration::from_secs(120))).await;
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow:")
+        .await
+        .unwrap();
+    // The server has the partial head (a request on another connection
+    // orders after it on the server's side).
+    assert_eq!(server.get("/health").await.status, 200);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn names_with_invisible_format_characters_are_refused_before_the_upgrade() {
+    let server = Server::start(config()).await;
+    for (room, user) in [
+        ("lobby", "%E2%80%AEnnA"), // U+202E: shows as "Ann"
+        ("lobby", "ann%E2%80%8B"), // U+200B zero width space
+        ("lobby", "%EF%BB%BFann"), // BOM
+        ("lob%E2%81%A6by", "ann"), // U+2066 isolate in a room name
+    ] {
+        let res = server.get(&format!("/ws/{room}/{user}")).await;
+        let body = res.assert_json_error(400);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("format characters"),
+            "{body}"
+        );
+    }
+    // A joiner between visible characters is real text.
+    let res = server
+        .get("/ws/lobby/%F0%9F%91%A9%E2%80%8D%F0%9F%92%BB")
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_message_too_large_for_the_welcome_does_not_hide_the_rest() {
+    let server = Server::start(config().rate(0u32).welcome_history_bytes(3000usize)).await;
+    let (mut ann, _) = server.join("big", "ann").await;
+    ann.expect("join").await;
+    for i in 1..=4 {
+        ann.post(&format!("small {i}")).await;
+    }
+    ann.post(&"x".repeat(3500)).await; // the newest, alone over the budget
+    let (_bob, w) = server.join("big", "bob").await;
+    let seqs: Vec<u64> = w["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4], "the others are all there");
+    let mut resumer = server.ws("/ws/big/carl?after=0").await;
+    let w = resumer.expect("welcome").await;
+    assert_eq!(w["gap"], true, "a resume that left one out says so");
+    server.shutdown().await.unwrap();
+}
