@@ -90,6 +90,12 @@ pub struct Config {
     /// connection closes, so a reconnect finds it (on one instance; with
     /// Redis, 20 s).
     pub name_hold_grace: Duration,
+    /// What all rooms' recent messages may weigh in memory together, in
+    /// bytes; past it the heaviest rings keep fewer (see [`crate::Hub::trim`]).
+    pub history_memory_bytes: usize,
+    /// Most bytes a message's reactions may take as JSON; see
+    /// [`HubConfig::max_reaction_bytes`].
+    pub max_reaction_bytes: usize,
 }
 
 impl Default for Config {
@@ -129,6 +135,8 @@ impl Default for Config {
             store_queue: 16_384,
             auth: Auth::default(),
             name_hold_grace: crate::hub::NAME_HOLD_GRACE,
+            history_memory_bytes: 256 << 20,
+            max_reaction_bytes: 16 << 10,
         }
     }
 }
@@ -149,6 +157,10 @@ macro_rules! setters {
 }
 
 setters! {
+    /// Sets [`Config::max_reaction_bytes`].
+    max_reaction_bytes: usize,
+    /// Sets [`Config::history_memory_bytes`].
+    history_memory_bytes: usize,
     /// Sets [`Config::name_hold_grace`].
     name_hold_grace: Duration,
     /// Sets [`Config::auth`].
@@ -275,6 +287,8 @@ impl Config {
             outbox_frames: self.outbound_queue.max(1),
             empty_room_ttl: self.empty_room_ttl,
             name_hold_grace: self.name_hold_grace,
+            history_memory_bytes: self.history_memory_bytes.max(1 << 20),
+            max_reaction_bytes: self.max_reaction_bytes.max(256),
             limits: Limits {
                 max_message_chars: self.max_message_chars,
                 max_upload_bytes: self.max_upload_bytes,

@@ -25,6 +25,9 @@ Each option falls back to the environment variable shown, then the default.
   --static-dir D         serve /static from D instead of the embedded UI [STATIC_DIR]
   --templates-dir D      read index.html from D instead of the embedded UI [TEMPLATES_DIR]
   --history N            messages kept per room     [HISTORY, default 500]
+  --history-memory-mb N  what all rooms' recent messages may weigh in memory
+                         together; past it the heaviest keep fewer
+                         [HISTORY_MEMORY_MB, default 256]
   --max-message-chars N  longest message            [MAX_MESSAGE_CHARS, default 4000]
   --rate N               requests/s per connection (burst 2N; 0 = no limit) [RATE, default 10]
   --max-connections N    open WebSockets at once    [MAX_CONNECTIONS, default 10000]
@@ -165,7 +168,7 @@ fn parse_args(
             .or_else(|| env(env_name))
             .map(|v| (format!("--{flag}"), v))
     };
-    const KNOWN: [&str; 26] = [
+    const KNOWN: [&str; 27] = [
         "host",
         "port",
         "uploads-dir",
@@ -192,6 +195,7 @@ fn parse_args(
         "auth-secret-file",
         "allowed-origins",
         "metrics-token",
+        "history-memory-mb",
     ];
     if let Some((name, _)) = flags.iter().find(|(n, _)| !KNOWN.contains(&n.as_str())) {
         return Err(format!("unknown option --{name}; see --help"));
@@ -209,6 +213,10 @@ fn parse_args(
     }
     if let Some((f, v)) = get("history", "HISTORY") {
         config = config.history(parse_value::<usize>(&f, &v)?);
+    }
+    if let Some((f, v)) = get("history-memory-mb", "HISTORY_MEMORY_MB") {
+        let mb = parse_value::<usize>(&f, &v)?;
+        config = config.history_memory_bytes(mb.saturating_mul(1 << 20));
     }
     if let Some((f, v)) = get("max-message-chars", "MAX_MESSAGE_CHARS") {
         config = config.max_message_chars(parse_value::<usize>(&f, &v)?);

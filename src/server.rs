@@ -59,8 +59,13 @@ pub async fn serve(
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
-                tick.tick().await;
-                hub.sweep();
+                tokio::select! {
+                    _ = tick.tick() => {
+                        hub.sweep();
+                    }
+                    () = hub.over_budget() => {}
+                }
+                hub.trim();
             }
         })
     };

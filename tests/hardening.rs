@@ -126,3 +126,45 @@ async fn one_message_too_large_for_the_welcome_does_not_hide_the_rest() {
     assert_eq!(w["gap"], true, "a resume that left one out says so");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_rooms_recent_history_stays_within_its_memory_budget() {
+    let server = Server::start(
+        config()
+            .store(roomcast::store::StoreKind::Sqlite)
+            .rate(0u32)
+            .history_memory_bytes(1usize << 20),
+    )
+    .await;
+    let big = "😀".repeat(4000); // 16 000 bytes a message
+    for room in ["heavy-a", "heavy-b"] {
+        let (mut ann, _) = server.join(room, "ann").await;
+        ann.expect("join").await;
+        for _ in 0..150 {
+            ann.post(&big).await;
+        }
+    }
+    // 4.8 MB posted; memory comes back under 1 MiB.
+    common::eventually("history in memory is within its budget", async || {
+        server.metric("roomcast_history_bytes").await <= 1 << 20
+    })
+    .await;
+    // Nothing is lost: the store still has every message.
+    let page = server
+        .get("/api/rooms/heavy-a/messages?limit=100")
+        .await
+        .json();
+    assert_eq!(page["messages"].as_array().unwrap().len(), 100);
+    assert_eq!(page["has_more"], true);
+    let first = server
+        .get("/api/rooms/heavy-a/messages?before=2")
+        .await
+        .json();
+    assert_eq!(first["messages"][0]["seq"], 1);
+    // And a resume from the start is still whole (read from the store).
+    let mut c = server.ws("/ws/heavy-b/bob?after=140").await;
+    let w = c.expect("welcome").await;
+    assert_eq!(w["history"].as_array().unwrap().len(), 10);
+    assert_eq!(w["gap"], false);
+    server.shutdown().await.unwrap();
+}

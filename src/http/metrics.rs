@@ -98,7 +98,13 @@ pub fn render(hub: &Hub) -> Response<Body> {
         ),
     ];
     let uncommitted = hub.store().map_or(0, |s| s.uncommitted());
-    let store_rows: [(&str, &str, &str, u64); 6] = [
+    let store_rows: [(&str, &str, &str, u64); 7] = [
+        (
+            "roomcast_history_bytes",
+            "gauge",
+            "What the rooms' recent messages weigh in memory together.",
+            hub.history_bytes() as u64,
+        ),
         (
             "roomcast_store_uncommitted",
             "gauge",

@@ -26,7 +26,7 @@ mod room;
 mod store;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -81,6 +81,11 @@ pub struct HubConfig {
     /// carries all of a message's reactions, so this bounds its size
     /// (about 20 × 500 names at most) however many names come and react.
     pub max_users_per_reaction: usize,
+    /// Most bytes a message's reactions may take as JSON. Every
+    /// `reaction_update` carries them all, so this bounds what one toggle
+    /// sends to every member (without it, 20 emoji × 500 long names made
+    /// one update over 1 MiB).
+    pub max_reaction_bytes: usize,
     /// Rooms with more online names than this get counts only in join/leave.
     pub online_list_cap: usize,
     /// Frames a member's queue may hold before it is closed with 1013.
@@ -100,6 +105,10 @@ pub struct HubConfig {
     /// identity's last connection with it (with a backbone, the backbone's
     /// [`NAME_HOLD_GRACE`] applies).
     pub name_hold_grace: Duration,
+    /// What every room's recent messages may weigh in memory together, in
+    /// bytes (see [`Hub::trim`]). The per-room `history` alone does not
+    /// bound it: 10 000 rooms of 500 long messages would be tens of GiB.
+    pub history_memory_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -110,6 +119,7 @@ impl Default for HubConfig {
             welcome_history_bytes: 1 << 20,
             max_reactions_per_message: 20,
             max_users_per_reaction: 500,
+            max_reaction_bytes: 16 << 10,
             online_list_cap: 100,
             outbox_frames: 1024,
             outbox_bytes: 4 << 20,
@@ -122,6 +132,7 @@ impl Default for HubConfig {
                 messages_per_second: 10,
             },
             name_hold_grace: NAME_HOLD_GRACE,
+            history_memory_bytes: 256 << 20,
         }
     }
 }
@@ -143,6 +154,10 @@ pub(crate) struct Common {
     /// The durable history store, if any (none: history lives in memory,
     /// or in the backbone).
     pub store: Option<Store>,
+    /// What every room's ring weighs together, in bytes.
+    pub history_bytes: AtomicUsize,
+    /// Told when `history_bytes` passes the budget: [`Hub::trim`] is due.
+    pub over_budget: tokio::sync::Notify,
     id_prefix: u32,
     next_id: AtomicU64,
 }
@@ -224,6 +239,10 @@ impl std::error::Error for RoomsFull {}
 /// instance: as long as the message is in the room's ring).
 pub const POST_RETRY_WINDOW: Duration = Duration::from_secs(600);
 
+/// Messages a room always keeps in memory however tight the budget (its
+/// welcome's last ones; see [`Hub::trim`]).
+pub const MIN_RING: usize = 20;
+
 /// History pages read at once (see [`Hub::page`]).
 pub const PAGE_READERS: usize = 16;
 
@@ -241,6 +260,8 @@ impl Shared {
                 metrics: parts.metrics,
                 link,
                 store: parts.store,
+                history_bytes: AtomicUsize::new(0),
+                over_budget: tokio::sync::Notify::new(),
                 id_prefix: id_prefix(),
                 next_id: AtomicU64::new(1),
             }),
@@ -550,14 +571,73 @@ impl Hub {
         let mut rooms = self.rooms();
         let before = rooms.len();
         rooms.retain(|name, room| {
-            let state = room.lock();
+            let mut state = room.lock();
             let keep = state.empty_since.is_none_or(|t| t.elapsed() < ttl);
             if !keep {
                 state.settle(name, common);
+                state.unload(common);
             }
             keep
         });
         before - rooms.len()
+    }
+
+    /// Brings the rooms' recent messages back under
+    /// [`HubConfig::history_memory_bytes`] (to 90 % of it): first empty
+    /// rooms leave memory, longest empty first; then the heaviest rings
+    /// give up their oldest messages, halving at a time, down to the
+    /// newest [`MIN_RING`] each. With a store nothing is lost (a trimmed
+    /// message is read from it, and can no longer be edited or reacted
+    /// to); without one, a resume that wants it says `gap`. Runs when a
+    /// post passes the budget (the server waits on [`Hub::over_budget`])
+    /// and with every sweep. Returns the messages trimmed.
+    pub fn trim(&self) -> usize {
+        let common = &self.shared.common;
+        let budget = common.config.history_memory_bytes;
+        let total = || common.history_bytes.load(Ordering::Relaxed);
+        if total() <= budget {
+            return 0;
+        }
+        let target = budget / 10 * 9;
+        let mut rooms = self.rooms();
+        while total() > target && evict_oldest_empty(&mut rooms, common) {}
+        let mut heavy: Vec<(usize, Arc<Room>)> = rooms
+            .values()
+            .map(|r| (r.lock().ring_bytes, Arc::clone(r)))
+            .collect();
+        drop(rooms);
+        heavy.sort_by_key(|h| std::cmp::Reverse(h.0));
+        let mut trimmed = 0;
+        while total() > target {
+            let mut any = false;
+            for (bytes, room) in &mut heavy {
+                if total() <= target {
+                    break;
+                }
+                let mut state = room.lock();
+                let gone = state.trim(*bytes / 2, MIN_RING, common);
+                *bytes = state.ring_bytes;
+                any |= gone > 0;
+                trimmed += gone;
+            }
+            if !any {
+                break; // every ring is at its floor
+            }
+        }
+        if trimmed > 0 {
+            tracing::debug!(trimmed, "recent history trimmed to its memory budget");
+        }
+        trimmed
+    }
+
+    /// Resolves when a post has taken the rooms' history past its budget.
+    pub async fn over_budget(&self) {
+        self.shared.common.over_budget.notified().await;
+    }
+
+    /// What every room's recent messages weigh together, in bytes.
+    pub fn history_bytes(&self) -> usize {
+        self.shared.common.history_bytes.load(Ordering::Relaxed)
     }
 
     /// At shutdown, after the sessions ended: tells the store the last seq
@@ -671,7 +751,9 @@ fn evict_oldest_empty(rooms: &mut HashMap<RoomName, Arc<Room>>, common: &Common)
         .min_by_key(|(t, _): &(Instant, RoomName)| *t);
     match oldest.and_then(|(_, name)| rooms.remove(&name).map(|r| (name, r))) {
         Some((name, room)) => {
-            room.lock().settle(&name, common);
+            let mut state = room.lock();
+            state.settle(&name, common);
+            state.unload(common);
             true
         }
         None => false,

@@ -84,6 +84,8 @@ pub(crate) struct RoomState {
     /// The ring's messages sent with a `client_id`, by (identity,
     /// client_id): a retry is answered with the message instead of a second.
     posted: HashMap<(Identity, String), u64>,
+    /// What the ring weighs (see [`weight`]), counted in the hub's total too.
+    pub(super) ring_bytes: usize,
     /// The highest seq handed out.
     last_seq: u64,
     /// The highest seq pushed out of the ring by newer messages (or, for a
@@ -126,6 +128,7 @@ impl Room {
                 hold_grace,
                 history: VecDeque::new(),
                 posted: HashMap::new(),
+                ring_bytes: 0,
                 last_seq: 0,
                 evicted_through: 0,
                 loaded,
@@ -239,7 +242,9 @@ impl RoomState {
             None if snapshot.older => snapshot.last_seq,
             _ => 0,
         };
+        let bytes: usize = tail.iter().map(weight).sum();
         self.history = tail.into();
+        self.account(bytes, 0, common);
         self.posted = self
             .history
             .iter()
@@ -490,6 +495,40 @@ impl RoomState {
         common.store.as_ref().map(Store::slot).transpose()
     }
 
+    /// Counts `add` bytes more and `sub` fewer in the ring (and the hub).
+    fn account(&mut self, add: usize, sub: usize, common: &Common) {
+        self.ring_bytes = (self.ring_bytes + add).saturating_sub(sub);
+        common.history_bytes.fetch_add(add, Ordering::Relaxed);
+        common.history_bytes.fetch_sub(
+            sub.min(common.history_bytes.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Drops the ring's oldest messages until it weighs at most `target`
+    /// bytes or holds `keep` messages; returns how many went. They stay in
+    /// the store, if there is one; without, a resume that wants them says
+    /// `gap`.
+    pub fn trim(&mut self, target: usize, keep: usize, common: &Common) -> usize {
+        let mut gone = 0;
+        while self.ring_bytes > target && self.history.len() > keep {
+            let Some(old) = self.history.pop_front() else {
+                break;
+            };
+            self.evicted_through = self.evicted_through.max(old.seq);
+            self.forget(&old);
+            self.account(0, weight(&old), common);
+            gone += 1;
+        }
+        gone
+    }
+
+    /// The room leaves memory: its weight leaves the hub's total.
+    pub fn unload(&mut self, common: &Common) {
+        let bytes = self.ring_bytes;
+        self.account(0, bytes, common);
+    }
+
     /// The message this identity already posted with `client_id`, if the
     /// ring still has it: the answer to a retry.
     fn posted_before(&self, identity: &Identity, client_id: &str) -> Option<&StoredMessage> {
@@ -523,6 +562,14 @@ impl RoomState {
                 duplicate: true,
                 echo: Some(echo),
             });
+        }
+        if common.history_bytes.load(Ordering::Relaxed)
+            > common.config.history_memory_bytes.saturating_mul(2)
+        {
+            return Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "the server's memory for recent history is full; try again shortly",
+            ));
         }
         let seq = self.last_seq + 1;
         if seq > self.reserved.load(Ordering::Acquire) {
@@ -565,11 +612,16 @@ impl RoomState {
         {
             self.evicted_through = old.seq;
             self.forget(&old);
+            self.account(0, weight(&old), common);
         }
         if let Some(cid) = &message.client_id {
             self.posted.insert((identity.clone(), cid.clone()), seq);
         }
+        self.account(weight(&message), 0, common);
         self.history.push_back(message);
+        if common.history_bytes.load(Ordering::Relaxed) > common.config.history_memory_bytes {
+            common.over_budget.notify_one();
+        }
         self.broadcast(&frame, None, common);
         common.metrics.messages.inc();
         Ok(Posted {
@@ -630,8 +682,24 @@ impl RoomState {
                 }
                 _ => {}
             }
+            // What the reactions would weigh as JSON with this one added.
+            let grown = frame::json_len(&self.history[at].reactions)
+                + frame::json_len(user)
+                + 1
+                + pos.map_or(frame::json_len(&emoji) + 4, |_| 0);
+            let cap = common.config.max_reaction_bytes;
+            if grown > cap {
+                return Err(Refusal::new(
+                    ErrorCode::TooManyReactions,
+                    format!(
+                        "this message's reactions are full ({} KiB of names); react to another message",
+                        cap >> 10
+                    ),
+                ));
+            }
         }
         let store = Self::store_slot(common)?;
+        let before = weight(&self.history[at]);
         let message = &mut self.history[at];
         let reactions = &mut message.reactions.0;
         match (pos, mine) {
@@ -652,6 +720,8 @@ impl RoomState {
                 }
             }
         }
+        let after = weight(&self.history[at]);
+        self.account(after, before, common);
         let message = &self.history[at];
         if let Some(slot) = store {
             let change = Change::React {
@@ -698,9 +768,13 @@ impl RoomState {
         }
         let store = Self::store_slot(common)?;
         let now = common.now_rfc3339();
+        let before = weight(&self.history[at]);
         let message = &mut self.history[at];
         message.content = content;
         message.edited_at = Some(now);
+        let after = weight(message);
+        self.account(after, before, common);
+        let message = &self.history[at];
         if let Some(slot) = store {
             let change = Change::Edit {
                 room: room.as_str().to_owned(),
@@ -735,6 +809,7 @@ impl RoomState {
             return Err(refused_not_found(message_id));
         };
         self.forget(&message);
+        self.account(0, weight(&message), common);
         if let Some(slot) = store {
             let change = Change::Delete {
                 room: room.as_str().to_owned(),
@@ -810,6 +885,33 @@ impl RoomState {
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
+}
+
+/// About what a message held in memory costs, in bytes: its text fields,
+/// its reactions, and a fixed part for the structure and allocator.
+pub(crate) fn weight(m: &StoredMessage) -> usize {
+    let reactions: usize = m
+        .reactions
+        .0
+        .iter()
+        .map(|r| {
+            64 + r.emoji.as_str().len()
+                + r.users.iter().map(|u| u.as_str().len() + 32).sum::<usize>()
+                + r.who.iter().map(|w| w.as_str().len() + 16).sum::<usize>()
+        })
+        .sum();
+    let attachment = m.attachment.as_ref().map_or(0, |a| {
+        96 + a.url.len() + a.name.len() + a.content_type.len()
+    });
+    256 + m.id.len()
+        + m.user.as_str().len()
+        + m.identity.as_str().len()
+        + m.content.len()
+        + m.timestamp.len()
+        + m.edited_at.as_ref().map_or(0, String::len)
+        + m.client_id.as_ref().map_or(0, String::len)
+        + attachment
+        + reactions
 }
 
 /// The newest of `views` (oldest first) whose JSON fits in `budget` bytes,

@@ -24,6 +24,7 @@ struct Args {
     typing_interval: String,
     max_reactions: usize,
     max_users: usize,
+    max_reaction_bytes: usize,
 }
 
 /// The running Redis backbone.
@@ -46,6 +47,7 @@ impl RedisBackbone {
             typing_interval: ms(config.typing_interval),
             max_reactions: config.max_reactions_per_message,
             max_users: config.max_users_per_reaction,
+            max_reaction_bytes: config.max_reaction_bytes,
         };
         Arc::new(Self {
             link: Link::start(settings, inbound),
@@ -303,6 +305,8 @@ impl Backbone for RedisBackbone {
         };
         let (max, max_users) = (self.args.max_reactions, self.args.max_users);
         let (max_text, max_users_text) = (max.to_string(), max_users.to_string());
+        let cap = self.args.max_reaction_bytes;
+        let max_bytes = cap.to_string();
         let queued = self.link.call(
             Script::React,
             &[
@@ -314,6 +318,7 @@ impl Backbone for RedisBackbone {
                 max_text.as_bytes(),
                 max_users_text.as_bytes(),
                 identity.as_str().as_bytes(),
+                max_bytes.as_bytes(),
             ],
         );
         let message_id = message_id.to_owned();
@@ -323,6 +328,15 @@ impl Backbone for RedisBackbone {
                 .map_err(unavailable)?;
             // A change answers `[1, reactions]`; a no-op or refusal, a code.
             if let Some(code) = reply.as_int() {
+                if code == -7 {
+                    return Err(Refusal::new(
+                        ErrorCode::TooManyReactions,
+                        format!(
+                            "this message's reactions are full ({} KiB of names); react to another message",
+                            cap >> 10
+                        ),
+                    ));
+                }
                 refused(code, &message_id, "react to", (max, max_users))?;
                 return Ok(None);
             }

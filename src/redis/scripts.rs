@@ -147,8 +147,8 @@ pub enum Script {
     /// `P, room, inst, ttl, user, n, cap, room_ttl` → sets this instance's count for the user.
     Presence,
     /// `P, room, id, user, emoji, add|remove|toggle, max emoji, max users,
-    /// identity` → `[1, reactions as [[emoji, [users], [identities]]]]`
-    /// changed, 0 no-op, -1 unknown, -2 too many emoji, -5 too many users on this emoji.
+    /// identity, max reaction bytes` → `[1, reactions as [[emoji, [users],
+    /// [identities]]]]` changed, 0 no-op, -7 the reactions would be too large, -1 unknown, -2 too many emoji, -5 too many users on this emoji.
     React,
     /// `P, room, id, identity, content, blank 0|1, now` → 1, -1 unknown, -3 forbidden, -4 blank.
     Edit,
@@ -341,6 +341,7 @@ if add then
   elseif pos then table.insert(r[pos][2], user); table.insert(r[pos][3], who)
   elseif #r >= tonumber(ARGV[7]) then return -2
   else table.insert(r, {emoji, {user}, {who}}) end
+  if #enc_reactions(r) > tonumber(ARGV[10]) then return -7 end
 else
   table.remove(r[pos][2], at)
   table.remove(r[pos][3], at)

@@ -835,3 +835,29 @@ async fn a_retried_client_id_posts_once_and_answers_with_the_first() {
     assert_eq!(ann.expect("message").await, theirs);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_messages_reactions_have_a_size_cap_so_one_toggle_cannot_flood_a_room() {
+    let server = start(config().rate(0u32).max_reaction_bytes(1024usize)).await;
+    let (mut ann, _) = server.join("heavy", "ann").await;
+    ann.expect("join").await;
+    let id = ann.post("react to me").await["message_id"].clone();
+    let mut refused_at = None;
+    for i in 0..100 {
+        let name = format!("{i:02}-a-rather-long-display-name-x");
+        let (mut c, _) = server.join("heavy", &name).await;
+        c.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": "👍"}))
+            .await;
+        let e = c.skip_to_any(&["reaction_update", "error"]).await;
+        if e["type"] == "error" {
+            assert_eq!(e["code"], "too_many_reactions", "{e}");
+            refused_at = Some(i);
+            break;
+        }
+        let size = serde_json::to_vec(&e["reactions"]).unwrap().len();
+        assert!(size <= 1024, "an update carried {size} bytes of reactions");
+    }
+    let n = refused_at.expect("the cap was reached");
+    assert!((20..40).contains(&n), "refused at the {n}th reactor");
+    server.shutdown().await.unwrap();
+}
