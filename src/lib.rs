@@ -33,4 +33,4 @@ pub mod ws;
 pub use config::Config;
 pub use error::ServeError;
 pub use hub::Hub;
-pub use server::serve;
+pub use server::{serve, serve_when_ready};

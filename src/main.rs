@@ -71,7 +71,7 @@ takes names or `prefix*` patterns.
   -h, --help             print this help
   -V, --version          print the version
 
-Prints `listening on http://ADDR` on stdout once bound; logs go to stderr
+Prints `listening on http://ADDR` on stdout once it can serve; logs go to stderr
 (RUST_LOG sets the level, default info). SIGTERM or Ctrl-C shuts down
 gracefully: WebSockets are closed with 1001 and the process exits 0.
 ";
@@ -495,11 +495,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        if let Ok(bound) = listener.local_addr() {
+        // Printed once the server can serve: a start-up failure (an
+        // unusable data directory, a newer schema) exits before it.
+        let ready = |bound| {
             println!("listening on http://{bound}");
             let _ = std::io::stdout().flush();
-        }
-        match roomcast::serve(listener, args.config, shutdown_signal()).await {
+        };
+        match roomcast::serve_when_ready(listener, args.config, shutdown_signal(), ready).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("roomcast: {e}");

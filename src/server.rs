@@ -46,9 +46,23 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    serve_when_ready(listener, config, shutdown, |_| {}).await
+}
+
+/// [`serve`], calling `ready` with the listener's address once the server
+/// can serve (its uploads directory and history store checked and open, its
+/// backbone started), just before it accepts the first connection. A
+/// start-up failure returns an error before `ready` is called.
+pub async fn serve_when_ready(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), ServeError> {
     let addr = listener.local_addr().map_err(ServeError::Listener)?;
     let state = AppState::build(config).await?;
     tracing::info!(%addr, "roomcast listening");
+    ready(addr);
 
     let sweeper = {
         let hub = state.hub.clone();

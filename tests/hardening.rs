@@ -168,3 +168,28 @@ async fn the_rooms_recent_history_stays_within_its_memory_budget() {
     assert_eq!(w["gap"], false);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_start_up_failure_exits_non_zero_before_saying_it_listens() {
+    let dir = common::TempDir::new("bad-start");
+    for args in [
+        vec!["--data-dir", "/proc/roomcast-no-such-place"],
+        vec![
+            "--store",
+            "memory",
+            "--uploads-dir",
+            "/proc/roomcast-no-uploads",
+        ],
+    ] {
+        let (code, stdout, stderr) = common::Binary::run_to_end(dir.path(), &args);
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(
+            !stdout.contains("listening"),
+            "{args:?} said it listens: {stdout}"
+        );
+        assert!(
+            stderr.contains("cannot be created") || stderr.contains("not usable"),
+            "{stderr}"
+        );
+    }
+}

@@ -906,8 +906,8 @@ impl Binary {
     }
 
     /// Runs the binary in `dir` with `args` to its end; returns its exit
-    /// code and what it wrote to stderr (for start-up errors).
-    pub fn run_to_end(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    /// code, what it wrote to stdout and to stderr (for start-up errors).
+    pub fn run_to_end(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
             .args(["--port", "0"])
             .args(args)
@@ -916,6 +916,7 @@ impl Binary {
             .expect("run the roomcast binary");
         (
             out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
