@@ -22,10 +22,14 @@ export const SCREENSHOT_DIR = path.resolve(here, '../docs/screenshots');
  * ROOMCAST_UI_DIR=.. while iterating on the UI to serve static/ and
  * templates/ from disk instead of rebuilding.
  */
-export async function startServer({ port = 0, uploadsDir, extraArgs = [] } = {}) {
+export async function startServer({ port = 0, uploadsDir, dataDir, extraArgs = [] } = {}) {
   const ownsUploads = !uploadsDir;
   uploadsDir ??= mkdtempSync(path.join(tmpdir(), 'roomcast-e2e-'));
-  const args = ['--host', '127.0.0.1', '--port', String(port), '--uploads-dir', uploadsDir, ...extraArgs];
+  // Each server keeps its history in a directory of its own (the default,
+  // data/ under the working directory, would be shared by every test).
+  const ownsData = !dataDir;
+  dataDir ??= mkdtempSync(path.join(tmpdir(), 'roomcast-e2e-data-'));
+  const args = ['--host', '127.0.0.1', '--port', String(port), '--uploads-dir', uploadsDir, '--data-dir', dataDir, ...extraArgs];
   if (process.env.ROOMCAST_UI_DIR) {
     const ui = path.resolve(process.env.ROOMCAST_UI_DIR);
     args.push('--static-dir', path.join(ui, 'static'), '--templates-dir', path.join(ui, 'templates'));
@@ -55,6 +59,7 @@ export async function startServer({ port = 0, uploadsDir, extraArgs = [] } = {})
     url,
     port: Number(new URL(url).port),
     uploadsDir,
+    dataDir,
     proc,
     get stderr() { return stderr; },
     /** SIGTERM (graceful: sockets close with 1001) and wait for the exit. */
@@ -69,6 +74,7 @@ export async function startServer({ port = 0, uploadsDir, extraArgs = [] } = {})
     async cleanup() {
       await this.stop();
       if (ownsUploads) rmSync(uploadsDir, { recursive: true, force: true });
+      if (ownsData) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
