@@ -15,9 +15,11 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of pages) assert.deepEqual(p.problems, [], 'no page errors, console errors or CSP violations');
+  // Close first: an assertion failing before it would leave the browser
+  // and the server running, and the test process would never exit.
   await browser?.close();
   await server?.cleanup();
+  for (const p of pages) assert.deepEqual(p.problems, [], 'no page errors, console errors or CSP violations');
 });
 
 async function chat(room, user, opts) {

@@ -18,9 +18,10 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of [writer, reader]) if (p) assert.deepEqual(p.problems, []);
+  // Close first, so a failed assertion cannot leave the process running.
   await browser?.close();
   await server?.cleanup();
+  for (const p of [writer, reader]) if (p) assert.deepEqual(p.problems, []);
 });
 
 /** The reader's copy of the newest message whose text contains `part`. */

@@ -22,9 +22,10 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of [alice, bob]) if (p) assert.deepEqual(p.problems.filter((m) => !/status of 41[35]/.test(m)), []);
+  // Close first, so a failed assertion cannot leave the process running.
   await browser?.close();
   await server?.cleanup();
+  for (const p of [alice, bob]) if (p) assert.deepEqual(p.problems.filter((m) => !/status of 41[35]/.test(m)), []);
 });
 
 /** Waits until the image in `message` has actually loaded from the server. */

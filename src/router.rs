@@ -51,7 +51,10 @@ pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Respo
             false => h::method_not_allowed("GET, HEAD"),
         },
         (&Method::POST, "/upload") => match state.auth.uploader(req.headers()) {
-            Ok(_) => state.uploads.receive(req).await,
+            Ok(owner) => {
+                let owner = owner.map(|id| id.as_str().to_owned());
+                state.uploads.receive(req, owner).await
+            }
             Err(denied) => h::error(denied.status, denied.code, denied.message),
         },
         (_, "/upload") => h::method_not_allowed("POST"),

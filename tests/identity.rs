@@ -404,6 +404,28 @@ async fn uploads_and_metrics_need_their_tokens() {
     let bearer = format!("Bearer {}", token("ann", &[]));
     let res = upload(&server, Some(&bearer)).await;
     assert_eq!(res.status, 200, "{}", res.text());
+    let url = res.json()["url"].as_str().unwrap().to_owned();
+
+    // The file is ann's: bob cannot send it as his attachment, ann can.
+    let (mut bob, _) = server
+        .join("lobby", &format!("bob?token={}", token("bob", &[])))
+        .await;
+    bob.expect("join").await;
+    bob.send_json(json!({"type": "message", "content": "mine?", "attachment": {"url": url}}))
+        .await;
+    let refusal = bob.expect_error("bad_attachment").await;
+    assert!(
+        refusal["message"].as_str().unwrap().contains("someone else"),
+        "{refusal}"
+    );
+    let (mut ann, _) = server
+        .join("lobby", &format!("ann?token={}", token("ann", &[])))
+        .await;
+    ann.expect("join").await;
+    ann.send_json(json!({"type": "message", "content": "mine", "attachment": {"url": url}}))
+        .await;
+    let posted = ann.skip_to("message").await;
+    assert_eq!(posted["attachment"]["url"], url);
     server.shutdown().await.unwrap();
 }
 

@@ -131,9 +131,10 @@ impl Uploads {
         }
     }
 
-    /// Answers `POST /upload`.
-    pub async fn receive(&self, req: Request<Incoming>) -> Response<Body> {
-        match self.try_receive(req).await {
+    /// Answers `POST /upload`; `owner` is the identity key of an
+    /// authenticated uploader, the only one that may then attach the file.
+    pub async fn receive(&self, req: Request<Incoming>, owner: Option<String>) -> Response<Body> {
+        match self.try_receive(req, owner).await {
             Ok(info) => {
                 self.metrics.uploads.inc();
                 self.metrics.upload_bytes.add(info.size);
@@ -152,7 +153,11 @@ impl Uploads {
         }
     }
 
-    async fn try_receive(&self, req: Request<Incoming>) -> Result<StoredInfo, UploadError> {
+    async fn try_receive(
+        &self,
+        req: Request<Incoming>,
+        owner: Option<String>,
+    ) -> Result<StoredInfo, UploadError> {
         if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>() {
             let client = if self.trust_proxy {
                 forwarded_client(req.headers()).unwrap_or(peer.ip())
@@ -191,7 +196,7 @@ impl Uploads {
         });
         let result = match fields {
             Ok((pending, kind, name)) => pending
-                .commit(kind, name)
+                .commit(kind, name, owner)
                 .await
                 .map_err(UploadError::Storage),
             Err(e) => Err(e),

@@ -5,7 +5,9 @@
 //! sessions (which resolve attachments); it knows nothing about HTTP.
 //!
 //! Each upload is two files: `<id>.<ext>` (the bytes) and `<id>.<ext>.meta`
-//! (a small JSON sidecar with the display name and content type). The
+//! (a small JSON sidecar with the display name, the content type and, when
+//! the uploader was authenticated, an opaque owner key that only that owner
+//! may attach; what the key means is the caller's business). The
 //! sidecar is written first, so a data file that exists always has one
 //! (uploads from older versions, which have none, get their stored name).
 //! Several instances may share the directory over a volume: names are
@@ -37,6 +39,8 @@ pub struct MediaStore {
 struct Sidecar {
     name: String,
     content_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 /// What is known about a stored upload.
@@ -48,6 +52,8 @@ pub struct StoredInfo {
     pub display_name: DisplayName,
     /// Size in bytes.
     pub size: u64,
+    /// The owner key it was uploaded with, if any.
+    pub owner: Option<String>,
 }
 
 impl StoredInfo {
@@ -98,14 +104,15 @@ impl MediaStore {
     /// be shared); the content type always follows the extension, so no
     /// sidecar can make the server send a type it did not detect.
     pub async fn info(&self, name: StoredName, size: u64) -> StoredInfo {
-        let display_name = match self.read_sidecar(&name).await {
-            Some(sidecar) => DisplayName::sanitize(Some(&sidecar.name)),
-            None => DisplayName::sanitize(Some(name.as_str())),
+        let (display_name, owner) = match self.read_sidecar(&name).await {
+            Some(sidecar) => (DisplayName::sanitize(Some(&sidecar.name)), sidecar.owner),
+            None => (DisplayName::sanitize(Some(name.as_str())), None),
         };
         StoredInfo {
             name,
             display_name,
             size,
+            owner,
         }
     }
 
@@ -200,15 +207,22 @@ impl PendingUpload {
         self.written
     }
 
-    /// Flushes the file to disk, writes its sidecar, and renames it to a
-    /// fresh random name for `kind`.
-    pub async fn commit(mut self, kind: Kind, display_name: DisplayName) -> io::Result<StoredInfo> {
+    /// Flushes the file to disk, writes its sidecar (with `owner`, the key
+    /// of who may attach it, if any), and renames it to a fresh random name
+    /// for `kind`.
+    pub async fn commit(
+        mut self,
+        kind: Kind,
+        display_name: DisplayName,
+        owner: Option<String>,
+    ) -> io::Result<StoredInfo> {
         self.file.flush().await?;
         self.file.sync_data().await?;
         let name = StoredName::generate(kind).map_err(io::Error::other)?;
         let sidecar = Sidecar {
             name: display_name.as_str().to_owned(),
             content_type: kind.content_type().to_owned(),
+            owner: owner.clone(),
         };
         let sidecar_path = self.dir.join(format!("{}.meta", name.as_str()));
         let data_path = self.dir.join(name.as_str());
@@ -221,6 +235,7 @@ impl PendingUpload {
             name,
             display_name,
             size: self.written,
+            owner,
         })
     }
 }
@@ -269,7 +284,7 @@ mod tests {
         let mut upload = store.begin().await.unwrap();
         upload.write(b"hello").await.unwrap();
         let info = upload
-            .commit(Kind::Text, DisplayName::sanitize(Some("hi.txt")))
+            .commit(Kind::Text, DisplayName::sanitize(Some("hi.txt")), None)
             .await
             .unwrap();
         let data = info.name.as_str().to_owned();

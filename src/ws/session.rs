@@ -611,6 +611,20 @@ async fn handle_text(
             let attachment = match attachment_url {
                 None => None,
                 Some(url) => match media.resolve(&url).await {
+                    // An upload made with a token is its uploader's alone.
+                    Some(info)
+                        if info
+                            .owner
+                            .as_deref()
+                            .is_some_and(|owner| owner != member.identity().as_str()) =>
+                    {
+                        let r = Refusal::new(
+                            ErrorCode::BadAttachment,
+                            "the attachment was uploaded by someone else; upload it yourself",
+                        );
+                        member.send(r.frame(Some("message")));
+                        return;
+                    }
                     Some(info) => Some(Attachment {
                         url: info.url(),
                         name: info.display_name.as_str().to_owned(),
