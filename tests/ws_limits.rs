@@ -179,7 +179,7 @@ async fn a_client_that_never_answers_pings_is_closed() {
     let mut raw = RawWs::connect(server.addr, "/ws/idle/mute").await;
     let (code, pings) = raw.read_until_close().await;
     assert!(pings >= 1, "the server closed without pinging first");
-    assert_eq!(code, 1000, "idle close (docs/protocol-notes.md)");
+    assert_eq!(code, 1000, "idle close (docs/protocol.md)");
     server.wait_metric("roomcast_connections", 0).await;
     server.shutdown().await.unwrap();
 }
@@ -196,7 +196,7 @@ async fn a_silent_client_is_closed_at_its_idle_deadline_not_at_the_next_ping() {
     .await;
     let mut raw = RawWs::connect(server.addr, "/ws/idle/quiet").await;
     let (code, _) = raw.read_until_close().await;
-    assert_eq!(code, 1000, "idle close (docs/protocol-notes.md)");
+    assert_eq!(code, 1000, "idle close (docs/protocol.md)");
     server.wait_metric("roomcast_connections", 0).await;
     server.shutdown().await.unwrap();
 }

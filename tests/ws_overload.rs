@@ -1,4 +1,4 @@
-//! Overload is not slowness (docs/protocol-notes.md, "Slow consumers"): a
+//! Overload is not slowness (docs/protocol.md, "Slow consumers"): a
 //! client that keeps reading is never closed because the server fell
 //! behind, and a client that stops reading is still closed with 1013.
 //!

@@ -5,7 +5,7 @@
 //! allocates once the queue has grown to its working size.
 //!
 //! The queue is bounded by frame count and by bytes, and what happens at
-//! the bound is the slow-consumer policy (`docs/protocol-notes.md`):
+//! the bound is the slow-consumer policy (`docs/protocol.md`):
 //!
 //! - A queue grows only while its writer cannot empty it: either the
 //!   member's socket refuses bytes (the client stopped reading, and the

@@ -8,7 +8,7 @@
 //! `write`. Pongs and close replies go through the same outbox, so they
 //! stay in order with everything else.
 //!
-//! Overload is not slowness (`docs/protocol-notes.md`): the writer tells
+//! Overload is not slowness (`docs/protocol.md`): the writer tells
 //! the outbox when the socket refuses bytes, the outbox tells the server's
 //! [`Backlog`] when it is behind while its socket takes bytes, and while
 //! any is, sessions read no new requests.
