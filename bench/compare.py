@@ -65,6 +65,14 @@ SERVERS = {
     "roomcast": lambda d: [
         os.path.join(RELEASE, "roomcast"), "--port", "0", "--rate", "0",
         "--max-connections", "20000", "--uploads-dir", os.path.join(d, "uploads"),
+        "--data-dir", os.path.join(d, "data"),
+    ],
+    # The same server keeping history in memory only: what the durable
+    # store (SQLite, the default above) costs fan-out.
+    "roomcast-memory": lambda d: [
+        os.path.join(RELEASE, "roomcast"), "--port", "0", "--rate", "0",
+        "--max-connections", "20000", "--uploads-dir", os.path.join(d, "uploads"),
+        "--store", "memory",
     ],
     "floor": lambda d: [os.path.join(RELEASE, "examples", "baseline_floor"), "--port", "0"],
     "naive": lambda d: [os.path.join(RELEASE, "examples", "baseline_broadcast"), "--port", "0"],
