@@ -26,8 +26,8 @@ import { expiredText, explainRefusal, preflight } from './refusal.js';
 let handlers = { event() {}, dropped() {}, refused() {} };
 /**
  * `event(ev)` gets every server event; `dropped()` runs when a connection
- * ends; `refused({ field, text })` when the name or room has to change
- * (`field`: 'name' or 'room').
+ * ends; `refused({ field, text })` when trying again cannot help and the join
+ * form should say why (`field`: 'name' or 'room' when that has to change).
  */
 export function onConnection(h) { handlers = h; }
 
@@ -208,15 +208,17 @@ async function askWhy(path, said) {
     return;
   }
   if (what.dropToken) dropToken(tokenFor(session.user));
-  if (what.stop === 'name' || what.stop === 'room') refuse(what.stop, what.text);
-  else if (what.stop) stop(what.text);
+  // An invitation problem in a room we were chatting in keeps the
+  // conversation on screen; before that, the join form is the place to say it.
+  if (what.stop === 'token' && state.hasConnected) stop(what.text);
+  else if (what.stop) refuse(what.stop, what.text);
   else if (what.text) {
     state.closeReason = what.text;
     updateCountdown();
   }
 }
 
-/** The name or the room has to change: back to the join form, saying why. */
+/** Back to the join form, saying why (`field`: 'name' or 'room' when that is what has to change). */
 function refuse(field, text) {
   disconnect();
   handlers.refused({ field, text });
