@@ -20,7 +20,7 @@ import {
 import { els } from './dom.js';
 import { state } from './state.js';
 import { dropClaim, savedClaim } from './identity.js';
-import { dropToken, tokenFor } from './token.js';
+import { dropToken, onTokenStored, tokenFor } from './token.js';
 import { expiredText, explainRefusal, preflight } from './refusal.js';
 
 let handlers = { event() {}, dropped() {}, refused() {} };
@@ -315,6 +315,9 @@ export function initConnection() {
     if (state.ws) lost(state.ws, 'You are offline.');
     else setConnState('offline');
   });
+  // Stopped because the invitation expired, and a new invite link was
+  // opened in another tab: it is this tab's too.
+  onTokenStored(() => { if (state.connState === 'stopped') presentNewToken(); });
   // Back from sleep or another tab: find out now, not at the next heartbeat.
   document.addEventListener('visibilitychange', () => { if (!document.hidden) probe(); });
   window.addEventListener('pageshow', () => probe());

@@ -106,6 +106,11 @@ function onWelcome(ev) {
 }
 
 function onServerError(ev) {
+  if (ev.ref === 'auth') {
+    // A new invitation for this connection was refused; the current one stays.
+    toast('The new invitation was not accepted for this room (it may be for another room, expired or damaged); the current one stays in use until it expires.');
+    return;
+  }
   const text = ERROR_TEXT[ev.code] || ev.message || 'The server refused that request.';
   // Rate-limit errors carry no `ref`; a refused message is the likeliest case
   // and an echo arriving later would un-fail it anyway (matched by client_id).

@@ -57,6 +57,11 @@ export function dropToken(token) {
   if (load(KEY_TOKEN) === token) save(KEY_TOKEN, null);
 }
 
+/** Runs `cb` when another tab keeps a new token (an invite link opened there). */
+export function onTokenStored(cb) {
+  window.addEventListener('storage', (e) => { if (e.key === KEY_TOKEN && e.newValue) cb(); });
+}
+
 /** A room the invitation names outright (not a `prefix*` pattern), to enter when the link names none. */
 export const invitedRoom = (inv) => inv.rooms.find((r) => r.trim() && !r.includes('*')) || '';
 
