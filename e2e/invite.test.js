@@ -85,6 +85,16 @@ test('an invite link opens a private room: the name comes from it, the token lea
   await bob.getByTestId('composer-input').press('Enter');
   await messageWithText(ann, 'the mockup').getByTestId('attachment-image').waitFor();
 
+  // Private rooms are never listed: a newcomer sees the public room only.
+  const carl = await newPage();
+  await carl.goto(`${server.url}/?room=lobby#token=${mint({ sub: 'carl', exp: now() + 3600 })}`);
+  await waitConnected(carl);
+  const newcomer = await openChat(browser, server.url);
+  await newcomer.getByTestId('join-active-rooms').getByRole('button').first().waitFor();
+  assert.deepEqual(await newcomer.getByTestId('join-active-rooms').getByRole('button').allTextContents(), ['lobby1 online']);
+  await newcomer.context().close();
+  await carl.context().close();
+
   // A reload connects again with the kept token.
   await ann.reload();
   await waitConnected(ann);
@@ -127,6 +137,20 @@ test('an invitation that expires stops the chat with a message; a new invite lin
   await waitConnected(page);
   await banner.waitFor({ state: 'hidden' });
   await sendMessage(page, 'renewed');
+
+  // Another link while connected renews the token in place (`auth`), without reconnecting.
+  const renewed = page.waitForFunction(
+    () => [...document.querySelectorAll('[data-testid=toast]')].some((t) => t.textContent.includes('Your invitation was renewed.')),
+    null, { polling: 'raf' },
+  );
+  await page.evaluate(() => { window.__sameDocument = true; });
+  let sockets = 0;
+  page.on('websocket', () => { sockets += 1; });
+  await page.goto(invite(now() + 7200));
+  await renewed;
+  assert.equal(await page.evaluate(() => window.__sameDocument), true, 'no reload');
+  assert.equal(sockets, 0, 'no new WebSocket');
+  assert.equal(await page.evaluate(() => window.roomcast.state), 'connected');
   assert.deepEqual(unexpectedProblems(page), []);
   await page.context().close();
 });
