@@ -11,7 +11,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import {
   BIN, startServer, launchBrowser, openChat, sendMessage, messageWithText, waitConnected, watchProblems,
-  unexpectedProblems,
+  unexpectedProblems, axeViolations,
 } from './helpers.js';
 
 const REFUSAL_NOISE = [/WebSocket connection to .* failed/, /status of (401|403)/];
@@ -69,6 +69,7 @@ test('an invite link opens a private room: the name comes from it, the token lea
   await ann.getByRole('banner').getByRole('img', { name: 'private room' }).waitFor();
   await ann.getByTestId('room-list').getByRole('link', { name: '# private-design' })
     .getByRole('img', { name: 'private room' }).waitFor();
+  assert.deepEqual(await axeViolations(ann), [], 'axe: a private room, with its locks');
 
   // Someone else with an invitation of their own (minted here) joins; both chat.
   const bob = await newPage();
@@ -132,6 +133,8 @@ test('an invitation that expires stops the chat with a message; a new invite lin
   await page.getByTestId('conn-status').and(page.locator('[data-state="stopped"]')).waitFor();
   // The conversation stays readable.
   await messageWithText(page, 'before it expires').waitFor();
+  assert.deepEqual(await axeViolations(page), [], 'axe: stopped, with the expiry message');
+  await page.screenshot({ path: path.join(tmpdir(), 'roomcast-expired.png') });
 
   await page.goto(invite(now() + 3600));
   await waitConnected(page);
