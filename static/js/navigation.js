@@ -88,9 +88,10 @@ function showJoin({ name = '', room = '', note = '', error = '', focus = '' } = 
 }
 
 /**
- * A connection was refused for a reason only a different name or room can
- * cure (the name is someone else's in this room, the room is private):
- * back to the join form, saying so, with the field to change focused.
+ * A connection was refused for a reason trying again cannot cure (the name
+ * is someone else's in this room, the room is private, there is no valid
+ * invitation): back to the join form, saying so, with the field to change
+ * focused.
  */
 export function refuseToJoin({ field, text }) {
   showJoin({ name: state.user, room: state.roomTitle || state.room, error: text, focus: field });
