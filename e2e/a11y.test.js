@@ -13,6 +13,12 @@ const VIEWS = [
   { name: 'desktop', viewport: { width: 1100, height: 760 } },
   { name: 'phone', viewport: { width: 390, height: 844 }, context: { hasTouch: true, isMobile: true } },
 ];
+const SCHEMES = ['light', 'dark'];
+// Each chat-view test reads as a person of its own: a fresh browser context
+// is a new identity, and the server holds a name for its last identity for
+// a grace period after it leaves, so one name cannot be reused across them.
+const reader = (view, colorScheme) => `grace-${view.name}-${colorScheme}`;
+const READERS = VIEWS.flatMap((v) => SCHEMES.map((s) => reader(v, s)));
 let server;
 let browser;
 let ada;
@@ -24,7 +30,7 @@ before(async () => {
   const lin = await openChat(browser, server.url, { room: 'a11y', user: 'lin' });
   await sendMessage(ada, 'Morning! Notes are at https://example.com/notes');
   await sendRaw(ada, 'Run `cargo test` first:\n```\ncargo test --all-features\n```');
-  await sendMessage(lin, '@grace can you review? 🎉');
+  await sendMessage(lin, `${READERS.map((r) => `@${r}`).join(' ')} can you review? 🎉`);
   await sendMessage(lin, 'שלום');
   const msg = messageWithText(ada, 'שלום');
   await msg.hover();
@@ -44,7 +50,7 @@ function report(violations) {
 }
 
 for (const view of VIEWS) {
-  for (const colorScheme of ['light', 'dark']) {
+  for (const colorScheme of SCHEMES) {
     test(`axe: join form, ${view.name}, ${colorScheme}`, async () => {
       const page = await openChat(browser, server.url, { viewport: view.viewport, colorScheme, context: view.context });
       await page.getByTestId('join-form').waitFor();
@@ -62,7 +68,7 @@ for (const view of VIEWS) {
 
     test(`axe: chat view, ${view.name}, ${colorScheme}`, async () => {
       const page = await openChat(browser, server.url, {
-        room: 'a11y', user: 'grace', viewport: view.viewport, colorScheme, context: view.context,
+        room: 'a11y', user: reader(view, colorScheme), viewport: view.viewport, colorScheme, context: view.context,
       });
       await messageWithText(page, 'שלום').getByTestId('reaction').waitFor();
       await page.getByTestId('mention').waitFor();

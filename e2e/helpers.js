@@ -94,12 +94,25 @@ export async function launchBrowser() {
  * Without `room` and `user` it stops at the join form. Page errors and
  * console errors (CSP violations show up there) are collected in
  * `page.problems` for the test to assert on.
+ *
+ * `sameAs: page` (or a storage state saved from one) opens another window
+ * of the person in `page` instead: a context with that browser's storage
+ * (its name and its claim, so the server knows it is the same identity),
+ * which goes straight into `room`.
+ * A fresh context is someone else, and cannot use a name another identity
+ * held moments ago.
  */
-export async function openChat(browser, baseUrl, { room, user, viewport, colorScheme = 'light', context: extra = {} } = {}) {
-  const context = await browser.newContext({ viewport: viewport ?? { width: 1100, height: 760 }, colorScheme, locale: 'en-US', ...extra });
+export async function openChat(browser, baseUrl, { room, user, viewport, colorScheme = 'light', context: extra = {}, sameAs } = {}) {
+  const storageState = typeof sameAs?.context === 'function' ? await sameAs.context().storageState() : sameAs;
+  const context = await browser.newContext({
+    viewport: viewport ?? { width: 1100, height: 760 }, colorScheme, locale: 'en-US', ...(storageState ? { storageState } : {}), ...extra,
+  });
   const page = await context.newPage();
   watchProblems(page);
-  if (room && user) {
+  if (sameAs && room) {
+    await page.goto(`${baseUrl}/?${new URLSearchParams({ room })}`);
+    await waitConnected(page);
+  } else if (room && user) {
     await joinAs(page, baseUrl, room, user);
   } else {
     await page.goto(`${baseUrl}/${room ? `?${new URLSearchParams({ room })}` : ''}`);

@@ -33,6 +33,8 @@ test('the drawer: ☰ opens it with focus inside; a tap beside it, ✕ or Esc cl
   assert.equal(await toggle.getAttribute('aria-expanded'), 'true');
   assert.equal(await focusedTestId(page), 'drawer-close', 'focus moves into the drawer');
   assert.equal(await page.locator('#chat').evaluate((el) => el.inert), true, 'the page behind is inert');
+  // It slides in (a 0.2 s transition): measure where it ends up, not on the way.
+  await sidebar.evaluate((el) => Promise.all(el.getAnimations().map((a) => a.finished)));
   const drawerBox = await sidebar.boundingBox();
   assert.ok(drawerBox.x >= -1 && drawerBox.x + drawerBox.width <= 391, 'the drawer is on screen');
 

@@ -16,6 +16,9 @@ const VIEWS = [
 
 let server;
 let browser;
+// grace's browser storage (her name and claim) once she joined: every later
+// window is her again, as the server holds her name for her identity only.
+let grace;
 
 before(async () => {
   mkdirSync(SCREENSHOT_DIR, { recursive: true });
@@ -52,8 +55,9 @@ for (const view of VIEWS) {
     const colours = {};
     for (const colorScheme of ['light', 'dark']) {
       const page = await openChat(browser, server.url, {
-        room: 'design-review', user: 'grace', viewport: view.viewport, colorScheme, context: view.context,
+        room: 'design-review', user: 'grace', viewport: view.viewport, colorScheme, context: view.context, sameAs: grace,
       });
+      grace ??= await page.context().storageState();
       await messageWithText(page, 'Looks great on my phone too 🎉').getByTestId('reaction').waitFor();
       await page.getByTestId('mention').waitFor();
       await page.getByTestId('online-count').getByText('3 online').waitFor();

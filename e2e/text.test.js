@@ -101,7 +101,8 @@ test('links end where the sentence’s punctuation begins', async () => {
 
 test('the edit box is styled and grows with its text, light and dark', async () => {
   await sendMessage(writer, 'edit me');
-  const dark = await openChat(browser, server.url, { room: 'text', user: 'writer', colorScheme: 'dark' });
+  // The writer in a second, dark window: the same person (edits are checked against the identity).
+  const dark = await openChat(browser, server.url, { room: 'text', colorScheme: 'dark', sameAs: writer });
   const backgrounds = {};
   for (const [scheme, page] of [['light', writer], ['dark', dark]]) {
     const msg = messageWithText(page, 'edit me');

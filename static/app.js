@@ -10,7 +10,9 @@
 //   dom          element helpers and the page's fixed elements
 //   format       sizes, times, avatar colours
 //   store        what the browser remembers: recent rooms, drafts
-//   identity     who this browser is; links never decide it
+//   identity     who this browser is (name, claim); plain links never decide it
+//   token        invitations: #token= links, kept and presented (token mode)
+//   refusal      why a connection was refused (the preflight), in words
 //   state        the current room session
 //   connection   the WebSocket: backoff, resume, heartbeat, offline
 //   events       server events applied to the page
@@ -39,7 +41,7 @@ import { initDrawer } from './js/drawer.js';
 import { editLast } from './js/edit.js';
 import { handleEvent } from './js/events.js';
 import { initListNav } from './js/listnav.js';
-import { initNavigation, route } from './js/navigation.js';
+import { initNavigation, refuseToJoin, route } from './js/navigation.js';
 import { initPicker } from './js/picker.js';
 import { connectionDropped as presenceDropped } from './js/presence.js';
 import { connectionDropped as composerDropped } from './js/composer.js';
@@ -51,6 +53,7 @@ import { state } from './js/state.js';
 onConnection({
   event: handleEvent,
   dropped() { presenceDropped(); composerDropped(); },
+  refused: refuseToJoin,
 });
 initConnection();
 initScroll();

@@ -8,15 +8,27 @@
 // frame back within ANSWER_DEADLINE_MS (a ping's pong, a message's echo)
 // ends the connection and starts a new one. The browser's `offline` event
 // ends it at once; coming back to the tab probes it at once.
+//
+// Who we are travels on the URL: the claim (open mode) and the invitation's
+// token (token mode); the server ignores the one it does not use. Some
+// refusals cannot be cured by trying again (the name is someone else's, the
+// invitation expired): then the connection stops and says what to do.
 
 import {
   config, BACKOFF_BASE_MS, BACKOFF_MAX_MS, HEARTBEAT_IDLE_MS, ANSWER_DEADLINE_MS, CONNECT_DEADLINE_MS,
 } from './config.js';
 import { els } from './dom.js';
 import { state } from './state.js';
+import { dropClaim, savedClaim } from './identity.js';
+import { dropToken, onTokenStored, tokenFor } from './token.js';
+import { expiredText, explainRefusal, preflight } from './refusal.js';
 
-let handlers = { event() {}, dropped() {} };
-/** `event(ev)` gets every server event; `dropped()` runs when a connection ends. */
+let handlers = { event() {}, dropped() {}, refused() {} };
+/**
+ * `event(ev)` gets every server event; `dropped()` runs when a connection
+ * ends; `refused({ field, text })` when trying again cannot help and the join
+ * form should say why (`field`: 'name' or 'room' when that has to change).
+ */
 export function onConnection(h) { handlers = h; }
 
 let retryTimer = 0;
@@ -26,13 +38,26 @@ let heartbeatTimer = 0;
 let retryAt = 0;
 let lastHeard = 0;
 let awaitingSince = 0; // when the oldest unanswered request was sent; 0 if none
-let turnedAway = 0; // handshakes refused in a row while /health said the server is fine
 
-function wsUrl() {
+/**
+ * The room's WebSocket path and query. A room session sticks to the claim
+ * it started with (`state.claim`), so a reconnect is the same identity
+ * even if another tab stored a different claim meanwhile.
+ */
+function wsPath() {
+  const q = new URLSearchParams();
+  if (state.lastSeq > 0) q.set('after', String(state.lastSeq));
+  if (!state.claim) state.claim = savedClaim();
+  if (state.claim) q.set('claim', state.claim);
+  const token = tokenFor(state.user);
+  if (token) q.set('token', token);
+  const query = q.toString();
+  return `${config.ws_path}/${encodeURIComponent(state.room)}/${encodeURIComponent(state.user)}${query ? `?${query}` : ''}`;
+}
+
+function wsUrl(path) {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  let url = `${proto}//${location.host}${config.ws_path}/${encodeURIComponent(state.room)}/${encodeURIComponent(state.user)}`;
-  if (state.lastSeq > 0) url += `?after=${state.lastSeq}`;
-  return url;
+  return `${proto}//${location.host}${path}`;
 }
 
 function clearTimers() {
@@ -52,9 +77,10 @@ export function connect() {
     return;
   }
   setConnState(state.hasConnected ? 'reconnecting' : 'connecting');
+  const path = wsPath();
   let ws;
   try {
-    ws = new WebSocket(wsUrl());
+    ws = new WebSocket(wsUrl(path));
   } catch (err) {
     // Only a malformed URL throws here; treat it like a failed attempt.
     state.closeReason = `Could not open a connection (${err.message}).`;
@@ -77,21 +103,30 @@ export function connect() {
   });
   ws.addEventListener('close', (ev) => {
     if (state.ws !== ws) return; // a socket we already let go of
+    if (ev.code === 4001 || ev.code === 4009) {
+      // Trying again cannot help: the invitation expired, or the name went
+      // to someone else while we connected.
+      detach(ws);
+      handlers.dropped();
+      if (ev.code === 4009) refuse('name', describeClose(4009));
+      else stop(describeClose(4001));
+      return;
+    }
     // After a shutdown (1001) the retries fail (1006) until the server is
     // back; it is still restarting, so keep saying that.
     if (ev.code === 1001) state.serverRestarting = true;
     const refused = !opened && ev.code === 1006 && !state.serverRestarting;
     lost(ws, state.serverRestarting && ev.code === 1006 ? describeClose(1001) : describeClose(ev.code, ev.reason), ev.code);
-    if (refused) explainRefusal(state.closeReason);
+    if (refused) askWhy(path, state.closeReason);
   });
   // 'error' is always followed by 'close'; nothing to do here.
 }
 
 /** Called by the `welcome` handler: the room is ours, start watching the link. */
-export function welcomed() {
+export function welcomed(claim) {
   clearTimeout(connectTimer);
   state.attempts = 0;
-  turnedAway = 0;
+  if (claim) state.claim = claim;
   setConnState('connected');
   lastHeard = Date.now();
   awaitingSince = 0;
@@ -150,32 +185,61 @@ function lost(ws, reason, code) {
 }
 
 /**
- * A handshake that failed before the socket opened. The browser never says
- * why (a 503 at the connection limit looks like any failure), so ask
- * /health: a server that is up but refuses twice in a row is turning
- * connections away, which at a healthy server means it is full.
+ * A handshake that failed before the socket opened: ask the server why (the
+ * preflight, refusal.js), then stop, fix what can be fixed, or keep trying
+ * with a better reason on the banner. The retry is already scheduled; a
+ * refusal that cannot be cured cancels it.
  */
-async function explainRefusal(said) {
-  let reason;
-  try {
-    const res = await fetch('/health', { cache: 'no-store' });
-    if (res.ok) {
-      turnedAway += 1;
-      if (turnedAway >= 2) reason = 'The server is up but is not taking new connections right now; it is probably full.';
-    } else if (res.status === 503) {
-      reason = 'The server is briefly unavailable.';
-    }
-  } catch {
-    reason = navigator.onLine ? 'The server cannot be reached.' : 'You are offline.';
-  }
+async function askWhy(path, said) {
+  const session = { room: state.room, user: state.user };
+  const answer = await preflight(path);
   // Only if nothing newer happened meanwhile.
-  if (reason && state.closeReason === said && state.connState !== 'connected') {
-    state.closeReason = reason;
+  const current = state.room === session.room && state.user === session.user
+    && state.closeReason === said && (state.connState === 'reconnecting' || state.connState === 'connecting');
+  if (!current) return;
+  const what = explainRefusal(answer, session);
+  if (what.dropClaim) {
+    // The stored claim is not one the server would have made: go without,
+    // and the next welcome hands out a new one.
+    dropClaim(state.claim);
+    state.claim = '';
+    state.attempts = 0;
+    connect();
+    return;
+  }
+  if (what.dropToken) dropToken(tokenFor(session.user));
+  // An invitation problem in a room we were chatting in keeps the
+  // conversation on screen; before that, the join form is the place to say it.
+  if (what.stop === 'token' && state.hasConnected) stop(what.text);
+  else if (what.stop) refuse(what.stop, what.text);
+  else if (what.text) {
+    state.closeReason = what.text;
     updateCountdown();
   }
 }
 
-/** Close codes the server uses (docs/protocol-notes.md), in words a user can act on. */
+/** Back to the join form, saying why (`field`: 'name' or 'room' when that is what has to change). */
+function refuse(field, text) {
+  disconnect();
+  handlers.refused({ field, text });
+}
+
+/**
+ * Trying again cannot help (an expired invitation): keep the conversation
+ * on screen, say what to do, and make no more attempts. `Retry now` stays,
+ * for after a new invite link was opened in another tab.
+ */
+function stop(text) {
+  clearTimers();
+  if (state.ws) detach(state.ws);
+  clearInterval(heartbeatTimer);
+  awaitingSince = 0;
+  state.closeReason = text;
+  setConnState('stopped');
+  els.bannerText.textContent = text;
+}
+
+/** Close codes the server uses (docs/protocol.md), in words a user can act on. */
 export function describeClose(code, reason) {
   switch (code) {
     case 1000: return 'The connection was closed.';
@@ -184,10 +248,24 @@ export function describeClose(code, reason) {
     case 1009: return 'The last message was too large for the server.';
     case 1011: return 'The server hit an error.';
     case 1013: return 'The connection fell behind (slow network) or the server is busy.';
+    case 4001: return expiredText();
+    case 4009: return `${state.user ? `“${state.user}”` : 'This name'} was taken by someone else in this room just as you joined; pick another name.`;
     default:
       if (!navigator.onLine) return 'You are offline.';
       return reason ? `Connection lost (${reason}).` : 'Connection lost.';
   }
+}
+
+/**
+ * A new invitation arrived (an invite link opened in this tab) for the room
+ * we are in: a live connection renews its token in place (`auth`), a
+ * stopped one tries again.
+ */
+export function presentNewToken() {
+  const token = tokenFor(state.user);
+  if (!token) return;
+  if (state.connState === 'connected') send({ type: 'auth', token });
+  else { state.attempts = 0; connect(); }
 }
 
 function scheduleReconnect(code) {
@@ -218,9 +296,9 @@ function setConnState(s) {
   els.connStatus.dataset.state = s;
   els.connLabel.textContent = {
     idle: 'Not connected', connecting: 'Connecting…', connected: 'Connected',
-    reconnecting: 'Reconnecting…', offline: 'Offline',
+    reconnecting: 'Reconnecting…', offline: 'Offline', stopped: 'Disconnected',
   }[s];
-  const troubled = s === 'reconnecting' || s === 'offline';
+  const troubled = s === 'reconnecting' || s === 'offline' || s === 'stopped';
   els.banner.hidden = !troubled;
   if (!troubled) clearInterval(countdownTimer);
   document.body.classList.toggle('is-offline', troubled);
@@ -233,10 +311,13 @@ export function initConnection() {
     else probe();
   });
   window.addEventListener('offline', () => {
-    if (state.connState === 'idle') return;
+    if (state.connState === 'idle' || state.connState === 'stopped') return;
     if (state.ws) lost(state.ws, 'You are offline.');
     else setConnState('offline');
   });
+  // Stopped because the invitation expired, and a new invite link was
+  // opened in another tab: it is this tab's too.
+  onTokenStored(() => { if (state.connState === 'stopped') presentNewToken(); });
   // Back from sleep or another tab: find out now, not at the next heartbeat.
   document.addEventListener('visibilitychange', () => { if (!document.hidden) probe(); });
   window.addEventListener('pageshow', () => probe());

@@ -26,7 +26,7 @@ export const els = {
   joinView: $('join-view'), joinForm: $('join-form'), joinName: $('join-name'),
   joinRoom: $('join-room'), joinError: $('join-error'), joinNote: $('join-note'),
   joinActiveRooms: $('join-active-rooms'), joinRoomsSection: $('join-rooms'),
-  chatView: $('chat-view'), topbar: $('topbar'), roomTitle: $('room-title'),
+  chatView: $('chat-view'), topbar: $('topbar'), roomTitle: $('room-title'), roomLock: $('room-lock'),
   onlineSummary: $('online-summary'), inviteBtn: $('invite-btn'),
   connStatus: $('conn-status'), connLabel: $('conn-label'),
   banner: $('conn-banner'), bannerText: $('conn-banner-text'), retryNow: $('retry-now'),

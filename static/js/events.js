@@ -6,6 +6,7 @@ import { els } from './dom.js';
 import { welcomed } from './connection.js';
 import { state } from './state.js';
 import { rememberRoom } from './store.js';
+import { keepClaim } from './identity.js';
 import {
   addMessage, archiveAll, confirmPendingFromHistory, deleteMessage, updateMessage, updateReactions,
 } from './messages.js';
@@ -15,7 +16,7 @@ import { showTyping } from './typing.js';
 import { ERROR_TEXT, clearToasts, systemNotice, toast } from './notices.js';
 import { isNearBottom, scrollToBottom } from './scroll.js';
 import { updateTitle } from './attention.js';
-import { refreshActiveRooms, renderRecentRooms, roomHref } from './rooms.js';
+import { refreshActiveRooms, renderRecentRooms, roomHref, showRoomLock } from './rooms.js';
 import { enterRoom } from './navigation.js';
 
 export function handleEvent(ev) {
@@ -30,6 +31,7 @@ export function handleEvent(ev) {
     case 'presence': setOnline(ev.online, ev.online_count); break;
     case 'typing': showTyping(ev.user); break;
     case 'error': onServerError(ev); break;
+    case 'auth_ok': toast('Your invitation was renewed.', { kind: 'ok', timeout: 3000 }); break;
     default: break; // pong, and whatever newer servers add
   }
 }
@@ -39,6 +41,7 @@ function adoptRoomName(name) {
   if (typeof name !== 'string' || !name || name === state.roomTitle) return;
   state.roomTitle = name;
   els.roomTitle.textContent = name;
+  showRoomLock(name);
   rememberRoom(name);
   renderRecentRooms();
   updateTitle();
@@ -48,7 +51,10 @@ function adoptRoomName(name) {
 function onWelcome(ev) {
   const resuming = state.hasConnected;
   const after = state.lastSeq;
-  welcomed();
+  // Open mode: a connection that came without a claim is given one; keep it
+  // for every later connection, in every tab and room.
+  if (typeof ev.claim === 'string' && ev.claim) keepClaim(ev.claim);
+  welcomed(ev.claim);
   adoptRoomName(ev.room);
   setOnline(ev.online, ev.online_count);
 
@@ -100,6 +106,11 @@ function onWelcome(ev) {
 }
 
 function onServerError(ev) {
+  if (ev.ref === 'auth') {
+    // A new invitation for this connection was refused; the current one stays.
+    toast('The new invitation was not accepted for this room (it may be for another room, expired or damaged); the current one stays in use until it expires.');
+    return;
+  }
   const text = ERROR_TEXT[ev.code] || ev.message || 'The server refused that request.';
   // Rate-limit errors carry no `ref`; a refused message is the likeliest case
   // and an echo arriving later would un-fail it anyway (matched by client_id).

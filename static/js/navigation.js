@@ -1,10 +1,10 @@
 // Which screen shows: the join form, or a room. Reads the address
-// (?room=, and a `user=` that is only followed when it is already this
-// browser's name), enters rooms without reloading, and keeps the address
-// shareable: it names the room only.
+// (?room=, a `user=` that is only followed when it is already this
+// browser's name, and an invitation's `#token=`), enters rooms without
+// reloading, and keeps the address shareable: it names the room only.
 
 import { els } from './dom.js';
-import { connect, disconnect } from './connection.js';
+import { connect, disconnect, presentNewToken } from './connection.js';
 import { state } from './state.js';
 import { rememberRoom, sameRoom } from './store.js';
 import { nameForLink, saveName, validateName } from './identity.js';
@@ -17,7 +17,8 @@ import { resetTyping } from './typing.js';
 import { resetPresence, setOnline } from './presence.js';
 import { resetScroll } from './scroll.js';
 import { resetUnread } from './attention.js';
-import { refreshActiveRooms, renderRecentRooms, roomHref } from './rooms.js';
+import { refreshActiveRooms, renderRecentRooms, roomHref, showRoomLock } from './rooms.js';
+import { invitedRoom, takeInvite } from './token.js';
 import { toast } from './notices.js';
 
 /** Enters `room` as `user`: resets the view and connects. No page reload. */
@@ -30,7 +31,7 @@ export function enterRoom(room, user, { push = true } = {}) {
   closeDrawer({ refocus: false });
   clearUploads();
   Object.assign(state, {
-    room, roomTitle: room, user, hasConnected: false, lastSeq: 0, attempts: 0,
+    room, roomTitle: room, user, claim: '', hasConnected: false, lastSeq: 0, attempts: 0,
     closeReason: '', serverRestarting: false, editing: null,
   });
   state.messages.clear();
@@ -44,6 +45,7 @@ export function enterRoom(room, user, { push = true } = {}) {
   if (push) history.pushState({ room }, '', roomHref(room));
   else history.replaceState({ room }, '', roomHref(room));
   els.roomTitle.textContent = room;
+  showRoomLock(room);
   els.meName.textContent = user;
   resetUnread();
   renderRecentRooms();
@@ -63,8 +65,12 @@ export function switchRoom(room) {
   enterRoom(room, state.user);
 }
 
-/** The join form, with the name and room to start from and what to say. */
-function showJoin({ name = '', room = '', note = '', error = '' } = {}) {
+/**
+ * The join form, with the name and room to start from and what to say.
+ * `focus: 'room'` puts the cursor in the room field (the room is what has
+ * to change); otherwise the name field when there is anything to fix.
+ */
+function showJoin({ name = '', room = '', note = '', error = '', focus = '' } = {}) {
   disconnect();
   closeDrawer({ refocus: false });
   els.chatView.hidden = true;
@@ -74,23 +80,53 @@ function showJoin({ name = '', room = '', note = '', error = '' } = {}) {
   els.joinNote.textContent = note;
   els.joinNote.hidden = !note;
   els.joinError.textContent = error;
-  const nameFirst = !name || note || error;
+  const nameFirst = focus !== 'room' && (!name || note || error);
   (nameFirst ? els.joinName : els.joinRoom).focus();
   state.roomTitle = '';
   document.title = 'roomcast';
   refreshActiveRooms();
 }
 
+/**
+ * A connection was refused for a reason trying again cannot cure (the name
+ * is someone else's in this room, the room is private, there is no valid
+ * invitation): back to the join form, saying so, with the field to change
+ * focused.
+ */
+export function refuseToJoin({ field, text }) {
+  showJoin({ name: state.user, room: state.roomTitle || state.room, error: text, focus: field });
+}
+
 /** Shows what the address asks for. */
 export function route() {
+  // An invite link (`#token=`) names who its holder is; it is taken out of
+  // the address before anything else reads it.
+  const invite = takeInvite();
   const params = new URLSearchParams(location.search);
-  const room = (params.get('room') || '').trim();
-  const decision = nameForLink(params.get('user'));
+  let room = (params.get('room') || '').trim();
+  if (invite && invite.invalid) {
+    showJoin({ name: state.user || '', room, error: 'This invite link is damaged: its token cannot be read. Ask for a new link.' });
+    return;
+  }
+  if (invite) {
+    saveName(invite.sub);
+    if (!room) room = invitedRoom(invite);
+  }
+  const decision = invite ? { join: invite.sub } : nameForLink(params.get('user'));
   if (room && decision.join) {
     const error = validateName(room, 'room', 64) || validateName(decision.join, 'name', 32);
     if (error) { showJoin({ name: decision.join, room, error }); return; }
-    if (sameRoom(room, state.room) && decision.join === state.user && state.connState !== 'idle') return;
+    if (sameRoom(room, state.room) && decision.join === state.user && state.connState !== 'idle') {
+      // Already here: a new invitation renews the connection's token, or
+      // brings a stopped one (its invitation had expired) back.
+      if (invite) presentNewToken();
+      return;
+    }
     enterRoom(room, decision.join, { push: false });
+    return;
+  }
+  if (invite) {
+    showJoin({ name: invite.sub, room, note: `You are invited as “${invite.sub}”. Pick the room to join.` });
     return;
   }
   const name = decision.ask || '';
@@ -118,4 +154,8 @@ export function initNavigation() {
     showJoin({ room: state.roomTitle || state.room });
   });
   window.addEventListener('popstate', route);
+  // An invite link opened in this tab on the address it already shows only
+  // changes the fragment: no reload, no popstate. Other fragments (the skip
+  // link) are not ours.
+  window.addEventListener('hashchange', () => { if (location.hash.includes('token=')) route(); });
 }

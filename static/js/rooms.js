@@ -1,5 +1,7 @@
 // Rooms: the ones this browser visited, the active public ones the server
-// lists (GET /api/rooms), and the invite link, which names the room only.
+// lists (GET /api/rooms), the invite link, which names the room only, and
+// the lock that marks private rooms (`private-...`: only invitations open
+// them, and the server never lists them).
 
 import { ACTIVE_ROOMS_SHOWN } from './config.js';
 import { els, h } from './dom.js';
@@ -13,13 +15,42 @@ const ACTIVE_ROOMS_TTL_MS = 15000;
 let active = []; // [{ room, online_count }] as the server listed them, at most 50
 let fetchedAt = 0;
 
+/** The server's rule (any case): rooms named `private-...` need an invitation. */
+export const isPrivateRoom = (room) => /^private-/i.test((room || '').trim());
+
+const SVG = 'http://www.w3.org/2000/svg';
+/** A padlock drawn in the text colour, named "private room" for assistive technology. */
+export function lockIcon() {
+  const svg = document.createElementNS(SVG, 'svg');
+  for (const [k, v] of Object.entries({
+    class: 'icon lock-icon', viewBox: '0 0 24 24', width: '14', height: '14', role: 'img', 'aria-label': 'private room',
+  })) svg.setAttribute(k, v);
+  svg.dataset.testid = 'room-lock';
+  const title = document.createElementNS(SVG, 'title');
+  title.textContent = 'Private room';
+  const body = document.createElementNS(SVG, 'rect');
+  for (const [k, v] of Object.entries({ x: '5', y: '10.5', width: '14', height: '10', rx: '2', fill: 'currentColor' })) body.setAttribute(k, v);
+  const shackle = document.createElementNS(SVG, 'path');
+  for (const [k, v] of Object.entries({
+    d: 'M8 10.5V8a4 4 0 0 1 8 0v2.5', fill: 'none', stroke: 'currentColor', 'stroke-width': '2', 'stroke-linecap': 'round',
+  })) shackle.setAttribute(k, v);
+  svg.append(title, body, shackle);
+  return svg;
+}
+
+/** The room header's lock: shown for a private room. */
+export function showRoomLock(room) {
+  els.roomLock.replaceChildren(...(isPrivateRoom(room) ? [lockIcon()] : []));
+  els.roomLock.hidden = !isPrivateRoom(room);
+}
+
 export const roomHref = (room) => `${location.pathname}?${new URLSearchParams({ room })}`;
 export const inviteUrl = () => `${location.origin}${roomHref(state.roomTitle || state.room)}`;
 
 function roomLink(room, extra) {
   const current = Boolean(state.room) && sameRoom(room, state.room);
   const a = h('a', { cls: `room-link${current ? ' current' : ''}`, attrs: { href: roomHref(room) } },
-    [h('span', { cls: 'room-link-name', text: `# ${room}`, attrs: { dir: 'auto' } }), extra]);
+    [h('span', { cls: 'room-link-name', text: `# ${room}`, attrs: { dir: 'auto' } }), isPrivateRoom(room) ? lockIcon() : null, extra]);
   if (current) a.setAttribute('aria-current', 'page');
   a.addEventListener('click', (e) => {
     if (e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return; // new-tab clicks go through
@@ -73,12 +104,16 @@ export async function refreshActiveRooms({ force = false } = {}) {
 
 async function copyInvite() {
   const url = inviteUrl();
+  // The link names the room only; a private room also needs each person's
+  // own invitation, which this page cannot make.
+  const also = isPrivateRoom(state.roomTitle || state.room)
+    ? ' It is a private room: each person also needs an invitation of their own.' : '';
   try {
     await navigator.clipboard.writeText(url);
-    toast(`Invite link copied: ${url}`, { kind: 'ok', timeout: 4000 });
+    toast(`Invite link copied: ${url}${also}`, { kind: 'ok', timeout: also ? 8000 : 4000 });
   } catch {
     // No clipboard (plain http on another host): show it to copy by hand.
-    toast(`Copy this invite link: ${url}`, { kind: 'ok', timeout: 20000 });
+    toast(`Copy this invite link: ${url}${also}`, { kind: 'ok', timeout: 20000 });
   }
 }
 

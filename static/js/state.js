@@ -5,8 +5,9 @@ export const state = {
   room: '', // the room as asked for (address, form, room list)
   roomTitle: '', // the room as the server names it (`welcome.room`)
   user: '',
+  claim: '', // the open-mode claim this room session presents (identity.js)
   ws: null,
-  connState: 'idle', // idle | connecting | connected | reconnecting | offline
+  connState: 'idle', // idle | connecting | connected | reconnecting | offline | stopped
   hasConnected: false, // got a welcome in this room at least once
   lastSeq: 0, // highest seq seen in this room
   attempts: 0, // failed attempts since the last welcome

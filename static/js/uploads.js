@@ -7,6 +7,8 @@ import { config, MAX_FILES } from './config.js';
 import { els, h } from './dom.js';
 import { formatBytes, quoted } from './format.js';
 import { composerError, updateSendState } from './composer.js';
+import { state } from './state.js';
+import { tokenFor } from './token.js';
 
 /** { file, xhr, result, el, preview } in the order added; at most MAX_FILES. */
 const items = [];
@@ -85,6 +87,9 @@ function start(file) {
   const form = new FormData();
   form.append('file', file, file.name || 'pasted');
   xhr.open('POST', config.upload_path);
+  // Token mode: uploads carry the invitation too (a header, unlike the WebSocket).
+  const token = tokenFor(state.user);
+  if (token) xhr.setRequestHeader('Authorization', `Bearer ${token}`);
   xhr.send(form);
 }
 
@@ -99,6 +104,7 @@ function refusal(file, xhr) {
       return `${name} was not uploaded because there were too many uploads; try again in ${secs > 0 ? `${secs} s` : 'a minute'}.`;
     }
     case 408: return `${name} took too long to upload; try again on a steadier connection.`;
+    case 401: return `${name} was not uploaded: this server needs a valid invitation (yours is missing or expired); ask for a new invite link.`;
     default: return `${name} was not uploaded (the server answered ${xhr.status}).`;
   }
 }

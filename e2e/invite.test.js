@@ -1,0 +1,159 @@
+// Token mode: invite links (`#token=` in the fragment), private rooms with a
+// lock, uploads with the token, and an invitation that expires while chatting.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHmac, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import {
+  BIN, startServer, launchBrowser, openChat, sendMessage, messageWithText, waitConnected, watchProblems,
+  unexpectedProblems, axeViolations,
+} from './helpers.js';
+
+const REFUSAL_NOISE = [/WebSocket connection to .* failed/, /status of (401|403)/];
+let server;
+let browser;
+let secretDir;
+let secretFile;
+let secret;
+
+before(async () => {
+  secretDir = mkdtempSync(path.join(tmpdir(), 'roomcast-e2e-secret-'));
+  secretFile = path.join(secretDir, 'secret');
+  secret = randomBytes(32).toString('hex'); // 64 bytes of text: the server uses the file's bytes
+  writeFileSync(secretFile, `${secret}\n`);
+  server = await startServer({ extraArgs: ['--auth-secret-file', secretFile] });
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.cleanup();
+  if (secretDir) rmSync(secretDir, { recursive: true, force: true });
+});
+
+/** An HS256 JWT signed with the server's secret, as `roomcast token` makes them. */
+function mint(claims) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const signed = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  return `${signed}.${createHmac('sha256', secret).update(signed).digest('base64url')}`;
+}
+
+const now = () => Math.floor(Date.now() / 1000);
+
+/** A fresh browser context (a new person), its page watched for problems. */
+async function newPage() {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 760 }, locale: 'en-US' });
+  return watchProblems(await context.newPage());
+}
+
+test('an invite link opens a private room: the name comes from it, the token leaves the address, a lock shows', async () => {
+  // The link exactly as the server's own command prints it.
+  const { stdout } = await promisify(execFile)(BIN, [
+    'token', '--user', 'ann', '--room', 'private-design', '--ttl', '1h', '--base-url', server.url,
+    '--auth-secret-file', secretFile,
+  ]);
+  const link = /^invite link: (\S+)$/m.exec(stdout)?.[1];
+  assert.ok(link?.includes('#token='), stdout);
+
+  const ann = await newPage();
+  await ann.goto(link);
+  await waitConnected(ann);
+  assert.equal(new URL(ann.url()).hash, '', 'the token is gone from the address bar');
+  assert.equal(await ann.getByTestId('me-name').textContent(), 'ann');
+  await ann.getByTestId('room-title').getByText('private-design', { exact: true }).waitFor();
+  await ann.getByRole('banner').getByRole('img', { name: 'private room' }).waitFor();
+  await ann.getByTestId('room-list').getByRole('link', { name: '# private-design' })
+    .getByRole('img', { name: 'private room' }).waitFor();
+  assert.deepEqual(await axeViolations(ann), [], 'axe: a private room, with its locks');
+
+  // Someone else with an invitation of their own (minted here) joins; both chat.
+  const bob = await newPage();
+  await bob.goto(`${server.url}/?room=private-design#token=${mint({ sub: 'bob', rooms: ['private-*'], exp: now() + 3600 })}`);
+  await waitConnected(bob);
+  await sendMessage(ann, 'design review at 3');
+  await messageWithText(bob, 'design review at 3').waitFor();
+
+  // Uploads carry the token too.
+  const png = await ann.screenshot({ clip: { x: 0, y: 0, width: 32, height: 24 } });
+  await bob.getByTestId('attach-input').setInputFiles({ name: 'mock.png', mimeType: 'image/png', buffer: png });
+  await bob.getByTestId('upload-box').getByText('ready to send').waitFor();
+  await bob.getByTestId('composer-input').fill('the mockup');
+  await bob.getByTestId('composer-input').press('Enter');
+  await messageWithText(ann, 'the mockup').getByTestId('attachment-image').waitFor();
+
+  // Private rooms are never listed: a newcomer sees the public room only.
+  const carl = await newPage();
+  await carl.goto(`${server.url}/?room=lobby#token=${mint({ sub: 'carl', exp: now() + 3600 })}`);
+  await waitConnected(carl);
+  const newcomer = await openChat(browser, server.url);
+  await newcomer.getByTestId('join-active-rooms').getByRole('button').first().waitFor();
+  assert.deepEqual(await newcomer.getByTestId('join-active-rooms').getByRole('button').allTextContents(), ['lobby1 online']);
+  await newcomer.context().close();
+  await carl.context().close();
+
+  // A reload connects again with the kept token.
+  await ann.reload();
+  await waitConnected(ann);
+  assert.equal(await ann.getByTestId('me-name').textContent(), 'ann');
+
+  assert.deepEqual(unexpectedProblems(ann), []);
+  assert.deepEqual(unexpectedProblems(bob), []);
+  await ann.context().close();
+  await bob.context().close();
+});
+
+test('without an invitation the join form says the server is invitation-only', async () => {
+  const page = await openChat(browser, server.url, { room: 'lobby' });
+  await page.getByTestId('join-name').fill('nobody');
+  await page.getByTestId('join-submit').click();
+  await page.getByTestId('join-error').getByText('invitation-only', { exact: false }).waitFor();
+  assert.equal(await page.evaluate(() => window.roomcast.state), 'idle');
+
+  // An invitation for one private room does not open another.
+  await page.goto(`${server.url}/?room=private-finance#token=${mint({ sub: 'cy', rooms: ['private-design'], exp: now() + 3600 })}`);
+  await page.getByTestId('join-error').getByText('does not open the private room “private-finance”', { exact: false }).waitFor();
+  assert.deepEqual(unexpectedProblems(page, REFUSAL_NOISE), []);
+  await page.context().close();
+});
+
+test('an invitation that expires stops the chat with a message; a new invite link brings it back', async () => {
+  const page = await newPage();
+  const invite = (exp) => `${server.url}/?room=private-design#token=${mint({ sub: 'eve', rooms: ['private-design'], exp })}`;
+  // The server closes the connection (4001) when `exp` passes.
+  await page.goto(invite(now() + 3));
+  await waitConnected(page);
+  await sendMessage(page, 'before it expires');
+  const banner = page.getByTestId('conn-banner');
+  await banner.getByText('Your invitation has expired. Ask for a new invite link', { exact: false }).waitFor({ timeout: 12000 });
+  await page.getByTestId('conn-status').and(page.locator('[data-state="stopped"]')).waitFor();
+  // The conversation stays readable.
+  await messageWithText(page, 'before it expires').waitFor();
+  assert.deepEqual(await axeViolations(page), [], 'axe: stopped, with the expiry message');
+  await page.screenshot({ path: path.join(tmpdir(), 'roomcast-expired.png') });
+
+  await page.goto(invite(now() + 3600));
+  await waitConnected(page);
+  await banner.waitFor({ state: 'hidden' });
+  await sendMessage(page, 'renewed');
+
+  // Another link while connected renews the token in place (`auth`), without reconnecting.
+  const renewed = page.waitForFunction(
+    () => [...document.querySelectorAll('[data-testid=toast]')].some((t) => t.textContent.includes('Your invitation was renewed.')),
+    null, { polling: 'raf' },
+  );
+  await page.evaluate(() => { window.__sameDocument = true; });
+  let sockets = 0;
+  page.on('websocket', () => { sockets += 1; });
+  await page.goto(invite(now() + 7200));
+  await renewed;
+  assert.equal(await page.evaluate(() => window.__sameDocument), true, 'no reload');
+  assert.equal(sockets, 0, 'no new WebSocket');
+  assert.equal(await page.evaluate(() => window.roomcast.state), 'connected');
+  assert.deepEqual(unexpectedProblems(page), []);
+  await page.context().close();
+});
