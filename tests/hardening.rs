@@ -193,3 +193,40 @@ async fn a_start_up_failure_exits_non_zero_before_saying_it_listens() {
         );
     }
 }
+
+#[tokio::test]
+async fn static_dir_files_are_streamed_whatever_their_size() {
+    // Over the 32 MiB a `--static-dir` file used to be read whole into
+    // memory for (and past which it was not served at all).
+    let root = common::TempDir::new("static-big");
+    let dir = root.path().join("static");
+    std::fs::create_dir_all(&dir).unwrap();
+    let size = 40usize << 20;
+    let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("big.bin"), &content).unwrap();
+    let server = Server::start(config().static_dir(Some(dir))).await;
+
+    let res = server.get("/static/big.bin").await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.header("content-length"),
+        Some(size.to_string().as_str())
+    );
+    assert!(res.body == content, "the whole file, byte for byte");
+
+    let head = server.request("HEAD", "/static/big.bin", &[]).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(size.to_string().as_str())
+    );
+    assert!(head.body.is_empty());
+
+    // Revalidation still answers 304 without a body.
+    let etag = res.header("etag").unwrap().to_owned();
+    let again = server
+        .request("GET", "/static/big.bin", &[("If-None-Match", &etag)])
+        .await;
+    assert_eq!(again.status, 304);
+    server.shutdown().await.unwrap();
+}

@@ -13,23 +13,17 @@
 //! ignored and the whole file is sent, as RFC 9110 allows.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, SizeHint};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
+use tokio::io::AsyncSeekExt;
 
+use super::file_body::FileBody;
 use super::static_files::etag_matches;
 use super::{Body, empty};
 use crate::media::{MediaStore, StoredInfo, StoredName};
-
-/// Largest chunk read from disk at once.
-const CHUNK: usize = 64 << 10;
 
 /// RFC 8187 `attr-char`: what `filename*` may carry unencoded.
 const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
@@ -177,12 +171,7 @@ pub async fn serve(
         {
             return storage_failed(&e);
         }
-        FileBody {
-            file,
-            remaining: count,
-            buf: BytesMut::new(),
-        }
-        .boxed_unsync()
+        FileBody::new(file, count).boxed_unsync()
     };
     let mut res = Response::new(body);
     *res.status_mut() = status;
@@ -239,52 +228,6 @@ fn storage_failed(e: &io::Error) -> Response<Body> {
         "storage_failed",
         "the server could not read this file; try again later",
     )
-}
-
-/// `remaining` bytes of `file` as a response body, read in chunks of at most
-/// [`CHUNK`] bytes as the connection takes them.
-struct FileBody {
-    file: tokio::fs::File,
-    remaining: u64,
-    buf: BytesMut,
-}
-
-impl hyper::body::Body for FileBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = self.get_mut();
-        if this.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        let want = usize::try_from(this.remaining).map_or(CHUNK, |r| r.min(CHUNK));
-        if this.buf.len() < want {
-            this.buf.resize(want, 0);
-        }
-        let mut read = ReadBuf::new(&mut this.buf[..want]);
-        ready!(Pin::new(&mut this.file).poll_read(cx, &mut read))?;
-        let n = read.filled().len();
-        if n == 0 {
-            return Poll::Ready(Some(Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the stored file is shorter than it was",
-            ))));
-        }
-        this.remaining -= n as u64;
-        Poll::Ready(Some(Ok(Frame::data(this.buf.split_to(n).freeze()))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
-    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! Handlers here never touch WebSocket sessions.
 
 pub mod download;
+mod file_body;
 pub mod history;
 pub mod metrics;
 pub mod pages;

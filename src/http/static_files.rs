@@ -1,5 +1,5 @@
-//! `GET`/`HEAD /static/{path}`: the UI's files, embedded at build time or read
-//! from `--static-dir`. The path is decoded and checked once, here: `..`,
+//! `GET`/`HEAD /static/{path}`: the UI's files, embedded at build time or
+//! streamed from `--static-dir` in bounded chunks. The path is decoded and checked once, here: `..`,
 //! `.`, empty segments, backslashes, NUL and absolute paths never reach a
 //! lookup or the file system; they are `404`.
 
@@ -10,6 +10,9 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
+use http_body_util::BodyExt;
+
+use super::file_body::FileBody;
 use super::{Body, empty, full};
 
 mod embedded {
@@ -17,9 +20,6 @@ mod embedded {
 }
 
 pub use embedded::INDEX_TEMPLATE;
-
-/// Largest file served from `--static-dir` (a development aid, read whole).
-const MAX_DISK_FILE: u64 = 32 << 20;
 
 /// A relative path inside `static/` that cannot escape it.
 #[derive(Debug, PartialEq, Eq)]
@@ -74,12 +74,18 @@ pub fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
         .any(|t| t == etag || t == "*")
 }
 
+/// What a `200` sends: an embedded file, or one opened in `--static-dir`.
+enum Content {
+    Embedded(Bytes),
+    File(tokio::fs::File, u64),
+}
+
 fn answer(
     method: &Method,
     headers: &HeaderMap,
     path: &str,
     etag: &str,
-    bytes: Bytes,
+    content: Content,
 ) -> Response<Body> {
     let not_modified = etag_matches(headers, etag);
     let status = if not_modified {
@@ -87,11 +93,17 @@ fn answer(
     } else {
         StatusCode::OK
     };
-    let len = bytes.len();
+    let len = match &content {
+        Content::Embedded(bytes) => bytes.len() as u64,
+        Content::File(_, len) => *len,
+    };
     let body = if not_modified || method == Method::HEAD {
         empty()
     } else {
-        full(bytes)
+        match content {
+            Content::Embedded(bytes) => full(bytes),
+            Content::File(file, len) => FileBody::new(file, len).boxed_unsync(),
+        }
     };
     let mut res = Response::builder()
         .status(status)
@@ -122,23 +134,32 @@ impl StaticFiles {
         };
         match self {
             Self::Embedded => match embedded::STATIC_FILES.iter().find(|(p, _, _)| *p == path) {
-                Some((_, bytes, etag)) => {
-                    answer(method, headers, &path, etag, Bytes::from_static(bytes))
-                }
+                Some((_, bytes, etag)) => answer(
+                    method,
+                    headers,
+                    &path,
+                    etag,
+                    Content::Embedded(Bytes::from_static(bytes)),
+                ),
                 None => super::not_found(),
             },
-            Self::Dir(dir) => match read_from_disk(dir, &path).await {
-                Some((etag, bytes)) => answer(method, headers, &path, &etag, bytes),
+            Self::Dir(dir) => match open_on_disk(dir, &path).await {
+                Some((etag, file, len)) => {
+                    answer(method, headers, &path, &etag, Content::File(file, len))
+                }
                 None => super::not_found(),
             },
         }
     }
 }
 
-async fn read_from_disk(dir: &Path, path: &str) -> Option<(String, Bytes)> {
-    let full_path = dir.join(path);
-    let meta = tokio::fs::metadata(&full_path).await.ok()?;
-    if !meta.is_file() || meta.len() > MAX_DISK_FILE {
+/// Opens a file of `--static-dir`: its ETag (size and modification time),
+/// the open file and its length, as one snapshot (the metadata is the open
+/// file's, so a file replaced meanwhile is not mixed with the old one).
+async fn open_on_disk(dir: &Path, path: &str) -> Option<(String, tokio::fs::File, u64)> {
+    let file = tokio::fs::File::open(dir.join(path)).await.ok()?;
+    let meta = file.metadata().await.ok()?;
+    if !meta.is_file() {
         return None;
     }
     let modified = meta
@@ -146,10 +167,10 @@ async fn read_from_disk(dir: &Path, path: &str) -> Option<(String, Bytes)> {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
-    let bytes = tokio::fs::read(&full_path).await.ok()?;
     Some((
         format!("\"{:x}-{:x}\"", meta.len(), modified),
-        Bytes::from(bytes),
+        file,
+        meta.len(),
     ))
 }
 
