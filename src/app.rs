@@ -78,7 +78,21 @@ pub(crate) struct AppState {
     /// Running HTTP connections and WebSocket sessions.
     pub tracker: Arc<Tracker>,
     shutting_down: AtomicBool,
+    /// The periodic sweep of uploads nobody attached; stops with the state.
+    _sweeper: AbortOnDrop,
 }
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often uploads nobody attached are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 impl AppState {
     /// Builds everything the server shares from `config`: the uploads
@@ -98,7 +112,20 @@ impl AppState {
         }
         prepare_uploads_dir(&config)?;
         let metrics = Arc::new(Metrics::default());
-        let media = MediaStore::new(config.uploads_dir.clone());
+        let media = {
+            let (dir, quota, ttl) = (
+                config.uploads_dir.clone(),
+                config.uploads_max_bytes,
+                config.unattached_upload_ttl,
+            );
+            // Counting what the directory holds is one stat per file.
+            tokio::task::spawn_blocking(move || MediaStore::with_limits(dir, quota, ttl))
+                .await
+                .map_err(|e| ServeError::UploadsDir {
+                    path: config.uploads_dir.clone(),
+                    source: std::io::Error::other(e),
+                })?
+        };
         {
             // An upload older than its timeout is over: what it left is litter.
             let media = media.clone();
@@ -110,6 +137,23 @@ impl AppState {
                 }
             });
         }
+        let sweeper = {
+            let media = media.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(SWEEP_EVERY);
+                loop {
+                    every.tick().await;
+                    let media = media.clone();
+                    let removed = tokio::task::spawn_blocking(move || media.sweep_unattached())
+                        .await
+                        .unwrap_or(0);
+                    if removed > 0 {
+                        tracing::info!(removed, "deleted uploads no message attached in time");
+                    }
+                }
+            })
+            .abort_handle()
+        };
         let uploads = Uploads::new(&config, media.clone(), Arc::clone(&metrics));
         let store = crate::store::open(&config.store_settings(), Arc::clone(&metrics))
             .await
@@ -147,6 +191,7 @@ impl AppState {
             ws_open: AtomicUsize::new(0),
             tracker: Arc::new(Tracker::default()),
             shutting_down: AtomicBool::new(false),
+            _sweeper: AbortOnDrop(sweeper),
             config,
         }))
     }

@@ -39,6 +39,11 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Uploads per minute per client IP (0: no limit).
     pub uploads_per_minute: u32,
+    /// Most bytes the uploads directory may hold (files and sidecars, as
+    /// this process counts them); `None`: no limit. Past it uploads get `507`.
+    pub uploads_max_bytes: Option<u64>,
+    /// An upload no message has attached within this long is deleted.
+    pub unattached_upload_ttl: Duration,
     /// Behind one reverse proxy (Railway's): the client IP for per-address
     /// limits is the last `X-Forwarded-For` entry, the one that proxy added.
     /// Off by default: without a proxy a client could name any address.
@@ -114,6 +119,8 @@ impl Default for Config {
             max_connections: 10_000,
             max_upload_bytes: 10 << 20,
             uploads_per_minute: 30,
+            uploads_max_bytes: Some(5 << 30),
+            unattached_upload_ttl: Duration::from_secs(24 * 3600),
             trust_proxy: false,
             upload_idle_timeout: Duration::from_secs(30),
             upload_timeout: Duration::from_secs(300),
@@ -205,6 +212,10 @@ setters! {
     max_upload_bytes: u64,
     /// Sets [`Config::uploads_per_minute`].
     uploads_per_minute: u32,
+    /// Sets [`Config::uploads_max_bytes`].
+    uploads_max_bytes: Option<u64>,
+    /// Sets [`Config::unattached_upload_ttl`].
+    unattached_upload_ttl: Duration,
     /// Sets [`Config::trust_proxy`].
     trust_proxy: bool,
     /// Sets [`Config::upload_idle_timeout`].
@@ -246,6 +257,7 @@ impl Config {
         for d in [
             &mut self.upload_idle_timeout,
             &mut self.upload_timeout,
+            &mut self.unattached_upload_ttl,
             &mut self.ping_interval,
             &mut self.idle_timeout,
             &mut self.shutdown_grace,

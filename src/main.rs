@@ -33,6 +33,11 @@ Each option falls back to the environment variable shown, then the default.
   --max-connections N    open WebSockets at once    [MAX_CONNECTIONS, default 10000]
   --max-upload-bytes N   largest upload             [MAX_UPLOAD_BYTES, default 10485760]
   --uploads-per-minute N uploads per client address per minute (0 = no limit) [UPLOADS_PER_MINUTE, default 30]
+  --uploads-max-mb N     most the uploads directory may hold (0 = no limit);
+                         past it uploads get 507 [UPLOADS_MAX_MB, default 5120]
+  --unattached-upload-hours N
+                         an upload no message attached within N hours is
+                         deleted [UNATTACHED_UPLOAD_HOURS, default 24]
   --trust-proxy          per-address limits use the last X-Forwarded-For entry
                          (set it only behind a proxy, e.g. Railway's) [TRUST_PROXY=1]
   --upload-idle-timeout S
@@ -168,7 +173,7 @@ fn parse_args(
             .or_else(|| env(env_name))
             .map(|v| (format!("--{flag}"), v))
     };
-    const KNOWN: [&str; 27] = [
+    const KNOWN: [&str; 29] = [
         "host",
         "port",
         "uploads-dir",
@@ -180,6 +185,8 @@ fn parse_args(
         "max-connections",
         "max-upload-bytes",
         "uploads-per-minute",
+        "uploads-max-mb",
+        "unattached-upload-hours",
         "trust-proxy",
         "upload-idle-timeout",
         "upload-timeout",
@@ -233,6 +240,17 @@ fn parse_args(
     }
     if let Some((f, v)) = get("uploads-per-minute", "UPLOADS_PER_MINUTE") {
         config = config.uploads_per_minute(parse_value::<u32>(&f, &v)?);
+    }
+    if let Some((f, v)) = get("uploads-max-mb", "UPLOADS_MAX_MB") {
+        let mb = parse_value::<u64>(&f, &v)?;
+        config = config.uploads_max_bytes((mb > 0).then(|| mb.saturating_mul(1 << 20)));
+    }
+    if let Some((f, v)) = get("unattached-upload-hours", "UNATTACHED_UPLOAD_HOURS") {
+        let hours = parse_value::<u64>(&f, &v)?;
+        if hours == 0 {
+            return Err(format!("{f}: at least 1 hour"));
+        }
+        config = config.unattached_upload_ttl(Duration::from_secs(hours.saturating_mul(3600)));
     }
     if let Some((f, v)) = get("trust-proxy", "TRUST_PROXY") {
         let on = match v.as_str() {

@@ -766,3 +766,63 @@ async fn leftovers_of_interrupted_uploads_are_swept_at_start() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_uploads_quota_is_charged_as_bytes_arrive_and_a_full_one_is_507() {
+    // Room for the first file and its sidecar, not for a second as large.
+    let server = Server::start(config().uploads_max_bytes(Some(3000))).await;
+    let first = upload_ok(&server, "a.txt", &[b'a'; 1500]).await;
+    let url = first["url"].as_str().unwrap().to_owned();
+
+    let res = upload(&server, "b.txt", &[b'b'; 1500]).await;
+    let body = res.assert_json_error(507);
+    assert_eq!(body["error"], "storage_full", "{body}");
+    assert_stored_exactly(&server, &[&url]);
+
+    // What a refused upload charged was given back: a small one still fits.
+    let small = upload_ok(&server, "c.txt", b"small\n").await;
+    assert_stored_exactly(&server, &[&url, small["url"].as_str().unwrap()]);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_upload_is_marked_when_attached_and_one_not_attached_in_time_is_refused() {
+    let server = Server::start(config()).await;
+    let kept = upload_ok(&server, "kept.txt", b"kept\n").await;
+    let kept = kept["url"].as_str().unwrap().to_owned();
+    let late = upload_ok(&server, "late.txt", b"late\n").await;
+    let late = late["url"].as_str().unwrap().to_owned();
+    let sidecar = |url: &str| {
+        let name = url.strip_prefix("/uploads/").unwrap();
+        let text = std::fs::read_to_string(server.uploads_dir().join(format!("{name}.meta")));
+        serde_json::from_str::<serde_json::Value>(&text.unwrap()).unwrap()
+    };
+    assert_eq!(sidecar(&kept).get("attached"), None, "not attached yet");
+
+    let (mut ann, _) = server.join("files", "ann").await;
+    ann.expect("join").await;
+    ann.send_json(json!({"type": "message", "content": "", "attachment": {"url": kept}}))
+        .await;
+    ann.expect("message").await;
+    assert_eq!(sidecar(&kept)["attached"], true);
+
+    // Stored two days ago and never attached: past the 24 h default.
+    let name = late.strip_prefix("/uploads/").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(server.uploads_dir().join(name))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 24 * 3600))
+        .unwrap();
+    ann.send_json(json!({"type": "message", "content": "", "attachment": {"url": late}}))
+        .await;
+    let refusal = ann.expect_error("bad_attachment").await;
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .contains("upload it again"),
+        "{refusal}"
+    );
+    server.shutdown().await.unwrap();
+}

@@ -95,6 +95,8 @@ enum UploadError {
     Timeout,
     /// The client went away mid-body.
     Cut,
+    /// The uploads quota (or the disk) is full.
+    Full,
     /// The uploads directory failed us.
     Storage(io::Error),
 }
@@ -198,7 +200,7 @@ impl Uploads {
             Ok((pending, kind, name)) => pending
                 .commit(kind, name, owner)
                 .await
-                .map_err(UploadError::Storage),
+                .map_err(storage_error),
             Err(e) => Err(e),
         };
         if !matches!(result, Err(UploadError::Timeout | UploadError::Cut)) {
@@ -327,6 +329,12 @@ impl Uploads {
                 "timeout",
                 "the upload stalled or took too long; try again on a better connection".to_owned(),
             ),
+            UploadError::Full => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_full",
+                "the server has no room for more uploads right now; nothing was kept, try again later"
+                    .to_owned(),
+            ),
             UploadError::Storage(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage_failed",
@@ -347,7 +355,16 @@ async fn write_checked(
     if kind == Kind::Text && !text.feed(bytes) {
         return Err(UploadError::Unsupported);
     }
-    pending.write(bytes).await.map_err(UploadError::Storage)
+    pending.write(bytes).await.map_err(storage_error)
+}
+
+/// A storage error as the client will hear it: a full quota or disk is
+/// something to wait out, anything else the server's fault.
+fn storage_error(e: io::Error) -> UploadError {
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => UploadError::Full,
+        _ => UploadError::Storage(e),
+    }
 }
 
 /// `10 MiB`, `195.3 KiB`, `12 B`.

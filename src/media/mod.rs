@@ -12,12 +12,21 @@
 //! (uploads from older versions, which have none, get their stored name).
 //! Several instances may share the directory over a volume: names are
 //! random, and a rename is atomic.
+//!
+//! Bounds: the directory may hold at most a quota of bytes (counted at
+//! start, then as this process writes and deletes: instances sharing a
+//! volume each count what they saw at start plus their own writes), charged
+//! as the bytes arrive so concurrent uploads cannot overshoot it together.
+//! An upload no message attached within a time to live is deleted by
+//! [`MediaStore::sweep_unattached`]; attaching marks the sidecar.
 
 mod names;
 pub mod sniff;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncWriteExt;
@@ -32,6 +41,38 @@ const MAX_SIDECAR_BYTES: u64 = 4096;
 #[derive(Debug, Clone)]
 pub struct MediaStore {
     dir: PathBuf,
+    usage: Arc<Usage>,
+    unattached_ttl: Duration,
+}
+
+/// The bytes the directory holds as this process counts them, and the most
+/// it may hold.
+#[derive(Debug)]
+struct Usage {
+    used: AtomicU64,
+    quota: u64,
+}
+
+impl Usage {
+    /// Counts `n` more bytes, or refuses with `StorageFull` if they would
+    /// pass the quota (nothing counted then).
+    fn charge(&self, n: u64) -> io::Result<()> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.quota)
+            })
+            .map(drop)
+            .map_err(|_| io::Error::new(io::ErrorKind::StorageFull, "the uploads quota is full"))
+    }
+
+    /// Counts `n` bytes fewer.
+    fn release(&self, n: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(n))
+            });
+    }
 }
 
 /// The sidecar's contents.
@@ -41,6 +82,20 @@ struct Sidecar {
     content_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     owner: Option<String>,
+    /// A message attached it: it is never deleted as unattached.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    attached: bool,
+}
+
+/// Why an upload cannot be attached.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AttachError {
+    /// Not the URL of a stored upload (or deleted since).
+    Unknown,
+    /// Uploaded by someone else (its owner key differs).
+    NotYours,
+    /// Nobody attached it within the time to live: it is being deleted.
+    Expired,
 }
 
 /// What is known about a stored upload.
@@ -54,6 +109,10 @@ pub struct StoredInfo {
     pub size: u64,
     /// The owner key it was uploaded with, if any.
     pub owner: Option<String>,
+    /// Whether a message attached it.
+    pub attached: bool,
+    /// When it was stored (the data file's modification time).
+    pub stored_at: Option<SystemTime>,
 }
 
 impl StoredInfo {
@@ -69,9 +128,57 @@ impl StoredInfo {
 }
 
 impl MediaStore {
-    /// A store over `dir`.
+    /// A store over `dir`, without a quota, deleting uploads nobody
+    /// attached within a day.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            usage: Arc::new(Usage {
+                used: AtomicU64::new(0),
+                quota: u64::MAX,
+            }),
+            unattached_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// The same directory with at most `quota` bytes in it (`None`: no
+    /// limit) and uploads deleted when not attached within `unattached_ttl`.
+    /// Counts what the directory holds now (blocking: one `stat` per file).
+    pub fn with_limits(
+        dir: impl Into<PathBuf>,
+        quota: Option<u64>,
+        unattached_ttl: Duration,
+    ) -> Self {
+        let store = Self {
+            dir: dir.into(),
+            usage: Arc::new(Usage {
+                used: AtomicU64::new(0),
+                quota: quota.unwrap_or(u64::MAX),
+            }),
+            unattached_ttl,
+        };
+        let held: u64 = std::fs::read_dir(&store.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(std::fs::Metadata::is_file)
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        store.usage.used.store(held, Ordering::Release);
+        store
+    }
+
+    /// Bytes the directory holds as this process counts them.
+    pub fn used_bytes(&self) -> u64 {
+        self.usage.used.load(Ordering::Acquire)
+    }
+
+    /// The quota, if any.
+    pub fn quota(&self) -> Option<u64> {
+        (self.usage.quota != u64::MAX).then_some(self.usage.quota)
     }
 
     /// The directory.
@@ -96,7 +203,107 @@ impl MediaStore {
         if !meta.is_file() {
             return None;
         }
-        Some(self.info(name, meta.len()).await)
+        let mut info = self.info(name, meta.len()).await;
+        info.stored_at = meta.modified().ok();
+        Some(info)
+    }
+
+    /// The upload `url` names, for a message of `who` (an owner key) to
+    /// attach: it must exist, be `who`'s if it has an owner, and not have
+    /// outlived the time to live unattached. Marks it attached (so it is
+    /// kept from now on).
+    pub async fn attach(&self, url: &str, who: &str) -> Result<StoredInfo, AttachError> {
+        let mut info = self.resolve(url).await.ok_or(AttachError::Unknown)?;
+        if info.owner.as_deref().is_some_and(|owner| owner != who) {
+            return Err(AttachError::NotYours);
+        }
+        if info.attached {
+            return Ok(info);
+        }
+        let age = info
+            .stored_at
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        if age > self.unattached_ttl {
+            return Err(AttachError::Expired);
+        }
+        if let Err(e) = self.mark_attached(&info).await {
+            // The message still goes out; the upload may be swept later.
+            tracing::warn!("could not mark an upload attached: {e}");
+        } else {
+            info.attached = true;
+        }
+        Ok(info)
+    }
+
+    /// Rewrites the sidecar with `attached` set (a new file renamed over
+    /// the old one, so a reader sees one or the other, whole).
+    async fn mark_attached(&self, info: &StoredInfo) -> io::Result<()> {
+        let Some(mut sidecar) = self.read_sidecar(&info.name).await else {
+            // An upload from before sidecars: never swept, nothing to mark.
+            return Ok(());
+        };
+        sidecar.attached = true;
+        let json = serde_json::to_vec(&sidecar).map_err(io::Error::other)?;
+        let path = self.sidecar_path(&info.name);
+        let old = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+        let temp = self.dir.join(format!(".tmp-{}", random_hex()?));
+        tokio::fs::write(&temp, &json).await?;
+        if let Err(e) = tokio::fs::rename(&temp, &path).await {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(e);
+        }
+        // A few bytes more or less: counted, never refused.
+        let new = json.len() as u64;
+        if new > old {
+            self.usage.used.fetch_add(new - old, Ordering::AcqRel);
+        } else {
+            self.usage.release(old - new);
+        }
+        Ok(())
+    }
+
+    /// Deletes uploads that have a sidecar, were never attached, and are
+    /// older than the time to live (plus a minute, so an attach that just
+    /// passed its check is not raced). Blocking; returns how many it removed.
+    pub fn sweep_unattached(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let limit = self.unattached_ttl + Duration::from_secs(60);
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let Some(name) = entry.file_name().to_str().and_then(StoredName::parse) else {
+                continue;
+            };
+            let Ok(meta) = entry.metadata() else { continue };
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > limit);
+            if !old {
+                continue;
+            }
+            let sidecar_path = self.sidecar_path(&name);
+            let Ok(bytes) = std::fs::read(&sidecar_path) else {
+                continue;
+            };
+            let Ok(sidecar) = serde_json::from_slice::<Sidecar>(&bytes) else {
+                continue;
+            };
+            if sidecar.attached {
+                continue;
+            }
+            // Data first: a data file that exists always has its sidecar.
+            if std::fs::remove_file(entry.path()).is_ok() {
+                let _ = std::fs::remove_file(&sidecar_path);
+                self.usage.release(meta.len() + bytes.len() as u64);
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// Everything known about the stored upload `name` of `size` bytes. The
@@ -104,15 +311,22 @@ impl MediaStore {
     /// be shared); the content type always follows the extension, so no
     /// sidecar can make the server send a type it did not detect.
     pub async fn info(&self, name: StoredName, size: u64) -> StoredInfo {
-        let (display_name, owner) = match self.read_sidecar(&name).await {
-            Some(sidecar) => (DisplayName::sanitize(Some(&sidecar.name)), sidecar.owner),
-            None => (DisplayName::sanitize(Some(name.as_str())), None),
+        let (display_name, owner, attached) = match self.read_sidecar(&name).await {
+            Some(sidecar) => (
+                DisplayName::sanitize(Some(&sidecar.name)),
+                sidecar.owner,
+                sidecar.attached,
+            ),
+            // Uploads from before sidecars count as attached: never swept.
+            None => (DisplayName::sanitize(Some(name.as_str())), None, true),
         };
         StoredInfo {
             name,
             display_name,
             size,
             owner,
+            attached,
+            stored_at: None,
         }
     }
 
@@ -157,10 +371,7 @@ impl MediaStore {
 
     /// Starts writing an upload to a new temporary file in the directory.
     pub async fn begin(&self) -> io::Result<PendingUpload> {
-        let mut id = [0u8; 16];
-        getrandom::fill(&mut id).map_err(io::Error::other)?;
-        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        let temp = self.dir.join(format!(".tmp-{hex}"));
+        let temp = self.dir.join(format!(".tmp-{}", random_hex()?));
         let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -168,13 +379,22 @@ impl MediaStore {
             .await?;
         Ok(PendingUpload {
             dir: self.dir.clone(),
+            usage: Arc::clone(&self.usage),
             file,
             temp,
             placed: None,
             written: 0,
+            charged: 0,
             committed: false,
         })
     }
+}
+
+/// 32 random hex digits.
+fn random_hex() -> io::Result<String> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(io::Error::other)?;
+    Ok(id.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// An upload being written. Dropping it before [`PendingUpload::commit`]
@@ -183,6 +403,7 @@ impl MediaStore {
 #[derive(Debug)]
 pub struct PendingUpload {
     dir: PathBuf,
+    usage: Arc<Usage>,
     file: tokio::fs::File,
     temp: PathBuf,
     /// The sidecar and the data file's final path, once `commit` has chosen
@@ -191,12 +412,16 @@ pub struct PendingUpload {
     /// nobody was told the name.
     placed: Option<(PathBuf, PathBuf)>,
     written: u64,
+    /// Bytes counted against the quota so far (given back if dropped).
+    charged: u64,
     committed: bool,
 }
 
 impl PendingUpload {
-    /// Appends `bytes`.
+    /// Appends `bytes`; `StorageFull` if they would pass the quota.
     pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.usage.charge(bytes.len() as u64)?;
+        self.charged += bytes.len() as u64;
         self.file.write_all(bytes).await?;
         self.written += bytes.len() as u64;
         Ok(())
@@ -223,11 +448,14 @@ impl PendingUpload {
             name: display_name.as_str().to_owned(),
             content_type: kind.content_type().to_owned(),
             owner: owner.clone(),
+            attached: false,
         };
         let sidecar_path = self.dir.join(format!("{}.meta", name.as_str()));
         let data_path = self.dir.join(name.as_str());
         self.placed = Some((sidecar_path.clone(), data_path.clone()));
         let json = serde_json::to_vec(&sidecar).map_err(io::Error::other)?;
+        self.usage.charge(json.len() as u64)?;
+        self.charged += json.len() as u64;
         tokio::fs::write(&sidecar_path, json).await?;
         tokio::fs::rename(&self.temp, data_path).await?;
         self.committed = true;
@@ -236,6 +464,8 @@ impl PendingUpload {
             display_name,
             size: self.written,
             owner,
+            attached: false,
+            stored_at: Some(SystemTime::now()),
         })
     }
 }
@@ -245,6 +475,7 @@ impl Drop for PendingUpload {
         if self.committed {
             return;
         }
+        self.usage.release(self.charged);
         // Plain unlinks: quick, and this may run while a task is cancelled.
         let _ = std::fs::remove_file(&self.temp);
         if let Some((sidecar, data)) = &self.placed {
@@ -310,6 +541,79 @@ mod tests {
         std::fs::rename(&upload.temp, &data).unwrap();
         drop(upload);
         assert_eq!(listing(&dir), Vec::<String>::new());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    async fn stored(store: &MediaStore, text: &[u8]) -> StoredInfo {
+        let mut upload = store.begin().await.unwrap();
+        upload.write(text).await.unwrap();
+        upload
+            .commit(Kind::Text, DisplayName::sanitize(Some("a.txt")), None)
+            .await
+            .unwrap()
+    }
+
+    fn age(store: &MediaStore, info: &StoredInfo, by: Duration) {
+        std::fs::File::options()
+            .write(true)
+            .open(store.path_of(&info.name))
+            .unwrap()
+            .set_modified(SystemTime::now() - by)
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_sweep_deletes_old_unattached_uploads_only() {
+        let dir = scratch_dir("sweep");
+        let ttl = Duration::from_secs(3600);
+        let store = MediaStore::with_limits(&dir, None, ttl);
+        let attached = stored(&store, b"attached").await;
+        let fresh = stored(&store, b"fresh").await;
+        let old = stored(&store, b"old").await;
+        store.attach(&attached.url(), "anyone").await.unwrap();
+        age(&store, &attached, 2 * ttl);
+        age(&store, &old, 2 * ttl);
+        // An upload from before sidecars: nothing says it was never attached.
+        std::fs::write(dir.join("ffffffffffffffffffffffffffffffff.txt"), b"legacy").unwrap();
+        let legacy = StoredName::parse("ffffffffffffffffffffffffffffffff.txt").unwrap();
+        let before = MediaStore::with_limits(&dir, None, ttl).used_bytes();
+
+        assert_eq!(
+            store.attach(&old.url(), "anyone").await.unwrap_err(),
+            AttachError::Expired
+        );
+        assert_eq!(store.sweep_unattached(), 1);
+        let left = listing(&dir);
+        assert!(
+            !left.iter().any(|n| n.starts_with(old.name.as_str())),
+            "{left:?}"
+        );
+        for kept in [&attached.name, &fresh.name, &legacy] {
+            assert!(left.contains(&kept.as_str().to_owned()), "{left:?}");
+        }
+        // The running count agrees with a fresh count of the directory
+        // (which also sees the legacy file this store never wrote).
+        let recount = MediaStore::with_limits(&dir, None, ttl).used_bytes();
+        assert!(recount < before);
+        assert_eq!(store.used_bytes() + b"legacy".len() as u64, recount);
+        assert_eq!(
+            store.attach(&old.url(), "anyone").await.unwrap_err(),
+            AttachError::Unknown
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_quota_refuses_bytes_and_a_dropped_upload_gives_them_back() {
+        let dir = scratch_dir("quota");
+        let store = MediaStore::with_limits(&dir, Some(100), Duration::from_secs(60));
+        let mut upload = store.begin().await.unwrap();
+        upload.write(&[b'x'; 60]).await.unwrap();
+        let err = upload.write(&[b'x'; 60]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(store.used_bytes(), 60);
+        drop(upload);
+        assert_eq!(store.used_bytes(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

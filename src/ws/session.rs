@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
 
 use super::protocol::{self, Request};
 use crate::hub::{Attachment, CloseReason, ErrorCode, Member, Outbox, Refusal, frames};
-use crate::media::MediaStore;
+use crate::media::{AttachError, MediaStore};
 use crate::metrics::Metrics;
 
 /// What a session needs besides its socket and membership.
@@ -610,32 +610,28 @@ async fn handle_text(
         } => {
             let attachment = match attachment_url {
                 None => None,
-                Some(url) => match media.resolve(&url).await {
-                    // An upload made with a token is its uploader's alone.
-                    Some(info)
-                        if info
-                            .owner
-                            .as_deref()
-                            .is_some_and(|owner| owner != member.identity().as_str()) =>
-                    {
-                        let r = Refusal::new(
-                            ErrorCode::BadAttachment,
-                            "the attachment was uploaded by someone else; upload it yourself",
-                        );
-                        member.send(r.frame(Some("message")));
-                        return;
-                    }
-                    Some(info) => Some(Attachment {
+                Some(url) => match media.attach(&url, member.identity().as_str()).await {
+                    Ok(info) => Some(Attachment {
                         url: info.url(),
                         name: info.display_name.as_str().to_owned(),
                         size: info.size,
                         content_type: info.content_type().to_owned(),
                     }),
-                    None => {
-                        let r = Refusal::new(
-                            ErrorCode::BadAttachment,
-                            "the attachment must be a URL returned by POST /upload on this server",
-                        );
+                    Err(why) => {
+                        let message = match why {
+                            AttachError::Unknown => {
+                                "the attachment must be a URL returned by POST /upload on this server"
+                            }
+                            // An upload made with a token is its uploader's alone.
+                            AttachError::NotYours => {
+                                "the attachment was uploaded by someone else; upload it yourself"
+                            }
+                            AttachError::Expired => {
+                                "this upload was not sent within its time and is being deleted; \
+                                 upload it again"
+                            }
+                        };
+                        let r = Refusal::new(ErrorCode::BadAttachment, message);
                         member.send(r.frame(Some("message")));
                         return;
                     }
