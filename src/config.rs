@@ -133,7 +133,12 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "roomcast".to_owned(),
             presence_ttl: Duration::from_secs(30),
-            store: StoreKind::Sqlite,
+            // Durable by default when SQLite is compiled in.
+            store: if cfg!(feature = "sqlite") {
+                StoreKind::Sqlite
+            } else {
+                StoreKind::Memory
+            },
             data_dir: PathBuf::from("data"),
             fsync: Fsync::Batch,
             retention_days: None,

@@ -611,6 +611,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "sqlite")]
     fn the_store_is_sqlite_in_data_unless_told() {
         let c = config(&[], &[]);
         assert_eq!(

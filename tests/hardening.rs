@@ -128,6 +128,7 @@ async fn one_message_too_large_for_the_welcome_does_not_hide_the_rest() {
 }
 
 #[tokio::test]
+#[cfg(feature = "sqlite")]
 async fn the_rooms_recent_history_stays_within_its_memory_budget() {
     let server = Server::start(
         config()

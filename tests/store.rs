@@ -3,6 +3,8 @@
 //! older than the ring served from disk, scrollback, retention, and every
 //! bad start-up a clear error.
 
+#![cfg(feature = "sqlite")]
+
 mod common;
 
 use common::{Binary, Client, Server, TempDir, config, eventually};

@@ -1,6 +1,8 @@
 //! The WebSocket protocol suite (`protocol/suite.rs`) with history in the
 //! SQLite store: every rule holds the same with the store on.
 
+#![cfg(feature = "sqlite")]
+
 mod common;
 
 use common::Server;
