@@ -415,7 +415,10 @@ async fn uploads_and_metrics_need_their_tokens() {
         .await;
     let refusal = bob.expect_error("bad_attachment").await;
     assert!(
-        refusal["message"].as_str().unwrap().contains("someone else"),
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .contains("someone else"),
         "{refusal}"
     );
     let (mut ann, _) = server

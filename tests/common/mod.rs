@@ -151,11 +151,16 @@ pub struct Server {
 
 /// Test defaults: the production defaults with a short shutdown grace, so a
 /// test that fails mid-way cannot hang CI for long, and history in memory
-/// (the tests of the durable stores choose theirs, see [`store_config`]).
+/// (the tests of the durable stores choose theirs, see [`store_config`]),
+/// and no per-address limits: every test client is on 127.0.0.1, so those
+/// would be global ones (`tests/fairness.rs` sets them).
 pub fn config() -> Config {
     Config::default()
         .shutdown_grace(Duration::from_secs(5))
         .store(StoreKind::Memory)
+        .max_connections_per_address(0usize)
+        .max_http_per_address(0usize)
+        .joins_per_minute(0u32)
 }
 
 impl Server {
