@@ -34,7 +34,11 @@ def start(mode, cpus, workdir):
     if mode == "token":
         env["AUTH_SECRET"] = SECRET
     cmd = ["taskset", "-c", cpus, os.path.join(RELEASE, "roomcast"), "--port", "0",
-           "--rate", "0", "--max-connections", "20000", "--store", "memory",
+           "--rate", "0", "--max-connections", "20000",
+           # Every client is on 127.0.0.1: the per-address limits would be
+           # the global ones.
+           "--max-connections-per-address", "0", "--max-http-per-address", "0",
+           "--joins-per-minute", "0", "--store", "memory",
            "--uploads-dir", os.path.join(workdir, "uploads")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, cwd=workdir, text=True)
     line = proc.stdout.readline()

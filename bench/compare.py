@@ -36,6 +36,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
+# Every load client is on 127.0.0.1: roomcast's per-address limits would be
+# global ones here.
+NO_PER_ADDRESS_LIMITS = ["--max-connections-per-address", "0", "--max-http-per-address", "0",
+                         "--joins-per-minute", "0"]
 
 # The latency bound a rate must meet, and where a ladder gives up.
 BOUND_MS = 50.0
@@ -64,14 +68,14 @@ FIXED = [800, 1600, 2400]  # msg/s in 1 room x 1000 = 0.8, 1.6, 2.4 M deliveries
 SERVERS = {
     "roomcast": lambda d: [
         os.path.join(RELEASE, "roomcast"), "--port", "0", "--rate", "0",
-        "--max-connections", "20000", "--uploads-dir", os.path.join(d, "uploads"),
+        "--max-connections", "20000", *NO_PER_ADDRESS_LIMITS, "--uploads-dir", os.path.join(d, "uploads"),
         "--data-dir", os.path.join(d, "data"),
     ],
     # The same server keeping history in memory only: what the durable
     # store (SQLite, the default above) costs fan-out.
     "roomcast-memory": lambda d: [
         os.path.join(RELEASE, "roomcast"), "--port", "0", "--rate", "0",
-        "--max-connections", "20000", "--uploads-dir", os.path.join(d, "uploads"),
+        "--max-connections", "20000", *NO_PER_ADDRESS_LIMITS, "--uploads-dir", os.path.join(d, "uploads"),
         "--store", "memory",
     ],
     "floor": lambda d: [os.path.join(RELEASE, "examples", "baseline_floor"), "--port", "0"],

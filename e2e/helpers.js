@@ -29,7 +29,11 @@ export async function startServer({ port = 0, uploadsDir, dataDir, extraArgs = [
   // data/ under the working directory, would be shared by every test).
   const ownsData = !dataDir;
   dataDir ??= mkdtempSync(path.join(tmpdir(), 'roomcast-e2e-data-'));
-  const args = ['--host', '127.0.0.1', '--port', String(port), '--uploads-dir', uploadsDir, '--data-dir', dataDir, ...extraArgs];
+  // A file's tests share one server and all join from 127.0.0.1: the
+  // per-address join rate (60/min) would be the whole suite's. The
+  // per-address connection caps stay: a browser test opens few.
+  const args = ['--host', '127.0.0.1', '--port', String(port), '--uploads-dir', uploadsDir, '--data-dir', dataDir,
+    '--joins-per-minute', '0', ...extraArgs];
   if (process.env.ROOMCAST_UI_DIR) {
     const ui = path.resolve(process.env.ROOMCAST_UI_DIR);
     args.push('--static-dir', path.join(ui, 'static'), '--templates-dir', path.join(ui, 'templates'));

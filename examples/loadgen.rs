@@ -15,7 +15,9 @@
 //! The clients are deliberately thin (a hand-written WebSocket reader on one
 //! single-threaded runtime) so the generator costs less CPU per delivery than
 //! the server it measures; it prints its own CPU use so you can tell. Start
-//! the server with a generous `--rate` (`0`: no limit) and `--max-connections`.
+//! the server with a generous `--rate` (`0`: no limit) and `--max-connections`,
+//! and without the per-address limits (every client here is on 127.0.0.1):
+//! `--max-connections-per-address 0 --max-http-per-address 0 --joins-per-minute 0`.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};

@@ -178,10 +178,14 @@ async fn run(label: &str, addrs: &[std::net::SocketAddr]) {
 #[tokio::main]
 async fn main() {
     let uploads = std::env::temp_dir().join(format!("roomcast-cost-{}", std::process::id()));
-    // No rate limit, and queues deep enough that senders, which do not read
-    // during the burst, are not dropped as slow consumers.
+    // No rate limit, no per-address limits (every client is on 127.0.0.1),
+    // and queues deep enough that senders, which do not read during the
+    // burst, are not dropped as slow consumers.
     let base = roomcast::Config::default()
         .rate(0u32)
+        .max_connections_per_address(0usize)
+        .max_http_per_address(0usize)
+        .joins_per_minute(0u32)
         .outbound_queue(100_000usize)
         .uploads_dir(uploads.clone());
     let single = start(base.clone()).await;

@@ -12,13 +12,16 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::error::ServeError;
+use crate::http::address_slots::AddressSlots;
 use crate::http::pages::IndexPage;
+use crate::http::rate_limit::PerIpLimiter;
 use crate::http::static_files::StaticFiles;
 use crate::http::upload::Uploads;
 use crate::hub::{Hub, HubParts};
 use crate::media::MediaStore;
 use crate::metrics::Metrics;
 use crate::store::StoreKind;
+use crate::ws::rate::IdentityRates;
 use crate::ws::session::SessionConfig;
 
 /// Counts running connections and sessions so shutdown can wait for them.
@@ -75,6 +78,12 @@ pub(crate) struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// Open WebSocket sessions, checked against `max_connections`.
     pub ws_open: AtomicUsize,
+    /// Open WebSocket sessions per client address.
+    pub ws_per_address: Arc<AddressSlots>,
+    /// Open TCP connections per peer address (no limit with `trust_proxy`).
+    pub http_per_address: Arc<AddressSlots>,
+    /// WebSocket upgrades per client address per minute.
+    pub joins: PerIpLimiter,
     /// Running HTTP connections and WebSocket sessions.
     pub tracker: Arc<Tracker>,
     shutting_down: AtomicBool,
@@ -182,6 +191,11 @@ impl AppState {
                 max_frame_bytes: config.max_frame_bytes,
                 rate: config.rate,
                 rate_burst: config.rate_burst,
+                identity_rates: IdentityRates::new(
+                    config.rate,
+                    config.rate_burst,
+                    config.max_connections,
+                ),
                 ping_interval: config.ping_interval,
                 idle_timeout: config.idle_timeout,
                 auth: Arc::clone(&auth),
@@ -189,6 +203,14 @@ impl AppState {
             }),
             auth,
             ws_open: AtomicUsize::new(0),
+            ws_per_address: AddressSlots::new(config.max_connections_per_address),
+            // Behind a proxy every connection has the proxy's address: a
+            // per-peer cap would be a second global one.
+            http_per_address: AddressSlots::new(match config.trust_proxy {
+                true => 0,
+                false => config.max_http_per_address,
+            }),
+            joins: PerIpLimiter::new(config.joins_per_minute),
             tracker: Arc::new(Tracker::default()),
             shutting_down: AtomicBool::new(false),
             _sweeper: AbortOnDrop(sweeper),

@@ -29,12 +29,29 @@ pub struct Config {
     pub max_users_per_reaction: usize,
     /// Longest message, in characters.
     pub max_message_chars: usize,
-    /// Sustained requests per second per connection.
+    /// Sustained requests per second per connection, and per identity
+    /// across all its connections (so reconnecting does not reset it).
     pub rate: u32,
-    /// Requests a connection may send at once before the rate applies.
+    /// Requests a connection (and an identity) may send at once before the
+    /// rate applies.
     pub rate_burst: u32,
     /// Open WebSocket connections at once; beyond it upgrades get `503`.
     pub max_connections: usize,
+    /// Open WebSocket sessions one client address may hold at once; beyond
+    /// it upgrades get `429 too_many_connections` (0: no limit). The
+    /// address is the peer's, or with `trust_proxy` the forwarded one; IPv6
+    /// counts by /64.
+    pub max_connections_per_address: usize,
+    /// Open TCP connections one peer address may hold at once, WebSocket
+    /// sessions included; beyond it a new connection gets a canned `429`
+    /// and is closed (0: no limit). Ignored with `trust_proxy`, where every
+    /// connection comes from the proxy. Keep it above
+    /// `max_connections_per_address`, or that one is this one.
+    pub max_http_per_address: usize,
+    /// WebSocket upgrades one client address may start per minute, all at
+    /// once if saved up; beyond it `429 rate_limited` with `Retry-After`
+    /// (0: no limit). Each join costs the server a welcome.
+    pub joins_per_minute: u32,
     /// Largest upload, in bytes.
     pub max_upload_bytes: u64,
     /// Uploads per minute per client IP (0: no limit).
@@ -117,6 +134,13 @@ impl Default for Config {
             rate: 10,
             rate_burst: 20,
             max_connections: 10_000,
+            // An office behind one NAT is many people on one address.
+            max_connections_per_address: 256,
+            // The WebSockets above plus 64 page loads, uploads and checks.
+            max_http_per_address: 320,
+            // A browser reconnecting with back-off, in several tabs, stays
+            // far below it.
+            joins_per_minute: 60,
             max_upload_bytes: 10 << 20,
             uploads_per_minute: 30,
             uploads_max_bytes: Some(5 << 30),
@@ -213,6 +237,12 @@ setters! {
     rate_burst: u32,
     /// Sets [`Config::max_connections`].
     max_connections: usize,
+    /// Sets [`Config::max_connections_per_address`].
+    max_connections_per_address: usize,
+    /// Sets [`Config::max_http_per_address`].
+    max_http_per_address: usize,
+    /// Sets [`Config::joins_per_minute`].
+    joins_per_minute: u32,
     /// Sets [`Config::max_upload_bytes`].
     max_upload_bytes: u64,
     /// Sets [`Config::uploads_per_minute`].

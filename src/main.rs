@@ -29,8 +29,18 @@ Each option falls back to the environment variable shown, then the default.
                          together; past it the heaviest keep fewer
                          [HISTORY_MEMORY_MB, default 256]
   --max-message-chars N  longest message            [MAX_MESSAGE_CHARS, default 4000]
-  --rate N               requests/s per connection (burst 2N; 0 = no limit) [RATE, default 10]
+  --rate N               requests/s per connection, and per identity across its
+                         connections (burst 2N; 0 = no limit) [RATE, default 10]
   --max-connections N    open WebSockets at once    [MAX_CONNECTIONS, default 10000]
+  --max-connections-per-address N
+                         open WebSockets per client address; beyond it 429
+                         (0 = no limit) [MAX_CONNECTIONS_PER_ADDRESS, default 256]
+  --max-http-per-address N
+                         open TCP connections per peer address, WebSockets
+                         included; beyond it a canned 429 (0 = no limit;
+                         ignored with --trust-proxy) [MAX_HTTP_PER_ADDRESS, default 320]
+  --joins-per-minute N   WebSocket upgrades per client address per minute;
+                         beyond it 429 (0 = no limit) [JOINS_PER_MINUTE, default 60]
   --max-upload-bytes N   largest upload             [MAX_UPLOAD_BYTES, default 10485760]
   --uploads-per-minute N uploads per client address per minute (0 = no limit) [UPLOADS_PER_MINUTE, default 30]
   --uploads-max-mb N     most the uploads directory may hold (0 = no limit);
@@ -173,7 +183,7 @@ fn parse_args(
             .or_else(|| env(env_name))
             .map(|v| (format!("--{flag}"), v))
     };
-    const KNOWN: [&str; 29] = [
+    const KNOWN: [&str; 32] = [
         "host",
         "port",
         "uploads-dir",
@@ -183,6 +193,9 @@ fn parse_args(
         "max-message-chars",
         "rate",
         "max-connections",
+        "max-connections-per-address",
+        "max-http-per-address",
+        "joins-per-minute",
         "max-upload-bytes",
         "uploads-per-minute",
         "uploads-max-mb",
@@ -234,6 +247,15 @@ fn parse_args(
     }
     if let Some((f, v)) = get("max-connections", "MAX_CONNECTIONS") {
         config = config.max_connections(parse_value::<usize>(&f, &v)?);
+    }
+    if let Some((f, v)) = get("max-connections-per-address", "MAX_CONNECTIONS_PER_ADDRESS") {
+        config = config.max_connections_per_address(parse_value::<usize>(&f, &v)?);
+    }
+    if let Some((f, v)) = get("max-http-per-address", "MAX_HTTP_PER_ADDRESS") {
+        config = config.max_http_per_address(parse_value::<usize>(&f, &v)?);
+    }
+    if let Some((f, v)) = get("joins-per-minute", "JOINS_PER_MINUTE") {
+        config = config.joins_per_minute(parse_value::<u32>(&f, &v)?);
     }
     if let Some((f, v)) = get("max-upload-bytes", "MAX_UPLOAD_BYTES") {
         config = config.max_upload_bytes(parse_value::<u64>(&f, &v)?);
@@ -567,6 +589,33 @@ mod tests {
         assert_eq!(args.port, 9001);
         assert_eq!(args.config.history, 7, "env applies where no flag is given");
         assert_eq!(args.config.upload_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn per_address_limits_come_from_flags_or_env() {
+        let d = Config::default();
+        let c = config(&[], &[]);
+        assert_eq!(
+            (
+                c.max_connections_per_address,
+                c.max_http_per_address,
+                c.joins_per_minute
+            ),
+            (
+                d.max_connections_per_address,
+                d.max_http_per_address,
+                d.joins_per_minute
+            )
+        );
+        let c = config(
+            &["--max-connections-per-address", "3", "--joins-per-minute=0"],
+            &[("MAX_HTTP_PER_ADDRESS", "9"), ("JOINS_PER_MINUTE", "5")],
+        );
+        assert_eq!(c.max_connections_per_address, 3);
+        assert_eq!(c.max_http_per_address, 9);
+        assert_eq!(c.joins_per_minute, 0, "the flag wins");
+        let err = parse(&["--max-http-per-address", "-1"], &[]).err().unwrap();
+        assert!(err.starts_with("--max-http-per-address"), "{err}");
     }
 
     #[test]

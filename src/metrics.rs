@@ -38,7 +38,8 @@ pub struct Metrics {
     pub connections: Counter,
     /// WebSocket connections accepted since start.
     pub connections_total: Counter,
-    /// WebSocket upgrades refused at the connection limit.
+    /// WebSocket upgrades refused at a connection limit (the server's or the
+    /// address's) or past the address's join rate.
     pub connections_refused: Counter,
     /// Frames received from clients.
     pub frames_in: Counter,

@@ -1,8 +1,11 @@
 //! The accept loop and graceful drain.
 //!
 //! Accepting: TCP_NODELAY on every socket, an exponential back-off when
-//! `accept` fails (say, out of file descriptors), and a cap on open HTTP
-//! connections beyond which a new one gets a canned `503` and is closed.
+//! `accept` fails (say, out of file descriptors), a cap on open HTTP
+//! connections beyond which a new one gets a canned `503` and is closed,
+//! and a cap per peer address (a canned `429`), so one address cannot take
+//! every slot. A connection's per-address slot travels in its requests'
+//! extensions; a WebSocket session keeps it until the session ends.
 //! Each accepted socket is handed to one of the worker threads
 //! ([`crate::runtime`]), where it lives until it closes; the accept loop
 //! itself runs on the caller's runtime.
@@ -25,7 +28,7 @@ use tokio::sync::watch;
 use crate::app::{AppState, Token};
 use crate::config::Config;
 use crate::error::ServeError;
-use crate::http::PeerAddr;
+use crate::http::{ConnectionSlot, PeerAddr};
 use crate::hub::CloseReason;
 use crate::router;
 use crate::runtime::Workers;
@@ -110,9 +113,15 @@ pub async fn serve_when_ready(
         backoff = Duration::from_millis(5);
         let _ = stream.set_nodelay(true);
         if state.tracker.running() >= max_http {
-            refuse_busy(stream);
+            refuse(stream, &BUSY);
             continue;
         }
+        // One address must not take every slot: past its own cap it is
+        // refused like the global cap, before a task is spent on it.
+        let Some(slot) = state.http_per_address.acquire(peer.ip()) else {
+            refuse(stream, &ADDRESS_FULL);
+            continue;
+        };
         // The socket moves to a worker's reactor: out of this one first.
         let Ok(stream) = stream.into_std() else {
             continue;
@@ -122,7 +131,8 @@ pub async fn serve_when_ready(
             let token = state.tracker.token();
             async move {
                 if let Ok(stream) = TcpStream::from_std(stream) {
-                    serve_connection(stream, PeerAddr(peer), state, stop, token).await;
+                    let ids = (PeerAddr(peer), ConnectionSlot(Arc::new(slot)));
+                    serve_connection(stream, ids, state, stop, token).await;
                 }
             }
         };
@@ -165,7 +175,7 @@ pub async fn serve_when_ready(
 
 async fn serve_connection(
     stream: TcpStream,
-    peer: PeerAddr,
+    (peer, slot): (PeerAddr, ConnectionSlot),
     state: Arc<AppState>,
     mut stop: watch::Receiver<()>,
     _token: Token,
@@ -178,6 +188,7 @@ async fn serve_connection(
     let busy = Arc::clone(&answering);
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(peer);
+        req.extensions_mut().insert(slot.clone());
         let state = Arc::clone(&state);
         let answering = Arc::clone(&answering);
         answering.fetch_add(1, Ordering::AcqRel);
@@ -210,16 +221,34 @@ async fn serve_connection(
     }
 }
 
-/// Answers a connection over the cap with a fixed `503`, then closes it.
-/// The response is written without waiting, so no task or buffer is spent on
-/// a connection the server cannot take: a fresh socket's send buffer holds
-/// these ~250 bytes at once, and if it somehow does not, the client just sees
-/// the connection close.
-fn refuse_busy(stream: TcpStream) {
-    const BODY: &str = r#"{"error":"too_many_connections","message":"the server is at its connection limit; try again later"}"#;
+/// A canned answer for a connection the server will not serve.
+struct Canned {
+    status: &'static str,
+    body: &'static str,
+}
+
+/// The server holds `max_connections + 256` connections already.
+const BUSY: Canned = Canned {
+    status: "503 Service Unavailable",
+    body: r#"{"error":"too_many_connections","message":"the server is at its connection limit; try again later"}"#,
+};
+
+/// The peer's address holds `max_http_per_address` connections already.
+const ADDRESS_FULL: Canned = Canned {
+    status: "429 Too Many Requests",
+    body: r#"{"error":"too_many_connections","message":"your address has too many connections open to this server; close some and try again"}"#,
+};
+
+/// Answers a connection the server will not serve with a fixed response,
+/// then closes it. The response is written without waiting, so no task or
+/// buffer is spent on it: a fresh socket's send buffer holds these ~250
+/// bytes at once, and if it somehow does not, the client just sees the
+/// connection close.
+fn refuse(stream: TcpStream, canned: &Canned) {
+    let Canned { status, body } = canned;
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 5\r\n\r\n{BODY}",
-        BODY.len()
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 5\r\n\r\n{body}",
+        body.len()
     );
     // Out of the runtime's reactor: a socket tokio has only just registered
     // has no readiness yet, so its `try_write` would refuse to try. The std

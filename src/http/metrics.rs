@@ -27,7 +27,7 @@ pub fn render(hub: &Hub) -> Response<Body> {
         (
             "roomcast_connections_refused_total",
             "counter",
-            "Upgrades refused at the connection limit.",
+            "Upgrades refused at a connection limit (the server's or the address's) or the address's join rate.",
             m.connections_refused.get(),
         ),
         (

@@ -2,6 +2,8 @@
 //! JSON answers and errors, and the security headers every page carries.
 //! Handlers here never touch WebSocket sessions.
 
+pub mod address_slots;
+pub mod client_addr;
 pub mod download;
 mod file_body;
 pub mod history;
@@ -24,6 +26,13 @@ use http_body_util::{BodyExt, Empty, Full};
 /// server (behind a proxy this is the proxy's address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
+
+/// The per-address slot of the TCP connection a request came on (see
+/// [`address_slots`]), in each request's extensions: a WebSocket session
+/// keeps a clone, so the slot is given back only when both the connection
+/// and its session have ended.
+#[derive(Debug, Clone)]
+pub struct ConnectionSlot(pub std::sync::Arc<address_slots::Slot>);
 
 /// The body of every response roomcast sends.
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -84,6 +93,20 @@ pub fn error(status: StatusCode, code: &str, message: impl AsRef<str>) -> Respon
             message: message.as_ref(),
         },
     )
+}
+
+/// `429 rate_limited` with `Retry-After`: `what` (say, "uploads") came too
+/// often from the client's address; the next is due in `wait`.
+pub fn rate_limited(what: &str, wait: std::time::Duration) -> Response<Body> {
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let mut res = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many {what} from your address; try again in {secs} s"),
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    res
 }
 
 /// `404` for a path roomcast does not serve.

@@ -3,14 +3,16 @@
 //! completely is the same as no bucket, so those are pruned when the map is
 //! full, and beyond that the longest-idle bucket gives way.
 //!
-//! The key is the socket peer address: IPv4 as is, IPv6 by its /64 (one
-//! host usually holds a whole /64). Behind a reverse proxy every client
-//! shares the proxy's address; trusting a forwarded header is left for later.
+//! The caller names the client address (see [`super::client_addr`]); it
+//! counts as IPv4 as is, IPv6 by its /64 (one host usually holds a whole
+//! /64).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use super::client_addr::key_of;
 
 /// Most addresses tracked at once.
 const MAX_TRACKED: usize = 10_000;
@@ -82,23 +84,34 @@ impl PerIpLimiter {
         }
     }
 
+    /// Whether `ip` would get a token now, or how long until it would;
+    /// takes nothing (the WebSocket preflight asks this without being an
+    /// attempt itself).
+    pub fn peek(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.peek_at(ip, Instant::now())
+    }
+
+    fn peek_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let burst = f64::from(self.per_minute);
+        let per_sec = burst / 60.0;
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(bucket) = buckets.get(&key_of(ip)) else {
+            return Ok(()); // an untracked address has a full bucket
+        };
+        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
+        let tokens = (bucket.tokens + elapsed * per_sec).min(burst);
+        match tokens >= 1.0 {
+            true => Ok(()),
+            false => Err(Duration::from_secs_f64((1.0 - tokens) / per_sec)),
+        }
+    }
+
     /// Addresses tracked now.
     pub fn tracked(&self) -> usize {
         self.buckets.lock().map_or(0, |b| b.len())
-    }
-}
-
-/// The bucket an address counts against.
-fn key_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(Ipv6Addr::from(prefix))
-            }
-        },
     }
 }
 
@@ -126,6 +139,24 @@ mod tests {
                 .is_ok()
         );
         assert!(PerIpLimiter::new(0).check_at(ip("10.0.0.1"), t0).is_ok());
+    }
+
+    #[test]
+    fn peeking_takes_nothing() {
+        let limiter = PerIpLimiter::new(1);
+        let t0 = Instant::now();
+        assert!(limiter.peek_at(ip("10.0.0.1"), t0).is_ok());
+        assert_eq!(limiter.tracked(), 0);
+        assert!(limiter.check_at(ip("10.0.0.1"), t0).is_ok());
+        assert_eq!(
+            limiter.peek_at(ip("10.0.0.1"), t0).unwrap_err().as_secs(),
+            60
+        );
+        assert!(
+            limiter
+                .peek_at(ip("10.0.0.1"), t0 + Duration::from_secs(60))
+                .is_ok()
+        );
     }
 
     #[test]

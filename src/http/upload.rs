@@ -19,12 +19,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use tokio::time::{Instant, Sleep};
 
+use super::client_addr::client_ip;
 use super::rate_limit::PerIpLimiter;
 use super::{Body, PeerAddr};
 use crate::config::Config;
@@ -161,11 +162,7 @@ impl Uploads {
         owner: Option<String>,
     ) -> Result<StoredInfo, UploadError> {
         if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>() {
-            let client = if self.trust_proxy {
-                forwarded_client(req.headers()).unwrap_or(peer.ip())
-            } else {
-                peer.ip()
-            };
+            let client = client_ip(*peer, req.headers(), self.trust_proxy);
             self.limiter
                 .check(client)
                 .map_err(UploadError::RateLimited)?;
@@ -269,17 +266,7 @@ impl Uploads {
     fn refusal(&self, e: &UploadError) -> Response<Body> {
         let limit = human_bytes(self.max_bytes);
         let (status, code, message) = match e {
-            UploadError::RateLimited(wait) => {
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                let mut res = super::error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!("too many uploads from your address; try again in {secs} s"),
-                );
-                res.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-                return res;
-            }
+            UploadError::RateLimited(wait) => return super::rate_limited("uploads", *wait),
             UploadError::NotMultipart => (
                 StatusCode::BAD_REQUEST,
                 "bad_upload",
@@ -530,15 +517,6 @@ impl Stream for BodyReader {
     }
 }
 
-/// The address the proxy in front saw: the last entry of the last
-/// `X-Forwarded-For` header (each proxy appends the address it was reached
-/// from, so earlier entries are the client's own claims). `None` when the
-/// header is missing or that entry is not an IP address.
-fn forwarded_client(headers: &http::HeaderMap) -> Option<std::net::IpAddr> {
-    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
-    last.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -546,23 +524,5 @@ mod tests {
         assert_eq!(super::human_bytes(12), "12 B");
         assert_eq!(super::human_bytes(10 << 20), "10 MiB");
         assert_eq!(super::human_bytes(200_000), "195.3 KiB");
-    }
-
-    #[test]
-    fn the_forwarded_client_is_the_entry_the_proxy_added() {
-        let mut headers = http::HeaderMap::new();
-        assert_eq!(super::forwarded_client(&headers), None);
-        headers.append("x-forwarded-for", "1.1.1.1, 10.0.0.7".parse().unwrap());
-        assert_eq!(
-            super::forwarded_client(&headers),
-            Some("10.0.0.7".parse().unwrap())
-        );
-        headers.append("x-forwarded-for", " 2001:db8::1 ".parse().unwrap());
-        assert_eq!(
-            super::forwarded_client(&headers),
-            Some("2001:db8::1".parse().unwrap())
-        );
-        headers.append("x-forwarded-for", "1.1.1.1, not-an-ip".parse().unwrap());
-        assert_eq!(super::forwarded_client(&headers), None);
     }
 }

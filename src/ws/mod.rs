@@ -3,5 +3,6 @@
 //! and the request types ([`protocol`]). Sessions talk to the hub only.
 
 pub mod protocol;
+pub mod rate;
 pub mod session;
 pub(crate) mod upgrade;

@@ -32,6 +32,7 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
 
 use super::protocol::{self, Request};
+use super::rate::IdentityRates;
 use crate::hub::{Attachment, CloseReason, ErrorCode, Member, Outbox, Refusal, frames};
 use crate::media::{AttachError, MediaStore};
 use crate::metrics::Metrics;
@@ -46,6 +47,8 @@ pub struct SessionConfig {
     pub rate: u32,
     /// Requests allowed at once.
     pub rate_burst: u32,
+    /// Every identity's bucket, charged along with each connection's own.
+    pub identity_rates: IdentityRates,
     /// How often to ping.
     pub ping_interval: Duration,
     /// Close after this long without hearing from the client.
@@ -133,42 +136,6 @@ thread_local! {
 }
 
 const PONG_EVENT: &[u8] = b"\x81\x0f{\"type\":\"pong\"}";
-
-/// A token bucket: `rate` per second, up to `burst` at once.
-struct RateLimiter {
-    tokens: f64,
-    burst: f64,
-    rate: f64,
-    last: Instant,
-}
-
-impl RateLimiter {
-    fn new(rate: u32, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            tokens: burst,
-            burst,
-            rate: f64::from(rate),
-            last: Instant::now(),
-        }
-    }
-
-    fn allow(&mut self) -> bool {
-        if self.rate == 0.0 {
-            return true;
-        }
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// Gives tungstenite a read side only: whatever it would write (automatic
 /// pongs and close replies) is dropped, because the session's writer sends
@@ -430,7 +397,9 @@ pub async fn run<R, W>(
     let writer = write_loop(writer, Arc::clone(&outbox), &metrics);
     tokio::pin!(writer);
 
-    let mut limiter = RateLimiter::new(config.rate, config.rate_burst);
+    // This connection's bucket and its identity's: a reconnect starts with
+    // what the identity left, not a fresh burst.
+    let mut limiter = config.identity_rates.limiter(member.identity());
     let flood_limit = config.rate_burst.max(1);
     let mut strikes = 0u32;
     let mut last_heard = Instant::now();
@@ -512,7 +481,7 @@ pub async fn run<R, W>(
                     }
                     let r = Refusal::new(
                         ErrorCode::RateLimited,
-                        format!("more than {} requests per second; this one was dropped", config.rate),
+                        format!("more than {} requests per second (your connections count together); this one was dropped", config.rate),
                     );
                     member.send(r.frame(None));
                     continue;

@@ -2,8 +2,9 @@
 //!
 //! Everything is checked before the upgrade, the way a careful framework
 //! does it: the upgrade headers, the protocol version, the key, the room and
-//! user names, the `after` query, and the connection limit. A bad request
-//! gets a JSON error and never becomes a WebSocket.
+//! user names, the `after` query, how often the client's address joins,
+//! and the connection limits (the server's and the address's). A bad
+//! request gets a JSON error and never becomes a WebSocket.
 
 use std::sync::Arc;
 use std::sync::Weak;
@@ -21,7 +22,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use super::session::{self, Expiry};
 use crate::app::AppState;
 use crate::auth::{Denied, Presented};
-use crate::http::{Body, empty, error, json};
+use crate::http::client_addr::client_ip;
+use crate::http::{Body, ConnectionSlot, PeerAddr, empty, error, json, rate_limited};
 use crate::hub::{CloseReason, JoinError, Joining, Outbox, RoomName, UserName, frames};
 
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -201,6 +203,27 @@ pub(crate) async fn handle(
         Ok(checked) => checked,
         Err(refused) => return refused.into_response(),
     };
+    // The client's address, for the per-address limits (the server always
+    // sets the peer; a request without one is not counted).
+    let client = req
+        .extensions()
+        .get::<PeerAddr>()
+        .map(|p| client_ip(p.0, req.headers(), state.config.trust_proxy));
+    // Each upgrade attempt is charged before any costly check (a token's
+    // signature, a name held elsewhere, the welcome): joining is the
+    // server's most expensive request. The preflight only asks.
+    if let Some(ip) = client {
+        let due = match accept {
+            Some(_) => state.joins.check(ip),
+            None => state.joins.peek(ip),
+        };
+        if let Err(wait) = due {
+            if accept.is_some() {
+                state.hub.metrics().connections_refused.inc();
+            }
+            return rate_limited("WebSocket joins", wait);
+        }
+    }
     let presented = Presented {
         claim: query.claim.as_deref(),
         token: query.token.as_deref(),
@@ -237,7 +260,11 @@ pub(crate) async fn handle(
         }
     }
     let max = state.config.max_connections;
+    let per_address = &state.ws_per_address;
     let Some(accept) = accept else {
+        if client.is_some_and(|ip| !per_address.has_room(ip)) {
+            return address_at_capacity(per_address.max());
+        }
         if state.ws_open.load(Ordering::Acquire) >= max {
             return at_capacity(max);
         }
@@ -249,6 +276,19 @@ pub(crate) async fn handle(
             }),
         );
     };
+    // Held by the session to its end, like `Slot` below; dropped here on
+    // any refusal.
+    let address_slot = match client.map(|ip| per_address.acquire(ip)) {
+        Some(None) => {
+            state.hub.metrics().connections_refused.inc();
+            return address_at_capacity(per_address.max());
+        }
+        Some(Some(slot)) => Some(slot),
+        None => None,
+    };
+    // The TCP connection's own per-address slot: the session is that
+    // connection now, and it must keep counting.
+    let connection_slot = req.extensions().get::<ConnectionSlot>().cloned();
     if state.ws_open.fetch_add(1, Ordering::AcqRel) >= max {
         state.ws_open.fetch_sub(1, Ordering::AcqRel);
         state.hub.metrics().connections_refused.inc();
@@ -263,6 +303,7 @@ pub(crate) async fn handle(
     let task = state.tracker.token();
     tokio::spawn(async move {
         let _slot = slot;
+        let _address_slots = (address_slot, connection_slot);
         let _task = task;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -343,6 +384,18 @@ fn at_capacity(max: usize) -> Response<Body> {
         StatusCode::SERVICE_UNAVAILABLE,
         "too_many_connections",
         format!("the server is at its limit of {max} connections; try again later"),
+    )
+}
+
+/// `429` at the client address's own connection limit.
+fn address_at_capacity(max: usize) -> Response<Body> {
+    error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_connections",
+        format!(
+            "your address has {max} WebSocket connections open to this server, its limit; \
+             close one (another tab?) and try again"
+        ),
     )
 }
 

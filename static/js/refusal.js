@@ -68,7 +68,14 @@ export function explainRefusal(answer, { room, user }) {
     case 'origin_not_allowed':
       return { stop: 'token', text: 'This page’s address is not allowed to connect to this chat server.' };
     case 'too_many_connections':
+      // 429: this address's own share is taken (other tabs, or others on
+      // the same network); 503: the whole server is full.
+      if (status === 429) {
+        return { retry: true, text: 'Too many chat connections are open from your network; close a tab or two and this one will connect.' };
+      }
       return { retry: true, text: 'The server is up but is not taking new connections right now; it is probably full.' };
+    case 'rate_limited':
+      return { retry: true, text: 'Reconnecting too often from your network; trying again shortly.' };
     case 'shutting_down':
       return { retry: true, text: 'The server is restarting.' };
     case 'unavailable':

@@ -151,11 +151,16 @@ pub struct Server {
 
 /// Test defaults: the production defaults with a short shutdown grace, so a
 /// test that fails mid-way cannot hang CI for long, and history in memory
-/// (the tests of the durable stores choose theirs, see [`store_config`]).
+/// (the tests of the durable stores choose theirs, see [`store_config`]),
+/// and no per-address limits: every test client is on 127.0.0.1, so those
+/// would be global ones (`tests/fairness.rs` sets them).
 pub fn config() -> Config {
     Config::default()
         .shutdown_grace(Duration::from_secs(5))
         .store(StoreKind::Memory)
+        .max_connections_per_address(0usize)
+        .max_http_per_address(0usize)
+        .joins_per_minute(0u32)
 }
 
 impl Server {
@@ -391,6 +396,41 @@ impl HttpResponse {
     }
 }
 
+/// A TCP connection to `addr` from the local address `from`: on Linux all
+/// of 127.0.0.0/8 reaches the loopback interface, so `127.0.0.2` and
+/// `127.0.0.3` are two clients as far as per-address limits go.
+pub async fn connect_from(addr: SocketAddr, from: &str) -> TcpStream {
+    let from: std::net::IpAddr = from.parse().expect("an IP address");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .expect("bind the source address");
+    tokio::time::timeout(TIMEOUT, socket.connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect")
+}
+
+/// Sends `request` from the local address `from` and reads one response.
+pub async fn http_from(addr: SocketAddr, from: &str, request: &[u8]) -> HttpResponse {
+    let mut stream = connect_from(addr, from).await;
+    stream.write_all(request).await.expect("send request");
+    tokio::time::timeout(TIMEOUT, read_response(&mut stream, false))
+        .await
+        .expect("no HTTP response in time")
+}
+
+/// A WebSocket upgrade to `path` (a claim added, see [`with_claim`]) from
+/// the local address `from` with `extra` headers: the socket, or the refusal.
+pub async fn ws_from(
+    addr: SocketAddr,
+    from: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> Result<RawWs, HttpResponse> {
+    RawWs::try_handshake(connect_from(addr, from).await, addr, path, extra).await
+}
+
 /// Sends `request` as is on a new connection and reads one response.
 /// `head` says the request was a HEAD (its response has no body).
 pub async fn http_raw(addr: SocketAddr, request: &[u8], head: bool) -> HttpResponse {
@@ -404,6 +444,18 @@ pub async fn http_raw(addr: SocketAddr, request: &[u8], head: bool) -> HttpRespo
 /// Reads one response: the head, then a body framed by `content-length`,
 /// chunked encoding, or the end of the connection.
 pub async fn read_response(stream: &mut TcpStream, head: bool) -> HttpResponse {
+    read_response_of(stream, head).await
+}
+
+/// [`read_response`] of a GET, from any reader.
+pub async fn read_response_from(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> HttpResponse {
+    read_response_of(stream, false).await
+}
+
+async fn read_response_of(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    head: bool,
+) -> HttpResponse {
     let mut buf = Vec::new();
     let header_end = loop {
         if let Some(i) = find(&buf, b"\r\n\r\n") {
@@ -714,12 +766,30 @@ impl RawFrame {
 
 impl RawWs {
     /// Performs the handshake on `stream` and asserts `101`.
-    pub async fn handshake(mut stream: TcpStream, addr: SocketAddr, path: &str) -> Self {
+    pub async fn handshake(stream: TcpStream, addr: SocketAddr, path: &str) -> Self {
+        match Self::try_handshake(stream, addr, path, &[]).await {
+            Ok(ws) => ws,
+            Err(res) => panic!("upgrade refused: {} {}", res.status, res.text()),
+        }
+    }
+
+    /// Performs the handshake on `stream` with `extra` headers: the
+    /// WebSocket after `101`, or the refusal (read to its end).
+    pub async fn try_handshake(
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Self, HttpResponse> {
         let path = with_claim(path);
-        let req = format!(
+        let mut req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
         );
+        for (name, value) in extra {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        req.push_str("\r\n");
         stream
             .write_all(req.as_bytes())
             .await
@@ -738,7 +808,15 @@ impl RawWs {
             buf.extend_from_slice(&chunk[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
+        if !head.starts_with("HTTP/1.1 101") {
+            // Hand the bytes read so far back to the response reader.
+            let mut replay = std::io::Cursor::new(buf).chain(stream);
+            return Err(
+                tokio::time::timeout(TIMEOUT, read_response_from(&mut replay))
+                    .await
+                    .expect("refusal body timed out"),
+            );
+        }
         // RFC 6455's own example key and accept value.
         assert!(
             head.to_ascii_lowercase()
@@ -746,7 +824,7 @@ impl RawWs {
             "wrong accept key: {head}"
         );
         buf.drain(..end + 4);
-        Self { stream, buf }
+        Ok(Self { stream, buf })
     }
 
     /// Wraps a stream whose handshake is already done.
