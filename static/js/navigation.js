@@ -16,6 +16,7 @@ import { composerError, loadComposer } from './composer.js';
 import { resetTyping } from './typing.js';
 import { resetPresence, setOnline } from './presence.js';
 import { resetScroll } from './scroll.js';
+import { resetHistory } from './history.js';
 import { resetUnread } from './attention.js';
 import { refreshActiveRooms, renderRecentRooms, roomHref } from './rooms.js';
 import { toast } from './notices.js';
@@ -38,6 +39,7 @@ export function enterRoom(room, user, { push = true } = {}) {
   resetTyping();
   resetPresence();
   resetScroll();
+  resetHistory();
   els.list.replaceChildren();
   saveName(user);
   rememberRoom(room);
