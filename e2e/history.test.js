@@ -4,7 +4,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openChat, openSeeder, messageWithText } from './helpers.js';
+import { startServer, launchBrowser, openChat, openSeeder, messageWithText, watchProblems, joinAs, waitConnected } from './helpers.js';
 
 let server;
 let browser;
@@ -174,4 +174,55 @@ test('old messages render like live ones and take live edits, reactions and dele
   assert.deepEqual(page.problems, []);
   await seeder.close();
   await page.context().close();
+});
+
+test('a gap left by a reconnect is filled by scrollback', async () => {
+  // The server's own pages fill the gap; the socket is played by the test so
+  // that the resume's `gap` happens on cue: the first welcome brings seqs
+  // 1-50, the resume after 50 brings the newest 50 and says `gap`.
+  const page = async (q) => (await (await fetch(`${server.url}/api/rooms/long/messages?${q}`)).json()).messages;
+  const oldest = await page('before=51&limit=50');
+  const newest = await page('limit=50');
+  assert.equal(oldest[0].seq, 1);
+  assert.equal(newest.at(-1).seq, SEEDED);
+
+  const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+  const tab = watchProblems(await context.newPage());
+  const urls = [];
+  let socket;
+  await tab.routeWebSocket(/\/ws\//, (ws) => {
+    urls.push(ws.url());
+    socket = ws;
+    const resume = /\?after=50$/.test(ws.url());
+    ws.onMessage((raw) => {
+      if (JSON.parse(raw).type === 'ping') ws.send(JSON.stringify({ type: 'pong' }));
+    });
+    ws.send(JSON.stringify({
+      type: 'welcome', room: 'long', user: 'gappy', online: ['gappy'], online_count: 1,
+      history: resume ? newest : oldest, gap: resume, last_seq: SEEDED,
+    }));
+  });
+  await joinAs(tab, server.url, 'long', 'gappy');
+  await messageWithText(tab, label(50)).waitFor();
+  await tab.getByTestId('history-top').getByText('Beginning of the conversation').waitFor();
+
+  await socket.close({ code: 1013, reason: 'test' });
+  await tab.getByTestId('conn-status').and(tab.locator('[data-state="reconnecting"]')).waitFor();
+  await waitConnected(tab);
+  assert.match(urls.at(-1), /\?after=50$/);
+  await messageWithText(tab, label(SEEDED)).waitFor();
+  const gap = tab.getByTestId('history-gap');
+  await gap.getByText('Some messages were missed while you were disconnected.').waitFor();
+
+  // Going up to the gap fills it a page at a time, then the mark goes.
+  for (let loads = 0; await gap.count() > 0; loads += 1) {
+    assert.ok(loads < 20, 'the gap closes in 11 pages');
+    const n = await tab.locator('#messages > li.msg').count();
+    await tab.getByTestId('load-missed').click();
+    await tab.waitForFunction((n) => document.querySelectorAll('#messages > li.msg').length > n
+      || !document.querySelector('[data-testid="history-gap"]'), n);
+  }
+  assertWhole(await texts(tab));
+  assert.deepEqual(tab.problems, []);
+  await context.close();
 });
