@@ -264,8 +264,10 @@ function trim() {
   const seq = msgSeq(keep);
   // Archived messages (the server forgot them) could not come back.
   if (seq === null || keep.classList.contains('msg--archived')) return;
+  // Focus left far above (the reader scrolled down with a mouse) would fall
+  // to the page's start; it goes where the reader is instead.
   const f = document.activeElement;
-  if (f && els.list.contains(f) && (keep.compareDocumentPosition(f) & Node.DOCUMENT_POSITION_PRECEDING)) return;
+  const focusGoes = f && els.list.contains(f) && Boolean(keep.compareDocumentPosition(f) & Node.DOCUMENT_POSITION_PRECEDING);
   for (let el = top ? top.el.nextElementSibling : els.list.firstElementChild; el && el !== keep;) {
     const next = el.nextElementSibling;
     if (el.dataset.id) state.messages.delete(el.dataset.id);
@@ -280,7 +282,14 @@ function trim() {
   top.upper = seq;
   setHoleState(top, seq <= 1 ? 'done' : 'more');
   regroup(keep);
+  if (focusGoes) [...els.list.querySelectorAll(':scope > li.msg')].at(-1)?.focus({ preventScroll: true });
   scrollToBottom();
+}
+
+function queueTrim() {
+  if (trimQueued) return;
+  trimQueued = true;
+  requestAnimationFrame(trim);
 }
 
 export function initHistory() {
@@ -294,6 +303,7 @@ export function initHistory() {
     const up = y < lastScrollTop;
     lastScrollTop = y;
     check({ up });
+    if (!up && followingBottom()) queueTrim();
   }, { passive: true });
   // Keyboard readers: Home, or ↑/PageUp on the first message, asks for more.
   els.list.addEventListener('keydown', (e) => {
@@ -303,9 +313,6 @@ export function initHistory() {
     const firstMsg = els.list.querySelector(':scope > li.msg');
     if (e.key === 'Home' || ((e.key === 'ArrowUp' || e.key === 'PageUp') && li === firstMsg)) load(top);
   });
-  new MutationObserver(() => {
-    if (trimQueued) return;
-    trimQueued = true;
-    requestAnimationFrame(trim);
-  }).observe(els.list, { childList: true });
+  // Trimmed when something arrives, and when the reader comes back down.
+  new MutationObserver(queueTrim).observe(els.list, { childList: true });
 }
