@@ -41,6 +41,8 @@ const PAGE_SIZE = 100;
  * not cut short; the list is trimmed back once they return to the bottom.
  */
 const MAX_SHOWN = 3000;
+/** Gap marks one resume may leave (more would be noise; reloading the room shows all). */
+const MAX_GAPS = 10;
 /** The top hole loads when the reader is this close to the top. */
 const NEAR_TOP_PX = 400;
 
@@ -127,23 +129,29 @@ export function historyWelcome({ resuming, after, reset, gap, history, serverLas
     if (history.length === 0) return;
     top = makeHole('top', 0, firstSeq);
     els.list.prepend(top.el);
-    return;
-  }
-  if (reset) {
+  } else if (reset) {
     // The messages above are the server's previous life: nothing older can
     // be fetched for them. The new numbering starts below them.
     if (top) { top.el.remove(); top = null; }
     addGap(0, firstSeq, elementOf(first));
-  } else if (gap && firstSeq > after + 1) {
-    addGap(after, firstSeq, elementOf(first));
+  } else if (gap) {
+    // Missed before the first message brought, or inside: the welcome skips
+    // a message too large for its budget. Seqs also skip where messages
+    // were deleted; such a hole finds nothing and closes at its first load.
+    if (firstSeq > after + 1) addGap(after, firstSeq, elementOf(first));
+    for (let i = 1; i < history.length && gaps.length < MAX_GAPS; i += 1) {
+      const [a, b] = [history[i - 1].seq, history[i].seq];
+      if (typeof a === 'number' && typeof b === 'number' && b > a + 1) addGap(a, b, elementOf(history[i]));
+    }
   }
+  // A page that does not fill the screen asks for more; a gap in view fills.
   queueCheck();
 }
 
 function addGap(lower, upper, below) {
   const hole = makeHole('gap', lower, upper);
   if (hole.state === 'done') return;
-  // Above the first message the welcome brought (pending messages stay last).
+  // Right above the message after the hole (pending messages stay last).
   els.list.insertBefore(hole.el, below && below.parentNode === els.list ? below : els.list.querySelector(':scope > .msg--pending'));
   gaps.push(hole);
 }
