@@ -4,7 +4,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openChat, openSeeder, messageWithText, watchProblems, joinAs, waitConnected } from './helpers.js';
+import { startServer, launchBrowser, openChat, openSeeder, messageWithText, watchProblems, joinAs, waitConnected, axeViolations } from './helpers.js';
 
 let server;
 let browser;
@@ -97,6 +97,9 @@ test('keyboard: Home in the list and the button load older messages', async () =
   assert.equal((await texts(page))[0], label(SEEDED - 149));
 
   // The button, from the keyboard: focus carries on from the newest message it brought.
+  // The edge and its button pass axe's WCAG rules like the rest of the list.
+  assert.deepEqual(await axeViolations(page), []);
+
   await page.getByTestId('load-older').focus();
   await page.keyboard.press('Enter');
   await loadedPast(page, 150);
