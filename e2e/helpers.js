@@ -266,3 +266,83 @@ export async function sendRaw(page, text) {
   await box.press('Enter');
   await page.waitForFunction(() => document.querySelectorAll('.msg--pending').length === 0);
 }
+
+/**
+ * A raw protocol client in a page of its own (no UI), for putting many
+ * messages in a room quickly and acting on them later as their author.
+ * Start the server with `--rate 0`, or the per-connection limit refuses a
+ * burst. It runs in a browser page because the page's origin is one the
+ * server accepts, and Node 20 has no WebSocket without a flag.
+ */
+export async function openSeeder(browser, baseUrl, room, user) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${baseUrl}/`);
+  await page.evaluate(async ({ room, user }) => {
+    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+    const ws = new WebSocket(`${proto}://${location.host}/ws/${encodeURIComponent(room)}/${encodeURIComponent(user)}`);
+    // ids: content -> message_id of what this client posted; waiters see every event.
+    const seed = { ws, ids: new Map(), waiters: new Set() };
+    window.seed = seed;
+    await new Promise((resolve, reject) => {
+      ws.addEventListener('message', (e) => {
+        const ev = JSON.parse(e.data);
+        if (ev.type === 'welcome') resolve();
+        if (ev.type === 'message' && ev.user === user) seed.ids.set(ev.content, ev.message_id);
+        for (const w of seed.waiters) w(ev);
+      });
+      ws.addEventListener('close', (e) => reject(new Error(`the seeder's socket closed with ${e.code}`)));
+    });
+  }, { room, user });
+  return {
+    page,
+    /**
+     * Posts the texts in order (with `attachment` from upload() if given),
+     * each once its predecessor is echoed, so seqs follow the list. A post
+     * refused as `unavailable` (the store reserves seqs in blocks and a
+     * burst can outrun it) is sent again after a pause: it was not posted.
+     */
+    post(texts, { attachment } = {}) {
+      return page.evaluate(async ({ texts, attachment }) => {
+        const s = window.seed;
+        const once = (content) => new Promise((resolve, reject) => {
+          const w = (ev) => {
+            if (ev.type === 'message' && ev.content === content) { s.waiters.delete(w); resolve(true); }
+            if (ev.type === 'error') {
+              s.waiters.delete(w);
+              if (ev.code === 'unavailable') resolve(false);
+              else reject(new Error(`refused: ${JSON.stringify(ev)}`));
+            }
+          };
+          s.waiters.add(w);
+          s.ws.send(JSON.stringify(attachment ? { type: 'message', content, attachment } : { type: 'message', content }));
+        });
+        for (const content of texts) {
+          for (let tries = 0; !(await once(content)); tries += 1) {
+            if (tries > 50) throw new Error(`${content}: the server stayed unavailable`);
+            await new Promise((r) => setTimeout(r, 20 * (tries + 1)));
+          }
+        }
+      }, { texts, attachment });
+    },
+    /** Uploads a small file and returns `{ url }` for post(). */
+    upload(name, type, text) {
+      return page.evaluate(async ({ name, type, text }) => {
+        const form = new FormData();
+        form.append('file', new File([text], name, { type }));
+        const res = await fetch('/upload', { method: 'POST', body: form });
+        if (!res.ok) throw new Error(`upload: ${res.status} ${await res.text()}`);
+        return { url: (await res.json()).url };
+      }, { name, type, text });
+    },
+    /** Sends a request about the message this client posted as `text` (edit, delete, reaction). */
+    about(text, request) {
+      return page.evaluate(({ text, request }) => {
+        const id = window.seed.ids.get(text);
+        if (!id) throw new Error(`the seeder did not post ${JSON.stringify(text)}`);
+        window.seed.ws.send(JSON.stringify({ ...request, message_id: id }));
+      }, { text, request });
+    },
+    async close() { await page.context().close(); },
+  };
+}

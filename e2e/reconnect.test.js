@@ -1,5 +1,6 @@
 // Resilience: a dropped connection resumes with ?after=<seq> (no duplicates,
-// no gaps), and a server restart is survived with the UI saying what happens.
+// no gaps), and a server restart is survived: history is durable, so the
+// conversation simply carries on.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -7,6 +8,7 @@ import { startServer, launchBrowser, openChat, joinAs, sendMessage, messageWithT
 
 let server;
 let browser;
+const retired = []; // servers replaced by a restart: their directories go at the end
 
 before(async () => {
   server = await startServer();
@@ -16,6 +18,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await server?.cleanup();
+  for (const s of retired) await s.cleanup();
 });
 
 /** How many messages with exactly this text the page shows. */
@@ -72,7 +75,7 @@ test('a dropped connection resumes after the last seen message, without duplicat
   await bob.context().close();
 });
 
-test('a server restart: reconnecting state, then connected, messages exactly once', async () => {
+test('a server restart: reconnecting state, then connected, history kept, messages exactly once', async () => {
   const alice = await openChat(browser, server.url, { room: 'restart', user: 'alice' });
   const bob = await openChat(browser, server.url, { room: 'restart', user: 'bob' });
   await sendMessage(alice, 'old 1');
@@ -87,14 +90,20 @@ test('a server restart: reconnecting state, then connected, messages exactly onc
     await p.getByTestId('conn-banner').getByText('The server is restarting', { exact: false }).waitFor();
   }
 
-  server = await startServer({ port, uploadsDir: server.uploadsDir });
+  // The same data directory: the restarted server has the room's history.
+  retired.push(server);
+  server = await startServer({ port, uploadsDir: server.uploadsDir, dataDir: server.dataDir });
   await waitConnected(alice, 30000);
   await waitConnected(bob, 30000);
   await alice.getByTestId('conn-banner').waitFor({ state: 'hidden' });
 
-  // The server forgot the room; the client says so once and does not claim a gap.
-  await alice.getByTestId('notice').getByText('The server was restarted', { exact: false }).waitFor();
-  assert.equal(await alice.getByText('Some messages were missed', { exact: false }).count(), 0);
+  // Nothing was forgotten and nothing missed: the resume continues where it was.
+  for (const p of [alice, bob]) {
+    assert.equal(await p.getByText('The server was restarted', { exact: false }).count(), 0);
+    assert.equal(await p.getByText('Some messages were missed', { exact: false }).count(), 0);
+    assert.equal(await p.locator('.msg--archived').count(), 0, 'old messages keep their actions');
+    assert.deepEqual(await p.getByTestId('message-text').allTextContents(), ['old 1', 'old 2']);
+  }
 
   await sendMessage(alice, 'after restart 1');
   await sendMessage(bob, 'after restart 2');

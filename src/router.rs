@@ -67,7 +67,8 @@ pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Respo
         },
         (_, p) if p.starts_with("/api/rooms/") => match p["/api/rooms/".len()..].split_once('/') {
             Some((room, "messages")) => {
-                h::history::page(&state.hub, &method, room, req.uri().query()).await
+                let (parts, _) = req.into_parts();
+                h::history::page(&state.hub, &state.auth, &parts, room).await
             }
             _ => h::not_found(),
         },

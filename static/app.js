@@ -24,6 +24,7 @@
 //   actions      react / edit / delete / unfold; tap and long-press on touch
 //   picker       the reaction picker (+ emoji-data, the searchable set)
 //   scroll       following the newest message, the pill, the "New" line
+//   history      scrollback: older pages, and gaps a reconnect left
 //   attention    title count, announcements, mention notifications
 //   presence     who is online, join/leave lines without reconnect churn
 //   typing       the typing indicator
@@ -40,6 +41,7 @@ import { initConnection, onConnection } from './js/connection.js';
 import { initDrawer } from './js/drawer.js';
 import { editLast } from './js/edit.js';
 import { handleEvent } from './js/events.js';
+import { initHistory } from './js/history.js';
 import { initListNav } from './js/listnav.js';
 import { initNavigation, refuseToJoin, route } from './js/navigation.js';
 import { initPicker } from './js/picker.js';
@@ -57,6 +59,7 @@ onConnection({
 });
 initConnection();
 initScroll();
+initHistory();
 initComposer({ editLast });
 initUploads();
 initActions();

@@ -448,3 +448,48 @@ async fn upload(server: &Server, authorization: Option<&str>) -> common::HttpRes
     );
     common::http_raw(server.addr, request.as_bytes(), false).await
 }
+
+#[tokio::test]
+async fn scrollback_is_read_only_by_those_who_may_join_the_room() {
+    // Open mode: public rooms are readable, private ones are refused.
+    let open = Server::start(config()).await;
+    let res = open.get("/api/rooms/private-design/messages").await;
+    refused(&res, 403, "private_room");
+    open.shutdown().await.unwrap();
+
+    let server = Server::start(token_mode(config())).await;
+    let ann = token("ann", &["private-design"]);
+    let (mut c, _) = server
+        .join("private-design", &format!("ann?token={ann}"))
+        .await;
+    c.expect("join").await;
+    c.post("for the design team only").await;
+
+    let path = "/api/rooms/private-design/messages";
+    refused(&server.get(path).await, 401, "token_required");
+    refused(
+        &server.get(&format!("{path}?token=not.a.token")).await,
+        401,
+        "invalid_token",
+    );
+    // A valid token that does not name the private room.
+    let bob = token("bob", &["lobby"]);
+    refused(
+        &server.get(&format!("{path}?token={bob}")).await,
+        403,
+        "room_not_allowed",
+    );
+    // Anyone the room admits reads it, by query or by header.
+    let res = server.get(&format!("{path}?token={ann}")).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        res.json()["messages"][0]["content"],
+        "for the design team only"
+    );
+    let cy = token("cy", &["private-*"]);
+    let res = server
+        .request("GET", path, &[("Authorization", &format!("Bearer {cy}"))])
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    server.shutdown().await.unwrap();
+}

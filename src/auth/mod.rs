@@ -191,6 +191,56 @@ impl Auth {
         }
     }
 
+    /// Decides a read of `room`'s history (scrollback): whoever could join
+    /// the room may read it. Open mode: any room but a `private-` one (which
+    /// open mode has none of). Token mode: a valid token (`?token=` or
+    /// `Authorization: Bearer`) whose rooms include it, whoever its user.
+    /// No `Origin` check: a page elsewhere cannot read the answer without
+    /// CORS headers, which this server never sends.
+    pub fn reader(
+        &self,
+        headers: &HeaderMap,
+        token: Option<&str>,
+        room: &RoomName,
+    ) -> Result<(), Denied> {
+        match &self.mode {
+            Mode::Open if room.is_private() => Err(Denied::new(
+                StatusCode::FORBIDDEN,
+                "private_room",
+                format!(
+                    "{:?} is a private room: rooms named private-… need a signed invitation, \
+                     and this server runs without them (open mode)",
+                    room.shown()
+                ),
+            )),
+            Mode::Open => Ok(()),
+            Mode::Token(secret) => {
+                let token = token.or_else(|| bearer(headers)).ok_or_else(|| {
+                    Denied::new(
+                        StatusCode::UNAUTHORIZED,
+                        "token_required",
+                        "reading history needs a signed token: add ?token=… \
+                         (or send Authorization: Bearer …)",
+                    )
+                })?;
+                let grant = jwt::verify(token, secret, now()).map_err(Denied::token)?;
+                if grant.allows(room) {
+                    Ok(())
+                } else {
+                    Err(Denied::new(
+                        StatusCode::FORBIDDEN,
+                        "room_not_allowed",
+                        format!(
+                            "this token does not open the private room {:?}; ask for an \
+                             invitation to it",
+                            room.shown()
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
     /// What a verified token may do in `room` as `user`.
     fn grant_for(
         &self,

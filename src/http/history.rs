@@ -7,6 +7,7 @@ use http::{Method, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
 use super::{Body, error, json_text};
+use crate::auth::Auth;
 use crate::hub::{Hub, RoomName};
 
 /// Messages one page holds by default, and at most.
@@ -19,6 +20,8 @@ pub const MAX_LIMIT: usize = 100;
 struct Query {
     before: Option<u64>,
     limit: usize,
+    /// A signed token (token mode), percent-decoded.
+    token: Option<String>,
 }
 
 fn bad(message: impl AsRef<str>) -> Response<Body> {
@@ -30,6 +33,7 @@ fn parse_query(query: Option<&str>) -> Result<Query, String> {
     let mut q = Query {
         before: None,
         limit: DEFAULT_LIMIT,
+        token: None,
     };
     for pair in query.unwrap_or_default().split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -57,6 +61,14 @@ fn parse_query(query: Option<&str>) -> Result<Query, String> {
                         format!("`limit` must be a whole number from 1 to {MAX_LIMIT}")
                     })?;
             }
+            "token" => {
+                q.token = Some(
+                    percent_decode_str(value)
+                        .decode_utf8()
+                        .map_err(|_| "`token` must be UTF-8".to_owned())?
+                        .into_owned(),
+                );
+            }
             _ => {}
         }
     }
@@ -71,13 +83,16 @@ fn room_name(raw: &str) -> Result<RoomName, String> {
     RoomName::parse(&decoded).map_err(|e| e.to_string())
 }
 
-/// Answers a scrollback request for the room in `raw_room`.
+/// Answers a scrollback request for the room in `raw_room`, read by
+/// whoever `auth` lets join it.
 pub async fn page(
     hub: &Hub,
-    method: &Method,
+    auth: &Auth,
+    req: &http::request::Parts,
     raw_room: &str,
-    query: Option<&str>,
 ) -> Response<Body> {
+    let method = &req.method;
+    let query = req.uri.query();
     if method != Method::GET {
         return super::method_not_allowed("GET");
     }
@@ -89,6 +104,9 @@ pub async fn page(
         Ok(q) => q,
         Err(e) => return bad(e),
     };
+    if let Err(denied) = auth.reader(&req.headers, q.token.as_deref(), &room) {
+        return error(denied.status, denied.code, denied.message);
+    }
     let (messages, more) = match hub.page(&room, q.before, q.limit).await {
         Ok(page) => page,
         Err(refused) => {
@@ -126,14 +144,16 @@ mod tests {
             parse_query(None),
             Ok(Query {
                 before: None,
-                limit: DEFAULT_LIMIT
+                limit: DEFAULT_LIMIT,
+                token: None
             })
         );
         assert_eq!(
             parse_query(Some("before=42&limit=100&x=1")),
             Ok(Query {
                 before: Some(42),
-                limit: 100
+                limit: 100,
+                token: None
             })
         );
         for bad in [

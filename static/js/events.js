@@ -17,7 +17,7 @@ import { ERROR_TEXT, clearToasts, systemNotice, toast } from './notices.js';
 import { isNearBottom, scrollToBottom } from './scroll.js';
 import { updateTitle } from './attention.js';
 import { refreshActiveRooms, renderRecentRooms, roomHref, showRoomLock } from './rooms.js';
-import { enterRoom } from './navigation.js';
+import { historyWelcome } from './history.js';
 
 export function handleEvent(ev) {
   switch (ev.type) {
@@ -74,16 +74,12 @@ function onWelcome(ev) {
     archiveAll();
     systemNotice('The server was restarted. Messages above are no longer stored on the server.', { kind: 'warn' });
   }
-  if (ev.gap) {
-    systemNotice('Some messages were missed while you were disconnected.', {
-      kind: 'warn',
-      action: { label: 'Reload the conversation', run: () => enterRoom(state.room, state.user, { push: false }) },
-    });
-  }
 
   confirmPendingFromHistory(history);
   const stick = isNearBottom();
   for (const m of history) addMessage(m, { live: false });
+  // Older pages, and the hole a gap leaves, are fetched by scrollback.
+  historyWelcome({ resuming, after, reset, gap: Boolean(ev.gap), history, serverLast });
   if (!resuming || stick) scrollToBottom();
 
   if (resuming) {

@@ -1,6 +1,6 @@
 // Messages on screen: building an element from a message, keeping it up to
 // date (edits, reactions, deletes), grouping by author, and where new ones
-// go. A history loader adds older messages with buildMessage + regroup.
+// go. history.js adds older messages with buildMessage + regroup.
 
 import { GROUP_WINDOW_MS, LONG_MESSAGE_CHARS, LONG_MESSAGE_LINES } from './config.js';
 import { els, h } from './dom.js';
@@ -25,6 +25,8 @@ export function buildMessage(m, { pending = false } = {}) {
   const li = h('li', { cls: 'msg', testid: 'message', attrs: { tabindex: '-1' } });
   li.dataset.author = m.user;
   if (m.message_id) li.dataset.id = m.message_id;
+  // Scrollback (history.js) reads where a page ends from the seq.
+  if (typeof m.seq === 'number') li.dataset.seq = String(m.seq);
   if (isOwn(m)) li.classList.add('msg--own');
   if (pending) li.classList.add('msg--pending');
 
@@ -195,6 +197,7 @@ export function confirmPending(p, m) {
   const li = p.el;
   li.classList.remove('msg--pending', 'msg--failed');
   li.dataset.id = m.message_id;
+  if (typeof m.seq === 'number') li.dataset.seq = String(m.seq);
   delete li.dataset.clientId;
   setTime(li, m);
   li.querySelector('.msg-status').textContent = '';

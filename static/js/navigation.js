@@ -16,6 +16,7 @@ import { composerError, loadComposer } from './composer.js';
 import { resetTyping } from './typing.js';
 import { resetPresence, setOnline } from './presence.js';
 import { resetScroll } from './scroll.js';
+import { resetHistory } from './history.js';
 import { resetUnread } from './attention.js';
 import { refreshActiveRooms, renderRecentRooms, roomHref, showRoomLock } from './rooms.js';
 import { invitedRoom, takeInvite } from './token.js';
@@ -39,6 +40,7 @@ export function enterRoom(room, user, { push = true } = {}) {
   resetTyping();
   resetPresence();
   resetScroll();
+  resetHistory();
   els.list.replaceChildren();
   saveName(user);
   rememberRoom(room);

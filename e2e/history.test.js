@@ -1,0 +1,231 @@
+// Scrollback: older messages load a page at a time when the reader goes up
+// (scrolling, Home, or the "Load older messages" button), without moving
+// what the reader looks at, render like live ones, and stop at the start.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, openChat, openSeeder, messageWithText, watchProblems, joinAs, waitConnected, axeViolations } from './helpers.js';
+
+let server;
+let browser;
+const SEEDED = 1200;
+const label = (i) => `msg ${String(i).padStart(4, '0')}`;
+
+before(async () => {
+  // --rate 0: the seeder posts a burst on one connection.
+  server = await startServer({ extraArgs: ['--rate', '0'] });
+  browser = await launchBrowser();
+  const seeder = await openSeeder(browser, server.url, 'long', 'seeder');
+  await seeder.post(Array.from({ length: SEEDED }, (_, i) => label(i + 1)));
+  await seeder.close();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.cleanup();
+});
+
+/** The texts of the messages shown, top to bottom. */
+const texts = (page) => page.getByTestId('message-text').allTextContents();
+
+/** Where `text`'s message is relative to the list's visible area. */
+function placeOf(page, text) {
+  return messageWithText(page, text).evaluate((li) => {
+    const list = li.closest('#messages').getBoundingClientRect();
+    const r = li.getBoundingClientRect();
+    return { top: r.top, inView: r.bottom > list.top && r.top < list.bottom };
+  });
+}
+
+/** Waits until the list holds more than `n` messages, or the top edge says there is nothing older. */
+async function loadedPast(page, n) {
+  await page.waitForFunction((n) => document.querySelectorAll('#messages > li.msg').length > n
+    || document.querySelector('[data-testid="history-top"]')?.dataset.state === 'done', n);
+}
+
+function assertWhole(list) {
+  assert.equal(list.length, SEEDED, 'every seeded message once');
+  list.forEach((t, i) => assert.equal(t, label(i + 1), `message ${i + 1} in order`));
+}
+
+test('scrolling up loads older pages in place until the beginning', async () => {
+  const page = await openChat(browser, server.url, { room: 'long', user: 'reader' });
+  await messageWithText(page, label(SEEDED)).waitFor();
+  // The welcome brings the newest 50, oldest first.
+  assert.deepEqual(await texts(page), Array.from({ length: 50 }, (_, i) => label(SEEDED - 49 + i)));
+  assert.equal(await page.getByTestId('load-older').textContent(), 'Load older messages');
+
+  const announced = [];
+  for (let loads = 0; ; loads += 1) {
+    assert.ok(loads < 20, 'the beginning is reached in 12 pages');
+    const shown = await texts(page);
+    if (await page.getByTestId('history-top').getAttribute('data-state') === 'done') break;
+    // Read from the top: the first message shown is what the reader looks at.
+    // Measured in the same task as the scroll, before its event can load anything.
+    const was = await page.getByTestId('messages').evaluate((l) => {
+      l.scrollTop = 0;
+      return { top: l.querySelector(':scope > li.msg').getBoundingClientRect().top };
+    });
+    await loadedPast(page, shown.length);
+    const now = await placeOf(page, shown[0]);
+    assert.ok(now.inView, `${shown[0]} is still in view after a load`);
+    assert.ok(Math.abs(now.top - was.top) < 2, `${shown[0]} did not move (${was.top} → ${now.top})`);
+    announced.push(await page.getByTestId('announcer').textContent());
+  }
+  await page.getByTestId('history-note').getByText('Beginning of the conversation', { exact: true }).waitFor();
+  assert.equal(await page.getByTestId('load-older').isHidden(), true, 'nothing more to ask for');
+  assertWhole(await texts(page));
+  // Old messages are not news: the live announcer never spoke of them.
+  assert.ok(announced.every((t) => !/msg \d{4}/.test(t)), JSON.stringify(announced));
+  assert.match(await page.getByTestId('history-status').textContent(), /Beginning of the conversation/);
+
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('keyboard: Home in the list and the button load older messages', async () => {
+  const page = await openChat(browser, server.url, { room: 'long', user: 'keys' });
+  await messageWithText(page, label(SEEDED)).waitFor();
+  const first = label(SEEDED - 49);
+
+  // Home on a message: focus goes to the first one shown, and older ones load above it.
+  await page.getByTestId('message').last().focus();
+  await page.keyboard.press('Home');
+  await loadedPast(page, 50);
+  assert.equal(await page.evaluate(() => document.activeElement.querySelector('.msg-text')?.textContent), first);
+  assert.ok((await placeOf(page, first)).inView);
+  assert.equal((await texts(page))[0], label(SEEDED - 149));
+
+  // The button, from the keyboard: focus carries on from the newest message it brought.
+  // The edge and its button pass axe's WCAG rules like the rest of the list.
+  assert.deepEqual(await axeViolations(page), []);
+
+  await page.getByTestId('load-older').focus();
+  await page.keyboard.press('Enter');
+  await loadedPast(page, 150);
+  const focused = label(SEEDED - 150);
+  assert.equal(await page.evaluate(() => document.activeElement.querySelector('.msg-text')?.textContent), focused);
+  assert.ok((await placeOf(page, focused)).inView);
+  assert.match(await page.getByTestId('history-status').textContent(), /^Loaded 100 older messages\.$/);
+  assert.equal((await texts(page))[0], label(SEEDED - 249));
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('a failed load offers a retry instead of looping', async () => {
+  const page = await openChat(browser, server.url, { room: 'long', user: 'flaky' });
+  await messageWithText(page, label(SEEDED)).waitFor();
+  let asked = 0;
+  await page.route(/\/api\/rooms\/[^/]+\/messages/, (route) => {
+    asked += 1;
+    return route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"unavailable","message":"busy"}' });
+  });
+  await page.getByTestId('messages').evaluate((l) => { l.scrollTop = 0; });
+  const top = page.getByTestId('history-top');
+  await top.and(page.locator('[data-state="failed"]')).waitFor();
+  await top.getByText('Could not load older messages.').waitFor();
+  // Going up again does not ask again by itself: only the retry does.
+  await page.getByTestId('messages').evaluate(async (l) => {
+    l.scrollTop = 40;
+    await new Promise((r) => requestAnimationFrame(r));
+    l.scrollTop = 0;
+    await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+  });
+  assert.equal(await top.getAttribute('data-state'), 'failed');
+  assert.equal(asked, 1);
+
+  await page.unroute(/\/api\/rooms\/[^/]+\/messages/);
+  await page.getByTestId('load-older').getByText('Try again').click();
+  await loadedPast(page, 50);
+  assert.equal((await texts(page))[0], label(SEEDED - 149));
+  assert.equal(await top.getAttribute('data-state'), 'more');
+  // The browser logs the refused request; nothing else.
+  assert.deepEqual(page.problems.filter((p) => !/503/.test(p)), []);
+  await page.context().close();
+});
+
+test('old messages render like live ones and take live edits, reactions and deletes', async () => {
+  const seeder = await openSeeder(browser, server.url, 'alive', 'ann');
+  const file = await seeder.upload('notes.txt', 'text/plain', 'hello');
+  await seeder.post(['with a file'], { attachment: file });
+  const rest = Array.from({ length: 79 }, (_, i) => `line ${String(i + 2).padStart(2, '0')}`);
+  await seeder.post(rest);
+
+  const page = await openChat(browser, server.url, { room: 'alive', user: 'bob' });
+  await messageWithText(page, 'line 80').waitFor();
+  assert.equal(await messageWithText(page, 'line 10').count(), 0, 'not in the welcome');
+  await page.getByTestId('load-older').click();
+  await page.getByTestId('history-note').getByText('Beginning of the conversation', { exact: true }).waitFor();
+  const all = await texts(page);
+  assert.equal(all.length, 80);
+  assert.equal(all[0], 'with a file');
+  await messageWithText(page, 'with a file').getByTestId('attachment-link').waitFor();
+  // Grouped with the messages of the same author like any others.
+  assert.equal(await messageWithText(page, 'line 10').evaluate((li) => li.classList.contains('msg--cont')), true);
+
+  await seeder.about('line 10', { type: 'edit', content: 'line 10, edited' });
+  await seeder.about('line 20', { type: 'reaction', emoji: '👍', action: 'add' });
+  await seeder.about('line 30', { type: 'delete' });
+  await messageWithText(page, 'line 10, edited').getByTestId('message-edited').waitFor();
+  await messageWithText(page, 'line 20').getByTestId('reaction-count').getByText('1').waitFor();
+  await page.getByTestId('message-deleted').getByText('ann deleted a message').waitFor();
+  assert.equal(await messageWithText(page, 'line 30').count(), 0);
+  // What is new still arrives, at the bottom.
+  await seeder.post(['line 81']);
+  await messageWithText(page, 'line 81').waitFor();
+  assert.equal((await texts(page)).at(-1), 'line 81');
+  assert.deepEqual(page.problems, []);
+  await seeder.close();
+  await page.context().close();
+});
+
+test('a gap left by a reconnect is filled by scrollback', async () => {
+  // The server's own pages fill the gap; the socket is played by the test so
+  // that the resume's `gap` happens on cue: the first welcome brings seqs
+  // 1-50, the resume after 50 brings the newest 50 and says `gap`.
+  const page = async (q) => (await (await fetch(`${server.url}/api/rooms/long/messages?${q}`)).json()).messages;
+  const oldest = await page('before=51&limit=50');
+  const newest = await page('limit=50');
+  assert.equal(oldest[0].seq, 1);
+  assert.equal(newest.at(-1).seq, SEEDED);
+
+  const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+  const tab = watchProblems(await context.newPage());
+  const urls = [];
+  let socket;
+  await tab.routeWebSocket(/\/ws\//, (ws) => {
+    urls.push(ws.url());
+    socket = ws;
+    const resume = /\?after=50$/.test(ws.url());
+    ws.onMessage((raw) => {
+      if (JSON.parse(raw).type === 'ping') ws.send(JSON.stringify({ type: 'pong' }));
+    });
+    ws.send(JSON.stringify({
+      type: 'welcome', room: 'long', user: 'gappy', online: ['gappy'], online_count: 1,
+      history: resume ? newest : oldest, gap: resume, last_seq: SEEDED,
+    }));
+  });
+  await joinAs(tab, server.url, 'long', 'gappy');
+  await messageWithText(tab, label(50)).waitFor();
+  await tab.getByTestId('history-top').getByText('Beginning of the conversation').waitFor();
+
+  await socket.close({ code: 1013, reason: 'test' });
+  await tab.getByTestId('conn-status').and(tab.locator('[data-state="reconnecting"]')).waitFor();
+  await waitConnected(tab);
+  assert.match(urls.at(-1), /\?after=50$/);
+  await messageWithText(tab, label(SEEDED)).waitFor();
+  const gap = tab.getByTestId('history-gap');
+  await gap.getByText('Some messages were missed while you were disconnected.').waitFor();
+
+  // Going up to the gap fills it a page at a time, then the mark goes.
+  for (let loads = 0; await gap.count() > 0; loads += 1) {
+    assert.ok(loads < 20, 'the gap closes in 11 pages');
+    const n = await tab.locator('#messages > li.msg').count();
+    await tab.getByTestId('load-missed').click();
+    await tab.waitForFunction((n) => document.querySelectorAll('#messages > li.msg').length > n
+      || !document.querySelector('[data-testid="history-gap"]'), n);
+  }
+  assertWhole(await texts(tab));
+  assert.deepEqual(tab.problems, []);
+  await context.close();
+});
