@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, openChat, sendMessage, sendRaw, messageWithText, axeViolations,
+  openChat, sendMessage, sendRaw, messageWithText, axeViolations, startSuite, stopSuite,
 } from './helpers.js';
 
 const VIEWS = [
@@ -24,8 +24,7 @@ let browser;
 let ada;
 
 before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
+  ({ server, browser } = await startSuite());
   ada = await openChat(browser, server.url, { room: 'a11y', user: 'ada' });
   const lin = await openChat(browser, server.url, { room: 'a11y', user: 'lin' });
   await sendMessage(ada, 'Morning! Notes are at https://example.com/notes');
@@ -40,10 +39,7 @@ before(async () => {
   await lin.context().close(); // a "lin left" line for the log
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.cleanup();
-});
+after(() => stopSuite({ server, browser }));
 
 function report(violations) {
   return violations.map((v) => `${v.id} (${v.impact}): ${v.help}\n    ${v.nodes.join('\n    ')}`).join('\n');

@@ -5,21 +5,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, openChat, joinAs, sendMessage, messageWithText, setTabHidden,
+  openChat, joinAs, sendMessage, messageWithText, setTabHidden, startSuite, stopSuite,
 } from './helpers.js';
 
 let server;
 let browser;
 
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
+before(async () => { ({ server, browser } = await startSuite()); });
 
-after(async () => {
-  await browser?.close();
-  await server?.cleanup();
-});
+after(() => stopSuite({ server, browser }));
 
 /**
  * A context whose Notification records what the page does with it (asked

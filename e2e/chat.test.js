@@ -3,22 +3,16 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openChat, sendMessage, messageWithText, waitConnected } from './helpers.js';
+import { openChat, sendMessage, messageWithText, waitConnected, startSuite, stopSuite } from './helpers.js';
 
 let server;
 let browser;
 const pages = [];
 
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
+before(async () => { ({ server, browser } = await startSuite()); });
 
 after(async () => {
-  // Close first: an assertion failing before it would leave the browser
-  // and the server running, and the test process would never exit.
-  await browser?.close();
-  await server?.cleanup();
+  await stopSuite({ server, browser });
   for (const p of pages) assert.deepEqual(p.problems, [], 'no page errors, console errors or CSP violations');
 });
 

@@ -4,20 +4,14 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openChat, sendMessage, messageWithText, waitConnected } from './helpers.js';
+import { openChat, sendMessage, messageWithText, waitConnected, startSuite, stopSuite } from './helpers.js';
 
 let server;
 let browser;
 
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
+before(async () => { ({ server, browser } = await startSuite()); });
 
-after(async () => {
-  await browser?.close();
-  await server?.cleanup();
-});
+after(() => stopSuite({ server, browser }));
 
 const overlap = (a, b) => a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height;
 

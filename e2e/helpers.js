@@ -83,6 +83,27 @@ export async function startServer({ port = 0, uploadsDir, dataDir, extraArgs = [
   };
 }
 
+/**
+ * What most test files share: a server started with `options` (see
+ * startServer) and one browser. Assign it in `before`:
+ * `({ server, browser } = await startSuite())`.
+ */
+export async function startSuite(options) {
+  const server = await startServer(options);
+  const browser = await launchBrowser();
+  return { server, browser };
+}
+
+/**
+ * Closes the browser, then stops the server and removes what it wrote. Call
+ * it first in `after`: an assertion failing before it would leave both
+ * running and the test process would never exit.
+ */
+export async function stopSuite({ server, browser }) {
+  await browser?.close();
+  await server?.cleanup();
+}
+
 export async function launchBrowser() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',

@@ -4,7 +4,9 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openChat, openSeeder, messageWithText, watchProblems, joinAs, waitConnected, axeViolations } from './helpers.js';
+import {
+  openChat, openSeeder, messageWithText, watchProblems, joinAs, waitConnected, axeViolations, startSuite, stopSuite,
+} from './helpers.js';
 
 let server;
 let browser;
@@ -13,17 +15,13 @@ const label = (i) => `msg ${String(i).padStart(4, '0')}`;
 
 before(async () => {
   // --rate 0: the seeder posts a burst on one connection.
-  server = await startServer({ extraArgs: ['--rate', '0'] });
-  browser = await launchBrowser();
+  ({ server, browser } = await startSuite({ extraArgs: ['--rate', '0'] }));
   const seeder = await openSeeder(browser, server.url, 'long', 'seeder');
   await seeder.post(Array.from({ length: SEEDED }, (_, i) => label(i + 1)));
   await seeder.close();
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.cleanup();
-});
+after(() => stopSuite({ server, browser }));
 
 /** The texts of the messages shown, top to bottom. */
 const texts = (page) => page.getByTestId('message-text').allTextContents();

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, openChat, sendMessage, messageWithText, waitConnected, unexpectedProblems,
+  openChat, sendMessage, messageWithText, waitConnected, unexpectedProblems, startSuite, stopSuite,
 } from './helpers.js';
 
 // What a refused handshake leaves in the console: the failed WebSocket and
@@ -13,15 +13,9 @@ const REFUSAL_NOISE = [/WebSocket connection to .* failed/, /status of (400|403|
 let server;
 let browser;
 
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
+before(async () => { ({ server, browser } = await startSuite()); });
 
-after(async () => {
-  await browser?.close();
-  await server?.cleanup();
-});
+after(() => stopSuite({ server, browser }));
 
 const storedClaim = (page) => page.evaluate(() => localStorage.getItem('roomcast.claim'));
 

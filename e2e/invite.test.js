@@ -10,8 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import {
-  BIN, startServer, launchBrowser, openChat, sendMessage, messageWithText, waitConnected, watchProblems,
-  unexpectedProblems, axeViolations,
+  BIN, openChat, sendMessage, messageWithText, waitConnected, watchProblems, unexpectedProblems, axeViolations, startSuite, stopSuite,
 } from './helpers.js';
 
 const REFUSAL_NOISE = [/WebSocket connection to .* failed/, /status of (401|403)/];
@@ -26,13 +25,11 @@ before(async () => {
   secretFile = path.join(secretDir, 'secret');
   secret = randomBytes(32).toString('hex'); // 64 bytes of text: the server uses the file's bytes
   writeFileSync(secretFile, `${secret}\n`);
-  server = await startServer({ extraArgs: ['--auth-secret-file', secretFile] });
-  browser = await launchBrowser();
+  ({ server, browser } = await startSuite({ extraArgs: ['--auth-secret-file', secretFile] }));
 });
 
 after(async () => {
-  await browser?.close();
-  await server?.cleanup();
+  await stopSuite({ server, browser });
   if (secretDir) rmSync(secretDir, { recursive: true, force: true });
 });
 

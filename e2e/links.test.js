@@ -4,20 +4,14 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openChat, joinAs, waitConnected } from './helpers.js';
+import { openChat, joinAs, waitConnected, startSuite, stopSuite } from './helpers.js';
 
 let server;
 let browser;
 
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
+before(async () => { ({ server, browser } = await startSuite()); });
 
-after(async () => {
-  await browser?.close();
-  await server?.cleanup();
-});
+after(() => stopSuite({ server, browser }));
 
 test('the invite link names the room only, and the button copies it', async () => {
   const page = await openChat(browser, server.url, {

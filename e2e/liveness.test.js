@@ -5,22 +5,16 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, startRelay, launchBrowser, openChat, sendMessage, messageWithText, waitConnected, unexpectedProblems,
+  startServer, startRelay, openChat, sendMessage, messageWithText, waitConnected, unexpectedProblems, startSuite, stopSuite,
 } from './helpers.js';
 
 let server;
 let browser;
 const FAILED_WS = [/WebSocket connection to .* failed/, /Failed to load resource/];
 
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
+before(async () => { ({ server, browser } = await startSuite()); });
 
-after(async () => {
-  await browser?.close();
-  await server?.cleanup();
-});
+after(() => stopSuite({ server, browser }));
 
 const state = (page, s) => page.getByTestId('conn-status').and(page.locator(`[data-state="${s}"]`));
 

@@ -4,20 +4,18 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openChat, joinAs, sendMessage, messageWithText, waitConnected } from './helpers.js';
+import {
+  startServer, openChat, joinAs, sendMessage, messageWithText, waitConnected, startSuite, stopSuite,
+} from './helpers.js';
 
 let server;
 let browser;
 const retired = []; // servers replaced by a restart: their directories go at the end
 
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
+before(async () => { ({ server, browser } = await startSuite()); });
 
 after(async () => {
-  await browser?.close();
-  await server?.cleanup();
+  await stopSuite({ server, browser });
   for (const s of retired) await s.cleanup();
 });
 

@@ -7,7 +7,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { startServer, launchBrowser, openChat, sendMessage, sendRaw, messageWithText, SCREENSHOT_DIR } from './helpers.js';
+import {
+  openChat, sendMessage, sendRaw, messageWithText, SCREENSHOT_DIR, startSuite, stopSuite,
+} from './helpers.js';
 
 const VIEWS = [
   { name: 'desktop', viewport: { width: 1100, height: 700 } },
@@ -22,8 +24,7 @@ let grace;
 
 before(async () => {
   mkdirSync(SCREENSHOT_DIR, { recursive: true });
-  server = await startServer();
-  browser = await launchBrowser();
+  ({ server, browser } = await startSuite());
   // A short conversation for every view to show.
   const ada = await openChat(browser, server.url, { room: 'design-review', user: 'ada' });
   const lin = await openChat(browser, server.url, { room: 'design-review', user: 'lin' });
@@ -40,10 +41,7 @@ before(async () => {
   // lin stays connected so every view shows two people online.
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.cleanup();
-});
+after(() => stopSuite({ server, browser }));
 
 /** The page's background colour, as the browser computed it. */
 function background(page) {

@@ -3,7 +3,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openChat, sendMessage, sendRaw, messageWithText } from './helpers.js';
+import { openChat, sendMessage, sendRaw, messageWithText, startSuite, stopSuite } from './helpers.js';
 
 let server;
 let browser;
@@ -11,16 +11,13 @@ let writer;
 let reader;
 
 before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
+  ({ server, browser } = await startSuite());
   writer = await openChat(browser, server.url, { room: 'text', user: 'writer' });
   reader = await openChat(browser, server.url, { room: 'text', user: 'reader' });
 });
 
 after(async () => {
-  // Close first, so a failed assertion cannot leave the process running.
-  await browser?.close();
-  await server?.cleanup();
+  await stopSuite({ server, browser });
   for (const p of [writer, reader]) if (p) assert.deepEqual(p.problems, []);
 });
 

@@ -3,7 +3,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openChat, messageWithText } from './helpers.js';
+import { openChat, messageWithText, startSuite, stopSuite } from './helpers.js';
 
 const LIMIT = 200_000;
 let server;
@@ -13,8 +13,7 @@ let bob;
 let png;
 
 before(async () => {
-  server = await startServer({ extraArgs: ['--max-upload-bytes', String(LIMIT)] });
-  browser = await launchBrowser();
+  ({ server, browser } = await startSuite({ extraArgs: ['--max-upload-bytes', String(LIMIT)] }));
   alice = await openChat(browser, server.url, { room: 'photos', user: 'alice' });
   bob = await openChat(browser, server.url, { room: 'photos', user: 'bob' });
   // A real PNG, made by the browser itself.
@@ -22,9 +21,7 @@ before(async () => {
 });
 
 after(async () => {
-  // Close first, so a failed assertion cannot leave the process running.
-  await browser?.close();
-  await server?.cleanup();
+  await stopSuite({ server, browser });
   for (const p of [alice, bob]) if (p) assert.deepEqual(p.problems.filter((m) => !/status of 41[35]/.test(m)), []);
 });
 

@@ -411,22 +411,14 @@ async fn uploads_and_metrics_need_their_tokens() {
         .join("lobby", &format!("bob?token={}", token("bob", &[])))
         .await;
     bob.expect("join").await;
-    bob.send_json(json!({"type": "message", "content": "mine?", "attachment": {"url": url}}))
+    bob.send_attachment("mine?", &url).await;
+    bob.expect_error_saying("bad_attachment", "someone else")
         .await;
-    let refusal = bob.expect_error("bad_attachment").await;
-    assert!(
-        refusal["message"]
-            .as_str()
-            .unwrap()
-            .contains("someone else"),
-        "{refusal}"
-    );
     let (mut ann, _) = server
         .join("lobby", &format!("ann?token={}", token("ann", &[])))
         .await;
     ann.expect("join").await;
-    ann.send_json(json!({"type": "message", "content": "mine", "attachment": {"url": url}}))
-        .await;
+    ann.send_attachment("mine", &url).await;
     let posted = ann.skip_to("message").await;
     assert_eq!(posted["attachment"]["url"], url);
     server.shutdown().await.unwrap();

@@ -801,8 +801,7 @@ async fn an_upload_is_marked_when_attached_and_one_not_attached_in_time_is_refus
 
     let (mut ann, _) = server.join("files", "ann").await;
     ann.expect("join").await;
-    ann.send_json(json!({"type": "message", "content": "", "attachment": {"url": kept}}))
-        .await;
+    ann.send_attachment("", &kept).await;
     ann.expect("message").await;
     assert_eq!(sidecar(&kept)["attached"], true);
 
@@ -814,15 +813,8 @@ async fn an_upload_is_marked_when_attached_and_one_not_attached_in_time_is_refus
         .unwrap()
         .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 24 * 3600))
         .unwrap();
-    ann.send_json(json!({"type": "message", "content": "", "attachment": {"url": late}}))
+    ann.send_attachment("", &late).await;
+    ann.expect_error_saying("bad_attachment", "upload it again")
         .await;
-    let refusal = ann.expect_error("bad_attachment").await;
-    assert!(
-        refusal["message"]
-            .as_str()
-            .unwrap()
-            .contains("upload it again"),
-        "{refusal}"
-    );
     server.shutdown().await.unwrap();
 }

@@ -598,6 +598,23 @@ impl Client {
         event
     }
 
+    /// Asserts the next event is an `error` with `code` whose message
+    /// mentions `part`; returns it.
+    pub async fn expect_error_saying(&mut self, code: &str, part: &str) -> Value {
+        let event = self.expect_error(code).await;
+        let message = event["message"].as_str().unwrap_or_default();
+        assert!(message.contains(part), "expected {part:?} in {event}");
+        event
+    }
+
+    /// Sends a message with `url` (an upload's) as its attachment.
+    pub async fn send_attachment(&mut self, content: &str, url: &str) {
+        self.send_json(serde_json::json!({
+            "type": "message", "content": content, "attachment": {"url": url}
+        }))
+        .await;
+    }
+
     /// Reads events until one of type `kind`, returning it (for setups whose
     /// ordering is not under test).
     pub async fn skip_to(&mut self, kind: &str) -> Value {
