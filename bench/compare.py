@@ -71,6 +71,12 @@ SERVERS = {
         "--max-connections", "20000", *NO_PER_ADDRESS_LIMITS, "--uploads-dir", os.path.join(d, "uploads"),
         "--data-dir", os.path.join(d, "data"),
     ],
+    # The durable store without fsync: what the disk's flushes cost.
+    "roomcast-fsync-off": lambda d: [
+        os.path.join(RELEASE, "roomcast"), "--port", "0", "--rate", "0",
+        "--max-connections", "20000", *NO_PER_ADDRESS_LIMITS, "--uploads-dir", os.path.join(d, "uploads"),
+        "--data-dir", os.path.join(d, "data"), "--fsync", "off",
+    ],
     # The same server keeping history in memory only: what the durable
     # store (SQLite, the default above) costs fan-out.
     "roomcast-memory": lambda d: [
