@@ -362,7 +362,10 @@ impl MediaStore {
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d > age));
+            let size = entry.metadata().map_or(0, |m| m.len());
             if leftover && old && std::fs::remove_file(entry.path()).is_ok() {
+                // Counted at start with everything else in the directory.
+                self.usage.release(size);
                 removed += 1;
             }
         }
