@@ -106,6 +106,9 @@ test('an invite link opens a private room: the name comes from it, the token lea
 
 test('without an invitation the join form says the server is invitation-only', async () => {
   const page = await openChat(browser, server.url, { room: 'lobby' });
+  // Said before any attempt (the page knows the server's mode)…
+  await page.getByTestId('join-note').getByText('invitation-only', { exact: false }).waitFor();
+  // …and again if someone tries anyway.
   await page.getByTestId('join-name').fill('nobody');
   await page.getByTestId('join-submit').click();
   await page.getByTestId('join-error').getByText('invitation-only', { exact: false }).waitFor();

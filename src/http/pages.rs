@@ -23,6 +23,8 @@ struct ClientConfig {
     max_upload_bytes: u64,
     messages_per_second: u32,
     history: usize,
+    /// `open` or `token`: whether joining needs an invitation.
+    auth: &'static str,
 }
 
 /// Escapes text for use inside a double-quoted HTML attribute.
@@ -58,6 +60,11 @@ impl IndexPage {
             max_upload_bytes: config.max_upload_bytes,
             messages_per_second: config.rate,
             history: config.welcome_history,
+            auth: if config.auth.tokens_required() {
+                "token"
+            } else {
+                "open"
+            },
         };
         let json = serde_json::to_string(&client).unwrap_or_default();
         let config_attr = escape_attr(&json);

@@ -8,6 +8,7 @@ const DEFAULTS = {
   max_upload_bytes: 10 * 1024 * 1024,
   messages_per_second: 10,
   history: 50,
+  auth: 'open', // 'token': joining needs an invite link
 };
 
 function read() {

@@ -19,7 +19,8 @@ import { resetScroll } from './scroll.js';
 import { resetHistory } from './history.js';
 import { resetUnread } from './attention.js';
 import { refreshActiveRooms, renderRecentRooms, roomHref, showRoomLock } from './rooms.js';
-import { invitedRoom, takeInvite } from './token.js';
+import { invitedRoom, savedInvite, takeInvite } from './token.js';
+import { config } from './config.js';
 import { toast } from './notices.js';
 
 /** Enters `room` as `user`: resets the view and connects. No page reload. */
@@ -132,7 +133,10 @@ export function route() {
     return;
   }
   const name = decision.ask || '';
-  showJoin({ name, room, note: decision.note, error: name && decision.note ? validateName(name, 'name', 32) : '' });
+  // On an invitation-only server, say so before the first attempt fails.
+  const note = decision.note
+    || (config.auth === 'token' && !savedInvite() ? 'This server is invitation-only: open the invite link you were given to join.' : '');
+  showJoin({ name, room, note, error: name && decision.note ? validateName(name, 'name', 32) : '' });
 }
 
 export function initNavigation() {
