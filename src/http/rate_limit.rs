@@ -23,6 +23,23 @@ struct Bucket {
     last: Instant,
 }
 
+impl Bucket {
+    /// Its tokens at `now`, refilled at `per_sec` up to `burst`.
+    fn tokens_at(&self, now: Instant, per_sec: f64, burst: f64) -> f64 {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        (self.tokens + elapsed * per_sec).min(burst)
+    }
+}
+
+/// `Ok` with a token to spare, else how long until the next one is due.
+fn verdict(tokens: f64, per_sec: f64) -> Result<(), Duration> {
+    if tokens >= 1.0 {
+        Ok(())
+    } else {
+        Err(Duration::from_secs_f64((1.0 - tokens) / per_sec))
+    }
+}
+
 /// `per_minute` requests per address per minute, all of them at once if
 /// saved up.
 #[derive(Debug)]
@@ -73,15 +90,13 @@ impl PerIpLimiter {
             tokens: burst,
             last: now,
         });
-        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * per_sec).min(burst);
+        bucket.tokens = bucket.tokens_at(now, per_sec, burst);
         bucket.last = now;
-        if bucket.tokens >= 1.0 {
+        let answer = verdict(bucket.tokens, per_sec);
+        if answer.is_ok() {
             bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec))
         }
+        answer
     }
 
     /// Whether `ip` would get a token now, or how long until it would;
@@ -101,12 +116,7 @@ impl PerIpLimiter {
         let Some(bucket) = buckets.get(&key_of(ip)) else {
             return Ok(()); // an untracked address has a full bucket
         };
-        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
-        let tokens = (bucket.tokens + elapsed * per_sec).min(burst);
-        match tokens >= 1.0 {
-            true => Ok(()),
-            false => Err(Duration::from_secs_f64((1.0 - tokens) / per_sec)),
-        }
+        verdict(bucket.tokens_at(now, per_sec, burst), per_sec)
     }
 
     /// Addresses tracked now.
