@@ -620,6 +620,7 @@ async fn handle_text(
             content,
         } => ("edit", member.edit(&message_id, content).await),
         Request::Delete { message_id } => ("delete", member.delete(&message_id).await),
+        Request::Reactions { message_id } => ("reactions", member.reactions(&message_id).await),
         Request::Typing => {
             member.typing();
             ("typing", Ok(()))
