@@ -56,6 +56,11 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Uploads per minute per client IP (0: no limit).
     pub uploads_per_minute: u32,
+    /// Bytes one client address may upload per hour, all at once if saved
+    /// up (0: no limit); beyond it `429 rate_limited` with `Retry-After`.
+    /// An upload is charged its declared length up front (the largest
+    /// upload when it declares none) and given back what it did not send.
+    pub upload_bytes_per_hour: u64,
     /// Most bytes the uploads directory may hold (files and sidecars, as
     /// this process counts them); `None`: no limit. Past it uploads get `507`.
     pub uploads_max_bytes: Option<u64>,
@@ -143,6 +148,7 @@ impl Default for Config {
             joins_per_minute: 60,
             max_upload_bytes: 10 << 20,
             uploads_per_minute: 30,
+            upload_bytes_per_hour: 1 << 30,
             uploads_max_bytes: Some(5 << 30),
             unattached_upload_ttl: Duration::from_secs(24 * 3600),
             trust_proxy: false,
@@ -247,6 +253,8 @@ setters! {
     max_upload_bytes: u64,
     /// Sets [`Config::uploads_per_minute`].
     uploads_per_minute: u32,
+    /// Sets [`Config::upload_bytes_per_hour`].
+    upload_bytes_per_hour: u64,
     /// Sets [`Config::uploads_max_bytes`].
     uploads_max_bytes: Option<u64>,
     /// Sets [`Config::unattached_upload_ttl`].

@@ -43,6 +43,7 @@ Each option falls back to the environment variable shown, then the default.
                          beyond it 429 (0 = no limit) [JOINS_PER_MINUTE, default 60]
   --max-upload-bytes N   largest upload             [MAX_UPLOAD_BYTES, default 10485760]
   --uploads-per-minute N uploads per client address per minute (0 = no limit) [UPLOADS_PER_MINUTE, default 30]
+  --upload-mb-per-hour N MiB one client address may upload per hour (0 = no limit) [UPLOAD_MB_PER_HOUR, default 1024]
   --uploads-max-mb N     most the uploads directory may hold (0 = no limit);
                          past it uploads get 507 [UPLOADS_MAX_MB, default 5120]
   --unattached-upload-hours N
@@ -183,7 +184,7 @@ fn parse_args(
             .or_else(|| env(env_name))
             .map(|v| (format!("--{flag}"), v))
     };
-    const KNOWN: [&str; 32] = [
+    const KNOWN: [&str; 33] = [
         "host",
         "port",
         "uploads-dir",
@@ -198,6 +199,7 @@ fn parse_args(
         "joins-per-minute",
         "max-upload-bytes",
         "uploads-per-minute",
+        "upload-mb-per-hour",
         "uploads-max-mb",
         "unattached-upload-hours",
         "trust-proxy",
@@ -262,6 +264,10 @@ fn parse_args(
     }
     if let Some((f, v)) = get("uploads-per-minute", "UPLOADS_PER_MINUTE") {
         config = config.uploads_per_minute(parse_value::<u32>(&f, &v)?);
+    }
+    if let Some((f, v)) = get("upload-mb-per-hour", "UPLOAD_MB_PER_HOUR") {
+        let mb = parse_value::<u64>(&f, &v)?;
+        config = config.upload_bytes_per_hour(mb.saturating_mul(1 << 20));
     }
     if let Some((f, v)) = get("uploads-max-mb", "UPLOADS_MAX_MB") {
         let mb = parse_value::<u64>(&f, &v)?;

@@ -68,6 +68,8 @@ impl<'a> UploadAnswer<'a> {
 pub struct Uploads {
     store: MediaStore,
     limiter: PerIpLimiter,
+    /// Bytes per address per hour.
+    volume: PerIpLimiter,
     trust_proxy: bool,
     max_bytes: u64,
     idle_timeout: Duration,
@@ -80,6 +82,8 @@ pub struct Uploads {
 enum UploadError {
     /// Over the per-address rate; retry after this long.
     RateLimited(Duration),
+    /// Over the per-address bytes per hour; retry after this long.
+    OverVolume(Duration),
     /// Not `multipart/form-data` with a boundary.
     NotMultipart,
     /// The multipart body is broken.
@@ -126,6 +130,10 @@ impl Uploads {
         Self {
             store,
             limiter: PerIpLimiter::new(config.uploads_per_minute),
+            volume: PerIpLimiter::per_period(
+                config.upload_bytes_per_hour,
+                Duration::from_secs(3600),
+            ),
             trust_proxy: config.trust_proxy,
             max_bytes: config.max_upload_bytes,
             idle_timeout: config.upload_idle_timeout,
@@ -161,8 +169,11 @@ impl Uploads {
         req: Request<Incoming>,
         owner: Option<String>,
     ) -> Result<StoredInfo, UploadError> {
-        if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>() {
-            let client = client_ip(*peer, req.headers(), self.trust_proxy);
+        let client = req
+            .extensions()
+            .get::<PeerAddr>()
+            .map(|PeerAddr(peer)| client_ip(*peer, req.headers(), self.trust_proxy));
+        if let Some(client) = client {
             self.limiter
                 .check(client)
                 .map_err(UploadError::RateLimited)?;
@@ -183,6 +194,15 @@ impl Uploads {
             return Err(UploadError::TooLarge(Some(len)));
         }
 
+        // The address's bytes for the hour: what the body may bring is
+        // charged now (so concurrent uploads cannot overshoot together),
+        // what it did not bring is given back at the end.
+        let charged = declared.unwrap_or(cap);
+        if let Some(client) = client {
+            self.volume
+                .take(client, charged)
+                .map_err(UploadError::OverVolume)?;
+        }
         let mut body = BodyReader::new(req.into_body(), cap, self.idle_timeout, self.timeout);
         let consumed = Arc::clone(&body.consumed);
         let fields = {
@@ -202,6 +222,10 @@ impl Uploads {
         };
         if !matches!(result, Err(UploadError::Timeout | UploadError::Cut)) {
             body.drain().await;
+        }
+        if let Some(client) = client {
+            let sent = consumed.load(Ordering::Relaxed);
+            self.volume.give_back(client, charged.saturating_sub(sent));
         }
         result
     }
@@ -267,6 +291,9 @@ impl Uploads {
         let limit = human_bytes(self.max_bytes);
         let (status, code, message) = match e {
             UploadError::RateLimited(wait) => return super::rate_limited("uploads", *wait),
+            UploadError::OverVolume(wait) => {
+                return super::rate_limited("bytes uploaded this hour", *wait);
+            }
             UploadError::NotMultipart => (
                 StatusCode::BAD_REQUEST,
                 "bad_upload",

@@ -101,7 +101,9 @@ function refusal(file, xhr) {
     case 415: return `${name} can’t be shared here: only images, video, audio, PDF and plain text files are allowed.`;
     case 429: {
       const secs = Number(xhr.getResponseHeader('Retry-After'));
-      return `${name} was not uploaded because there were too many uploads; try again in ${secs > 0 ? `${secs} s` : 'a minute'}.`;
+      // Too many uploads a minute, or too many bytes an hour (a longer wait).
+      const wait = !(secs > 0) ? 'a minute' : secs < 120 ? `${secs} s` : `${Math.ceil(secs / 60)} minutes`;
+      return `${name} was not uploaded: you have uploaded too much for now; try again in ${wait}.`;
     }
     case 408: return `${name} took too long to upload; try again on a steadier connection.`;
     case 401: return `${name} was not uploaded: this server needs a valid invitation (yours is missing or expired); ask for a new invite link.`;
