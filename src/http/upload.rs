@@ -44,7 +44,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// The `200` answer: the same record a chat message's `attachment` carries.
 #[derive(serde::Serialize)]
-struct UploadAnswer<'a> {
+pub(crate) struct UploadAnswer<'a> {
     url: String,
     name: &'a str,
     size: u64,
@@ -52,7 +52,7 @@ struct UploadAnswer<'a> {
 }
 
 impl<'a> UploadAnswer<'a> {
-    fn of(info: &'a StoredInfo) -> Self {
+    pub(crate) fn of(info: &'a StoredInfo) -> Self {
         Self {
             url: info.url(),
             name: info.display_name.as_str(),
@@ -98,6 +98,8 @@ enum UploadError {
     Cut,
     /// The uploads quota (or the disk) is full.
     Full,
+    /// The object storage cannot be reached.
+    Unavailable,
     /// The uploads directory failed us.
     Storage(io::Error),
 }
@@ -134,6 +136,28 @@ impl Uploads {
         }
     }
 
+    /// The store uploads go to.
+    pub(crate) fn store(&self) -> &MediaStore {
+        &self.store
+    }
+
+    /// The largest file accepted, in bytes.
+    pub(crate) fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Takes one upload's token from the per-address rate limit of the
+    /// request's client (shared by `POST /upload` and `POST /api/uploads`).
+    pub(crate) fn check_rate<B>(&self, req: &Request<B>) -> Result<(), Duration> {
+        match req.extensions().get::<PeerAddr>() {
+            Some(PeerAddr(peer)) => {
+                self.limiter
+                    .check(client_ip(*peer, req.headers(), self.trust_proxy))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Answers `POST /upload`; `owner` is the identity key of an
     /// authenticated uploader, the only one that may then attach the file.
     pub async fn receive(&self, req: Request<Incoming>, owner: Option<String>) -> Response<Body> {
@@ -161,12 +185,7 @@ impl Uploads {
         req: Request<Incoming>,
         owner: Option<String>,
     ) -> Result<StoredInfo, UploadError> {
-        if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>() {
-            let client = client_ip(*peer, req.headers(), self.trust_proxy);
-            self.limiter
-                .check(client)
-                .map_err(UploadError::RateLimited)?;
-        }
+        self.check_rate(&req).map_err(UploadError::RateLimited)?;
         let boundary = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -322,6 +341,7 @@ impl Uploads {
                 "the server has no room for more uploads right now; nothing was kept, try again later"
                     .to_owned(),
             ),
+            UploadError::Unavailable => return storage_unavailable(),
             UploadError::Storage(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage_failed",
@@ -350,12 +370,25 @@ async fn write_checked(
 fn storage_error(e: io::Error) -> UploadError {
     match e.kind() {
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => UploadError::Full,
+        io::ErrorKind::NotConnected => UploadError::Unavailable,
         _ => UploadError::Storage(e),
     }
 }
 
+/// `503 storage_unavailable`: the object storage did not answer.
+pub(crate) fn storage_unavailable() -> Response<Body> {
+    let mut res = super::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+        "the file storage is unreachable right now; nothing was kept, try again in a minute",
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("30"));
+    res
+}
+
 /// `10 MiB`, `195.3 KiB`, `12 B`.
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = n as f64;
     let mut unit = 0;

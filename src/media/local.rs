@@ -1,8 +1,6 @@
-//! The uploads directory as a store of media: how an upload is written (to a
+//! The uploads directory as a media store: how an upload is written (to a
 //! temporary file, renamed into place only when complete), what
 //! `/uploads/<name>` may name, and what an attachment's URL resolves to.
-//! Shared by the upload handlers (which write and serve) and the WebSocket
-//! sessions (which resolve attachments); it knows nothing about HTTP.
 //!
 //! Each upload is two files: `<id>.<ext>` (the bytes) and `<id>.<ext>.meta`
 //! (a small JSON sidecar with the display name, the content type and, when
@@ -18,10 +16,10 @@
 //! volume each count what they saw at start plus their own writes), charged
 //! as the bytes arrive so concurrent uploads cannot overshoot it together.
 //! An upload no message attached within a time to live is deleted by
-//! [`MediaStore::sweep_unattached`]; attaching marks the sidecar.
-
-mod names;
-pub mod sniff;
+//! [`LocalStore::sweep_unattached`]; attaching marks the sidecar.
+//!
+//! With the S3 store the directory is where `POST /upload` stages a body
+//! before it goes to the bucket ([`LocalPending::staged`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,15 +29,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncWriteExt;
 
-pub use names::{DisplayName, MAX_DISPLAY_CHARS, StoredName};
-pub use sniff::Kind;
-
-/// Largest sidecar read back (they are a few hundred bytes).
-const MAX_SIDECAR_BYTES: u64 = 4096;
+use super::sniff::Kind;
+use super::{AttachError, DisplayName, MAX_SIDECAR_BYTES, StoredInfo, StoredName};
 
 /// The uploads directory.
 #[derive(Debug, Clone)]
-pub struct MediaStore {
+pub struct LocalStore {
     dir: PathBuf,
     usage: Arc<Usage>,
     unattached_ttl: Duration,
@@ -87,47 +82,7 @@ struct Sidecar {
     attached: bool,
 }
 
-/// Why an upload cannot be attached.
-#[derive(Debug, PartialEq, Eq)]
-pub enum AttachError {
-    /// Not the URL of a stored upload (or deleted since).
-    Unknown,
-    /// Uploaded by someone else (its owner key differs).
-    NotYours,
-    /// Nobody attached it within the time to live: it is being deleted.
-    Expired,
-}
-
-/// What is known about a stored upload.
-#[derive(Debug)]
-pub struct StoredInfo {
-    /// Its stored name (and so its kind).
-    pub name: StoredName,
-    /// The client's file name, sanitised.
-    pub display_name: DisplayName,
-    /// Size in bytes.
-    pub size: u64,
-    /// The owner key it was uploaded with, if any.
-    pub owner: Option<String>,
-    /// Whether a message attached it.
-    pub attached: bool,
-    /// When it was stored (the data file's modification time).
-    pub stored_at: Option<SystemTime>,
-}
-
-impl StoredInfo {
-    /// Where the upload is served: `/uploads/<stored name>`.
-    pub fn url(&self) -> String {
-        format!("/uploads/{}", self.name.as_str())
-    }
-
-    /// The type detected from the upload's first bytes.
-    pub fn content_type(&self) -> &'static str {
-        self.name.kind().content_type()
-    }
-}
-
-impl MediaStore {
+impl LocalStore {
     /// A store over `dir`, without a quota, deleting uploads nobody
     /// attached within a day.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -373,14 +328,14 @@ impl MediaStore {
     }
 
     /// Starts writing an upload to a new temporary file in the directory.
-    pub async fn begin(&self) -> io::Result<PendingUpload> {
+    pub async fn begin(&self) -> io::Result<LocalPending> {
         let temp = self.dir.join(format!(".tmp-{}", random_hex()?));
         let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&temp)
             .await?;
-        Ok(PendingUpload {
+        Ok(LocalPending {
             dir: self.dir.clone(),
             usage: Arc::clone(&self.usage),
             file,
@@ -400,11 +355,11 @@ fn random_hex() -> io::Result<String> {
     Ok(id.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// An upload being written. Dropping it before [`PendingUpload::commit`]
+/// An upload being written. Dropping it before [`LocalPending::commit`]
 /// (an error, a refusal, a client gone mid-body) deletes what was written,
 /// so nothing partial is ever left in the directory.
 #[derive(Debug)]
-pub struct PendingUpload {
+pub struct LocalPending {
     dir: PathBuf,
     usage: Arc<Usage>,
     file: tokio::fs::File,
@@ -420,7 +375,7 @@ pub struct PendingUpload {
     committed: bool,
 }
 
-impl PendingUpload {
+impl LocalPending {
     /// Appends `bytes`; `StorageFull` if they would pass the quota.
     pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.usage.charge(bytes.len() as u64)?;
@@ -433,6 +388,13 @@ impl PendingUpload {
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// Flushes what was written and says where it is (the S3 store sends
+    /// it on from there); dropping the upload afterwards deletes it.
+    pub async fn staged(&mut self) -> io::Result<&Path> {
+        self.file.flush().await?;
+        Ok(&self.temp)
     }
 
     /// Flushes the file to disk, writes its sidecar (with `owner`, the key
@@ -473,7 +435,7 @@ impl PendingUpload {
     }
 }
 
-impl Drop for PendingUpload {
+impl Drop for LocalPending {
     fn drop(&mut self) {
         if self.committed {
             return;
@@ -514,7 +476,7 @@ mod tests {
     #[tokio::test]
     async fn a_commit_leaves_the_data_file_and_its_sidecar() {
         let dir = scratch_dir("commit");
-        let store = MediaStore::new(&dir);
+        let store = LocalStore::new(&dir);
         let mut upload = store.begin().await.unwrap();
         upload.write(b"hello").await.unwrap();
         let info = upload
@@ -530,7 +492,7 @@ mod tests {
     #[tokio::test]
     async fn a_commit_cancelled_after_its_rename_leaves_nothing() {
         let dir = scratch_dir("cancel");
-        let store = MediaStore::new(&dir);
+        let store = LocalStore::new(&dir);
         let mut upload = store.begin().await.unwrap();
         upload.write(b"hello").await.unwrap();
         // What `commit` has done when its future is dropped just as the
@@ -547,7 +509,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    async fn stored(store: &MediaStore, text: &[u8]) -> StoredInfo {
+    async fn stored(store: &LocalStore, text: &[u8]) -> StoredInfo {
         let mut upload = store.begin().await.unwrap();
         upload.write(text).await.unwrap();
         upload
@@ -556,7 +518,7 @@ mod tests {
             .unwrap()
     }
 
-    fn age(store: &MediaStore, info: &StoredInfo, by: Duration) {
+    fn age(store: &LocalStore, info: &StoredInfo, by: Duration) {
         std::fs::File::options()
             .write(true)
             .open(store.path_of(&info.name))
@@ -569,7 +531,7 @@ mod tests {
     async fn the_sweep_deletes_old_unattached_uploads_only() {
         let dir = scratch_dir("sweep");
         let ttl = Duration::from_secs(3600);
-        let store = MediaStore::with_limits(&dir, None, ttl);
+        let store = LocalStore::with_limits(&dir, None, ttl);
         let attached = stored(&store, b"attached").await;
         let fresh = stored(&store, b"fresh").await;
         let old = stored(&store, b"old").await;
@@ -579,7 +541,7 @@ mod tests {
         // An upload from before sidecars: nothing says it was never attached.
         std::fs::write(dir.join("ffffffffffffffffffffffffffffffff.txt"), b"legacy").unwrap();
         let legacy = StoredName::parse("ffffffffffffffffffffffffffffffff.txt").unwrap();
-        let before = MediaStore::with_limits(&dir, None, ttl).used_bytes();
+        let before = LocalStore::with_limits(&dir, None, ttl).used_bytes();
 
         assert_eq!(
             store.attach(&old.url(), "anyone").await.unwrap_err(),
@@ -596,7 +558,7 @@ mod tests {
         }
         // The running count agrees with a fresh count of the directory
         // (which also sees the legacy file this store never wrote).
-        let recount = MediaStore::with_limits(&dir, None, ttl).used_bytes();
+        let recount = LocalStore::with_limits(&dir, None, ttl).used_bytes();
         assert!(recount < before);
         assert_eq!(store.used_bytes() + b"legacy".len() as u64, recount);
         assert_eq!(
@@ -609,7 +571,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_quota_refuses_bytes_and_a_dropped_upload_gives_them_back() {
         let dir = scratch_dir("quota");
-        let store = MediaStore::with_limits(&dir, Some(100), Duration::from_secs(60));
+        let store = LocalStore::with_limits(&dir, Some(100), Duration::from_secs(60));
         let mut upload = store.begin().await.unwrap();
         upload.write(&[b'x'; 60]).await.unwrap();
         let err = upload.write(&[b'x'; 60]).await.unwrap_err();
@@ -623,7 +585,7 @@ mod tests {
     #[tokio::test]
     async fn an_upload_dropped_mid_body_leaves_nothing() {
         let dir = scratch_dir("drop");
-        let store = MediaStore::new(&dir);
+        let store = LocalStore::new(&dir);
         let mut upload = store.begin().await.unwrap();
         upload.write(b"partial").await.unwrap();
         assert_eq!(listing(&dir).len(), 1, "the temporary file");
