@@ -52,6 +52,14 @@ struct Pending {
     forget_at: Instant,
 }
 
+/// Which bound a new presigned upload would pass.
+enum Full {
+    /// The client's own (it has this many waiting).
+    Yours(usize),
+    /// Everyone's together.
+    All,
+}
+
 /// The presigned uploads this instance handed out.
 #[derive(Debug)]
 pub struct Presigned {
@@ -164,8 +172,8 @@ impl Presigned {
         // A place is held before the bucket is asked, so concurrent asks
         // cannot pass the bounds together.
         let placeholder = format!("reserving-{}", random_tag());
-        if let Err(refusal) = self.reserve(&placeholder, &client, ask.size, &display_name, &owner) {
-            return refusal;
+        if let Err(full) = self.reserve(&placeholder, &client, ask.size, &display_name, &owner) {
+            return self.full(full);
         }
         let put = bucket.presign_put(kind, ask.size).await;
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -222,31 +230,16 @@ impl Presigned {
         size: u64,
         display_name: &DisplayName,
         owner: &Option<String>,
-    ) -> Result<(), Response<Body>> {
+    ) -> Result<(), Full> {
         let now = Instant::now();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         pending.retain(|_, p| p.forget_at > now);
         let mine = pending.values().filter(|p| p.client == client).count();
         if mine >= self.per_client {
-            return Err(super::error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_pending",
-                format!(
-                    "you have {mine} uploads waiting to be completed; complete them, or wait \
-                     for them to expire (within {} s)",
-                    self.lifetime.as_secs()
-                ),
-            ));
+            return Err(Full::Yours(mine));
         }
         if pending.len() >= self.total {
-            let mut res = super::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "the server has too many uploads in progress; try again in a minute",
-            );
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("60"));
-            return Err(res);
+            return Err(Full::All);
         }
         pending.insert(
             id.to_owned(),
@@ -259,6 +252,31 @@ impl Presigned {
             },
         );
         Ok(())
+    }
+
+    /// The answer when no place is left.
+    fn full(&self, full: Full) -> Response<Body> {
+        match full {
+            Full::Yours(mine) => super::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_pending",
+                format!(
+                    "you have {mine} uploads waiting to be completed; complete them, or wait \
+                     for them to expire (within {} s)",
+                    self.lifetime.as_secs()
+                ),
+            ),
+            Full::All => {
+                let mut res = super::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the server has too many uploads in progress; try again in a minute",
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, http::HeaderValue::from_static("60"));
+                res
+            }
+        }
     }
 
     /// Answers `POST /api/uploads/{id}/complete`.

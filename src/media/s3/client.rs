@@ -42,6 +42,56 @@ pub fn bytes_body(bytes: impl Into<Bytes>) -> ReqBody {
         .boxed_unsync()
 }
 
+/// One request to the bucket: built with [`Call::new`] and the setters,
+/// sent with [`S3Client::send`] or [`S3Client::expect_ok`].
+pub struct Call<'a> {
+    method: Method,
+    key: Option<&'a str>,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    body: ReqBody,
+    payload_hash: String,
+    timeout: Duration,
+}
+
+impl<'a> Call<'a> {
+    /// `method` on `key` (`None`: the bucket), without a body, answered
+    /// within `timeout`.
+    pub fn new(method: Method, key: Option<&'a str>, timeout: Duration) -> Self {
+        Self {
+            method,
+            key,
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: no_body(),
+            payload_hash: sigv4::sha256_hex(b""),
+            timeout,
+        }
+    }
+
+    /// Adds query pairs (not encoded).
+    #[must_use]
+    pub fn queries(mut self, pairs: Vec<(String, String)>) -> Self {
+        self.query.extend(pairs);
+        self
+    }
+
+    /// Adds signed headers (lowercase names).
+    #[must_use]
+    pub fn headers(mut self, headers: Vec<(String, String)>) -> Self {
+        self.headers.extend(headers);
+        self
+    }
+
+    /// Sends `body`, whose SHA-256 is `payload_hash` (lowercase hex).
+    #[must_use]
+    pub fn body(mut self, body: ReqBody, payload_hash: String) -> Self {
+        self.body = body;
+        self.payload_hash = payload_hash;
+        self
+    }
+}
+
 /// Where the service is and which bucket to use, from
 /// `s3://BUCKET?endpoint=http://host:port&region=R`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,17 +324,17 @@ impl S3Client {
 
     /// Sends one signed request and returns the answer whatever its
     /// status; the whole exchange up to the answer's head takes at most
-    /// `timeout`.
-    pub async fn send(
-        &self,
-        method: Method,
-        key: Option<&str>,
-        query: Vec<(String, String)>,
-        extra: Vec<(String, String)>,
-        body: ReqBody,
-        payload_hash: String,
-        timeout: Duration,
-    ) -> Result<Response<Incoming>, S3Error> {
+    /// the call's timeout.
+    pub async fn send(&self, call: Call<'_>) -> Result<Response<Incoming>, S3Error> {
+        let Call {
+            method,
+            key,
+            query,
+            headers: extra,
+            body,
+            payload_hash,
+            timeout,
+        } = call;
         let path = self.path(key);
         let time = Timestamp::at(SystemTime::now());
         let mut headers = vec![
@@ -368,20 +418,9 @@ impl S3Client {
 
     /// Sends and expects a `2xx`; anything else becomes an error carrying
     /// S3's `<Code>`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn expect_ok(
-        &self,
-        method: Method,
-        key: Option<&str>,
-        query: Vec<(String, String)>,
-        extra: Vec<(String, String)>,
-        body: ReqBody,
-        payload_hash: String,
-        timeout: Duration,
-    ) -> Result<Response<Incoming>, S3Error> {
-        let res = self
-            .send(method, key, query, extra, body, payload_hash, timeout)
-            .await?;
+    pub async fn expect_ok(&self, call: Call<'_>) -> Result<Response<Incoming>, S3Error> {
+        let timeout = call.timeout;
+        let res = self.send(call).await?;
         if res.status().is_success() {
             return Ok(res);
         }

@@ -33,7 +33,7 @@ pub use client::{S3Client, S3Error, S3Target};
 
 use super::sniff::{self, Kind, TextCheck};
 use super::{AttachError, DisplayName, MAX_SIDECAR_BYTES, StoredInfo, StoredName};
-use client::{bytes_body, no_body, read_limited};
+use client::{Call, bytes_body, read_limited};
 
 /// How long a small request (a sidecar, a marker, a head) may take.
 const SMALL: Duration = Duration::from_secs(15);
@@ -142,15 +142,7 @@ impl S3Store {
     /// the outcome.
     pub async fn probe(&self) -> Result<(), S3Error> {
         self.client
-            .expect_ok(
-                Method::HEAD,
-                None,
-                Vec::new(),
-                Vec::new(),
-                no_body(),
-                sigv4::sha256_hex(b""),
-                SMALL,
-            )
+            .expect_ok(Call::new(Method::HEAD, None, SMALL))
             .await
             .map(drop)
     }
@@ -168,31 +160,18 @@ impl S3Store {
         ];
         self.client
             .expect_ok(
-                Method::PUT,
-                Some(key),
-                Vec::new(),
-                extra,
-                bytes_body(bytes),
-                hash,
-                SMALL,
+                Call::new(Method::PUT, Some(key), SMALL)
+                    .headers(extra)
+                    .body(bytes_body(bytes), hash),
             )
             .await
             .map(drop)
     }
 
     async fn delete_key(&self, key: &str) -> Result<(), S3Error> {
-        let hash = sigv4::sha256_hex(b"");
         match self
             .client
-            .expect_ok(
-                Method::DELETE,
-                Some(key),
-                Vec::new(),
-                Vec::new(),
-                no_body(),
-                hash,
-                SMALL,
-            )
+            .expect_ok(Call::new(Method::DELETE, Some(key), SMALL))
             .await
         {
             Ok(_) => Ok(()),
@@ -203,18 +182,9 @@ impl S3Store {
 
     /// The size of the object `key`, or `None` if there is none.
     async fn head_size(&self, key: &str) -> Result<Option<u64>, S3Error> {
-        let hash = sigv4::sha256_hex(b"");
         match self
             .client
-            .expect_ok(
-                Method::HEAD,
-                Some(key),
-                Vec::new(),
-                Vec::new(),
-                no_body(),
-                hash,
-                SMALL,
-            )
+            .expect_ok(Call::new(Method::HEAD, Some(key), SMALL))
             .await
         {
             Ok(res) => {
@@ -254,20 +224,11 @@ impl S3Store {
         start: u64,
         len: u64,
     ) -> Result<Bytes, S3Error> {
-        let hash = sigv4::sha256_hex(b"");
         let end = start + len.max(1) - 1;
         let extra = vec![("range".to_owned(), format!("bytes={start}-{end}"))];
         let res = self
             .client
-            .expect_ok(
-                Method::GET,
-                Some(name.as_str()),
-                Vec::new(),
-                extra,
-                no_body(),
-                hash,
-                SMALL,
-            )
+            .expect_ok(Call::new(Method::GET, Some(name.as_str()), SMALL).headers(extra))
             .await?;
         let max = usize::try_from(len).unwrap_or(usize::MAX);
         tokio::time::timeout(SMALL, read_limited(res.into_body(), max))
@@ -276,19 +237,10 @@ impl S3Store {
     }
 
     async fn read_sidecar(&self, name: &StoredName) -> Result<Option<Sidecar>, S3Error> {
-        let hash = sigv4::sha256_hex(b"");
         let key = sidecar_key(name);
         let res = match self
             .client
-            .expect_ok(
-                Method::GET,
-                Some(&key),
-                Vec::new(),
-                Vec::new(),
-                no_body(),
-                hash,
-                SMALL,
-            )
+            .expect_ok(Call::new(Method::GET, Some(&key), SMALL))
             .await
         {
             Ok(res) => res,
@@ -366,13 +318,9 @@ impl S3Store {
             ];
             self.client
                 .expect_ok(
-                    Method::PUT,
-                    Some(name.as_str()),
-                    Vec::new(),
-                    extra,
-                    file_body(file, len),
-                    sha256,
-                    self.put_timeout,
+                    Call::new(Method::PUT, Some(name.as_str()), self.put_timeout)
+                        .headers(extra)
+                        .body(file_body(file, len), sha256),
                 )
                 .await?;
             self.write_sidecar(&name, &display_name, owner.as_deref(), len)
@@ -476,18 +424,9 @@ impl S3Store {
 
     /// Streams the object through a [`TextCheck`] (at most `len` bytes).
     async fn whole_is_text(&self, name: &StoredName, len: u64) -> Result<bool, S3Error> {
-        let hash = sigv4::sha256_hex(b"");
         let res = self
             .client
-            .expect_ok(
-                Method::GET,
-                Some(name.as_str()),
-                Vec::new(),
-                Vec::new(),
-                no_body(),
-                hash,
-                SMALL,
-            )
+            .expect_ok(Call::new(Method::GET, Some(name.as_str()), SMALL))
             .await?;
         let mut body = res.into_body();
         let mut text = TextCheck::default();
@@ -571,10 +510,9 @@ impl S3Store {
             if let Some(t) = token.take() {
                 query.push(("continuation-token".to_owned(), t));
             }
-            let hash = sigv4::sha256_hex(b"");
             let res = self
                 .client
-                .expect_ok(Method::GET, None, query, Vec::new(), no_body(), hash, SMALL)
+                .expect_ok(Call::new(Method::GET, None, SMALL).queries(query))
                 .await?;
             let xml = read_limited(res.into_body(), client::MAX_XML_BYTES).await?;
             let xml = String::from_utf8_lossy(&xml);
