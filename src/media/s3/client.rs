@@ -172,7 +172,10 @@ impl S3Target {
         let uri: http::uri::Authority = authority
             .parse()
             .map_err(|_| format!("{endpoint:?} is not http://host[:port]"))?;
-        if authority.contains(['/', '@']) || uri.host().is_empty() {
+        let plain = authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'));
+        if !plain || uri.host().is_empty() {
             return Err(format!(
                 "{endpoint:?} is not http://host[:port] (no path, no user)"
             ));
@@ -270,12 +273,18 @@ impl S3Client {
         }
     }
 
+    /// Records whether the service answered; logs only the changes.
     fn mark(&self, ok: bool, why: &str) {
         if !ok {
             *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) =
                 format!("media store: {why}");
         }
-        self.reachable.store(ok, Ordering::Release);
+        let was = self.reachable.swap(ok, Ordering::AcqRel);
+        match (was, ok) {
+            (true, false) => tracing::warn!("the media store's bucket fails: {why}"),
+            (false, true) => tracing::info!("the media store's bucket answers again"),
+            _ => {}
+        }
     }
 
     fn scope(&self) -> Scope<'_> {
@@ -411,8 +420,10 @@ impl S3Client {
                 return Err(S3Error::Unreachable("no answer in time".into()));
             }
         };
-        let server_error = answer.status().is_server_error();
-        self.mark(!server_error, &format!("answered {}", answer.status()));
+        // A 403 to our own signed request means keys or clock are wrong:
+        // nothing will work until an operator fixes it.
+        let failing = answer.status().is_server_error() || answer.status() == StatusCode::FORBIDDEN;
+        self.mark(!failing, &format!("answered {}", answer.status()));
         Ok(answer)
     }
 
@@ -527,6 +538,7 @@ mod tests {
             "s3://media",
             "s3://media?endpoint=https://h",
             "s3://media?endpoint=http://h/path",
+            "s3://media?endpoint=http://h;script-src",
             "s3://media?endpoint=http://h&colour=red",
             "s3://media?endpoint=http://h&region=a/b",
         ] {
