@@ -32,6 +32,8 @@ use crate::metrics::Metrics;
 
 /// Largest `POST /api/uploads` body.
 const MAX_REQUEST_BYTES: usize = 4096;
+/// How long that body may take to arrive.
+const READ_TIME: Duration = Duration::from_secs(10);
 
 /// What `POST /api/uploads` asks for, as sent.
 #[derive(serde::Deserialize)]
@@ -128,13 +130,18 @@ impl Presigned {
             return super::rate_limited("uploads", wait);
         }
         let client = self.client_key(&req, owner.as_deref());
-        let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
-            Err(_) => {
+        let read = Limited::new(req.into_body(), MAX_REQUEST_BYTES).collect();
+        let body = match tokio::time::timeout(READ_TIME, read).await {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(_)) => {
                 return bad("send at most 4 KiB of JSON: {\"name\", \"size\", \"content_type\"}");
+            }
+            Err(_) => {
+                return super::error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    "the request body did not arrive within 10 s; send it again",
+                );
             }
         };
         let ask: AskRaw = match serde_json::from_slice(&body) {
