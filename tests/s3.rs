@@ -195,7 +195,8 @@ async fn an_expired_presigned_url_is_refused_by_the_bucket() {
     let server = Server::start(
         config()
             .media_store(s3.media_store())
-            .presign_ttl(Duration::from_secs(1)),
+            .presign_ttl(Duration::from_secs(1))
+            .upload_timeout(Duration::from_secs(1)),
     )
     .await;
     let res = ask(
@@ -207,13 +208,19 @@ async fn an_expired_presigned_url_is_refused_by_the_bucket() {
     let answer = res.json();
     // Wait until the URL is past its expiry by the wall clock (a bound on
     // waiting, not a race: the URL cannot become valid again).
+    // `expires_at` is whole seconds, so past `expires_at + 2` more than 3 s
+    // have passed since the ask: the URL (1 s) and the waiting upload
+    // (1 s + the 1 s upload timeout) are both over.
     let expires = answer["expires_at"].as_u64().unwrap();
-    while roomcast::auth::now() <= expires + 1 {
+    while roomcast::auth::now() <= expires + 2 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let res = put(&answer, PNG).await;
     assert_eq!(res.status, 403, "{}", res.text());
     assert!(res.text().contains("expired"), "{}", res.text());
+    let id = answer["upload_id"].as_str().unwrap();
+    let res = complete(&server, id, &[]).await.assert_json_error(404);
+    assert_eq!(res["error"], "unknown_upload");
     server.shutdown().await.unwrap();
 }
 
