@@ -571,3 +571,34 @@ async fn a_local_store_has_no_presigned_uploads() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn wrong_keys_are_refused_by_the_bucket_and_reported() {
+    let s3 = S3Fs::start();
+    let wrong = roomcast::media::s3::S3Target::parse(&format!(
+        "s3://{}?endpoint={}",
+        common::s3::S3_BUCKET,
+        s3.endpoint
+    ))
+    .unwrap()
+    .with_credentials(roomcast::media::s3::sigv4::Credentials::new(
+        common::s3::S3_ACCESS_KEY,
+        "not the secret",
+    ));
+    let server = Server::start(config().media_store(MediaStoreKind::S3(wrong))).await;
+    let res = ask(
+        &server,
+        json!({"name": "a.png", "size": 10, "content_type": "image/png"}),
+        &[],
+    )
+    .await;
+    assert_eq!(res.assert_json_error(503)["error"], "storage_unavailable");
+    let health = server.get("/health").await;
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert!(
+        health.json()["reason"].as_str().unwrap().contains("403"),
+        "{}",
+        health.text()
+    );
+    server.shutdown().await.unwrap();
+}
