@@ -14,11 +14,12 @@ use crate::config::Config;
 use crate::error::ServeError;
 use crate::http::address_slots::AddressSlots;
 use crate::http::pages::IndexPage;
+use crate::http::presign::Presigned;
 use crate::http::rate_limit::PerIpLimiter;
 use crate::http::static_files::StaticFiles;
 use crate::http::upload::Uploads;
 use crate::hub::{Hub, HubParts};
-use crate::media::MediaStore;
+use crate::media::{LocalStore, MediaStore, MediaStoreKind, S3Store};
 use crate::metrics::Metrics;
 use crate::store::StoreKind;
 use crate::ws::rate::IdentityRates;
@@ -73,6 +74,8 @@ pub(crate) struct AppState {
     pub static_files: StaticFiles,
     pub media: MediaStore,
     pub uploads: Uploads,
+    /// Presigned uploads handed out and not yet completed (S3 store).
+    pub presigned: Presigned,
     pub session: Arc<SessionConfig>,
     /// Who is who (the same rules the sessions hold).
     pub auth: Arc<crate::auth::Auth>,
@@ -89,6 +92,8 @@ pub(crate) struct AppState {
     shutting_down: AtomicBool,
     /// The periodic sweep of uploads nobody attached; stops with the state.
     _sweeper: AbortOnDrop,
+    /// The periodic look at the bucket `/health` reports (S3 store).
+    _probe: Option<AbortOnDrop>,
 }
 
 /// Aborts a background task when dropped.
@@ -121,26 +126,47 @@ impl AppState {
         }
         prepare_uploads_dir(&config)?;
         let metrics = Arc::new(Metrics::default());
-        let media = {
+        let local = {
             let (dir, quota, ttl) = (
                 config.uploads_dir.clone(),
                 config.uploads_max_bytes,
                 config.unattached_upload_ttl,
             );
+            // With a bucket the directory only stages: no quota to count.
+            let quota = match config.media_store {
+                MediaStoreKind::Local => quota,
+                MediaStoreKind::S3(_) => None,
+            };
             // Counting what the directory holds is one stat per file.
-            tokio::task::spawn_blocking(move || MediaStore::with_limits(dir, quota, ttl))
+            tokio::task::spawn_blocking(move || LocalStore::with_limits(dir, quota, ttl))
                 .await
                 .map_err(|e| ServeError::UploadsDir {
                     path: config.uploads_dir.clone(),
                     source: std::io::Error::other(e),
                 })?
         };
+        let media = match &config.media_store {
+            MediaStoreKind::Local => MediaStore::Local(local),
+            MediaStoreKind::S3(target) => {
+                let bucket = S3Store::new(
+                    target.clone(),
+                    config.unattached_upload_ttl,
+                    config.presign_ttl,
+                    config.upload_timeout,
+                )
+                .map_err(ServeError::Media)?;
+                MediaStore::S3 {
+                    bucket: Arc::new(bucket),
+                    staging: local,
+                }
+            }
+        };
         {
             // An upload older than its timeout is over: what it left is litter.
-            let media = media.clone();
+            let local = media.local().clone();
             let age = config.upload_timeout + Duration::from_secs(60);
             tokio::task::spawn_blocking(move || {
-                let removed = media.sweep_leftovers(age);
+                let removed = local.sweep_leftovers(age);
                 if removed > 0 {
                     tracing::info!(removed, "removed files left by interrupted uploads");
                 }
@@ -152,10 +178,7 @@ impl AppState {
                 let mut every = tokio::time::interval(SWEEP_EVERY);
                 loop {
                     every.tick().await;
-                    let media = media.clone();
-                    let removed = tokio::task::spawn_blocking(move || media.sweep_unattached())
-                        .await
-                        .unwrap_or(0);
+                    let removed = media.sweep_unattached().await;
                     if removed > 0 {
                         tracing::info!(removed, "deleted uploads no message attached in time");
                     }
@@ -163,7 +186,20 @@ impl AppState {
             })
             .abort_handle()
         };
+        let probe = media.bucket().map(|bucket| {
+            let bucket = Arc::clone(bucket);
+            let task = tokio::spawn(async move {
+                let mut every = tokio::time::interval(crate::media::PROBE_EVERY);
+                loop {
+                    every.tick().await;
+                    // The client records (and logs) whether it answered.
+                    let _ = bucket.probe().await;
+                }
+            });
+            AbortOnDrop(task.abort_handle())
+        });
         let uploads = Uploads::new(&config, media.clone(), Arc::clone(&metrics));
+        let presigned = Presigned::new(&config, Arc::clone(&metrics));
         let store = crate::store::open(&config.store_settings(), Arc::clone(&metrics))
             .await
             .map_err(|e| ServeError::Store(e.0))?;
@@ -179,6 +215,7 @@ impl AppState {
         let auth = Arc::new(config.auth.clone());
         Ok(Arc::new(AppState {
             uploads,
+            presigned,
             hub,
             index: IndexPage::new(&config),
             static_files: config
@@ -214,6 +251,7 @@ impl AppState {
             tracker: Arc::new(Tracker::default()),
             shutting_down: AtomicBool::new(false),
             _sweeper: AbortOnDrop(sweeper),
+            _probe: probe,
             config,
         }))
     }

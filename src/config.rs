@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::auth::Auth;
 use crate::hub::{HubConfig, Limits};
+use crate::media::MediaStoreKind;
 use crate::store::{Fsync, Retention, StoreKind, StoreSettings};
 
 /// Everything [`crate::serve`] can be told.
@@ -13,6 +14,15 @@ use crate::store::{Fsync, Retention, StoreKind, StoreSettings};
 pub struct Config {
     /// Where uploads are stored (created at start if missing).
     pub uploads_dir: PathBuf,
+    /// Where media is kept: the uploads directory (the default) or an
+    /// S3-compatible bucket, whose target carries its credentials (never
+    /// shown by `Debug`).
+    pub media_store: MediaStoreKind,
+    /// How long a presigned URL (an upload's PUT, a download's GET) works.
+    pub presign_ttl: Duration,
+    /// Presigned uploads (S3 store) not yet completed, per client (its
+    /// token's user, else its address) and in all; past either `429`.
+    pub max_pending_uploads: (usize, usize),
     /// Serve `/static` from this directory instead of the embedded copy.
     pub static_dir: Option<PathBuf>,
     /// Read `index.html` from this directory instead of the embedded copy.
@@ -129,6 +139,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             uploads_dir: PathBuf::from("uploads"),
+            media_store: MediaStoreKind::Local,
+            presign_ttl: Duration::from_secs(300),
+            max_pending_uploads: (8, 1024),
             static_dir: None,
             templates_dir: None,
             history: 500,
@@ -223,6 +236,12 @@ setters! {
     store_queue: usize,
     /// Sets [`Config::uploads_dir`].
     uploads_dir: PathBuf,
+    /// Sets [`Config::media_store`].
+    media_store: MediaStoreKind,
+    /// Sets [`Config::presign_ttl`].
+    presign_ttl: Duration,
+    /// Sets [`Config::max_pending_uploads`].
+    max_pending_uploads: (usize, usize),
     /// Sets [`Config::static_dir`].
     static_dir: Option<PathBuf>,
     /// Sets [`Config::templates_dir`].
@@ -309,6 +328,8 @@ impl Config {
         ] {
             *d = (*d).clamp(floor, MAX_DURATION);
         }
+        // A presigned URL lives whole seconds, at most a week (SigV4's bound).
+        self.presign_ttl = Duration::from_secs(self.presign_ttl.as_secs().clamp(1, 7 * 24 * 3600));
         self
     }
 

@@ -11,6 +11,7 @@
 //! nothing. The client's file name is kept only as cleaned display text.
 
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,7 +45,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// The `200` answer: the same record a chat message's `attachment` carries.
 #[derive(serde::Serialize)]
-struct UploadAnswer<'a> {
+pub(crate) struct UploadAnswer<'a> {
     url: String,
     name: &'a str,
     size: u64,
@@ -52,7 +53,7 @@ struct UploadAnswer<'a> {
 }
 
 impl<'a> UploadAnswer<'a> {
-    fn of(info: &'a StoredInfo) -> Self {
+    pub(crate) fn of(info: &'a StoredInfo) -> Self {
         Self {
             url: info.url(),
             name: info.display_name.as_str(),
@@ -102,6 +103,8 @@ enum UploadError {
     Cut,
     /// The uploads quota (or the disk) is full.
     Full,
+    /// The object storage cannot be reached.
+    Unavailable,
     /// The uploads directory failed us.
     Storage(io::Error),
 }
@@ -142,6 +145,38 @@ impl Uploads {
         }
     }
 
+    /// The store uploads go to.
+    pub(crate) fn store(&self) -> &MediaStore {
+        &self.store
+    }
+
+    /// The largest file accepted, in bytes.
+    pub(crate) fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Takes one upload's token from the per-address rate limit of the
+    /// request's client (shared by `POST /upload` and `POST /api/uploads`).
+    pub(crate) fn check_rate<B>(&self, req: &Request<B>) -> Result<(), Duration> {
+        self.client_of(req)
+            .map_or(Ok(()), |client| self.limiter.check(client))
+    }
+
+    /// Charges `bytes` to the hourly upload volume of the request's client
+    /// (shared by `POST /upload` and `POST /api/uploads`, which charges
+    /// the declared size).
+    pub(crate) fn charge_bytes<B>(&self, req: &Request<B>, bytes: u64) -> Result<(), Duration> {
+        self.client_of(req)
+            .map_or(Ok(()), |client| self.volume.take(client, bytes))
+    }
+
+    /// The request's client address, if the connection told it.
+    fn client_of<B>(&self, req: &Request<B>) -> Option<IpAddr> {
+        req.extensions()
+            .get::<PeerAddr>()
+            .map(|PeerAddr(peer)| client_ip(*peer, req.headers(), self.trust_proxy))
+    }
+
     /// Answers `POST /upload`; `owner` is the identity key of an
     /// authenticated uploader, the only one that may then attach the file.
     pub async fn receive(&self, req: Request<Incoming>, owner: Option<String>) -> Response<Body> {
@@ -169,15 +204,8 @@ impl Uploads {
         req: Request<Incoming>,
         owner: Option<String>,
     ) -> Result<StoredInfo, UploadError> {
-        let client = req
-            .extensions()
-            .get::<PeerAddr>()
-            .map(|PeerAddr(peer)| client_ip(*peer, req.headers(), self.trust_proxy));
-        if let Some(client) = client {
-            self.limiter
-                .check(client)
-                .map_err(UploadError::RateLimited)?;
-        }
+        self.check_rate(&req).map_err(UploadError::RateLimited)?;
+        let client = self.client_of(&req);
         let boundary = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -349,6 +377,7 @@ impl Uploads {
                 "the server has no room for more uploads right now; nothing was kept, try again later"
                     .to_owned(),
             ),
+            UploadError::Unavailable => return storage_unavailable(),
             UploadError::Storage(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage_failed",
@@ -377,12 +406,25 @@ async fn write_checked(
 fn storage_error(e: io::Error) -> UploadError {
     match e.kind() {
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => UploadError::Full,
+        io::ErrorKind::NotConnected => UploadError::Unavailable,
         _ => UploadError::Storage(e),
     }
 }
 
+/// `503 storage_unavailable`: the object storage did not answer.
+pub(crate) fn storage_unavailable() -> Response<Body> {
+    let mut res = super::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+        "the file storage is unreachable right now; nothing was kept, try again in a minute",
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("30"));
+    res
+}
+
 /// `10 MiB`, `195.3 KiB`, `12 B`.
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = n as f64;
     let mut unit = 0;

@@ -624,8 +624,16 @@ async fn handle_text(
                                 "this upload was not sent within its time and is being deleted; \
                                  upload it again"
                             }
+                            AttachError::Unavailable => {
+                                "the file storage is unreachable right now; send the message \
+                                 again in a minute"
+                            }
                         };
-                        let r = Refusal::new(ErrorCode::BadAttachment, message);
+                        let code = match why {
+                            AttachError::Unavailable => ErrorCode::Unavailable,
+                            _ => ErrorCode::BadAttachment,
+                        };
+                        let r = Refusal::new(code, message);
                         member.send(r.frame(Some("message")));
                         return;
                     }
