@@ -84,6 +84,15 @@ SERVERS = {
         "--max-connections", "20000", *NO_PER_ADDRESS_LIMITS, "--uploads-dir", os.path.join(d, "uploads"),
         "--store", "memory",
     ],
+    # Per-address limits and the per-identity rate switched on, set high
+    # enough that the load generator (one address) is never refused: what
+    # checking them costs fan-out.
+    "roomcast-limits": lambda d: [
+        os.path.join(RELEASE, "roomcast"), "--port", "0", "--rate", "100000",
+        "--max-connections", "20000", "--max-connections-per-address", "20000",
+        "--max-http-per-address", "20000", "--joins-per-minute", "1000000",
+        "--uploads-dir", os.path.join(d, "uploads"), "--data-dir", os.path.join(d, "data"),
+    ],
     "floor": lambda d: [os.path.join(RELEASE, "examples", "baseline_floor"), "--port", "0"],
     "naive": lambda d: [os.path.join(RELEASE, "examples", "baseline_broadcast"), "--port", "0"],
 }

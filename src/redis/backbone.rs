@@ -34,6 +34,21 @@ pub(crate) struct RedisBackbone {
 }
 
 impl RedisBackbone {
+    /// Runs a script taking `room` and one argument that answers text, or
+    /// something else (nil, a code) for "none".
+    fn text_or_none(&self, script: Script, room: &RoomName, arg: &str) -> Answer<Option<String>> {
+        let queued = self
+            .link
+            .call(script, &[room.as_str().as_bytes(), arg.as_bytes()]);
+        Box::pin(async move {
+            let v = Link::reply(queued.map_err(unavailable)?)
+                .await
+                .map_err(unavailable)?;
+            Ok(v.as_bytes()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(str::to_owned))
+        })
+    }
     /// Starts the link's tasks (needs a tokio runtime; Redis need not be
     /// up yet: the hub reports itself degraded until it is).
     pub fn start(settings: Settings, config: &HubConfig, inbound: Inbound) -> Arc<dyn Backbone> {
@@ -216,18 +231,7 @@ impl Backbone for RedisBackbone {
     }
 
     fn holder(&self, room: &RoomName, user: &UserName) -> Answer<Option<String>> {
-        let queued = self.link.call(
-            Script::Hold,
-            &[room.as_str().as_bytes(), user.as_str().as_bytes()],
-        );
-        Box::pin(async move {
-            let v = Link::reply(queued.map_err(unavailable)?)
-                .await
-                .map_err(unavailable)?;
-            Ok(v.as_bytes()
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .map(str::to_owned))
-        })
+        self.text_or_none(Script::Hold, room, user.as_str())
     }
 
     fn leave(&self, room: &RoomName, user: &UserName, connections: u32, room_empty: bool) {
@@ -432,18 +436,7 @@ impl Backbone for RedisBackbone {
     }
 
     fn reactions(&self, room: &RoomName, message_id: &str) -> Answer<Option<String>> {
-        let queued = self.link.call(
-            Script::Reactions,
-            &[room.as_str().as_bytes(), message_id.as_bytes()],
-        );
-        Box::pin(async move {
-            let v = Link::reply(queued.map_err(unavailable)?)
-                .await
-                .map_err(unavailable)?;
-            Ok(v.as_bytes()
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .map(str::to_owned))
-        })
+        self.text_or_none(Script::Reactions, room, message_id)
     }
 
     fn page(
