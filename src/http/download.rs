@@ -4,10 +4,12 @@
 //! (the bucket then serves the bytes, ranges included).
 //!
 //! Only names the server generates are served (never a sidecar or a
-//! temporary file). Every answer says `nosniff` and `Content-Security-Policy:
-//! sandbox`, so even a file that got past the checks cannot run script on
-//! our origin; anything but images, audio and video is sent as an
-//! attachment (a download), never rendered as a document.
+//! temporary file). Every answer from the directory says `nosniff` and
+//! `Content-Security-Policy: sandbox`, so even a file that got past the
+//! checks cannot run script on our origin; anything but images, audio and
+//! video is sent as an attachment (a download), never rendered as a
+//! document. A redirect to the bucket signs the type and that disposition
+//! into the URL (the bucket's other headers are its own).
 //!
 //! Ranges: one `bytes=a-b`, `a-` or `-n` gets `206`; several ranges (no
 //! `multipart/byteranges` here) or a range that starts past the end get
