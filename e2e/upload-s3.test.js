@@ -88,7 +88,7 @@ after(async () => {
   await stopSuite({ server, browser });
   await cors?.close();
   s3?.stop();
-  for (const p of [alice, bob]) if (p) assert.deepEqual(p.problems.filter((m) => !/status of 422/.test(m)), []);
+  for (const p of [alice, bob]) if (p) assert.deepEqual(p.problems.filter((m) => !/status of (422|415)/.test(m)), []);
 });
 
 test('an image goes straight to storage with progress and shows in the other window', async () => {
@@ -117,4 +117,20 @@ test('bytes that are not their declared type are refused at completion with one 
   await alice.getByTestId('attach-input').setInputFiles({ name: 'cat.png', mimeType: 'image/png', buffer: html });
   await alice.getByTestId('composer-error').getByText('not what its type says', { exact: false }).waitFor();
   assert.equal(await alice.getByTestId('upload-item').count(), 0);
+});
+
+test('a file the ask does not take by its type (text/markdown) goes to POST /upload, judged by its bytes', async () => {
+  const asked = [];
+  alice.on('request', (r) => { if (r.method() === 'POST') asked.push(new URL(r.url()).pathname); });
+  const notes = Buffer.from('# Notes\n\nplain words, ünïcode\n');
+  await alice.getByTestId('attach-input').setInputFiles([
+    { name: 'notes.md', mimeType: 'text/markdown', buffer: notes },
+  ]);
+  await alice.getByTestId('upload-box').getByText('ready to send').waitFor();
+  assert.deepEqual(asked, ['/api/uploads', '/upload'], 'refused by type at the ask (415), then sent whole');
+  await alice.getByTestId('composer-input').fill('markdown notes');
+  await alice.getByTestId('composer-input').press('Enter');
+  await messageWithText(bob, 'markdown notes').getByText('notes.md').waitFor();
+  const stored = readdirSync(path.join(s3.root, 'media')).filter((n) => /^[0-9a-f]{32}\.txt$/.test(n));
+  assert.equal(stored.length, 1, 'kept in the bucket as text');
 });

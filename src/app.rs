@@ -114,6 +114,9 @@ impl AppState {
     /// schema checked), the hub and its backbone, the pages.
     pub async fn build(config: Config) -> Result<Arc<Self>, ServeError> {
         let config = config.within_bounds();
+        if let Some(problem) = config.media_problem() {
+            return Err(ServeError::Media(problem));
+        }
         if config.redis_url.is_some()
             && !config.store.is_shared()
             && config.store != StoreKind::Memory

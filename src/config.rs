@@ -333,6 +333,29 @@ impl Config {
         self
     }
 
+    /// Why these media settings cannot work together, if they cannot. With
+    /// the S3 store an upload's unattached marker is written when its PUT
+    /// is presigned, so the time to live unattached must outlast the URL
+    /// plus the upload timeout (how long the upload can still be
+    /// completed): otherwise the sweep could delete an upload being
+    /// completed, and `complete` would hand out one already expired.
+    pub fn media_problem(&self) -> Option<String> {
+        let MediaStoreKind::S3(_) = self.media_store else {
+            return None;
+        };
+        let busy = self.presign_ttl.saturating_add(self.upload_timeout);
+        (busy >= self.unattached_upload_ttl).then(|| {
+            format!(
+                "--presign-ttl ({} s) plus --upload-timeout ({} s) must be shorter than \
+                 --unattached-upload-hours ({} s): an upload could expire before it can be \
+                 completed; shorten the first two or raise the last",
+                self.presign_ttl.as_secs(),
+                self.upload_timeout.as_secs(),
+                self.unattached_upload_ttl.as_secs()
+            )
+        })
+    }
+
     /// The store settings these server settings imply.
     pub fn store_settings(&self) -> StoreSettings {
         StoreSettings {
@@ -398,5 +421,31 @@ mod tests {
         // Sensible values are untouched.
         let d = Config::default();
         assert_eq!(d.clone().within_bounds().upload_timeout, d.upload_timeout);
+    }
+
+    #[test]
+    fn an_s3_store_needs_the_unattached_ttl_to_outlast_a_presigned_upload() {
+        let target = crate::media::S3Target::parse("s3://media?endpoint=http://127.0.0.1:9")
+            .expect("a target");
+        let s3 = Config::default().media_store(MediaStoreKind::S3(target));
+        assert_eq!(s3.media_problem(), None, "the defaults work");
+        let hour = Duration::from_secs(3600);
+        let tight = s3
+            .clone()
+            .unattached_upload_ttl(hour)
+            .presign_ttl(hour - Duration::from_secs(300))
+            .upload_timeout(Duration::from_secs(300));
+        let problem = tight.media_problem().expect("refused");
+        assert!(problem.contains("--presign-ttl"), "{problem}");
+        assert_eq!(
+            tight
+                .clone()
+                .upload_timeout(Duration::from_secs(299))
+                .media_problem(),
+            None
+        );
+        // The directory has no presigned uploads: nothing to refuse.
+        let local = tight.media_store(MediaStoreKind::Local);
+        assert_eq!(local.media_problem(), None);
     }
 }

@@ -28,9 +28,11 @@ Each option falls back to the environment variable shown, then the default.
                          s3://BUCKET?endpoint=http://host:port&region=R (any
                          S3-compatible service, path-style, keys from
                          AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; browsers
-                         then upload straight to it) [MEDIA_STORE, default local]
+                         then upload to it and download from it at that same
+                         http URL) [MEDIA_STORE, default local]
   --presign-ttl S        how long a presigned upload or download URL works
-                         (S3 store; 1 to 604800) [PRESIGN_TTL, default 300]
+                         (S3 store; 1 to 604800; plus --upload-timeout, under
+                         --unattached-upload-hours) [PRESIGN_TTL, default 300]
   --static-dir D         serve /static from D instead of the embedded UI [STATIC_DIR]
   --templates-dir D      read index.html from D instead of the embedded UI [TEMPLATES_DIR]
   --history N            messages kept per room     [HISTORY, default 500]

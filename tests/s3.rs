@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use common::s3::{S3Fs, request_url};
 use common::{HttpResponse, Server, config, token, token_mode};
-use roomcast::media::s3::S3Store;
+use roomcast::media::s3::{CompleteError, PresignedPut, S3Store};
 use roomcast::media::{DisplayName, Kind, MediaStoreKind, StoredName};
 use serde_json::{Value, json};
 
@@ -66,6 +66,17 @@ async fn presigned_upload(server: &Server, name: &str, ct: &str, bytes: &[u8]) -
         stored.text()
     );
     complete(server, answer["upload_id"].as_str().unwrap(), &[]).await
+}
+
+/// PUTs `bytes` at a URL the store presigned, with its headers.
+async fn put_presigned(put: &PresignedPut, bytes: &[u8]) -> HttpResponse {
+    let ct = put
+        .headers
+        .iter()
+        .find(|(n, _)| *n == "content-type")
+        .map(|(_, v)| v.as_str())
+        .unwrap();
+    request_url("PUT", &put.url, &[("Content-Type", ct)], bytes).await
 }
 
 /// Follows `/uploads/...`'s redirect; returns the bucket's answer.
@@ -160,7 +171,10 @@ async fn the_bucket_refuses_a_tampered_url_and_more_bytes_than_declared() {
     let ct = [("Content-Type", "image/png")];
 
     // Another key, another signature byte, another expiry, another type.
-    let other_key = url.replacen(&answer["upload_id"].as_str().unwrap()[..4], "0000", 1);
+    let id = answer["upload_id"].as_str().unwrap();
+    let fresh = StoredName::generate(Kind::Png).unwrap();
+    let other_key = url.replacen(id, fresh.as_str(), 1);
+    assert_ne!(other_key, url);
     let last = url.chars().last().unwrap();
     let flipped = format!(
         "{}{}",
@@ -180,11 +194,12 @@ async fn the_bucket_refuses_a_tampered_url_and_more_bytes_than_declared() {
     bigger.extend_from_slice(&[0u8; 1000]);
     let res = request_url("PUT", url, &ct, &bigger).await;
     assert_eq!(res.status, 403, "{}", res.text());
+    assert!(!s3.object_path(&format!("incoming/{id}")).exists());
     assert!(
-        !s3.object_path(answer["upload_id"].as_str().unwrap())
+        !s3.object_path(&format!("incoming/{}", fresh.as_str()))
             .exists()
     );
-    let res = complete(&server, answer["upload_id"].as_str().unwrap(), &[]).await;
+    let res = complete(&server, id, &[]).await;
     assert_eq!(res.assert_json_error(409)["error"], "not_uploaded");
     server.shutdown().await.unwrap();
 }
@@ -273,16 +288,23 @@ async fn a_deleted_object_is_gone_as_a_signed_head_shows() {
     let answer = res.json();
     let id = answer["upload_id"].as_str().unwrap().to_owned();
     assert_eq!(put(&answer, html).await.status, 200);
-    let head_url = s3.client().presign(
-        &http::Method::HEAD,
-        &id,
-        &[],
-        SystemTime::now(),
-        Duration::from_secs(60),
-    );
-    assert_eq!(request_url("HEAD", &head_url, &[], b"").await.status, 200);
+    let head_url = |key: &str| {
+        s3.client().presign(
+            &http::Method::HEAD,
+            key,
+            &[],
+            SystemTime::now(),
+            Duration::from_secs(60),
+        )
+    };
+    let (staged, checked) = (head_url(&format!("incoming/{id}")), head_url(&id));
+    // The PUT wrote the staging key only.
+    assert_eq!(request_url("HEAD", &staged, &[], b"").await.status, 200);
+    assert_eq!(request_url("HEAD", &checked, &[], b"").await.status, 404);
     complete(&server, &id, &[]).await.assert_json_error(422);
-    assert_eq!(request_url("HEAD", &head_url, &[], b"").await.status, 404);
+    // Both the staged object and the checked copy are gone.
+    assert_eq!(request_url("HEAD", &staged, &[], b"").await.status, 404);
+    assert_eq!(request_url("HEAD", &checked, &[], b"").await.status, 404);
     server.shutdown().await.unwrap();
 }
 
@@ -546,6 +568,38 @@ async fn the_sweep_deletes_what_nobody_attached_or_completed() {
         stored.push(info.name);
     }
     let never_completed = store.presign_put(Kind::Png, 10).await.unwrap().name;
+    // PUT and never completed; and refused by `complete`, then PUT again
+    // with the same URL (which still works): both only wrote `incoming/`.
+    let never = store
+        .presign_put(Kind::Png, PNG.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(put_presigned(&never, PNG).await.status, 200);
+    let html = b"<html>not an image</html>";
+    let refused = store
+        .presign_put(Kind::Png, html.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(put_presigned(&refused, html).await.status, 200);
+    let verdict = store
+        .complete(
+            refused.name.clone(),
+            html.len() as u64,
+            DisplayName::sanitize(Some("x.png")),
+            None,
+        )
+        .await;
+    assert!(
+        matches!(verdict, Err(CompleteError::BadType(None))),
+        "{verdict:?}"
+    );
+    assert!(
+        !s3.object_path(&format!("unattached/{}", refused.name.as_str()))
+            .exists()
+    );
+    assert_eq!(put_presigned(&refused, html).await.status, 200);
+    let staged = |name: &StoredName| s3.object_path(&format!("incoming/{}", name.as_str()));
+    assert!(staged(&never.name).exists() && staged(&refused.name).exists());
     assert_eq!(
         store.attach(stored[0].clone(), "bob").await.unwrap_err(),
         roomcast::media::AttachError::NotYours
@@ -554,8 +608,18 @@ async fn the_sweep_deletes_what_nobody_attached_or_completed() {
 
     // Not yet old: nothing goes.
     assert_eq!(store.sweep_unattached().await.unwrap(), 0);
+    assert!(staged(&never.name).exists() && staged(&refused.name).exists());
+    // Past the URL's life plus the upload timeout (and a minute), not the
+    // time to live: staged objects go, marker or not; uploads stay.
+    let soon = SystemTime::now() + Duration::from_secs(60 + 60 + 120);
+    assert_eq!(store.sweep_unattached_as_of(soon).await.unwrap(), 0);
+    assert!(!staged(&never.name).exists() && !staged(&refused.name).exists());
+    assert!(
+        s3.object_path(&format!("unattached/{}", never.name.as_str()))
+            .exists()
+    );
     let later = SystemTime::now() + ttl + Duration::from_secs(120);
-    assert_eq!(store.sweep_unattached_as_of(later).await.unwrap(), 2);
+    assert_eq!(store.sweep_unattached_as_of(later).await.unwrap(), 3);
     assert!(
         s3.object_path(stored[0].as_str()).exists(),
         "attached: kept"
@@ -564,7 +628,7 @@ async fn the_sweep_deletes_what_nobody_attached_or_completed() {
         s3.object_path(&format!("{}.meta", stored[0].as_str()))
             .exists()
     );
-    for gone in [&stored[1], &never_completed] {
+    for gone in [&stored[1], &never_completed, &never.name] {
         assert!(!s3.object_path(gone.as_str()).exists(), "{}", gone.as_str());
         assert!(
             !s3.object_path(&format!("unattached/{}", gone.as_str()))
@@ -627,4 +691,218 @@ async fn wrong_keys_are_refused_by_the_bucket_and_reported() {
         health.text()
     );
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_presigned_url_used_again_after_complete_cannot_change_the_upload() {
+    let s3 = S3Fs::start();
+    let server = s3_server(&s3).await;
+    let res = ask(
+        &server,
+        json!({"name": "dot.png", "size": PNG.len(), "content_type": "image/png"}),
+        &[],
+    )
+    .await;
+    let answer = res.json();
+    let id = answer["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(put(&answer, PNG).await.status, 200);
+    let done = complete(&server, &id, &[]).await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    // The staged object is gone once the checked copy is kept.
+    assert!(!s3.object_path(&format!("incoming/{id}")).exists());
+
+    // The URL works until it expires: markup of the same length PUT again
+    // is taken by the bucket, but only under the staging key.
+    let mut markup = b"<script>alert(1)</script>".to_vec();
+    markup.resize(PNG.len(), b' ');
+    assert_eq!(put(&answer, &markup).await.status, 200);
+    assert_eq!(
+        std::fs::read(s3.object_path(&format!("incoming/{id}"))).unwrap(),
+        markup
+    );
+    let got = download(&server, &format!("/uploads/{id}")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, PNG, "what was checked is what is served");
+    // Completing again is refused: the upload is no longer waiting.
+    let again = complete(&server, &id, &[]).await.assert_json_error(404);
+    assert_eq!(again["error"], "unknown_upload");
+    let got = download(&server, &format!("/uploads/{id}")).await;
+    assert_eq!(got.body, PNG);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn redirects_sign_the_type_and_disposition_and_the_requests_method() {
+    let s3 = S3Fs::start();
+    let server = Server::start(
+        config()
+            .media_store(s3.media_store())
+            .presign_ttl(Duration::from_secs(30)),
+    )
+    .await;
+    let text = presigned_upload(&server, "my notes ü.txt", "text/plain", b"hello\n").await;
+    assert_eq!(text.status, 200, "{}", text.text());
+    let text_url = text.json()["url"].as_str().unwrap().to_owned();
+    let png = presigned_upload(&server, "dot.png", "image/png", PNG).await;
+    let png_url = png.json()["url"].as_str().unwrap().to_owned();
+
+    let res = server.get(&text_url).await;
+    assert_eq!(res.status, 302);
+    // Half the URL's 30 s: a cached redirect still works.
+    assert_eq!(res.header("cache-control"), Some("private, max-age=15"));
+    let location = res.header("location").unwrap().to_owned();
+    assert!(
+        location.contains(
+            "response-content-disposition=attachment%3B%20filename%2A%3DUTF-8%27%27my%2520notes%2520%25C3%25BC.txt"
+        ),
+        "{location}"
+    );
+    assert!(
+        location.contains("response-content-type=text%2Fplain%3B%20charset%3Dutf-8"),
+        "{location}"
+    );
+    // Signed: the bucket takes the URL as it is, and refuses it changed.
+    // (s3s-fs accepts the response-* overrides but does not apply them, so
+    // the headers themselves cannot be checked here; S3 applies them.)
+    let got = request_url("GET", &location, &[], b"").await;
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"hello\n"[..]));
+    let inline = location.replace("attachment%3B", "inline%3B");
+    assert_ne!(inline, location);
+    assert_eq!(request_url("GET", &inline, &[], b"").await.status, 403);
+
+    let res = server.get(&png_url).await;
+    let location = res.header("location").unwrap();
+    assert!(
+        location
+            .contains("response-content-disposition=inline%3B%20filename%2A%3DUTF-8%27%27dot.png"),
+        "{location}"
+    );
+
+    // HEAD is redirected to a URL signed for HEAD, which the bucket answers.
+    let head = request_url(
+        "HEAD",
+        &format!("http://{}{png_url}", server.addr),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(head.status, 302);
+    let location = head.header("location").unwrap();
+    let res = request_url("HEAD", location, &[], b"").await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.header("content-length"),
+        Some(PNG.len().to_string().as_str())
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_ask_gives_back_the_bytes_it_charged() {
+    let s3 = S3Fs::start();
+    let server = Server::start(
+        config()
+            .media_store(s3.media_store())
+            .upload_bytes_per_hour(1000u64)
+            .max_pending_uploads((1, 100)),
+    )
+    .await;
+    let mut png = PNG.to_vec();
+    png.resize(600, 0);
+    let sized = |size: usize| json!({"name": "a.png", "size": size, "content_type": "image/png"});
+    let first = ask(&server, sized(png.len()), &[]).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    // Refused for the waiting upload: each would otherwise take 400 bytes.
+    for _ in 0..3 {
+        let res = ask(&server, sized(400), &[]).await;
+        assert_eq!(res.assert_json_error(429)["error"], "too_many_pending");
+    }
+    let answer = first.json();
+    assert_eq!(put(&answer, &png).await.status, 200);
+    let done = complete(&server, answer["upload_id"].as_str().unwrap(), &[]).await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    // 600 were charged, 400 are left.
+    let res = ask(&server, sized(400), &[]).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn attach_measures_age_from_the_marker_as_the_sweep_does() {
+    let s3 = S3Fs::start();
+    let ttl = Duration::from_secs(3600);
+    let store = S3Store::new(
+        s3.target(),
+        ttl,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let staged = common::TempDir::new("staged");
+    let file = staged.path().join("f");
+    std::fs::write(&file, PNG).unwrap();
+    let sha = roomcast::media::s3::sigv4::sha256_hex(PNG);
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let info = store
+            .store_file(
+                &file,
+                PNG.len() as u64,
+                sha.clone(),
+                Kind::Png,
+                DisplayName::sanitize(Some("a.png")),
+                None,
+            )
+            .await
+            .unwrap();
+        names.push(info.name);
+    }
+    // The first one's marker (s3s-fs reports a file's mtime) is two hours
+    // old; its sidecar says it was stored just now.
+    let marker = s3.object_path(&format!("unattached/{}", names[0].as_str()));
+    std::fs::File::options()
+        .write(true)
+        .open(&marker)
+        .unwrap()
+        .set_modified(SystemTime::now() - 2 * ttl)
+        .unwrap();
+    assert_eq!(
+        store.attach(names[0].clone(), "ann").await.unwrap_err(),
+        roomcast::media::AttachError::Expired
+    );
+    assert!(
+        store
+            .attach(names[1].clone(), "ann")
+            .await
+            .unwrap()
+            .attached
+    );
+}
+
+#[test]
+fn an_s3_store_whose_uploads_could_expire_before_completing_does_not_start() {
+    let dir = common::TempDir::new("s3-timing");
+    let (code, stdout, stderr) = common::Binary::run_to_end_with_env(
+        dir.path(),
+        &[
+            "--store",
+            "memory",
+            "--media-store",
+            "s3://media?endpoint=http://127.0.0.1:9",
+            "--presign-ttl",
+            "3600",
+            "--unattached-upload-hours",
+            "1",
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "key"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert!(
+        stderr.contains("--presign-ttl") && stderr.contains("--unattached-upload-hours"),
+        "{stderr}"
+    );
 }

@@ -4,10 +4,12 @@
 //! (the bucket then serves the bytes, ranges included).
 //!
 //! Only names the server generates are served (never a sidecar or a
-//! temporary file). Every answer says `nosniff` and `Content-Security-Policy:
-//! sandbox`, so even a file that got past the checks cannot run script on
-//! our origin; anything but images, audio and video is sent as an
-//! attachment (a download), never rendered as a document.
+//! temporary file). Every answer from the directory says `nosniff` and
+//! `Content-Security-Policy: sandbox`, so even a file that got past the
+//! checks cannot run script on our origin; anything but images, audio and
+//! video is sent as an attachment (a download), never rendered as a
+//! document. A redirect to the bucket signs the type and that disposition
+//! into the URL (the bucket's other headers are its own).
 //!
 //! Ranges: one `bytes=a-b`, `a-` or `-n` gets `206`; several ranges (no
 //! `multipart/byteranges` here) or a range that starts past the end get
@@ -19,28 +21,12 @@ use std::io;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::io::AsyncSeekExt;
 
 use super::file_body::FileBody;
 use super::static_files::etag_matches;
 use super::{Body, empty};
 use crate::media::{LocalStore, MediaStore, S3Store, StoredInfo, StoredName};
-
-/// RFC 8187 `attr-char`: what `filename*` may carry unencoded.
-const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'!')
-    .remove(b'#')
-    .remove(b'$')
-    .remove(b'&')
-    .remove(b'+')
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'^')
-    .remove(b'_')
-    .remove(b'`')
-    .remove(b'|')
-    .remove(b'~');
 
 /// What a `Range` header asks for, against a file of a known length.
 #[derive(Debug, PartialEq, Eq)]
@@ -119,14 +105,19 @@ pub async fn serve(
     };
     match store {
         MediaStore::Local(local) => serve_file(local, method, headers, name).await,
-        MediaStore::S3 { bucket, .. } => redirect(bucket, name).await,
+        MediaStore::S3 { bucket, .. } => redirect(bucket, method, name).await,
     }
 }
 
-/// A `302` to a presigned GET of a complete upload (one that passed its
-/// checks: it has a sidecar); `404` for anything else.
-async fn redirect(bucket: &S3Store, name: StoredName) -> Response<Body> {
-    match bucket.presign_get(&name).await {
+/// A `302` to a presigned URL of a complete upload (one that passed its
+/// checks: it has a sidecar), signed for the request's own method (a URL
+/// signed for `GET` is refused to a `HEAD`); `404` for anything else.
+async fn redirect(bucket: &S3Store, method: &Method, name: StoredName) -> Response<Body> {
+    let method = match *method {
+        Method::HEAD => Method::HEAD,
+        _ => Method::GET,
+    };
+    match bucket.presign_get(&name, &method).await {
         Ok(Some(url)) => {
             let Ok(location) = HeaderValue::from_str(&url) else {
                 return super::not_found();
@@ -135,11 +126,12 @@ async fn redirect(bucket: &S3Store, name: StoredName) -> Response<Body> {
             *res.status_mut() = StatusCode::FOUND;
             let h = res.headers_mut();
             h.insert(header::LOCATION, location);
-            // The URL expires: never cache the redirect past a minute.
-            h.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("private, max-age=60"),
-            );
+            // The URL expires: the redirect is cached for half its life at
+            // most (a minute at most), so a cached one still works.
+            let max_age = redirect_max_age(bucket.presign_ttl());
+            if let Ok(v) = HeaderValue::from_str(&format!("private, max-age={max_age}")) {
+                h.insert(header::CACHE_CONTROL, v);
+            }
             h.insert(
                 header::REFERRER_POLICY,
                 HeaderValue::from_static("no-referrer"),
@@ -152,6 +144,11 @@ async fn redirect(bucket: &S3Store, name: StoredName) -> Response<Body> {
             super::upload::storage_unavailable()
         }
     }
+}
+
+/// Seconds a redirect to a URL that works for `ttl` may be cached.
+fn redirect_max_age(ttl: std::time::Duration) -> u64 {
+    (ttl.as_secs() / 2).min(60)
 }
 
 async fn serve_file(
@@ -255,13 +252,7 @@ fn common_headers(h: &mut HeaderMap, info: &StoredInfo, etag: &str) {
     if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
-    let disposition = if kind.is_media() {
-        "inline"
-    } else {
-        "attachment"
-    };
-    let encoded = utf8_percent_encode(info.display_name.as_str(), ATTR_CHAR);
-    if let Ok(v) = HeaderValue::from_str(&format!("{disposition}; filename*=UTF-8''{encoded}")) {
+    if let Ok(v) = HeaderValue::from_str(&info.content_disposition()) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
 }
@@ -278,6 +269,17 @@ fn storage_failed(e: &io::Error) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::RangeAnswer::{self, Full, Part, Unsatisfiable};
+    use super::redirect_max_age;
+    use std::time::Duration;
+
+    #[test]
+    fn a_cached_redirect_never_outlives_its_url() {
+        let secs = |s| redirect_max_age(Duration::from_secs(s));
+        assert_eq!(secs(300), 60);
+        assert_eq!(secs(120), 60);
+        assert_eq!(secs(61), 30);
+        assert_eq!(secs(1), 0);
+    }
 
     #[test]
     fn ranges_parse_as_rfc_9110_says() {

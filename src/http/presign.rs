@@ -1,10 +1,13 @@
 //! Presigned uploads (S3 store): `POST /api/uploads` hands a client a
 //! short-lived URL to PUT one file straight into the bucket, bound to a
-//! server-made key, the declared kind and the exact declared size; `POST
-//! /api/uploads/{id}/complete` then checks what arrived (its size, and its
-//! kind judged from its first bytes, all of them for text) before the
-//! upload counts: the answer is the one `POST /upload` gives, so a message
-//! attaches it the same way. What fails the checks is deleted.
+//! server-made staging key (`incoming/<id>.<ext>`), the declared kind and
+//! the exact declared size; `POST /api/uploads/{id}/complete` then has the
+//! store copy it to `<id>.<ext>`, a key no URL can write, and checks that
+//! copy (its size, and its kind judged from its first bytes, all of them
+//! for text) before the upload counts: the answer is the one `POST /upload`
+//! gives, so a message attaches it the same way. What fails the checks is
+//! deleted. The URL works until it expires, but a later PUT only rewrites
+//! the staging key, which the sweep deletes.
 //!
 //! Uploads handed out and not yet completed are held here, bounded per
 //! client (its token's user, else its address) and in all; an entry lives
@@ -187,6 +190,7 @@ impl Presigned {
         // cannot pass the bounds together.
         let placeholder = format!("reserving-{}", random_tag());
         if let Err(full) = self.reserve(&placeholder, &client, ask.size, &display_name, &owner) {
+            uploads.refund_bytes(&req_head, ask.size);
             return self.full(full);
         }
         let put = bucket.presign_put(kind, ask.size).await;
@@ -196,13 +200,18 @@ impl Presigned {
             (Ok(put), Some(entry)) => (put, entry),
             (Err(e), _) => {
                 drop(pending);
+                uploads.refund_bytes(&req_head, ask.size);
                 tracing::warn!("cannot presign an upload: {e}");
                 return match s3::is_unavailable(&e) {
                     true => storage_unavailable(),
                     false => storage_failed(),
                 };
             }
-            (Ok(_), None) => return storage_failed(),
+            (Ok(_), None) => {
+                drop(pending);
+                uploads.refund_bytes(&req_head, ask.size);
+                return storage_failed();
+            }
         };
         let id = put.name.as_str().to_owned();
         pending.insert(id.clone(), entry);

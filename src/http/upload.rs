@@ -170,6 +170,14 @@ impl Uploads {
             .map_or(Ok(()), |client| self.volume.take(client, bytes))
     }
 
+    /// Gives back `bytes` charged by [`Uploads::charge_bytes`] for a
+    /// request then refused (nothing of it can reach storage).
+    pub(crate) fn refund_bytes<B>(&self, req: &Request<B>, bytes: u64) {
+        if let Some(client) = self.client_of(req) {
+            self.volume.give_back(client, bytes);
+        }
+    }
+
     /// The request's client address, if the connection told it.
     fn client_of<B>(&self, req: &Request<B>) -> Option<IpAddr> {
         req.extensions()

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
 pub use local::{LocalPending, LocalStore};
@@ -27,6 +28,36 @@ pub use sniff::Kind;
 
 /// Largest sidecar read back (they are a few hundred bytes).
 pub(crate) const MAX_SIDECAR_BYTES: u64 = 4096;
+
+/// RFC 8187 `attr-char`: what `filename*` may carry unencoded.
+const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// The `Content-Disposition` a stored file of `kind` is served with: only
+/// images, audio and video `inline`, everything else an `attachment` (a
+/// download, never rendered as a document); the display name as RFC 8187
+/// `filename*`. The directory's answers and the bucket's presigned GETs
+/// both carry it.
+pub fn content_disposition(kind: Kind, display_name: &DisplayName) -> String {
+    let disposition = if kind.is_media() {
+        "inline"
+    } else {
+        "attachment"
+    };
+    let encoded = utf8_percent_encode(display_name.as_str(), ATTR_CHAR);
+    format!("{disposition}; filename*=UTF-8''{encoded}")
+}
 
 /// Where media is kept, as configured (`--media-store`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,6 +120,11 @@ impl StoredInfo {
     /// The type detected from the upload's first bytes.
     pub fn content_type(&self) -> &'static str {
         self.name.kind().content_type()
+    }
+
+    /// How it is served: see [`content_disposition`].
+    pub fn content_disposition(&self) -> String {
+        content_disposition(self.name.kind(), &self.display_name)
     }
 }
 

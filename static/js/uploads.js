@@ -1,7 +1,10 @@
 // Attachments waiting to be sent: chosen with the button, dropped on the
 // chat or pasted. Each file uploads on its own (POST /upload, with progress;
 // or, when the server keeps media in S3, asked for at POST /api/uploads, PUT
-// straight to storage with progress, then completed), shows a preview, and
+// straight to storage with progress, then completed; a file whose type the
+// browser does not name, or names other than the ask expects (text/markdown,
+// text/csv, ...), goes to POST /upload, which judges by the bytes in either
+// store), shows a preview, and
 // is sent as its own message; a file that cannot be sent is explained in one
 // sentence that names it.
 
@@ -78,7 +81,8 @@ function start(file) {
   const onProgress = (e) => {
     if (e.lengthComputable) progress.value = Math.round((e.loaded / e.total) * 100);
   };
-  if (config.media === 's3') presigned(it, onProgress, done);
+  // The ask needs the file's type; without one only the bytes can tell.
+  if (config.media === 's3' && file.type) presigned(it, onProgress, done);
   else direct(it, onProgress, done);
 }
 
@@ -129,6 +133,10 @@ async function presigned(it, onProgress, done) {
   try {
     const asked = await post(config.presign_path, { name: file.name || 'pasted', size: file.size, content_type: file.type });
     if (!items.includes(it)) return;
+    // A type the ask does not take (text/markdown, application/json, ...)
+    // may still be plain text or an allowed kind: POST /upload decides by
+    // the bytes, as it does with the local store.
+    if (asked.res.status === 415) return direct(it, onProgress, done);
     if (asked.res.status !== 200 || !asked.body?.put_url) return fail(it, refused(asked));
     const put = await new Promise((resolve) => {
       const xhr = new XMLHttpRequest();

@@ -41,9 +41,19 @@ impl Binary {
     /// Runs the binary in `dir` with `args` to its end; returns its exit
     /// code, what it wrote to stdout and to stderr (for start-up errors).
     pub fn run_to_end(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+        Self::run_to_end_with_env(dir, args, &[])
+    }
+
+    /// [`Binary::run_to_end`] with `env` added to its environment.
+    pub fn run_to_end_with_env(
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Option<i32>, String, String) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
             .args(["--port", "0"])
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .output()
             .expect("run the roomcast binary");

@@ -212,6 +212,9 @@ pub enum S3Error {
     Status(StatusCode, String),
     /// An answer larger than the caller's bound.
     TooLarge,
+    /// An answer that is not what S3 sends (a `2xx` without a length, an
+    /// error in a `200`'s body).
+    Invalid(String),
 }
 
 impl S3Error {
@@ -227,6 +230,7 @@ impl std::fmt::Display for S3Error {
             Self::Unreachable(why) => write!(f, "object storage unreachable: {why}"),
             Self::Status(status, code) => write!(f, "object storage answered {status} {code}"),
             Self::TooLarge => write!(f, "object storage sent more than expected"),
+            Self::Invalid(why) => write!(f, "object storage answered oddly: {why}"),
         }
     }
 }
@@ -312,13 +316,28 @@ impl S3Client {
         now: SystemTime,
         ttl: Duration,
     ) -> String {
+        self.presign_with_query(method, key, headers, Vec::new(), now, ttl)
+    }
+
+    /// [`S3Client::presign`] with query pairs (not encoded) signed into the
+    /// URL too, such as `response-content-disposition`: changing one
+    /// breaks the signature.
+    pub fn presign_with_query(
+        &self,
+        method: &Method,
+        key: &str,
+        headers: &[(&str, String)],
+        query: Vec<(String, String)>,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> String {
         let path = self.path(Some(key));
         let mut signed = vec![("host".to_owned(), self.target.authority.clone())];
         signed.extend(headers.iter().map(|(n, v)| ((*n).to_owned(), v.clone())));
         let req = sigv4::Request {
             method: method.as_str(),
             path: &path,
-            query: Vec::new(),
+            query,
             headers: signed,
         };
         let query = sigv4::presign(
@@ -508,6 +527,29 @@ pub fn parse_iso8601(s: &str) -> Option<u64> {
     u64::try_from(secs).ok()
 }
 
+/// Seconds since the epoch of an HTTP date (RFC 9110 IMF-fixdate, as S3
+/// sends `Last-Modified`: `Wed, 02 Dec 2026 16:50:00 GMT`).
+pub fn parse_http_date(s: &str) -> Option<u64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (_, rest) = s.trim().split_once(", ")?;
+    let mut parts = rest.split(' ');
+    let (day, month, year, time, zone) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    if zone != "GMT" || parts.next().is_some() || day.len() != 2 || year.len() != 4 {
+        return None;
+    }
+    let month = MONTHS.iter().position(|m| *m == month)? + 1;
+    let iso = format!("{year}-{month:02}-{day}T{time}Z");
+    parse_iso8601(&iso)
+}
+
 /// A header value as text, if present and visible ASCII.
 pub fn header_str(res: &Response<Incoming>, name: header::HeaderName) -> Option<&str> {
     res.headers()
@@ -558,5 +600,19 @@ mod tests {
         );
         assert_eq!(parse_iso8601("2015-08-30T12:36:00Z"), Some(1_440_938_160));
         assert_eq!(parse_iso8601("yesterday"), None);
+        assert_eq!(
+            parse_http_date("Sun, 30 Aug 2015 12:36:00 GMT"),
+            Some(1_440_938_160)
+        );
+        for bad in [
+            "",
+            "Sun, 30 Aug 2015 12:36:00 UTC",
+            "Sun, 30 Foo 2015 12:36:00 GMT",
+            "Sun, 30 Aug 2015 12:36 GMT",
+            "30 Aug 2015 12:36:00 GMT",
+            "Sun, 3 Aug 2015 12:36:00 GMT",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad}");
+        }
     }
 }

@@ -2,8 +2,9 @@
 //! directory (random names, kinds judged by the bytes, owners, the sweep of
 //! what nobody attached), kept as objects.
 //!
-//! Each upload is up to three objects, all under names the server makes:
+//! Each upload is up to four objects, all under names the server makes:
 //! - `<id>.<ext>`: the bytes, stored with the `Content-Type` of their kind;
+//!   no URL handed to a client can write this key;
 //! - `<id>.<ext>.meta`: the sidecar (display name, type, owner, size, when
 //!   stored), written last: an upload without one is not complete, so it can
 //!   be neither attached nor downloaded;
@@ -11,7 +12,13 @@
 //!   a message attaches the upload. The sweep lists these markers and
 //!   deletes, with their data and sidecar, those older than the time to
 //!   live: that covers uploads nobody attached, presigned uploads never
-//!   completed, and halves left by a crash, across restarts and instances.
+//!   completed, and halves left by a crash, across restarts and instances;
+//! - `incoming/<id>.<ext>`: where a presigned PUT writes. Its URL works until
+//!   it expires, even after `complete`, so the bytes that count are a
+//!   server-side copy to `<id>.<ext>`, and the checks run on that copy;
+//!   whatever the URL writes later lands here only. The sweep deletes
+//!   `incoming/` objects older than the URL's life plus the upload timeout,
+//!   whatever their markers say.
 //!
 //! The bucket's own limits bound what it holds: the uploads quota
 //! (`--uploads-max-mb`) counts the local directory only.
@@ -39,6 +46,11 @@ use client::{Call, bytes_body, read_limited};
 const SMALL: Duration = Duration::from_secs(15);
 /// Prefix of the markers of uploads no message attached yet.
 const UNATTACHED: &str = "unattached/";
+/// Prefix of the keys presigned PUTs write.
+const INCOMING: &str = "incoming/";
+/// Slack for clocks and requests in flight on top of every age the sweep
+/// compares.
+const SWEEP_MARGIN: Duration = Duration::from_secs(60);
 /// Bytes read from the start of an uploaded object to judge its kind.
 pub const HEAD_BYTES: u64 = 4096;
 /// Markers looked at in one sweep (1000 per listing page).
@@ -54,6 +66,15 @@ struct Sidecar {
     size: u64,
     /// Seconds since the epoch.
     stored_at: u64,
+}
+
+/// What a `HEAD` tells of an object that exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectHead {
+    /// `Content-Length`, if the answer had a valid one.
+    pub size: Option<u64>,
+    /// `Last-Modified` in seconds since the epoch, if it had a valid one.
+    pub modified: Option<u64>,
 }
 
 /// Why a presigned upload cannot be completed.
@@ -115,6 +136,20 @@ fn sidecar_key(name: &StoredName) -> String {
 
 fn marker_key(name: &StoredName) -> String {
     format!("{UNATTACHED}{}", name.as_str())
+}
+
+fn incoming_key(name: &StoredName) -> String {
+    format!("{INCOMING}{}", name.as_str())
+}
+
+/// An answer's body read within `SMALL` and `max` bytes.
+async fn read_small(
+    res: http::Response<hyper::body::Incoming>,
+    max: usize,
+) -> Result<Bytes, S3Error> {
+    tokio::time::timeout(SMALL, read_limited(res.into_body(), max))
+        .await
+        .map_err(|_| S3Error::Unreachable("the answer stalled".into()))?
 }
 
 impl S3Store {
@@ -180,18 +215,51 @@ impl S3Store {
         }
     }
 
-    /// The size of the object `key`, or `None` if there is none.
-    async fn head_size(&self, key: &str) -> Result<Option<u64>, S3Error> {
+    /// What a `HEAD` of `key` tells, or `None` if there is no such object.
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectHead>, S3Error> {
         match self
             .client
             .expect_ok(Call::new(Method::HEAD, Some(key), SMALL))
             .await
         {
-            Ok(res) => {
-                Ok(client::header_str(&res, header::CONTENT_LENGTH).and_then(|v| v.parse().ok()))
-            }
+            Ok(res) => Ok(Some(ObjectHead {
+                size: client::header_str(&res, header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+                modified: client::header_str(&res, header::LAST_MODIFIED)
+                    .and_then(client::parse_http_date),
+            })),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Copies the object `from` to `to` inside the bucket (S3 CopyObject),
+    /// stored with `content_type` whatever `from` was sent with; within
+    /// the upload timeout (the service copies up to the largest upload).
+    async fn copy_key(&self, from: &str, to: &str, content_type: &str) -> Result<(), S3Error> {
+        let source = format!(
+            "/{}/{}",
+            self.client.target().bucket,
+            sigv4::uri_encode(from, true)
+        );
+        let extra = vec![
+            ("content-length".to_owned(), "0".to_owned()),
+            ("content-type".to_owned(), content_type.to_owned()),
+            ("x-amz-copy-source".to_owned(), source),
+            ("x-amz-metadata-directive".to_owned(), "REPLACE".to_owned()),
+        ];
+        let res = self
+            .client
+            .expect_ok(Call::new(Method::PUT, Some(to), self.put_timeout).headers(extra))
+            .await?;
+        // S3 may fail a copy after answering `200`: the error is the body.
+        let body = read_small(res, 8 << 10).await?;
+        let body = String::from_utf8_lossy(&body);
+        match body.contains("<Error>") {
+            true => Err(S3Error::Invalid(format!(
+                "the copy failed: {}",
+                client::xml_value(&body, "Code").unwrap_or("no code")
+            ))),
+            false => Ok(()),
         }
     }
 
@@ -199,6 +267,7 @@ impl S3Store {
     /// exists always has its marker (and is swept) or its sidecar.
     pub async fn delete(&self, name: &StoredName) -> Result<(), S3Error> {
         self.delete_key(name.as_str()).await?;
+        self.delete_key(&incoming_key(name)).await?;
         self.delete_key(&sidecar_key(name)).await?;
         self.delete_key(&marker_key(name)).await
     }
@@ -224,16 +293,17 @@ impl S3Store {
         start: u64,
         len: u64,
     ) -> Result<Bytes, S3Error> {
-        let end = start + len.max(1) - 1;
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        // Past the last possible byte is the same as "to its end".
+        let end = start.saturating_add(len - 1);
         let extra = vec![("range".to_owned(), format!("bytes={start}-{end}"))];
         let res = self
             .client
             .expect_ok(Call::new(Method::GET, Some(name.as_str()), SMALL).headers(extra))
             .await?;
-        let max = usize::try_from(len).unwrap_or(usize::MAX);
-        tokio::time::timeout(SMALL, read_limited(res.into_body(), max))
-            .await
-            .map_err(|_| S3Error::Unreachable("the answer stalled".into()))?
+        read_small(res, usize::try_from(len).unwrap_or(usize::MAX)).await
     }
 
     async fn read_sidecar(&self, name: &StoredName) -> Result<Option<Sidecar>, S3Error> {
@@ -247,12 +317,7 @@ impl S3Store {
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         };
-        let bytes = tokio::time::timeout(
-            SMALL,
-            read_limited(res.into_body(), MAX_SIDECAR_BYTES as usize),
-        )
-        .await
-        .map_err(|_| S3Error::Unreachable("the answer stalled".into()))??;
+        let bytes = read_small(res, MAX_SIDECAR_BYTES as usize).await?;
         Ok(serde_json::from_slice(&bytes).ok())
     }
 
@@ -343,8 +408,9 @@ impl S3Store {
         }
     }
 
-    /// A presigned PUT of exactly `size` bytes of `kind`: the marker is
-    /// written first, so an upload never completed is swept.
+    /// A presigned PUT of exactly `size` bytes of `kind`, to the upload's
+    /// `incoming/` key (never to the name it will be served under): the
+    /// marker is written first, so an upload never completed is swept.
     pub async fn presign_put(&self, kind: Kind, size: u64) -> Result<PresignedPut, S3Error> {
         let name = StoredName::generate(kind)
             .map_err(|e| S3Error::Unreachable(format!("no randomness: {e}")))?;
@@ -355,9 +421,13 @@ impl S3Store {
             ("content-length", size.to_string()),
             ("content-type", kind.header_value().to_owned()),
         ];
-        let url = self
-            .client
-            .presign(&Method::PUT, name.as_str(), &headers, now, self.presign_ttl);
+        let url = self.client.presign(
+            &Method::PUT,
+            &incoming_key(&name),
+            &headers,
+            now,
+            self.presign_ttl,
+        );
         Ok(PresignedPut {
             name,
             url,
@@ -366,24 +436,53 @@ impl S3Store {
         })
     }
 
-    /// A presigned GET of a complete upload, or `None` if there is none.
-    pub async fn presign_get(&self, name: &StoredName) -> Result<Option<String>, S3Error> {
-        if self.read_sidecar(name).await?.is_none() {
+    /// How long presigned URLs work.
+    pub fn presign_ttl(&self) -> Duration {
+        self.presign_ttl
+    }
+
+    /// A presigned `method` (`GET` or `HEAD`) of a complete upload, or
+    /// `None` if there is none. The URL signs `response-content-type` and
+    /// `response-content-disposition`, so the bucket answers with the
+    /// upload's type and serves what is not an image, audio or video as an
+    /// attachment under its display name, as the uploads directory does.
+    pub async fn presign_get(
+        &self,
+        name: &StoredName,
+        method: &Method,
+    ) -> Result<Option<String>, S3Error> {
+        let Some(info) = self.info(name.clone()).await? else {
             return Ok(None);
-        }
-        Ok(Some(self.client.presign(
-            &Method::GET,
+        };
+        let query = vec![
+            (
+                "response-content-disposition".to_owned(),
+                info.content_disposition(),
+            ),
+            (
+                "response-content-type".to_owned(),
+                name.kind().header_value().to_owned(),
+            ),
+        ];
+        Ok(Some(self.client.presign_with_query(
+            method,
             name.as_str(),
             &[],
+            query,
             SystemTime::now(),
             self.presign_ttl,
         )))
     }
 
-    /// Checks what a client PUT at a presigned URL: exactly `declared`
-    /// bytes of the kind `name` says, judged from its first bytes (and all
-    /// of it for text). A failing object is deleted. Then writes its
-    /// sidecar: from now on it can be attached and downloaded.
+    /// Checks what a client PUT at a presigned URL. The staged object
+    /// (`incoming/<name>`) is first copied to `name`, a key no URL can
+    /// write, and the checks run on that copy: exactly `declared` bytes of
+    /// the kind `name` says, judged from its first bytes (and all of it for
+    /// text). So what the URL writes after (it works until it expires)
+    /// never changes what was checked. A failing upload is deleted. Then
+    /// writes its sidecar: from now on it can be attached and downloaded.
+    /// On a storage error the staged object is kept, so `complete` can be
+    /// retried.
     pub async fn complete(
         &self,
         name: StoredName,
@@ -391,16 +490,27 @@ impl S3Store {
         display_name: DisplayName,
         owner: Option<String>,
     ) -> Result<StoredInfo, CompleteError> {
-        let found = self
-            .head_size(name.as_str())
+        let staged = incoming_key(&name);
+        match self
+            .copy_key(&staged, name.as_str(), name.kind().header_value())
+            .await
+        {
+            Err(e) if e.is_not_found() => return Err(CompleteError::NotUploaded),
+            other => other?,
+        }
+        let head = self
+            .head(name.as_str())
             .await?
             .ok_or(CompleteError::NotUploaded)?;
+        let found = head
+            .size
+            .ok_or_else(|| S3Error::Invalid("a HEAD without Content-Length".into()))?;
         if found != declared {
             let _ = self.delete(&name).await;
             return Err(CompleteError::SizeMismatch { declared, found });
         }
-        let head = self.get_range(&name, 0, HEAD_BYTES.min(declared)).await?;
-        let judged = sniff::sniff(&head);
+        let first = self.get_range(&name, 0, HEAD_BYTES.min(declared)).await?;
+        let judged = sniff::sniff(&first);
         let mut ok = judged == Some(name.kind());
         if ok && name.kind() == Kind::Text {
             ok = self.whole_is_text(&name, declared).await?;
@@ -412,6 +522,10 @@ impl S3Store {
         let stored_at = self
             .write_sidecar(&name, &display_name, owner.as_deref(), declared)
             .await?;
+        if let Err(e) = self.delete_key(&staged).await {
+            // Harmless: nothing reads it again, and the sweep deletes it.
+            tracing::warn!("could not delete a staged upload: {e}");
+        }
         Ok(StoredInfo {
             name,
             display_name,
@@ -463,21 +577,27 @@ impl S3Store {
         if info.owner.as_deref().is_some_and(|owner| owner != who) {
             return Err(AttachError::NotYours);
         }
-        let marked = match self.head_size(&marker_key(&info.name)).await {
-            Ok(marked) => marked.is_some(),
+        let marker = match self.head(&marker_key(&info.name)).await {
+            Ok(marker) => marker,
             Err(e) => {
                 tracing::warn!("cannot attach an upload: {e}");
                 return Err(AttachError::Unavailable);
             }
         };
-        if !marked {
+        let Some(marker) = marker else {
             info.attached = true;
             return Ok(info);
-        }
-        let age = info
-            .stored_at
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .unwrap_or_default();
+        };
+        // The marker's age, as the sweep measures it (the sidecar's time
+        // only if the bucket did not say).
+        let now = SystemTime::now();
+        let age = match marker.modified {
+            Some(modified) => Duration::from_secs(unix_now().saturating_sub(modified)),
+            None => info
+                .stored_at
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default(),
+        };
         if age > self.unattached_ttl {
             return Err(AttachError::Expired);
         }
@@ -491,21 +611,47 @@ impl S3Store {
     }
 
     /// Deletes the uploads whose marker is older than the time to live
-    /// plus a minute; returns how many.
+    /// plus a minute, and the staged objects of presigned PUTs older than
+    /// the URL's life plus the upload timeout plus a minute; returns how
+    /// many uploads (staged objects alone not counted).
     pub async fn sweep_unattached(&self) -> Result<usize, S3Error> {
         self.sweep_unattached_as_of(SystemTime::now()).await
     }
 
     /// [`S3Store::sweep_unattached`] as if the time were `now`.
     pub async fn sweep_unattached_as_of(&self, now: SystemTime) -> Result<usize, S3Error> {
-        let limit = (self.unattached_ttl + Duration::from_secs(60)).as_secs();
         let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let marker_limit = (self.unattached_ttl + SWEEP_MARGIN).as_secs();
         let mut removed = 0;
+        for name in self.list_older(UNATTACHED, now, marker_limit).await? {
+            self.delete(&name).await?;
+            removed += 1;
+        }
+        // A staged object is needed until its upload can no longer be
+        // completed; past that it is litter (a PUT never completed, or one
+        // made again after `complete`), marker or not. Its marker, if any,
+        // goes with the pass above.
+        let staged_limit = (self.presign_ttl + self.put_timeout + SWEEP_MARGIN).as_secs();
+        for name in self.list_older(INCOMING, now, staged_limit).await? {
+            self.delete_key(&incoming_key(&name)).await?;
+        }
+        Ok(removed)
+    }
+
+    /// The names under `prefix` whose objects were last modified more than
+    /// `limit` seconds before `now` (at most `SWEEP_PAGES` pages looked at).
+    async fn list_older(
+        &self,
+        prefix: &str,
+        now: u64,
+        limit: u64,
+    ) -> Result<Vec<StoredName>, S3Error> {
+        let mut old = Vec::new();
         let mut token: Option<String> = None;
         for _ in 0..SWEEP_PAGES {
             let mut query = vec![
                 ("list-type".to_owned(), "2".to_owned()),
-                ("prefix".to_owned(), UNATTACHED.to_owned()),
+                ("prefix".to_owned(), prefix.to_owned()),
             ];
             if let Some(t) = token.take() {
                 query.push(("continuation-token".to_owned(), t));
@@ -514,13 +660,13 @@ impl S3Store {
                 .client
                 .expect_ok(Call::new(Method::GET, None, SMALL).queries(query))
                 .await?;
-            let xml = read_limited(res.into_body(), client::MAX_XML_BYTES).await?;
+            let xml = read_small(res, client::MAX_XML_BYTES).await?;
             let xml = String::from_utf8_lossy(&xml);
             for entry in client::xml_values(&xml, "Contents") {
                 let key = client::xml_value(entry, "Key").map(client::xml_unescape);
                 let Some(name) = key
                     .as_deref()
-                    .and_then(|k| k.strip_prefix(UNATTACHED))
+                    .and_then(|k| k.strip_prefix(prefix))
                     .and_then(StoredName::parse)
                 else {
                     continue;
@@ -528,8 +674,7 @@ impl S3Store {
                 let modified =
                     client::xml_value(entry, "LastModified").and_then(client::parse_iso8601);
                 if modified.is_some_and(|t| now.saturating_sub(t) > limit) {
-                    self.delete(&name).await?;
-                    removed += 1;
+                    old.push(name);
                 }
             }
             let truncated = client::xml_value(&xml, "IsTruncated") == Some("true");
@@ -538,7 +683,7 @@ impl S3Store {
                 break;
             }
         }
-        Ok(removed)
+        Ok(old)
     }
 }
 
@@ -573,6 +718,6 @@ pub fn is_unavailable(e: &S3Error) -> bool {
     match e {
         S3Error::Unreachable(_) => true,
         S3Error::Status(status, _) => status.is_server_error() || *status == StatusCode::FORBIDDEN,
-        S3Error::TooLarge => false,
+        S3Error::TooLarge | S3Error::Invalid(_) => false,
     }
 }
