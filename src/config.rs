@@ -61,6 +61,12 @@ pub struct Config {
     pub uploads_max_bytes: Option<u64>,
     /// An upload no message has attached within this long is deleted.
     pub unattached_upload_ttl: Duration,
+    /// Threads making image previews (with the `previews` feature); `0`:
+    /// no previews. At most 64.
+    pub preview_workers: usize,
+    /// Images waiting for a preview worker; past it a new image is shown
+    /// without a preview (its upload never waits). At most 65 536.
+    pub preview_queue: usize,
     /// Behind one reverse proxy (Railway's): the client IP for per-address
     /// limits is the last `X-Forwarded-For` entry, the one that proxy added.
     /// Off by default: without a proxy a client could name any address.
@@ -145,6 +151,8 @@ impl Default for Config {
             uploads_per_minute: 30,
             uploads_max_bytes: Some(5 << 30),
             unattached_upload_ttl: Duration::from_secs(24 * 3600),
+            preview_workers: 1,
+            preview_queue: 64,
             trust_proxy: false,
             upload_idle_timeout: Duration::from_secs(30),
             upload_timeout: Duration::from_secs(300),
@@ -251,6 +259,10 @@ setters! {
     uploads_max_bytes: Option<u64>,
     /// Sets [`Config::unattached_upload_ttl`].
     unattached_upload_ttl: Duration,
+    /// Sets [`Config::preview_workers`].
+    preview_workers: usize,
+    /// Sets [`Config::preview_queue`].
+    preview_queue: usize,
     /// Sets [`Config::trust_proxy`].
     trust_proxy: bool,
     /// Sets [`Config::upload_idle_timeout`].
@@ -301,6 +313,10 @@ impl Config {
         ] {
             *d = (*d).clamp(floor, MAX_DURATION);
         }
+        // Each worker may hold one decoded image (up to 256 MiB); a queued
+        // job is a name, its bytes are read only when it runs.
+        self.preview_workers = self.preview_workers.min(64);
+        self.preview_queue = self.preview_queue.min(1 << 16);
         self
     }
 

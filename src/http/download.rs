@@ -23,7 +23,7 @@ use tokio::io::AsyncSeekExt;
 use super::file_body::FileBody;
 use super::static_files::etag_matches;
 use super::{Body, empty};
-use crate::media::{MediaStore, StoredInfo, StoredName};
+use crate::media::{MediaStore, PreviewName, StoredInfo, StoredName};
 
 /// RFC 8187 `attr-char`: what `filename*` may carry unencoded.
 const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
@@ -113,7 +113,10 @@ pub async fn serve(
     raw_name: &str,
 ) -> Response<Body> {
     let Some(name) = StoredName::parse(raw_name) else {
-        return super::not_found();
+        return match PreviewName::parse(raw_name) {
+            Some(preview) => super::preview::serve(store, method, headers, &preview).await,
+            None => super::not_found(),
+        };
     };
     let mut file = match tokio::fs::File::open(store.path_of(&name)).await {
         Ok(f) => f,

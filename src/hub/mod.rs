@@ -33,7 +33,9 @@ use std::time::{Duration, Instant, SystemTime};
 pub use backbone::{
     Answer, Backbone, Inbound, LocalPresence, NewMessage, Online, Posted, RemoteWelcome,
 };
-pub use event::{Attachment, ErrorCode, Limits, Reaction, Reactions, Refusal, StoredMessage};
+pub use event::{
+    Attachment, AttachmentPreview, ErrorCode, Limits, Reaction, Reactions, Refusal, StoredMessage,
+};
 pub use frame::Frame;
 pub use identity::{Identity, NAME_HOLD_GRACE, NameTaken};
 pub use names::{Emoji, NameError, RoomName, UserName};
@@ -987,6 +989,35 @@ pub struct Member {
     welcomed: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
+/// The preview of a posted message's attachment, for when it is ready only
+/// after the message went out: the room's copy gains it, the store is told,
+/// and the room gets `message_updated`. The hub does not know what a preview
+/// is; whoever made it calls [`LaterPreview::set`].
+///
+/// Best effort: nothing happens if the message has left memory, no longer
+/// attaches that upload, or the store's queue is full; and with a backbone
+/// (Redis), whose rooms live elsewhere, it does nothing at all.
+pub struct LaterPreview {
+    common: Arc<Common>,
+    room: Arc<Room>,
+    seq: u64,
+}
+
+impl LaterPreview {
+    /// Sets `preview` on the message's attachment if it still is `url`;
+    /// returns whether the room was told.
+    pub fn set(&self, url: &str, preview: AttachmentPreview) -> bool {
+        match &self.common.link {
+            Link::Local => {
+                self.room
+                    .lock()
+                    .set_preview(&self.room.name, self.seq, url, preview, &self.common)
+            }
+            Link::Remote(_) => false,
+        }
+    }
+}
+
 /// Resolves once a member's `welcome` is queued, or once it never will be
 /// (the join failed and the member's outbox is closed). See [`Member::welcomed`].
 #[derive(Debug)]
@@ -1233,6 +1264,16 @@ impl Member {
             slot.send(change, None);
         }
         Ok(())
+    }
+
+    /// A handle that can later set the preview of this member's message
+    /// `seq` (see [`LaterPreview`]), usable after the member has left.
+    pub fn later_preview(&self, seq: u64) -> LaterPreview {
+        LaterPreview {
+            common: Arc::clone(&self.common),
+            room: Arc::clone(&self.room),
+            seq,
+        }
     }
 
     /// Tells the others this user is typing (throttled; best effort).

@@ -19,8 +19,15 @@
 //! as the bytes arrive so concurrent uploads cannot overshoot it together.
 //! An upload no message attached within a time to live is deleted by
 //! [`MediaStore::sweep_unattached`]; attaching marks the sidecar.
+//!
+//! An image may also have a preview beside it (`preview_files.rs`), made by
+//! the preview pool (`preview_pool.rs`) from the decoder in `preview.rs`.
 
 mod names;
+#[cfg(feature = "previews")]
+pub mod preview;
+mod preview_files;
+pub mod preview_pool;
 pub mod sniff;
 
 use std::io;
@@ -31,7 +38,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncWriteExt;
 
-pub use names::{DisplayName, MAX_DISPLAY_CHARS, StoredName};
+pub use names::{DisplayName, MAX_DISPLAY_CHARS, PreviewName, StoredName};
+pub use preview_files::PreviewInfo;
+use preview_files::PreviewRecord;
 pub use sniff::Kind;
 
 /// Largest sidecar read back (they are a few hundred bytes).
@@ -43,6 +52,8 @@ pub struct MediaStore {
     dir: PathBuf,
     usage: Arc<Usage>,
     unattached_ttl: Duration,
+    /// Held while a sidecar is rewritten (marked attached, given a preview).
+    sidecar_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The bytes the directory holds as this process counts them, and the most
@@ -85,6 +96,9 @@ struct Sidecar {
     /// A message attached it: it is never deleted as unattached.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     attached: bool,
+    /// The preview stored beside it, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preview: Option<PreviewRecord>,
 }
 
 /// Why an upload cannot be attached.
@@ -113,6 +127,8 @@ pub struct StoredInfo {
     pub attached: bool,
     /// When it was stored (the data file's modification time).
     pub stored_at: Option<SystemTime>,
+    /// Its preview, if one was made.
+    pub preview: Option<PreviewInfo>,
 }
 
 impl StoredInfo {
@@ -138,6 +154,7 @@ impl MediaStore {
                 quota: u64::MAX,
             }),
             unattached_ttl: Duration::from_secs(24 * 3600),
+            sidecar_lock: Arc::default(),
         }
     }
 
@@ -156,6 +173,7 @@ impl MediaStore {
                 quota: quota.unwrap_or(u64::MAX),
             }),
             unattached_ttl,
+            sidecar_lock: Arc::default(),
         };
         let held: u64 = std::fs::read_dir(&store.dir)
             .map(|entries| {
@@ -239,6 +257,7 @@ impl MediaStore {
     /// Rewrites the sidecar with `attached` set (a new file renamed over
     /// the old one, so a reader sees one or the other, whole).
     async fn mark_attached(&self, info: &StoredInfo) -> io::Result<()> {
+        let _guard = self.sidecar_lock.lock().await;
         let Some(mut sidecar) = self.read_sidecar(&info.name).await else {
             // An upload from before sidecars: never swept, nothing to mark.
             return Ok(());
@@ -298,6 +317,7 @@ impl MediaStore {
             }
             // Data first: a data file that exists always has its sidecar.
             if std::fs::remove_file(entry.path()).is_ok() {
+                self.remove_preview_blocking(&name, &sidecar);
                 let _ = std::fs::remove_file(&sidecar_path);
                 self.usage.release(meta.len() + bytes.len() as u64);
                 removed += 1;
@@ -311,14 +331,17 @@ impl MediaStore {
     /// be shared); the content type always follows the extension, so no
     /// sidecar can make the server send a type it did not detect.
     pub async fn info(&self, name: StoredName, size: u64) -> StoredInfo {
-        let (display_name, owner, attached) = match self.read_sidecar(&name).await {
+        let (display_name, owner, attached, preview) = match self.read_sidecar(&name).await {
             Some(sidecar) => (
                 DisplayName::sanitize(Some(&sidecar.name)),
                 sidecar.owner,
                 sidecar.attached,
+                sidecar
+                    .preview
+                    .and_then(|r| PreviewInfo::from_record(&name, &r)),
             ),
             // Uploads from before sidecars count as attached: never swept.
-            None => (DisplayName::sanitize(Some(name.as_str())), None, true),
+            None => (DisplayName::sanitize(Some(name.as_str())), None, true, None),
         };
         StoredInfo {
             name,
@@ -327,6 +350,7 @@ impl MediaStore {
             owner,
             attached,
             stored_at: None,
+            preview,
         }
     }
 
@@ -452,6 +476,7 @@ impl PendingUpload {
             content_type: kind.content_type().to_owned(),
             owner: owner.clone(),
             attached: false,
+            preview: None,
         };
         let sidecar_path = self.dir.join(format!("{}.meta", name.as_str()));
         let data_path = self.dir.join(name.as_str());
@@ -469,6 +494,7 @@ impl PendingUpload {
             owner,
             attached: false,
             stored_at: Some(SystemTime::now()),
+            preview: None,
         })
     }
 }

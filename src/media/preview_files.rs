@@ -1,0 +1,158 @@
+//! Where a preview is kept in the uploads directory: beside its upload as
+//! `<stored name>.preview.<jpg|png>`, recorded in the upload's sidecar so
+//! the preview is found (and swept) with it. What the store does for the
+//! preview pool, which calls in from its own threads: read an upload's
+//! bytes, put a preview. Both block; neither runs on the async runtime.
+//!
+//! The preview file is renamed into place before the sidecar names it, so a
+//! sidecar never names a preview that is not there. Sidecar rewrites (a
+//! preview recorded, an upload marked attached) hold the store's sidecar
+//! lock, so neither loses the other's change.
+
+use std::io::{self, Read as _};
+use std::sync::atomic::Ordering;
+
+use super::names::PreviewName;
+use super::sniff::Kind;
+use super::{MediaStore, Sidecar, StoredName, random_hex};
+
+/// A preview as its upload's sidecar records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(super) struct PreviewRecord {
+    /// The preview's file name.
+    pub file: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// A stored preview.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewInfo {
+    /// Its file name.
+    pub name: PreviewName,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+impl PreviewInfo {
+    /// Where it is served: `/uploads/<preview name>`.
+    pub fn url(&self) -> String {
+        format!("/uploads/{}", self.name.as_str())
+    }
+
+    /// The record of `of`'s sidecar, if it names a preview of `of` (a
+    /// sidecar in a shared directory is not trusted to name anything else).
+    pub(super) fn from_record(of: &StoredName, record: &PreviewRecord) -> Option<Self> {
+        let name = PreviewName::parse(&record.file).filter(|p| p.of() == of)?;
+        Some(Self {
+            name,
+            width: record.width,
+            height: record.height,
+        })
+    }
+}
+
+impl MediaStore {
+    /// The path of a stored preview.
+    pub fn preview_path(&self, name: &PreviewName) -> std::path::PathBuf {
+        self.dir.join(name.as_str())
+    }
+
+    /// The bytes of upload `name`, if it has at most `max` (blocking).
+    pub fn read_blocking(&self, name: &StoredName, max: u64) -> io::Result<Vec<u8>> {
+        let file = std::fs::File::open(self.path_of(name))?;
+        let len = file.metadata()?.len();
+        if len > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the upload has {len} bytes; previews read at most {max}"),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.take(max).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Stores `bytes`, a `kind` (JPEG or PNG) preview of upload `of`, beside
+    /// it and records it in its sidecar (blocking). Counted against the
+    /// quota like any file; refused (`StorageFull`) past it. `NotFound` if
+    /// the upload went meanwhile (nothing is left behind then).
+    pub fn put_preview_blocking(
+        &self,
+        of: &StoredName,
+        kind: Kind,
+        bytes: &[u8],
+        (width, height): (u32, u32),
+    ) -> io::Result<PreviewInfo> {
+        let name = PreviewName::new(of, kind)
+            .ok_or_else(|| io::Error::other("previews are JPEG or PNG"))?;
+        let path = self.preview_path(&name);
+        self.usage.charge(bytes.len() as u64)?;
+        let temp = self.dir.join(format!(".tmp-{}", random_hex()?));
+        let placed = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, &path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&temp);
+            self.usage.release(bytes.len() as u64);
+            return Err(e);
+        }
+        let record = PreviewRecord {
+            file: name.as_str().to_owned(),
+            width,
+            height,
+        };
+        if let Err(e) = self.record_preview_blocking(of, record) {
+            let _ = std::fs::remove_file(&path);
+            self.usage.release(bytes.len() as u64);
+            return Err(e);
+        }
+        Ok(PreviewInfo {
+            name,
+            width,
+            height,
+        })
+    }
+
+    /// Rewrites `of`'s sidecar with `record` in it, under the sidecar lock.
+    fn record_preview_blocking(&self, of: &StoredName, record: PreviewRecord) -> io::Result<()> {
+        let _guard = self.sidecar_lock.blocking_lock();
+        // The data file first: an upload swept meanwhile gets no preview.
+        if !self.path_of(of).is_file() {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        let path = self.sidecar_path(of);
+        let old = std::fs::read(&path)?;
+        let mut sidecar: Sidecar = serde_json::from_slice(&old).map_err(io::Error::other)?;
+        sidecar.preview = Some(record);
+        let json = serde_json::to_vec(&sidecar).map_err(io::Error::other)?;
+        let temp = self.dir.join(format!(".tmp-{}", random_hex()?));
+        let written = std::fs::write(&temp, &json).and_then(|()| std::fs::rename(&temp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+        // A few bytes more: counted, never refused.
+        let grown = (json.len() as u64).saturating_sub(old.len() as u64);
+        self.usage.used.fetch_add(grown, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Deletes the preview a sidecar records, if any, giving its bytes back.
+    pub(super) fn remove_preview_blocking(&self, of: &StoredName, sidecar: &Sidecar) {
+        let Some(info) = sidecar
+            .preview
+            .as_ref()
+            .and_then(|r| PreviewInfo::from_record(of, r))
+        else {
+            return;
+        };
+        let path = self.preview_path(&info.name);
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        if std::fs::remove_file(&path).is_ok() {
+            self.usage.release(size);
+        }
+    }
+}
