@@ -1362,6 +1362,51 @@ mod tests {
     }
 
     #[test]
+    fn a_later_preview_updates_the_message_once_and_reaches_the_room() {
+        let hub = Hub::new(HubConfig::default());
+        let (r, ann) = names("r", "ann");
+        let (_, bob) = names("r", "bob");
+        let ann = hub.join(r.clone(), ann, None).unwrap();
+        let bob = hub.join(r.clone(), bob, None).unwrap();
+        let attachment = Attachment {
+            url: "/uploads/a.png".into(),
+            name: "a.png".into(),
+            size: 10,
+            content_type: "image/png".into(),
+            preview: None,
+        };
+        let post = ann.post(String::new(), Some(attachment), None);
+        let seq = futures_util::FutureExt::now_or_never(post)
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        drain(&ann);
+        drain(&bob);
+        let preview = AttachmentPreview {
+            url: "/uploads/a.png.preview.jpg".into(),
+            width: 320,
+            height: 200,
+        };
+        let later = ann.later_preview(seq);
+        drop(ann);
+        assert!(!later.set("/uploads/other.png", preview.clone()), "not its upload");
+        assert!(later.set("/uploads/a.png", preview.clone()));
+        assert!(!later.set("/uploads/a.png", preview.clone()), "once");
+        let events = drain(&bob);
+        let updated = events
+            .iter()
+            .find(|e| e["type"] == "message_updated")
+            .expect("message_updated");
+        assert_eq!(updated["seq"], seq);
+        assert_eq!(updated["attachment"]["preview"]["url"], preview.url);
+        assert_eq!(updated["attachment"]["preview"]["width"], 320);
+        assert!(updated.get("edited_at").is_none(), "not an edit");
+        let stored = hub.history("r");
+        let kept = stored[0].attachment.as_ref().unwrap();
+        assert_eq!(kept.preview.as_ref(), Some(&preview));
+    }
+
+    #[test]
     fn ring_keeps_the_last_n_and_resume_reports_a_gap() {
         let hub = Hub::new(HubConfig {
             history: 3,
