@@ -1389,7 +1389,10 @@ mod tests {
         };
         let later = ann.later_preview(seq);
         drop(ann);
-        assert!(!later.set("/uploads/other.png", preview.clone()), "not its upload");
+        assert!(
+            !later.set("/uploads/other.png", preview.clone()),
+            "not its upload"
+        );
         assert!(later.set("/uploads/a.png", preview.clone()));
         assert!(!later.set("/uploads/a.png", preview.clone()), "once");
         let events = drain(&bob);
