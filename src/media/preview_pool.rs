@@ -3,7 +3,8 @@
 //! queue is full a new job is dropped at once — that upload simply has no
 //! preview — so an upload never waits for a preview and a burst of images
 //! cannot take more than the workers' CPU and memory. Zero workers: no
-//! previews at all.
+//! previews at all. The workers run at the lowest CPU priority (nice 19, on
+//! Linux): when the machine is busy, fan-out gets the CPU and previews wait.
 //!
 //! Someone who wants to know when a queued job is done (a message that
 //! attached the upload before its preview was ready) subscribes by the
@@ -181,6 +182,21 @@ fn make_and_store(store: &MediaStore, name: &super::StoredName, max_bytes: u64) 
     }
 }
 
+/// Makes the calling thread the last to get a CPU (nice 19). Linux keeps a
+/// nice value per thread, so the runtime's threads keep theirs.
+#[cfg(all(target_os = "linux", feature = "previews"))]
+fn lower_priority() {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours;
+    // `who = 0` with PRIO_PROCESS is the calling thread on Linux.
+    let done = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    if done != 0 {
+        tracing::debug!("preview worker keeps its CPU priority");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", feature = "previews")))]
+fn lower_priority() {}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -188,6 +204,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A worker: takes jobs until the pool is gone, tells each job's
 /// subscribers its outcome. A job that panics counts as no preview.
 fn work(rx: &Mutex<Receiver<Job>>, shared: &std::sync::Weak<Shared>) {
+    lower_priority();
     loop {
         let next = lock(rx).recv();
         let Ok(Job { key, work }) = next else {
