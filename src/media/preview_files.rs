@@ -156,3 +156,102 @@ impl MediaStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::media::DisplayName;
+
+    fn scratch_dir() -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("roomcast-preview-files-{}", random_hex().unwrap()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_preview_is_recorded_kept_by_attach_and_swept_with_its_upload() {
+        let dir = scratch_dir();
+        let ttl = Duration::from_secs(3600);
+        let store = MediaStore::with_limits(&dir, None, ttl);
+        let mut upload = store.begin().await.unwrap();
+        upload.write(b"\x89PNG\r\n\x1a\n-pixels-").await.unwrap();
+        let info = upload
+            .commit(Kind::Png, DisplayName::sanitize(Some("a.png")), None)
+            .await
+            .unwrap();
+        let (s, name) = (store.clone(), info.name.clone());
+        let put = tokio::task::spawn_blocking(move || {
+            s.put_preview_blocking(&name, Kind::Jpeg, b"jpeg bytes", (320, 200))
+        });
+        let preview = put.await.unwrap().unwrap();
+        assert_eq!(preview.url(), format!("{}.preview.jpg", info.url()));
+        assert!(store.preview_path(&preview.name).is_file());
+        let attached = store.attach(&info.url(), "anyone").await.unwrap();
+        assert_eq!(attached.preview, Some(preview.clone()));
+        // Marking it attached rewrote the sidecar and kept the preview.
+        let again = store.resolve(&info.url()).await.unwrap();
+        assert!(again.attached);
+        assert_eq!(again.preview, Some(preview));
+        let counted = MediaStore::with_limits(&dir, None, ttl).used_bytes();
+        assert_eq!(store.used_bytes(), counted, "the preview is counted");
+
+        // Unattached and old: the sweep takes the preview along.
+        let mut upload = store.begin().await.unwrap();
+        upload.write(b"\x89PNG\r\n\x1a\n-more-").await.unwrap();
+        let old = upload
+            .commit(Kind::Png, DisplayName::sanitize(Some("b.png")), None)
+            .await
+            .unwrap();
+        let (s, name) = (store.clone(), old.name.clone());
+        tokio::task::spawn_blocking(move || {
+            s.put_preview_blocking(&name, Kind::Png, b"png", (9, 9))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(store.path_of(&old.name))
+            .unwrap()
+            .set_modified(SystemTime::now() - 2 * ttl)
+            .unwrap();
+        assert_eq!(store.sweep_unattached(), 1);
+        let left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            !left.iter().any(|n| n.starts_with(old.name.as_str())),
+            "{left:?}"
+        );
+        assert_eq!(
+            left.len(),
+            3,
+            "the attached upload, its sidecar and preview: {left:?}"
+        );
+        assert_eq!(store.used_bytes(), counted);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_sidecar_cannot_name_another_uploads_preview() {
+        let mine = StoredName::generate(Kind::Png).unwrap();
+        let theirs = StoredName::generate(Kind::Png).unwrap();
+        let record = |of: &StoredName| PreviewRecord {
+            file: format!("{}.preview.jpg", of.as_str()),
+            width: 1,
+            height: 1,
+        };
+        assert!(PreviewInfo::from_record(&mine, &record(&mine)).is_some());
+        assert!(PreviewInfo::from_record(&mine, &record(&theirs)).is_none());
+        let escape = PreviewRecord {
+            file: "../../etc/passwd".into(),
+            width: 1,
+            height: 1,
+        };
+        assert!(PreviewInfo::from_record(&mine, &escape).is_none());
+    }
+}

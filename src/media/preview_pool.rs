@@ -26,6 +26,11 @@ use crate::metrics::Metrics;
 /// What a job yields: the stored preview, or none.
 pub type Outcome = Option<PreviewInfo>;
 
+/// Most subscribers one pending job keeps (each is a message that attached
+/// the upload meanwhile); past it, closed ones are let go, then newcomers
+/// are told nothing is pending and get no late preview.
+const MAX_WAITERS: usize = 256;
+
 /// One job: its key (an upload's stored name) and its work.
 struct Job {
     key: String,
@@ -126,6 +131,12 @@ impl PreviewPool {
         let shared = self.shared.as_ref()?;
         let mut pending = lock(&shared.pending);
         let waiters = pending.get_mut(key)?;
+        if waiters.len() >= MAX_WAITERS {
+            waiters.retain(|w| !w.is_closed());
+            if waiters.len() >= MAX_WAITERS {
+                return None;
+            }
+        }
         let (tx, rx) = oneshot::channel();
         waiters.push(tx);
         Some(rx)

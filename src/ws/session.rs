@@ -594,7 +594,7 @@ async fn handle_text(
         } => {
             // Asked before the store is read (see media/preview_pool.rs): a
             // preview still being made is announced when it is ready.
-            let mut later = attachment_url.as_deref().and_then(|url| {
+            let ready = attachment_url.as_deref().and_then(|url| {
                 let name = url.strip_prefix("/uploads/")?;
                 config.previews.subscribe(name)
             });
@@ -633,7 +633,7 @@ async fn handle_text(
                 .filter(|a| a.preview.is_none())
                 .map(|a| a.url.clone());
             let posted = member.post(content, attachment, client_id.as_deref()).await;
-            if let (Ok(Some(seq)), Some(url), Some(ready)) = (&posted, url, later.take()) {
+            if let (Ok(Some(seq)), Some(url), Some(ready)) = (&posted, url, ready) {
                 let later = member.later_preview(*seq);
                 // Ends when the job does: every queued job ends.
                 tokio::spawn(async move {
