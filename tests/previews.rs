@@ -134,12 +134,14 @@ async fn fetched(server: &Server, preview: &Value, kind: ImageFormat) -> Dynamic
     image
 }
 
+/// A file name, its bytes, its preview's kind and size.
+type Case = (&'static str, Vec<u8>, ImageFormat, (u32, u32));
+
 #[tokio::test]
 async fn every_image_format_gets_a_preview_of_the_right_size_and_kind() {
     let server = Server::start(config()).await;
     let (mut ann, _) = server.join("pics", "ann").await;
-    // (file, bytes, preview kind, preview size)
-    let cases: [(&str, Vec<u8>, ImageFormat, (u32, u32)); 4] = [
+    let cases: [Case; 4] = [
         (
             "wide.png",
             encoded(&photo(1200, 600), ImageFormat::Png),
