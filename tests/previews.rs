@@ -104,11 +104,13 @@ async fn preview_for(client: &mut common::Client, url: &str) -> Value {
     let message = client.skip_to("message").await;
     assert_eq!(message["attachment"]["url"], url, "{message}");
     if message["attachment"]["preview"].is_object() {
+        println!("{url}: the preview came with the message");
         return message["attachment"]["preview"].clone();
     }
     loop {
         let updated = client.skip_to("message_updated").await;
         if updated["message_id"] == message["message_id"] {
+            println!("{url}: the preview came later, by message_updated");
             assert!(updated.get("edited_at").is_none(), "not an edit: {updated}");
             return updated["attachment"]["preview"].clone();
         }
