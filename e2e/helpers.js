@@ -90,8 +90,14 @@ export async function startServer({ port = 0, uploadsDir, dataDir, extraArgs = [
  */
 export async function startSuite(options) {
   const server = await startServer(options);
-  const browser = await launchBrowser();
-  return { server, browser };
+  try {
+    return { server, browser: await launchBrowser() };
+  } catch (e) {
+    // Nobody else holds the server yet: stop it, or it keeps the test
+    // process alive after the failure.
+    await server.cleanup();
+    throw e;
+  }
 }
 
 /**

@@ -14,12 +14,13 @@ use crate::config::Config;
 use crate::error::ServeError;
 use crate::http::address_slots::AddressSlots;
 use crate::http::pages::IndexPage;
+use crate::http::presign::Presigned;
 use crate::http::rate_limit::PerIpLimiter;
 use crate::http::static_files::StaticFiles;
 use crate::http::upload::Uploads;
 use crate::hub::{Hub, HubParts};
-use crate::media::MediaStore;
 use crate::media::preview_pool::PreviewPool;
+use crate::media::{LocalStore, MediaStore, MediaStoreKind, S3Store};
 use crate::metrics::Metrics;
 use crate::store::StoreKind;
 use crate::ws::rate::IdentityRates;
@@ -74,6 +75,8 @@ pub(crate) struct AppState {
     pub static_files: StaticFiles,
     pub media: MediaStore,
     pub uploads: Uploads,
+    /// Presigned uploads handed out and not yet completed (S3 store).
+    pub presigned: Presigned,
     pub session: Arc<SessionConfig>,
     /// Who is who (the same rules the sessions hold).
     pub auth: Arc<crate::auth::Auth>,
@@ -90,6 +93,8 @@ pub(crate) struct AppState {
     shutting_down: AtomicBool,
     /// The periodic sweep of uploads nobody attached; stops with the state.
     _sweeper: AbortOnDrop,
+    /// The periodic look at the bucket `/health` reports (S3 store).
+    _probe: Option<AbortOnDrop>,
 }
 
 /// Aborts a background task when dropped.
@@ -122,26 +127,47 @@ impl AppState {
         }
         prepare_uploads_dir(&config)?;
         let metrics = Arc::new(Metrics::default());
-        let media = {
+        let local = {
             let (dir, quota, ttl) = (
                 config.uploads_dir.clone(),
                 config.uploads_max_bytes,
                 config.unattached_upload_ttl,
             );
+            // With a bucket the directory only stages: no quota to count.
+            let quota = match config.media_store {
+                MediaStoreKind::Local => quota,
+                MediaStoreKind::S3(_) => None,
+            };
             // Counting what the directory holds is one stat per file.
-            tokio::task::spawn_blocking(move || MediaStore::with_limits(dir, quota, ttl))
+            tokio::task::spawn_blocking(move || LocalStore::with_limits(dir, quota, ttl))
                 .await
                 .map_err(|e| ServeError::UploadsDir {
                     path: config.uploads_dir.clone(),
                     source: std::io::Error::other(e),
                 })?
         };
+        let media = match &config.media_store {
+            MediaStoreKind::Local => MediaStore::Local(local),
+            MediaStoreKind::S3(target) => {
+                let bucket = S3Store::new(
+                    target.clone(),
+                    config.unattached_upload_ttl,
+                    config.presign_ttl,
+                    config.upload_timeout,
+                )
+                .map_err(ServeError::Media)?;
+                MediaStore::S3 {
+                    bucket: Arc::new(bucket),
+                    staging: local,
+                }
+            }
+        };
         {
             // An upload older than its timeout is over: what it left is litter.
-            let media = media.clone();
+            let local = media.local().clone();
             let age = config.upload_timeout + Duration::from_secs(60);
             tokio::task::spawn_blocking(move || {
-                let removed = media.sweep_leftovers(age);
+                let removed = local.sweep_leftovers(age);
                 if removed > 0 {
                     tracing::info!(removed, "removed files left by interrupted uploads");
                 }
@@ -153,10 +179,7 @@ impl AppState {
                 let mut every = tokio::time::interval(SWEEP_EVERY);
                 loop {
                     every.tick().await;
-                    let media = media.clone();
-                    let removed = tokio::task::spawn_blocking(move || media.sweep_unattached())
-                        .await
-                        .unwrap_or(0);
+                    let removed = media.sweep_unattached().await;
                     if removed > 0 {
                         tracing::info!(removed, "deleted uploads no message attached in time");
                     }
@@ -164,6 +187,18 @@ impl AppState {
             })
             .abort_handle()
         };
+        let probe = media.bucket().map(|bucket| {
+            let bucket = Arc::clone(bucket);
+            let task = tokio::spawn(async move {
+                let mut every = tokio::time::interval(crate::media::PROBE_EVERY);
+                loop {
+                    every.tick().await;
+                    // The client records (and logs) whether it answered.
+                    let _ = bucket.probe().await;
+                }
+            });
+            AbortOnDrop(task.abort_handle())
+        });
         // Without the decoder compiled in there is nothing for workers to do.
         let preview_workers = match cfg!(feature = "previews") {
             true => config.preview_workers,
@@ -173,6 +208,7 @@ impl AppState {
             PreviewPool::start(preview_workers, config.preview_queue, Arc::clone(&metrics));
         let uploads = Uploads::new(&config, media.clone(), Arc::clone(&metrics))
             .with_previews(previews.clone());
+        let presigned = Presigned::new(&config, Arc::clone(&metrics));
         let store = crate::store::open(&config.store_settings(), Arc::clone(&metrics))
             .await
             .map_err(|e| ServeError::Store(e.0))?;
@@ -188,6 +224,7 @@ impl AppState {
         let auth = Arc::new(config.auth.clone());
         Ok(Arc::new(AppState {
             uploads,
+            presigned,
             hub,
             index: IndexPage::new(&config),
             static_files: config
@@ -224,6 +261,7 @@ impl AppState {
             tracker: Arc::new(Tracker::default()),
             shutting_down: AtomicBool::new(false),
             _sweeper: AbortOnDrop(sweeper),
+            _probe: probe,
             config,
         }))
     }

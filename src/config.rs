@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::auth::Auth;
 use crate::hub::{HubConfig, Limits};
+use crate::media::MediaStoreKind;
 use crate::store::{Fsync, Retention, StoreKind, StoreSettings};
 
 /// Everything [`crate::serve`] can be told.
@@ -13,6 +14,15 @@ use crate::store::{Fsync, Retention, StoreKind, StoreSettings};
 pub struct Config {
     /// Where uploads are stored (created at start if missing).
     pub uploads_dir: PathBuf,
+    /// Where media is kept: the uploads directory (the default) or an
+    /// S3-compatible bucket, whose target carries its credentials (never
+    /// shown by `Debug`).
+    pub media_store: MediaStoreKind,
+    /// How long a presigned URL (an upload's PUT, a download's GET) works.
+    pub presign_ttl: Duration,
+    /// Presigned uploads (S3 store) not yet completed, per client (its
+    /// token's user, else its address) and in all; past either `429`.
+    pub max_pending_uploads: (usize, usize),
     /// Serve `/static` from this directory instead of the embedded copy.
     pub static_dir: Option<PathBuf>,
     /// Read `index.html` from this directory instead of the embedded copy.
@@ -56,6 +66,11 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Uploads per minute per client IP (0: no limit).
     pub uploads_per_minute: u32,
+    /// Bytes one client address may upload per hour, all at once if saved
+    /// up (0: no limit); beyond it `429 rate_limited` with `Retry-After`.
+    /// An upload is charged its declared length up front (the largest
+    /// upload when it declares none) and given back what it did not send.
+    pub upload_bytes_per_hour: u64,
     /// Most bytes the uploads directory may hold (files and sidecars, as
     /// this process counts them); `None`: no limit. Past it uploads get `507`.
     pub uploads_max_bytes: Option<u64>,
@@ -130,6 +145,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             uploads_dir: PathBuf::from("uploads"),
+            media_store: MediaStoreKind::Local,
+            presign_ttl: Duration::from_secs(300),
+            max_pending_uploads: (8, 1024),
             static_dir: None,
             templates_dir: None,
             history: 500,
@@ -149,6 +167,7 @@ impl Default for Config {
             joins_per_minute: 60,
             max_upload_bytes: 10 << 20,
             uploads_per_minute: 30,
+            upload_bytes_per_hour: 1 << 30,
             uploads_max_bytes: Some(5 << 30),
             unattached_upload_ttl: Duration::from_secs(24 * 3600),
             preview_workers: 1,
@@ -225,6 +244,12 @@ setters! {
     store_queue: usize,
     /// Sets [`Config::uploads_dir`].
     uploads_dir: PathBuf,
+    /// Sets [`Config::media_store`].
+    media_store: MediaStoreKind,
+    /// Sets [`Config::presign_ttl`].
+    presign_ttl: Duration,
+    /// Sets [`Config::max_pending_uploads`].
+    max_pending_uploads: (usize, usize),
     /// Sets [`Config::static_dir`].
     static_dir: Option<PathBuf>,
     /// Sets [`Config::templates_dir`].
@@ -255,6 +280,8 @@ setters! {
     max_upload_bytes: u64,
     /// Sets [`Config::uploads_per_minute`].
     uploads_per_minute: u32,
+    /// Sets [`Config::upload_bytes_per_hour`].
+    upload_bytes_per_hour: u64,
     /// Sets [`Config::uploads_max_bytes`].
     uploads_max_bytes: Option<u64>,
     /// Sets [`Config::unattached_upload_ttl`].
@@ -317,6 +344,8 @@ impl Config {
         // job is a name, its bytes are read only when it runs.
         self.preview_workers = self.preview_workers.min(64);
         self.preview_queue = self.preview_queue.min(1 << 16);
+        // A presigned URL lives whole seconds, at most a week (SigV4's bound).
+        self.presign_ttl = Duration::from_secs(self.presign_ttl.as_secs().clamp(1, 7 * 24 * 3600));
         self
     }
 

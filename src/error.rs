@@ -22,6 +22,9 @@ pub enum ServeError {
     /// The history store cannot be used (its directory, its file, its
     /// database, or its settings); the message says which and what to do.
     Store(String),
+    /// The media store's settings are unusable (an S3 store without
+    /// credentials, say).
+    Media(String),
 }
 
 impl fmt::Display for ServeError {
@@ -35,6 +38,7 @@ impl fmt::Display for ServeError {
             Self::Listener(e) => write!(f, "the listener is not usable: {e}"),
             Self::Redis(e) => write!(f, "cannot use Redis: {e}"),
             Self::Store(e) => write!(f, "cannot use the history store: {e}"),
+            Self::Media(e) => write!(f, "cannot use the media store: {e}"),
         }
     }
 }
@@ -43,7 +47,7 @@ impl std::error::Error for ServeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::UploadsDir { source, .. } | Self::Listener(source) => Some(source),
-            Self::Redis(_) | Self::Store(_) => None,
+            Self::Redis(_) | Self::Store(_) | Self::Media(_) => None,
         }
     }
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use roomcast::Config;
 use roomcast::auth::{AllowedOrigins, Auth, Mode, Secret};
+use roomcast::media::MediaStoreKind;
+use roomcast::media::s3::sigv4::Credentials;
 use roomcast::store::{Fsync, StoreKind};
 
 const HELP: &str = "\
@@ -22,6 +24,13 @@ Each option falls back to the environment variable shown, then the default.
   --host H               address to bind            [HOST, default 127.0.0.1]
   --port P               port (0 picks a free one)  [PORT, default 8000]
   --uploads-dir D        where uploads are stored   [UPLOADS_DIR, default uploads]
+  --media-store S        where media is kept: `local` (the uploads directory) or
+                         s3://BUCKET?endpoint=http://host:port&region=R (any
+                         S3-compatible service, path-style, keys from
+                         AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; browsers
+                         then upload straight to it) [MEDIA_STORE, default local]
+  --presign-ttl S        how long a presigned upload or download URL works
+                         (S3 store; 1 to 604800) [PRESIGN_TTL, default 300]
   --static-dir D         serve /static from D instead of the embedded UI [STATIC_DIR]
   --templates-dir D      read index.html from D instead of the embedded UI [TEMPLATES_DIR]
   --history N            messages kept per room     [HISTORY, default 500]
@@ -43,6 +52,7 @@ Each option falls back to the environment variable shown, then the default.
                          beyond it 429 (0 = no limit) [JOINS_PER_MINUTE, default 60]
   --max-upload-bytes N   largest upload             [MAX_UPLOAD_BYTES, default 10485760]
   --uploads-per-minute N uploads per client address per minute (0 = no limit) [UPLOADS_PER_MINUTE, default 30]
+  --upload-mb-per-hour N MiB one client address may upload per hour (0 = no limit) [UPLOAD_MB_PER_HOUR, default 1024]
   --uploads-max-mb N     most the uploads directory may hold (0 = no limit);
                          past it uploads get 507 [UPLOADS_MAX_MB, default 5120]
   --unattached-upload-hours N
@@ -187,7 +197,9 @@ fn parse_args(
             .or_else(|| env(env_name))
             .map(|v| (format!("--{flag}"), v))
     };
-    const KNOWN: [&str; 34] = [
+    const KNOWN: [&str; 37] = [
+        "media-store",
+        "presign-ttl",
         "host",
         "port",
         "uploads-dir",
@@ -202,6 +214,7 @@ fn parse_args(
         "joins-per-minute",
         "max-upload-bytes",
         "uploads-per-minute",
+        "upload-mb-per-hour",
         "uploads-max-mb",
         "unattached-upload-hours",
         "preview-workers",
@@ -230,6 +243,29 @@ fn parse_args(
     let mut config = Config::default();
     if let Some((_, v)) = get("uploads-dir", "UPLOADS_DIR") {
         config = config.uploads_dir(PathBuf::from(v));
+    }
+    if let Some((f, v)) = get("media-store", "MEDIA_STORE") {
+        let kind = match v
+            .parse::<MediaStoreKind>()
+            .map_err(|e| format!("{f}: {e}"))?
+        {
+            MediaStoreKind::S3(target) => {
+                let key = env("AWS_ACCESS_KEY_ID").filter(|k| !k.is_empty());
+                let secret = env("AWS_SECRET_ACCESS_KEY").filter(|k| !k.is_empty());
+                let (Some(key), Some(secret)) = (key, secret) else {
+                    return Err(format!(
+                        "{f}: an S3 store needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                         in the environment"
+                    ));
+                };
+                MediaStoreKind::S3(target.with_credentials(Credentials::new(key, secret)))
+            }
+            local => local,
+        };
+        config = config.media_store(kind);
+    }
+    if let Some((f, v)) = get("presign-ttl", "PRESIGN_TTL") {
+        config = config.presign_ttl(parse_seconds(&f, &v, 1)?.min(Duration::from_secs(604_800)));
     }
     if let Some((_, v)) = get("static-dir", "STATIC_DIR") {
         config = config.static_dir(Some(PathBuf::from(v)));
@@ -268,6 +304,10 @@ fn parse_args(
     }
     if let Some((f, v)) = get("uploads-per-minute", "UPLOADS_PER_MINUTE") {
         config = config.uploads_per_minute(parse_value::<u32>(&f, &v)?);
+    }
+    if let Some((f, v)) = get("upload-mb-per-hour", "UPLOAD_MB_PER_HOUR") {
+        let mb = parse_value::<u64>(&f, &v)?;
+        config = config.upload_bytes_per_hour(mb.saturating_mul(1 << 20));
     }
     if let Some((f, v)) = get("uploads-max-mb", "UPLOADS_MAX_MB") {
         let mb = parse_value::<u64>(&f, &v)?;
@@ -590,6 +630,37 @@ mod tests {
         assert_eq!(c.upload_idle_timeout, Duration::from_secs(30));
         assert_eq!(c.presence_ttl, Duration::from_secs(30));
         assert!(!c.trust_proxy);
+    }
+
+    #[test]
+    fn an_s3_media_store_takes_its_keys_from_the_environment_and_never_shows_them() {
+        assert_eq!(config(&[], &[]).media_store, MediaStoreKind::Local);
+        let flag = ["--media-store", "s3://media?endpoint=http://127.0.0.1:9000"];
+        let err = parse(&flag, &[("AWS_ACCESS_KEY_ID", "AK")]).err().unwrap();
+        assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "AK"),
+            ("AWS_SECRET_ACCESS_KEY", "the secret half"),
+            ("PRESIGN_TTL", "60"),
+        ];
+        let c = config(&flag, &env);
+        let MediaStoreKind::S3(target) = &c.media_store else {
+            panic!("not S3: {:?}", c.media_store);
+        };
+        assert_eq!(target.bucket, "media");
+        assert_eq!(
+            target.credentials.as_ref().map(|c| c.access_key()),
+            Some("AK")
+        );
+        assert_eq!(c.presign_ttl, Duration::from_secs(60));
+        assert!(!format!("{c:?}").contains("the secret half"));
+        let err = parse(&["--media-store", "s3://media?endpoint=https://h"], &env)
+            .err()
+            .unwrap();
+        assert!(
+            err.starts_with("--media-store") && err.contains("TLS"),
+            "{err}"
+        );
     }
 
     #[test]

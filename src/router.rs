@@ -28,7 +28,7 @@ pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Respo
 
     match (&method, path.as_str()) {
         (_, "/") if get => state.index.serve(&method).await,
-        (_, "/health") if get => h::pages::health(&state.hub),
+        (_, "/health") if get => h::pages::health(&state.hub, &state.media),
         (&Method::GET, "/metrics") => match state.auth.metrics_allowed(req.headers()) {
             true => h::metrics::render(&state.hub),
             false => h::error(
@@ -58,6 +58,29 @@ pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Respo
             Err(denied) => h::error(denied.status, denied.code, denied.message),
         },
         (_, "/upload") => h::method_not_allowed("POST"),
+        (&Method::POST, "/api/uploads") => match state.auth.uploader(req.headers()) {
+            Ok(owner) => {
+                let owner = owner.map(|id| id.as_str().to_owned());
+                state.presigned.begin(&state.uploads, req, owner).await
+            }
+            Err(denied) => h::error(denied.status, denied.code, denied.message),
+        },
+        (_, "/api/uploads") => h::method_not_allowed("POST"),
+        (_, p) if p.starts_with("/api/uploads/") => {
+            match p["/api/uploads/".len()..].split_once('/') {
+                Some((id, "complete")) => match method {
+                    Method::POST => match state.auth.uploader(req.headers()) {
+                        Ok(owner) => {
+                            let owner = owner.map(|id| id.as_str().to_owned());
+                            state.presigned.complete(&state.uploads, id, owner).await
+                        }
+                        Err(denied) => h::error(denied.status, denied.code, denied.message),
+                    },
+                    _ => h::method_not_allowed("POST"),
+                },
+                _ => h::not_found(),
+            }
+        }
         (_, p) if p.starts_with("/uploads/") => match get {
             true => {
                 let name = &p["/uploads/".len()..];

@@ -683,6 +683,29 @@ async fn uploads_per_minute_are_limited_per_address() {
 }
 
 #[tokio::test]
+async fn bytes_per_hour_are_limited_per_address_and_unsent_bytes_come_back() {
+    // 100 KiB an hour (the flag is in MiB; the setter takes bytes).
+    let server = Server::start(config().upload_bytes_per_hour(100u64 << 10)).await;
+    let text = |n: usize| "a line of text\n".repeat(n / 15).into_bytes();
+    upload_ok(&server, "first.txt", &text(60 << 10)).await;
+    // A second 60 KiB would pass the hour's bytes: refused before it is read.
+    let res = upload(&server, "second.txt", &text(60 << 10)).await;
+    let body = res.assert_json_error(429);
+    assert_eq!(body["error"], "rate_limited");
+    assert!(
+        body["message"].as_str().unwrap().contains("bytes uploaded"),
+        "{body}"
+    );
+    let retry: u64 = res.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry > 60, "most of an hour's refill: {retry} s");
+    // What was not sent is not charged: a refused kind gives its bytes back.
+    let res = upload(&server, "page.html", b"<html><script>x</script>").await;
+    res.assert_json_error(415);
+    upload_ok(&server, "third.txt", &text(30 << 10)).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_uploaded_file_is_an_attachment_with_its_real_name_size_and_type() {
     let server = Server::start(config()).await;
     let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01".to_vec();

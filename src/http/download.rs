@@ -1,5 +1,7 @@
 //! `GET`/`HEAD /uploads/{name}`: a stored upload, streamed from disk in
-//! bounded chunks, with single byte ranges so video and audio can seek.
+//! bounded chunks, with single byte ranges so video and audio can seek; or,
+//! with the S3 store, a `302` to a short-lived presigned GET of the object
+//! (the bucket then serves the bytes, ranges included).
 //!
 //! Only names the server generates are served (never a sidecar or a
 //! temporary file). Every answer says `nosniff` and `Content-Security-Policy:
@@ -23,7 +25,7 @@ use tokio::io::AsyncSeekExt;
 use super::file_body::FileBody;
 use super::static_files::etag_matches;
 use super::{Body, empty};
-use crate::media::{MediaStore, PreviewName, StoredInfo, StoredName};
+use crate::media::{LocalStore, MediaStore, PreviewName, S3Store, StoredInfo, StoredName};
 
 /// RFC 8187 `attr-char`: what `filename*` may carry unencoded.
 const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
@@ -118,6 +120,49 @@ pub async fn serve(
             None => super::not_found(),
         };
     };
+    match store {
+        MediaStore::Local(local) => serve_file(local, method, headers, name).await,
+        MediaStore::S3 { bucket, .. } => redirect(bucket, name).await,
+    }
+}
+
+/// A `302` to a presigned GET of a complete upload (one that passed its
+/// checks: it has a sidecar); `404` for anything else.
+async fn redirect(bucket: &S3Store, name: StoredName) -> Response<Body> {
+    match bucket.presign_get(&name).await {
+        Ok(Some(url)) => {
+            let Ok(location) = HeaderValue::from_str(&url) else {
+                return super::not_found();
+            };
+            let mut res = Response::new(empty());
+            *res.status_mut() = StatusCode::FOUND;
+            let h = res.headers_mut();
+            h.insert(header::LOCATION, location);
+            // The URL expires: never cache the redirect past a minute.
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=60"),
+            );
+            h.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+            res
+        }
+        Ok(None) => super::not_found(),
+        Err(e) => {
+            tracing::warn!("cannot serve an upload: {e}");
+            super::upload::storage_unavailable()
+        }
+    }
+}
+
+async fn serve_file(
+    store: &LocalStore,
+    method: &Method,
+    headers: &HeaderMap,
+    name: StoredName,
+) -> Response<Body> {
     let mut file = match tokio::fs::File::open(store.path_of(&name)).await {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return super::not_found(),

@@ -9,6 +9,7 @@ mod file_body;
 pub mod history;
 pub mod metrics;
 pub mod pages;
+pub mod presign;
 pub mod preview;
 pub mod rate_limit;
 pub mod rooms;

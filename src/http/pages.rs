@@ -11,8 +11,9 @@ use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use super::static_files::INDEX_TEMPLATE;
-use super::{Body, empty, full, html_headers};
+use super::{Body, CONTENT_SECURITY_POLICY, empty, full, html_headers};
 use crate::config::Config;
+use crate::media::{MediaStore, MediaStoreKind};
 
 /// The client settings rendered into the page.
 #[derive(serde::Serialize)]
@@ -25,6 +26,10 @@ struct ClientConfig {
     history: usize,
     /// `open` or `token`: whether joining needs an invitation.
     auth: &'static str,
+    /// `local` (files go to `upload_path`) or `s3` (presigned uploads
+    /// through `presign_path`, the bytes straight to the bucket).
+    media: &'static str,
+    presign_path: &'static str,
 }
 
 /// Escapes text for use inside a double-quoted HTML attribute.
@@ -45,6 +50,7 @@ fn escape_attr(s: &str) -> String {
 
 /// The chat page, rendered once (embedded template) or per request (`--templates-dir`).
 pub struct IndexPage {
+    csp: HeaderValue,
     config_attr: String,
     rendered: Bytes,
     templates_dir: Option<PathBuf>,
@@ -65,11 +71,36 @@ impl IndexPage {
             } else {
                 "open"
             },
+            media: match config.media_store {
+                MediaStoreKind::Local => "local",
+                MediaStoreKind::S3(_) => "s3",
+            },
+            presign_path: "/api/uploads",
+        };
+        // With a bucket the page PUTs files to it and shows images and
+        // media redirected there: its origin joins the page's own.
+        let csp = match &config.media_store {
+            MediaStoreKind::Local => CONTENT_SECURITY_POLICY.to_owned(),
+            MediaStoreKind::S3(target) => CONTENT_SECURITY_POLICY
+                .replace(
+                    "connect-src 'self'",
+                    &format!("connect-src 'self' {}", target.endpoint),
+                )
+                .replace(
+                    "img-src 'self'",
+                    &format!("img-src 'self' {}", target.endpoint),
+                )
+                .replace(
+                    "media-src 'self'",
+                    &format!("media-src 'self' {}", target.endpoint),
+                ),
         };
         let json = serde_json::to_string(&client).unwrap_or_default();
         let config_attr = escape_attr(&json);
         let rendered = Bytes::from(INDEX_TEMPLATE.replace("{{config}}", &config_attr));
         Self {
+            csp: HeaderValue::from_str(&csp)
+                .unwrap_or(HeaderValue::from_static(CONTENT_SECURITY_POLICY)),
             config_attr,
             rendered,
             templates_dir: config.templates_dir.clone(),
@@ -105,15 +136,17 @@ impl IndexPage {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         html_headers(&mut res);
+        res.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, self.csp.clone());
         res
     }
 }
 
 /// `GET /health`: `{"status":"ok"}`, or `503` `{"status":"degraded","reason":...}`
-/// while the Redis backbone is disconnected (so a load balancer can
-/// route new clients elsewhere).
-pub fn health(hub: &crate::hub::Hub) -> Response<Body> {
-    match hub.degraded() {
+/// while the Redis backbone is disconnected or the media store's bucket
+/// does not answer (so a load balancer can route new clients elsewhere).
+pub fn health(hub: &crate::hub::Hub, media: &MediaStore) -> Response<Body> {
+    match hub.degraded().or_else(|| media.degraded()) {
         None => super::json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         Some(reason) => super::json(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -21,6 +21,10 @@ pub async fn serve(
     headers: &HeaderMap,
     name: &PreviewName,
 ) -> Response<Body> {
+    // Previews are made in the uploads directory only.
+    let MediaStore::Local(store) = store else {
+        return super::not_found();
+    };
     let file = match tokio::fs::File::open(store.preview_path(name)).await {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return super::not_found(),

@@ -1,5 +1,6 @@
 //! A per-client-address rate limit (token buckets) for costly requests such
-//! as uploads. The map of buckets is bounded: a bucket that has refilled
+//! as uploads, counting requests or, with [`PerIpLimiter::take`], any amount
+//! (an upload's bytes). The map of buckets is bounded: a bucket that has refilled
 //! completely is the same as no bucket, so those are pruned when the map is
 //! full, and beyond that the longest-idle bucket gives way.
 //!
@@ -31,20 +32,21 @@ impl Bucket {
     }
 }
 
-/// `Ok` with a token to spare, else how long until the next one is due.
-fn verdict(tokens: f64, per_sec: f64) -> Result<(), Duration> {
-    if tokens >= 1.0 {
+/// `Ok` with `want` tokens to spare, else how long until they are due.
+fn verdict(tokens: f64, want: f64, per_sec: f64) -> Result<(), Duration> {
+    if tokens >= want {
         Ok(())
     } else {
-        Err(Duration::from_secs_f64((1.0 - tokens) / per_sec))
+        Err(Duration::from_secs_f64((want - tokens) / per_sec))
     }
 }
 
-/// `per_minute` requests per address per minute, all of them at once if
+/// `per_period` tokens per address per period, all of them at once if
 /// saved up.
 #[derive(Debug)]
 pub struct PerIpLimiter {
-    per_minute: u32,
+    per_period: u64,
+    period: Duration,
     max_tracked: usize,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
 }
@@ -52,32 +54,67 @@ pub struct PerIpLimiter {
 impl PerIpLimiter {
     /// A limiter allowing `per_minute` requests per address (0: no limit).
     pub fn new(per_minute: u32) -> Self {
-        Self::with_capacity(per_minute, MAX_TRACKED)
+        Self::per_period(u64::from(per_minute), Duration::from_secs(60))
     }
 
-    fn with_capacity(per_minute: u32, max_tracked: usize) -> Self {
+    /// A limiter allowing `amount` tokens per address per `period` (0: no
+    /// limit).
+    pub fn per_period(amount: u64, period: Duration) -> Self {
+        Self::with_capacity(amount, period, MAX_TRACKED)
+    }
+
+    fn with_capacity(per_period: u64, period: Duration, max_tracked: usize) -> Self {
         Self {
-            per_minute,
+            per_period,
+            period: period.max(Duration::from_secs(1)),
             max_tracked: max_tracked.max(1),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes one request's token for `ip`, or says how long until one is due.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.check_at(ip, Instant::now())
+    /// The bucket's size and its refill per second.
+    #[allow(clippy::cast_precision_loss)] // amounts far below 2^52
+    fn shape(&self) -> (f64, f64) {
+        let burst = self.per_period as f64;
+        (burst, burst / self.period.as_secs_f64())
     }
 
-    fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        if self.per_minute == 0 {
+    /// Takes one request's token for `ip`, or says how long until one is due.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.take_at(ip, 1, Instant::now())
+    }
+
+    /// Takes `n` tokens for `ip` (more than a whole bucket counts as a
+    /// whole bucket), or says how long until they are due; nothing is
+    /// taken then.
+    pub fn take(&self, ip: IpAddr, n: u64) -> Result<(), Duration> {
+        self.take_at(ip, n, Instant::now())
+    }
+
+    /// Gives back `n` tokens taken for `ip` and not used.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn give_back(&self, ip: IpAddr, n: u64) {
+        if self.per_period == 0 || n == 0 {
+            return;
+        }
+        let (burst, _) = self.shape();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bucket) = buckets.get_mut(&key_of(ip)) {
+            bucket.tokens = (bucket.tokens + n as f64).min(burst);
+        }
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn take_at(&self, ip: IpAddr, n: u64, now: Instant) -> Result<(), Duration> {
+        if self.per_period == 0 {
             return Ok(());
         }
-        let burst = f64::from(self.per_minute);
-        let per_sec = burst / 60.0;
+        let (burst, per_sec) = self.shape();
+        let want = (n as f64).min(burst);
         let key = key_of(ip);
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if !buckets.contains_key(&key) && buckets.len() >= self.max_tracked {
-            let full_after = Duration::from_secs(60);
+            let full_after = self.period;
             buckets.retain(|_, b| now.saturating_duration_since(b.last) < full_after);
             if buckets.len() >= self.max_tracked {
                 let oldest = buckets.iter().min_by_key(|(_, b)| b.last).map(|(k, _)| *k);
@@ -92,9 +129,9 @@ impl PerIpLimiter {
         });
         bucket.tokens = bucket.tokens_at(now, per_sec, burst);
         bucket.last = now;
-        let answer = verdict(bucket.tokens, per_sec);
+        let answer = verdict(bucket.tokens, want, per_sec);
         if answer.is_ok() {
-            bucket.tokens -= 1.0;
+            bucket.tokens -= want;
         }
         answer
     }
@@ -107,16 +144,15 @@ impl PerIpLimiter {
     }
 
     fn peek_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        if self.per_minute == 0 {
+        if self.per_period == 0 {
             return Ok(());
         }
-        let burst = f64::from(self.per_minute);
-        let per_sec = burst / 60.0;
+        let (burst, per_sec) = self.shape();
         let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let Some(bucket) = buckets.get(&key_of(ip)) else {
             return Ok(()); // an untracked address has a full bucket
         };
-        verdict(bucket.tokens_at(now, per_sec, burst), per_sec)
+        verdict(bucket.tokens_at(now, per_sec, burst), 1.0, per_sec)
     }
 
     /// Addresses tracked now.
@@ -138,17 +174,40 @@ mod tests {
         let limiter = PerIpLimiter::new(3);
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(limiter.check_at(ip("10.0.0.1"), t0).is_ok());
+            assert!(limiter.take_at(ip("10.0.0.1"), 1, t0).is_ok());
         }
-        let wait = limiter.check_at(ip("10.0.0.1"), t0).unwrap_err();
+        let wait = limiter.take_at(ip("10.0.0.1"), 1, t0).unwrap_err();
         assert_eq!(wait.as_secs(), 20, "one token every 20 s");
-        assert!(limiter.check_at(ip("10.0.0.2"), t0).is_ok(), "per address");
+        assert!(
+            limiter.take_at(ip("10.0.0.2"), 1, t0).is_ok(),
+            "per address"
+        );
         assert!(
             limiter
-                .check_at(ip("10.0.0.1"), t0 + Duration::from_secs(20))
+                .take_at(ip("10.0.0.1"), 1, t0 + Duration::from_secs(20))
                 .is_ok()
         );
-        assert!(PerIpLimiter::new(0).check_at(ip("10.0.0.1"), t0).is_ok());
+        assert!(PerIpLimiter::new(0).take_at(ip("10.0.0.1"), 1, t0).is_ok());
+    }
+
+    #[test]
+    fn amounts_are_taken_whole_or_not_at_all_and_can_be_given_back() {
+        // 3600 bytes an hour: one a second.
+        let limiter = PerIpLimiter::per_period(3600, Duration::from_secs(3600));
+        let t0 = Instant::now();
+        assert!(limiter.take_at(ip("10.0.0.1"), 3000, t0).is_ok());
+        let wait = limiter.take_at(ip("10.0.0.1"), 1000, t0).unwrap_err();
+        assert_eq!(wait.as_secs(), 400, "400 bytes short at one a second");
+        assert!(
+            limiter.take_at(ip("10.0.0.1"), 600, t0).is_ok(),
+            "nothing was taken"
+        );
+        limiter.give_back(ip("10.0.0.1"), 500);
+        assert!(limiter.take_at(ip("10.0.0.1"), 500, t0).is_ok());
+        assert!(limiter.take_at(ip("10.0.0.1"), 1, t0).is_err());
+        // More than a bucket waits for a whole bucket, not forever.
+        let fresh = limiter.take_at(ip("10.0.0.2"), 10_000, t0);
+        assert!(fresh.is_ok(), "a full bucket takes an oversized amount");
     }
 
     #[test]
@@ -157,7 +216,7 @@ mod tests {
         let t0 = Instant::now();
         assert!(limiter.peek_at(ip("10.0.0.1"), t0).is_ok());
         assert_eq!(limiter.tracked(), 0);
-        assert!(limiter.check_at(ip("10.0.0.1"), t0).is_ok());
+        assert!(limiter.take_at(ip("10.0.0.1"), 1, t0).is_ok());
         assert_eq!(
             limiter.peek_at(ip("10.0.0.1"), t0).unwrap_err().as_secs(),
             60
@@ -173,25 +232,25 @@ mod tests {
     fn ipv6_counts_by_slash_64() {
         let limiter = PerIpLimiter::new(1);
         let t0 = Instant::now();
-        assert!(limiter.check_at(ip("2001:db8::1"), t0).is_ok());
-        assert!(limiter.check_at(ip("2001:db8::ffff:2"), t0).is_err());
-        assert!(limiter.check_at(ip("2001:db8:0:1::1"), t0).is_ok());
-        assert!(limiter.check_at(ip("::ffff:10.0.0.9"), t0).is_ok());
-        assert!(limiter.check_at(ip("10.0.0.9"), t0).is_err());
+        assert!(limiter.take_at(ip("2001:db8::1"), 1, t0).is_ok());
+        assert!(limiter.take_at(ip("2001:db8::ffff:2"), 1, t0).is_err());
+        assert!(limiter.take_at(ip("2001:db8:0:1::1"), 1, t0).is_ok());
+        assert!(limiter.take_at(ip("::ffff:10.0.0.9"), 1, t0).is_ok());
+        assert!(limiter.take_at(ip("10.0.0.9"), 1, t0).is_err());
     }
 
     #[test]
     fn the_map_stays_bounded() {
-        let limiter = PerIpLimiter::with_capacity(5, 100);
+        let limiter = PerIpLimiter::with_capacity(5, Duration::from_secs(60), 100);
         let t0 = Instant::now();
         for i in 0..1000u32 {
             let addr = IpAddr::V4(std::net::Ipv4Addr::from(i));
-            assert!(limiter.check_at(addr, t0).is_ok());
+            assert!(limiter.take_at(addr, 1, t0).is_ok());
             assert!(limiter.tracked() <= 100);
         }
         // After a minute every bucket is full again and can be pruned.
         let later = t0 + Duration::from_secs(61);
-        assert!(limiter.check_at(ip("192.168.0.1"), later).is_ok());
+        assert!(limiter.take_at(ip("192.168.0.1"), 1, later).is_ok());
         assert_eq!(limiter.tracked(), 1);
     }
 }

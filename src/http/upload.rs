@@ -11,6 +11,7 @@
 //! nothing. The client's file name is kept only as cleaned display text.
 
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +46,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// The `200` answer: the same record a chat message's `attachment` carries.
 #[derive(serde::Serialize)]
-struct UploadAnswer<'a> {
+pub(crate) struct UploadAnswer<'a> {
     url: String,
     name: &'a str,
     size: u64,
@@ -53,7 +54,7 @@ struct UploadAnswer<'a> {
 }
 
 impl<'a> UploadAnswer<'a> {
-    fn of(info: &'a StoredInfo) -> Self {
+    pub(crate) fn of(info: &'a StoredInfo) -> Self {
         Self {
             url: info.url(),
             name: info.display_name.as_str(),
@@ -69,6 +70,8 @@ impl<'a> UploadAnswer<'a> {
 pub struct Uploads {
     store: MediaStore,
     limiter: PerIpLimiter,
+    /// Bytes per address per hour.
+    volume: PerIpLimiter,
     trust_proxy: bool,
     max_bytes: u64,
     idle_timeout: Duration,
@@ -82,6 +85,8 @@ pub struct Uploads {
 enum UploadError {
     /// Over the per-address rate; retry after this long.
     RateLimited(Duration),
+    /// Over the per-address bytes per hour; retry after this long.
+    OverVolume(Duration),
     /// Not `multipart/form-data` with a boundary.
     NotMultipart,
     /// The multipart body is broken.
@@ -100,6 +105,8 @@ enum UploadError {
     Cut,
     /// The uploads quota (or the disk) is full.
     Full,
+    /// The object storage cannot be reached.
+    Unavailable,
     /// The uploads directory failed us.
     Storage(io::Error),
 }
@@ -128,6 +135,10 @@ impl Uploads {
         Self {
             store,
             limiter: PerIpLimiter::new(config.uploads_per_minute),
+            volume: PerIpLimiter::per_period(
+                config.upload_bytes_per_hour,
+                Duration::from_secs(3600),
+            ),
             trust_proxy: config.trust_proxy,
             max_bytes: config.max_upload_bytes,
             idle_timeout: config.upload_idle_timeout,
@@ -143,6 +154,38 @@ impl Uploads {
     pub fn with_previews(mut self, previews: PreviewPool) -> Self {
         self.previews = previews;
         self
+    }
+
+    /// The store uploads go to.
+    pub(crate) fn store(&self) -> &MediaStore {
+        &self.store
+    }
+
+    /// The largest file accepted, in bytes.
+    pub(crate) fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Takes one upload's token from the per-address rate limit of the
+    /// request's client (shared by `POST /upload` and `POST /api/uploads`).
+    pub(crate) fn check_rate<B>(&self, req: &Request<B>) -> Result<(), Duration> {
+        self.client_of(req)
+            .map_or(Ok(()), |client| self.limiter.check(client))
+    }
+
+    /// Charges `bytes` to the hourly upload volume of the request's client
+    /// (shared by `POST /upload` and `POST /api/uploads`, which charges
+    /// the declared size).
+    pub(crate) fn charge_bytes<B>(&self, req: &Request<B>, bytes: u64) -> Result<(), Duration> {
+        self.client_of(req)
+            .map_or(Ok(()), |client| self.volume.take(client, bytes))
+    }
+
+    /// The request's client address, if the connection told it.
+    fn client_of<B>(&self, req: &Request<B>) -> Option<IpAddr> {
+        req.extensions()
+            .get::<PeerAddr>()
+            .map(|PeerAddr(peer)| client_ip(*peer, req.headers(), self.trust_proxy))
     }
 
     /// Answers `POST /upload`; `owner` is the identity key of an
@@ -174,12 +217,8 @@ impl Uploads {
         req: Request<Incoming>,
         owner: Option<String>,
     ) -> Result<StoredInfo, UploadError> {
-        if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>() {
-            let client = client_ip(*peer, req.headers(), self.trust_proxy);
-            self.limiter
-                .check(client)
-                .map_err(UploadError::RateLimited)?;
-        }
+        self.check_rate(&req).map_err(UploadError::RateLimited)?;
+        let client = self.client_of(&req);
         let boundary = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -196,6 +235,15 @@ impl Uploads {
             return Err(UploadError::TooLarge(Some(len)));
         }
 
+        // The address's bytes for the hour: what the body may bring is
+        // charged now (so concurrent uploads cannot overshoot together),
+        // what it did not bring is given back at the end.
+        let charged = declared.unwrap_or(cap);
+        if let Some(client) = client {
+            self.volume
+                .take(client, charged)
+                .map_err(UploadError::OverVolume)?;
+        }
         let mut body = BodyReader::new(req.into_body(), cap, self.idle_timeout, self.timeout);
         let consumed = Arc::clone(&body.consumed);
         let fields = {
@@ -215,6 +263,10 @@ impl Uploads {
         };
         if !matches!(result, Err(UploadError::Timeout | UploadError::Cut)) {
             body.drain().await;
+        }
+        if let Some(client) = client {
+            let sent = consumed.load(Ordering::Relaxed);
+            self.volume.give_back(client, charged.saturating_sub(sent));
         }
         result
     }
@@ -280,6 +332,9 @@ impl Uploads {
         let limit = human_bytes(self.max_bytes);
         let (status, code, message) = match e {
             UploadError::RateLimited(wait) => return super::rate_limited("uploads", *wait),
+            UploadError::OverVolume(wait) => {
+                return super::rate_limited("bytes uploaded this hour", *wait);
+            }
             UploadError::NotMultipart => (
                 StatusCode::BAD_REQUEST,
                 "bad_upload",
@@ -335,6 +390,7 @@ impl Uploads {
                 "the server has no room for more uploads right now; nothing was kept, try again later"
                     .to_owned(),
             ),
+            UploadError::Unavailable => return storage_unavailable(),
             UploadError::Storage(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage_failed",
@@ -363,12 +419,25 @@ async fn write_checked(
 fn storage_error(e: io::Error) -> UploadError {
     match e.kind() {
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => UploadError::Full,
+        io::ErrorKind::NotConnected => UploadError::Unavailable,
         _ => UploadError::Storage(e),
     }
 }
 
+/// `503 storage_unavailable`: the object storage did not answer.
+pub(crate) fn storage_unavailable() -> Response<Body> {
+    let mut res = super::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+        "the file storage is unreachable right now; nothing was kept, try again in a minute",
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("30"));
+    res
+}
+
 /// `10 MiB`, `195.3 KiB`, `12 B`.
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = n as f64;
     let mut unit = 0;

@@ -155,6 +155,9 @@ pub trait Backbone: Send + Sync + 'static {
     fn typing(&self, room: &RoomName, user: &UserName);
     /// Who is online in the room.
     fn presence(&self, room: &RoomName) -> Answer<Online>;
+    /// A message's whole reactions as `{emoji: [users]}` JSON, or `None` if
+    /// the backbone holds no such message.
+    fn reactions(&self, room: &RoomName, message_id: &str) -> Answer<Option<String>>;
     /// The newest `limit` messages below `before` (all: `None`) that the
     /// backbone still holds, oldest first, each as its JSON object, and
     /// whether it holds older ones.

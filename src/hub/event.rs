@@ -130,6 +130,73 @@ impl Serialize for Reactions {
     }
 }
 
+/// Reactions whose `{emoji: [users]}` JSON takes at most this many bytes are
+/// sent whole in events; larger ones are sent as a sample (see
+/// [`ReactionsSample`]). Most messages' reactions are far below it, so for
+/// them nothing changes on the wire.
+pub const FULL_REACTIONS_BYTES: usize = 1024;
+
+/// Names per emoji a sample keeps.
+pub const REACTION_SAMPLE: usize = 3;
+
+impl Reactions {
+    /// Whether these reactions are small enough to be sent whole.
+    pub fn fit_whole(&self) -> bool {
+        self.0.is_empty() || super::frame::json_len(self) <= FULL_REACTIONS_BYTES
+    }
+}
+
+/// How a message's reactions appear in `message`-shaped events: whole while
+/// they [fit](Reactions::fit_whole), else each emoji with its first
+/// [`REACTION_SAMPLE`] names, so one popular message costs a bounded number
+/// of bytes wherever it is sent (welcome, history pages, edits). The
+/// `reactions` request fetches the whole list.
+pub(crate) struct ReactionsSample<'a> {
+    reactions: &'a Reactions,
+    whole: bool,
+}
+
+impl<'a> ReactionsSample<'a> {
+    pub(crate) fn of(reactions: &'a Reactions) -> Self {
+        Self {
+            reactions,
+            whole: reactions.fit_whole(),
+        }
+    }
+
+    /// `{emoji: count}` when the names are a sample; `None` when whole.
+    pub(crate) fn counts(&self) -> Option<ReactionCounts<'a>> {
+        (!self.whole).then_some(ReactionCounts(self.reactions))
+    }
+}
+
+impl Serialize for ReactionsSample<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.whole {
+            return self.reactions.serialize(s);
+        }
+        let mut map = s.serialize_map(Some(self.reactions.0.len()))?;
+        for r in &self.reactions.0 {
+            let shown = r.users.len().min(REACTION_SAMPLE);
+            map.serialize_entry(&r.emoji, &r.users[..shown])?;
+        }
+        map.end()
+    }
+}
+
+/// `{emoji: number of people}`, sent beside a sample.
+pub(crate) struct ReactionCounts<'a>(&'a Reactions);
+
+impl Serialize for ReactionCounts<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.0.len()))?;
+        for r in &self.0.0 {
+            map.serialize_entry(&r.emoji, &r.users.len())?;
+        }
+        map.end()
+    }
+}
+
 /// A chat message as kept in a room's history.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
@@ -166,7 +233,10 @@ pub(crate) struct MessageView<'a> {
     pub user: &'a UserName,
     pub content: &'a str,
     pub timestamp: &'a str,
-    pub reactions: &'a Reactions,
+    pub reactions: ReactionsSample<'a>,
+    /// Present when `reactions` is a sample: how many people each emoji has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reaction_counts: Option<ReactionCounts<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attachment: Option<&'a Attachment>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,6 +247,7 @@ pub(crate) struct MessageView<'a> {
 
 impl<'a> MessageView<'a> {
     pub(crate) fn of(kind: &'static str, m: &'a StoredMessage, client_id: Option<&'a str>) -> Self {
+        let reactions = ReactionsSample::of(&m.reactions);
         Self {
             kind,
             message_id: &m.id,
@@ -184,7 +255,8 @@ impl<'a> MessageView<'a> {
             user: &m.user,
             content: &m.content,
             timestamp: &m.timestamp,
-            reactions: &m.reactions,
+            reaction_counts: reactions.counts(),
+            reactions,
             attachment: m.attachment.as_ref(),
             edited_at: m.edited_at.as_deref(),
             client_id,
@@ -227,7 +299,19 @@ pub(crate) enum Event<'a> {
         emoji: &'a Emoji,
         user: &'a UserName,
         action: &'static str,
+        /// People on this emoji now.
+        count: usize,
+        /// Their names: all of them while the message's reactions fit
+        /// whole, else the first few.
         users: &'a [UserName],
+        /// All of the message's reactions, only while they fit whole: a
+        /// change costs what it changes, not what the message holds.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reactions: Option<&'a Reactions>,
+    },
+    /// The whole reactions of one message, to the connection that asked.
+    Reactions {
+        message_id: &'a str,
         reactions: &'a Reactions,
     },
     MessageDeleted {
@@ -241,6 +325,33 @@ pub(crate) enum Event<'a> {
         online: Vec<&'a UserName>,
         online_count: usize,
     },
+}
+
+impl<'a> Event<'a> {
+    /// The `reaction_update` for `user`'s change of `emoji`, given the
+    /// message's reactions after it.
+    pub(crate) fn reaction_update(
+        message_id: &'a str,
+        emoji: &'a Emoji,
+        (user, added): (&'a UserName, bool),
+        reactions: &'a Reactions,
+    ) -> Self {
+        let users = reactions.users(emoji);
+        let whole = reactions.fit_whole();
+        Event::ReactionUpdate {
+            message_id,
+            emoji,
+            user,
+            action: if added { "add" } else { "remove" },
+            count: users.len(),
+            users: if whole {
+                users
+            } else {
+                &users[..users.len().min(REACTION_SAMPLE)]
+            },
+            reactions: whole.then_some(reactions),
+        }
+    }
 }
 
 /// Why a request was refused: the `code` of an `error` event.

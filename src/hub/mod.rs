@@ -34,7 +34,8 @@ pub use backbone::{
     Answer, Backbone, Inbound, LocalPresence, NewMessage, Online, Posted, RemoteWelcome,
 };
 pub use event::{
-    Attachment, AttachmentPreview, ErrorCode, Limits, Reaction, Reactions, Refusal, StoredMessage,
+    Attachment, AttachmentPreview, ErrorCode, FULL_REACTIONS_BYTES, Limits, REACTION_SAMPLE,
+    Reaction, Reactions, Refusal, StoredMessage,
 };
 pub use frame::Frame;
 pub use identity::{Identity, NAME_HOLD_GRACE, NameTaken};
@@ -79,14 +80,11 @@ pub struct HubConfig {
     pub welcome_history_bytes: usize,
     /// Distinct emoji allowed per message.
     pub max_reactions_per_message: usize,
-    /// Users one emoji on one message may list. Every `reaction_update`
-    /// carries all of a message's reactions, so this bounds its size
-    /// (about 20 × 500 names at most) however many names come and react.
+    /// Users one emoji on one message may list.
     pub max_users_per_reaction: usize,
-    /// Most bytes a message's reactions may take as JSON. Every
-    /// `reaction_update` carries them all, so this bounds what one toggle
-    /// sends to every member (without it, 20 emoji × 500 long names made
-    /// one update over 1 MiB).
+    /// Most bytes a message's reactions may take as JSON: what a message
+    /// holds in memory and what a `reactions` answer carries. Events cost
+    /// less: past [`FULL_REACTIONS_BYTES`] they carry a sample and counts.
     pub max_reaction_bytes: usize,
     /// Rooms with more online names than this get counts only in join/leave.
     pub online_list_cap: usize,
@@ -1288,6 +1286,29 @@ impl Member {
                 }
             }
         }
+    }
+
+    /// Sends this connection a message's whole reactions (events carry a
+    /// sample once they grow large).
+    pub async fn reactions(&self, message_id: &str) -> Result<(), Refusal> {
+        match &self.common.link {
+            Link::Local => {
+                let frame = self.room.lock().reactions(message_id)?;
+                self.send(frame);
+            }
+            Link::Remote(backbone) => {
+                let whole = backbone
+                    .reactions(&self.room.name, message_id)
+                    .await?
+                    .ok_or_else(|| room::refused_not_found(message_id))?;
+                // `whole` is JSON from the backbone: spliced, not re-encoded.
+                self.send(frame::text(&format!(
+                    r#"{{"type":"reactions","message_id":{},"reactions":{whole}}}"#,
+                    serde_json::Value::from(message_id)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Sends this connection the room's `presence`.

@@ -159,7 +159,7 @@ pub(crate) struct Waiting {
     pub claim: Option<String>,
 }
 
-fn refused_not_found(message_id: &str) -> Refusal {
+pub(super) fn refused_not_found(message_id: &str) -> Refusal {
     Refusal::new(
         ErrorCode::UnknownMessage,
         format!("no message {message_id:?} in this room's recent history"),
@@ -732,14 +732,12 @@ impl RoomState {
             };
             slot.send(change, None);
         }
-        let frame = frame::json(&Event::ReactionUpdate {
-            message_id: &message.id,
-            emoji: &emoji,
-            user,
-            action: if add { "add" } else { "remove" },
-            users: message.reactions.users(&emoji),
-            reactions: &message.reactions,
-        });
+        let frame = frame::json(&Event::reaction_update(
+            &message.id,
+            &emoji,
+            (user, add),
+            &message.reactions,
+        ));
         self.broadcast(&frame, None, common);
         Ok(())
     }
@@ -893,6 +891,15 @@ impl RoomState {
         }
         self.typing.insert(user.clone(), now);
         true
+    }
+
+    /// The `reactions` answer: one message's reactions, whole.
+    pub fn reactions(&self, message_id: &str) -> Result<Frame, Refusal> {
+        let message = &self.history[self.position(message_id)?];
+        Ok(frame::json(&Event::Reactions {
+            message_id: &message.id,
+            reactions: &message.reactions,
+        }))
     }
 
     /// The `presence` answer for one member.

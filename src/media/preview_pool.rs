@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 
+#[cfg(feature = "previews")]
+use super::LocalStore;
 use super::{MediaStore, PreviewInfo, StoredInfo};
 use crate::metrics::Metrics;
 
@@ -143,15 +145,19 @@ impl PreviewPool {
     }
 
     /// After `info` was committed to `store`: queues the making of its
-    /// preview if it is an image and previews are on (reading at most
-    /// `max_bytes` of it). Returns whether a job was queued.
+    /// preview if it is an image, previews are on and the store is the
+    /// uploads directory (a bucket gets none yet), reading at most
+    /// `max_bytes` of it. Returns whether a job was queued.
     pub fn request(&self, store: &MediaStore, info: &StoredInfo, max_bytes: u64) -> bool {
         #[cfg(feature = "previews")]
         {
+            let MediaStore::Local(local) = store else {
+                return false;
+            };
             if !super::preview::is_previewable(info.name.kind()) {
                 return false;
             }
-            let (store, name) = (store.clone(), info.name.clone());
+            let (store, name) = (local.clone(), info.name.clone());
             self.submit(info.name.as_str(), move || {
                 make_and_store(&store, &name, max_bytes)
             })
@@ -166,7 +172,7 @@ impl PreviewPool {
 
 /// Reads upload `name`, makes its preview, stores it beside it.
 #[cfg(feature = "previews")]
-fn make_and_store(store: &MediaStore, name: &super::StoredName, max_bytes: u64) -> Outcome {
+fn make_and_store(store: &LocalStore, name: &super::StoredName, max_bytes: u64) -> Outcome {
     let bytes = match store.read_blocking(name, max_bytes) {
         Ok(bytes) => bytes,
         Err(e) => {

@@ -431,6 +431,21 @@ impl Backbone for RedisBackbone {
         })
     }
 
+    fn reactions(&self, room: &RoomName, message_id: &str) -> Answer<Option<String>> {
+        let queued = self.link.call(
+            Script::Reactions,
+            &[room.as_str().as_bytes(), message_id.as_bytes()],
+        );
+        Box::pin(async move {
+            let v = Link::reply(queued.map_err(unavailable)?)
+                .await
+                .map_err(unavailable)?;
+            Ok(v.as_bytes()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(str::to_owned))
+        })
+    }
+
     fn page(
         &self,
         room: &RoomName,

@@ -29,13 +29,33 @@ local function enc_reactions(r)
   for i, e in ipairs(r) do parts[i] = cjson.encode(e[1]) .. ':' .. enc_list(e[2]) end
   return '{' .. table.concat(parts, ',') .. '}'
 end
+-- The first SAMPLE names of a list.
+local function sample(users)
+  local s = {}
+  for j = 1, math.min(SAMPLE, #users) do s[j] = users[j] end
+  return s
+end
+-- Reactions as message events show them: whole while they take at most
+-- FULL_REACTIONS bytes, else a sample of names per emoji and the counts.
+local function enc_shown(r)
+  local whole = enc_reactions(r)
+  if #whole <= FULL_REACTIONS then return whole, nil end
+  local parts, counts = {}, {}
+  for i, e in ipairs(r) do
+    parts[i] = cjson.encode(e[1]) .. ':' .. enc_list(sample(e[2]))
+    counts[i] = cjson.encode(e[1]) .. ':' .. #e[2]
+  end
+  return '{' .. table.concat(parts, ',') .. '}', '{' .. table.concat(counts, ',') .. '}'
+end
 -- A stored message (reactions as an ordered [[emoji, [users]]] list) in its wire form.
 local function msg_json(m, kind, cid)
   local t = {type = kind, message_id = m.id, seq = m.seq, user = m.user, content = m.content,
              timestamp = m.timestamp, attachment = m.attachment, edited_at = m.edited_at}
   if cid and cid ~= '' then t.client_id = cid end
   local s = cjson.encode(t)
-  return string.sub(s, 1, -2) .. ',"reactions":' .. enc_reactions(m.r or {}) .. '}'
+  local shown, counts = enc_shown(m.r or {})
+  if counts then shown = shown .. ',"reaction_counts":' .. counts end
+  return string.sub(s, 1, -2) .. ',"reactions":' .. shown .. '}'
 end
 -- The stored message `id` of `room` if identity `who` wrote it (or
 -- `any`, for a moderator); else nil and the refusal code (-1: no such
@@ -171,11 +191,14 @@ pub enum Script {
     Page,
     /// `P, room, user` → the identity holding the name, or nil.
     Hold,
+    /// `P, room, id` → the message's whole reactions as `{emoji: [users]}`
+    /// JSON, or -1 unknown.
+    Reactions,
 }
 
 impl Script {
     /// Every script, in a fixed order (their index is their slot for SHAs).
-    pub const ALL: [Script; 14] = [
+    pub const ALL: [Script; 15] = [
         Self::Post,
         Self::Join,
         Self::Presence,
@@ -190,6 +213,7 @@ impl Script {
         Self::Bye,
         Self::Page,
         Self::Hold,
+        Self::Reactions,
     ];
 
     /// Position in [`Script::ALL`].
@@ -214,10 +238,18 @@ impl Script {
             Self::Bye => BYE,
             Self::Page => PAGE,
             Self::Hold => HOLD,
+            Self::Reactions => REACTIONS,
         };
         let hold_ms = crate::hub::NAME_HOLD_GRACE.as_millis();
         let retry_ms = crate::hub::POST_RETRY_WINDOW.as_millis();
-        format!("local HOLD_MS = {hold_ms}\nlocal RETRY_MS = {retry_ms}\n{PRELUDE}\n{body}")
+        let (full, sample) = (
+            crate::hub::FULL_REACTIONS_BYTES,
+            crate::hub::REACTION_SAMPLE,
+        );
+        format!(
+            "local HOLD_MS = {hold_ms}\nlocal RETRY_MS = {retry_ms}\n\
+             local FULL_REACTIONS = {full}\nlocal SAMPLE = {sample}\n{PRELUDE}\n{body}"
+        )
     }
 }
 
@@ -350,10 +382,14 @@ end
 redis.call('HSET', msgs, id, cjson.encode(m))
 local users = {}
 for _, e in ipairs(r) do if e[1] == emoji then users = e[2] end end
+-- What changed, and the whole reactions only while they are small.
+local whole = enc_reactions(r)
+local fits = #whole <= FULL_REACTIONS
 publish(room, '{"type":"reaction_update","message_id":' .. cjson.encode(id) ..
   ',"emoji":' .. cjson.encode(emoji) .. ',"user":' .. cjson.encode(user) ..
-  ',"action":"' .. (add and 'add' or 'remove') .. '","users":' .. enc_list(users) ..
-  ',"reactions":' .. enc_reactions(r) .. '}')
+  ',"action":"' .. (add and 'add' or 'remove') .. '","count":' .. #users ..
+  ',"users":' .. enc_list(fits and users or sample(users)) ..
+  (fits and (',"reactions":' .. whole) or '') .. '}')
 return {1, enc_list(r)}
 "#;
 
@@ -387,6 +423,12 @@ if not redis.call('SET', k('typing', room) .. '\n' .. user, 1, 'NX', 'PX', math.
 end
 redis.call('PUBLISH', k('room', room), '0\t' .. user .. '\n{"type":"typing","user":' .. cjson.encode(user) .. '}')
 return 1
+"#;
+
+const REACTIONS: &str = r#"
+local raw = redis.call('HGET', k('msgs', ARGV[2]), ARGV[3])
+if not raw then return -1 end
+return enc_reactions(cjson.decode(raw).r or {})
 "#;
 
 const ONLINE: &str = r#"

@@ -2,6 +2,7 @@
 //! (`upgrade`), one connection's read loop, writer and limits ([`session`]),
 //! and the request types ([`protocol`]). Sessions talk to the hub only.
 
+mod frame_bounded;
 pub mod protocol;
 pub mod rate;
 pub mod session;

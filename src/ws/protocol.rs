@@ -45,6 +45,12 @@ pub enum Request {
         /// The message.
         message_id: String,
     },
+    /// Fetch one message's whole reactions (events carry a sample once
+    /// they are large).
+    Reactions {
+        /// The message.
+        message_id: String,
+    },
     /// Tell the others one is typing.
     Typing,
     /// Ask who is online.
@@ -171,6 +177,9 @@ fn parse_kind(kind: &str, obj: &Map<String, Value>, max_chars: usize) -> Result<
             }
         }
         "delete" => Request::Delete {
+            message_id: message_id(obj)?,
+        },
+        "reactions" => Request::Reactions {
             message_id: message_id(obj)?,
         },
         "auth" => {

@@ -31,6 +31,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
 
+use super::frame_bounded::FrameBounded;
 use super::protocol::{self, Request};
 use super::rate::IdentityRates;
 use crate::hub::{
@@ -217,6 +218,12 @@ impl<S> PollWhenWoken<S> {
     }
 }
 
+impl<S> PollWhenWoken<S> {
+    fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
 impl<S: Stream + Unpin> Stream for PollWhenWoken<S> {
     type Item = S::Item;
 
@@ -388,14 +395,11 @@ pub async fn run<R, W>(
         .write_buffer_size(0)
         .max_message_size(Some(config.max_frame_bytes))
         .max_frame_size(Some(config.max_frame_bytes));
+    // tungstenite reads never past a frame's end (see `FrameBounded`), so
+    // after a whole message its buffer is empty and may be replaced.
+    let reader = ReadOnly(FrameBounded::new(reader, pre_read));
     let mut ws = PollWhenWoken::new(
-        WebSocketStream::from_partially_read(
-            ReadOnly(reader),
-            pre_read,
-            Role::Server,
-            Some(ws_config),
-        )
-        .await,
+        WebSocketStream::from_raw_socket(reader, Role::Server, Some(ws_config)).await,
     );
     let outbox = Arc::clone(member.outbox());
     let backlog = &config.backlog;
@@ -493,6 +497,15 @@ pub async fn run<R, W>(
                     continue;
                 }
                 strikes = 0;
+                // tungstenite keeps a buffer as large as the largest frame
+                // it has read: after a large message (nothing of the next
+                // one is in it yet) it is swapped for a new, small one.
+                if large_message(&msg) {
+                    let reader = ws.into_inner().into_inner();
+                    ws = PollWhenWoken::new(
+                        WebSocketStream::from_raw_socket(reader, Role::Server, Some(ws_config)).await,
+                    );
+                }
                 match msg {
                     Message::Text(text) => {
                         // With the Redis backbone a request can wait for its
@@ -533,6 +546,18 @@ pub async fn run<R, W>(
         .await;
     }
     drop(member); // leaves the room: `leave` goes to the rest
+}
+
+/// Text or binary messages above this many bytes leave tungstenite's read
+/// buffer larger than its usual 1 KiB.
+const LARGE_MESSAGE: usize = 4096;
+
+fn large_message(msg: &Message) -> bool {
+    match msg {
+        Message::Text(t) => t.len() > LARGE_MESSAGE,
+        Message::Binary(b) => b.len() > LARGE_MESSAGE,
+        _ => false,
+    }
 }
 
 /// Whether a peer may send close code `code` (RFC 6455 §7.4.1 and the IANA
@@ -621,8 +646,16 @@ async fn handle_text(
                                 "this upload was not sent within its time and is being deleted; \
                                  upload it again"
                             }
+                            AttachError::Unavailable => {
+                                "the file storage is unreachable right now; send the message \
+                                 again in a minute"
+                            }
                         };
-                        let r = Refusal::new(ErrorCode::BadAttachment, message);
+                        let code = match why {
+                            AttachError::Unavailable => ErrorCode::Unavailable,
+                            _ => ErrorCode::BadAttachment,
+                        };
+                        let r = Refusal::new(code, message);
                         member.send(r.frame(Some("message")));
                         return;
                     }
@@ -655,6 +688,7 @@ async fn handle_text(
             content,
         } => ("edit", member.edit(&message_id, content).await),
         Request::Delete { message_id } => ("delete", member.delete(&message_id).await),
+        Request::Reactions { message_id } => ("reactions", member.reactions(&message_id).await),
         Request::Typing => {
             member.typing();
             ("typing", Ok(()))

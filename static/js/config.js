@@ -9,6 +9,8 @@ const DEFAULTS = {
   messages_per_second: 10,
   history: 50,
   auth: 'open', // 'token': joining needs an invite link
+  media: 'local', // 's3': files go straight to storage through presign_path
+  presign_path: '/api/uploads',
 };
 
 function read() {

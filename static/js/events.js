@@ -8,8 +8,9 @@ import { state } from './state.js';
 import { rememberRoom } from './store.js';
 import { keepClaim } from './identity.js';
 import {
-  addMessage, archiveAll, confirmPendingFromHistory, deleteMessage, updateMessage, updateReactions,
+  addMessage, archiveAll, confirmPendingFromHistory, deleteMessage, updateMessage,
 } from './messages.js';
+import { applyReactionUpdate, applyWholeReactions } from './reactions.js';
 import { connectionBack as composerBack, markFailed, updateSendState } from './composer.js';
 import { connectionBack as presenceBack, onPresenceChange, setOnline } from './presence.js';
 import { showTyping } from './typing.js';
@@ -25,7 +26,8 @@ export function handleEvent(ev) {
     case 'message': addMessage(ev, { live: true }); break;
     case 'message_updated': updateMessage(ev); break;
     case 'message_deleted': deleteMessage(ev); break;
-    case 'reaction_update': updateReactions(ev.message_id, ev.reactions); break;
+    case 'reaction_update': applyReactionUpdate(ev); break;
+    case 'reactions': applyWholeReactions(ev); break;
     case 'join':
     case 'leave': onPresenceChange(ev); break;
     case 'presence': setOnline(ev.online, ev.online_count); break;

@@ -10,6 +10,7 @@ import { state } from './state.js';
 import { arrived as scrollArrived, followingBottom, isNearBottom, scrollToBottom } from './scroll.js';
 import { arrived as attentionArrived } from './attention.js';
 import { clearTyping } from './typing.js';
+import { renderReactions } from './reactions.js';
 
 export const isOwn = (m) => m.user === state.user;
 
@@ -84,7 +85,7 @@ export function fillMessage(li, m) {
   }
   li.classList.toggle('msg--edited', Boolean(m.edited_at));
   renderAttachment(li.querySelector('.msg-attachment'), m.attachment);
-  renderReactions(li, m.reactions || {});
+  renderReactions(li, m);
   return info;
 }
 
@@ -138,26 +139,6 @@ function renderAttachment(box, att) {
   } else {
     box.append(caption);
   }
-}
-
-function renderReactions(li, reactions) {
-  const box = li.querySelector('.msg-reactions');
-  const buttons = [];
-  for (const [emoji, users] of Object.entries(reactions)) {
-    if (!Array.isArray(users) || users.length === 0) continue;
-    const mine = users.includes(state.user);
-    const who = users.join(', ');
-    buttons.push(h('button', {
-      cls: 'reaction', testid: 'reaction',
-      attrs: {
-        type: 'button', 'data-action': 'toggle-reaction', 'data-emoji': emoji,
-        'aria-pressed': String(mine), 'data-users': who, title: who,
-        'aria-label': `${emoji} ${users.length}: ${who}. ${mine ? 'Remove your reaction' : `React with ${emoji}`}`,
-      },
-    }, [h('span', { cls: 'reaction-emoji', text: emoji }), h('span', { cls: 'reaction-count', testid: 'reaction-count', text: String(users.length) })]));
-  }
-  box.replaceChildren(...buttons);
-  box.hidden = buttons.length === 0;
 }
 
 /** Puts `el` before the first pending message, so pending ones stay last. */
@@ -242,6 +223,8 @@ export function updateMessage(m) {
   const entry = state.messages.get(m.message_id);
   if (!entry) return;
   entry.data = { ...entry.data, ...m };
+  // Whole reactions come without counts: drop the ones a sample had.
+  if (!m.reaction_counts) delete entry.data.reaction_counts;
   fillMessage(entry.el, entry.data);
   if (state.editing === m.message_id) entry.el.querySelector('.msg-text').hidden = true;
 }
@@ -257,13 +240,6 @@ export function deleteMessage(ev) {
   li.replaceChildren(h('span', { cls: 'msg-tombstone', text: `${entry.data.user} deleted a message`, testid: 'message-deleted' }));
   delete li.dataset.id;
   if (li.nextElementSibling) regroup(li.nextElementSibling);
-}
-
-export function updateReactions(id, reactions) {
-  const entry = state.messages.get(id);
-  if (!entry || !reactions) return;
-  entry.data.reactions = reactions;
-  renderReactions(entry.el, reactions);
 }
 
 /** Messages the server no longer knows (it restarted): readable, but no actions. */

@@ -1,7 +1,9 @@
 // Attachments waiting to be sent: chosen with the button, dropped on the
-// chat or pasted. Each file uploads on its own (POST /upload, with progress),
-// shows a preview, and is sent as its own message; a file that cannot be
-// sent is explained in one sentence that names it.
+// chat or pasted. Each file uploads on its own (POST /upload, with progress;
+// or, when the server keeps media in S3, asked for at POST /api/uploads, PUT
+// straight to storage with progress, then completed), shows a preview, and
+// is sent as its own message; a file that cannot be sent is explained in one
+// sentence that names it.
 
 import { config, MAX_FILES } from './config.js';
 import { els, h } from './dom.js';
@@ -10,7 +12,7 @@ import { composerError, updateSendState } from './composer.js';
 import { state } from './state.js';
 import { tokenFor } from './token.js';
 
-/** { file, xhr, result, el, preview } in the order added; at most MAX_FILES. */
+/** { file, abort, result, el, preview } in the order added; at most MAX_FILES. */
 const items = [];
 
 export const uploadsBusy = () => items.some((it) => !it.result);
@@ -44,8 +46,7 @@ function tooLarge(name, size) {
 }
 
 function start(file) {
-  const xhr = new XMLHttpRequest();
-  const it = { file, xhr, result: null, el: null, preview: '' };
+  const it = { file, abort: () => {}, result: null, el: null, preview: '' };
   const label = h('span', { cls: 'upload-name', attrs: { dir: 'auto' } });
   const progress = h('progress', { testid: 'upload-progress', attrs: { max: '100', value: '0', 'aria-label': `Uploading ${file.name || 'file'}` } });
   const remove = h('button', {
@@ -63,49 +64,116 @@ function start(file) {
   items.push(it);
   els.uploadBox.append(it.el);
   els.uploadBox.hidden = false;
-
   remove.addEventListener('click', () => { drop(it); els.input.focus(); });
-  xhr.upload.addEventListener('progress', (e) => {
+
+  const done = (body) => {
+    if (!items.includes(it)) return;
+    it.result = body;
+    progress.remove();
+    it.el.classList.add('done');
+    label.textContent = `${body.name || file.name} (${formatBytes(body.size ?? file.size)}) ready to send`;
+    updateSendState();
+    els.input.focus();
+  };
+  const onProgress = (e) => {
     if (e.lengthComputable) progress.value = Math.round((e.loaded / e.total) * 100);
-  });
+  };
+  if (config.media === 's3') presigned(it, onProgress, done);
+  else direct(it, onProgress, done);
+}
+
+/** Token mode: uploads carry the invitation too (a header, unlike the WebSocket). */
+function authHeaders() {
+  const token = tokenFor(state.user);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+const unreachable = (file) => `${quoted(file.name || 'pasted file')} was not uploaded: the server could not be reached.`;
+
+/** POST /upload with the file in a form: the server stores it. */
+function direct(it, onProgress, done) {
+  const { file } = it;
+  const xhr = new XMLHttpRequest();
+  it.abort = () => xhr.abort();
+  xhr.upload.addEventListener('progress', onProgress);
   xhr.addEventListener('load', () => {
     if (!items.includes(it)) return;
-    let body = null;
-    try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
-    if (xhr.status === 200 && body && typeof body.url === 'string') {
-      it.result = body;
-      progress.remove();
-      it.el.classList.add('done');
-      label.textContent = `${body.name || file.name} (${formatBytes(body.size ?? file.size)}) ready to send`;
-      updateSendState();
-      els.input.focus();
-      return;
-    }
-    fail(it, refusal(file, xhr));
+    const body = parse(xhr.responseText);
+    if (xhr.status === 200 && body && typeof body.url === 'string') return done(body);
+    fail(it, refusal(file, xhr.status, (h) => xhr.getResponseHeader(h), body));
   });
-  xhr.addEventListener('error', () => fail(it, `${quoted(file.name || 'pasted file')} was not uploaded: the server could not be reached.`));
+  xhr.addEventListener('error', () => fail(it, unreachable(file)));
   const form = new FormData();
   form.append('file', file, file.name || 'pasted');
   xhr.open('POST', config.upload_path);
-  // Token mode: uploads carry the invitation too (a header, unlike the WebSocket).
-  const token = tokenFor(state.user);
-  if (token) xhr.setRequestHeader('Authorization', `Bearer ${token}`);
+  for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
   xhr.send(form);
 }
 
+/** Presigned: ask the server for a URL, PUT the bytes straight to storage
+ *  (with progress), then ask the server to check and keep them. */
+async function presigned(it, onProgress, done) {
+  const { file } = it;
+  const controller = new AbortController();
+  it.abort = () => controller.abort();
+  const post = async (url, body) => {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { ...authHeaders(), ...(body ? { 'Content-Type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+      signal: controller.signal,
+    });
+    return { res, body: parse(await res.text()) };
+  };
+  const refused = ({ res, body }) => refusal(file, res.status, (h) => res.headers.get(h), body);
+  try {
+    const asked = await post(config.presign_path, { name: file.name || 'pasted', size: file.size, content_type: file.type });
+    if (!items.includes(it)) return;
+    if (asked.res.status !== 200 || !asked.body?.put_url) return fail(it, refused(asked));
+    const put = await new Promise((resolve) => {
+      const xhr = new XMLHttpRequest();
+      it.abort = () => { xhr.abort(); controller.abort(); };
+      xhr.upload.addEventListener('progress', onProgress);
+      xhr.addEventListener('load', () => resolve(xhr.status));
+      xhr.addEventListener('error', () => resolve(0));
+      xhr.open('PUT', asked.body.put_url);
+      for (const [k, v] of Object.entries(asked.body.headers || {})) xhr.setRequestHeader(k, v);
+      xhr.send(file);
+    });
+    if (!items.includes(it)) return;
+    if (put === 0) return fail(it, `${quoted(file.name || 'pasted file')} was not uploaded: the file storage could not be reached.`);
+    if (put < 200 || put > 299) return fail(it, `${quoted(file.name || 'pasted file')} was not uploaded: the file storage refused it (${put}); try again.`);
+    const completed = await post(asked.body.complete_url);
+    if (!items.includes(it)) return;
+    if (completed.res.status === 200 && typeof completed.body?.url === 'string') return done(completed.body);
+    fail(it, refused(completed));
+  } catch (e) {
+    if (e?.name !== 'AbortError') fail(it, unreachable(file));
+  }
+}
+
+function parse(text) {
+  try { return JSON.parse(text); } catch { return null; }
+}
+
 /** One sentence naming the file, from the status (the server's own words are for developers). */
-function refusal(file, xhr) {
+function refusal(file, status, header, body) {
   const name = quoted(file.name || 'pasted file');
-  switch (xhr.status) {
+  switch (status) {
     case 413: return `${name} is too large; the limit is ${formatBytes(config.max_upload_bytes)}.`;
     case 415: return `${name} can’t be shared here: only images, video, audio, PDF and plain text files are allowed.`;
     case 429: {
-      const secs = Number(xhr.getResponseHeader('Retry-After'));
-      return `${name} was not uploaded because there were too many uploads; try again in ${secs > 0 ? `${secs} s` : 'a minute'}.`;
+      if (body?.error === 'too_many_pending') return `${name} was not uploaded: too many of your uploads are still unfinished; wait for them, then try again.`;
+      const secs = Number(header('Retry-After'));
+      // Too many uploads a minute, or too many bytes an hour (a longer wait).
+      const wait = !(secs > 0) ? 'a minute' : secs < 120 ? `${secs} s` : `${Math.ceil(secs / 60)} minutes`;
+      return `${name} was not uploaded: you have uploaded too much for now; try again in ${wait}.`;
     }
     case 408: return `${name} took too long to upload; try again on a steadier connection.`;
+    case 422: return `${name} can’t be shared: its content is not what its type says (only images, video, audio, PDF and plain text files are allowed).`;
+    case 503: return `${name} was not uploaded: the file storage is unavailable right now; try again in a minute.`;
     case 401: return `${name} was not uploaded: this server needs a valid invitation (yours is missing or expired); ask for a new invite link.`;
-    default: return `${name} was not uploaded (the server answered ${xhr.status}).`;
+    default: return `${name} was not uploaded (the server answered ${status}).`;
   }
 }
 
@@ -120,7 +188,7 @@ function drop(it) {
   const i = items.indexOf(it);
   if (i < 0) return;
   items.splice(i, 1);
-  if (!it.result) it.xhr.abort();
+  if (!it.result) it.abort();
   if (it.preview) URL.revokeObjectURL(it.preview);
   it.el.remove();
   els.uploadBox.hidden = items.length === 0;

@@ -17,6 +17,7 @@ mod client;
 mod http;
 mod raw_ws;
 pub mod redis;
+pub mod s3;
 
 pub use binary::*;
 pub use client::*;

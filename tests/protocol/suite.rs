@@ -861,3 +861,80 @@ async fn a_messages_reactions_have_a_size_cap_so_one_toggle_cannot_flood_a_room(
     assert!((20..40).contains(&n), "refused at the {n}th reactor");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_reaction_update_costs_what_it_changes_once_reactions_grow() {
+    let server = start(config().rate(0u32)).await;
+    let long = |who: &str| format!("{who}-with-a-rather-long-name-01");
+    let (mut ann, _) = server.join("popular", &long("ann")).await;
+    ann.expect("join").await;
+    let (mut bob, _) = server.join("popular", &long("bob")).await;
+    bob.expect("join").await;
+    ann.expect("join").await;
+    let id = ann.post("react to me").await["message_id"].clone();
+    bob.expect("message").await;
+    let emoji: Vec<String> = (0..20u32)
+        .map(|i| char::from_u32(0x1F600 + i).unwrap().to_string())
+        .collect();
+    // 40 reactions of 30-character names: about 1.5 KB of names in all.
+    let mut last = Value::Null;
+    for first in [true, false] {
+        for e in &emoji {
+            let c = if first { &mut ann } else { &mut bob };
+            c.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": e}))
+                .await;
+            last = both(&mut ann, &mut bob, "reaction_update").await;
+        }
+    }
+    // The last update names its change and costs what it changes: no
+    // `reactions`, the emoji's count and its names.
+    assert_eq!(last["user"], long("bob"));
+    assert_eq!(last["action"], "add");
+    assert_eq!(last["count"], 2);
+    assert_eq!(last["users"], json!([long("ann"), long("bob")]));
+    assert!(last.get("reactions").is_none(), "{last}");
+    assert!(serde_json::to_vec(&last).unwrap().len() < 400, "{last}");
+
+    // Three more people on one emoji: its update shows a sample of names.
+    for who in ["carl", "dave", "erin"] {
+        let (mut c, _) = server.join("popular", who).await;
+        c.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": emoji[0]}))
+            .await;
+        last = c.skip_to("reaction_update").await;
+    }
+    assert_eq!(last["count"], 5);
+    assert_eq!(last["users"], json!([long("ann"), long("bob"), "carl"]));
+
+    // A newcomer's history shows a sample per emoji and the counts.
+    let (mut fay, w) = server.join("popular", "fay").await;
+    let m = &w["history"][0];
+    let shown = m["reactions"].as_object().unwrap();
+    assert_eq!(shown.len(), 20);
+    assert!(shown.values().all(|u| u.as_array().unwrap().len() <= 3));
+    assert_eq!(m["reaction_counts"][&emoji[0]], 5);
+    assert_eq!(m["reaction_counts"][&emoji[1]], 2);
+
+    // The whole list is one request away, for the one who asks.
+    fay.send_json(json!({"type": "reactions", "message_id": id}))
+        .await;
+    let whole = fay.skip_to("reactions").await;
+    assert_eq!(whole["message_id"], id);
+    assert_eq!(
+        whole["reactions"][&emoji[0]],
+        json!([long("ann"), long("bob"), "carl", "dave", "erin"])
+    );
+    assert_eq!(whole["reactions"].as_object().unwrap().len(), 20);
+    fay.send_json(json!({"type": "reactions", "message_id": "no-such-message"}))
+        .await;
+    let e = fay.skip_to("error").await;
+    assert_eq!((&e["code"], &e["ref"]), (&json!("unknown_message"), &json!("reactions")));
+
+    // Small reactions stay whole on the wire, as the original protocol had them.
+    let small = fay.post("small").await["message_id"].clone();
+    fay.send_json(json!({"type": "add_reaction", "message_id": small, "emoji": "👍"}))
+        .await;
+    let u = fay.skip_to("reaction_update").await;
+    assert_eq!(u["reactions"], json!({"👍": ["fay"]}));
+    assert_eq!(u["count"], 1);
+    server.shutdown().await.unwrap();
+}

@@ -12,9 +12,8 @@
 use std::io::{self, Read as _};
 use std::sync::atomic::Ordering;
 
-use super::names::PreviewName;
-use super::sniff::Kind;
-use super::{MediaStore, Sidecar, StoredName, random_hex};
+use super::{LocalStore, Sidecar, random_hex};
+use crate::media::{Kind, PreviewName, StoredName};
 
 /// A preview as its upload's sidecar records it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -56,7 +55,7 @@ impl PreviewInfo {
     }
 }
 
-impl MediaStore {
+impl LocalStore {
     /// The path of a stored preview.
     pub fn preview_path(&self, name: &PreviewName) -> std::path::PathBuf {
         self.dir.join(name.as_str())
@@ -175,7 +174,7 @@ mod tests {
     async fn a_preview_is_recorded_kept_by_attach_and_swept_with_its_upload() {
         let dir = scratch_dir();
         let ttl = Duration::from_secs(3600);
-        let store = MediaStore::with_limits(&dir, None, ttl);
+        let store = LocalStore::with_limits(&dir, None, ttl);
         let mut upload = store.begin().await.unwrap();
         upload.write(b"\x89PNG\r\n\x1a\n-pixels-").await.unwrap();
         let info = upload
@@ -195,7 +194,7 @@ mod tests {
         let again = store.resolve(&info.url()).await.unwrap();
         assert!(again.attached);
         assert_eq!(again.preview, Some(preview));
-        let counted = MediaStore::with_limits(&dir, None, ttl).used_bytes();
+        let counted = LocalStore::with_limits(&dir, None, ttl).used_bytes();
         assert_eq!(store.used_bytes(), counted, "the preview is counted");
 
         // Unattached and old: the sweep takes the preview along.

@@ -1,0 +1,449 @@
+//! Presigned uploads (S3 store): `POST /api/uploads` hands a client a
+//! short-lived URL to PUT one file straight into the bucket, bound to a
+//! server-made key, the declared kind and the exact declared size; `POST
+//! /api/uploads/{id}/complete` then checks what arrived (its size, and its
+//! kind judged from its first bytes, all of them for text) before the
+//! upload counts: the answer is the one `POST /upload` gives, so a message
+//! attaches it the same way. What fails the checks is deleted.
+//!
+//! Uploads handed out and not yet completed are held here, bounded per
+//! client (its token's user, else its address) and in all; an entry lives
+//! as long as its URL plus the upload timeout, then is forgotten. Their
+//! objects carry the store's unattached marker from the start, so the sweep
+//! deletes any never completed, even across restarts. The entries are this
+//! instance's: `complete` must reach the instance that presigned.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::client_addr::client_ip;
+use super::upload::{UploadAnswer, Uploads, human_bytes, storage_unavailable};
+use super::{Body, PeerAddr};
+use crate::config::Config;
+use crate::media::s3::{self, CompleteError};
+use crate::media::{DisplayName, Kind, StoredName};
+use crate::metrics::Metrics;
+
+/// Largest `POST /api/uploads` body.
+const MAX_REQUEST_BYTES: usize = 4096;
+/// How long that body may take to arrive.
+const READ_TIME: Duration = Duration::from_secs(10);
+
+/// What `POST /api/uploads` asks for, as sent.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AskRaw {
+    name: Option<String>,
+    size: u64,
+    content_type: String,
+}
+
+/// One upload handed out, waiting for `complete`.
+#[derive(Debug)]
+struct Pending {
+    size: u64,
+    display_name: DisplayName,
+    owner: Option<String>,
+    client: String,
+    forget_at: Instant,
+}
+
+/// Which bound a new presigned upload would pass.
+enum Full {
+    /// The client's own (it has this many waiting).
+    Yours(usize),
+    /// Everyone's together.
+    All,
+}
+
+/// The presigned uploads this instance handed out.
+#[derive(Debug)]
+pub struct Presigned {
+    pending: Mutex<HashMap<String, Pending>>,
+    per_client: usize,
+    total: usize,
+    lifetime: Duration,
+    trust_proxy: bool,
+    metrics: Arc<Metrics>,
+}
+
+/// The kind a client's declared type names (a few aliases browsers use).
+fn kind_of(content_type: &str) -> Option<Kind> {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let alias = match essence.as_str() {
+        "image/jpg" => Some(Kind::Jpeg),
+        "audio/mp3" => Some(Kind::Mp3),
+        "audio/x-wav" | "audio/wave" | "audio/vnd.wave" => Some(Kind::Wav),
+        "application/ogg" => Some(Kind::Ogg),
+        _ => None,
+    };
+    alias.or_else(|| Kind::ALL.into_iter().find(|k| k.content_type() == essence))
+}
+
+impl Presigned {
+    /// The bounds `config` sets.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+        let (per_client, total) = config.max_pending_uploads;
+        Self {
+            pending: Mutex::new(HashMap::new()),
+            per_client: per_client.max(1),
+            total: total.max(1),
+            lifetime: config.presign_ttl + config.upload_timeout,
+            trust_proxy: config.trust_proxy,
+            metrics,
+        }
+    }
+
+    fn client_key(&self, req: &Request<Incoming>, owner: Option<&str>) -> String {
+        match (owner, req.extensions().get::<PeerAddr>()) {
+            (Some(owner), _) => owner.to_owned(),
+            (None, Some(PeerAddr(peer))) => {
+                let ip: IpAddr = client_ip(*peer, req.headers(), self.trust_proxy);
+                format!("ip:{}", super::client_addr::key_of(ip))
+            }
+            (None, None) => "ip:unknown".to_owned(),
+        }
+    }
+
+    /// Answers `POST /api/uploads`; `owner` is the token's identity key.
+    pub async fn begin(
+        &self,
+        uploads: &Uploads,
+        req: Request<Incoming>,
+        owner: Option<String>,
+    ) -> Response<Body> {
+        let Some(bucket) = uploads.store().bucket() else {
+            return not_here();
+        };
+        if let Err(wait) = uploads.check_rate(&req) {
+            return super::rate_limited("uploads", wait);
+        }
+        let client = self.client_key(&req, owner.as_deref());
+        let (head, body) = req.into_parts();
+        let req_head = Request::from_parts(head, ());
+        let read = Limited::new(body, MAX_REQUEST_BYTES).collect();
+        let body = match tokio::time::timeout(READ_TIME, read).await {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(_)) => {
+                return bad("send at most 4 KiB of JSON: {\"name\", \"size\", \"content_type\"}");
+            }
+            Err(_) => {
+                return super::error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    "the request body did not arrive within 10 s; send it again",
+                );
+            }
+        };
+        let ask: AskRaw = match serde_json::from_slice(&body) {
+            Ok(ask) => ask,
+            Err(e) => {
+                return bad(&format!(
+                    "send JSON {{\"name\": text, \"size\": bytes, \"content_type\": type}} ({e})"
+                ));
+            }
+        };
+        if ask.size == 0 {
+            return bad("the file is empty");
+        }
+        if ask.size > uploads.max_bytes() {
+            return super::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the file is {}; the limit is {}",
+                    human_bytes(ask.size),
+                    human_bytes(uploads.max_bytes())
+                ),
+            );
+        }
+        let Some(kind) = kind_of(&ask.content_type) else {
+            return super::error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_type",
+                "this kind of file can't be shared here; allowed: PNG, JPEG, GIF, WebP, MP4, \
+                 WebM, MP3, Ogg, WAV, PDF and plain UTF-8 text",
+            );
+        };
+        // The declared size counts against the client's bytes for the hour
+        // (the bucket will take exactly that many).
+        if let Err(wait) = uploads.charge_bytes(&req_head, ask.size) {
+            return super::rate_limited("bytes uploaded this hour", wait);
+        }
+        let display_name = DisplayName::sanitize(ask.name.as_deref());
+
+        // A place is held before the bucket is asked, so concurrent asks
+        // cannot pass the bounds together.
+        let placeholder = format!("reserving-{}", random_tag());
+        if let Err(full) = self.reserve(&placeholder, &client, ask.size, &display_name, &owner) {
+            return self.full(full);
+        }
+        let put = bucket.presign_put(kind, ask.size).await;
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = pending.remove(&placeholder);
+        let (put, entry) = match (put, entry) {
+            (Ok(put), Some(entry)) => (put, entry),
+            (Err(e), _) => {
+                drop(pending);
+                tracing::warn!("cannot presign an upload: {e}");
+                return match s3::is_unavailable(&e) {
+                    true => storage_unavailable(),
+                    false => storage_failed(),
+                };
+            }
+            (Ok(_), None) => return storage_failed(),
+        };
+        let id = put.name.as_str().to_owned();
+        pending.insert(id.clone(), entry);
+        drop(pending);
+        let expires_at = put
+            .expires_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let headers: serde_json::Map<String, serde_json::Value> = put
+            .headers
+            .iter()
+            .filter(|(n, _)| *n == "content-type")
+            .map(|(_, v)| {
+                (
+                    "Content-Type".to_owned(),
+                    serde_json::Value::from(v.as_str()),
+                )
+            })
+            .collect();
+        super::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "upload_id": id,
+                "put_url": put.url,
+                "method": "PUT",
+                "headers": headers,
+                "size": ask.size,
+                "expires_at": expires_at,
+                "complete_url": format!("/api/uploads/{id}/complete"),
+            }),
+        )
+    }
+
+    /// Holds a place for an upload of `client`, within the bounds.
+    fn reserve(
+        &self,
+        id: &str,
+        client: &str,
+        size: u64,
+        display_name: &DisplayName,
+        owner: &Option<String>,
+    ) -> Result<(), Full> {
+        let now = Instant::now();
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.retain(|_, p| p.forget_at > now);
+        let mine = pending.values().filter(|p| p.client == client).count();
+        if mine >= self.per_client {
+            return Err(Full::Yours(mine));
+        }
+        if pending.len() >= self.total {
+            return Err(Full::All);
+        }
+        pending.insert(
+            id.to_owned(),
+            Pending {
+                size,
+                display_name: display_name.clone(),
+                owner: owner.clone(),
+                client: client.to_owned(),
+                forget_at: now + self.lifetime,
+            },
+        );
+        Ok(())
+    }
+
+    /// The answer when no place is left.
+    fn full(&self, full: Full) -> Response<Body> {
+        match full {
+            Full::Yours(mine) => super::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_pending",
+                format!(
+                    "you have {mine} uploads waiting to be completed; complete them, or wait \
+                     for them to expire (within {} s)",
+                    self.lifetime.as_secs()
+                ),
+            ),
+            Full::All => {
+                let mut res = super::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the server has too many uploads in progress; try again in a minute",
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, http::HeaderValue::from_static("60"));
+                res
+            }
+        }
+    }
+
+    /// Answers `POST /api/uploads/{id}/complete`.
+    pub async fn complete(
+        &self,
+        uploads: &Uploads,
+        raw_id: &str,
+        owner: Option<String>,
+    ) -> Response<Body> {
+        let Some(bucket) = uploads.store().bucket() else {
+            return not_here();
+        };
+        let unknown = || {
+            super::error(
+                StatusCode::NOT_FOUND,
+                "unknown_upload",
+                "no upload is waiting with this id: it was completed already or has expired; \
+                 start again with POST /api/uploads",
+            )
+        };
+        let Some(name) = StoredName::parse(raw_id) else {
+            return unknown();
+        };
+        let taken = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            match pending.get(name.as_str()) {
+                Some(p) if p.forget_at <= Instant::now() => {
+                    pending.remove(name.as_str());
+                    None
+                }
+                Some(p) if p.owner.is_some() && p.owner != owner => {
+                    return super::error(
+                        StatusCode::FORBIDDEN,
+                        "not_yours",
+                        "this upload was started by someone else",
+                    );
+                }
+                // Taken out: a second `complete` at once finds nothing.
+                Some(_) => pending.remove(name.as_str()),
+                None => None,
+            }
+        };
+        let Some(entry) = taken else {
+            return unknown();
+        };
+        let result = bucket
+            .complete(
+                name.clone(),
+                entry.size,
+                entry.display_name.clone(),
+                entry.owner.clone(),
+            )
+            .await;
+        let put_back = |entry: Pending| {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.as_str().to_owned(), entry);
+        };
+        match result {
+            Ok(info) => {
+                self.metrics.uploads.inc();
+                self.metrics.upload_bytes.add(info.size);
+                super::json(StatusCode::OK, &UploadAnswer::of(&info))
+            }
+            Err(CompleteError::NotUploaded) => {
+                put_back(entry);
+                super::error(
+                    StatusCode::CONFLICT,
+                    "not_uploaded",
+                    "nothing has been stored at put_url yet: PUT the file there first, then \
+                     complete",
+                )
+            }
+            Err(CompleteError::SizeMismatch { declared, found }) => {
+                self.metrics.uploads_refused.inc();
+                super::error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "size_mismatch",
+                    format!(
+                        "{found} bytes arrived but {declared} were declared; the upload was \
+                         deleted, start again"
+                    ),
+                )
+            }
+            Err(CompleteError::BadType(judged)) => {
+                self.metrics.uploads_refused.inc();
+                let declared = name.kind().content_type();
+                let message = match judged {
+                    Some(kind) => format!(
+                        "the file is {} but was declared {declared}; the upload was deleted, \
+                         start again with its real type",
+                        kind.content_type()
+                    ),
+                    None => format!(
+                        "the file is not {declared}, nor any kind that can be shared here \
+                         (PNG, JPEG, GIF, WebP, MP4, WebM, MP3, Ogg, WAV, PDF, plain UTF-8 \
+                         text); the upload was deleted"
+                    ),
+                };
+                super::error(StatusCode::UNPROCESSABLE_ENTITY, "bad_type", message)
+            }
+            Err(CompleteError::Storage(e)) => {
+                tracing::warn!("cannot complete an upload: {e}");
+                put_back(entry);
+                match s3::is_unavailable(&e) {
+                    true => storage_unavailable(),
+                    false => storage_failed(),
+                }
+            }
+        }
+    }
+}
+
+/// 16 random hex digits (a placeholder's name; never a stored name).
+fn random_tag() -> String {
+    let mut id = [0u8; 8];
+    let _ = getrandom::fill(&mut id);
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn bad(message: &str) -> Response<Body> {
+    super::error(StatusCode::BAD_REQUEST, "bad_upload", message)
+}
+
+fn storage_failed() -> Response<Body> {
+    super::error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage_failed",
+        "the file storage refused the request; nothing was kept, try again later",
+    )
+}
+
+/// `404` on a server that keeps uploads itself.
+fn not_here() -> Response<Body> {
+    super::error(
+        StatusCode::NOT_FOUND,
+        "no_presigned_uploads",
+        "this server keeps uploads itself: send the file to POST /upload",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_types_name_kinds() {
+        assert_eq!(kind_of("image/png"), Some(Kind::Png));
+        assert_eq!(kind_of("Text/Plain; charset=utf-8"), Some(Kind::Text));
+        assert_eq!(kind_of("image/jpg"), Some(Kind::Jpeg));
+        assert_eq!(kind_of("text/html"), None);
+        assert_eq!(kind_of("image/svg+xml"), None);
+        assert_eq!(kind_of(""), None);
+    }
+}

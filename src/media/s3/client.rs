@@ -1,0 +1,562 @@
+//! The S3 wire: path-style requests (`http://endpoint/bucket/key`) over
+//! plain HTTP/1.1, one connection per request, each signed with SigV4 and
+//! bounded in time; answers' bodies are read within a size bound. It knows
+//! buckets, keys and status codes, nothing of uploads.
+//!
+//! Every answer (even an error status) proves the service is there; a
+//! connection that fails, times out or a `5xx` marks it unreachable until
+//! the next answer, which is what `/health` reports.
+
+use std::io;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::sigv4::{self, Credentials, Scope, Timestamp};
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest error or listing body read back.
+pub const MAX_XML_BYTES: usize = 1 << 20;
+
+/// A request body.
+pub type ReqBody = UnsyncBoxBody<Bytes, io::Error>;
+
+/// An empty request body.
+pub fn no_body() -> ReqBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A request body holding `bytes`.
+pub fn bytes_body(bytes: impl Into<Bytes>) -> ReqBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// One request to the bucket: built with [`Call::new`] and the setters,
+/// sent with [`S3Client::send`] or [`S3Client::expect_ok`].
+pub struct Call<'a> {
+    method: Method,
+    key: Option<&'a str>,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    body: ReqBody,
+    payload_hash: String,
+    timeout: Duration,
+}
+
+impl<'a> Call<'a> {
+    /// `method` on `key` (`None`: the bucket), without a body, answered
+    /// within `timeout`.
+    pub fn new(method: Method, key: Option<&'a str>, timeout: Duration) -> Self {
+        Self {
+            method,
+            key,
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: no_body(),
+            payload_hash: sigv4::sha256_hex(b""),
+            timeout,
+        }
+    }
+
+    /// Adds query pairs (not encoded).
+    #[must_use]
+    pub fn queries(mut self, pairs: Vec<(String, String)>) -> Self {
+        self.query.extend(pairs);
+        self
+    }
+
+    /// Adds signed headers (lowercase names).
+    #[must_use]
+    pub fn headers(mut self, headers: Vec<(String, String)>) -> Self {
+        self.headers.extend(headers);
+        self
+    }
+
+    /// Sends `body`, whose SHA-256 is `payload_hash` (lowercase hex).
+    #[must_use]
+    pub fn body(mut self, body: ReqBody, payload_hash: String) -> Self {
+        self.body = body;
+        self.payload_hash = payload_hash;
+        self
+    }
+}
+
+/// Where the service is and which bucket to use, from
+/// `s3://BUCKET?endpoint=http://host:port&region=R`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Target {
+    /// The bucket.
+    pub bucket: String,
+    /// `http://host[:port]` as given.
+    pub endpoint: String,
+    /// The host to connect to.
+    pub host: String,
+    /// The port to connect to.
+    pub port: u16,
+    /// The `Host` header (and signed host): `host[:port]`.
+    pub authority: String,
+    /// The signing region.
+    pub region: String,
+    /// The keys; `None` until the binary reads them from the environment.
+    pub credentials: Option<Credentials>,
+}
+
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Self) -> bool {
+        self.access_key() == other.access_key()
+    }
+}
+impl Eq for Credentials {}
+
+impl S3Target {
+    /// Parses `s3://BUCKET?endpoint=http://host[:port]&region=R` (region
+    /// defaults to `us-east-1`). Only `http` endpoints: this build has no
+    /// TLS client.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or("expected s3://BUCKET?endpoint=http://host:port&region=R")?;
+        let (bucket, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.'));
+        if !bucket_ok {
+            return Err(format!(
+                "{bucket:?} is not a bucket name (3 to 63 of a-z, 0-9, '-', '.')"
+            ));
+        }
+        let (mut endpoint, mut region) = (None, "us-east-1".to_owned());
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_encoding::percent_decode_str(v)
+                .decode_utf8()
+                .map_err(|_| format!("{k}: not UTF-8"))?
+                .into_owned();
+            match k {
+                "endpoint" => endpoint = Some(v),
+                "region"
+                    if !v.is_empty()
+                        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+                {
+                    region = v;
+                }
+                "region" => return Err(format!("region {v:?} is not a region name")),
+                other => return Err(format!("unknown parameter {other:?} (endpoint, region)")),
+            }
+        }
+        let endpoint = endpoint.ok_or("name the service: ?endpoint=http://host:port")?;
+        if endpoint.starts_with("https://") {
+            return Err(
+                "https endpoints need a TLS client this build does not have; reach the \
+                 service over http (a private network or a local TLS-terminating proxy)"
+                    .into(),
+            );
+        }
+        let authority = endpoint
+            .strip_prefix("http://")
+            .ok_or("the endpoint must be http://host[:port]")?
+            .trim_end_matches('/')
+            .to_owned();
+        let uri: http::uri::Authority = authority
+            .parse()
+            .map_err(|_| format!("{endpoint:?} is not http://host[:port]"))?;
+        let plain = authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'));
+        if !plain || uri.host().is_empty() {
+            return Err(format!(
+                "{endpoint:?} is not http://host[:port] (no path, no user)"
+            ));
+        }
+        Ok(Self {
+            bucket: bucket.to_owned(),
+            host: uri
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: uri.port_u16().unwrap_or(80),
+            endpoint: format!("http://{authority}"),
+            authority,
+            region,
+            credentials: None,
+        })
+    }
+
+    /// The same target signing with `credentials`.
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+}
+
+/// Why a request to S3 failed.
+#[derive(Debug)]
+pub enum S3Error {
+    /// No answer: the service is down or unreachable.
+    Unreachable(String),
+    /// An answer other than the one expected, with S3's error code.
+    Status(StatusCode, String),
+    /// An answer larger than the caller's bound.
+    TooLarge,
+}
+
+impl S3Error {
+    /// Whether S3 said the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Status(StatusCode::NOT_FOUND, _))
+    }
+}
+
+impl std::fmt::Display for S3Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable(why) => write!(f, "object storage unreachable: {why}"),
+            Self::Status(status, code) => write!(f, "object storage answered {status} {code}"),
+            Self::TooLarge => write!(f, "object storage sent more than expected"),
+        }
+    }
+}
+
+/// One bucket on one service, and whether it answered last time.
+#[derive(Debug)]
+pub struct S3Client {
+    target: S3Target,
+    credentials: Credentials,
+    reachable: AtomicBool,
+    last_failure: Mutex<String>,
+}
+
+impl S3Client {
+    /// A client for `target`, which must carry credentials.
+    pub fn new(target: S3Target) -> Result<Self, String> {
+        let credentials = target
+            .credentials
+            .clone()
+            .ok_or("the S3 media store needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")?;
+        Ok(Self {
+            target,
+            credentials,
+            reachable: AtomicBool::new(true),
+            last_failure: Mutex::new(String::new()),
+        })
+    }
+
+    /// The target.
+    pub fn target(&self) -> &S3Target {
+        &self.target
+    }
+
+    /// `None` while the service answers; otherwise why not.
+    pub fn degraded(&self) -> Option<String> {
+        match self.reachable.load(Ordering::Acquire) {
+            true => None,
+            false => Some(
+                self.last_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ),
+        }
+    }
+
+    /// Records whether the service answered; logs only the changes.
+    fn mark(&self, ok: bool, why: &str) {
+        if !ok {
+            *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                format!("media store: {why}");
+        }
+        let was = self.reachable.swap(ok, Ordering::AcqRel);
+        match (was, ok) {
+            (true, false) => tracing::warn!("the media store's bucket fails: {why}"),
+            (false, true) => tracing::info!("the media store's bucket answers again"),
+            _ => {}
+        }
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        Scope {
+            region: &self.target.region,
+            service: "s3",
+        }
+    }
+
+    /// `/bucket` or `/bucket/key`, encoded.
+    fn path(&self, key: Option<&str>) -> String {
+        match key {
+            None => format!("/{}", self.target.bucket),
+            Some(key) => format!("/{}/{}", self.target.bucket, sigv4::uri_encode(key, true)),
+        }
+    }
+
+    /// A presigned URL for `method` on `key`, valid `ttl` from `now`; every
+    /// header in `headers` (lowercase) must be sent exactly so.
+    pub fn presign(
+        &self,
+        method: &Method,
+        key: &str,
+        headers: &[(&str, String)],
+        now: SystemTime,
+        ttl: Duration,
+    ) -> String {
+        let path = self.path(Some(key));
+        let mut signed = vec![("host".to_owned(), self.target.authority.clone())];
+        signed.extend(headers.iter().map(|(n, v)| ((*n).to_owned(), v.clone())));
+        let req = sigv4::Request {
+            method: method.as_str(),
+            path: &path,
+            query: Vec::new(),
+            headers: signed,
+        };
+        let query = sigv4::presign(
+            &self.credentials,
+            &Timestamp::at(now),
+            self.scope(),
+            req,
+            ttl.as_secs().max(1),
+        );
+        format!("{}{path}?{query}", self.target.endpoint)
+    }
+
+    /// Sends one signed request and returns the answer whatever its
+    /// status; the whole exchange up to the answer's head takes at most
+    /// the call's timeout.
+    pub async fn send(&self, call: Call<'_>) -> Result<Response<Incoming>, S3Error> {
+        let Call {
+            method,
+            key,
+            query,
+            headers: extra,
+            body,
+            payload_hash,
+            timeout,
+        } = call;
+        let path = self.path(key);
+        let time = Timestamp::at(SystemTime::now());
+        let mut headers = vec![
+            ("host".to_owned(), self.target.authority.clone()),
+            ("x-amz-content-sha256".to_owned(), payload_hash.clone()),
+            ("x-amz-date".to_owned(), time.amz_date().to_owned()),
+        ];
+        headers.extend(extra);
+        let signed = sigv4::Request {
+            method: method.as_str(),
+            path: &path,
+            query,
+            headers,
+        };
+        let authorization = sigv4::authorization(
+            &self.credentials,
+            &time,
+            self.scope(),
+            &signed,
+            &payload_hash,
+        );
+        let mut uri = path.clone();
+        if !signed.query.is_empty() {
+            let pairs: Vec<String> = signed
+                .query
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{}={}",
+                        sigv4::uri_encode(k, false),
+                        sigv4::uri_encode(v, false)
+                    )
+                })
+                .collect();
+            uri = format!("{uri}?{}", pairs.join("&"));
+        }
+        let mut builder = Request::builder().method(method.clone()).uri(uri);
+        for (name, value) in &signed.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let request = builder
+            .header(header::AUTHORIZATION, authorization)
+            .body(body)
+            .map_err(|e| S3Error::Unreachable(format!("cannot build the request: {e}")))?;
+
+        let exchange = async {
+            let stream = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                TcpStream::connect((self.target.host.as_str(), self.target.port)),
+            )
+            .await
+            .map_err(|_| "connecting timed out".to_owned())?
+            .map_err(|e| format!("cannot connect to {}: {e}", self.target.authority))?;
+            let _ = stream.set_nodelay(true);
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let answer = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(why)) => {
+                self.mark(false, &why);
+                return Err(S3Error::Unreachable(why));
+            }
+            Err(_) => {
+                self.mark(false, "no answer in time");
+                return Err(S3Error::Unreachable("no answer in time".into()));
+            }
+        };
+        // A 403 to our own signed request means keys or clock are wrong:
+        // nothing will work until an operator fixes it.
+        let failing = answer.status().is_server_error() || answer.status() == StatusCode::FORBIDDEN;
+        self.mark(!failing, &format!("answered {}", answer.status()));
+        Ok(answer)
+    }
+
+    /// Sends and expects a `2xx`; anything else becomes an error carrying
+    /// S3's `<Code>`.
+    pub async fn expect_ok(&self, call: Call<'_>) -> Result<Response<Incoming>, S3Error> {
+        let timeout = call.timeout;
+        let res = self.send(call).await?;
+        if res.status().is_success() {
+            return Ok(res);
+        }
+        let status = res.status();
+        let code = match tokio::time::timeout(timeout, read_limited(res.into_body(), 8 << 10)).await
+        {
+            Ok(Ok(bytes)) => xml_value(&String::from_utf8_lossy(&bytes), "Code")
+                .unwrap_or_default()
+                .to_owned(),
+            _ => String::new(),
+        };
+        Err(S3Error::Status(status, code))
+    }
+}
+
+/// The whole body, if it is at most `max` bytes.
+pub async fn read_limited(body: Incoming, max: usize) -> Result<Bytes, S3Error> {
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(S3Error::TooLarge)
+        }
+        Err(e) => Err(S3Error::Unreachable(format!("the answer was cut: {e}"))),
+    }
+}
+
+/// The text of the first `<tag>…</tag>` in `xml`.
+pub fn xml_value<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    xml_values(xml, tag).next()
+}
+
+/// The texts of every `<tag>…</tag>` in `xml`, in order (flat: S3's
+/// answers never nest a tag in itself).
+pub fn xml_values<'a>(xml: &'a str, tag: &str) -> impl Iterator<Item = &'a str> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut rest = xml;
+    std::iter::from_fn(move || {
+        let start = rest.find(&open)? + open.len();
+        let len = rest[start..].find(&close)?;
+        let value = &rest[start..start + len];
+        rest = &rest[start + len + close.len()..];
+        Some(value)
+    })
+}
+
+/// XML text with its five predefined entities replaced.
+pub fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// Seconds since the epoch of an ISO 8601 UTC time as S3 lists it
+/// (`2026-12-02T16:50:00.000Z`).
+pub fn parse_iso8601(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !s.ends_with('Z') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let days = sigv4::days_from_civil(i64::from(y), mo, d);
+    let secs = days * 86_400 + i64::from(h * 3600 + mi * 60 + se);
+    u64::try_from(secs).ok()
+}
+
+/// A header value as text, if present and visible ASCII.
+pub fn header_str(res: &Response<Incoming>, name: header::HeaderName) -> Option<&str> {
+    res.headers()
+        .get(name)
+        .and_then(|v: &HeaderValue| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_refuse_what_cannot_work() {
+        let t =
+            S3Target::parse("s3://media?endpoint=http://127.0.0.1:9000&region=eu-west-1").unwrap();
+        assert_eq!(t.bucket, "media");
+        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 9000));
+        assert_eq!(t.authority, "127.0.0.1:9000");
+        assert_eq!(t.region, "eu-west-1");
+        let t = S3Target::parse("s3://media?endpoint=http%3A%2F%2Fstore.internal").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.region.as_str()),
+            ("store.internal", 80, "us-east-1")
+        );
+        for bad in [
+            "media",
+            "s3://Media?endpoint=http://h",
+            "s3://media",
+            "s3://media?endpoint=https://h",
+            "s3://media?endpoint=http://h/path",
+            "s3://media?endpoint=http://h;script-src",
+            "s3://media?endpoint=http://h&colour=red",
+            "s3://media?endpoint=http://h&region=a/b",
+        ] {
+            assert!(S3Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn listings_and_dates_read_back() {
+        let xml = "<ListBucketResult><Contents><Key>a&amp;b</Key><LastModified>2015-08-30T12:36:00.000Z</LastModified></Contents>\
+                   <Contents><Key>c</Key></Contents></ListBucketResult>";
+        let keys: Vec<String> = xml_values(xml, "Key").map(xml_unescape).collect();
+        assert_eq!(keys, ["a&b", "c"]);
+        assert_eq!(
+            parse_iso8601("2015-08-30T12:36:00.000Z"),
+            Some(1_440_938_160)
+        );
+        assert_eq!(parse_iso8601("2015-08-30T12:36:00Z"), Some(1_440_938_160));
+        assert_eq!(parse_iso8601("yesterday"), None);
+    }
+}

@@ -1,0 +1,581 @@
+//! Media in an S3-compatible bucket: the same promises as the uploads
+//! directory (random names, kinds judged by the bytes, owners, the sweep of
+//! what nobody attached), kept as objects.
+//!
+//! Each upload is up to three objects, all under names the server makes:
+//! - `<id>.<ext>`: the bytes, stored with the `Content-Type` of their kind;
+//! - `<id>.<ext>.meta`: the sidecar (display name, type, owner, size, when
+//!   stored), written last: an upload without one is not complete, so it can
+//!   be neither attached nor downloaded;
+//! - `unattached/<id>.<ext>`: an empty marker written first and deleted when
+//!   a message attaches the upload. The sweep lists these markers and
+//!   deletes, with their data and sidecar, those older than the time to
+//!   live: that covers uploads nobody attached, presigned uploads never
+//!   completed, and halves left by a crash, across restarts and instances.
+//!
+//! The bucket's own limits bound what it holds: the uploads quota
+//! (`--uploads-max-mb`) counts the local directory only.
+
+pub mod client;
+pub mod sigv4;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{Method, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::io::AsyncReadExt;
+
+pub use client::{S3Client, S3Error, S3Target};
+
+use super::sniff::{self, Kind, TextCheck};
+use super::{AttachError, DisplayName, MAX_SIDECAR_BYTES, StoredInfo, StoredName};
+use client::{Call, bytes_body, read_limited};
+
+/// How long a small request (a sidecar, a marker, a head) may take.
+const SMALL: Duration = Duration::from_secs(15);
+/// Prefix of the markers of uploads no message attached yet.
+const UNATTACHED: &str = "unattached/";
+/// Bytes read from the start of an uploaded object to judge its kind.
+pub const HEAD_BYTES: u64 = 4096;
+/// Markers looked at in one sweep (1000 per listing page).
+const SWEEP_PAGES: usize = 100;
+
+/// The sidecar object's contents.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Sidecar {
+    name: String,
+    content_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+    size: u64,
+    /// Seconds since the epoch.
+    stored_at: u64,
+}
+
+/// Why a presigned upload cannot be completed.
+#[derive(Debug)]
+pub enum CompleteError {
+    /// Nothing was PUT at the URL yet.
+    NotUploaded,
+    /// The object's size is not the declared one (it was deleted).
+    SizeMismatch {
+        /// What was declared.
+        declared: u64,
+        /// What arrived.
+        found: u64,
+    },
+    /// The bytes are not the declared kind, or no allowed kind (deleted).
+    BadType(Option<Kind>),
+    /// The bucket failed us.
+    Storage(S3Error),
+}
+
+impl From<S3Error> for CompleteError {
+    fn from(e: S3Error) -> Self {
+        Self::Storage(e)
+    }
+}
+
+/// A presigned PUT handed to a client.
+#[derive(Debug)]
+pub struct PresignedPut {
+    /// The stored name the object will have.
+    pub name: StoredName,
+    /// Where to PUT the bytes.
+    pub url: String,
+    /// Headers the PUT must carry exactly (they are signed).
+    pub headers: Vec<(&'static str, String)>,
+    /// When the URL stops working.
+    pub expires_at: SystemTime,
+}
+
+/// The bucket as a media store.
+#[derive(Debug)]
+pub struct S3Store {
+    client: S3Client,
+    unattached_ttl: Duration,
+    presign_ttl: Duration,
+    /// How long a file upload to the bucket may take.
+    put_timeout: Duration,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn sidecar_key(name: &StoredName) -> String {
+    format!("{}.meta", name.as_str())
+}
+
+fn marker_key(name: &StoredName) -> String {
+    format!("{UNATTACHED}{}", name.as_str())
+}
+
+impl S3Store {
+    /// A store over `target` (which carries its credentials).
+    pub fn new(
+        target: S3Target,
+        unattached_ttl: Duration,
+        presign_ttl: Duration,
+        put_timeout: Duration,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            client: S3Client::new(target)?,
+            unattached_ttl,
+            presign_ttl,
+            put_timeout,
+        })
+    }
+
+    /// The client (for `/health` and the probe).
+    pub fn client(&self) -> &S3Client {
+        &self.client
+    }
+
+    /// Asks whether the bucket is there (`HEAD /bucket`); `/health` reads
+    /// the outcome.
+    pub async fn probe(&self) -> Result<(), S3Error> {
+        self.client
+            .expect_ok(Call::new(Method::HEAD, None, SMALL))
+            .await
+            .map(drop)
+    }
+
+    async fn put_small(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), S3Error> {
+        let hash = sigv4::sha256_hex(&bytes);
+        let extra = vec![
+            ("content-length".to_owned(), bytes.len().to_string()),
+            ("content-type".to_owned(), content_type.to_owned()),
+        ];
+        self.client
+            .expect_ok(
+                Call::new(Method::PUT, Some(key), SMALL)
+                    .headers(extra)
+                    .body(bytes_body(bytes), hash),
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn delete_key(&self, key: &str) -> Result<(), S3Error> {
+        match self
+            .client
+            .expect_ok(Call::new(Method::DELETE, Some(key), SMALL))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The size of the object `key`, or `None` if there is none.
+    async fn head_size(&self, key: &str) -> Result<Option<u64>, S3Error> {
+        match self
+            .client
+            .expect_ok(Call::new(Method::HEAD, Some(key), SMALL))
+            .await
+        {
+            Ok(res) => {
+                Ok(client::header_str(&res, header::CONTENT_LENGTH).and_then(|v| v.parse().ok()))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes an upload's objects: data first, so a data object that
+    /// exists always has its marker (and is swept) or its sidecar.
+    pub async fn delete(&self, name: &StoredName) -> Result<(), S3Error> {
+        self.delete_key(name.as_str()).await?;
+        self.delete_key(&sidecar_key(name)).await?;
+        self.delete_key(&marker_key(name)).await
+    }
+
+    /// Stores `bytes` under `name` (the store port: a small object the
+    /// server made, such as a thumbnail). Not swept; deleted with
+    /// [`S3Store::delete_object`].
+    pub async fn put(&self, name: &StoredName, bytes: Vec<u8>) -> Result<(), S3Error> {
+        self.put_small(name.as_str(), bytes, name.kind().header_value())
+            .await
+    }
+
+    /// Deletes the object `name` alone (the store port).
+    pub async fn delete_object(&self, name: &StoredName) -> Result<(), S3Error> {
+        self.delete_key(name.as_str()).await
+    }
+
+    /// Bytes `start..start + len` of `name` (fewer at its end): at most
+    /// `len` bytes are read, whatever the service sends.
+    pub async fn get_range(
+        &self,
+        name: &StoredName,
+        start: u64,
+        len: u64,
+    ) -> Result<Bytes, S3Error> {
+        let end = start + len.max(1) - 1;
+        let extra = vec![("range".to_owned(), format!("bytes={start}-{end}"))];
+        let res = self
+            .client
+            .expect_ok(Call::new(Method::GET, Some(name.as_str()), SMALL).headers(extra))
+            .await?;
+        let max = usize::try_from(len).unwrap_or(usize::MAX);
+        tokio::time::timeout(SMALL, read_limited(res.into_body(), max))
+            .await
+            .map_err(|_| S3Error::Unreachable("the answer stalled".into()))?
+    }
+
+    async fn read_sidecar(&self, name: &StoredName) -> Result<Option<Sidecar>, S3Error> {
+        let key = sidecar_key(name);
+        let res = match self
+            .client
+            .expect_ok(Call::new(Method::GET, Some(&key), SMALL))
+            .await
+        {
+            Ok(res) => res,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bytes = tokio::time::timeout(
+            SMALL,
+            read_limited(res.into_body(), MAX_SIDECAR_BYTES as usize),
+        )
+        .await
+        .map_err(|_| S3Error::Unreachable("the answer stalled".into()))??;
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+
+    async fn write_sidecar(
+        &self,
+        name: &StoredName,
+        display_name: &DisplayName,
+        owner: Option<&str>,
+        size: u64,
+    ) -> Result<u64, S3Error> {
+        let stored_at = unix_now();
+        let sidecar = Sidecar {
+            name: display_name.as_str().to_owned(),
+            content_type: name.kind().content_type().to_owned(),
+            owner: owner.map(str::to_owned),
+            size,
+            stored_at,
+        };
+        let json = serde_json::to_vec(&sidecar).unwrap_or_default();
+        self.put_small(&sidecar_key(name), json, "application/json")
+            .await?;
+        Ok(stored_at)
+    }
+
+    /// What is known about a complete upload, `None` if there is none.
+    pub async fn info(&self, name: StoredName) -> Result<Option<StoredInfo>, S3Error> {
+        let Some(sidecar) = self.read_sidecar(&name).await? else {
+            return Ok(None);
+        };
+        Ok(Some(StoredInfo {
+            display_name: DisplayName::sanitize(Some(&sidecar.name)),
+            size: sidecar.size,
+            owner: sidecar.owner,
+            attached: false,
+            stored_at: Some(UNIX_EPOCH + Duration::from_secs(sidecar.stored_at)),
+            preview: None,
+            name,
+        }))
+    }
+
+    /// Stores the file at `path` (`len` bytes, SHA-256 `sha256`) as a new
+    /// upload of `kind`; on failure nothing is left but what the sweep
+    /// removes.
+    pub async fn store_file(
+        &self,
+        path: &Path,
+        len: u64,
+        sha256: String,
+        kind: Kind,
+        display_name: DisplayName,
+        owner: Option<String>,
+    ) -> Result<StoredInfo, S3Error> {
+        let name = StoredName::generate(kind)
+            .map_err(|e| S3Error::Unreachable(format!("no randomness: {e}")))?;
+        self.put_small(&marker_key(&name), Vec::new(), "application/octet-stream")
+            .await?;
+        let stored = async {
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| S3Error::Unreachable(format!("cannot read the staged upload: {e}")))?;
+            let extra = vec![
+                ("content-length".to_owned(), len.to_string()),
+                ("content-type".to_owned(), kind.header_value().to_owned()),
+            ];
+            self.client
+                .expect_ok(
+                    Call::new(Method::PUT, Some(name.as_str()), self.put_timeout)
+                        .headers(extra)
+                        .body(file_body(file, len), sha256),
+                )
+                .await?;
+            self.write_sidecar(&name, &display_name, owner.as_deref(), len)
+                .await
+        }
+        .await;
+        match stored {
+            Ok(stored_at) => Ok(StoredInfo {
+                name,
+                display_name,
+                size: len,
+                owner,
+                attached: false,
+                stored_at: Some(UNIX_EPOCH + Duration::from_secs(stored_at)),
+                preview: None,
+            }),
+            Err(e) => {
+                let _ = self.delete(&name).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A presigned PUT of exactly `size` bytes of `kind`: the marker is
+    /// written first, so an upload never completed is swept.
+    pub async fn presign_put(&self, kind: Kind, size: u64) -> Result<PresignedPut, S3Error> {
+        let name = StoredName::generate(kind)
+            .map_err(|e| S3Error::Unreachable(format!("no randomness: {e}")))?;
+        self.put_small(&marker_key(&name), Vec::new(), "application/octet-stream")
+            .await?;
+        let now = SystemTime::now();
+        let headers = vec![
+            ("content-length", size.to_string()),
+            ("content-type", kind.header_value().to_owned()),
+        ];
+        let url = self
+            .client
+            .presign(&Method::PUT, name.as_str(), &headers, now, self.presign_ttl);
+        Ok(PresignedPut {
+            name,
+            url,
+            headers,
+            expires_at: now + self.presign_ttl,
+        })
+    }
+
+    /// A presigned GET of a complete upload, or `None` if there is none.
+    pub async fn presign_get(&self, name: &StoredName) -> Result<Option<String>, S3Error> {
+        if self.read_sidecar(name).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.client.presign(
+            &Method::GET,
+            name.as_str(),
+            &[],
+            SystemTime::now(),
+            self.presign_ttl,
+        )))
+    }
+
+    /// Checks what a client PUT at a presigned URL: exactly `declared`
+    /// bytes of the kind `name` says, judged from its first bytes (and all
+    /// of it for text). A failing object is deleted. Then writes its
+    /// sidecar: from now on it can be attached and downloaded.
+    pub async fn complete(
+        &self,
+        name: StoredName,
+        declared: u64,
+        display_name: DisplayName,
+        owner: Option<String>,
+    ) -> Result<StoredInfo, CompleteError> {
+        let found = self
+            .head_size(name.as_str())
+            .await?
+            .ok_or(CompleteError::NotUploaded)?;
+        if found != declared {
+            let _ = self.delete(&name).await;
+            return Err(CompleteError::SizeMismatch { declared, found });
+        }
+        let head = self.get_range(&name, 0, HEAD_BYTES.min(declared)).await?;
+        let judged = sniff::sniff(&head);
+        let mut ok = judged == Some(name.kind());
+        if ok && name.kind() == Kind::Text {
+            ok = self.whole_is_text(&name, declared).await?;
+        }
+        if !ok {
+            let _ = self.delete(&name).await;
+            return Err(CompleteError::BadType(judged));
+        }
+        let stored_at = self
+            .write_sidecar(&name, &display_name, owner.as_deref(), declared)
+            .await?;
+        Ok(StoredInfo {
+            name,
+            display_name,
+            size: declared,
+            owner,
+            attached: false,
+            stored_at: Some(UNIX_EPOCH + Duration::from_secs(stored_at)),
+            preview: None,
+        })
+    }
+
+    /// Streams the object through a [`TextCheck`] (at most `len` bytes).
+    async fn whole_is_text(&self, name: &StoredName, len: u64) -> Result<bool, S3Error> {
+        let res = self
+            .client
+            .expect_ok(Call::new(Method::GET, Some(name.as_str()), SMALL))
+            .await?;
+        let mut body = res.into_body();
+        let mut text = TextCheck::default();
+        let mut seen = 0u64;
+        let read = async {
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| S3Error::Unreachable(e.to_string()))?;
+                if let Ok(data) = frame.into_data() {
+                    seen += data.len() as u64;
+                    if seen > len || !text.feed(&data) {
+                        return Ok(false);
+                    }
+                }
+            }
+            Ok(text.finish())
+        };
+        tokio::time::timeout(self.put_timeout, read)
+            .await
+            .map_err(|_| S3Error::Unreachable("the answer stalled".into()))?
+    }
+
+    /// The upload `name` for a message of `who` to attach: complete, `who`'s
+    /// if it has an owner, not past the time to live unattached. Deletes its
+    /// marker (so it is kept from now on).
+    pub async fn attach(&self, name: StoredName, who: &str) -> Result<StoredInfo, AttachError> {
+        let mut info = match self.info(name).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return Err(AttachError::Unknown),
+            Err(e) => {
+                tracing::warn!("cannot attach an upload: {e}");
+                return Err(AttachError::Unavailable);
+            }
+        };
+        if info.owner.as_deref().is_some_and(|owner| owner != who) {
+            return Err(AttachError::NotYours);
+        }
+        let marked = match self.head_size(&marker_key(&info.name)).await {
+            Ok(marked) => marked.is_some(),
+            Err(e) => {
+                tracing::warn!("cannot attach an upload: {e}");
+                return Err(AttachError::Unavailable);
+            }
+        };
+        if !marked {
+            info.attached = true;
+            return Ok(info);
+        }
+        let age = info
+            .stored_at
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        if age > self.unattached_ttl {
+            return Err(AttachError::Expired);
+        }
+        if let Err(e) = self.delete_key(&marker_key(&info.name)).await {
+            // The message still goes out; the upload may be swept later.
+            tracing::warn!("could not mark an upload attached: {e}");
+        } else {
+            info.attached = true;
+        }
+        Ok(info)
+    }
+
+    /// Deletes the uploads whose marker is older than the time to live
+    /// plus a minute; returns how many.
+    pub async fn sweep_unattached(&self) -> Result<usize, S3Error> {
+        self.sweep_unattached_as_of(SystemTime::now()).await
+    }
+
+    /// [`S3Store::sweep_unattached`] as if the time were `now`.
+    pub async fn sweep_unattached_as_of(&self, now: SystemTime) -> Result<usize, S3Error> {
+        let limit = (self.unattached_ttl + Duration::from_secs(60)).as_secs();
+        let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut removed = 0;
+        let mut token: Option<String> = None;
+        for _ in 0..SWEEP_PAGES {
+            let mut query = vec![
+                ("list-type".to_owned(), "2".to_owned()),
+                ("prefix".to_owned(), UNATTACHED.to_owned()),
+            ];
+            if let Some(t) = token.take() {
+                query.push(("continuation-token".to_owned(), t));
+            }
+            let res = self
+                .client
+                .expect_ok(Call::new(Method::GET, None, SMALL).queries(query))
+                .await?;
+            let xml = read_limited(res.into_body(), client::MAX_XML_BYTES).await?;
+            let xml = String::from_utf8_lossy(&xml);
+            for entry in client::xml_values(&xml, "Contents") {
+                let key = client::xml_value(entry, "Key").map(client::xml_unescape);
+                let Some(name) = key
+                    .as_deref()
+                    .and_then(|k| k.strip_prefix(UNATTACHED))
+                    .and_then(StoredName::parse)
+                else {
+                    continue;
+                };
+                let modified =
+                    client::xml_value(entry, "LastModified").and_then(client::parse_iso8601);
+                if modified.is_some_and(|t| now.saturating_sub(t) > limit) {
+                    self.delete(&name).await?;
+                    removed += 1;
+                }
+            }
+            let truncated = client::xml_value(&xml, "IsTruncated") == Some("true");
+            token = client::xml_value(&xml, "NextContinuationToken").map(client::xml_unescape);
+            if !truncated || token.is_none() {
+                break;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// A request body streaming `len` bytes of `file` in 64 KiB chunks.
+fn file_body(file: tokio::fs::File, len: u64) -> client::ReqBody {
+    let chunks = futures_util::stream::unfold((file, len), |(mut file, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let want = usize::try_from(left.min(64 << 10)).unwrap_or(64 << 10);
+        let mut buf = vec![0u8; want];
+        match file.read(&mut buf).await {
+            Ok(0) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the staged upload is shorter than counted",
+                )),
+                (file, 0),
+            )),
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Frame::data(Bytes::from(buf))), (file, left - n as u64)))
+            }
+            Err(e) => Some((Err(e), (file, 0))),
+        }
+    });
+    StreamBody::new(chunks.boxed()).boxed_unsync()
+}
+
+/// Turns an S3 status into what the upload handlers tell clients.
+pub fn is_unavailable(e: &S3Error) -> bool {
+    match e {
+        S3Error::Unreachable(_) => true,
+        S3Error::Status(status, _) => status.is_server_error() || *status == StatusCode::FORBIDDEN,
+        S3Error::TooLarge => false,
+    }
+}

@@ -1,0 +1,251 @@
+//! The read side handed to tungstenite, cut at frame boundaries: each read
+//! ends at the latest where the frame being read ends, and what the socket
+//! gave beyond it waits here, in a small buffer of fixed size.
+//!
+//! Why: tungstenite grows its read buffer to hold the largest frame it has
+//! seen and never shrinks it, so one 60 KB message would cost its connection
+//! 60 KiB for the rest of its life (10 000 connections: over half a GiB).
+//! Because tungstenite never holds more than the frame it is parsing, once a
+//! whole message has come out its buffer is empty, and the session can swap
+//! it for a new, small one ([`super::session`] does after a large message)
+//! without losing a byte of what follows.
+//!
+//! Only the frame header is read here (RFC 6455 §5.2: two bytes, an
+//! extended length of 0, 2 or 8 bytes, a 4-byte mask if the mask bit is
+//! set); everything else, including refusing bad or oversized frames, stays
+//! tungstenite's job. tokio-tungstenite offers no way to shrink its buffer,
+//! hence this small reader of our own.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// Bytes read from the socket ahead of tungstenite; also what a read may
+/// take at once. Any header (at most 14 bytes) fits.
+const BUFFER: usize = 4096;
+
+/// A reader that never hands out bytes past the end of the current frame.
+pub struct FrameBounded<R> {
+    inner: R,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already handed out.
+    pos: usize,
+    /// Bytes of the current frame (header included) not yet handed out; 0
+    /// between frames.
+    frame_left: u64,
+    eof: bool,
+}
+
+/// A frame header's length and its payload's, once `bytes` (from the start
+/// of a frame) hold all of the header; `None` while they do not.
+fn frame_len(bytes: &[u8]) -> Option<(usize, u64)> {
+    // The first byte (FIN, RSV, opcode) is tungstenite's to check.
+    let &b1 = bytes.get(1)?;
+    let masked = b1 & 0x80 != 0;
+    let (ext, short) = match b1 & 0x7f {
+        126 => (2, None),
+        127 => (8, None),
+        n => (0, Some(u64::from(n))),
+    };
+    let header = 2 + ext + if masked { 4 } else { 0 };
+    if bytes.len() < header {
+        return None;
+    }
+    let payload = short.unwrap_or_else(|| {
+        bytes[2..2 + ext]
+            .iter()
+            .fold(0u64, |n, &b| (n << 8) | u64::from(b))
+    });
+    Some((header, payload))
+}
+
+impl<R> FrameBounded<R> {
+    /// Reads from `inner`, starting with `pre_read` (bytes already taken
+    /// from the socket, e.g. with the HTTP upgrade request).
+    pub fn new(inner: R, pre_read: Vec<u8>) -> Self {
+        let mut buf = pre_read;
+        buf.reserve(BUFFER.saturating_sub(buf.len()));
+        Self {
+            inner,
+            buf,
+            pos: 0,
+            frame_left: 0,
+            eof: false,
+        }
+    }
+
+    /// Hands `out` what it may take of what is buffered: `true` if it took
+    /// anything.
+    fn give(&mut self, out: &mut ReadBuf<'_>) -> bool {
+        let buffered = &self.buf[self.pos..];
+        if buffered.is_empty() {
+            return false;
+        }
+        if self.frame_left == 0 {
+            match frame_len(buffered) {
+                Some((header, payload)) => {
+                    self.frame_left = (header as u64).saturating_add(payload);
+                }
+                // At the end of the stream a partial header goes as it is:
+                // tungstenite reports the cut-off frame.
+                None if self.eof => self.frame_left = buffered.len() as u64,
+                None => return false,
+            }
+        }
+        let n = buffered
+            .len()
+            .min(out.remaining())
+            .min(usize::try_from(self.frame_left).unwrap_or(usize::MAX));
+        out.put_slice(&buffered[..n]);
+        self.pos += n;
+        self.frame_left -= n as u64;
+        if self.pos == self.buf.len() {
+            self.pos = 0;
+            self.buf.clear();
+            // A large upgrade read-ahead is not kept once used up.
+            if self.buf.capacity() > BUFFER {
+                self.buf = Vec::with_capacity(BUFFER);
+            }
+        }
+        n > 0
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for FrameBounded<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if out.remaining() == 0 || this.give(out) || this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            // Not enough buffered for a header, or nothing at all: read more
+            // behind what is left (moved to the front first).
+            if this.pos > 0 {
+                this.buf.drain(..this.pos);
+                this.pos = 0;
+            }
+            let start = this.buf.len();
+            this.buf.resize(BUFFER.max(start + 1), 0);
+            let mut space = ReadBuf::new(&mut this.buf[start..]);
+            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut space);
+            let got = space.filled().len();
+            this.buf.truncate(start + got);
+            match polled {
+                Poll::Ready(Ok(())) if got == 0 => this.eof = true,
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A masked client frame with `payload`.
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x81];
+        match payload.len() {
+            n @ 0..=125 => f.push(0x80 | n as u8),
+            n @ 126..=65535 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&[0, 0, 0, 0]); // a zero mask leaves the payload as is
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn header_lengths() {
+        assert_eq!(frame_len(&[0x81]), None);
+        assert_eq!(frame_len(&[0x81, 0x05]), Some((2, 5)));
+        assert_eq!(frame_len(&[0x81, 0x85, 0, 0, 0]), None);
+        assert_eq!(frame_len(&[0x81, 0x85, 0, 0, 0, 0]), Some((6, 5)));
+        assert_eq!(
+            frame_len(&[0x81, 0xfe, 0x01, 0x00, 1, 2, 3, 4]),
+            Some((8, 256))
+        );
+        let mut long = vec![0x82, 0xff];
+        long.extend_from_slice(&(70_000u64).to_be_bytes());
+        long.extend_from_slice(&[0; 4]);
+        assert_eq!(frame_len(&long), Some((14, 70_000)));
+    }
+
+    /// Reads everything with reads of at most `chunk` bytes, noting where
+    /// each read ended.
+    async fn read_all<R: AsyncRead + Unpin>(
+        r: &mut FrameBounded<R>,
+        chunk: usize,
+    ) -> (Vec<u8>, Vec<usize>) {
+        let (mut all, mut ends) = (Vec::new(), Vec::new());
+        let mut buf = vec![0; chunk];
+        loop {
+            let n = r.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return (all, ends);
+            }
+            all.extend_from_slice(&buf[..n]);
+            ends.push(all.len());
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_stop_at_each_frame_end_and_lose_nothing() {
+        let frames = [
+            frame(b"hello"),
+            frame(&[b'x'; 300]),
+            frame(b""),
+            frame(&vec![b'y'; 70_000]),
+            frame(b"bye"),
+        ];
+        let stream: Vec<u8> = frames.concat();
+        let boundaries: Vec<usize> = frames
+            .iter()
+            .scan(0, |at, f| {
+                *at += f.len();
+                Some(*at)
+            })
+            .collect();
+        // Part of the stream came with the upgrade request.
+        let (pre, rest) = stream.split_at(3);
+        let mut r = FrameBounded::new(rest, pre.to_vec());
+        let (all, ends) = read_all(&mut r, 100_000).await;
+        assert_eq!(all, stream);
+        for b in &boundaries {
+            assert!(ends.contains(b), "a read ended at the frame end {b}");
+        }
+        // No read crosses a frame end.
+        let mut start = 0;
+        for &end in &ends {
+            assert!(
+                !boundaries.iter().any(|&b| b > start && b < end),
+                "the read {start}..{end} crosses a frame end"
+            );
+            start = end;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_inside_a_header_hands_out_what_came() {
+        let mut bytes = frame(b"ok");
+        bytes.extend_from_slice(&[0x81, 0xfe, 0x01]); // half a header, then EOF
+        let mut r = FrameBounded::new(&bytes[..], Vec::new());
+        let (all, _) = read_all(&mut r, 7).await;
+        assert_eq!(all, bytes);
+    }
+}

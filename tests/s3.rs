@@ -1,0 +1,630 @@
+//! The S3 media store against a real S3-compatible server that checks
+//! signatures (`s3s-fs`, see `tests/common/s3.rs`): presigned uploads end
+//! to end (ask, PUT straight to the bucket, complete, download through the
+//! redirect, attach over WebSocket); what storage itself refuses (a
+//! tampered URL, an expired one, more bytes than declared); what `complete`
+//! refuses and deletes; `POST /upload` through the server into the bucket;
+//! ownership in token mode; the storage going down; the sweep.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::s3::{S3Fs, request_url};
+use common::{HttpResponse, Server, config, token, token_mode};
+use roomcast::media::s3::S3Store;
+use roomcast::media::{DisplayName, Kind, MediaStoreKind, StoredName};
+use serde_json::{Value, json};
+
+const PNG: &[u8] =
+    b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+
+async fn s3_server(s3: &S3Fs) -> Server {
+    Server::start(config().media_store(s3.media_store())).await
+}
+
+/// `POST /api/uploads` with `ask` as JSON and extra headers.
+async fn ask(server: &Server, ask: Value, headers: &[(&str, &str)]) -> HttpResponse {
+    let url = format!("http://{}/api/uploads", server.addr);
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    request_url("POST", &url, &all, ask.to_string().as_bytes()).await
+}
+
+async fn complete(server: &Server, id: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let url = format!("http://{}/api/uploads/{id}/complete", server.addr);
+    request_url("POST", &url, headers, b"").await
+}
+
+/// PUTs `bytes` at a presigned answer's URL with its headers.
+async fn put(answer: &Value, bytes: &[u8]) -> HttpResponse {
+    let content_type = answer["headers"]["Content-Type"].as_str().unwrap();
+    request_url(
+        "PUT",
+        answer["put_url"].as_str().unwrap(),
+        &[("Content-Type", content_type)],
+        bytes,
+    )
+    .await
+}
+
+/// Asks, PUTs and completes `bytes`; returns the completion's answer.
+async fn presigned_upload(server: &Server, name: &str, ct: &str, bytes: &[u8]) -> HttpResponse {
+    let res = ask(
+        server,
+        json!({"name": name, "size": bytes.len(), "content_type": ct}),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let answer = res.json();
+    let stored = put(&answer, bytes).await;
+    assert_eq!(
+        stored.status,
+        200,
+        "the bucket took the PUT: {}",
+        stored.text()
+    );
+    complete(server, answer["upload_id"].as_str().unwrap(), &[]).await
+}
+
+/// Follows `/uploads/...`'s redirect; returns the bucket's answer.
+async fn download(server: &Server, url: &str) -> HttpResponse {
+    let res = server.get(url).await;
+    assert_eq!(res.status, 302, "{}", res.text());
+    let location = res.header("location").expect("a Location").to_owned();
+    request_url("GET", &location, &[], b"").await
+}
+
+#[tokio::test]
+async fn a_presigned_upload_goes_straight_to_the_bucket_and_a_message_attaches_it() {
+    let s3 = S3Fs::start();
+    let server = s3_server(&s3).await;
+    let page = server.get("/").await;
+    assert!(page.text().contains("&quot;media&quot;:&quot;s3&quot;"));
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains(&format!("connect-src 'self' {}", s3.endpoint)),
+        "{csp}"
+    );
+
+    let res = ask(
+        &server,
+        json!({"name": "../../dot.png", "size": PNG.len(), "content_type": "image/png"}),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let answer = res.json();
+    let id = answer["upload_id"].as_str().unwrap().to_owned();
+    assert!(
+        StoredName::parse(&id).is_some_and(|n| n.kind() == Kind::Png),
+        "{id}"
+    );
+    assert!(
+        answer["put_url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&s3.endpoint)
+    );
+    assert_eq!(answer["headers"]["Content-Type"], "image/png");
+    assert!(answer["expires_at"].as_u64().unwrap() > roomcast::auth::now());
+    // Not yet PUT: complete says so, and the upload stays waiting.
+    let early = complete(&server, &id, &[]).await.assert_json_error(409);
+    assert_eq!(early["error"], "not_uploaded");
+    // Nothing can be attached or downloaded before it is complete.
+    assert_eq!(server.get(&format!("/uploads/{id}")).await.status, 404);
+
+    assert_eq!(put(&answer, PNG).await.status, 200);
+    let done = complete(&server, &id, &[]).await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    let done = done.json();
+    assert_eq!(
+        done,
+        json!({"url": format!("/uploads/{id}"), "name": "dot.png", "size": PNG.len(),
+               "content_type": "image/png"})
+    );
+    // Once only.
+    let again = complete(&server, &id, &[]).await.assert_json_error(404);
+    assert_eq!(again["error"], "unknown_upload");
+
+    let got = download(&server, &format!("/uploads/{id}")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, PNG);
+    assert_eq!(got.header("content-type"), Some("image/png"));
+
+    let (mut ann, _) = server.join("s3room", "ann").await;
+    ann.send_attachment("look", &format!("/uploads/{id}")).await;
+    let posted = ann.skip_to("message").await;
+    assert_eq!(posted["attachment"]["url"], format!("/uploads/{id}"));
+    assert_eq!(posted["attachment"]["name"], "dot.png");
+    // Attached: its unattached marker is gone, the data and sidecar stay.
+    assert!(!s3.object_path(&format!("unattached/{id}")).exists());
+    assert!(s3.object_path(&id).exists());
+    assert!(server.metric("roomcast_uploads_total").await >= 1);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_bucket_refuses_a_tampered_url_and_more_bytes_than_declared() {
+    let s3 = S3Fs::start();
+    let server = s3_server(&s3).await;
+    let res = ask(
+        &server,
+        json!({"name": "a.png", "size": PNG.len(), "content_type": "image/png"}),
+        &[],
+    )
+    .await;
+    let answer = res.json();
+    let url = answer["put_url"].as_str().unwrap();
+    let ct = [("Content-Type", "image/png")];
+
+    // Another key, another signature byte, another expiry, another type.
+    let other_key = url.replacen(&answer["upload_id"].as_str().unwrap()[..4], "0000", 1);
+    let last = url.chars().last().unwrap();
+    let flipped = format!(
+        "{}{}",
+        &url[..url.len() - 1],
+        if last == '0' { '1' } else { '0' }
+    );
+    let longer = url.replace("X-Amz-Expires=300", "X-Amz-Expires=3000");
+    assert_ne!(longer, url);
+    for tampered in [&other_key, &flipped, &longer] {
+        let res = request_url("PUT", tampered, &ct, PNG).await;
+        assert_eq!(res.status, 403, "{tampered}: {}", res.text());
+    }
+    let res = request_url("PUT", url, &[("Content-Type", "text/plain")], PNG).await;
+    assert_eq!(res.status, 403, "a type other than the signed one");
+    // More bytes than declared: the signed Content-Length does not match.
+    let mut bigger = PNG.to_vec();
+    bigger.extend_from_slice(&[0u8; 1000]);
+    let res = request_url("PUT", url, &ct, &bigger).await;
+    assert_eq!(res.status, 403, "{}", res.text());
+    assert!(
+        !s3.object_path(answer["upload_id"].as_str().unwrap())
+            .exists()
+    );
+    let res = complete(&server, answer["upload_id"].as_str().unwrap(), &[]).await;
+    assert_eq!(res.assert_json_error(409)["error"], "not_uploaded");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_presigned_url_is_refused_by_the_bucket() {
+    let s3 = S3Fs::start();
+    let server = Server::start(
+        config()
+            .media_store(s3.media_store())
+            .presign_ttl(Duration::from_secs(1))
+            .upload_timeout(Duration::from_secs(1)),
+    )
+    .await;
+    let res = ask(
+        &server,
+        json!({"name": "a.png", "size": PNG.len(), "content_type": "image/png"}),
+        &[],
+    )
+    .await;
+    let answer = res.json();
+    // Wait until the URL is past its expiry by the wall clock (a bound on
+    // waiting, not a race: the URL cannot become valid again).
+    // `expires_at` is whole seconds, so past `expires_at + 2` more than 3 s
+    // have passed since the ask: the URL (1 s) and the waiting upload
+    // (1 s + the 1 s upload timeout) are both over.
+    let expires = answer["expires_at"].as_u64().unwrap();
+    while roomcast::auth::now() <= expires + 2 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let res = put(&answer, PNG).await;
+    assert_eq!(res.status, 403, "{}", res.text());
+    assert!(res.text().contains("expired"), "{}", res.text());
+    let id = answer["upload_id"].as_str().unwrap();
+    let res = complete(&server, id, &[]).await.assert_json_error(404);
+    assert_eq!(res["error"], "unknown_upload");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn complete_refuses_markup_declared_as_an_image_and_deletes_it() {
+    let s3 = S3Fs::start();
+    let server = s3_server(&s3).await;
+    let html = b"<!doctype html><script>alert(1)</script>";
+    let res = presigned_upload(&server, "cat.png", "image/png", html).await;
+    let body = res.assert_json_error(422);
+    assert_eq!(body["error"], "bad_type");
+    assert!(
+        body["message"].as_str().unwrap().contains("image/png"),
+        "{body}"
+    );
+    // Gone from the bucket.
+    let leftovers: Vec<_> = std::fs::read_dir(s3.object_path(""))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".png"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A real PNG declared as text is refused the same way; text that is
+    // not UTF-8 too (judged over the whole file).
+    let res = presigned_upload(&server, "a.txt", "text/plain", PNG).await;
+    assert_eq!(res.assert_json_error(422)["error"], "bad_type");
+    let mut late = "plain words ".repeat(500).into_bytes();
+    late.push(0xff);
+    let res = presigned_upload(&server, "b.txt", "text/plain", &late).await;
+    assert_eq!(res.assert_json_error(422)["error"], "bad_type");
+    let ok = presigned_upload(&server, "c.txt", "text/plain", "héllo".as_bytes()).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["content_type"], "text/plain");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deleted_object_is_gone_as_a_signed_head_shows() {
+    let s3 = S3Fs::start();
+    let server = s3_server(&s3).await;
+    let html = b"<html>not an image</html>";
+    let res = ask(
+        &server,
+        json!({"name": "x.png", "size": html.len(), "content_type": "image/png"}),
+        &[],
+    )
+    .await;
+    let answer = res.json();
+    let id = answer["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(put(&answer, html).await.status, 200);
+    let head_url = s3.client().presign(
+        &http::Method::HEAD,
+        &id,
+        &[],
+        SystemTime::now(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(request_url("HEAD", &head_url, &[], b"").await.status, 200);
+    complete(&server, &id, &[]).await.assert_json_error(422);
+    assert_eq!(request_url("HEAD", &head_url, &[], b"").await.status, 404);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn asks_are_checked_before_anything_is_signed() {
+    let s3 = S3Fs::start();
+    let server = Server::start(
+        config()
+            .media_store(s3.media_store())
+            .max_upload_bytes(1000u64)
+            .max_pending_uploads((2, 100)),
+    )
+    .await;
+    let too_big = ask(
+        &server,
+        json!({"name": "a.png", "size": 1001, "content_type": "image/png"}),
+        &[],
+    )
+    .await;
+    assert_eq!(too_big.assert_json_error(413)["error"], "too_large");
+    let html = ask(
+        &server,
+        json!({"name": "a.html", "size": 10, "content_type": "text/html"}),
+        &[],
+    )
+    .await;
+    assert_eq!(html.assert_json_error(415)["error"], "unsupported_type");
+    for bad in [
+        json!({"size": 10}),
+        json!({"name": "a", "size": 0, "content_type": "image/png"}),
+        json!({"name": "a", "size": -1, "content_type": "image/png"}),
+        json!("nonsense"),
+    ] {
+        let res = ask(&server, bad.clone(), &[]).await;
+        assert_eq!(res.assert_json_error(400)["error"], "bad_upload", "{bad}");
+    }
+    let fine = json!({"name": "a.png", "size": 10, "content_type": "image/png"});
+    assert_eq!(ask(&server, fine.clone(), &[]).await.status, 200);
+    assert_eq!(ask(&server, fine.clone(), &[]).await.status, 200);
+    let full = ask(&server, fine, &[]).await.assert_json_error(429);
+    assert_eq!(full["error"], "too_many_pending");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_per_address_upload_rate_covers_presigned_asks() {
+    let s3 = S3Fs::start();
+    let server = Server::start(
+        config()
+            .media_store(s3.media_store())
+            .uploads_per_minute(2u32),
+    )
+    .await;
+    let fine = json!({"name": "a.png", "size": 10, "content_type": "image/png"});
+    for _ in 0..2 {
+        assert_eq!(ask(&server, fine.clone(), &[]).await.status, 200);
+    }
+    let res = ask(&server, fine, &[]).await;
+    assert_eq!(res.assert_json_error(429)["error"], "rate_limited");
+    assert!(res.header("retry-after").is_some());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn presigned_asks_count_against_the_hours_upload_bytes() {
+    let s3 = S3Fs::start();
+    let server = Server::start(
+        config()
+            .media_store(s3.media_store())
+            .upload_bytes_per_hour(1000u64),
+    )
+    .await;
+    let sized = |size: u64| json!({"name": "a.png", "size": size, "content_type": "image/png"});
+    assert_eq!(ask(&server, sized(600), &[]).await.status, 200);
+    let res = ask(&server, sized(600), &[]).await;
+    let body = res.assert_json_error(429);
+    assert!(
+        body["message"].as_str().unwrap().contains("bytes uploaded"),
+        "{body}"
+    );
+    assert!(res.header("retry-after").is_some());
+    assert_eq!(
+        ask(&server, sized(400), &[]).await.status,
+        200,
+        "what is left"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn post_upload_streams_into_the_bucket_and_a_message_attaches_it() {
+    let s3 = S3Fs::start();
+    let server = s3_server(&s3).await;
+    const BOUNDARY: &str = "roomcast-s3-boundary";
+    let mut form = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"notes.txt\"\r\n\
+         Content-Type: text/plain\r\n\r\n"
+    )
+    .into_bytes();
+    let text = "first line\nsecond line, ünïcode\n".repeat(2000);
+    form.extend_from_slice(text.as_bytes());
+    form.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let url = format!("http://{}/upload", server.addr);
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    let res = request_url("POST", &url, &[("Content-Type", &ct)], &form).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let answer = res.json();
+    assert_eq!(answer["name"], "notes.txt");
+    assert_eq!(answer["size"], text.len());
+    let stored = answer["url"].as_str().unwrap().to_owned();
+    let id = stored.strip_prefix("/uploads/").unwrap();
+    // In the bucket, not in the uploads directory (which only staged it).
+    assert_eq!(std::fs::read(s3.object_path(id)).unwrap(), text.as_bytes());
+    let staged: Vec<_> = std::fs::read_dir(server.uploads_dir())
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(staged.is_empty(), "{staged:?}");
+
+    let got = download(&server, &stored).await;
+    assert_eq!(got.body, text.as_bytes());
+
+    let (mut ann, _) = server.join("s3room", "ann").await;
+    ann.send_attachment("notes", &stored).await;
+    let posted = ann.skip_to("message").await;
+    assert_eq!(posted["attachment"]["url"], stored);
+    assert_eq!(posted["attachment"]["content_type"], "text/plain");
+    // An upload that never completed cannot be attached.
+    let res = ask(
+        &server,
+        json!({"name": "a.png", "size": 10, "content_type": "image/png"}),
+        &[],
+    )
+    .await;
+    let pending = format!("/uploads/{}", res.json()["upload_id"].as_str().unwrap());
+    ann.send_attachment("sneaky", &pending).await;
+    ann.expect_error("bad_attachment").await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn in_token_mode_uploads_are_their_uploaders() {
+    let s3 = S3Fs::start();
+    let server = Server::start(token_mode(config()).media_store(s3.media_store())).await;
+    let fine = json!({"name": "a.png", "size": PNG.len(), "content_type": "image/png"});
+    let res = ask(&server, fine.clone(), &[]).await;
+    assert_eq!(res.assert_json_error(401)["error"], "token_required");
+    let ann = format!("Bearer {}", token("ann", &[]));
+    let bob = format!("Bearer {}", token("bob", &[]));
+    let res = ask(&server, fine, &[("Authorization", &ann)]).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let answer = res.json();
+    let id = answer["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(put(&answer, PNG).await.status, 200);
+    let res = complete(&server, &id, &[("Authorization", &bob)]).await;
+    assert_eq!(res.assert_json_error(403)["error"], "not_yours");
+    let res = complete(&server, &id, &[]).await;
+    assert_eq!(res.assert_json_error(401)["error"], "token_required");
+    let res = complete(&server, &id, &[("Authorization", &ann)]).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+
+    let url = format!("/uploads/{id}");
+    let mut bob_ws = server
+        .ws(&format!("/ws/r/bob?token={}", token("bob", &[])))
+        .await;
+    bob_ws.expect("welcome").await;
+    bob_ws.expect("join").await;
+    bob_ws.send_attachment("mine now", &url).await;
+    bob_ws.expect_error("bad_attachment").await;
+    let mut ann_ws = server
+        .ws(&format!("/ws/r/ann?token={}", token("ann", &[])))
+        .await;
+    ann_ws.expect("welcome").await;
+    ann_ws.expect("join").await;
+    ann_ws.send_attachment("mine", &url).await;
+    let posted = ann_ws.skip_to("message").await;
+    assert_eq!(posted["attachment"]["url"], url);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn storage_down_gives_clear_503s_and_health_says_degraded() {
+    let mut s3 = S3Fs::start();
+    let server = s3_server(&s3).await;
+    server.wait_healthy().await;
+    let stored = presigned_upload(&server, "a.png", "image/png", PNG).await;
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    let url = stored.json()["url"].as_str().unwrap().to_owned();
+    s3.kill();
+
+    let res = ask(
+        &server,
+        json!({"name": "b.png", "size": 10, "content_type": "image/png"}),
+        &[],
+    )
+    .await;
+    assert_eq!(res.assert_json_error(503)["error"], "storage_unavailable");
+    assert!(res.header("retry-after").is_some());
+    let health = server.get("/health").await;
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert_eq!(health.json()["status"], "degraded");
+    assert!(
+        health.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("media store")
+    );
+    let res = server.get(&url).await;
+    assert_eq!(res.assert_json_error(503)["error"], "storage_unavailable");
+    const BOUNDARY: &str = "b0undary";
+    let mut form = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(PNG);
+    form.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let post = format!("http://{}/upload", server.addr);
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    let res = request_url("POST", &post, &[("Content-Type", &ct)], &form).await;
+    assert_eq!(res.assert_json_error(503)["error"], "storage_unavailable");
+    let staged: Vec<_> = std::fs::read_dir(server.uploads_dir())
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(staged.is_empty(), "{staged:?}");
+    let (mut ann, _) = server.join("r", "ann").await;
+    ann.expect("join").await;
+    ann.send_attachment("x", &url).await;
+    ann.expect_error("unavailable").await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_sweep_deletes_what_nobody_attached_or_completed() {
+    let s3 = S3Fs::start();
+    let ttl = Duration::from_secs(3600);
+    let store = S3Store::new(
+        s3.target(),
+        ttl,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let staged = common::TempDir::new("staged");
+    let file = staged.path().join("f");
+    std::fs::write(&file, PNG).unwrap();
+    let sha = roomcast::media::s3::sigv4::sha256_hex(PNG);
+    let mut stored = Vec::new();
+    for owner in ["ann", "bob"] {
+        let info = store
+            .store_file(
+                &file,
+                PNG.len() as u64,
+                sha.clone(),
+                Kind::Png,
+                DisplayName::sanitize(Some("a.png")),
+                Some(owner.into()),
+            )
+            .await
+            .unwrap();
+        stored.push(info.name);
+    }
+    let never_completed = store.presign_put(Kind::Png, 10).await.unwrap().name;
+    assert_eq!(
+        store.attach(stored[0].clone(), "bob").await.unwrap_err(),
+        roomcast::media::AttachError::NotYours
+    );
+    store.attach(stored[0].clone(), "ann").await.unwrap();
+
+    // Not yet old: nothing goes.
+    assert_eq!(store.sweep_unattached().await.unwrap(), 0);
+    let later = SystemTime::now() + ttl + Duration::from_secs(120);
+    assert_eq!(store.sweep_unattached_as_of(later).await.unwrap(), 2);
+    assert!(
+        s3.object_path(stored[0].as_str()).exists(),
+        "attached: kept"
+    );
+    assert!(
+        s3.object_path(&format!("{}.meta", stored[0].as_str()))
+            .exists()
+    );
+    for gone in [&stored[1], &never_completed] {
+        assert!(!s3.object_path(gone.as_str()).exists(), "{}", gone.as_str());
+        assert!(
+            !s3.object_path(&format!("unattached/{}", gone.as_str()))
+                .exists()
+        );
+    }
+    assert_eq!(
+        store.attach(stored[1].clone(), "bob").await.unwrap_err(),
+        roomcast::media::AttachError::Unknown
+    );
+}
+
+#[tokio::test]
+async fn a_local_store_has_no_presigned_uploads() {
+    let server = Server::start(config()).await;
+    assert_eq!(config().media_store, MediaStoreKind::Local);
+    let res = ask(
+        &server,
+        json!({"name": "a.png", "size": 10, "content_type": "image/png"}),
+        &[],
+    )
+    .await;
+    assert_eq!(res.assert_json_error(404)["error"], "no_presigned_uploads");
+    assert!(
+        server
+            .get("/")
+            .await
+            .text()
+            .contains("&quot;media&quot;:&quot;local&quot;")
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn wrong_keys_are_refused_by_the_bucket_and_reported() {
+    let s3 = S3Fs::start();
+    let wrong = roomcast::media::s3::S3Target::parse(&format!(
+        "s3://{}?endpoint={}",
+        common::s3::S3_BUCKET,
+        s3.endpoint
+    ))
+    .unwrap()
+    .with_credentials(roomcast::media::s3::sigv4::Credentials::new(
+        common::s3::S3_ACCESS_KEY,
+        "not the secret",
+    ));
+    let server = Server::start(config().media_store(MediaStoreKind::S3(wrong))).await;
+    let res = ask(
+        &server,
+        json!({"name": "a.png", "size": 10, "content_type": "image/png"}),
+        &[],
+    )
+    .await;
+    assert_eq!(res.assert_json_error(503)["error"], "storage_unavailable");
+    let health = server.get("/health").await;
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert!(
+        health.json()["reason"].as_str().unwrap().contains("403"),
+        "{}",
+        health.text()
+    );
+    server.shutdown().await.unwrap();
+}
