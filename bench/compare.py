@@ -20,6 +20,8 @@ does not exit on SIGTERM within 5 s is killed.
     python3 bench/compare.py                      # 3 rounds, server CPU 0, generator CPU 1
     python3 bench/compare.py --server-cpus 0,1 --gen-cpus 0,1   # two cores, shared
     python3 bench/compare.py --rounds 1 --scenarios big-1 --servers roomcast,floor
+    # fan-out while 12 Mpx JPEGs are uploaded twice a second, previews made vs not
+    python3 bench/compare.py --servers previews,no-previews --versus previews --scenarios big-10
 """
 
 import argparse
@@ -35,7 +37,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RELEASE = os.path.join(ROOT, "target", "release")
+# Where cargo put the release build (CARGO_TARGET_DIR, as cargo reads it).
+RELEASE = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release")
 # Every load client is on 127.0.0.1: roomcast's per-address limits would be
 # global ones here.
 NO_PER_ADDRESS_LIMITS = ["--max-connections-per-address", "0", "--max-http-per-address", "0",
@@ -93,10 +96,28 @@ SERVERS = {
         "--max-http-per-address", "20000", "--joins-per-minute", "1000000",
         "--uploads-dir", os.path.join(d, "uploads"), "--data-dir", os.path.join(d, "data"),
     ],
+    # Image previews being made (one worker, the default) while the room
+    # fans out, and the same uploads with previews off (see BESIDE).
+    "previews": lambda d: [
+        os.path.join(RELEASE, "roomcast"), "--port", "0", "--rate", "0",
+        "--max-connections", "20000", *NO_PER_ADDRESS_LIMITS, "--uploads-dir", os.path.join(d, "uploads"),
+        "--store", "memory", "--uploads-per-minute", "0", "--upload-mb-per-hour", "0", "--preview-workers", "1",
+    ],
+    "no-previews": lambda d: [
+        os.path.join(RELEASE, "roomcast"), "--port", "0", "--rate", "0",
+        "--max-connections", "20000", *NO_PER_ADDRESS_LIMITS, "--uploads-dir", os.path.join(d, "uploads"),
+        "--store", "memory", "--uploads-per-minute", "0", "--upload-mb-per-hour", "0", "--preview-workers", "0",
+    ],
     "floor": lambda d: [os.path.join(RELEASE, "examples", "baseline_floor"), "--port", "0"],
     "naive": lambda d: [os.path.join(RELEASE, "examples", "baseline_broadcast"), "--port", "0"],
 }
 
+# Load run beside the generator for the whole ladder, on the generator's
+# CPUs: two 12 Mpx JPEG uploads a second (each a preview job where previews
+# are on).
+UPLOADS = lambda addr: [os.path.join(RELEASE, "examples", "preview_bench"), "uploads", "--addr", addr,
+                        "--rate", "2", "--mpx", "12", "--duration", "600"]
+BESIDE = {"previews": UPLOADS, "no-previews": UPLOADS}
 
 # Other work on the machine gets a smaller share of the CPUs (root only).
 NICE = ["nice", "-n", "-20"] if os.geteuid() == 0 else []
@@ -134,6 +155,10 @@ def run_ladder(server, scenario, args):
     scratch = tempfile.mkdtemp(prefix="roomcast-compare-")
     try:
         proc, addr = start_server(server, args.server_cpus, scratch)
+        beside = None
+        if server in BESIDE:
+            beside = subprocess.Popen(NICE + ["taskset", "-c", args.gen_cpus] + BESIDE[server](addr),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             cmd = NICE + [
                 "taskset", "-c", args.gen_cpus, os.path.join(RELEASE, "examples", "loadgen"),
@@ -145,6 +170,9 @@ def run_ladder(server, scenario, args):
             budget = len(ladder) * (args.duration + 8) + 120
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=budget).stdout
         finally:
+            if beside:
+                beside.kill()
+                beside.wait()
             stop_server(proc)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -212,14 +240,14 @@ def p99_at(run, rate):
     return "not run" if rate < last else f"stopped below"
 
 
-def print_table(results, servers, scenarios, rounds):
+def print_table(results, servers, scenarios, rounds, versus="roomcast"):
     by = {}
     for r in results:
         by.setdefault((r["server"], r["scenario"]), []).append(r)
     print()
     head = "| scenario | " + " | ".join(servers)
-    others = [s for s in servers if s != "roomcast"] if "roomcast" in servers else []
-    head += "".join(f" | roomcast / {o}" for o in others) + " |"
+    others = [s for s in servers if s != versus] if versus in servers else []
+    head += "".join(f" | {versus} / {o}" for o in others) + " |"
     print(f"Highest deliveries/s with p99 <= {BOUND_MS:.0f} ms and nothing lost "
           f"(median and range over {rounds} rounds; ratios paired by round)")
     print()
@@ -236,7 +264,7 @@ def print_table(results, servers, scenarios, rounds):
                      for s in servers]
             for o in others:
                 # Paired by round: the same sitting, the same machine load.
-                mine = {r["round"]: highest(r, bound) for r in by.get(("roomcast", sc), [])}
+                mine = {r["round"]: highest(r, bound) for r in by.get((versus, sc), [])}
                 theirs = {r["round"]: highest(r, bound) for r in by.get((o, sc), [])}
                 cells.append(ratio_text([(mine[k], theirs[k]) for k in mine if k in theirs]))
             print(f"| {TITLES[sc]} | " + " | ".join(cells) + " |")
@@ -275,6 +303,7 @@ def main():
     ap.add_argument("--servers", default="roomcast,floor,naive")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--json", help="also write every step here")
+    ap.add_argument("--versus", default="roomcast", help="the server the ratios are of")
     ap.add_argument("--from-json", help="print the table of an earlier --json run, run nothing")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
                     help="another roomcast binary to run as server NAME (e.g. an older build)")
@@ -289,7 +318,7 @@ def main():
         with open(args.from_json) as f:
             results = json.load(f)
         rounds = max((r["round"] for r in results), default=0)
-        print_table(results, servers, scenarios, rounds)
+        print_table(results, servers, scenarios, rounds, args.versus)
         return
     for s in servers:
         if s not in SERVERS:
@@ -322,7 +351,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
-    print_table(results, servers, scenarios, args.rounds)
+    print_table(results, servers, scenarios, args.rounds, args.versus)
 
 
 if __name__ == "__main__":

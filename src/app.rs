@@ -19,6 +19,7 @@ use crate::http::rate_limit::PerIpLimiter;
 use crate::http::static_files::StaticFiles;
 use crate::http::upload::Uploads;
 use crate::hub::{Hub, HubParts};
+use crate::media::preview_pool::PreviewPool;
 use crate::media::{LocalStore, MediaStore, MediaStoreKind, S3Store};
 use crate::metrics::Metrics;
 use crate::store::StoreKind;
@@ -201,7 +202,15 @@ impl AppState {
             });
             AbortOnDrop(task.abort_handle())
         });
-        let uploads = Uploads::new(&config, media.clone(), Arc::clone(&metrics));
+        // Without the decoder compiled in there is nothing for workers to do.
+        let preview_workers = match cfg!(feature = "previews") {
+            true => config.preview_workers,
+            false => 0,
+        };
+        let previews =
+            PreviewPool::start(preview_workers, config.preview_queue, Arc::clone(&metrics));
+        let uploads = Uploads::new(&config, media.clone(), Arc::clone(&metrics))
+            .with_previews(previews.clone());
         let presigned = Presigned::new(&config, Arc::clone(&metrics));
         let store = crate::store::open(&config.store_settings(), Arc::clone(&metrics))
             .await
@@ -240,6 +249,7 @@ impl AppState {
                 idle_timeout: config.idle_timeout,
                 auth: Arc::clone(&auth),
                 backlog: Default::default(),
+                previews,
             }),
             auth,
             ws_open: AtomicUsize::new(0),

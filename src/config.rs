@@ -76,6 +76,12 @@ pub struct Config {
     pub uploads_max_bytes: Option<u64>,
     /// An upload no message has attached within this long is deleted.
     pub unattached_upload_ttl: Duration,
+    /// Threads making image previews (with the `previews` feature); `0`:
+    /// no previews. At most 64.
+    pub preview_workers: usize,
+    /// Images waiting for a preview worker; past it a new image is shown
+    /// without a preview (its upload never waits). At most 65 536.
+    pub preview_queue: usize,
     /// Behind one reverse proxy (Railway's): the client IP for per-address
     /// limits is the last `X-Forwarded-For` entry, the one that proxy added.
     /// Off by default: without a proxy a client could name any address.
@@ -164,6 +170,8 @@ impl Default for Config {
             upload_bytes_per_hour: 1 << 30,
             uploads_max_bytes: Some(5 << 30),
             unattached_upload_ttl: Duration::from_secs(24 * 3600),
+            preview_workers: 1,
+            preview_queue: 64,
             trust_proxy: false,
             upload_idle_timeout: Duration::from_secs(30),
             upload_timeout: Duration::from_secs(300),
@@ -278,6 +286,10 @@ setters! {
     uploads_max_bytes: Option<u64>,
     /// Sets [`Config::unattached_upload_ttl`].
     unattached_upload_ttl: Duration,
+    /// Sets [`Config::preview_workers`].
+    preview_workers: usize,
+    /// Sets [`Config::preview_queue`].
+    preview_queue: usize,
     /// Sets [`Config::trust_proxy`].
     trust_proxy: bool,
     /// Sets [`Config::upload_idle_timeout`].
@@ -328,6 +340,10 @@ impl Config {
         ] {
             *d = (*d).clamp(floor, MAX_DURATION);
         }
+        // Each worker may hold one decoded image (up to 256 MiB); a queued
+        // job is a name, its bytes are read only when it runs.
+        self.preview_workers = self.preview_workers.min(64);
+        self.preview_queue = self.preview_queue.min(1 << 16);
         // A presigned URL lives whole seconds, at most a week (SigV4's bound).
         self.presign_ttl = Duration::from_secs(self.presign_ttl.as_secs().clamp(1, 7 * 24 * 3600));
         self

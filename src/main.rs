@@ -60,6 +60,10 @@ Each option falls back to the environment variable shown, then the default.
   --unattached-upload-hours N
                          an upload no message attached within N hours is
                          deleted [UNATTACHED_UPLOAD_HOURS, default 24]
+  --preview-workers N    threads making 320 px previews of uploaded images
+                         (0 = none; needs the `previews` feature) [PREVIEW_WORKERS, default 1]
+  --preview-queue N      images waiting for a preview worker; past it an image
+                         gets no preview [PREVIEW_QUEUE, default 64]
   --trust-proxy          per-address limits use the last X-Forwarded-For entry
                          (set it only behind a proxy, e.g. Railway's) [TRUST_PROXY=1]
   --upload-idle-timeout S
@@ -195,7 +199,7 @@ fn parse_args(
             .or_else(|| env(env_name))
             .map(|v| (format!("--{flag}"), v))
     };
-    const KNOWN: [&str; 35] = [
+    const KNOWN: [&str; 37] = [
         "media-store",
         "presign-ttl",
         "host",
@@ -215,6 +219,8 @@ fn parse_args(
         "upload-mb-per-hour",
         "uploads-max-mb",
         "unattached-upload-hours",
+        "preview-workers",
+        "preview-queue",
         "trust-proxy",
         "upload-idle-timeout",
         "upload-timeout",
@@ -308,6 +314,12 @@ fn parse_args(
     if let Some((f, v)) = get("uploads-max-mb", "UPLOADS_MAX_MB") {
         let mb = parse_value::<u64>(&f, &v)?;
         config = config.uploads_max_bytes((mb > 0).then(|| mb.saturating_mul(1 << 20)));
+    }
+    if let Some((f, v)) = get("preview-workers", "PREVIEW_WORKERS") {
+        config = config.preview_workers(parse_value::<usize>(&f, &v)?);
+    }
+    if let Some((f, v)) = get("preview-queue", "PREVIEW_QUEUE") {
+        config = config.preview_queue(parse_value::<usize>(&f, &v)?);
     }
     if let Some((f, v)) = get("unattached-upload-hours", "UNATTACHED_UPLOAD_HOURS") {
         let hours = parse_value::<u64>(&f, &v)?;

@@ -59,6 +59,13 @@ pub struct Metrics {
     pub upload_bytes: Counter,
     /// Uploads refused (too large, wrong type, broken body, rate limit).
     pub uploads_refused: Counter,
+    /// Image previews made and stored.
+    pub previews: Counter,
+    /// Preview jobs that ran and made none (already small, over the
+    /// limits, broken, or not stored).
+    pub previews_skipped: Counter,
+    /// Preview jobs dropped because the queue was full.
+    pub previews_dropped: Counter,
     /// HTTP requests served (WebSocket upgrades included).
     pub http_requests: Counter,
     /// Operations waiting for the history store's writer (gauge).

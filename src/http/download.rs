@@ -26,7 +26,7 @@ use tokio::io::AsyncSeekExt;
 use super::file_body::FileBody;
 use super::static_files::etag_matches;
 use super::{Body, empty};
-use crate::media::{LocalStore, MediaStore, S3Store, StoredInfo, StoredName};
+use crate::media::{LocalStore, MediaStore, PreviewName, S3Store, StoredInfo, StoredName};
 
 /// What a `Range` header asks for, against a file of a known length.
 #[derive(Debug, PartialEq, Eq)]
@@ -101,7 +101,10 @@ pub async fn serve(
     raw_name: &str,
 ) -> Response<Body> {
     let Some(name) = StoredName::parse(raw_name) else {
-        return super::not_found();
+        return match PreviewName::parse(raw_name) {
+            Some(preview) => super::preview::serve(store, method, headers, &preview).await,
+            None => super::not_found(),
+        };
     };
     match store {
         MediaStore::Local(local) => serve_file(local, method, headers, name).await,

@@ -11,7 +11,7 @@ use crate::hub::Hub;
 /// Renders every counter, plus the number of rooms held.
 pub fn render(hub: &Hub) -> Response<Body> {
     let m = hub.metrics();
-    let rows: [(&str, &str, &str, u64); 14] = [
+    let rows: [(&str, &str, &str, u64); 17] = [
         (
             "roomcast_connections",
             "gauge",
@@ -89,6 +89,24 @@ pub fn render(hub: &Hub) -> Response<Body> {
             "counter",
             "Uploads refused.",
             m.uploads_refused.get(),
+        ),
+        (
+            "roomcast_previews_total",
+            "counter",
+            "Image previews made.",
+            m.previews.get(),
+        ),
+        (
+            "roomcast_previews_skipped_total",
+            "counter",
+            "Preview jobs that made no preview (small, over the limits, broken).",
+            m.previews_skipped.get(),
+        ),
+        (
+            "roomcast_previews_dropped_total",
+            "counter",
+            "Preview jobs dropped because the queue was full.",
+            m.previews_dropped.get(),
         ),
         (
             "roomcast_http_requests_total",

@@ -10,6 +10,7 @@ pub mod history;
 pub mod metrics;
 pub mod pages;
 pub mod presign;
+pub mod preview;
 pub mod rate_limit;
 pub mod rooms;
 pub mod static_files;

@@ -30,6 +30,7 @@ use super::client_addr::client_ip;
 use super::rate_limit::PerIpLimiter;
 use super::{Body, PeerAddr};
 use crate::config::Config;
+use crate::media::preview_pool::PreviewPool;
 use crate::media::sniff::{self, Kind, SNIFF_LEN, TextCheck};
 use crate::media::{DisplayName, MediaStore, PendingUpload, StoredInfo};
 use crate::metrics::Metrics;
@@ -76,6 +77,7 @@ pub struct Uploads {
     idle_timeout: Duration,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    previews: PreviewPool,
 }
 
 /// Why an upload was refused.
@@ -142,7 +144,16 @@ impl Uploads {
             idle_timeout: config.upload_idle_timeout,
             timeout: config.upload_timeout,
             metrics,
+            previews: PreviewPool::default(),
         }
+    }
+
+    /// The same endpoint asking `previews` for a preview of each image it
+    /// stores (never waiting for it).
+    #[must_use]
+    pub fn with_previews(mut self, previews: PreviewPool) -> Self {
+        self.previews = previews;
+        self
     }
 
     /// The store uploads go to.
@@ -193,6 +204,8 @@ impl Uploads {
                 self.metrics.uploads.inc();
                 self.metrics.upload_bytes.add(info.size);
                 tracing::debug!(name = info.name.as_str(), size = info.size, "upload stored");
+                // Queued or dropped at once: the answer never waits for it.
+                self.previews.request(&self.store, &info, self.max_bytes);
                 super::json(StatusCode::OK, &UploadAnswer::of(&info))
             }
             Err(e) => {

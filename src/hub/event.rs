@@ -20,6 +20,21 @@ pub struct Attachment {
     pub size: u64,
     /// The type detected from the file's content.
     pub content_type: String,
+    /// A smaller image to show in its place, once the server made one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<AttachmentPreview>,
+}
+
+/// A smaller rendition of an attached image; what it is served as is the
+/// server's business (the hub only carries it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AttachmentPreview {
+    /// `/uploads/<name>` of the preview itself.
+    pub url: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
 }
 
 /// The limits a client is told in `welcome`.

@@ -34,8 +34,8 @@ pub use backbone::{
     Answer, Backbone, Inbound, LocalPresence, NewMessage, Online, Posted, RemoteWelcome,
 };
 pub use event::{
-    Attachment, ErrorCode, FULL_REACTIONS_BYTES, Limits, REACTION_SAMPLE, Reaction, Reactions,
-    Refusal, StoredMessage,
+    Attachment, AttachmentPreview, ErrorCode, FULL_REACTIONS_BYTES, Limits, REACTION_SAMPLE,
+    Reaction, Reactions, Refusal, StoredMessage,
 };
 pub use frame::Frame;
 pub use identity::{Identity, NAME_HOLD_GRACE, NameTaken};
@@ -987,6 +987,35 @@ pub struct Member {
     welcomed: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
+/// The preview of a posted message's attachment, for when it is ready only
+/// after the message went out: the room's copy gains it, the store is told,
+/// and the room gets `message_updated`. The hub does not know what a preview
+/// is; whoever made it calls [`LaterPreview::set`].
+///
+/// Best effort: nothing happens if the message has left memory, no longer
+/// attaches that upload, or the store's queue is full; and with a backbone
+/// (Redis), whose rooms live elsewhere, it does nothing at all.
+pub struct LaterPreview {
+    common: Arc<Common>,
+    room: Arc<Room>,
+    seq: u64,
+}
+
+impl LaterPreview {
+    /// Sets `preview` on the message's attachment if it still is `url`;
+    /// returns whether the room was told.
+    pub fn set(&self, url: &str, preview: AttachmentPreview) -> bool {
+        match &self.common.link {
+            Link::Local => {
+                self.room
+                    .lock()
+                    .set_preview(&self.room.name, self.seq, url, preview, &self.common)
+            }
+            Link::Remote(_) => false,
+        }
+    }
+}
+
 /// Resolves once a member's `welcome` is queued, or once it never will be
 /// (the join failed and the member's outbox is closed). See [`Member::welcomed`].
 #[derive(Debug)]
@@ -1235,6 +1264,16 @@ impl Member {
         Ok(())
     }
 
+    /// A handle that can later set the preview of this member's message
+    /// `seq` (see [`LaterPreview`]), usable after the member has left.
+    pub fn later_preview(&self, seq: u64) -> LaterPreview {
+        LaterPreview {
+            common: Arc::clone(&self.common),
+            room: Arc::clone(&self.room),
+            seq,
+        }
+    }
+
     /// Tells the others this user is typing (throttled; best effort).
     pub fn typing(&self) {
         match &self.common.link {
@@ -1341,6 +1380,54 @@ mod tests {
             RoomName::parse(room).unwrap(),
             UserName::parse(user).unwrap(),
         )
+    }
+
+    #[test]
+    fn a_later_preview_updates_the_message_once_and_reaches_the_room() {
+        let hub = Hub::new(HubConfig::default());
+        let (r, ann) = names("r", "ann");
+        let (_, bob) = names("r", "bob");
+        let ann = hub.join(r.clone(), ann, None).unwrap();
+        let bob = hub.join(r.clone(), bob, None).unwrap();
+        let attachment = Attachment {
+            url: "/uploads/a.png".into(),
+            name: "a.png".into(),
+            size: 10,
+            content_type: "image/png".into(),
+            preview: None,
+        };
+        let post = ann.post(String::new(), Some(attachment), None);
+        let seq = futures_util::FutureExt::now_or_never(post)
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        drain(&ann);
+        drain(&bob);
+        let preview = AttachmentPreview {
+            url: "/uploads/a.png.preview.jpg".into(),
+            width: 320,
+            height: 200,
+        };
+        let later = ann.later_preview(seq);
+        drop(ann);
+        assert!(
+            !later.set("/uploads/other.png", preview.clone()),
+            "not its upload"
+        );
+        assert!(later.set("/uploads/a.png", preview.clone()));
+        assert!(!later.set("/uploads/a.png", preview.clone()), "once");
+        let events = drain(&bob);
+        let updated = events
+            .iter()
+            .find(|e| e["type"] == "message_updated")
+            .expect("message_updated");
+        assert_eq!(updated["seq"], seq);
+        assert_eq!(updated["attachment"]["preview"]["url"], preview.url);
+        assert_eq!(updated["attachment"]["preview"]["width"], 320);
+        assert!(updated.get("edited_at").is_none(), "not an edit");
+        let stored = hub.history("r");
+        let kept = stored[0].attachment.as_ref().unwrap();
+        assert_eq!(kept.preview.as_ref(), Some(&preview));
     }
 
     #[test]

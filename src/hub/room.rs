@@ -15,7 +15,8 @@ use slab::Slab;
 use super::Identity;
 use super::backbone::Posted;
 use super::event::{
-    Attachment, ErrorCode, Event, MessageView, Reaction, Reactions, Refusal, StoredMessage,
+    Attachment, AttachmentPreview, ErrorCode, Event, MessageView, Reaction, Reactions, Refusal,
+    StoredMessage,
 };
 use super::frame::{self, Frame};
 use super::identity::NameTaken;
@@ -787,6 +788,52 @@ impl RoomState {
         Ok(())
     }
 
+    /// Sets the preview of message `seq`'s attachment, if the message is
+    /// still in memory, still attaches `url`, and has no preview yet: the
+    /// store is told and the room gets `message_updated`. Returns whether it
+    /// did (a full store queue refuses it, like any change).
+    pub fn set_preview(
+        &mut self,
+        room: &RoomName,
+        seq: u64,
+        url: &str,
+        preview: AttachmentPreview,
+        common: &Common,
+    ) -> bool {
+        let Some(at) = self.history.iter().position(|m| m.seq == seq) else {
+            return false;
+        };
+        let waiting = self.history[at]
+            .attachment
+            .as_ref()
+            .is_some_and(|a| a.url == url && a.preview.is_none());
+        if !waiting {
+            return false;
+        }
+        let Ok(store) = Self::store_slot(common) else {
+            return false;
+        };
+        let before = weight(&self.history[at]);
+        let message = &mut self.history[at];
+        if let Some(attachment) = message.attachment.as_mut() {
+            attachment.preview = Some(preview);
+        }
+        let after = weight(message);
+        self.account(after, before, common);
+        let message = &self.history[at];
+        if let (Some(slot), Some(attachment)) = (store, &message.attachment) {
+            let change = Change::Attachment {
+                room: room.as_str().to_owned(),
+                message_id: message.id.clone(),
+                attachment: serde_json::to_string(attachment).unwrap_or_default(),
+            };
+            slot.send(change, None);
+        }
+        let frame = frame::json(&MessageView::of("message_updated", message, None));
+        self.broadcast(&frame, None, common);
+        true
+    }
+
     /// Removes a message; author only (or a moderator).
     pub fn delete(
         &mut self,
@@ -908,7 +955,10 @@ pub(crate) fn weight(m: &StoredMessage) -> usize {
         })
         .sum();
     let attachment = m.attachment.as_ref().map_or(0, |a| {
-        96 + a.url.len() + a.name.len() + a.content_type.len()
+        96 + a.url.len()
+            + a.name.len()
+            + a.content_type.len()
+            + a.preview.as_ref().map_or(0, |p| 16 + p.url.len())
     });
     256 + m.id.len()
         + m.user.as_str().len()

@@ -67,6 +67,15 @@ pub enum Change {
         /// [`Reactions::to_store_json`](super::Reactions::to_store_json)).
         reactions: String,
     },
+    /// A message's attachment, all of it, after its preview became ready.
+    Attachment {
+        /// The room's key.
+        room: String,
+        /// The message.
+        message_id: String,
+        /// The attachment as JSON (the form `Post` stores it in).
+        attachment: String,
+    },
     /// A deleted message: its content leaves the store.
     Delete {
         /// The room's key.

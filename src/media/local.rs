@@ -32,12 +32,18 @@ use tokio::io::AsyncWriteExt;
 use super::sniff::Kind;
 use super::{AttachError, DisplayName, MAX_SIDECAR_BYTES, StoredInfo, StoredName};
 
+mod preview_files;
+pub use preview_files::PreviewInfo;
+use preview_files::PreviewRecord;
+
 /// The uploads directory.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     dir: PathBuf,
     usage: Arc<Usage>,
     unattached_ttl: Duration,
+    /// Held while a sidecar is rewritten (marked attached, given a preview).
+    sidecar_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The bytes the directory holds as this process counts them, and the most
@@ -80,6 +86,9 @@ struct Sidecar {
     /// A message attached it: it is never deleted as unattached.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     attached: bool,
+    /// The preview stored beside it, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preview: Option<PreviewRecord>,
 }
 
 impl LocalStore {
@@ -93,6 +102,7 @@ impl LocalStore {
                 quota: u64::MAX,
             }),
             unattached_ttl: Duration::from_secs(24 * 3600),
+            sidecar_lock: Arc::default(),
         }
     }
 
@@ -111,6 +121,7 @@ impl LocalStore {
                 quota: quota.unwrap_or(u64::MAX),
             }),
             unattached_ttl,
+            sidecar_lock: Arc::default(),
         };
         let held: u64 = std::fs::read_dir(&store.dir)
             .map(|entries| {
@@ -194,6 +205,7 @@ impl LocalStore {
     /// Rewrites the sidecar with `attached` set (a new file renamed over
     /// the old one, so a reader sees one or the other, whole).
     async fn mark_attached(&self, info: &StoredInfo) -> io::Result<()> {
+        let _guard = self.sidecar_lock.lock().await;
         let Some(mut sidecar) = self.read_sidecar(&info.name).await else {
             // An upload from before sidecars: never swept, nothing to mark.
             return Ok(());
@@ -253,6 +265,7 @@ impl LocalStore {
             }
             // Data first: a data file that exists always has its sidecar.
             if std::fs::remove_file(entry.path()).is_ok() {
+                self.remove_preview_blocking(&name, &sidecar);
                 let _ = std::fs::remove_file(&sidecar_path);
                 self.usage.release(meta.len() + bytes.len() as u64);
                 removed += 1;
@@ -266,14 +279,17 @@ impl LocalStore {
     /// be shared); the content type always follows the extension, so no
     /// sidecar can make the server send a type it did not detect.
     pub async fn info(&self, name: StoredName, size: u64) -> StoredInfo {
-        let (display_name, owner, attached) = match self.read_sidecar(&name).await {
+        let (display_name, owner, attached, preview) = match self.read_sidecar(&name).await {
             Some(sidecar) => (
                 DisplayName::sanitize(Some(&sidecar.name)),
                 sidecar.owner,
                 sidecar.attached,
+                sidecar
+                    .preview
+                    .and_then(|r| PreviewInfo::from_record(&name, &r)),
             ),
             // Uploads from before sidecars count as attached: never swept.
-            None => (DisplayName::sanitize(Some(name.as_str())), None, true),
+            None => (DisplayName::sanitize(Some(name.as_str())), None, true, None),
         };
         StoredInfo {
             name,
@@ -282,6 +298,7 @@ impl LocalStore {
             owner,
             attached,
             stored_at: None,
+            preview,
         }
     }
 
@@ -414,6 +431,7 @@ impl LocalPending {
             content_type: kind.content_type().to_owned(),
             owner: owner.clone(),
             attached: false,
+            preview: None,
         };
         let sidecar_path = self.dir.join(format!("{}.meta", name.as_str()));
         let data_path = self.dir.join(name.as_str());
@@ -431,6 +449,7 @@ impl LocalPending {
             owner,
             attached: false,
             stored_at: Some(SystemTime::now()),
+            preview: None,
         })
     }
 }

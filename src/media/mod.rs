@@ -10,6 +10,9 @@
 
 pub mod local;
 mod names;
+#[cfg(feature = "previews")]
+pub mod preview;
+pub mod preview_pool;
 pub mod s3;
 pub mod sniff;
 
@@ -21,8 +24,8 @@ use bytes::Bytes;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
-pub use local::{LocalPending, LocalStore};
-pub use names::{DisplayName, MAX_DISPLAY_CHARS, StoredName};
+pub use local::{LocalPending, LocalStore, PreviewInfo};
+pub use names::{DisplayName, MAX_DISPLAY_CHARS, PreviewName, StoredName};
 pub use s3::{S3Error, S3Store, S3Target};
 pub use sniff::Kind;
 
@@ -109,6 +112,8 @@ pub struct StoredInfo {
     pub attached: bool,
     /// When it was stored.
     pub stored_at: Option<SystemTime>,
+    /// Its preview, if one was made (uploads directory only).
+    pub preview: Option<PreviewInfo>,
 }
 
 impl StoredInfo {

@@ -65,6 +65,7 @@ struct Statements {
     cap: Statement,
     edit: Statement,
     react: Statement,
+    attachment: Statement,
     delete: Statement,
     newest: Statement,
     reserved: Statement,
@@ -247,6 +248,8 @@ async fn prepare(c: &Client) -> Result<Statements, JournalError> {
                  WHERE id = $3 AND room = $4")
         .await?,
         react: p("UPDATE roomcast_messages SET reactions = $1 WHERE id = $2 AND room = $3").await?,
+        attachment: p("UPDATE roomcast_messages SET attachment = $1 WHERE id = $2 AND room = $3")
+            .await?,
         delete: p("DELETE FROM roomcast_messages WHERE id = $1 AND room = $2").await?,
         newest: p("SELECT max(seq) FROM roomcast_messages WHERE room = $1").await?,
         reserved: p("SELECT seq_reserved FROM roomcast_rooms WHERE room = $1").await?,
@@ -360,6 +363,15 @@ impl Journal for Postgres {
                 } => {
                     c.client
                         .execute(&st.react, &[reactions, message_id, room])
+                        .await?;
+                }
+                Change::Attachment {
+                    room,
+                    message_id,
+                    attachment,
+                } => {
+                    c.client
+                        .execute(&st.attachment, &[attachment, message_id, room])
                         .await?;
                 }
                 Change::Delete { room, message_id } => {

@@ -309,6 +309,16 @@ impl Journal for Sqlite {
                     "UPDATE roomcast_messages SET reactions = ?1 WHERE id = ?2 AND room = ?3",
                 )
                 .and_then(|mut st| st.execute(params![reactions, message_id, room])),
+            Change::Attachment {
+                room,
+                message_id,
+                attachment,
+            } => self
+                .conn
+                .prepare_cached(
+                    "UPDATE roomcast_messages SET attachment = ?1 WHERE id = ?2 AND room = ?3",
+                )
+                .and_then(|mut st| st.execute(params![attachment, message_id, room])),
             Change::Delete { room, message_id } => self
                 .conn
                 .prepare_cached("DELETE FROM roomcast_messages WHERE id = ?1 AND room = ?2")

@@ -34,8 +34,11 @@ use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
 use super::frame_bounded::FrameBounded;
 use super::protocol::{self, Request};
 use super::rate::IdentityRates;
-use crate::hub::{Attachment, CloseReason, ErrorCode, Member, Outbox, Refusal, frames};
-use crate::media::{AttachError, MediaStore};
+use crate::hub::{
+    Attachment, AttachmentPreview, CloseReason, ErrorCode, Member, Outbox, Refusal, frames,
+};
+use crate::media::preview_pool::PreviewPool;
+use crate::media::{AttachError, MediaStore, PreviewInfo};
 use crate::metrics::Metrics;
 
 /// What a session needs besides its socket and membership.
@@ -58,6 +61,9 @@ pub struct SessionConfig {
     pub auth: Arc<crate::auth::Auth>,
     /// The server's writers against its readers; one per server.
     pub backlog: Backlog,
+    /// Where previews of uploaded images are made: a message attaching an
+    /// image whose preview is still being made gets it when it is ready.
+    pub previews: PreviewPool,
 }
 
 /// When a connection's token expires (seconds since the epoch; 0: never).
@@ -582,6 +588,15 @@ fn close_for(e: &WsError) -> CloseReason {
     }
 }
 
+/// A stored preview as a message's attachment carries it.
+fn preview_of(info: &PreviewInfo) -> AttachmentPreview {
+    AttachmentPreview {
+        url: info.url(),
+        width: info.width,
+        height: info.height,
+    }
+}
+
 async fn handle_text(
     text: &str,
     member: &Member,
@@ -602,6 +617,12 @@ async fn handle_text(
             attachment_url,
             client_id,
         } => {
+            // Asked before the store is read (see media/preview_pool.rs): a
+            // preview still being made is announced when it is ready.
+            let ready = attachment_url.as_deref().and_then(|url| {
+                let name = url.strip_prefix("/uploads/")?;
+                config.previews.subscribe(name)
+            });
             let attachment = match attachment_url {
                 None => None,
                 Some(url) => match media.attach(&url, member.identity().as_str()).await {
@@ -610,6 +631,7 @@ async fn handle_text(
                         name: info.display_name.as_str().to_owned(),
                         size: info.size,
                         content_type: info.content_type().to_owned(),
+                        preview: info.preview.as_ref().map(preview_of),
                     }),
                     Err(why) => {
                         let message = match why {
@@ -639,7 +661,20 @@ async fn handle_text(
                     }
                 },
             };
+            let url = attachment
+                .as_ref()
+                .filter(|a| a.preview.is_none())
+                .map(|a| a.url.clone());
             let posted = member.post(content, attachment, client_id.as_deref()).await;
+            if let (Ok(Some(seq)), Some(url), Some(ready)) = (&posted, url, ready) {
+                let later = member.later_preview(*seq);
+                // Ends when the job does: every queued job ends.
+                tokio::spawn(async move {
+                    if let Ok(Some(preview)) = ready.await {
+                        later.set(&url, preview_of(&preview));
+                    }
+                });
+            }
             ("message", posted.map(drop))
         }
         Request::React {

@@ -99,6 +99,15 @@ function sameOriginUrl(url) {
   }
 }
 
+/** The attachment's preview `{url, width, height}`, if it has a usable one. */
+function previewOf(att) {
+  const p = att.preview;
+  if (!p || typeof p.url !== 'string') return null;
+  const url = sameOriginUrl(p.url);
+  const ok = (n) => Number.isInteger(n) && n > 0 && n <= 4096;
+  return url && ok(p.width) && ok(p.height) ? { url, width: p.width, height: p.height } : null;
+}
+
 function renderAttachment(box, att) {
   box.replaceChildren();
   if (!att || !att.url) { box.hidden = true; return; }
@@ -115,7 +124,12 @@ function renderAttachment(box, att) {
     typeof att.size === 'number' ? h('span', { cls: 'file-size', text: formatBytes(att.size) }) : null]);
   if (type.startsWith('image/')) {
     // The frame has its size before the image loads, so nothing below moves.
-    const img = h('img', { cls: 'att-image', testid: 'attachment-image', attrs: { src: url.href, alt: name, loading: 'lazy' } });
+    // A server-made preview (at most 320 px) is shown when there is one;
+    // the frame links to the original either way.
+    const small = previewOf(att);
+    const attrs = { src: (small ? small.url : url).href, alt: name, loading: 'lazy' };
+    if (small) Object.assign(attrs, { width: String(small.width), height: String(small.height) });
+    const img = h('img', { cls: 'att-image', testid: 'attachment-image', attrs });
     img.addEventListener('load', () => { if (box.isConnected && followingBottom()) scrollToBottom(); });
     box.append(h('a', { cls: 'att-frame', attrs: { href: url.href, target: '_blank', rel: 'noopener noreferrer' } }, [img]));
   } else if (type.startsWith('video/')) {

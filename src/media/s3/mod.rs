@@ -353,6 +353,7 @@ impl S3Store {
             owner: sidecar.owner,
             attached: false,
             stored_at: Some(UNIX_EPOCH + Duration::from_secs(sidecar.stored_at)),
+            preview: None,
             name,
         }))
     }
@@ -400,6 +401,7 @@ impl S3Store {
                 owner,
                 attached: false,
                 stored_at: Some(UNIX_EPOCH + Duration::from_secs(stored_at)),
+                preview: None,
             }),
             Err(e) => {
                 let _ = self.delete(&name).await;
@@ -533,6 +535,7 @@ impl S3Store {
             owner,
             attached: false,
             stored_at: Some(UNIX_EPOCH + Duration::from_secs(stored_at)),
+            preview: None,
         })
     }
 

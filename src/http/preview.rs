@@ -1,0 +1,87 @@
+//! `GET`/`HEAD /uploads/<stored name>.preview.<jpg|png>`: an image's
+//! preview, made by the server (see `media/preview.rs`). Only names the
+//! server could have generated are served, with the same protective headers
+//! as uploads. Previews are small and whole: no ranges.
+
+use std::io;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use super::file_body::FileBody;
+use super::static_files::etag_matches;
+use super::{Body, empty};
+use crate::media::{MediaStore, PreviewName};
+
+/// Answers `GET`/`HEAD` for a preview.
+pub async fn serve(
+    store: &MediaStore,
+    method: &Method,
+    headers: &HeaderMap,
+    name: &PreviewName,
+) -> Response<Body> {
+    // Previews are made in the uploads directory only.
+    let MediaStore::Local(store) = store else {
+        return super::not_found();
+    };
+    let file = match tokio::fs::File::open(store.preview_path(name)).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return super::not_found(),
+        Err(e) => return storage_failed(&e),
+    };
+    let len = match file.metadata().await {
+        Ok(meta) if meta.is_file() => meta.len(),
+        Ok(_) => return super::not_found(),
+        Err(e) => return storage_failed(&e),
+    };
+    // The upload's id plus the preview's kind: one preview per upload, never
+    // rewritten.
+    let etag = format!("\"{}-preview-{}\"", name.of().id(), name.kind().ext());
+    let (status, body) = if etag_matches(headers, &etag) {
+        (StatusCode::NOT_MODIFIED, empty())
+    } else if method == Method::HEAD {
+        (StatusCode::OK, empty())
+    } else {
+        (StatusCode::OK, FileBody::new(file, len).boxed_unsync())
+    };
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(name.kind().header_value()),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("inline"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    if status == StatusCode::OK {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    res
+}
+
+fn storage_failed(e: &io::Error) -> Response<Body> {
+    tracing::warn!("cannot read a stored preview: {e}");
+    super::error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage_failed",
+        "the server could not read this preview; try again later",
+    )
+}
