@@ -3,7 +3,9 @@
 //! `/uploads/<name>`, carried by the message that attaches it (at once, or
 //! by a `message_updated` when it is ready later), by history, and across a
 //! restart with SQLite; a decompression bomb is refused without the
-//! server's memory growing; with no workers nothing is made.
+//! server's memory growing; with no workers nothing is made. With the S3
+//! store (a real `s3s-fs`), uploads by both paths get a preview object in
+//! the bucket, served by redirect and swept with its upload.
 //!
 //! The images are made here with the `image` crate. Waits are bounded by
 //! the helpers' timeout; nothing passes because something took a certain
@@ -12,11 +14,14 @@
 mod common;
 
 use std::io::Cursor;
+use std::time::{Duration, SystemTime};
 
+use common::s3::{S3Fs, request_url};
 use common::{Binary, HttpResponse, Server, TempDir, config, http_raw};
 use image::codecs::gif::GifEncoder;
 use image::codecs::webp::WebPEncoder;
 use image::{DynamicImage, Frame, GenericImageView, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
+use roomcast::media::s3::S3Store;
 use roomcast::store::StoreKind;
 use serde_json::Value;
 
@@ -396,4 +401,150 @@ async fn a_decompression_bomb_gets_no_preview_and_costs_no_memory() {
     let message = ann.skip_to("message").await;
     assert!(message["attachment"].get("preview").is_none(), "{message}");
     server.kill9();
+}
+
+/// With the S3 store: the preview object is signed-HEAD-able in the bucket,
+/// `GET` of its URL redirects to a presigned GET of it, the sidecar object
+/// records it beside the fields it had.
+async fn check_in_bucket(server: &Server, s3: &S3Fs, url: &str, preview: &Value) {
+    let preview_url = preview["url"].as_str().unwrap();
+    assert_eq!(preview_url, format!("{url}.preview.jpg"), "{preview}");
+    let key = preview_url.strip_prefix("/uploads/").unwrap();
+    let head = s3.client().presign(
+        &http::Method::HEAD,
+        key,
+        &[],
+        SystemTime::now(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(request_url("HEAD", &head, &[], b"").await.status, 200);
+
+    let res = server.get(preview_url).await;
+    assert_eq!(res.status, 302, "{}", res.text());
+    let location = res.header("location").unwrap().to_owned();
+    assert!(location.starts_with(&s3.endpoint), "{location}");
+    let got = request_url("GET", &location, &[], b"").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.header("content-type"), Some("image/jpeg"));
+    assert_eq!(got.header("content-disposition"), Some("inline"));
+    let image = image::load_from_memory_with_format(&got.body, ImageFormat::Jpeg).unwrap();
+    assert!(image.width().max(image.height()) <= 320);
+    assert_eq!(
+        (u64::from(image.width()), u64::from(image.height())),
+        (
+            preview["width"].as_u64().unwrap(),
+            preview["height"].as_u64().unwrap()
+        )
+    );
+    // Only the recorded name is served.
+    let other = format!("{url}.preview.png");
+    assert_eq!(server.get(&other).await.status, 404, "{other}");
+
+    let name = url.strip_prefix("/uploads/").unwrap();
+    let sidecar: Value =
+        serde_json::from_slice(&std::fs::read(s3.object_path(&format!("{name}.meta"))).unwrap())
+            .unwrap();
+    assert_eq!(sidecar["preview"]["file"].as_str(), Some(key), "{sidecar}");
+    assert_eq!(sidecar["content_type"], "image/png", "kept: {sidecar}");
+    assert!(sidecar["size"].as_u64().unwrap() > 0, "kept: {sidecar}");
+}
+
+/// Asks for a presigned upload of `bytes` (a PNG), PUTs it, completes it;
+/// returns its URL.
+async fn presigned_png(server: &Server, bytes: &[u8]) -> String {
+    let ask =
+        serde_json::json!({"name": "p.png", "size": bytes.len(), "content_type": "image/png"});
+    let res = request_url(
+        "POST",
+        &format!("http://{}/api/uploads", server.addr),
+        &[("Content-Type", "application/json")],
+        ask.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let answer = res.json();
+    let put = request_url(
+        "PUT",
+        answer["put_url"].as_str().unwrap(),
+        &[("Content-Type", "image/png")],
+        bytes,
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    let id = answer["upload_id"].as_str().unwrap();
+    let done = request_url(
+        "POST",
+        &format!("http://{}/api/uploads/{id}/complete", server.addr),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    done.json()["url"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn with_the_s3_store_both_upload_paths_get_a_preview_in_the_bucket() {
+    let s3 = S3Fs::start();
+    let server = Server::start(config().media_store(s3.media_store())).await;
+    let (mut ann, _) = server.join("pics", "ann").await;
+    let png = encoded(&photo(1200, 600), ImageFormat::Png);
+
+    let posted = uploaded(server.addr, "wide.png", &png).await;
+    ann.send_attachment("", &posted).await;
+    let preview = preview_for(&mut ann, &posted).await;
+    assert_eq!(
+        (preview["width"].as_u64(), preview["height"].as_u64()),
+        (Some(320), Some(160))
+    );
+    check_in_bucket(&server, &s3, &posted, &preview).await;
+
+    let presigned = presigned_png(&server, &png).await;
+    ann.send_attachment("", &presigned).await;
+    let preview = preview_for(&mut ann, &presigned).await;
+    assert_eq!(
+        (preview["width"].as_u64(), preview["height"].as_u64()),
+        (Some(320), Some(160))
+    );
+    check_in_bucket(&server, &s3, &presigned, &preview).await;
+
+    // A later message attaching it reads the preview from the sidecar.
+    ann.send_attachment("again", &presigned).await;
+    let message = ann.skip_to("message").await;
+    assert_eq!(message["attachment"]["preview"], preview, "{message}");
+    assert_eq!(server.metric("roomcast_previews_total").await, 2);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn with_the_s3_store_the_sweep_deletes_a_preview_with_its_upload() {
+    let s3 = S3Fs::start();
+    let server = Server::start(config().media_store(s3.media_store())).await;
+    let url = uploaded(
+        server.addr,
+        "a.png",
+        &encoded(&photo(900, 900), ImageFormat::Png),
+    )
+    .await;
+    server.wait_metric("roomcast_previews_total", 1).await;
+    let name = url.strip_prefix("/uploads/").unwrap();
+    let preview_key = format!("{name}.preview.jpg");
+    assert!(s3.object_path(&preview_key).exists());
+    assert_eq!(server.get(&format!("{url}.preview.jpg")).await.status, 302);
+
+    // Nobody attached it: past the time to live it goes, preview and all.
+    let store = S3Store::new(
+        s3.target(),
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let later = SystemTime::now() + Duration::from_secs(3600 + 120);
+    assert_eq!(store.sweep_unattached_as_of(later).await.unwrap(), 1);
+    for key in [name.to_owned(), format!("{name}.meta"), preview_key] {
+        assert!(!s3.object_path(&key).exists(), "{key}");
+    }
+    assert_eq!(server.get(&format!("{url}.preview.jpg")).await.status, 404);
+    server.shutdown().await.unwrap();
 }

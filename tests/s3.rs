@@ -906,3 +906,85 @@ fn an_s3_store_whose_uploads_could_expire_before_completing_does_not_start() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_preview_is_recorded_in_the_sidecar_object_and_deleted_with_its_upload() {
+    let s3 = S3Fs::start();
+    let store = S3Store::new(
+        s3.target(),
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let staged = common::TempDir::new("staged");
+    let file = staged.path().join("f");
+    std::fs::write(&file, PNG).unwrap();
+    let sha = roomcast::media::s3::sigv4::sha256_hex(PNG);
+    let png = DisplayName::sanitize(Some("a.png"));
+    let info = store
+        .store_file(
+            &file,
+            PNG.len() as u64,
+            sha.clone(),
+            Kind::Png,
+            png.clone(),
+            Some("ann".into()),
+        )
+        .await
+        .unwrap();
+    // Reads are bounded: the whole object, or nothing.
+    assert_eq!(
+        &store.read_whole(&info.name, 1 << 20).await.unwrap()[..],
+        PNG
+    );
+    assert!(matches!(
+        store.read_whole(&info.name, 4).await,
+        Err(roomcast::media::S3Error::TooLarge)
+    ));
+
+    let preview = store
+        .put_preview(&info.name, Kind::Jpeg, b"jpeg bytes".to_vec(), (320, 160))
+        .await
+        .unwrap()
+        .expect("the upload is there");
+    assert_eq!(preview.url(), format!("{}.preview.jpg", info.url()));
+    let sidecar: Value = serde_json::from_slice(
+        &std::fs::read(s3.object_path(&format!("{}.meta", info.name.as_str()))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sidecar["owner"], "ann", "kept: {sidecar}");
+    assert_eq!(sidecar["name"], "a.png", "kept: {sidecar}");
+    assert_eq!(sidecar["preview"]["width"], 320, "{sidecar}");
+    let attached = store.attach(info.name.clone(), "ann").await.unwrap();
+    assert_eq!(attached.preview.as_ref(), Some(&preview));
+
+    let url = store
+        .presign_preview(&preview.name, &http::Method::GET)
+        .await
+        .unwrap()
+        .expect("recorded");
+    let got = request_url("GET", &url, &[], b"").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.body, b"jpeg bytes");
+    assert_eq!(got.header("content-type"), Some("image/jpeg"));
+    let unrecorded = roomcast::media::PreviewName::new(&info.name, Kind::Png).unwrap();
+    let none = store.presign_preview(&unrecorded, &http::Method::GET).await;
+    assert!(matches!(none, Ok(None)), "{none:?}");
+
+    let preview_key = preview.name.as_str().to_owned();
+    store.delete(&info.name).await.unwrap();
+    assert!(!s3.object_path(&preview_key).exists());
+
+    // A preview finished after its upload was deleted leaves nothing.
+    let late = store
+        .put_preview(&info.name, Kind::Jpeg, b"late".to_vec(), (320, 160))
+        .await
+        .unwrap();
+    assert_eq!(late, None);
+    assert!(!s3.object_path(&preview_key).exists());
+    assert!(
+        !s3.object_path(&format!("{}.meta", info.name.as_str()))
+            .exists()
+    );
+}

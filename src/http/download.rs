@@ -26,7 +26,7 @@ use tokio::io::AsyncSeekExt;
 use super::file_body::FileBody;
 use super::static_files::etag_matches;
 use super::{Body, empty};
-use crate::media::{LocalStore, MediaStore, PreviewName, S3Store, StoredInfo, StoredName};
+use crate::media::{LocalStore, MediaStore, PreviewName, S3Error, S3Store, StoredInfo, StoredName};
 
 /// What a `Range` header asks for, against a file of a known length.
 #[derive(Debug, PartialEq, Eq)]
@@ -116,11 +116,25 @@ pub async fn serve(
 /// checks: it has a sidecar), signed for the request's own method (a URL
 /// signed for `GET` is refused to a `HEAD`); `404` for anything else.
 async fn redirect(bucket: &S3Store, method: &Method, name: StoredName) -> Response<Body> {
-    let method = match *method {
+    let presigned = bucket.presign_get(&name, &signed_method(method)).await;
+    redirect_to(bucket, presigned)
+}
+
+/// The method a presigned URL is signed for, answering `method`.
+pub(super) fn signed_method(method: &Method) -> Method {
+    match *method {
         Method::HEAD => Method::HEAD,
         _ => Method::GET,
-    };
-    match bucket.presign_get(&name, &method).await {
+    }
+}
+
+/// A `302` to `presigned` (a URL of `bucket`'s), `404` if there is none,
+/// `503` if the bucket could not say.
+pub(super) fn redirect_to(
+    bucket: &S3Store,
+    presigned: Result<Option<String>, S3Error>,
+) -> Response<Body> {
+    match presigned {
         Ok(Some(url)) => {
             let Ok(location) = HeaderValue::from_str(&url) else {
                 return super::not_found();

@@ -363,6 +363,7 @@ impl Presigned {
             Ok(info) => {
                 self.metrics.uploads.inc();
                 self.metrics.upload_bytes.add(info.size);
+                uploads.request_preview(&info);
                 super::json(StatusCode::OK, &UploadAnswer::of(&info))
             }
             Err(CompleteError::NotUploaded) => {

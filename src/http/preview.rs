@@ -1,7 +1,9 @@
 //! `GET`/`HEAD /uploads/<stored name>.preview.<jpg|png>`: an image's
 //! preview, made by the server (see `media/preview.rs`). Only names the
 //! server could have generated are served, with the same protective headers
-//! as uploads. Previews are small and whole: no ranges.
+//! as uploads. Previews are small and whole: no ranges. With a bucket, as
+//! for uploads, the answer is a `302` to a presigned GET of the preview
+//! object, if its upload's sidecar records it.
 
 use std::io;
 
@@ -21,9 +23,13 @@ pub async fn serve(
     headers: &HeaderMap,
     name: &PreviewName,
 ) -> Response<Body> {
-    // Previews are made in the uploads directory only.
-    let MediaStore::Local(store) = store else {
-        return super::not_found();
+    let store = match store {
+        MediaStore::Local(local) => local,
+        MediaStore::S3 { bucket, .. } => {
+            let method = super::download::signed_method(method);
+            let presigned = bucket.presign_preview(name, &method).await;
+            return super::download::redirect_to(bucket, presigned);
+        }
     };
     let file = match tokio::fs::File::open(store.preview_path(name)).await {
         Ok(f) => f,

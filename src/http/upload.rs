@@ -157,6 +157,13 @@ impl Uploads {
     }
 
     /// The store uploads go to.
+    /// Asks for a preview of `info`, just stored (by `POST /upload` or a
+    /// presigned upload's `complete`): queued or dropped at once, so the
+    /// answer never waits for it.
+    pub(crate) fn request_preview(&self, info: &StoredInfo) {
+        self.previews.request(&self.store, info, self.max_bytes);
+    }
+
     pub(crate) fn store(&self) -> &MediaStore {
         &self.store
     }
@@ -204,8 +211,7 @@ impl Uploads {
                 self.metrics.uploads.inc();
                 self.metrics.upload_bytes.add(info.size);
                 tracing::debug!(name = info.name.as_str(), size = info.size, "upload stored");
-                // Queued or dropped at once: the answer never waits for it.
-                self.previews.request(&self.store, &info, self.max_bytes);
+                self.request_preview(&info);
                 super::json(StatusCode::OK, &UploadAnswer::of(&info))
             }
             Err(e) => {

@@ -34,7 +34,7 @@ use super::{AttachError, DisplayName, MAX_SIDECAR_BYTES, StoredInfo, StoredName}
 
 mod preview_files;
 pub use preview_files::PreviewInfo;
-use preview_files::PreviewRecord;
+pub(crate) use preview_files::PreviewRecord;
 
 /// The uploads directory.
 #[derive(Debug, Clone)]

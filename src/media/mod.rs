@@ -112,7 +112,7 @@ pub struct StoredInfo {
     pub attached: bool,
     /// When it was stored.
     pub stored_at: Option<SystemTime>,
-    /// Its preview, if one was made (uploads directory only).
+    /// Its preview, if one was made and its sidecar records it.
     pub preview: Option<PreviewInfo>,
 }
 

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::oneshot;
 
 #[cfg(feature = "previews")]
-use super::LocalStore;
+use super::{LocalStore, S3Store, StoredName};
 use super::{MediaStore, PreviewInfo, StoredInfo};
 use crate::metrics::Metrics;
 
@@ -145,22 +145,38 @@ impl PreviewPool {
     }
 
     /// After `info` was committed to `store`: queues the making of its
-    /// preview if it is an image, previews are on and the store is the
-    /// uploads directory (a bucket gets none yet), reading at most
+    /// preview if it is an image and previews are on, reading at most
     /// `max_bytes` of it. Returns whether a job was queued.
+    ///
+    /// From the uploads directory the job reads and writes files. From a
+    /// bucket it must make requests, which are async: it hands them to the
+    /// runtime of the caller (a handler, so there is one) and waits for
+    /// each, decoding and encoding on its own thread in between. The job
+    /// holds no bytes while it waits in the queue.
     pub fn request(&self, store: &MediaStore, info: &StoredInfo, max_bytes: u64) -> bool {
         #[cfg(feature = "previews")]
         {
-            let MediaStore::Local(local) = store else {
-                return false;
-            };
             if !super::preview::is_previewable(info.name.kind()) {
                 return false;
             }
-            let (store, name) = (local.clone(), info.name.clone());
-            self.submit(info.name.as_str(), move || {
-                make_and_store(&store, &name, max_bytes)
-            })
+            let name = info.name.clone();
+            match store {
+                MediaStore::Local(local) => {
+                    let store = local.clone();
+                    self.submit(info.name.as_str(), move || {
+                        make_and_store(&store, &name, max_bytes)
+                    })
+                }
+                MediaStore::S3 { bucket, .. } => {
+                    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                        return false;
+                    };
+                    let bucket = Arc::clone(bucket);
+                    self.submit(info.name.as_str(), move || {
+                        make_and_store_in_bucket(&runtime, &bucket, &name, max_bytes)
+                    })
+                }
+            }
         }
         #[cfg(not(feature = "previews"))]
         {
@@ -197,6 +213,63 @@ fn make_and_store(store: &LocalStore, name: &super::StoredName, max_bytes: u64) 
             None
         }
     }
+}
+
+/// Reads upload `name` from the bucket, makes its preview on this thread,
+/// puts it beside it: the requests run on `runtime`.
+#[cfg(feature = "previews")]
+fn make_and_store_in_bucket(
+    runtime: &tokio::runtime::Handle,
+    bucket: &Arc<S3Store>,
+    name: &StoredName,
+    max_bytes: u64,
+) -> Outcome {
+    let (b, n) = (Arc::clone(bucket), name.clone());
+    let read = on_runtime(runtime, async move { b.read_whole(&n, max_bytes).await });
+    let bytes = match read {
+        Some(Ok(bytes)) => bytes,
+        Some(Err(e)) => {
+            tracing::debug!(name = name.as_str(), "no preview: {e}");
+            return None;
+        }
+        None => return None,
+    };
+    let encoded = match super::preview::make(&bytes, name.kind()) {
+        Ok(Some(encoded)) => encoded,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::debug!(name = name.as_str(), "no preview: {e}");
+            return None;
+        }
+    };
+    drop(bytes);
+    let (b, n) = (Arc::clone(bucket), name.clone());
+    let size = (encoded.width, encoded.height);
+    let put = on_runtime(runtime, async move {
+        b.put_preview(&n, encoded.kind, encoded.bytes, size).await
+    });
+    match put? {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::debug!(name = name.as_str(), "preview not stored: {e}");
+            None
+        }
+    }
+}
+
+/// Runs `work` as a task on `runtime` and waits for its output on this
+/// (non-runtime) thread; `None` if the runtime dropped it (shutting down).
+/// The bucket's requests carry their own timeouts, so the wait ends.
+#[cfg(feature = "previews")]
+fn on_runtime<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(work.await);
+    });
+    rx.recv().ok()
 }
 
 /// Makes the calling thread the last to get a CPU (nice 19). Linux keeps a

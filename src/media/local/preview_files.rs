@@ -17,7 +17,7 @@ use crate::media::{Kind, PreviewName, StoredName};
 
 /// A preview as its upload's sidecar records it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(super) struct PreviewRecord {
+pub(crate) struct PreviewRecord {
     /// The preview's file name.
     pub file: String,
     /// Width in pixels.
@@ -45,7 +45,7 @@ impl PreviewInfo {
 
     /// The record of `of`'s sidecar, if it names a preview of `of` (a
     /// sidecar in a shared directory is not trusted to name anything else).
-    pub(super) fn from_record(of: &StoredName, record: &PreviewRecord) -> Option<Self> {
+    pub(crate) fn from_record(of: &StoredName, record: &PreviewRecord) -> Option<Self> {
         let name = PreviewName::parse(&record.file).filter(|p| p.of() == of)?;
         Some(Self {
             name,

@@ -2,7 +2,7 @@
 //! directory (random names, kinds judged by the bytes, owners, the sweep of
 //! what nobody attached), kept as objects.
 //!
-//! Each upload is up to four objects, all under names the server makes:
+//! Each upload is up to five objects, all under names the server makes:
 //! - `<id>.<ext>`: the bytes, stored with the `Content-Type` of their kind;
 //!   no URL handed to a client can write this key;
 //! - `<id>.<ext>.meta`: the sidecar (display name, type, owner, size, when
@@ -18,12 +18,16 @@
 //!   server-side copy to `<id>.<ext>`, and the checks run on that copy;
 //!   whatever the URL writes later lands here only. The sweep deletes
 //!   `incoming/` objects older than the URL's life plus the upload timeout,
-//!   whatever their markers say.
+//!   whatever their markers say;
+//! - `<id>.<ext>.preview.<jpg|png>`: an image's preview, made by the
+//!   server after the upload ([`previews`]) and recorded in the sidecar;
+//!   deleted with the upload.
 //!
 //! The bucket's own limits bound what it holds: the uploads quota
 //! (`--uploads-max-mb`) counts the local directory only.
 
 pub mod client;
+pub mod previews;
 pub mod sigv4;
 
 use std::path::Path;
@@ -38,8 +42,11 @@ use tokio::io::AsyncReadExt;
 
 pub use client::{S3Client, S3Error, S3Target};
 
+use super::local::PreviewRecord;
 use super::sniff::{self, Kind, TextCheck};
-use super::{AttachError, DisplayName, MAX_SIDECAR_BYTES, StoredInfo, StoredName};
+use super::{
+    AttachError, DisplayName, MAX_SIDECAR_BYTES, PreviewInfo, PreviewName, StoredInfo, StoredName,
+};
 use client::{Call, bytes_body, read_limited};
 
 /// How long a small request (a sidecar, a marker, a head) may take.
@@ -66,6 +73,9 @@ struct Sidecar {
     size: u64,
     /// Seconds since the epoch.
     stored_at: u64,
+    /// The preview, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preview: Option<PreviewRecord>,
 }
 
 /// What a `HEAD` tells of an object that exists.
@@ -264,10 +274,20 @@ impl S3Store {
     }
 
     /// Deletes an upload's objects: data first, so a data object that
-    /// exists always has its marker (and is swept) or its sidecar.
+    /// exists always has its marker (and is swept) or its sidecar, and a
+    /// preview job that finds the data gone takes back what it wrote (see
+    /// [`previews`]). Both names a preview may have are deleted, whatever
+    /// the sidecar says: a job may be writing one right now.
     pub async fn delete(&self, name: &StoredName) -> Result<(), S3Error> {
         self.delete_key(name.as_str()).await?;
         self.delete_key(&incoming_key(name)).await?;
+        if name.kind().content_type().starts_with("image/") {
+            for kind in [Kind::Jpeg, Kind::Png] {
+                if let Some(preview) = PreviewName::new(name, kind) {
+                    self.delete_key(preview.as_str()).await?;
+                }
+            }
+        }
         self.delete_key(&sidecar_key(name)).await?;
         self.delete_key(&marker_key(name)).await
     }
@@ -307,6 +327,12 @@ impl S3Store {
     }
 
     async fn read_sidecar(&self, name: &StoredName) -> Result<Option<Sidecar>, S3Error> {
+        let bytes = self.read_sidecar_bytes(name).await?;
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// The sidecar as stored (at most `MAX_SIDECAR_BYTES`), or `None`.
+    async fn read_sidecar_bytes(&self, name: &StoredName) -> Result<Option<Bytes>, S3Error> {
         let key = sidecar_key(name);
         let res = match self
             .client
@@ -317,8 +343,7 @@ impl S3Store {
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         };
-        let bytes = read_small(res, MAX_SIDECAR_BYTES as usize).await?;
-        Ok(serde_json::from_slice(&bytes).ok())
+        read_small(res, MAX_SIDECAR_BYTES as usize).await.map(Some)
     }
 
     async fn write_sidecar(
@@ -335,6 +360,7 @@ impl S3Store {
             owner: owner.map(str::to_owned),
             size,
             stored_at,
+            preview: None,
         };
         let json = serde_json::to_vec(&sidecar).unwrap_or_default();
         self.put_small(&sidecar_key(name), json, "application/json")
@@ -353,7 +379,10 @@ impl S3Store {
             owner: sidecar.owner,
             attached: false,
             stored_at: Some(UNIX_EPOCH + Duration::from_secs(sidecar.stored_at)),
-            preview: None,
+            preview: sidecar
+                .preview
+                .as_ref()
+                .and_then(|r| PreviewInfo::from_record(&name, r)),
             name,
         }))
     }
