@@ -21,7 +21,6 @@ use common::{Binary, HttpResponse, Server, TempDir, config, http_raw};
 use image::codecs::gif::GifEncoder;
 use image::codecs::webp::WebPEncoder;
 use image::{DynamicImage, Frame, GenericImageView, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
-use roomcast::media::s3::S3Store;
 use roomcast::store::StoreKind;
 use serde_json::Value;
 
@@ -533,13 +532,7 @@ async fn with_the_s3_store_the_sweep_deletes_a_preview_with_its_upload() {
     assert_eq!(server.get(&format!("{url}.preview.jpg")).await.status, 302);
 
     // Nobody attached it: past the time to live it goes, preview and all.
-    let store = S3Store::new(
-        s3.target(),
-        Duration::from_secs(3600),
-        Duration::from_secs(60),
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    let store = s3.store();
     let later = SystemTime::now() + Duration::from_secs(3600 + 120);
     assert_eq!(store.sweep_unattached_as_of(later).await.unwrap(), 1);
     for key in [name.to_owned(), format!("{name}.meta"), preview_key] {

@@ -10,9 +10,9 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::s3::{S3Fs, request_url};
+use common::s3::{S3Fs, request_url, store_png};
 use common::{HttpResponse, Server, config, token, token_mode};
-use roomcast::media::s3::{CompleteError, PresignedPut, S3Store};
+use roomcast::media::s3::{CompleteError, PresignedPut};
 use roomcast::media::{DisplayName, Kind, MediaStoreKind, StoredName};
 use serde_json::{Value, json};
 
@@ -29,6 +29,14 @@ async fn ask(server: &Server, ask: Value, headers: &[(&str, &str)]) -> HttpRespo
     let mut all = vec![("Content-Type", "application/json")];
     all.extend_from_slice(headers);
     request_url("POST", &url, &all, ask.to_string().as_bytes()).await
+}
+
+/// Asks for a presigned upload of [`PNG`] named `name`; the answer.
+async fn ask_png(server: &Server, name: &str) -> Value {
+    let asked = json!({"name": name, "size": PNG.len(), "content_type": "image/png"});
+    let res = ask(server, asked, &[]).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    res.json()
 }
 
 async fn complete(server: &Server, id: &str, headers: &[(&str, &str)]) -> HttpResponse {
@@ -160,13 +168,7 @@ async fn a_presigned_upload_goes_straight_to_the_bucket_and_a_message_attaches_i
 async fn the_bucket_refuses_a_tampered_url_and_more_bytes_than_declared() {
     let s3 = S3Fs::start();
     let server = s3_server(&s3).await;
-    let res = ask(
-        &server,
-        json!({"name": "a.png", "size": PNG.len(), "content_type": "image/png"}),
-        &[],
-    )
-    .await;
-    let answer = res.json();
+    let answer = ask_png(&server, "a.png").await;
     let url = answer["put_url"].as_str().unwrap();
     let ct = [("Content-Type", "image/png")];
 
@@ -214,13 +216,7 @@ async fn an_expired_presigned_url_is_refused_by_the_bucket() {
             .upload_timeout(Duration::from_secs(1)),
     )
     .await;
-    let res = ask(
-        &server,
-        json!({"name": "a.png", "size": PNG.len(), "content_type": "image/png"}),
-        &[],
-    )
-    .await;
-    let answer = res.json();
+    let answer = ask_png(&server, "a.png").await;
     // Wait until the URL is past its expiry by the wall clock (a bound on
     // waiting, not a race: the URL cannot become valid again).
     // `expires_at` is whole seconds, so past `expires_at + 2` more than 3 s
@@ -541,31 +537,10 @@ async fn storage_down_gives_clear_503s_and_health_says_degraded() {
 async fn the_sweep_deletes_what_nobody_attached_or_completed() {
     let s3 = S3Fs::start();
     let ttl = Duration::from_secs(3600);
-    let store = S3Store::new(
-        s3.target(),
-        ttl,
-        Duration::from_secs(60),
-        Duration::from_secs(60),
-    )
-    .unwrap();
-    let staged = common::TempDir::new("staged");
-    let file = staged.path().join("f");
-    std::fs::write(&file, PNG).unwrap();
-    let sha = roomcast::media::s3::sigv4::sha256_hex(PNG);
+    let store = s3.store();
     let mut stored = Vec::new();
     for owner in ["ann", "bob"] {
-        let info = store
-            .store_file(
-                &file,
-                PNG.len() as u64,
-                sha.clone(),
-                Kind::Png,
-                DisplayName::sanitize(Some("a.png")),
-                Some(owner.into()),
-            )
-            .await
-            .unwrap();
-        stored.push(info.name);
+        stored.push(store_png(&store, PNG, Some(owner)).await.name);
     }
     let never_completed = store.presign_put(Kind::Png, 10).await.unwrap().name;
     // PUT and never completed; and refused by `complete`, then PUT again
@@ -697,13 +672,7 @@ async fn wrong_keys_are_refused_by_the_bucket_and_reported() {
 async fn a_presigned_url_used_again_after_complete_cannot_change_the_upload() {
     let s3 = S3Fs::start();
     let server = s3_server(&s3).await;
-    let res = ask(
-        &server,
-        json!({"name": "dot.png", "size": PNG.len(), "content_type": "image/png"}),
-        &[],
-    )
-    .await;
-    let answer = res.json();
+    let answer = ask_png(&server, "dot.png").await;
     let id = answer["upload_id"].as_str().unwrap().to_owned();
     assert_eq!(put(&answer, PNG).await.status, 200);
     let done = complete(&server, &id, &[]).await;
@@ -831,31 +800,10 @@ async fn a_refused_ask_gives_back_the_bytes_it_charged() {
 async fn attach_measures_age_from_the_marker_as_the_sweep_does() {
     let s3 = S3Fs::start();
     let ttl = Duration::from_secs(3600);
-    let store = S3Store::new(
-        s3.target(),
-        ttl,
-        Duration::from_secs(60),
-        Duration::from_secs(60),
-    )
-    .unwrap();
-    let staged = common::TempDir::new("staged");
-    let file = staged.path().join("f");
-    std::fs::write(&file, PNG).unwrap();
-    let sha = roomcast::media::s3::sigv4::sha256_hex(PNG);
+    let store = s3.store();
     let mut names = Vec::new();
     for _ in 0..2 {
-        let info = store
-            .store_file(
-                &file,
-                PNG.len() as u64,
-                sha.clone(),
-                Kind::Png,
-                DisplayName::sanitize(Some("a.png")),
-                None,
-            )
-            .await
-            .unwrap();
-        names.push(info.name);
+        names.push(store_png(&store, PNG, None).await.name);
     }
     // The first one's marker (s3s-fs reports a file's mtime) is two hours
     // old; its sidecar says it was stored just now.
@@ -910,29 +858,8 @@ fn an_s3_store_whose_uploads_could_expire_before_completing_does_not_start() {
 #[tokio::test]
 async fn a_preview_is_recorded_in_the_sidecar_object_and_deleted_with_its_upload() {
     let s3 = S3Fs::start();
-    let store = S3Store::new(
-        s3.target(),
-        Duration::from_secs(3600),
-        Duration::from_secs(60),
-        Duration::from_secs(60),
-    )
-    .unwrap();
-    let staged = common::TempDir::new("staged");
-    let file = staged.path().join("f");
-    std::fs::write(&file, PNG).unwrap();
-    let sha = roomcast::media::s3::sigv4::sha256_hex(PNG);
-    let png = DisplayName::sanitize(Some("a.png"));
-    let info = store
-        .store_file(
-            &file,
-            PNG.len() as u64,
-            sha.clone(),
-            Kind::Png,
-            png.clone(),
-            Some("ann".into()),
-        )
-        .await
-        .unwrap();
+    let store = s3.store();
+    let info = store_png(&store, PNG, Some("ann")).await;
     // Reads are bounded: the whole object, or nothing.
     assert_eq!(
         &store.read_whole(&info.name, 1 << 20).await.unwrap()[..],

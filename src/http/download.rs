@@ -248,23 +248,7 @@ async fn serve_file(
 
 /// The headers of every answer about a stored file (`304` included).
 fn common_headers(h: &mut HeaderMap, info: &StoredInfo, etag: &str) {
-    let kind = info.name.kind();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(kind.header_value()),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
+    stored_file_headers(h, info.name.kind().header_value());
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
@@ -281,6 +265,24 @@ fn storage_failed(e: &io::Error) -> Response<Body> {
         "storage_failed",
         "the server could not read this file; try again later",
     )
+}
+
+/// What every stored file (an upload or its preview) is served with: its
+/// type, never sniffed, sandboxed, cached for good (names are never reused).
+pub(super) fn stored_file_headers(h: &mut HeaderMap, content_type: &'static str) {
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
 }
 
 #[cfg(test)]

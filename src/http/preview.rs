@@ -54,22 +54,7 @@ pub async fn serve(
     let mut res = Response::new(body);
     *res.status_mut() = status;
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(name.kind().header_value()),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
+    super::download::stored_file_headers(h, name.kind().header_value());
     h.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_static("inline"),

@@ -109,6 +109,14 @@ impl S3Fs {
         S3Client::new(self.target()).expect("credentials")
     }
 
+    /// The store itself on this bucket (for what the server only does on a
+    /// clock: the sweep), uploads unattached for an hour swept.
+    pub fn store(&self) -> roomcast::media::s3::S3Store {
+        let minute = Duration::from_secs(60);
+        roomcast::media::s3::S3Store::new(self.target(), Duration::from_secs(3600), minute, minute)
+            .expect("a store")
+    }
+
     /// The file `key` in the bucket, as s3s-fs stores it.
     pub fn object_path(&self, key: &str) -> PathBuf {
         self.dir.path().join(S3_BUCKET).join(key)
@@ -168,4 +176,30 @@ pub async fn request_url(
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
     send_to_url(url, &bytes, method == "HEAD").await
+}
+
+/// Stores `bytes` (a PNG) in `store` as `owner`'s upload named `a.png` (no
+/// owner: anyone's to attach), the
+/// way `POST /upload` does after reading a body.
+pub async fn store_png(
+    store: &roomcast::media::s3::S3Store,
+    bytes: &[u8],
+    owner: Option<&str>,
+) -> roomcast::media::StoredInfo {
+    use roomcast::media::{DisplayName, Kind};
+    let staged = TempDir::new("staged");
+    let file = staged.path().join("f");
+    std::fs::write(&file, bytes).unwrap();
+    let sha = roomcast::media::s3::sigv4::sha256_hex(bytes);
+    store
+        .store_file(
+            &file,
+            bytes.len() as u64,
+            sha,
+            Kind::Png,
+            DisplayName::sanitize(Some("a.png")),
+            owner.map(str::to_owned),
+        )
+        .await
+        .expect("stored")
 }

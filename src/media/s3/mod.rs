@@ -485,24 +485,31 @@ impl S3Store {
         let Some(info) = self.info(name.clone()).await? else {
             return Ok(None);
         };
-        let query = vec![
-            (
-                "response-content-disposition".to_owned(),
-                info.content_disposition(),
-            ),
-            (
-                "response-content-type".to_owned(),
-                name.kind().header_value().to_owned(),
-            ),
-        ];
-        Ok(Some(self.client.presign_with_query(
+        let disposition = info.content_disposition();
+        Ok(Some(self.presign_served(
             method,
             name.as_str(),
-            &[],
-            query,
-            SystemTime::now(),
-            self.presign_ttl,
+            name.kind().header_value(),
+            disposition,
         )))
+    }
+
+    /// A presigned `method` of `key` that the bucket answers with
+    /// `content_type` and `disposition` (both signed: a client cannot
+    /// change them).
+    pub(crate) fn presign_served(
+        &self,
+        method: &Method,
+        key: &str,
+        content_type: &str,
+        disposition: String,
+    ) -> String {
+        let query = vec![
+            ("response-content-disposition".to_owned(), disposition),
+            ("response-content-type".to_owned(), content_type.to_owned()),
+        ];
+        self.client
+            .presign_with_query(method, key, &[], query, SystemTime::now(), self.presign_ttl)
     }
 
     /// Checks what a client PUT at a presigned URL. The staged object

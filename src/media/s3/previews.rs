@@ -10,8 +10,6 @@
 //! the data again and, if it is gone, deletes what it wrote, so neither a
 //! preview nor a sidecar outlives its upload.
 
-use std::time::SystemTime;
-
 use bytes::Bytes;
 use http::Method;
 
@@ -123,23 +121,11 @@ impl S3Store {
         if !recorded {
             return Ok(None);
         }
-        let query = vec![
-            (
-                "response-content-disposition".to_owned(),
-                "inline".to_owned(),
-            ),
-            (
-                "response-content-type".to_owned(),
-                name.kind().header_value().to_owned(),
-            ),
-        ];
-        Ok(Some(self.client.presign_with_query(
+        Ok(Some(self.presign_served(
             method,
             name.as_str(),
-            &[],
-            query,
-            SystemTime::now(),
-            self.presign_ttl,
+            name.kind().header_value(),
+            "inline".to_owned(),
         )))
     }
 }
