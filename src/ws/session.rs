@@ -464,6 +464,17 @@ pub async fn run<R, W>(
                     }
                 };
                 last_heard = Instant::now();
+                // tungstenite keeps a buffer as large as the largest frame
+                // it has read: after a large message (nothing of the next
+                // one is in it yet) it is swapped for a new, small one,
+                // whatever becomes of the message (refused by the rate
+                // limit included).
+                if large_message(&msg) {
+                    let reader = ws.into_inner().into_inner();
+                    ws = PollWhenWoken::new(
+                        WebSocketStream::from_raw_socket(reader, Role::Server, Some(ws_config)).await,
+                    );
+                }
                 if let Message::Pong(_) = msg {
                     continue;
                 }
@@ -497,15 +508,6 @@ pub async fn run<R, W>(
                     continue;
                 }
                 strikes = 0;
-                // tungstenite keeps a buffer as large as the largest frame
-                // it has read: after a large message (nothing of the next
-                // one is in it yet) it is swapped for a new, small one.
-                if large_message(&msg) {
-                    let reader = ws.into_inner().into_inner();
-                    ws = PollWhenWoken::new(
-                        WebSocketStream::from_raw_socket(reader, Role::Server, Some(ws_config)).await,
-                    );
-                }
                 match msg {
                     Message::Text(text) => {
                         // With the Redis backbone a request can wait for its
