@@ -156,7 +156,6 @@ impl Uploads {
         self
     }
 
-    /// The store uploads go to.
     /// Asks for a preview of `info`, just stored (by `POST /upload` or a
     /// presigned upload's `complete`): queued or dropped at once, so the
     /// answer never waits for it.
@@ -164,6 +163,7 @@ impl Uploads {
         self.previews.request(&self.store, info, self.max_bytes);
     }
 
+    /// The store uploads go to.
     pub(crate) fn store(&self) -> &MediaStore {
         &self.store
     }
