@@ -265,7 +265,7 @@ impl LocalStore {
             }
             // Data first: a data file that exists always has its sidecar.
             if std::fs::remove_file(entry.path()).is_ok() {
-                self.remove_preview_blocking(&name, &sidecar);
+                self.remove_preview_blocking(&name);
                 let _ = std::fs::remove_file(&sidecar_path);
                 self.usage.release(meta.len() + bytes.len() as u64);
                 removed += 1;

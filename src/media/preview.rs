@@ -29,7 +29,9 @@ use super::sniff::Kind;
 /// A preview's longest side, in pixels.
 pub const PREVIEW_EDGE: u32 = 320;
 /// The most pixels an image may have to get a preview (40 Mpx: a 7 300 ×
-/// 5 500 photo; decoded as RGBA that is 160 MB, once, per worker).
+/// 5 500 photo; decoded as RGBA that is 160 MB, and a progressive JPEG's
+/// decoder keeps up to 8 bytes of coefficients per pixel beside it: a
+/// worker may peak near 450 MB at this cap, with the upload's bytes).
 pub const MAX_PIXELS: u64 = 40_000_000;
 /// The longest side an image may have to get a preview.
 pub const MAX_EDGE: u32 = 32_768;

@@ -47,8 +47,9 @@ struct Shared {
     metrics: Arc<Metrics>,
 }
 
-/// The bounded pool. Cheap to clone; every clone is the same pool. The
-/// workers stop when the last clone is dropped and the queue has emptied.
+/// The bounded pool. Cheap to clone; every clone is the same pool. Once
+/// the last clone is dropped each worker stops after at most the job it
+/// has; what is still queued is dropped (those uploads get no preview).
 #[derive(Clone, Default)]
 pub struct PreviewPool {
     shared: Option<Arc<Shared>>,

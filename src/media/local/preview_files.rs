@@ -139,19 +139,19 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Deletes the preview a sidecar records, if any, giving its bytes back.
-    pub(super) fn remove_preview_blocking(&self, of: &StoredName, sidecar: &Sidecar) {
-        let Some(info) = sidecar
-            .preview
-            .as_ref()
-            .and_then(|r| PreviewInfo::from_record(of, r))
-        else {
-            return;
-        };
-        let path = self.preview_path(&info.name);
-        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-        if std::fs::remove_file(&path).is_ok() {
-            self.usage.release(size);
+    /// Deletes `of`'s preview, if any, giving its bytes back.
+    pub(super) fn remove_preview_blocking(&self, of: &StoredName) {
+        // Both names, whatever the sidecar says: a job may have placed and
+        // recorded a preview since the caller read it.
+        for kind in [Kind::Jpeg, Kind::Png] {
+            let Some(name) = PreviewName::new(of, kind) else {
+                continue;
+            };
+            let path = self.preview_path(&name);
+            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+            if std::fs::remove_file(&path).is_ok() {
+                self.usage.release(size);
+            }
         }
     }
 }
@@ -204,13 +204,17 @@ mod tests {
             .commit(Kind::Png, DisplayName::sanitize(Some("b.png")), None)
             .await
             .unwrap();
-        let (s, name) = (store.clone(), old.name.clone());
-        tokio::task::spawn_blocking(move || {
-            s.put_preview_blocking(&name, Kind::Png, b"png", (9, 9))
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        // Two previews placed: the sidecar names the second only (as when a
+        // job records one after the sweep read the sidecar); both go.
+        for kind in [Kind::Png, Kind::Jpeg] {
+            let (s, name) = (store.clone(), old.name.clone());
+            tokio::task::spawn_blocking(move || {
+                s.put_preview_blocking(&name, kind, b"img", (9, 9))
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        }
         std::fs::File::options()
             .write(true)
             .open(store.path_of(&old.name))

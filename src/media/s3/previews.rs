@@ -52,28 +52,38 @@ impl S3Store {
             .ok_or_else(|| S3Error::Invalid("previews are JPEG or PNG".into()))?;
         self.put_small(name.as_str(), bytes, kind.header_value())
             .await?;
-        let recorded = self.record_preview(of, &name, (width, height)).await;
-        let kept = match recorded {
-            Ok(true) => self.head(of.as_str()).await.map(|head| head.is_some()),
-            other => other,
+        let recorded = match self.record_preview(of, &name, (width, height)).await {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                // The sidecar may or may not name it now (a rewrite whose
+                // answer was lost): the object stays, so a record never
+                // points at nothing; deleting the upload deletes both
+                // preview names whatever the sidecar says.
+                return Err(e);
+            }
         };
-        match kept {
-            Ok(true) => Ok(Some(PreviewInfo {
+        let kept = if recorded {
+            // The record is written: the object stays unless the upload is
+            // gone, whatever this check's own fate.
+            self.head(of.as_str())
+                .await
+                .map_or(true, |head| head.is_some())
+        } else {
+            false
+        };
+        if kept {
+            return Ok(Some(PreviewInfo {
                 name,
                 width,
                 height,
-            })),
-            Ok(false) => {
-                // Deleted meanwhile: take back what was written.
-                self.delete_key(name.as_str()).await?;
-                self.delete_key(&sidecar_key(of)).await?;
-                Ok(None)
-            }
-            Err(e) => {
-                let _ = self.delete_key(name.as_str()).await;
-                Err(e)
-            }
+            }));
         }
+        // Deleted meanwhile: take back what was written.
+        self.delete_key(name.as_str()).await?;
+        if recorded {
+            self.delete_key(&sidecar_key(of)).await?;
+        }
+        Ok(None)
     }
 
     /// Rewrites `of`'s sidecar naming the preview `name`: read, changed,
