@@ -174,14 +174,9 @@ async fn serve_file(
     headers: &HeaderMap,
     name: StoredName,
 ) -> Response<Body> {
-    let mut file = match tokio::fs::File::open(store.path_of(&name)).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return super::not_found(),
-        Err(e) => return storage_failed(&e),
-    };
-    let len = match file.metadata().await {
-        Ok(meta) if meta.is_file() => meta.len(),
-        Ok(_) => return super::not_found(),
+    let (mut file, len) = match super::file_body::open_regular(&store.path_of(&name)).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return super::not_found(),
         Err(e) => return storage_failed(&e),
     };
     let info = store.info(name, len).await;

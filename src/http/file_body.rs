@@ -11,6 +11,18 @@ use bytes::{Bytes, BytesMut};
 use hyper::body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, ReadBuf};
 
+/// Opens the regular file at `path`: the file and its length, `Ok(None)` if
+/// there is none (a missing file, or something that is not a file).
+pub async fn open_regular(path: &std::path::Path) -> io::Result<Option<(tokio::fs::File, u64)>> {
+    let file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata().await?;
+    Ok(meta.is_file().then_some((file, meta.len())))
+}
+
 /// The most read from the file at once.
 const CHUNK: usize = 64 << 10;
 

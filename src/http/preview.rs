@@ -31,14 +31,9 @@ pub async fn serve(
             return super::download::redirect_to(bucket, presigned);
         }
     };
-    let file = match tokio::fs::File::open(store.preview_path(name)).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return super::not_found(),
-        Err(e) => return storage_failed(&e),
-    };
-    let len = match file.metadata().await {
-        Ok(meta) if meta.is_file() => meta.len(),
-        Ok(_) => return super::not_found(),
+    let (file, len) = match super::file_body::open_regular(&store.preview_path(name)).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return super::not_found(),
         Err(e) => return storage_failed(&e),
     };
     // The upload's id plus the preview's kind: one preview per upload, never

@@ -187,6 +187,22 @@ impl PreviewPool {
     }
 }
 
+/// Makes the preview of `bytes` (upload `name`), dropping the original as
+/// soon as it is made; `None` (logged) when there is none.
+#[cfg(feature = "previews")]
+fn make_logged(
+    bytes: impl AsRef<[u8]>,
+    name: &super::StoredName,
+) -> Option<super::preview::Encoded> {
+    match super::preview::make(bytes.as_ref(), name.kind()) {
+        Ok(encoded) => encoded,
+        Err(e) => {
+            tracing::debug!(name = name.as_str(), "no preview: {e}");
+            None
+        }
+    }
+}
+
 /// Reads upload `name`, makes its preview, stores it beside it.
 #[cfg(feature = "previews")]
 fn make_and_store(store: &LocalStore, name: &super::StoredName, max_bytes: u64) -> Outcome {
@@ -197,15 +213,7 @@ fn make_and_store(store: &LocalStore, name: &super::StoredName, max_bytes: u64) 
             return None;
         }
     };
-    let encoded = match super::preview::make(&bytes, name.kind()) {
-        Ok(Some(encoded)) => encoded,
-        Ok(None) => return None,
-        Err(e) => {
-            tracing::debug!(name = name.as_str(), "no preview: {e}");
-            return None;
-        }
-    };
-    drop(bytes);
+    let encoded = make_logged(bytes, name)?;
     let size = (encoded.width, encoded.height);
     match store.put_preview_blocking(name, encoded.kind, &encoded.bytes, size) {
         Ok(info) => Some(info),
@@ -235,15 +243,7 @@ fn make_and_store_in_bucket(
         }
         None => return None,
     };
-    let encoded = match super::preview::make(&bytes, name.kind()) {
-        Ok(Some(encoded)) => encoded,
-        Ok(None) => return None,
-        Err(e) => {
-            tracing::debug!(name = name.as_str(), "no preview: {e}");
-            return None;
-        }
-    };
-    drop(bytes);
+    let encoded = make_logged(bytes, name)?;
     let (b, n) = (Arc::clone(bucket), name.clone());
     let size = (encoded.width, encoded.height);
     let put = on_runtime(runtime, async move {
