@@ -1,0 +1,380 @@
+//! One connection's membership in a room: what its requests do (post,
+//! react, edit, delete, typing, presence, pages), how it learns it was
+//! welcomed, and leaving when it is dropped.
+
+use super::*;
+
+/// One connection's membership in a room. Every request of that connection
+/// goes through it; dropping it leaves the room.
+pub struct Member {
+    pub(super) common: Arc<Common>,
+    pub(super) room: Arc<Room>,
+    pub(super) key: usize,
+    pub(super) generation: u64,
+    pub(super) user: UserName,
+    pub(super) identity: Identity,
+    pub(super) moderator: bool,
+    pub(super) outbox: Arc<Outbox>,
+    /// Until taken by [`Member::welcomed`], when the welcome comes later.
+    pub(super) welcomed: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// The preview of a posted message's attachment, for when it is ready only
+/// after the message went out: the room's copy gains it, the store is told,
+/// and the room gets `message_updated`. The hub does not know what a preview
+/// is; whoever made it calls [`LaterPreview::set`].
+///
+/// Best effort: nothing happens if the message has left memory, no longer
+/// attaches that upload, or the store's queue is full; and with a backbone
+/// (Redis), whose rooms live elsewhere, it does nothing at all.
+pub struct LaterPreview {
+    pub(super) common: Arc<Common>,
+    pub(super) room: Arc<Room>,
+    pub(super) seq: u64,
+}
+
+impl LaterPreview {
+    /// Sets `preview` on the message's attachment if it still is `url`;
+    /// returns whether the room was told.
+    pub fn set(&self, url: &str, preview: AttachmentPreview) -> bool {
+        match &self.common.link {
+            Link::Local => {
+                self.room
+                    .lock()
+                    .set_preview(&self.room.name, self.seq, url, preview, &self.common)
+            }
+            Link::Remote(_) => false,
+        }
+    }
+}
+
+/// Resolves once a member's `welcome` is queued, or once it never will be
+/// (the join failed and the member's outbox is closed). See [`Member::welcomed`].
+#[derive(Debug)]
+pub struct Welcomed {
+    pub(super) rx: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl std::future::Future for Welcomed {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        match &mut self.get_mut().rx {
+            // Sent or dropped: either way there is nothing more to wait for.
+            Some(rx) => std::pin::Pin::new(rx).poll(cx).map(drop),
+            None => std::task::Poll::Ready(()),
+        }
+    }
+}
+
+impl Member {
+    /// Resolves once this member's `welcome` is in its outbox. On one
+    /// instance it is there when [`Hub::join`] returns; with a backbone it
+    /// follows a round trip, and a request sent before it would be answered
+    /// (its `pong`, its echo) ahead of the `welcome`, which must be the
+    /// first frame. Sessions wait for it before reading requests. The first
+    /// call takes the signal; later calls resolve at once.
+    pub fn welcomed(&mut self) -> Welcomed {
+        Welcomed {
+            rx: self.welcomed.take(),
+        }
+    }
+
+    /// This connection's outbound queue: its writer drains it.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// The member's user name.
+    pub fn user(&self) -> &UserName {
+        &self.user
+    }
+
+    /// Who the member is, whatever its name.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The member's room name.
+    pub fn room(&self) -> &RoomName {
+        &self.room.name
+    }
+
+    /// Queues a frame for this connection only (replies, errors, pongs).
+    pub fn send(&self, frame: Frame) -> Pushed {
+        let pushed = self.outbox.push(frame);
+        if pushed == Pushed::Overflowed {
+            self.common.metrics.slow_consumers_dropped.inc();
+        }
+        pushed
+    }
+
+    // Each request below either applies at once under the room's lock (one
+    // instance: the future is ready on its first poll) or goes through the
+    // backbone. Refusals with a backbone include `unavailable`.
+
+    /// Room in the store's queue for one change made through the backbone
+    /// (taken before the backbone applies it, so recording it cannot fail).
+    fn store_slot(&self) -> Result<Option<store::Slot>, Refusal> {
+        self.common.store.as_ref().map(Store::slot).transpose()
+    }
+
+    /// Posts a message (content already validated) to the room; returns its
+    /// seq.
+    pub async fn post(
+        &self,
+        content: String,
+        attachment: Option<Attachment>,
+        client_id: Option<&str>,
+    ) -> Result<Option<u64>, Refusal> {
+        let backbone = match &self.common.link {
+            Link::Local => {
+                let posted = self.room.lock().post(
+                    &self.room.name,
+                    (&self.user, &self.identity),
+                    content,
+                    attachment,
+                    client_id,
+                    &self.common,
+                )?;
+                if let Some(echo) = posted.echo {
+                    self.send(echo);
+                }
+                return Ok(Some(posted.seq));
+            }
+            Link::Remote(backbone) => backbone,
+        };
+        let store = self.store_slot()?;
+        let id = self.common.next_message_id();
+        let timestamp = self.common.now_rfc3339();
+        let floor = self.room.lock().last_seq();
+        let answer = backbone.post(
+            &self.room.name,
+            NewMessage {
+                id: &id,
+                user: &self.user,
+                identity: &self.identity,
+                content: &content,
+                timestamp: &timestamp,
+                attachment: attachment.as_ref(),
+                client_id,
+            },
+            floor,
+        );
+        let posted = answer.await?;
+        if posted.duplicate {
+            // A retry: the message is already posted (and stored by whoever
+            // posted it); its echo is for this connection alone.
+            if let Some(echo) = posted.echo {
+                self.send(echo);
+            }
+            return Ok(Some(posted.seq));
+        }
+        let seq = posted.seq;
+        if let Some(slot) = store {
+            let message = StoredMessage {
+                id,
+                seq,
+                user: self.user.clone(),
+                identity: self.identity.clone(),
+                content,
+                timestamp,
+                reactions: Reactions::default(),
+                attachment,
+                edited_at: None,
+                client_id: client_id.map(str::to_owned),
+            };
+            let room = self.room.name.as_str().to_owned();
+            let change = Change::Post {
+                room,
+                message: Box::new(message),
+                reserve_through: None,
+            };
+            slot.send(change, None);
+        }
+        self.common.metrics.messages.inc();
+        Ok(Some(seq))
+    }
+
+    /// Adds, removes or toggles this user's `emoji` on a message.
+    pub async fn react(
+        &self,
+        message_id: &str,
+        emoji: Emoji,
+        action: ReactionAction,
+    ) -> Result<(), Refusal> {
+        let backbone = match &self.common.link {
+            Link::Local => {
+                return self.room.lock().react(
+                    &self.room.name,
+                    (&self.user, &self.identity),
+                    message_id,
+                    emoji,
+                    action,
+                    &self.common,
+                );
+            }
+            Link::Remote(backbone) => backbone,
+        };
+        let store = self.store_slot()?;
+        let room = &self.room.name;
+        let (user, identity) = (&self.user, &self.identity);
+        let changed = backbone
+            .react(room, message_id, user, identity, &emoji, action)
+            .await?;
+        if let (Some(slot), Some(reactions)) = (store, changed) {
+            let change = Change::React {
+                room: room.as_str().to_owned(),
+                message_id: message_id.to_owned(),
+                reactions,
+            };
+            slot.send(change, None);
+        }
+        Ok(())
+    }
+
+    /// Replaces the content of one of this member's messages.
+    pub async fn edit(&self, message_id: &str, content: String) -> Result<(), Refusal> {
+        let backbone = match &self.common.link {
+            Link::Local => {
+                return self.room.lock().edit(
+                    &self.room.name,
+                    &self.identity,
+                    message_id,
+                    content,
+                    &self.common,
+                );
+            }
+            Link::Remote(backbone) => backbone,
+        };
+        let store = self.store_slot()?;
+        let now = self.common.now_rfc3339();
+        let room = &self.room.name;
+        backbone
+            .edit(room, message_id, &self.identity, &content, &now)
+            .await?;
+        if let Some(slot) = store {
+            let change = Change::Edit {
+                room: room.as_str().to_owned(),
+                message_id: message_id.to_owned(),
+                content,
+                edited_at: now,
+            };
+            slot.send(change, None);
+        }
+        Ok(())
+    }
+
+    /// Deletes one of this member's messages (any message, for a moderator).
+    pub async fn delete(&self, message_id: &str) -> Result<(), Refusal> {
+        let backbone = match &self.common.link {
+            Link::Local => {
+                return self.room.lock().delete(
+                    &self.room.name,
+                    (&self.identity, self.moderator),
+                    message_id,
+                    &self.common,
+                );
+            }
+            Link::Remote(backbone) => backbone,
+        };
+        let store = self.store_slot()?;
+        let room = &self.room.name;
+        backbone
+            .delete(room, message_id, &self.identity, self.moderator)
+            .await?;
+        if let Some(slot) = store {
+            let change = Change::Delete {
+                room: room.as_str().to_owned(),
+                message_id: message_id.to_owned(),
+            };
+            slot.send(change, None);
+        }
+        Ok(())
+    }
+
+    /// A handle that can later set the preview of this member's message
+    /// `seq` (see [`LaterPreview`]), usable after the member has left.
+    pub fn later_preview(&self, seq: u64) -> LaterPreview {
+        LaterPreview {
+            common: Arc::clone(&self.common),
+            room: Arc::clone(&self.room),
+            seq,
+        }
+    }
+
+    /// Tells the others this user is typing (throttled; best effort).
+    pub fn typing(&self) {
+        match &self.common.link {
+            Link::Local => self.room.lock().typing(&self.user, &self.common),
+            Link::Remote(backbone) => {
+                // Throttled here first, so a chatty client costs the
+                // backbone nothing; the backbone throttles across instances.
+                if self.room.lock().typing_allowed(&self.user, &self.common) {
+                    backbone.typing(&self.room.name, &self.user);
+                }
+            }
+        }
+    }
+
+    /// Sends this connection a message's whole reactions (events carry a
+    /// sample once they grow large).
+    pub async fn reactions(&self, message_id: &str) -> Result<(), Refusal> {
+        match &self.common.link {
+            Link::Local => {
+                let frame = self.room.lock().reactions(message_id)?;
+                self.send(frame);
+            }
+            Link::Remote(backbone) => {
+                let whole = backbone
+                    .reactions(&self.room.name, message_id)
+                    .await?
+                    .ok_or_else(|| room::refused_not_found(message_id))?;
+                // `whole` is JSON from the backbone: spliced, not re-encoded.
+                self.send(frame::text(&format!(
+                    r#"{{"type":"reactions","message_id":{},"reactions":{whole}}}"#,
+                    serde_json::Value::from(message_id)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends this connection the room's `presence`.
+    pub async fn presence(&self) -> Result<(), Refusal> {
+        match &self.common.link {
+            Link::Local => {
+                let frame = self.room.lock().presence();
+                self.send(frame);
+            }
+            Link::Remote(backbone) => {
+                let online = backbone.presence(&self.room.name).await?;
+                // `names` is JSON from the backbone: spliced, not re-encoded.
+                self.send(frame::text(&format!(
+                    r#"{{"type":"presence","online":{},"online_count":{}}}"#,
+                    online.names, online.count
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let mut state = self.room.lock();
+        match &self.common.link {
+            Link::Local => state.leave(self.key, self.generation, &self.common),
+            Link::Remote(backbone) => {
+                // The backbone announces `leave`; told under the room's lock
+                // so it cannot overtake a later join's registration.
+                if let Some((user, left, empty)) = state.leave_quiet(self.key, self.generation) {
+                    backbone.leave(&self.room.name, &user, left, empty);
+                }
+            }
+        }
+    }
+}
