@@ -14,6 +14,9 @@
 //! strictly in the order they were woken, so a broadcast's writers run one
 //! after the other, once each, before anything woken after them.
 //!
+//! With more than one worker, a broadcast wakes tasks on the others: those
+//! wake-ups go over in batches (see [`relay`]).
+//!
 //! This module knows nothing of HTTP or rooms: it runs futures.
 
 use std::future::Future;
@@ -22,6 +25,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
+
+mod relay;
+
+use relay::{Homed, Relay};
 
 /// Connections waiting to be picked up by one worker. The accept loop
 /// already caps open connections, so this only fills if a worker is stuck;
@@ -123,14 +130,17 @@ fn start_worker(index: usize) -> std::io::Result<Worker> {
     std::thread::Builder::new()
         .name(format!("roomcast-worker-{index}"))
         .spawn(move || {
-            runtime.block_on(async move {
+            let relay = Relay::install();
+            runtime.block_on(async {
+                tokio::spawn(Arc::clone(&relay).run());
                 while let Some(job) = rx.recv().await {
-                    tokio::spawn(job);
+                    tokio::spawn(Homed::new(job, Arc::clone(&relay)));
                 }
             });
             // Whatever still runs is dropped here. Blocking file work left
             // behind finishes on its own thread.
             runtime.shutdown_background();
+            relay.clear();
             let _ = done.send(());
         })?;
     Ok(Worker {

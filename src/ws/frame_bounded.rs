@@ -1,6 +1,8 @@
 //! The read side handed to tungstenite, cut at frame boundaries: each read
 //! ends at the latest where the frame being read ends, and what the socket
-//! gave beyond it waits here, in a small buffer of fixed size.
+//! gave beyond it waits here, in a small buffer of fixed size that exists
+//! only while it holds something (or a read is under way): an idle
+//! connection keeps none.
 //!
 //! Why: tungstenite grows its read buffer to hold the largest frame it has
 //! seen and never shrinks it, so one 60 KB message would cost its connection
@@ -65,11 +67,9 @@ impl<R> FrameBounded<R> {
     /// Reads from `inner`, starting with `pre_read` (bytes already taken
     /// from the socket, e.g. with the HTTP upgrade request).
     pub fn new(inner: R, pre_read: Vec<u8>) -> Self {
-        let mut buf = pre_read;
-        buf.reserve(BUFFER.saturating_sub(buf.len()));
         Self {
             inner,
-            buf,
+            buf: pre_read,
             pos: 0,
             frame_left: 0,
             eof: false,
@@ -140,7 +140,15 @@ impl<R: AsyncRead + Unpin> AsyncRead for FrameBounded<R> {
                 Poll::Ready(Ok(())) if got == 0 => this.eof = true,
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Nothing waits here: until the socket has more, the
+                    // connection holds no buffer (10 000 idle connections:
+                    // 40 MiB less).
+                    if this.buf.is_empty() {
+                        this.buf = Vec::new();
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -247,5 +255,24 @@ mod tests {
         let mut r = FrameBounded::new(&bytes[..], Vec::new());
         let (all, _) = read_all(&mut r, 7).await;
         assert_eq!(all, bytes);
+    }
+
+    #[tokio::test]
+    async fn a_reader_waiting_for_more_holds_no_buffer() {
+        use tokio::io::AsyncWriteExt;
+
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut r = FrameBounded::new(server, Vec::new());
+        let mut out = [0u8; 64];
+        for text in [&b"hello"[..], b"again"] {
+            client.write_all(&frame(text)).await.expect("write");
+            let n = r.read(&mut out).await.expect("read");
+            assert_eq!(&out[..n], &frame(text)[..]);
+            // Nothing more has come: the next read waits, holding nothing.
+            let mut space = ReadBuf::new(&mut out);
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            assert!(Pin::new(&mut r).poll_read(&mut cx, &mut space).is_pending());
+            assert_eq!(r.buf.capacity(), 0);
+        }
     }
 }

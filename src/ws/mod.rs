@@ -7,3 +7,4 @@ pub mod protocol;
 pub mod rate;
 pub mod session;
 pub(crate) mod upgrade;
+mod woken;

@@ -22,8 +22,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::task::AtomicWaker;
-use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
@@ -34,6 +34,7 @@ use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
 use super::frame_bounded::FrameBounded;
 use super::protocol::{self, Request};
 use super::rate::IdentityRates;
+use super::woken::PollWhenWoken;
 use crate::hub::{
     Attachment, AttachmentPreview, CloseReason, ErrorCode, Member, Outbox, Refusal, frames,
 };
@@ -172,73 +173,6 @@ impl<R: Unpin> AsyncWrite for ReadOnly<R> {
     }
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
-    }
-}
-
-/// Set by the reader's waker: the socket (or tungstenite) has something for
-/// the reader. Also wakes the session task.
-struct ReadWake {
-    woken: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl Wake for ReadWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
-/// A stream polled only after its own waker fired. The session's `select!`
-/// polls every branch each time the task wakes, and the task wakes for
-/// every frame queued to the writer: without this, each delivery would also
-/// run tungstenite's read path (a buffer resize, waker swaps, a readiness
-/// check) for nothing.
-struct PollWhenWoken<S> {
-    inner: S,
-    wake: Arc<ReadWake>,
-    waker: Waker,
-}
-
-impl<S> PollWhenWoken<S> {
-    fn new(inner: S) -> Self {
-        let wake = Arc::new(ReadWake {
-            woken: AtomicBool::new(true),
-            task: AtomicWaker::new(),
-        });
-        Self {
-            inner,
-            waker: Waker::from(Arc::clone(&wake)),
-            wake,
-        }
-    }
-}
-
-impl<S> PollWhenWoken<S> {
-    fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S: Stream + Unpin> Stream for PollWhenWoken<S> {
-    type Item = S::Item;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
-        let this = self.get_mut();
-        this.wake.task.register(cx.waker());
-        if !this.wake.woken.swap(false, Ordering::AcqRel) {
-            return Poll::Pending;
-        }
-        let polled = Pin::new(&mut this.inner).poll_next(&mut Context::from_waker(&this.waker));
-        if polled.is_ready() {
-            // More frames may be buffered already: look again next time.
-            this.wake.woken.store(true, Ordering::Release);
-        }
-        polled
     }
 }
 
@@ -744,33 +678,6 @@ mod tests {
     fn pong_event_is_a_valid_frame() {
         assert_eq!(PONG_EVENT.len(), 2 + PONG_EVENT[1] as usize);
         assert_eq!(&PONG_EVENT[2..], br#"{"type":"pong"}"#);
-    }
-
-    #[test]
-    fn the_reader_is_polled_only_after_its_waker_fired() {
-        use std::cell::Cell;
-        use std::rc::Rc;
-
-        let polls = Rc::new(Cell::new(0));
-        let inner_waker: Rc<Cell<Option<Waker>>> = Rc::default();
-        let inner = {
-            let (polls, inner_waker) = (Rc::clone(&polls), Rc::clone(&inner_waker));
-            futures_util::stream::poll_fn(move |cx| -> Poll<Option<()>> {
-                polls.set(polls.get() + 1);
-                inner_waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            })
-        };
-        let mut reader = PollWhenWoken::new(inner);
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut poll = || Pin::new(&mut reader).poll_next(&mut cx).is_pending();
-
-        assert!(poll(), "first poll reaches the inner stream");
-        assert!(poll(), "the task woke for another reason");
-        assert_eq!(polls.get(), 1, "the inner stream was not polled again");
-        inner_waker.take().expect("inner registered a waker").wake();
-        assert!(poll());
-        assert_eq!(polls.get(), 2, "its own wake-up lets it be polled");
     }
 
     #[tokio::test]

@@ -1,0 +1,41 @@
+#!/bin/bash
+# CI's idle-memory guard: the release server's resident memory per idle
+# WebSocket connection, 10 000 of them (100 rooms x 100), must stay within
+# LIMIT_KIB. Memory, unlike time, does not depend on how busy the machine
+# is, but the allocator's page use moves it by about 0.4 KiB from run to
+# run (5.4-6.1 KiB measured, issue 15's target being 6): the limit sits
+# above that spread, low enough to catch a buffer every connection keeps
+# (the 4 KiB one that went unnoticed for a day, docs/BENCHMARKS.md).
+# Everything on 127.0.0.1, bounded.
+#
+#   cargo build --release --bin roomcast --example loadgen
+#   bench/idle_guard.sh
+set -euo pipefail
+LIMIT_KIB=${LIMIT_KIB:-7.0}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RELEASE=${CARGO_TARGET_DIR:-$ROOT/target}/release
+SCRATCH=$(mktemp -d)
+SERVER=
+trap '[ -n "$SERVER" ] && kill $SERVER 2>/dev/null; rm -rf "$SCRATCH"' EXIT
+ulimit -n 65536 2>/dev/null || true
+
+"$RELEASE/roomcast" --port 0 --store memory --uploads-dir "$SCRATCH/uploads" --rate 0 \
+    --max-connections 20000 --max-connections-per-address 0 --max-http-per-address 0 \
+    --joins-per-minute 0 >"$SCRATCH/out" 2>&1 &
+SERVER=$!
+for _ in $(seq 100); do grep -q listening "$SCRATCH/out" && break; sleep 0.1; done
+ADDR=$(grep -o 'listening on http://[^ ]*' "$SCRATCH/out" | sed 's|listening on http://||')
+[ -n "$ADDR" ] || { cat "$SCRATCH/out"; echo "idle guard: the server did not start"; exit 1; }
+
+timeout 120 "$RELEASE/examples/loadgen" idle --addr "$ADDR" --server-pid $SERVER \
+    --rooms 100 --clients 100 --duration 2 >"$SCRATCH/load" 2>&1
+cat "$SCRATCH/load"
+# | connections | KiB/conn (connected) | KiB/conn (after idle) | ...
+read -r CONNS KIB < <(awk -F'|' '/^\| [0-9]/ {print $2, $4}' "$SCRATCH/load")
+[ "${CONNS:-0}" -ge 10000 ] || { echo "idle guard: only ${CONNS:-0} of 10000 connected"; exit 1; }
+if python3 -c "import sys; sys.exit(0 if float('$KIB') <= float('$LIMIT_KIB') else 1)"; then
+    echo "idle guard: $KIB KiB per idle connection (limit $LIMIT_KIB)"
+else
+    echo "idle guard: $KIB KiB per idle connection, over the limit of $LIMIT_KIB KiB"
+    exit 1
+fi
