@@ -16,22 +16,32 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RELEASE=${CARGO_TARGET_DIR:-$ROOT/target}/release
 SCRATCH=$(mktemp -d)
 SERVER=
-trap '[ -n "$SERVER" ] && kill $SERVER 2>/dev/null; rm -rf "$SCRATCH"' EXIT
-ulimit -n 65536 2>/dev/null || true
+cleanup() {
+    if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; fi
+    rm -rf "$SCRATCH"
+}
+trap cleanup EXIT
+# 10 000 sockets on each side: as many open files as allowed, up to 65 536.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 "$RELEASE/roomcast" --port 0 --store memory --uploads-dir "$SCRATCH/uploads" --rate 0 \
     --max-connections 20000 --max-connections-per-address 0 --max-http-per-address 0 \
     --joins-per-minute 0 >"$SCRATCH/out" 2>&1 &
 SERVER=$!
 for _ in $(seq 100); do grep -q listening "$SCRATCH/out" && break; sleep 0.1; done
-ADDR=$(grep -o 'listening on http://[^ ]*' "$SCRATCH/out" | sed 's|listening on http://||')
+ADDR=$(grep -o 'listening on http://[^ ]*' "$SCRATCH/out" | sed 's|listening on http://||' || true)
 [ -n "$ADDR" ] || { cat "$SCRATCH/out"; echo "idle guard: the server did not start"; exit 1; }
 
-timeout 120 "$RELEASE/examples/loadgen" idle --addr "$ADDR" --server-pid $SERVER \
-    --rooms 100 --clients 100 --duration 2 >"$SCRATCH/load" 2>&1
+if ! timeout 120 "$RELEASE/examples/loadgen" idle --addr "$ADDR" --server-pid $SERVER \
+    --rooms 100 --clients 100 --duration 2 >"$SCRATCH/load" 2>&1; then
+    cat "$SCRATCH/load"
+    echo "idle guard: the load generator failed"
+    exit 1
+fi
 cat "$SCRATCH/load"
 # | connections | KiB/conn (connected) | KiB/conn (after idle) | ...
-read -r CONNS KIB < <(awk -F'|' '/^\| [0-9]/ {print $2, $4}' "$SCRATCH/load")
+CONNS=0 KIB=
+read -r CONNS KIB < <(awk -F'|' '/^\| [0-9]/ {print $2, $4}' "$SCRATCH/load") || true
 [ "${CONNS:-0}" -ge 10000 ] || { echo "idle guard: only ${CONNS:-0} of 10000 connected"; exit 1; }
 if python3 -c "import sys; sys.exit(0 if float('$KIB') <= float('$LIMIT_KIB') else 1)"; then
     echo "idle guard: $KIB KiB per idle connection (limit $LIMIT_KIB)"

@@ -16,14 +16,16 @@ RELEASE=${CARGO_TARGET_DIR:-$ROOT/target}/release
 BIN=${2:-$RELEASE/roomcast}
 ROOMS=${ROOMS:-100}
 SCRATCH=$(mktemp -d)
-trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$SCRATCH"' EXIT
+SERVER=
+trap '[ -n "$SERVER" ] && { kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; }; rm -rf "$SCRATCH"' EXIT
 
 taskset -c 0 "$BIN" --port 0 --rate 0 --max-connections 20000 --max-connections-per-address 0 \
     --max-http-per-address 0 --joins-per-minute 0 --uploads-dir "$SCRATCH/uploads" \
     --data-dir "$SCRATCH/data" >"$SCRATCH/out" 2>&1 &
 SERVER=$!
 for _ in $(seq 100); do grep -q listening "$SCRATCH/out" && break; sleep 0.1; done
-ADDR=$(grep -o 'listening on http://[^ ]*' "$SCRATCH/out" | sed 's|listening on http://||')
+ADDR=$(grep -o 'listening on http://[^ ]*' "$SCRATCH/out" | sed 's|listening on http://||' || true)
+[ -n "$ADDR" ] || { cat "$SCRATCH/out"; echo "store_cpu: the server did not start"; exit 1; }
 
 taskset -c 1 "$RELEASE/examples/loadgen" rooms --addr "$ADDR" --server-pid $SERVER --rooms "$ROOMS" \
     --clients 10 --senders "$ROOMS" --size 64 --duration 8 --rate "$RATE" --burst >"$SCRATCH/load" 2>&1 &

@@ -28,8 +28,9 @@ use futures_util::task::AtomicWaker;
 /// One worker's wake-ups from other threads.
 pub(super) struct Relay {
     /// Wakers of this worker's tasks, woken from elsewhere and not yet
-    /// passed on. Bounded by the worker's tasks: a task's waker is moved
-    /// here, not copied, so it is here at most once until it runs again.
+    /// passed on. A task's waker is moved here, not copied: a task is here
+    /// at most once per time it has run since the relay last ran, so the
+    /// list is bounded by the worker's tasks and how often they run.
     pending: Mutex<Vec<Waker>>,
     /// The relay task's own waker.
     task: AtomicWaker,
@@ -51,9 +52,15 @@ impl Relay {
         relay
     }
 
-    /// Whether the calling thread is this relay's worker.
+    /// Whether the calling thread is this relay's worker (not while the
+    /// thread's locals are being torn down: then it is no worker's).
     fn is_current(self: &Arc<Self>) -> bool {
-        CURRENT.with_borrow(|c| c.as_ref().is_some_and(|r| Arc::ptr_eq(r, self)))
+        CURRENT
+            .try_with(|c| {
+                c.try_borrow()
+                    .is_ok_and(|c| c.as_ref().is_some_and(|r| Arc::ptr_eq(r, self)))
+            })
+            .unwrap_or(false)
     }
 
     fn push(&self, waker: Waker) {

@@ -79,11 +79,12 @@ impl Policy {
     /// a row in each of many rooms it rewrites a page of each room's
     /// history, then the write-ahead log's pages, then (every few thousand
     /// pages) copies them into the file. Measured (docs/BENCHMARKS.md,
-    /// issue 15), 100 rooms at 10 000 posts/s: 27 µs of the writer's CPU
-    /// per change with a commit every 2 ms or so, 11–13 µs with one every
-    /// 50 ms; on one core that CPU is taken from fan-out. An idle store
-    /// commits a lone change after [`GATHER`]: the pace only shows under
-    /// load.
+    /// issue 15), 100 rooms at 10 000 posts/s: 23–26 µs of the writer's
+    /// CPU per change with a commit every 2 ms or so, 13–17 µs with one
+    /// every 50 ms; on one core that CPU is taken from fan-out. An idle
+    /// store commits a lone change after [`GATHER`]: the pace only shows
+    /// under load. Reads are not paced (see [`GATHER`]), so a store busy
+    /// with joins and history pages as well commits more often.
     fn commit_interval(&self) -> Duration {
         match self.fsync {
             Fsync::Always => Duration::ZERO,
@@ -103,8 +104,8 @@ enum Outcome {
 /// it is committed (unless `--fsync always`). Without it a lightly loaded
 /// writer commits each change alone; with it a burst of posts shares one
 /// transaction. The waits (this, and [`Policy::commit_interval`] under
-/// load) are taken in steps of this length, and a read or a stop ends them
-/// at once: a join never waits for company.
+/// load) are taken in steps of this length, and a read, a flush or a stop
+/// ends them within one step: a join never waits for company.
 const GATHER: Duration = Duration::from_millis(2);
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -144,7 +145,11 @@ pub(crate) fn run(
             group.gather(&mut inbox, max, due);
         }
         group.take_queued(&mut inbox, max);
-        last_commit = Some(Instant::now());
+        // A lone read does not count: a post after a join, on an idle
+        // store, still waits only GATHER.
+        if group.changes > 0 {
+            last_commit = Some(Instant::now());
+        }
         let mut group = group.ops;
         // Everything before a stop is committed; the stop is answered once
         // the journal is closed.
