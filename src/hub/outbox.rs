@@ -215,10 +215,11 @@ impl Outbox {
     }
 
     /// Drops what an overflow left queued, but the rest of a frame already
-    /// partly written. Checked on every peek and consume, and nearly always
-    /// a no-op: the check is inlined, the work is not (left to the
-    /// compiler, whether it inlined the whole moved with unrelated code and
-    /// cost 13 instructions per delivery, `fanout_guard`).
+    /// partly written. Checked on every peek and consume and nearly always
+    /// a no-op, so the check is inlined and the work kept out of line. Left
+    /// to the compiler, the whole function stopped being inlined when
+    /// unrelated code was added to the crate: 13 more instructions per
+    /// delivery in `fanout_guard` (docs/BENCHMARKS.md, issue 15).
     #[inline]
     fn discard(s: &mut State) {
         if s.discard {
