@@ -310,6 +310,116 @@ async fn bad_data_directories_and_files_are_clear_errors() {
     first.shutdown().await.unwrap();
 }
 
+/// What roomcast's first schema (version 1) wrote: messages clustered by
+/// (room, seq). A fixture, kept as it was shipped.
+const SCHEMA_V1: &str = "
+CREATE TABLE roomcast_rooms (room TEXT PRIMARY KEY, seq_reserved INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE roomcast_messages (
+    room TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, user_name TEXT NOT NULL,
+    identity TEXT NOT NULL, content TEXT NOT NULL, created TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, attachment TEXT, edited_at TEXT,
+    reactions TEXT NOT NULL DEFAULT '[]', client_id TEXT, PRIMARY KEY (room, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX roomcast_messages_id ON roomcast_messages (id);
+CREATE INDEX roomcast_messages_created ON roomcast_messages (created_ms);
+PRAGMA application_id = 1919120244;
+PRAGMA user_version = 1;
+";
+
+#[tokio::test]
+async fn a_version_1_database_is_upgraded_and_keeps_its_history() {
+    let tmp = TempDir::new("upgrade");
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    // ann's rows carry the identity her claim proves (`c:` and half its
+    // SHA-256), so she may still edit them.
+    let claim = "A".repeat(43);
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(claim.as_bytes());
+    let ann_id: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let old = rusqlite::Connection::open(dir.join("roomcast.db")).unwrap();
+    old.execute_batch(SCHEMA_V1).unwrap();
+    // Two rooms, interleaved, as a busy server writes them.
+    for seq in 1..=3i64 {
+        for room in ["old", "other"] {
+            old.execute(
+                "INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
+                 created, created_ms, reactions) VALUES (?1, ?2, ?3, 'ann', ?6, ?4, \
+                 '2026-12-01T10:00:00.000Z', 1764583200000, ?5)",
+                rusqlite::params![
+                    room,
+                    seq,
+                    format!("{room}-{seq}"),
+                    format!("{room} m{seq}"),
+                    if seq == 2 {
+                        r#"[["👍",["bob"]]]"#
+                    } else {
+                        "[]"
+                    },
+                    format!("c:{ann_id}"),
+                ],
+            )
+            .unwrap();
+        }
+    }
+    old.execute_batch("INSERT INTO roomcast_rooms VALUES ('old', 3), ('other', 3);")
+        .unwrap();
+    drop(old);
+
+    let server = Server::start(sqlite().rate(0u32).data_dir(dir.clone())).await;
+    let mut ann = server.ws(&format!("/ws/old/ann?claim={claim}")).await;
+    let w = ann.expect("welcome").await;
+    assert_eq!(seqs(&w["history"]), vec![1, 2, 3]);
+    assert_eq!(w["history"][1]["content"], "old m2");
+    assert_eq!(w["history"][1]["message_id"], "old-2");
+    assert_eq!(w["history"][1]["reactions"], json!({"👍": ["bob"]}));
+    ann.expect("join").await;
+    // Upgraded rows take edits and deletes by id; new posts continue the seqs.
+    send(
+        &mut ann,
+        json!({"type": "edit", "message_id": "old-1", "content": "m1, edited"}),
+    )
+    .await;
+    ann.expect("message_updated").await;
+    send(&mut ann, json!({"type": "delete", "message_id": "old-3"})).await;
+    ann.expect("message_deleted").await;
+    assert!(ann.post("new").await["seq"].as_u64().unwrap() > 3);
+    drop(ann);
+    committed(&server).await;
+    server.shutdown().await.unwrap();
+
+    let db = rusqlite::Connection::open(dir.join("roomcast.db")).unwrap();
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let rows: Vec<(String, i64, String)> = db
+        .prepare("SELECT room, seq, content FROM roomcast_messages ORDER BY room, seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let contents: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(
+        contents,
+        [
+            "m1, edited",
+            "old m2",
+            "new",
+            "other m1",
+            "other m2",
+            "other m3"
+        ]
+    );
+    drop(db);
+
+    // And it opens again as it is.
+    let server = Server::start(sqlite().data_dir(dir)).await;
+    let (_bob, w) = server.join("other", "bob").await;
+    assert_eq!(seqs(&w["history"]), vec![1, 2, 3]);
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn kill_9_keeps_every_committed_message_and_never_reuses_a_seq() {
     let dir = TempDir::new("kill9");
