@@ -1,0 +1,231 @@
+//! Completing a join that cannot be answered under the room's lock: the
+//! room must first be read from the store, a resume wants messages the
+//! ring no longer holds, or the room lives in a backbone. Each runs as a
+//! task of its own and ends by queueing the member's `welcome`, or by
+//! closing it with 1013 so the client retries.
+
+use std::sync::Arc;
+
+use super::event::MessageView;
+use super::room::{Room, Waiting};
+use super::{
+    Backbone, CloseReason, Common, ErrorCode, Identity, PageQuery, Refusal, RemoteWelcome,
+    RoomName, StoreError, UserName, frame,
+};
+
+/// Messages a resume may read from the store at most (the welcome's byte
+/// budget keeps the newest that fit; a resume wanting more reports a gap).
+const RESUME_FROM_STORE: usize = 1000;
+
+/// Reads a room from the store once (its tail, `tail` messages, and a
+/// fresh seq reservation), unless it is loaded already.
+async fn ensure_loaded(common: &Common, room: &Room, tail: usize) -> Result<(), StoreError> {
+    let Some(store) = &common.store else {
+        return Ok(());
+    };
+    if room.lock().loaded {
+        return Ok(());
+    }
+    let _one_at_a_time = room.loading.lock().await;
+    if room.lock().loaded {
+        return Ok(());
+    }
+    let snapshot = store.load(room.name.as_str(), tail).await?;
+    room.lock().install(snapshot, common);
+    Ok(())
+}
+
+/// Closes a member that could not be welcomed (1013: it retries).
+fn close_unwelcomed(room: &Room, (key, generation): (usize, u64), reason: CloseReason) {
+    if let Some(slot) = room.lock().members.get(key)
+        && slot.generation == generation
+    {
+        slot.outbox.close(reason);
+    }
+}
+
+/// Completes a join that needs the store: loads the room if it is not
+/// loaded, reads the messages a resume wants that the ring no longer holds,
+/// then queues the welcome. On failure the connection is closed with 1013.
+pub(super) async fn welcome_from_store(
+    common: Arc<Common>,
+    room: Arc<Room>,
+    requested: RoomName,
+    w: Waiting,
+) {
+    let read = async {
+        ensure_loaded(&common, &room, common.config.history.max(1)).await?;
+        let before = {
+            let state = room.lock();
+            match state.resume_from(w.after) {
+                Some(after) if state.needs_store(Some(after)) => Some((after, state.ring_start())),
+                _ => None,
+            }
+        };
+        let Some((after, before)) = before else {
+            return Ok((Vec::new(), false));
+        };
+        let Some(store) = &common.store else {
+            return Ok((Vec::new(), false));
+        };
+        let query = PageQuery {
+            after,
+            before: Some(before),
+            limit: RESUME_FROM_STORE,
+        };
+        store.page(room.name.as_str(), query).await
+    };
+    match read.await {
+        Ok((older, more)) => {
+            room.lock()
+                .welcome_waiting(&requested, &w, (&older, more), &common);
+        }
+        Err(e) => {
+            tracing::warn!(room = %room.name, "join failed: {e}");
+            close_unwelcomed(&room, (w.key, w.generation), CloseReason::UNAVAILABLE);
+        }
+    }
+}
+
+/// The `seq` of a message in its JSON form.
+fn seq_of(json: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    serde_json::from_str::<Seq>(json).ok().map(|s| s.seq)
+}
+
+/// Completes a backbone's welcome from the store, when the store holds
+/// messages the welcome wants that the backbone no longer does (a resume
+/// past its ring, or a backbone that restarted empty). The store's
+/// messages go before the backbone's, within the same byte budget.
+async fn fill_from_store(
+    common: &Common,
+    room: &RoomName,
+    after: Option<u64>,
+    w: &mut RemoteWelcome,
+) -> Result<(), StoreError> {
+    let Some(store) = &common.store else {
+        return Ok(());
+    };
+    let first = w
+        .history
+        .first()
+        .and_then(|m| seq_of(m))
+        .unwrap_or(w.last_seq.saturating_add(1));
+    let (from, limit) = match after {
+        Some(a) if w.gap && a < w.last_seq => (a, RESUME_FROM_STORE),
+        None if w.history.len() < common.config.welcome_history => {
+            (0, common.config.welcome_history - w.history.len())
+        }
+        _ => return Ok(()),
+    };
+    if first <= from.saturating_add(1) {
+        return Ok(());
+    }
+    let query = PageQuery {
+        after: from,
+        before: Some(first),
+        limit,
+    };
+    let (rows, more) = store.page(room.as_str(), query).await?;
+    let budget = common.config.welcome_history_bytes;
+    let mut used: usize = w.history.iter().map(|m| m.len() + 1).sum();
+    let mut older = Vec::new();
+    let mut cut = false;
+    for m in rows.iter().rev() {
+        let json = serde_json::to_string(&MessageView::of("message", m, None)).unwrap_or_default();
+        if used.saturating_add(json.len() + 1) > budget {
+            cut = true;
+            continue;
+        }
+        used += json.len() + 1;
+        older.push(json);
+    }
+    older.reverse();
+    older.append(&mut w.history);
+    w.history = older;
+    if after.is_some() {
+        w.gap = more || cut;
+    }
+    Ok(())
+}
+
+/// Completes a join through the backbone: waits until the room's events are
+/// received, registers the connection and reads the room's state (with a
+/// store: the room's stored seq first, which the backbone's numbering never
+/// goes below), then queues `welcome` and whatever arrived meanwhile. On
+/// failure the connection is closed with 1013 so the client retries.
+pub(super) async fn welcome_from_backbone(
+    backbone: Arc<dyn Backbone>,
+    common: Arc<Common>,
+    (room, requested): (Arc<Room>, RoomName),
+    (key, generation): (usize, u64),
+    (user, identity, claim): (UserName, Identity, Option<String>),
+    after: Option<u64>,
+) {
+    let read = async {
+        ensure_loaded(&common, &room, 0)
+            .await
+            .map_err(|e| Refusal::new(ErrorCode::Unavailable, format!("the history store: {e}")))?;
+        backbone.watching(&room.name).await?;
+        let answer = {
+            let mut state = room.lock();
+            if !state.has(key, generation) {
+                return Ok::<_, Refusal>(None); // it left before its welcome
+            }
+            state.announce(key, generation);
+            let connections = state.connections_of(&user);
+            backbone.welcome(
+                &room.name,
+                (&user, &identity),
+                connections,
+                after,
+                state.last_seq(),
+            )
+        };
+        let mut w = answer.await?;
+        if let Err(e) = fill_from_store(&common, &room.name, after, &mut w).await {
+            // The backbone's part is still right; the older part is missing.
+            tracing::warn!(room = %room.name, "welcome without stored history: {e}");
+        }
+        Ok(Some(w))
+    };
+    match read.await {
+        Ok(Some(w)) => {
+            let history = w.history.join(",");
+            let online = w.online.as_deref().unwrap_or("[]");
+            let claim = claim
+                .map(|c| {
+                    format!(
+                        r#","claim":{}"#,
+                        serde_json::to_string(&c).unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default();
+            // `online` and `history` are JSON from the backbone: spliced,
+            // not parsed and re-encoded.
+            let json = format!(
+                r#"{{"type":"welcome","room":{},"user":{},"online":{online},"online_count":{},"history":[{history}],"gap":{},"last_seq":{},"limits":{}{claim}}}"#,
+                serde_json::to_string(requested.shown()).unwrap_or_default(),
+                serde_json::to_string(user.as_str()).unwrap_or_default(),
+                w.online_count,
+                w.gap,
+                w.last_seq,
+                serde_json::to_string(&common.config.limits).unwrap_or_default(),
+            );
+            room.lock()
+                .activate(key, generation, frame::text(&json), w.ev);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!(room = %room.name, %user, "join failed: {e}");
+            let reason = match e.code {
+                ErrorCode::NameTaken => CloseReason::NAME_TAKEN,
+                _ => CloseReason::UNAVAILABLE,
+            };
+            close_unwelcomed(&room, (key, generation), reason);
+        }
+    }
+}
