@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Binary, Client, Server, TempDir, config, eventually};
+use common::{Binary, Client, Server, TempDir, claim_of, config, eventually};
 use roomcast::store::StoreKind;
 use serde_json::{Value, json};
 
@@ -331,59 +331,97 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_history() {
     let tmp = TempDir::new("upgrade");
     let dir = tmp.path().join("data");
     std::fs::create_dir_all(&dir).unwrap();
-    // ann's rows carry the identity her claim proves (`c:` and half its
-    // SHA-256), so she may still edit them.
-    let claim = "A".repeat(43);
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(claim.as_bytes());
-    let ann_id: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    // ann's rows carry the identity her claim proves, so she may still
+    // edit them.
+    let ann = roomcast::auth::Claim::parse(&claim_of("ann"))
+        .unwrap()
+        .identity();
     let old = rusqlite::Connection::open(dir.join("roomcast.db")).unwrap();
     old.execute_batch(SCHEMA_V1).unwrap();
-    // Two rooms, interleaved, as a busy server writes them.
-    for seq in 1..=3i64 {
-        for room in ["old", "other"] {
-            old.execute(
-                "INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
-                 created, created_ms, reactions) VALUES (?1, ?2, ?3, 'ann', ?6, ?4, \
-                 '2026-12-01T10:00:00.000Z', 1764583200000, ?5)",
-                rusqlite::params![
+    // Two rooms, interleaved in time as a busy server writes them, and
+    // enough of them (about 1 MiB) that copying them needs more room
+    // than the store's size cap below leaves.
+    let created = 1_796_119_200_000i64; // 2026-12-01T10:00:00Z
+    let padding = "x".repeat(200);
+    let mut insert = old
+        .prepare(
+            "INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
+             created, created_ms, reactions) VALUES (?1, ?2, ?3, 'ann', ?4, ?5, \
+             '2026-12-01T10:00:00.000Z', ?6, ?7)",
+        )
+        .unwrap();
+    let per_room = 2000i64;
+    for seq in 1..=per_room {
+        for (r, room) in ["old", "other"].into_iter().enumerate() {
+            let content = match seq {
+                1..=3 => format!("{room} m{seq}"),
+                _ => format!("{room} m{seq} {padding}"),
+            };
+            insert
+                .execute(rusqlite::params![
                     room,
                     seq,
                     format!("{room}-{seq}"),
-                    format!("{room} m{seq}"),
+                    ann.as_str(),
+                    content,
+                    created + 2 * seq + r as i64,
                     if seq == 2 {
                         r#"[["👍",["bob"]]]"#
                     } else {
                         "[]"
                     },
-                    format!("c:{ann_id}"),
-                ],
-            )
-            .unwrap();
+                ])
+                .unwrap();
         }
     }
-    old.execute_batch("INSERT INTO roomcast_rooms VALUES ('old', 3), ('other', 3);")
-        .unwrap();
+    drop(insert);
+    old.execute_batch(&format!(
+        "INSERT INTO roomcast_rooms VALUES ('old', {per_room}), ('other', {per_room});"
+    ))
+    .unwrap();
     drop(old);
+    let v1_bytes = std::fs::metadata(dir.join("roomcast.db")).unwrap().len();
+    assert!((1 << 20..2 << 20).contains(&v1_bytes), "{v1_bytes}");
 
-    let server = Server::start(sqlite().rate(0u32).data_dir(dir.clone())).await;
-    let mut ann = server.ws(&format!("/ws/old/ann?claim={claim}")).await;
-    let w = ann.expect("welcome").await;
-    assert_eq!(seqs(&w["history"]), vec![1, 2, 3]);
-    assert_eq!(w["history"][1]["content"], "old m2");
-    assert_eq!(w["history"][1]["message_id"], "old-2");
-    assert_eq!(w["history"][1]["reactions"], json!({"👍": ["bob"]}));
-    ann.expect("join").await;
-    // Upgraded rows take edits and deletes by id; new posts continue the seqs.
-    send(
-        &mut ann,
-        json!({"type": "edit", "message_id": "old-1", "content": "m1, edited"}),
+    // A cap above the file but below the file plus its copy: the upgrade
+    // is not held to it, what follows is.
+    let server = Server::start(
+        sqlite()
+            .rate(0u32)
+            .history(3usize)
+            .store_max_mb(Some(2u64))
+            .data_dir(dir.clone()),
     )
     .await;
-    ann.expect("message_updated").await;
-    send(&mut ann, json!({"type": "delete", "message_id": "old-3"})).await;
-    ann.expect("message_deleted").await;
-    assert!(ann.post("new").await["seq"].as_u64().unwrap() > 3);
-    drop(ann);
+    let wal = std::fs::metadata(dir.join("roomcast.db-wal")).map_or(0, |m| m.len());
+    assert!(
+        wal < v1_bytes / 4,
+        "the log is truncated after the copy: {wal}"
+    );
+    let first = server
+        .get("/api/rooms/old/messages?before=4&limit=10")
+        .await
+        .json();
+    let first = &first["messages"];
+    assert_eq!(seqs(first), vec![1, 2, 3]);
+    assert_eq!(first[1]["content"], "old m2");
+    assert_eq!(first[1]["message_id"], "old-2");
+    assert_eq!(first[1]["reactions"], json!({"👍": ["bob"]}));
+    let (mut c, w) = server.join("old", "ann").await;
+    assert_eq!(w["last_seq"], per_room);
+    c.expect("join").await;
+    // Upgraded rows take edits and deletes by id (in the ring: the newest
+    // three); new posts continue the seqs.
+    send(
+        &mut c,
+        json!({"type": "edit", "message_id": "old-2000", "content": "edited"}),
+    )
+    .await;
+    c.expect("message_updated").await;
+    send(&mut c, json!({"type": "delete", "message_id": "old-1999"})).await;
+    c.expect("message_deleted").await;
+    assert!(c.post("new").await["seq"].as_u64().unwrap() > per_room as u64);
+    drop(c);
     committed(&server).await;
     server.shutdown().await.unwrap();
 
@@ -392,31 +430,52 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_history() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, 2);
-    let rows: Vec<(String, i64, String)> = db
-        .prepare("SELECT room, seq, content FROM roomcast_messages ORDER BY room, seq")
+    // Rows are now kept in the order they were written (rowid), found by
+    // room through a unique (room, seq) index.
+    let by_rowid: Vec<(String, i64)> = db
+        .prepare("SELECT room, seq FROM roomcast_messages ORDER BY rowid LIMIT 4")
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    let contents: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    let expected = [("old", 1), ("other", 1), ("old", 2), ("other", 2)];
     assert_eq!(
-        contents,
-        [
-            "m1, edited",
-            "old m2",
-            "new",
-            "other m1",
-            "other m2",
-            "other m3"
-        ]
+        by_rowid,
+        expected.map(|(r, s)| (r.to_owned(), s)).to_vec(),
+        "write order"
     );
+    let unique: i64 = db
+        .query_row(
+            "SELECT \"unique\" FROM pragma_index_list('roomcast_messages') \
+             WHERE name = 'roomcast_messages_room_seq'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unique, 1);
+    let newest: Vec<String> = db
+        .prepare(
+            "SELECT content FROM roomcast_messages WHERE room = 'old' AND seq >= 1998 ORDER BY seq",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(newest.len(), 3, "{newest:?}");
+    assert!(newest[0].starts_with("old m1998 "));
+    assert_eq!(newest[1..], ["edited", "new"]);
+    let count: i64 = db
+        .query_row("SELECT count(*) FROM roomcast_messages", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 2 * per_room, "one deleted, one posted");
     drop(db);
 
     // And it opens again as it is.
     let server = Server::start(sqlite().data_dir(dir)).await;
     let (_bob, w) = server.join("other", "bob").await;
-    assert_eq!(seqs(&w["history"]), vec![1, 2, 3]);
+    assert_eq!(w["last_seq"], per_room);
     server.shutdown().await.unwrap();
 }
 

@@ -2,7 +2,9 @@
 //! room must first be read from the store, a resume wants messages the
 //! ring no longer holds, or the room lives in a backbone. Each runs as a
 //! task of its own and ends by queueing the member's `welcome`, or by
-//! closing it with 1013 so the client retries.
+//! closing it: with 1013 when the store or backbone failed (the client
+//! retries), with 4009 when the backbone says the name is taken. A member
+//! that left meanwhile is left alone.
 
 use std::sync::Arc;
 

@@ -190,23 +190,13 @@ impl Sqlite {
                  knows up to {known}); run the newer roomcast, or pass another --data-dir"
             )));
         }
-        let sync = match fsync {
-            Fsync::Always | Fsync::Batch => "FULL",
-            Fsync::Off => "OFF",
-        };
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
-             PRAGMA secure_delete = ON; PRAGMA busy_timeout = 1000;"
-        ))
+        // Migrations run with full syncs whatever `--fsync` says: a power
+        // cut during one leaves the file as it was before it.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+             PRAGMA secure_delete = ON; PRAGMA busy_timeout = 1000;",
+        )
         .map_err(not_ours)?;
-        if let Some(mb) = max_mb {
-            let page: i64 = conn
-                .query_row("PRAGMA page_size", [], |r| r.get(0))
-                .map_err(not_ours)?;
-            let pages = (mb.saturating_mul(1 << 20) / page.max(512) as u64).max(16);
-            conn.execute_batch(&format!("PRAGMA max_page_count = {pages};"))
-                .map_err(not_ours)?;
-        }
         let mut store = Self {
             conn,
             path,
@@ -215,10 +205,34 @@ impl Sqlite {
         store
             .migrate(version)
             .map_err(|e| StoreError(format!("cannot prepare {shown}: {e}")))?;
+        if fsync == Fsync::Off {
+            store
+                .conn
+                .execute_batch("PRAGMA synchronous = OFF;")
+                .map_err(not_ours)?;
+        }
+        // Set after the migrations: one that copies a table needs room for
+        // both copies for a moment, and the cap is for what comes after.
+        if let Some(mb) = max_mb {
+            let page: i64 = store
+                .conn
+                .query_row("PRAGMA page_size", [], |r| r.get(0))
+                .map_err(not_ours)?;
+            let pages = (mb.saturating_mul(1 << 20) / page.max(512) as u64).max(16);
+            store
+                .conn
+                .execute_batch(&format!("PRAGMA max_page_count = {pages};"))
+                .map_err(not_ours)?;
+        }
         Ok(store)
     }
 
-    /// Applies the migrations past `from`, in one transaction.
+    /// Applies every migration past `from` in one transaction (a crash
+    /// during them leaves the file at `from`). After an upgrade that copied
+    /// rows, the write-ahead log holds a page image of both copies (and,
+    /// with `secure_delete`, the zeroed old pages): it is copied into the
+    /// file and truncated at once, not left at that size until the next
+    /// delete.
     fn migrate(&mut self, from: i64) -> rusqlite::Result<()> {
         let tx = self
             .conn
@@ -230,7 +244,13 @@ impl Sqlite {
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {};",
             MIGRATIONS.len()
         ))?;
-        tx.commit()
+        tx.commit()?;
+        let upgraded = from > 0 && from < MIGRATIONS.len() as i64;
+        if upgraded {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        Ok(())
     }
 
     fn err(&self, e: rusqlite::Error) -> JournalError {

@@ -352,6 +352,8 @@ pub async fn run<R, W>(
     let first_tick = config.ping_interval.min(config.idle_timeout);
     let mut ping = tokio::time::interval_at(Instant::now() + first_tick, config.ping_interval);
     let mut writer_done = false;
+    // Requests read since the writer was last polled.
+    let mut streak = 0usize;
     // No request is read before the `welcome` is queued: it must be the
     // first frame, and an echo must not be folded into its history.
     let welcomed = member.welcomed();
@@ -362,23 +364,67 @@ pub async fn run<R, W>(
         // While the server's writers are behind, no request is read: see
         // [`Backlog`]. Its silence then is ours, not the client's.
         let throttled = backlog.is_behind();
-        tokio::select! {
-            // The writer is polled first on every turn: frames a request has
-            // just queued (its pong, its error, its echo) go out before the
-            // next buffered request is read. Unbiased, a client pipelining
-            // requests could fill its own queue while it reads promptly, and
-            // be closed with 1013 for the server's own scheduling.
-            biased;
-            _ = &mut writer => { writer_done = true; break; }
-            () = &mut welcomed, if !welcome_queued => welcome_queued = true,
-            () = backlog.caught_up(), if throttled => {}
-            _ = ping.tick() => {
+        // One turn: the first of these that is ready, in this order. The
+        // writer goes first once READ_STREAK requests have been read in a
+        // row, and last otherwise: requests already buffered are read
+        // together, and what they queued (for this connection: an echo,
+        // an error, a pong) goes out in one write after them, not in one
+        // write each. Always first, a client pipelining requests made one
+        // system call per request and lengthened every turn of its worker
+        // (docs/BENCHMARKS.md, issue 15). Never last, a client pipelining
+        // could fill its own queue while it reads promptly, and be closed
+        // with 1013 for the server's own scheduling.
+        let writer_first = streak >= READ_STREAK;
+        let caught_up = backlog.caught_up();
+        tokio::pin!(caught_up);
+        let turn = std::future::poll_fn(|cx| {
+            if writer_first && writer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Turn::WriterDone);
+            }
+            if !welcome_queued && welcomed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Turn::Welcomed);
+            }
+            if throttled && caught_up.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Turn::CaughtUp);
+            }
+            if ping.poll_tick(cx).is_ready() {
+                return Poll::Ready(Turn::Tick);
+            }
+            if welcome_queued
+                && !throttled
+                && let Poll::Ready(msg) = ws.poll_next_unpin(cx)
+            {
+                return Poll::Ready(Turn::Request(msg));
+            }
+            if !writer_first && writer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Turn::WriterDone);
+            }
+            Poll::Pending
+        })
+        .await;
+        // The writer was polled this turn unless a request came before it.
+        streak = match (&turn, writer_first) {
+            (_, true) | (Turn::WriterDone, false) => 0,
+            (Turn::Request(_), false) => streak + 1,
+            _ => streak,
+        };
+        match turn {
+            Turn::WriterDone => {
+                writer_done = true;
+                break;
+            }
+            Turn::Welcomed => welcome_queued = true,
+            Turn::CaughtUp => {}
+            Turn::Tick => {
                 if throttled {
                     last_heard = Instant::now(); // we are not reading: the silence is ours
                 }
                 let idle_deadline = last_heard + config.idle_timeout;
                 if Instant::now() >= idle_deadline {
-                    outbox.close(CloseReason { code: 1000, reason: "no answer to ping; closing idle connection" });
+                    outbox.close(CloseReason {
+                        code: 1000,
+                        reason: "no answer to ping; closing idle connection",
+                    });
                     break;
                 }
                 member.send(frames::ping());
@@ -388,7 +434,7 @@ pub async fn run<R, W>(
                     ping.reset_at(idle_deadline);
                 }
             }
-            msg = ws.next(), if welcome_queued && !throttled => {
+            Turn::Request(msg) => {
                 let msg = match msg {
                     None => break,
                     Some(Ok(msg)) => msg,
@@ -406,7 +452,8 @@ pub async fn run<R, W>(
                 if large_message(&msg) {
                     let reader = ws.into_inner().into_inner();
                     ws = PollWhenWoken::new(
-                        WebSocketStream::from_raw_socket(reader, Role::Server, Some(ws_config)).await,
+                        WebSocketStream::from_raw_socket(reader, Role::Server, Some(ws_config))
+                            .await,
                     );
                 }
                 if let Message::Pong(_) = msg {
@@ -418,11 +465,16 @@ pub async fn run<R, W>(
                     // answered in kind.
                     let sent = frame.map(|f| u16::from(f.code));
                     outbox.close(match sent {
-                        Some(code) if code == 1002 || !close_code_may_be_sent(code) => CloseReason {
-                            code: 1002,
-                            reason: "that close code must never be sent (RFC 6455 section 7.4)",
+                        Some(code) if code == 1002 || !close_code_may_be_sent(code) => {
+                            CloseReason {
+                                code: 1002,
+                                reason: "that close code must never be sent (RFC 6455 section 7.4)",
+                            }
+                        }
+                        _ => CloseReason {
+                            code: 1000,
+                            reason: "bye",
                         },
-                        _ => CloseReason { code: 1000, reason: "bye" },
                     });
                     break;
                 }
@@ -431,12 +483,18 @@ pub async fn run<R, W>(
                     strikes += 1;
                     metrics.rate_limited.inc();
                     if strikes >= flood_limit {
-                        outbox.close(CloseReason { code: 1008, reason: "too many requests; slow down" });
+                        outbox.close(CloseReason {
+                            code: 1008,
+                            reason: "too many requests; slow down",
+                        });
                         break;
                     }
                     let r = Refusal::new(
                         ErrorCode::RateLimited,
-                        format!("more than {} requests per second (your connections count together); this one was dropped", config.rate),
+                        format!(
+                            "more than {} requests per second (your connections count together); this one was dropped",
+                            config.rate
+                        ),
                     );
                     member.send(r.frame(None));
                     continue;
@@ -458,7 +516,10 @@ pub async fn run<R, W>(
                         }
                     }
                     Message::Binary(_) => {
-                        let r = Refusal::new(ErrorCode::Unsupported, "binary frames are not supported; send JSON text");
+                        let r = Refusal::new(
+                            ErrorCode::Unsupported,
+                            "binary frames are not supported; send JSON text",
+                        );
                         member.send(r.frame(None));
                     }
                     Message::Ping(payload) => {
@@ -482,6 +543,25 @@ pub async fn run<R, W>(
         .await;
     }
     drop(member); // leaves the room: `leave` goes to the rest
+}
+
+/// Requests a session reads in a row before its writer goes first again:
+/// what they queue for their own connection (an echo, an error, a pong;
+/// a few frames each) stays far below a quarter of its queue's bound.
+const READ_STREAK: usize = 16;
+
+/// What one turn of a session's loop found ready.
+enum Turn {
+    /// The writer ended: the connection is closing or its socket failed.
+    WriterDone,
+    /// The member's `welcome` is queued: requests may be read.
+    Welcomed,
+    /// No outbox of the server is behind any more.
+    CaughtUp,
+    /// The ping timer fired.
+    Tick,
+    /// A request, the end of the stream, or a protocol error.
+    Request(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
 }
 
 /// Text or binary messages above this many bytes leave tungstenite's read
