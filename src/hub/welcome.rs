@@ -37,7 +37,8 @@ async fn ensure_loaded(common: &Common, room: &Room, tail: usize) -> Result<(), 
     Ok(())
 }
 
-/// Closes a member that could not be welcomed (1013: it retries).
+/// Closes a member that could not be welcomed, with `reason` (1013: it
+/// retries; 4009: the name is taken).
 fn close_unwelcomed(room: &Room, (key, generation): (usize, u64), reason: CloseReason) {
     if let Some(slot) = room.lock().members.get(key)
         && slot.generation == generation
