@@ -429,11 +429,11 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_history() {
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
-    // Rows are now kept in the order they were written (rowid), found by
-    // room through a unique (room, seq) index.
+    assert_eq!(version, 3);
+    // Messages are now kept in chunks in the order they were written
+    // (rowid): the upgrade makes each old message a chunk of its own.
     let by_rowid: Vec<(String, i64)> = db
-        .prepare("SELECT room, seq FROM roomcast_messages ORDER BY rowid LIMIT 4")
+        .prepare("SELECT room, first_seq FROM roomcast_chunks ORDER BY rowid LIMIT 4")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -445,18 +445,12 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_history() {
         expected.map(|(r, s)| (r.to_owned(), s)).to_vec(),
         "write order"
     );
-    let unique: i64 = db
-        .query_row(
-            "SELECT \"unique\" FROM pragma_index_list('roomcast_messages') \
-             WHERE name = 'roomcast_messages_room_seq'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(unique, 1);
+    // A chunk's messages are JSON that SQLite itself reads.
     let newest: Vec<String> = db
         .prepare(
-            "SELECT content FROM roomcast_messages WHERE room = 'old' AND seq >= 1998 ORDER BY seq",
+            "SELECT json_extract(m.value, '$.content') FROM roomcast_chunks c, \
+             json_each(c.messages) m WHERE c.room = 'old' \
+             AND json_extract(m.value, '$.seq') >= 1998 ORDER BY json_extract(m.value, '$.seq')",
         )
         .unwrap()
         .query_map([], |r| r.get(0))
@@ -466,8 +460,14 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_history() {
     assert_eq!(newest.len(), 3, "{newest:?}");
     assert!(newest[0].starts_with("old m1998 "));
     assert_eq!(newest[1..], ["edited", "new"]);
+    let ids: i64 = db
+        .query_row("SELECT count(*) FROM roomcast_message_ids", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(ids, 2 * per_room, "one id forgotten, one added");
     let count: i64 = db
-        .query_row("SELECT count(*) FROM roomcast_messages", [], |r| r.get(0))
+        .query_row("SELECT sum(count) FROM roomcast_chunks", [], |r| r.get(0))
         .unwrap();
     assert_eq!(count, 2 * per_room, "one deleted, one posted");
     drop(db);

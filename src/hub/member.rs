@@ -190,7 +190,7 @@ impl Member {
             let room = self.room.name.as_str().to_owned();
             let change = Change::Post {
                 room,
-                message: Box::new(message),
+                message: Arc::new(message),
                 reserve_through: None,
             };
             slot.send(change, None);

@@ -81,7 +81,7 @@ pub(crate) struct RoomState {
     holders: HashMap<UserName, Holder>,
     /// How long a released name stays held.
     hold_grace: Duration,
-    history: VecDeque<StoredMessage>,
+    history: VecDeque<Arc<StoredMessage>>,
     /// The ring's messages sent with a `client_id`, by (identity,
     /// client_id): a retry is answered with the message instead of a second.
     posted: HashMap<(Identity, String), u64>,
@@ -244,7 +244,7 @@ impl RoomState {
             _ => 0,
         };
         let bytes: usize = tail.iter().map(weight).sum();
-        self.history = tail.into();
+        self.history = tail.into_iter().map(Arc::new).collect();
         self.account(bytes, 0, common);
         self.posted = self
             .history
@@ -269,7 +269,7 @@ impl RoomState {
         common: &Common,
     ) -> Frame {
         let after = self.resume_from(after);
-        let all = older.iter().chain(self.history.iter());
+        let all = older.iter().chain(self.history.iter().map(Arc::as_ref));
         let (wanted, evicted): (Vec<&StoredMessage>, bool) = match after {
             None => {
                 let total = older.len() + self.history.len();
@@ -534,7 +534,7 @@ impl RoomState {
     /// ring still has it: the answer to a retry.
     fn posted_before(&self, identity: &Identity, client_id: &str) -> Option<&StoredMessage> {
         let seq = *self.posted.get(&(identity.clone(), client_id.to_owned()))?;
-        self.history.iter().find(|m| m.seq == seq)
+        self.history.iter().map(Arc::as_ref).find(|m| m.seq == seq)
     }
 
     /// Forgets a message leaving the ring as a retry's answer.
@@ -594,6 +594,10 @@ impl RoomState {
             client_id: client_id.map(str::to_owned),
         };
         let frame = frame::json(&MessageView::of("message", &message, client_id));
+        // Shared with the store's queue, not copied: the ring and the
+        // writer read the same message (an edit before the writer is done
+        // with it copies it then).
+        let message = Arc::new(message);
         if let Some(slot) = store {
             // Ask for the next block while half of this one is left, so the
             // store has made it durable long before it is needed.
@@ -603,7 +607,7 @@ impl RoomState {
             });
             let change = Change::Post {
                 room: room.as_str().to_owned(),
-                message: Box::new(message.clone()),
+                message: Arc::clone(&message),
                 reserve_through: reserve,
             };
             slot.send(change, reserve.map(|_| Arc::clone(&self.reserved)));
@@ -701,7 +705,7 @@ impl RoomState {
         }
         let store = Self::store_slot(common)?;
         let before = weight(&self.history[at]);
-        let message = &mut self.history[at];
+        let message = Arc::make_mut(&mut self.history[at]);
         let reactions = &mut message.reactions.0;
         match (pos, mine) {
             (Some(i), None) => {
@@ -768,7 +772,7 @@ impl RoomState {
         let store = Self::store_slot(common)?;
         let now = common.now_rfc3339();
         let before = weight(&self.history[at]);
-        let message = &mut self.history[at];
+        let message = Arc::make_mut(&mut self.history[at]);
         message.content = content;
         message.edited_at = Some(now);
         let after = weight(message);
@@ -814,7 +818,7 @@ impl RoomState {
             return false;
         };
         let before = weight(&self.history[at]);
-        let message = &mut self.history[at];
+        let message = Arc::make_mut(&mut self.history[at]);
         if let Some(attachment) = message.attachment.as_mut() {
             attachment.preview = Some(preview);
         }
@@ -912,7 +916,7 @@ impl RoomState {
 
     /// Every message still held, oldest first (for tests and embedders).
     pub fn history(&self) -> impl DoubleEndedIterator<Item = &StoredMessage> {
-        self.history.iter()
+        self.history.iter().map(Arc::as_ref)
     }
 
     /// Online names with their connections here.

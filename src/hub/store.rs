@@ -42,7 +42,7 @@ pub enum Change {
         /// The room's key.
         room: String,
         /// The message as posted.
-        message: Box<StoredMessage>,
+        message: Arc<StoredMessage>,
         /// A new reservation to record with it, if the room needs one.
         reserve_through: Option<u64>,
     },

@@ -11,88 +11,35 @@
 //! - The schema is versioned (`PRAGMA user_version`) and marked as
 //!   roomcast's (`PRAGMA application_id`): a newer, foreign or damaged file
 //!   is a clear error at start, never a crash.
+//! - Messages are kept in chunks: a commit's posts to one
+//!   room are one row (`chunks.rs`, in the JSON of `json.rs`). A room's
+//!   posts wait in [`Sqlite::pending`] until the commit, or until an edit,
+//!   a delete or a read needs them written.
+//! - `schema.rs`: the tables and their migrations.
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
+use hashbrown::HashMap;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::writer::{Journal, JournalError};
 use super::{Fsync, Retention, timestamp_ms};
-use crate::hub::{
-    Attachment, Change, Identity, PageQuery, Reactions, Snapshot, StoreError, StoredMessage,
-    UserName,
-};
+use crate::hub::{Change, PageQuery, Snapshot, StoreError, StoredMessage};
 
-/// `PRAGMA application_id`: "rcst".
-const APPLICATION_ID: i32 = 0x7263_7374;
+mod chunks;
+mod json;
+mod schema;
 
-/// Each entry takes the schema from its index to the next version.
-const MIGRATIONS: &[&str] = &[
-    "
-CREATE TABLE roomcast_rooms (
-    room TEXT PRIMARY KEY,
-    seq_reserved INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE roomcast_messages (
-    room TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    id TEXT NOT NULL,
-    user_name TEXT NOT NULL,
-    identity TEXT NOT NULL,
-    content TEXT NOT NULL,
-    created TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    attachment TEXT,
-    edited_at TEXT,
-    reactions TEXT NOT NULL DEFAULT '[]',
-    client_id TEXT,
-    PRIMARY KEY (room, seq)
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX roomcast_messages_id ON roomcast_messages (id);
-CREATE INDEX roomcast_messages_created ON roomcast_messages (created_ms);
-",
-    "
--- Version 2: messages in a rowid table, in the order they were written,
--- with (room, seq) as an index. Version 1 kept them clustered by (room,
--- seq): with many rooms each insert landed inside the tree, where a full
--- page is split by rebalancing its neighbours, and a whole row moved each
--- time. Now rows are appended at the tree's right edge (a cheap split)
--- and only the small (room, seq) entry lands inside. The writer's CPU per
--- message, 100 rooms at 40 000 posts/s: 7.6-8.1 µs before, 5.4-6.0 after
--- (bench/store_cpu.sh; docs/BENCHMARKS.md, issue 15). The upgrade copies
--- every message once, in the one transaction that applies it.
-CREATE TABLE roomcast_messages_v2 (
-    room TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    id TEXT NOT NULL,
-    user_name TEXT NOT NULL,
-    identity TEXT NOT NULL,
-    content TEXT NOT NULL,
-    created TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    attachment TEXT,
-    edited_at TEXT,
-    reactions TEXT NOT NULL DEFAULT '[]',
-    client_id TEXT
-);
-INSERT INTO roomcast_messages_v2
-    SELECT room, seq, id, user_name, identity, content, created, created_ms, attachment,
-           edited_at, reactions, client_id
-    FROM roomcast_messages ORDER BY created_ms, room, seq;
-DROP TABLE roomcast_messages;
-ALTER TABLE roomcast_messages_v2 RENAME TO roomcast_messages;
-CREATE UNIQUE INDEX roomcast_messages_room_seq ON roomcast_messages (room, seq);
-CREATE UNIQUE INDEX roomcast_messages_id ON roomcast_messages (id);
-CREATE INDEX roomcast_messages_created ON roomcast_messages (created_ms);
-",
-];
-
-const COLUMNS: &str =
-    "seq, id, user_name, identity, content, created, attachment, edited_at, reactions, client_id";
+use chunks::{Pending, seq_param};
+use schema::{APPLICATION_ID, MIGRATIONS};
 
 pub(crate) struct Sqlite {
     conn: Connection,
     path: PathBuf,
+    /// Posts of the open transaction not yet written, by room: each room's
+    /// become one chunk at the end of the group (or sooner, see
+    /// [`Pending::full`]). Bounded by the writer's group (8 192 changes).
+    pending: HashMap<String, Pending>,
     /// Held locked while the store is open.
     _lock: std::fs::File,
 }
@@ -200,6 +147,7 @@ impl Sqlite {
         let mut store = Self {
             conn,
             path,
+            pending: HashMap::new(),
             _lock: lock,
         };
         store
@@ -258,142 +206,108 @@ impl Sqlite {
     }
 }
 
-/// A stored row back into a message. Names and emoji were checked when
-/// they were stored; reading them again never refuses a row.
-fn message(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
-    let seq: i64 = r.get(0)?;
-    let attachment: Option<String> = r.get(6)?;
-    let reactions: String = r.get(8)?;
-    Ok(StoredMessage {
-        seq: u64::try_from(seq).unwrap_or(0),
-        id: r.get(1)?,
-        user: UserName::from_store(&r.get::<_, String>(2)?),
-        identity: Identity::from_key(r.get::<_, String>(3)?),
-        content: r.get(4)?,
-        timestamp: r.get(5)?,
-        attachment: attachment.and_then(|a| serde_json::from_str::<Attachment>(&a).ok()),
-        edited_at: r.get(7)?,
-        reactions: Reactions::from_store_json(&reactions),
-        client_id: r.get(9)?,
-    })
-}
-
-fn seq_param(seq: u64) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
-}
-
 impl Journal for Sqlite {
     fn begin(&mut self) -> Result<(), JournalError> {
+        self.pending.clear();
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| self.err(e))
     }
 
     fn apply(&mut self, change: &Change, retention: &Retention) -> Result<(), JournalError> {
+        match change {
+            Change::Edit { room, .. }
+            | Change::React { room, .. }
+            | Change::Attachment { room, .. }
+            | Change::Delete { room, .. } => {
+                // The message may be among the room's waiting posts.
+                self.flush_room(room).map_err(|e| self.err(e))?;
+            }
+            Change::Post { .. } | Change::Settle { .. } => {}
+        }
         let done = match change {
             Change::Post {
                 room,
                 message: m,
                 reserve_through,
             } => {
-                let attachment = m
-                    .attachment
-                    .as_ref()
-                    .map(|a| serde_json::to_string(a).unwrap_or_default());
-                self.conn
-                    .prepare_cached(
-                        "INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
-                         created, created_ms, attachment, edited_at, reactions, client_id) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                    )
-                    .and_then(|mut st| {
-                        st.execute(params![
-                            room,
-                            seq_param(m.seq),
-                            m.id,
-                            m.user.as_str(),
-                            m.identity.as_str(),
-                            m.content,
-                            m.timestamp,
-                            timestamp_ms(&m.timestamp),
-                            attachment,
-                            m.edited_at,
-                            m.reactions.to_store_json(),
-                            m.client_id,
-                        ])
-                    })
-                    .and_then(|_| match reserve_through {
-                        Some(r) => self
-                            .conn
-                            .prepare_cached(
-                                "INSERT INTO roomcast_rooms (room, seq_reserved) VALUES (?1, ?2) \
-                                 ON CONFLICT (room) DO UPDATE \
-                                 SET seq_reserved = max(seq_reserved, excluded.seq_reserved)",
-                            )
-                            .and_then(|mut st| st.execute(params![room, seq_param(*r)])),
-                        None => Ok(0),
-                    })
-                    .and_then(|_| match retention.per_room {
-                        Some(cap) if m.seq > cap => self
-                            .conn
-                            .prepare_cached(
-                                "DELETE FROM roomcast_messages WHERE room = ?1 AND seq <= ?2",
-                            )
-                            .and_then(|mut st| st.execute(params![room, seq_param(m.seq - cap)])),
-                        _ => Ok(0),
-                    })
+                let pending = match self.pending.get_mut(room.as_str()) {
+                    Some(pending) => pending,
+                    None => self.pending.entry(room.clone()).or_default(),
+                };
+                pending.push(m, retention.per_room);
+                let written = if pending.full() {
+                    let full = self.pending.remove(room.as_str()).unwrap_or_default();
+                    self.write_room(room, full)
+                } else {
+                    Ok(())
+                };
+                written.and_then(|()| match reserve_through {
+                    Some(r) => self
+                        .conn
+                        .prepare_cached(
+                            "INSERT INTO roomcast_rooms (room, seq_reserved) VALUES (?1, ?2) \
+                             ON CONFLICT (room) DO UPDATE \
+                             SET seq_reserved = max(seq_reserved, excluded.seq_reserved)",
+                        )
+                        .and_then(|mut st| st.execute(params![room, seq_param(*r)]))
+                        .map(drop),
+                    None => Ok(()),
+                })
             }
             Change::Edit {
                 room,
                 message_id,
                 content,
                 edited_at,
-            } => self
-                .conn
-                .prepare_cached(
-                    "UPDATE roomcast_messages SET content = ?1, edited_at = ?2 \
-                     WHERE id = ?3 AND room = ?4",
-                )
-                .and_then(|mut st| st.execute(params![content, edited_at, message_id, room])),
+            } => self.change_message(room, message_id, |m| {
+                m.insert("content".into(), content.as_str().into());
+                m.insert("edited_at".into(), edited_at.as_str().into());
+            }),
             Change::React {
                 room,
                 message_id,
                 reactions,
-            } => self
-                .conn
-                .prepare_cached(
-                    "UPDATE roomcast_messages SET reactions = ?1 WHERE id = ?2 AND room = ?3",
-                )
-                .and_then(|mut st| st.execute(params![reactions, message_id, room])),
+            } => self.change_message(room, message_id, |m| {
+                if reactions == "[]" {
+                    m.remove("reactions");
+                } else {
+                    m.insert("reactions".into(), reactions.as_str().into());
+                }
+            }),
             Change::Attachment {
                 room,
                 message_id,
                 attachment,
-            } => self
-                .conn
-                .prepare_cached(
-                    "UPDATE roomcast_messages SET attachment = ?1 WHERE id = ?2 AND room = ?3",
-                )
-                .and_then(|mut st| st.execute(params![attachment, message_id, room])),
-            Change::Delete { room, message_id } => self
-                .conn
-                .prepare_cached("DELETE FROM roomcast_messages WHERE id = ?1 AND room = ?2")
-                .and_then(|mut st| st.execute(params![message_id, room])),
+            } => {
+                let attachment: serde_json::Value =
+                    serde_json::from_str(attachment).unwrap_or(serde_json::Value::Null);
+                self.change_message(room, message_id, |m| {
+                    m.insert("attachment".into(), attachment);
+                })
+            }
+            Change::Delete { room, message_id } => self.delete_message(room, message_id),
             Change::Settle { room, last_seq } => self
                 .conn
                 .prepare_cached("UPDATE roomcast_rooms SET seq_reserved = ?2 WHERE room = ?1")
-                .and_then(|mut st| st.execute(params![room, seq_param(*last_seq)])),
+                .and_then(|mut st| st.execute(params![room, seq_param(*last_seq)]))
+                .map(drop),
         };
-        done.map(drop).map_err(|e| self.err(e))
+        done.map_err(|e| self.err(e))
     }
 
     fn load(&mut self, room: &str, tail: usize, block: u64) -> Result<Snapshot, JournalError> {
-        let read = || -> rusqlite::Result<Snapshot> {
-            let newest: Option<i64> = self
+        let read = |this: &mut Self| -> rusqlite::Result<Snapshot> {
+            this.flush_room(room)?;
+            let newest: Option<i64> = this
                 .conn
-                .prepare_cached("SELECT max(seq) FROM roomcast_messages WHERE room = ?1")?
-                .query_row([room], |r| r.get(0))?;
-            let reserved: Option<i64> = self
+                .prepare_cached(
+                    "SELECT last_seq FROM roomcast_chunks WHERE room = ?1 \
+                     ORDER BY first_seq DESC LIMIT 1",
+                )?
+                .query_row([room], |r| r.get(0))
+                .optional()?;
+            let reserved: Option<i64> = this
                 .conn
                 .prepare_cached("SELECT seq_reserved FROM roomcast_rooms WHERE room = ?1")?
                 .query_row([room], |r| r.get(0))
@@ -401,18 +315,18 @@ impl Journal for Sqlite {
             let last = newest.unwrap_or(0).max(reserved.unwrap_or(0)).max(0);
             let last = u64::try_from(last).unwrap_or(0);
             let reserve = last.saturating_add(block);
-            self.conn
+            this.conn
                 .prepare_cached(
                     "INSERT INTO roomcast_rooms (room, seq_reserved) VALUES (?1, ?2) \
                      ON CONFLICT (room) DO UPDATE SET seq_reserved = excluded.seq_reserved",
                 )?
                 .execute(params![room, seq_param(reserve)])?;
-            let mut st = self.conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM roomcast_messages WHERE room = ?1 ORDER BY seq DESC LIMIT ?2"
-            ))?;
-            let mut rows: Vec<StoredMessage> = st
-                .query_map(params![room, tail as i64 + 1], message)?
-                .collect::<rusqlite::Result<_>>()?;
+            // Newest first, one more than asked for: whether older ones exist.
+            let mut rows: Vec<StoredMessage> = Vec::new();
+            this.newest_first(room, u64::MAX, |_, messages| {
+                rows.extend(messages.into_iter().rev());
+                rows.len() <= tail
+            })?;
             let older = rows.len() > tail;
             rows.truncate(tail);
             rows.reverse();
@@ -423,7 +337,7 @@ impl Journal for Sqlite {
                 older,
             })
         };
-        read().map_err(|e| self.err(e))
+        read(self).map_err(|e| self.err(e))
     }
 
     fn page(
@@ -431,35 +345,44 @@ impl Journal for Sqlite {
         room: &str,
         q: PageQuery,
     ) -> Result<(Vec<StoredMessage>, bool), JournalError> {
-        let read = || -> rusqlite::Result<(Vec<StoredMessage>, bool)> {
-            let mut st = self.conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM roomcast_messages WHERE room = ?1 AND seq > ?2 AND seq < ?3 \
-                 ORDER BY seq DESC LIMIT ?4"
-            ))?;
-            let before = q.before.map_or(i64::MAX, seq_param);
-            let mut rows: Vec<StoredMessage> = st
-                .query_map(
-                    params![room, seq_param(q.after), before, q.limit as i64 + 1],
-                    message,
-                )?
-                .collect::<rusqlite::Result<_>>()?;
+        let read = |this: &mut Self| -> rusqlite::Result<(Vec<StoredMessage>, bool)> {
+            this.flush_room(room)?;
+            let before = q.before.unwrap_or(u64::MAX);
+            let after = seq_param(q.after);
+            let mut rows: Vec<StoredMessage> = Vec::new();
+            this.newest_first(room, before, |last, messages| {
+                if last <= after {
+                    return false;
+                }
+                rows.extend(
+                    messages
+                        .into_iter()
+                        .rev()
+                        .filter(|m| m.seq > q.after && m.seq < before),
+                );
+                rows.len() <= q.limit
+            })?;
             let more = rows.len() > q.limit;
             rows.truncate(q.limit);
             rows.reverse();
             Ok((rows, more))
         };
-        read().map_err(|e| self.err(e))
+        read(self).map_err(|e| self.err(e))
     }
 
     fn prune(&mut self, older_than_ms: i64) -> Result<u64, JournalError> {
-        self.conn
-            .prepare_cached("DELETE FROM roomcast_messages WHERE created_ms < ?1")
-            .and_then(|mut st| st.execute([older_than_ms]))
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
+        let pruned = self.flush().and_then(|()| {
+            self.delete_where(
+                "SELECT rowid, messages FROM roomcast_chunks WHERE oldest_ms < ?1 LIMIT 64",
+                params![older_than_ms],
+                |_, timestamp| timestamp_ms(timestamp) < older_than_ms,
+            )
+        });
+        pruned.map_err(|e| self.err(e))
     }
 
     fn commit(&mut self, deleted: bool) -> Result<(), JournalError> {
+        self.flush().map_err(|e| self.err(e))?;
         self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
         if deleted {
             // The WAL may still hold page images with the deleted text:
@@ -476,6 +399,7 @@ impl Journal for Sqlite {
     }
 
     fn rollback(&mut self) {
+        self.pending.clear();
         if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
