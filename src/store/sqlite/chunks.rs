@@ -109,15 +109,7 @@ impl Sqlite {
         let Some(newest) = posts.last().map(|p| p.message.seq) else {
             return Ok(());
         };
-        let stored: Option<i64> = self
-            .conn
-            .prepare_cached(
-                "SELECT last_seq FROM roomcast_chunks WHERE room = ?1 \
-                 ORDER BY first_seq DESC LIMIT 1",
-            )?
-            .query_row([room], |r| r.get(0))
-            .optional()?;
-        let stored = stored.and_then(|s| u64::try_from(s).ok());
+        let stored = self.newest_seq(room)?;
         let late = posts.partition_point(|p| stored.is_some_and(|s| p.message.seq <= s));
         let fresh = posts.split_off(late);
         if in_order && late == 0 {
@@ -137,6 +129,19 @@ impl Sqlite {
             Some(cap) if newest > cap => self.trim_room(room, newest - cap),
             _ => Ok(()),
         }
+    }
+
+    /// The highest seq the room's chunks hold (its newest chunk's last).
+    pub(super) fn newest_seq(&self, room: &str) -> rusqlite::Result<Option<u64>> {
+        let last: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT last_seq FROM roomcast_chunks WHERE room = ?1 \
+                 ORDER BY first_seq DESC LIMIT 1",
+            )?
+            .query_row([room], |r| r.get(0))
+            .optional()?;
+        Ok(last.and_then(|s| u64::try_from(s).ok()))
     }
 
     fn insert_chunk(&self, room: &str, posts: &[Waiting], body: String) -> rusqlite::Result<()> {

@@ -299,21 +299,14 @@ impl Journal for Sqlite {
     fn load(&mut self, room: &str, tail: usize, block: u64) -> Result<Snapshot, JournalError> {
         let read = |this: &mut Self| -> rusqlite::Result<Snapshot> {
             this.flush_room(room)?;
-            let newest: Option<i64> = this
-                .conn
-                .prepare_cached(
-                    "SELECT last_seq FROM roomcast_chunks WHERE room = ?1 \
-                     ORDER BY first_seq DESC LIMIT 1",
-                )?
-                .query_row([room], |r| r.get(0))
-                .optional()?;
+            let newest = this.newest_seq(room)?;
             let reserved: Option<i64> = this
                 .conn
                 .prepare_cached("SELECT seq_reserved FROM roomcast_rooms WHERE room = ?1")?
                 .query_row([room], |r| r.get(0))
                 .optional()?;
-            let last = newest.unwrap_or(0).max(reserved.unwrap_or(0)).max(0);
-            let last = u64::try_from(last).unwrap_or(0);
+            let reserved = reserved.and_then(|r| u64::try_from(r).ok());
+            let last = newest.unwrap_or(0).max(reserved.unwrap_or(0));
             let reserve = last.saturating_add(block);
             this.conn
                 .prepare_cached(
