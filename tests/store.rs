@@ -346,8 +346,8 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_history() {
     let mut insert = old
         .prepare(
             "INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
-             created, created_ms, reactions) VALUES (?1, ?2, ?3, 'ann', ?4, ?5, \
-             '2026-12-01T10:00:00.000Z', ?6, ?7)",
+             created, created_ms, reactions, attachment, edited_at) VALUES (?1, ?2, ?3, 'ann', \
+             ?4, ?5, '2026-12-01T10:00:00.000Z', ?6, ?7, ?8, ?9)",
         )
         .unwrap();
     let per_room = 2000i64;
@@ -370,6 +370,16 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_history() {
                     } else {
                         "[]"
                     },
+                    // One attachment as the server wrote them, one that
+                    // does not parse (dropped, as before).
+                    match (seq, room) {
+                        (3, "old") => Some(
+                            r#"{"url":"/uploads/a.png","name":"a.png","size":3,"content_type":"image/png"}"#,
+                        ),
+                        (3, _) => Some("not json"),
+                        _ => None,
+                    },
+                    (seq == 1).then_some("2026-12-01T10:05:00.000Z"),
                 ])
                 .unwrap();
         }
@@ -407,6 +417,15 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_history() {
     assert_eq!(first[1]["content"], "old m2");
     assert_eq!(first[1]["message_id"], "old-2");
     assert_eq!(first[1]["reactions"], json!({"👍": ["bob"]}));
+    assert_eq!(first[0]["edited_at"], "2026-12-01T10:05:00.000Z");
+    assert_eq!(first[2]["attachment"]["name"], "a.png");
+    assert_eq!(first[2]["attachment"]["size"], 3);
+    let other = server
+        .get("/api/rooms/other/messages?before=4&limit=10")
+        .await
+        .json();
+    assert_eq!(seqs(&other["messages"]), vec![1, 2, 3]);
+    assert!(other["messages"][2].get("attachment").is_none());
     let (mut c, w) = server.join("old", "ann").await;
     assert_eq!(w["last_seq"], per_room);
     c.expect("join").await;
