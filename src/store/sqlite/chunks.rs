@@ -163,7 +163,11 @@ impl Sqlite {
                 posts.len() as i64,
                 body
             ])?;
-        let rowid = self.conn.last_insert_rowid();
+        self.remember_ids(self.conn.last_insert_rowid(), posts)
+    }
+
+    /// Records that `posts` are held by chunk `rowid`.
+    fn remember_ids(&self, rowid: i64, posts: &[Waiting]) -> rusqlite::Result<()> {
         let mut ids = self
             .conn
             .prepare_cached("INSERT INTO roomcast_message_ids (id, chunk) VALUES (?1, ?2)")?;
@@ -194,10 +198,7 @@ impl Sqlite {
                     return Err(seq_taken(room, post.message.seq));
                 }
                 self.rewrite(rowid, &opened)?;
-                self.conn
-                    .prepare_cached("INSERT INTO roomcast_message_ids (id, chunk) VALUES (?1, ?2)")?
-                    .execute(params![post.message.id, rowid])
-                    .map(drop)
+                self.remember_ids(rowid, std::slice::from_ref(&post))
             }
             _ => {
                 let body = json::join(std::iter::once(json::encode(&post.message).as_str()));
@@ -330,7 +331,9 @@ impl Sqlite {
     }
 
     /// Deletes a chunk and its ids whatever it holds; returns how many
-    /// messages its row said it had.
+    /// messages its row said it had. Only for a chunk that does not read:
+    /// its ids are found by scanning the id table (no index by chunk, which
+    /// every post would pay for).
     fn drop_chunk(&self, rowid: i64) -> rusqlite::Result<u64> {
         let count: i64 = self.conn.query_row(
             "SELECT count FROM roomcast_chunks WHERE rowid = ?1",
@@ -475,6 +478,15 @@ mod tests {
             .unwrap()
     }
 
+    fn ids(store: &Sqlite) -> i64 {
+        store
+            .conn
+            .query_row("SELECT count(*) FROM roomcast_message_ids", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    }
+
     #[test]
     fn posts_out_of_order_join_the_chunk_that_spans_them_and_pages_stay_whole() {
         let scratch = Scratch::new("order");
@@ -557,12 +569,7 @@ mod tests {
             .collect();
         assert_eq!(shown, [(2, "edited"), (3, "m3")]);
         assert_eq!(messages[0].edited_at.as_deref(), Some(T));
-        let ids: i64 = store
-            .conn
-            .query_row("SELECT count(*) FROM roomcast_message_ids", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let ids = ids(&store);
         assert_eq!(ids, 2);
         // Deleting the rest leaves no chunk behind.
         for id in ["r-2", "r-3"] {
@@ -634,12 +641,7 @@ mod tests {
         commit(&mut store, &posts, &capped);
         assert_eq!(page(&mut store, 0, None, 10), (vec![3, 4, 5, 6], false));
         assert_eq!(chunks(&store), vec![(3, 4), (5, 6)]);
-        let ids: i64 = store
-            .conn
-            .query_row("SELECT count(*) FROM roomcast_message_ids", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let ids = ids(&store);
         assert_eq!(ids, 4);
     }
 }
