@@ -122,7 +122,7 @@ pub trait Backbone: Send + Sync + 'static {
     /// publishes nothing and answers the earlier message.
     fn post(&self, room: &RoomName, message: NewMessage<'_>, seq_floor: u64) -> Answer<Posted>;
     /// Adds, removes or toggles `user`'s reaction; answers the message's
-    /// reactions after the change in the store's form (see
+    /// seq and its reactions after the change in the store's form (see
     /// [`Reactions::to_store_json`](super::Reactions::to_store_json)), or
     /// `None` if nothing changed.
     fn react(
@@ -133,8 +133,9 @@ pub trait Backbone: Send + Sync + 'static {
         identity: &Identity,
         emoji: &Emoji,
         action: ReactionAction,
-    ) -> Answer<Option<String>>;
-    /// Replaces a message's content if `identity` wrote it.
+    ) -> Answer<Option<(u64, String)>>;
+    /// Replaces a message's content if `identity` wrote it; answers its seq
+    /// (what the durable store finds it by).
     fn edit(
         &self,
         room: &RoomName,
@@ -142,15 +143,16 @@ pub trait Backbone: Send + Sync + 'static {
         identity: &Identity,
         content: &str,
         edited_at: &str,
-    ) -> Answer<()>;
-    /// Deletes a message if `identity` wrote it, or for a moderator.
+    ) -> Answer<u64>;
+    /// Deletes a message if `identity` wrote it, or for a moderator;
+    /// answers its seq.
     fn delete(
         &self,
         room: &RoomName,
         message_id: &str,
         identity: &Identity,
         moderator: bool,
-    ) -> Answer<()>;
+    ) -> Answer<u64>;
     /// Tells the room `user` is typing: best effort, never refused.
     fn typing(&self, room: &RoomName, user: &UserName);
     /// Who is online in the room.

@@ -187,9 +187,8 @@ impl Member {
                 edited_at: None,
                 client_id: client_id.map(str::to_owned),
             };
-            let room = self.room.name.as_str().to_owned();
             let change = Change::Post {
-                room,
+                room: self.room.name.key(),
                 message: Arc::new(message),
                 reserve_through: None,
             };
@@ -225,10 +224,11 @@ impl Member {
         let changed = backbone
             .react(room, message_id, user, identity, &emoji, action)
             .await?;
-        if let (Some(slot), Some(reactions)) = (store, changed) {
+        if let (Some(slot), Some((seq, reactions))) = (store, changed) {
             let change = Change::React {
-                room: room.as_str().to_owned(),
+                room: room.key(),
                 message_id: message_id.to_owned(),
+                seq,
                 reactions,
             };
             slot.send(change, None);
@@ -253,13 +253,14 @@ impl Member {
         let store = self.store_slot()?;
         let now = self.common.now_rfc3339();
         let room = &self.room.name;
-        backbone
+        let seq = backbone
             .edit(room, message_id, &self.identity, &content, &now)
             .await?;
         if let Some(slot) = store {
             let change = Change::Edit {
-                room: room.as_str().to_owned(),
+                room: room.key(),
                 message_id: message_id.to_owned(),
+                seq,
                 content,
                 edited_at: now,
             };
@@ -283,13 +284,14 @@ impl Member {
         };
         let store = self.store_slot()?;
         let room = &self.room.name;
-        backbone
+        let seq = backbone
             .delete(room, message_id, &self.identity, self.moderator)
             .await?;
         if let Some(slot) = store {
             let change = Change::Delete {
-                room: room.as_str().to_owned(),
+                room: room.key(),
                 message_id: message_id.to_owned(),
+                seq,
             };
             slot.send(change, None);
         }

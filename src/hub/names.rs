@@ -4,6 +4,7 @@
 
 use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 
 /// Why a name was refused; its `Display` is a sentence for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +140,8 @@ macro_rules! name_type {
 /// echoes it back unchanged).
 #[derive(Debug, Clone)]
 pub struct RoomName {
-    key: String,
+    /// Shared: every change a room sends its store holds it.
+    key: Arc<str>,
     shown: String,
 }
 
@@ -148,6 +150,11 @@ impl RoomName {
     /// room (the hub's map, the backbone's keys, the store) uses it.
     pub fn as_str(&self) -> &str {
         &self.key
+    }
+
+    /// The key, shared rather than copied (see [`Change`](super::Change)).
+    pub fn key(&self) -> Arc<str> {
+        Arc::clone(&self.key)
     }
 
     /// The name as the client wrote it (trimmed).
@@ -223,7 +230,7 @@ impl RoomName {
     pub fn parse(raw: &str) -> Result<Self, NameError> {
         let shown = checked("room name", raw, Self::MAX_CHARS, false)?;
         Ok(Self {
-            key: shown.to_lowercase(),
+            key: shown.to_lowercase().into(),
             shown,
         })
     }

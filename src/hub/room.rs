@@ -606,7 +606,7 @@ impl RoomState {
                 self.requested
             });
             let change = Change::Post {
-                room: room.as_str().to_owned(),
+                room: room.key(),
                 message: Arc::clone(&message),
                 reserve_through: reserve,
             };
@@ -730,8 +730,9 @@ impl RoomState {
         let message = &self.history[at];
         if let Some(slot) = store {
             let change = Change::React {
-                room: room.as_str().to_owned(),
+                room: room.key(),
                 message_id: message.id.clone(),
+                seq: message.seq,
                 reactions: message.reactions.to_store_json(),
             };
             slot.send(change, None);
@@ -780,8 +781,9 @@ impl RoomState {
         let message = &self.history[at];
         if let Some(slot) = store {
             let change = Change::Edit {
-                room: room.as_str().to_owned(),
+                room: room.key(),
                 message_id: message.id.clone(),
+                seq: message.seq,
                 content: message.content.clone(),
                 edited_at: message.edited_at.clone().unwrap_or_default(),
             };
@@ -827,8 +829,9 @@ impl RoomState {
         let message = &self.history[at];
         if let (Some(slot), Some(attachment)) = (store, &message.attachment) {
             let change = Change::Attachment {
-                room: room.as_str().to_owned(),
+                room: room.key(),
                 message_id: message.id.clone(),
+                seq: message.seq,
                 attachment: serde_json::to_string(attachment).unwrap_or_default(),
             };
             slot.send(change, None);
@@ -861,8 +864,9 @@ impl RoomState {
         self.account(0, weight(&message), common);
         if let Some(slot) = store {
             let change = Change::Delete {
-                room: room.as_str().to_owned(),
+                room: room.key(),
                 message_id: message.id.clone(),
+                seq: message.seq,
             };
             slot.send(change, None);
         }
@@ -932,7 +936,7 @@ impl RoomState {
         }
         if let Some(Ok(slot)) = common.store.as_ref().map(Store::slot) {
             let change = Change::Settle {
-                room: room.as_str().to_owned(),
+                room: room.key(),
                 last_seq: self.last_seq,
             };
             slot.send(change, None);

@@ -39,8 +39,8 @@ pub enum Change {
     /// A new message. `reserve_through` asks the store to make seqs up to
     /// it usable (see [`Snapshot::reserved`]).
     Post {
-        /// The room's key.
-        room: String,
+        /// The room's key (shared with the room: never copied per change).
+        room: Arc<str>,
         /// The message as posted.
         message: Arc<StoredMessage>,
         /// A new reservation to record with it, if the room needs one.
@@ -48,10 +48,12 @@ pub enum Change {
     },
     /// A message's new content.
     Edit {
-        /// The room's key.
-        room: String,
+        /// The room's key (shared with the room: never copied per change).
+        room: Arc<str>,
         /// The message.
         message_id: String,
+        /// Its seq in the room: what a store finds it by.
+        seq: u64,
         /// The new text.
         content: String,
         /// RFC 3339 UTC of the edit.
@@ -59,39 +61,59 @@ pub enum Change {
     },
     /// A message's reactions, all of them, after a change.
     React {
-        /// The room's key.
-        room: String,
+        /// The room's key (shared with the room: never copied per change).
+        room: Arc<str>,
         /// The message.
         message_id: String,
+        /// Its seq in the room: what a store finds it by.
+        seq: u64,
         /// The reactions in the store's form (see
         /// [`Reactions::to_store_json`](super::Reactions::to_store_json)).
         reactions: String,
     },
     /// A message's attachment, all of it, after its preview became ready.
     Attachment {
-        /// The room's key.
-        room: String,
+        /// The room's key (shared with the room: never copied per change).
+        room: Arc<str>,
         /// The message.
         message_id: String,
+        /// Its seq in the room: what a store finds it by.
+        seq: u64,
         /// The attachment as JSON (the form `Post` stores it in).
         attachment: String,
     },
     /// A deleted message: its content leaves the store.
     Delete {
-        /// The room's key.
-        room: String,
+        /// The room's key (shared with the room: never copied per change).
+        room: Arc<str>,
         /// The message.
         message_id: String,
+        /// Its seq in the room: what a store finds it by.
+        seq: u64,
     },
     /// The room leaves memory (it emptied, or the server stops): no seq
     /// above `last_seq` was handed out, so its reservation can shrink to it
     /// and the numbering continues without a jump.
     Settle {
-        /// The room's key.
-        room: String,
+        /// The room's key (shared with the room: never copied per change).
+        room: Arc<str>,
         /// The highest seq the room handed out.
         last_seq: u64,
     },
+}
+
+impl Change {
+    /// The key of the room it changes.
+    pub fn room(&self) -> &str {
+        match self {
+            Self::Post { room, .. }
+            | Self::Edit { room, .. }
+            | Self::React { room, .. }
+            | Self::Attachment { room, .. }
+            | Self::Delete { room, .. }
+            | Self::Settle { room, .. } => room,
+        }
+    }
 }
 
 /// A room's stored state, as a room needs it when it is loaded.

@@ -70,14 +70,15 @@ impl RedisBackbone {
         })
     }
 
-    /// Runs `script` and maps its refusal code (see [`refused`]).
+    /// Runs `script`, which answers the message's seq or a refusal code
+    /// (see [`refused`]).
     fn checked(
         &self,
         script: Script,
         args: &[&[u8]],
         message_id: &str,
         what: &'static str,
-    ) -> Answer<()> {
+    ) -> Answer<u64> {
         let queued = self.link.call(script, args);
         let (max_reactions, max_users) = (self.args.max_reactions, self.args.max_users);
         let message_id = message_id.to_owned();
@@ -85,12 +86,9 @@ impl RedisBackbone {
             let reply = Link::reply(queued.map_err(unavailable)?)
                 .await
                 .map_err(unavailable)?;
-            refused(
-                reply.as_int().unwrap_or(0),
-                &message_id,
-                what,
-                (max_reactions, max_users),
-            )
+            let code = reply.as_int().unwrap_or(0);
+            refused(code, &message_id, what, (max_reactions, max_users))?;
+            Ok(u64::try_from(code).unwrap_or(0))
         })
     }
 
@@ -301,7 +299,7 @@ impl Backbone for RedisBackbone {
         identity: &Identity,
         emoji: &Emoji,
         action: ReactionAction,
-    ) -> Answer<Option<String>> {
+    ) -> Answer<Option<(u64, String)>> {
         let action: &[u8] = match action {
             ReactionAction::Add => b"add",
             ReactionAction::Remove => b"remove",
@@ -330,7 +328,7 @@ impl Backbone for RedisBackbone {
             let reply = Link::reply(queued.map_err(unavailable)?)
                 .await
                 .map_err(unavailable)?;
-            // A change answers `[1, reactions]`; a no-op or refusal, a code.
+            // A change answers `[seq, reactions]`; a no-op or refusal, a code.
             if let Some(code) = reply.as_int() {
                 if code == -7 {
                     return Err(Refusal::new(
@@ -344,13 +342,15 @@ impl Backbone for RedisBackbone {
                 refused(code, &message_id, "react to", (max, max_users))?;
                 return Ok(None);
             }
-            let reactions = reply
-                .items()
+            let items = reply.items();
+            let seq = items.first().and_then(|s| s.as_int());
+            let reactions = items
                 .get(1)
                 .and_then(|r| r.as_bytes())
-                .and_then(|r| std::str::from_utf8(r).ok())
-                .map(str::to_owned);
-            Ok(reactions)
+                .and_then(|r| std::str::from_utf8(r).ok());
+            Ok(seq
+                .and_then(|s| u64::try_from(s).ok())
+                .zip(reactions.map(str::to_owned)))
         })
     }
 
@@ -361,7 +361,7 @@ impl Backbone for RedisBackbone {
         identity: &Identity,
         content: &str,
         edited_at: &str,
-    ) -> Answer<()> {
+    ) -> Answer<u64> {
         let blank: &[u8] = if content.trim().is_empty() {
             b"1"
         } else {
@@ -388,7 +388,7 @@ impl Backbone for RedisBackbone {
         message_id: &str,
         identity: &Identity,
         moderator: bool,
-    ) -> Answer<()> {
+    ) -> Answer<u64> {
         let moderator: &[u8] = if moderator { b"1" } else { b"0" };
         self.checked(
             Script::Delete,

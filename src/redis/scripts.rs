@@ -167,12 +167,14 @@ pub enum Script {
     /// `P, room, inst, ttl, user, n, cap, room_ttl` → sets this instance's count for the user.
     Presence,
     /// `P, room, id, user, emoji, add|remove|toggle, max emoji, max users,
-    /// identity, max reaction bytes` → `[1, reactions as [[emoji, [users],
+    /// identity, max reaction bytes` → `[seq, reactions as [[emoji, [users],
     /// [identities]]]]` changed, 0 no-op, -7 the reactions would be too large, -1 unknown, -2 too many emoji, -5 too many users on this emoji.
     React,
-    /// `P, room, id, identity, content, blank 0|1, now` → 1, -1 unknown, -3 forbidden, -4 blank.
+    /// `P, room, id, identity, content, blank 0|1, now` → the message's seq,
+    /// -1 unknown, -3 forbidden, -4 blank.
     Edit,
-    /// `P, room, id, identity, moderator 0|1` → 1, -1 unknown, -3 forbidden.
+    /// `P, room, id, identity, moderator 0|1` → the message's seq, -1
+    /// unknown, -3 forbidden.
     Delete,
     /// `P, room, user, interval_ms` → 1 published, 0 throttled.
     Typing,
@@ -390,7 +392,7 @@ publish(room, '{"type":"reaction_update","message_id":' .. cjson.encode(id) ..
   ',"action":"' .. (add and 'add' or 'remove') .. '","count":' .. #users ..
   ',"users":' .. enc_list(fits and users or sample(users)) ..
   (fits and (',"reactions":' .. whole) or '') .. '}')
-return {1, enc_list(r)}
+return {m.seq, enc_list(r)}
 "#;
 
 const EDIT: &str = r#"
@@ -402,7 +404,7 @@ if ARGV[6] == '1' and not m.attachment then return -4 end
 m.content, m.edited_at = ARGV[5], ARGV[7]
 redis.call('HSET', msgs, id, cjson.encode(m))
 publish(room, msg_json(m, 'message_updated'))
-return 1
+return m.seq
 "#;
 
 const DELETE: &str = r#"
@@ -413,7 +415,7 @@ if not m then return refused end
 redis.call('HDEL', msgs, id)
 redis.call('ZREM', k('ids', room), id)
 publish(room, '{"type":"message_deleted","message_id":' .. cjson.encode(id) .. ',"seq":' .. m.seq .. '}')
-return 1
+return m.seq
 "#;
 
 const TYPING: &str = r#"

@@ -244,13 +244,18 @@ async fn prepare(c: &Client) -> Result<Statements, JournalError> {
                     SET seq_reserved = greatest(roomcast_rooms.seq_reserved, excluded.seq_reserved)")
         .await?,
         cap: p("DELETE FROM roomcast_messages WHERE room = $1 AND seq <= $2").await?,
+        // A change finds its message by (room, seq), the primary key, and
+        // checks the id: a seq that holds another message changes nothing.
         edit: p("UPDATE roomcast_messages SET content = $1, edited_at = $2 \
-                 WHERE id = $3 AND room = $4")
+                 WHERE id = $3 AND room = $4 AND seq = $5")
         .await?,
-        react: p("UPDATE roomcast_messages SET reactions = $1 WHERE id = $2 AND room = $3").await?,
-        attachment: p("UPDATE roomcast_messages SET attachment = $1 WHERE id = $2 AND room = $3")
-            .await?,
-        delete: p("DELETE FROM roomcast_messages WHERE id = $1 AND room = $2").await?,
+        react: p("UPDATE roomcast_messages SET reactions = $1 \
+                  WHERE id = $2 AND room = $3 AND seq = $4")
+        .await?,
+        attachment: p("UPDATE roomcast_messages SET attachment = $1 \
+                       WHERE id = $2 AND room = $3 AND seq = $4")
+        .await?,
+        delete: p("DELETE FROM roomcast_messages WHERE id = $1 AND room = $2 AND seq = $3").await?,
         newest: p("SELECT max(seq) FROM roomcast_messages WHERE room = $1").await?,
         reserved: p("SELECT seq_reserved FROM roomcast_rooms WHERE room = $1").await?,
         set_reserved: p("INSERT INTO roomcast_rooms (room, seq_reserved) VALUES ($1, $2) \
@@ -306,11 +311,12 @@ impl Journal for Postgres {
         let per_room = retention.per_room;
         self.run(async |c| {
             let st = &c.st;
+            let room = &change.room();
             match change {
                 Change::Post {
-                    room,
                     message: m,
                     reserve_through,
+                    ..
                 } => {
                     let attachment = m
                         .attachment
@@ -347,37 +353,48 @@ impl Journal for Postgres {
                     }
                 }
                 Change::Edit {
-                    room,
                     message_id,
+                    seq,
                     content,
                     edited_at,
+                    ..
                 } => {
+                    let seq = seq_param(*seq);
                     c.client
-                        .execute(&st.edit, &[content, edited_at, message_id, room])
+                        .execute(&st.edit, &[content, edited_at, message_id, room, &seq])
                         .await?;
                 }
                 Change::React {
-                    room,
                     message_id,
+                    seq,
                     reactions,
+                    ..
                 } => {
+                    let seq = seq_param(*seq);
                     c.client
-                        .execute(&st.react, &[reactions, message_id, room])
+                        .execute(&st.react, &[reactions, message_id, room, &seq])
                         .await?;
                 }
                 Change::Attachment {
-                    room,
                     message_id,
+                    seq,
                     attachment,
+                    ..
                 } => {
+                    let seq = seq_param(*seq);
                     c.client
-                        .execute(&st.attachment, &[attachment, message_id, room])
+                        .execute(&st.attachment, &[attachment, message_id, room, &seq])
                         .await?;
                 }
-                Change::Delete { room, message_id } => {
-                    c.client.execute(&st.delete, &[message_id, room]).await?;
+                Change::Delete {
+                    message_id, seq, ..
+                } => {
+                    let seq = seq_param(*seq);
+                    c.client
+                        .execute(&st.delete, &[message_id, room, &seq])
+                        .await?;
                 }
-                Change::Settle { room, last_seq } => {
+                Change::Settle { last_seq, .. } => {
                     c.client
                         .execute(&st.settle, &[room, &seq_param(*last_seq)])
                         .await?;

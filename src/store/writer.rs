@@ -415,6 +415,7 @@ mod tests {
             Change::Edit {
                 room: "r".into(),
                 message_id: format!("m{n}"),
+                seq: n as u64,
                 content: "c".into(),
                 edited_at: "t".into(),
             },

@@ -6,10 +6,11 @@
 //! thousands of posts at a time, and a row per message cost four B-tree
 //! inserts each (the row, and three indexes) and the binding of a dozen
 //! values, on the core fan-out also needs. A chunk is one insert per room
-//! per commit; a message costs its JSON encoding and one entry in the id
-//! table: 4.3-5.3 µs of the writer's CPU per change where rows took
-//! 8.1-9.1, 100 rooms at 40 000 posts/s (`bench/store_cpu.sh`;
-//! docs/BENCHMARKS.md, issue 15).
+//! per commit, and a message costs little more than its JSON encoding:
+//! 2.3-3.0 µs of the writer's CPU per change where rows took 8.1-9.1, 100
+//! rooms at 40 000 posts/s (`bench/store_cpu.sh`; docs/BENCHMARKS.md,
+//! issue 15). A change to a message finds its chunk by the message's seq,
+//! which every change carries (see `chunks.rs`).
 //!
 //! Messages in a chunk are in seq order, and a room's chunks never overlap
 //! in seq (the store merges a late message into the chunk that spans its
@@ -153,9 +154,11 @@ pub(super) struct Opened(Vec<Map<String, Value>>);
 impl Opened {
     /// Refuses a chunk with an entry that lacks a numeric `seq` or a
     /// string `id` or `timestamp`: rewriting it would give the chunk a
-    /// wrong seq range.
+    /// wrong seq range. Entries are put in seq order (this store writes
+    /// them so; a file changed by hand may not), which finding one needs.
     pub fn parse(body: &str) -> serde_json::Result<Self> {
-        let entries: Vec<Map<String, Value>> = serde_json::from_str(body)?;
+        let mut entries: Vec<Map<String, Value>> = serde_json::from_str(body)?;
+        entries.sort_by_key(Self::seq_of);
         let whole = entries.iter().all(|m| {
             m.get("seq").is_some_and(Value::is_u64)
                 && m.get("id").is_some_and(Value::is_string)
@@ -178,31 +181,33 @@ impl Opened {
         object.get("id").and_then(Value::as_str).unwrap_or("")
     }
 
-    /// The message with this id, to change in place.
-    pub fn find(&mut self, id: &str) -> Option<&mut Map<String, Value>> {
-        self.0.iter_mut().find(|m| Self::id_of(m) == id)
+    /// Where the message with this seq and id is (messages are in seq
+    /// order).
+    fn position(&self, seq: u64, id: &str) -> Option<usize> {
+        self.0
+            .binary_search_by_key(&seq, Self::seq_of)
+            .ok()
+            .filter(|&at| Self::id_of(&self.0[at]) == id)
     }
 
-    /// Takes out the message with this id; true if it was there.
-    pub fn remove(&mut self, id: &str) -> bool {
+    /// The message with this seq and id, to change in place.
+    pub fn find(&mut self, seq: u64, id: &str) -> Option<&mut Map<String, Value>> {
+        self.position(seq, id).map(|at| &mut self.0[at])
+    }
+
+    /// Takes out the message with this seq and id; true if it was there.
+    pub fn remove(&mut self, seq: u64, id: &str) -> bool {
+        self.position(seq, id).map(|at| self.0.remove(at)).is_some()
+    }
+
+    /// Takes out every message `gone` says so of; returns how many.
+    pub fn remove_where(&mut self, gone: impl Fn(u64, &str) -> bool) -> u64 {
         let before = self.0.len();
-        self.0.retain(|m| Self::id_of(m) != id);
-        self.0.len() < before
-    }
-
-    /// Takes out every message `gone` says so of; returns their ids.
-    pub fn remove_where(&mut self, gone: impl Fn(u64, &str) -> bool) -> Vec<String> {
-        let mut ids = Vec::new();
         self.0.retain(|m| {
             let timestamp = m.get("timestamp").and_then(Value::as_str).unwrap_or("");
-            if gone(Self::seq_of(m), timestamp) {
-                ids.push(Self::id_of(m).to_owned());
-                false
-            } else {
-                true
-            }
+            !gone(Self::seq_of(m), timestamp)
         });
-        ids
+        (before - self.0.len()) as u64
     }
 
     /// Adds an encoded message at its place in seq order; false (and
@@ -287,10 +292,10 @@ mod tests {
         assert!(chunk.insert(&encode(&message(3))).expect("valid"));
         assert!(!chunk.insert(&encode(&message(4))).expect("valid"));
         assert_eq!(chunk.seq_range(), (1, 4));
-        assert!(chunk.remove("id1"));
-        assert!(!chunk.remove("id1"));
-        let gone = chunk.remove_where(|seq, _| seq <= 3);
-        assert_eq!(gone, ["id3"]);
+        assert!(!chunk.remove(1, "id4"), "a seq and an id that do not match");
+        assert!(chunk.remove(1, "id1"));
+        assert!(!chunk.remove(1, "id1"));
+        assert_eq!(chunk.remove_where(|seq, _| seq <= 3), 1);
         let back = decode(&chunk.body()).expect("valid");
         assert_eq!(back.iter().map(|m| m.seq).collect::<Vec<_>>(), [4]);
     }

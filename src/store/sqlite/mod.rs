@@ -18,6 +18,7 @@
 //! - `schema.rs`: the tables and their migrations.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hashbrown::HashMap;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
@@ -39,7 +40,7 @@ pub(crate) struct Sqlite {
     /// Posts of the open transaction not yet written, by room: each room's
     /// become one chunk at the end of the group (or sooner, see
     /// [`Pending::full`]). Bounded by the writer's group (8 192 changes).
-    pending: HashMap<String, Pending>,
+    pending: HashMap<Arc<str>, Pending>,
     /// Held locked while the store is open.
     _lock: std::fs::File,
 }
@@ -231,13 +232,10 @@ impl Journal for Sqlite {
                 message: m,
                 reserve_through,
             } => {
-                let pending = match self.pending.get_mut(room.as_str()) {
-                    Some(pending) => pending,
-                    None => self.pending.entry(room.clone()).or_default(),
-                };
+                let pending = self.pending.entry(Arc::clone(room)).or_default();
                 pending.push(m, retention.per_room);
                 let written = if pending.full() {
-                    let full = self.pending.remove(room.as_str()).unwrap_or_default();
+                    let full = self.pending.remove(&**room).unwrap_or_default();
                     self.write_room(room, full)
                 } else {
                     Ok(())
@@ -258,17 +256,19 @@ impl Journal for Sqlite {
             Change::Edit {
                 room,
                 message_id,
+                seq,
                 content,
                 edited_at,
-            } => self.change_message(room, message_id, |m| {
+            } => self.change_message(room, (*seq, message_id), |m| {
                 m.insert("content".into(), content.as_str().into());
                 m.insert("edited_at".into(), edited_at.as_str().into());
             }),
             Change::React {
                 room,
                 message_id,
+                seq,
                 reactions,
-            } => self.change_message(room, message_id, |m| {
+            } => self.change_message(room, (*seq, message_id), |m| {
                 if reactions == "[]" {
                     m.remove("reactions");
                 } else {
@@ -278,15 +278,20 @@ impl Journal for Sqlite {
             Change::Attachment {
                 room,
                 message_id,
+                seq,
                 attachment,
             } => {
                 let attachment: serde_json::Value =
                     serde_json::from_str(attachment).unwrap_or(serde_json::Value::Null);
-                self.change_message(room, message_id, |m| {
+                self.change_message(room, (*seq, message_id), |m| {
                     m.insert("attachment".into(), attachment);
                 })
             }
-            Change::Delete { room, message_id } => self.delete_message(room, message_id),
+            Change::Delete {
+                room,
+                message_id,
+                seq,
+            } => self.delete_message(room, (*seq, message_id)),
             Change::Settle { room, last_seq } => self
                 .conn
                 .prepare_cached("UPDATE roomcast_rooms SET seq_reserved = ?2 WHERE room = ?1")

@@ -99,4 +99,12 @@ INSERT INTO roomcast_chunks (rowid, room, first_seq, last_seq, oldest_ms, newest
 INSERT INTO roomcast_message_ids (id, chunk) SELECT id, rowid FROM roomcast_messages;
 DROP TABLE roomcast_messages;
 ",
+    "
+-- Version 4: no table of message ids. Edits, reactions and deletes carry
+-- the message's seq and find its chunk by (room, seq), checking the id
+-- there; the id table's insert was a third of the writer's CPU per post
+-- (100 rooms at 40 000 posts/s: 2.3-2.8 µs per change without it against
+-- 3.8-4.3 µs; docs/BENCHMARKS.md, issue 15).
+DROP TABLE roomcast_message_ids;
+",
 ];
