@@ -429,7 +429,7 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_history() {
     let (mut c, w) = server.join("old", "ann").await;
     assert_eq!(w["last_seq"], per_room);
     c.expect("join").await;
-    // Upgraded rows take edits and deletes by id (in the ring: the newest
+    // Upgraded messages take edits and deletes (in the ring: the newest
     // three); new posts continue the seqs.
     send(
         &mut c,

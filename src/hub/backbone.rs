@@ -125,6 +125,11 @@ pub trait Backbone: Send + Sync + 'static {
     /// seq and its reactions after the change in the store's form (see
     /// [`Reactions::to_store_json`](super::Reactions::to_store_json)), or
     /// `None` if nothing changed.
+    ///
+    /// The seq a change answers (here, in `edit` and in `delete`) must be
+    /// the one the message was posted with ([`Posted::seq`]): the durable
+    /// store finds the message by it and its id, and a change whose seq and
+    /// id do not match a stored message changes nothing there.
     fn react(
         &self,
         room: &RoomName,

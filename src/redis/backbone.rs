@@ -88,7 +88,10 @@ impl RedisBackbone {
                 .map_err(unavailable)?;
             let code = reply.as_int().unwrap_or(0);
             refused(code, &message_id, what, (max_reactions, max_users))?;
-            Ok(u64::try_from(code).unwrap_or(0))
+            u64::try_from(code)
+                .ok()
+                .filter(|&seq| seq > 0)
+                .ok_or_else(no_seq)
         })
     }
 
@@ -115,6 +118,17 @@ impl RedisBackbone {
 
 fn unavailable(e: Unavailable) -> Refusal {
     Refusal::new(ErrorCode::Unavailable, e.0)
+}
+
+/// A change the scripts applied without answering the message's seq (a
+/// script of another version): the durable store cannot find the message,
+/// so the client is not told it all went well.
+fn no_seq() -> Refusal {
+    Refusal::new(
+        ErrorCode::Unavailable,
+        "the chat backbone applied the change but did not say which message seq it was; \
+         the stored history may not have it",
+    )
 }
 
 /// Maps a script's refusal code to what the client is told.
@@ -343,14 +357,19 @@ impl Backbone for RedisBackbone {
                 return Ok(None);
             }
             let items = reply.items();
-            let seq = items.first().and_then(|s| s.as_int());
+            let seq = items
+                .first()
+                .and_then(|s| s.as_int())
+                .and_then(|s| u64::try_from(s).ok())
+                .filter(|&seq| seq > 0);
             let reactions = items
                 .get(1)
                 .and_then(|r| r.as_bytes())
                 .and_then(|r| std::str::from_utf8(r).ok());
-            Ok(seq
-                .and_then(|s| u64::try_from(s).ok())
-                .zip(reactions.map(str::to_owned)))
+            match (seq, reactions) {
+                (Some(seq), Some(reactions)) => Ok(Some((seq, reactions.to_owned()))),
+                _ => Err(no_seq()),
+            }
         })
     }
 

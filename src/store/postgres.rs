@@ -390,9 +390,14 @@ impl Journal for Postgres {
                     message_id, seq, ..
                 } => {
                     let seq = seq_param(*seq);
-                    c.client
+                    let deleted = c
+                        .client
                         .execute(&st.delete, &[message_id, room, &seq])
                         .await?;
+                    if deleted == 0 {
+                        // See the SQLite store's `delete_message`.
+                        tracing::debug!(room, seq, message_id, "a delete found no stored message");
+                    }
                 }
                 Change::Settle { last_seq, .. } => {
                     c.client

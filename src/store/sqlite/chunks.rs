@@ -268,12 +268,14 @@ impl Sqlite {
         room: &str,
         (seq, id): (u64, &str),
     ) -> rusqlite::Result<()> {
-        let Some((rowid, mut opened)) = self.open_holding(room, seq)? else {
-            return Ok(());
-        };
-        if opened.remove(seq, id) {
-            self.rewrite(rowid, &opened)?;
+        if let Some((rowid, mut opened)) = self.open_holding(room, seq)?
+            && opened.remove(seq, id)
+        {
+            return self.rewrite(rowid, &opened);
         }
+        // Trimmed already by the cap or the retention period, or never
+        // stored (a delete that overtook its post).
+        tracing::debug!(room, seq, id, "a delete found no stored message");
         Ok(())
     }
 
@@ -384,6 +386,7 @@ mod tests {
     use super::*;
     use crate::hub::{Change, Identity, PageQuery, Reactions, UserName};
     use crate::store::sqlite::json::MAX_MESSAGES;
+    use crate::store::sqlite::schema::{APPLICATION_ID, MIGRATIONS};
     use crate::store::writer::Journal;
     use crate::store::{Fsync, Retention};
 
@@ -405,21 +408,25 @@ mod tests {
         }
     }
 
+    fn message(room: &str, seq: u64, timestamp: &str) -> StoredMessage {
+        StoredMessage {
+            id: format!("{room}-{seq}"),
+            seq,
+            user: UserName::from_store("ann"),
+            identity: Identity::from_key("k"),
+            content: format!("m{seq}"),
+            timestamp: timestamp.into(),
+            reactions: Reactions::default(),
+            attachment: None,
+            edited_at: None,
+            client_id: None,
+        }
+    }
+
     fn post(room: &str, seq: u64, timestamp: &str) -> Change {
         Change::Post {
             room: room.into(),
-            message: Arc::new(StoredMessage {
-                id: format!("{room}-{seq}"),
-                seq,
-                user: UserName::from_store("ann"),
-                identity: Identity::from_key("k"),
-                content: format!("m{seq}"),
-                timestamp: timestamp.into(),
-                reactions: Reactions::default(),
-                attachment: None,
-                edited_at: None,
-                client_id: None,
-            }),
+            message: Arc::new(message(room, seq, timestamp)),
             reserve_through: None,
         }
     }
@@ -636,5 +643,74 @@ mod tests {
         assert_eq!(page(&mut store, 0, None, 10), (vec![3, 4, 5, 6], false));
         assert_eq!(chunks(&store), vec![(3, 4), (5, 6)]);
         assert_eq!(counted(&store), 4);
+    }
+    #[test]
+    fn a_version_3_file_drops_its_ids_and_its_chunks_take_changes_by_seq() {
+        let scratch = Scratch::new("v3");
+        std::fs::create_dir_all(&scratch.0).unwrap();
+        {
+            // A chunk of three messages and their ids, as version 3 wrote them.
+            let db = rusqlite::Connection::open(scratch.0.join("roomcast.db")).unwrap();
+            for migration in &MIGRATIONS[..3] {
+                db.execute_batch(migration).unwrap();
+            }
+            db.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 3;"
+            ))
+            .unwrap();
+            let objects = [1, 2, 3].map(|s| json::encode(&message("r", s, T)));
+            db.execute(
+                "INSERT INTO roomcast_chunks \
+                 (room, first_seq, last_seq, oldest_ms, newest_ms, count, messages) \
+                 VALUES ('r', 1, 3, 0, 0, 3, ?1)",
+                [json::join(objects.iter().map(String::as_str))],
+            )
+            .unwrap();
+            db.execute_batch(
+                "INSERT INTO roomcast_message_ids (id, chunk) \
+                 VALUES ('r-1', 1), ('r-2', 1), ('r-3', 1);",
+            )
+            .unwrap();
+        }
+        let mut store = Sqlite::open(&scratch.0, Fsync::Off, None).unwrap();
+        let (version, id_tables): (i64, i64) = store
+            .conn
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version), \
+                 (SELECT count(*) FROM sqlite_schema WHERE name = 'roomcast_message_ids')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((version, id_tables), (4, 0));
+        let edit = Change::Edit {
+            room: "r".into(),
+            message_id: "r-2".into(),
+            seq: 2,
+            content: "edited".into(),
+            edited_at: T.into(),
+        };
+        let delete = Change::Delete {
+            room: "r".into(),
+            message_id: "r-3".into(),
+            seq: 3,
+        };
+        commit(&mut store, &[edit, delete], &Retention::default());
+        let (messages, _) = store
+            .page(
+                "r",
+                PageQuery {
+                    after: 0,
+                    before: None,
+                    limit: 10,
+                },
+            )
+            .unwrap();
+        let shown: Vec<(u64, &str)> = messages
+            .iter()
+            .map(|m| (m.seq, m.content.as_str()))
+            .collect();
+        assert_eq!(shown, [(1, "m1"), (2, "edited")]);
+        assert_eq!(chunks(&store), vec![(1, 2)]);
     }
 }

@@ -103,8 +103,8 @@ DROP TABLE roomcast_messages;
 -- Version 4: no table of message ids. Edits, reactions and deletes carry
 -- the message's seq and find its chunk by (room, seq), checking the id
 -- there; the id table's insert was a third of the writer's CPU per post
--- (100 rooms at 40 000 posts/s: 2.3-2.8 µs per change without it against
--- 3.8-4.3 µs; docs/BENCHMARKS.md, issue 15).
+-- (100 rooms at 40 000 posts/s: 2.6-2.9 µs per change without it against
+-- 3.8-4.1 µs; docs/BENCHMARKS.md, issue 15, 'Schema version 4').
 DROP TABLE roomcast_message_ids;
 ",
 ];
