@@ -456,6 +456,16 @@ mod tests {
         (messages.iter().map(|m| m.seq).collect(), more)
     }
 
+    /// Room `r`'s stored messages, oldest first.
+    fn history(store: &mut Sqlite) -> Vec<StoredMessage> {
+        let query = PageQuery {
+            after: 0,
+            before: None,
+            limit: 100,
+        };
+        store.page("r", query).unwrap().0
+    }
+
     fn chunks(store: &Sqlite) -> Vec<(i64, i64)> {
         store
             .conn
@@ -554,16 +564,7 @@ mod tests {
             seq: 3,
         });
         commit(&mut store, &changes, &none);
-        let (messages, _) = store
-            .page(
-                "r",
-                PageQuery {
-                    after: 0,
-                    before: None,
-                    limit: 10,
-                },
-            )
-            .unwrap();
+        let messages = history(&mut store);
         let shown: Vec<(u64, &str)> = messages
             .iter()
             .map(|m| (m.seq, m.content.as_str()))
@@ -696,16 +697,7 @@ mod tests {
             seq: 3,
         };
         commit(&mut store, &[edit, delete], &Retention::default());
-        let (messages, _) = store
-            .page(
-                "r",
-                PageQuery {
-                    after: 0,
-                    before: None,
-                    limit: 10,
-                },
-            )
-            .unwrap();
+        let messages = history(&mut store);
         let shown: Vec<(u64, &str)> = messages
             .iter()
             .map(|m| (m.seq, m.content.as_str()))
