@@ -76,6 +76,9 @@ pub struct Config {
     pub uploads_max_bytes: Option<u64>,
     /// An upload no message has attached within this long is deleted.
     pub unattached_upload_ttl: Duration,
+    /// Threads that run connections (see `runtime.rs`); `0`: one fewer
+    /// than the CPUs this process may use, and at least one. At most 1024.
+    pub workers: usize,
     /// Threads making image previews (with the `previews` feature); `0`:
     /// no previews. At most 64.
     pub preview_workers: usize,
@@ -170,6 +173,7 @@ impl Default for Config {
             upload_bytes_per_hour: 1 << 30,
             uploads_max_bytes: Some(5 << 30),
             unattached_upload_ttl: Duration::from_secs(24 * 3600),
+            workers: 0,
             preview_workers: 1,
             preview_queue: 64,
             trust_proxy: false,
@@ -286,6 +290,8 @@ setters! {
     uploads_max_bytes: Option<u64>,
     /// Sets [`Config::unattached_upload_ttl`].
     unattached_upload_ttl: Duration,
+    /// Sets [`Config::workers`].
+    workers: usize,
     /// Sets [`Config::preview_workers`].
     preview_workers: usize,
     /// Sets [`Config::preview_queue`].
@@ -342,6 +348,7 @@ impl Config {
         }
         // Each worker may hold one decoded image (up to 256 MiB); a queued
         // job is a name, its bytes are read only when it runs.
+        self.workers = self.workers.min(1024);
         self.preview_workers = self.preview_workers.min(64);
         self.preview_queue = self.preview_queue.min(1 << 16);
         // A presigned URL lives whole seconds, at most a week (SigV4's bound).

@@ -60,6 +60,9 @@ Each option falls back to the environment variable shown, then the default.
   --unattached-upload-hours N
                          an upload no message attached within N hours is
                          deleted [UNATTACHED_UPLOAD_HOURS, default 24]
+  --workers N            threads running connections (0 = one fewer than the
+                         CPUs, at least 1: the store's writer and the rest get
+                         the last) [WORKERS, default 0]
   --preview-workers N    threads making 320 px previews of uploaded images
                          (0 = none; needs the `previews` feature) [PREVIEW_WORKERS, default 1]
   --preview-queue N      images waiting for a preview worker; past it an image
@@ -199,7 +202,7 @@ fn parse_args(
             .or_else(|| env(env_name))
             .map(|v| (format!("--{flag}"), v))
     };
-    const KNOWN: [&str; 37] = [
+    const KNOWN: [&str; 38] = [
         "media-store",
         "presign-ttl",
         "host",
@@ -219,6 +222,7 @@ fn parse_args(
         "upload-mb-per-hour",
         "uploads-max-mb",
         "unattached-upload-hours",
+        "workers",
         "preview-workers",
         "preview-queue",
         "trust-proxy",
@@ -314,6 +318,9 @@ fn parse_args(
     if let Some((f, v)) = get("uploads-max-mb", "UPLOADS_MAX_MB") {
         let mb = parse_value::<u64>(&f, &v)?;
         config = config.uploads_max_bytes((mb > 0).then(|| mb.saturating_mul(1 << 20)));
+    }
+    if let Some((f, v)) = get("workers", "WORKERS") {
+        config = config.workers(parse_value::<usize>(&f, &v)?);
     }
     if let Some((f, v)) = get("preview-workers", "PREVIEW_WORKERS") {
         config = config.preview_workers(parse_value::<usize>(&f, &v)?);
@@ -567,7 +574,7 @@ fn main() -> ExitCode {
         .init();
 
     // One thread for the accept loop and signals: `serve` runs connections
-    // on worker threads of its own, one per CPU.
+    // on worker threads of its own (`--workers`).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,6 +1,7 @@
-//! The threads that run connections: one current-thread tokio runtime per
-//! CPU ("worker"), each with its own I/O driver, timers and run queue,
-//! sharing the hub. The accept loop hands each accepted socket to the
+//! The threads that run connections: current-thread tokio runtimes
+//! ("workers": one fewer than the CPUs unless `--workers` says otherwise,
+//! see [`Workers::for_machine`]), each with its own I/O driver, timers and
+//! run queue, sharing the hub. The accept loop hands each accepted socket to the
 //! worker with the fewest connections, and the connection (its HTTP
 //! requests, then its WebSocket session) stays there for life.
 //!
@@ -60,10 +61,26 @@ impl Drop for Running {
 }
 
 impl Workers {
-    /// One worker per CPU this process may run on (its affinity mask and
-    /// cgroup quota included, as `available_parallelism` counts them).
-    pub fn per_cpu() -> Self {
-        let n = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    /// `requested` workers, or with `0` one fewer than the CPUs this
+    /// process may run on (its affinity mask and cgroup quota included, as
+    /// `available_parallelism` counts them), and at least one.
+    ///
+    /// Why one fewer: the server has other threads with real work, the
+    /// history store's writer first (a quarter of a core at 100 000 posts a
+    /// second), and a broadcast to a room whose members live on several
+    /// workers is late if any of them is. On two CPUs shared with a busy
+    /// process (the load generator), one worker carried small rooms with a
+    /// p99 of 30-85 ms at 0.2-1.2 M deliveries/s where two workers, using
+    /// more CPU for the same work, took 57-218 ms (docs/BENCHMARKS.md,
+    /// issue 15, "Two cores shared with the generator").
+    pub fn for_machine(requested: usize) -> Self {
+        let n = match requested {
+            0 => std::thread::available_parallelism()
+                .map_or(1, std::num::NonZero::get)
+                .saturating_sub(1)
+                .max(1),
+            n => n,
+        };
         Self::start(n)
     }
 
@@ -148,4 +165,20 @@ fn start_worker(index: usize) -> std::io::Result<Worker> {
         load: Arc::new(AtomicUsize::new(0)),
         stopped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn workers_are_as_many_as_asked_or_one_fewer_than_the_cpus() {
+        let asked = Workers::for_machine(3);
+        assert_eq!(asked.workers.len(), 3);
+        asked.stop().await;
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let automatic = Workers::for_machine(0);
+        assert_eq!(automatic.workers.len(), cpus.saturating_sub(1).max(1));
+        automatic.stop().await;
+    }
 }

@@ -87,7 +87,7 @@ pub async fn serve_when_ready(
         })
     };
 
-    let workers = Workers::per_cpu();
+    let workers = Workers::for_machine(state.config.workers);
     let (stop_tx, stop_rx) = watch::channel(());
     let max_http = state.config.max_connections + HTTP_HEADROOM;
     let mut backoff = Duration::from_millis(5);

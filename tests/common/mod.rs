@@ -166,9 +166,12 @@ pub struct Server {
 /// test that fails mid-way cannot hang CI for long, and history in memory
 /// (the tests of the durable stores choose theirs, see [`store_config`]),
 /// and no per-address limits: every test client is on 127.0.0.1, so those
-/// would be global ones (`tests/fairness.rs` sets them).
+/// would be global ones (`tests/fairness.rs` sets them). Two workers on any
+/// machine: a room's members then live on both, and wake-ups cross threads
+/// (`src/runtime/relay.rs`), as on a server with more CPUs.
 pub fn config() -> Config {
     Config::default()
+        .workers(2usize)
         .shutdown_grace(Duration::from_secs(5))
         .store(StoreKind::Memory)
         .max_connections_per_address(0usize)
