@@ -466,6 +466,13 @@ mod tests {
         store.page("r", query).unwrap().0
     }
 
+    fn seqs_and_contents(messages: &[StoredMessage]) -> Vec<(u64, &str)> {
+        messages
+            .iter()
+            .map(|m| (m.seq, m.content.as_str()))
+            .collect()
+    }
+
     fn chunks(store: &Sqlite) -> Vec<(i64, i64)> {
         store
             .conn
@@ -565,10 +572,7 @@ mod tests {
         });
         commit(&mut store, &changes, &none);
         let messages = history(&mut store);
-        let shown: Vec<(u64, &str)> = messages
-            .iter()
-            .map(|m| (m.seq, m.content.as_str()))
-            .collect();
+        let shown = seqs_and_contents(&messages);
         assert_eq!(shown, [(2, "edited"), (3, "m3")]);
         assert_eq!(messages[0].edited_at.as_deref(), Some(T));
         assert_eq!(counted(&store), 2);
@@ -698,10 +702,7 @@ mod tests {
         };
         commit(&mut store, &[edit, delete], &Retention::default());
         let messages = history(&mut store);
-        let shown: Vec<(u64, &str)> = messages
-            .iter()
-            .map(|m| (m.seq, m.content.as_str()))
-            .collect();
+        let shown = seqs_and_contents(&messages);
         assert_eq!(shown, [(1, "m1"), (2, "edited")]);
         assert_eq!(chunks(&store), vec![(1, 2)]);
     }
