@@ -122,6 +122,41 @@ impl Member {
         self.common.store.as_ref().map(Store::slot).transpose()
     }
 
+    /// Posts a message without an attachment at once, on a hub without a
+    /// backbone: what [`Member::post`] does there, with no future to keep
+    /// (a caller that would box one saves an allocation per post). With a
+    /// backbone the content comes back untouched: `post` it.
+    pub fn post_now(
+        &self,
+        content: String,
+        client_id: Option<&str>,
+    ) -> Result<Result<Option<u64>, Refusal>, String> {
+        match &self.common.link {
+            Link::Local => Ok(self.post_here(content, None, client_id)),
+            Link::Remote(_) => Err(content),
+        }
+    }
+
+    fn post_here(
+        &self,
+        content: String,
+        attachment: Option<Attachment>,
+        client_id: Option<&str>,
+    ) -> Result<Option<u64>, Refusal> {
+        let posted = self.room.lock().post(
+            &self.room.name,
+            (&self.user, &self.identity),
+            content,
+            attachment,
+            client_id,
+            &self.common,
+        )?;
+        if let Some(echo) = posted.echo {
+            self.send(echo);
+        }
+        Ok(Some(posted.seq))
+    }
+
     /// Posts a message (content already validated) to the room; returns its
     /// seq.
     pub async fn post(
@@ -131,20 +166,7 @@ impl Member {
         client_id: Option<&str>,
     ) -> Result<Option<u64>, Refusal> {
         let backbone = match &self.common.link {
-            Link::Local => {
-                let posted = self.room.lock().post(
-                    &self.room.name,
-                    (&self.user, &self.identity),
-                    content,
-                    attachment,
-                    client_id,
-                    &self.common,
-                )?;
-                if let Some(echo) = posted.echo {
-                    self.send(echo);
-                }
-                return Ok(Some(posted.seq));
-            }
+            Link::Local => return self.post_here(content, attachment, client_id),
             Link::Remote(backbone) => backbone,
         };
         let store = self.store_slot()?;

@@ -171,7 +171,13 @@ impl Common {
     /// prefix chosen at start, then a counter.
     pub fn next_message_id(&self) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}{:08x}", self.id_prefix, n)
+        // As `format!("{:08x}{:08x}")`, without the formatting machinery
+        // and its growing string: one id per post (docs/BENCHMARKS.md,
+        // issue 15, callgrind).
+        let mut id = String::with_capacity(24);
+        push_hex(&mut id, u64::from(self.id_prefix), 8);
+        push_hex(&mut id, n, 8);
+        id
     }
 
     pub fn now_rfc3339(&self) -> String {
@@ -280,6 +286,16 @@ impl Shared {
 }
 
 /// The random part of message ids (unique across restarts and instances).
+/// Appends `v` in lowercase hex, zero-padded to at least `width` digits.
+fn push_hex(out: &mut String, v: u64, width: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let len = (64 - v.leading_zeros() as usize).div_ceil(4).max(width);
+    for i in (0..len).rev() {
+        let digit = v.checked_shr((i * 4) as u32).unwrap_or(0) & 0xf;
+        out.push(char::from(DIGITS[digit as usize]));
+    }
+}
+
 fn id_prefix() -> u32 {
     let mut seed = [0u8; 4];
     // Without OS randomness, ids are still unique within this process.
@@ -767,6 +783,21 @@ fn evict_oldest_empty(rooms: &mut HashMap<RoomName, Arc<Room>>, common: &Common)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_what_format_would_write() {
+        for (v, width) in [
+            (0, 8),
+            (0xab, 8),
+            (0xdead_beef, 8),
+            (1 << 40, 8),
+            (u64::MAX, 8),
+        ] {
+            let mut s = String::new();
+            push_hex(&mut s, v, width);
+            assert_eq!(s, format!("{v:08x}"));
+        }
+    }
 
     fn drain(m: &Member) -> Vec<serde_json::Value> {
         let mut batch = Vec::new();

@@ -1,8 +1,8 @@
 //! The read side handed to tungstenite, cut at frame boundaries: each read
 //! ends at the latest where the frame being read ends, and what the socket
-//! gave beyond it waits here, in a small buffer of fixed size that exists
-//! only while it holds something (or a read is under way): an idle
-//! connection keeps none.
+//! gave beyond it waits here, in a buffer that exists only while it holds
+//! something: an idle connection keeps none. The socket is read into a
+//! buffer of the thread's, and only what it gave is copied here.
 //!
 //! Why: tungstenite grows its read buffer to hold the largest frame it has
 //! seen and never shrinks it, so one 60 KB message would cost its connection
@@ -18,6 +18,7 @@
 //! tungstenite's job. tokio-tungstenite offers no way to shrink its buffer,
 //! hence this small reader of our own.
 
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -27,6 +28,16 @@ use tokio::io::{AsyncRead, ReadBuf};
 /// Bytes read from the socket ahead of tungstenite; also what a read may
 /// take at once. Any header (at most 14 bytes) fits.
 const BUFFER: usize = 4096;
+
+thread_local! {
+    /// What this thread's connections read into, zeroed once: a read then
+    /// costs its connection only a copy of the bytes it got, not a fresh,
+    /// zero-filled 4 KiB buffer (a `malloc` too large for the allocator's
+    /// per-thread cache, two `memset`s and a `free` per request, measured
+    /// with callgrind in docs/BENCHMARKS.md, issue 15). Each use is within
+    /// one `poll_read`.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; BUFFER].into_boxed_slice());
+}
 
 /// A reader that never hands out bytes past the end of the current frame.
 pub struct FrameBounded<R> {
@@ -130,12 +141,12 @@ impl<R: AsyncRead + Unpin> AsyncRead for FrameBounded<R> {
                 this.buf.drain(..this.pos);
                 this.pos = 0;
             }
-            let start = this.buf.len();
-            this.buf.resize(BUFFER.max(start + 1), 0);
-            let mut space = ReadBuf::new(&mut this.buf[start..]);
-            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut space);
-            let got = space.filled().len();
-            this.buf.truncate(start + got);
+            let (polled, got) = SCRATCH.with_borrow_mut(|scratch| {
+                let mut space = ReadBuf::new(&mut scratch[..]);
+                let polled = Pin::new(&mut this.inner).poll_read(cx, &mut space);
+                this.buf.extend_from_slice(space.filled());
+                (polled, space.filled().len())
+            });
             match polled {
                 Poll::Ready(Ok(())) if got == 0 => this.eof = true,
                 Poll::Ready(Ok(())) => {}

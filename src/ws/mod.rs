@@ -6,5 +6,6 @@ mod frame_bounded;
 pub mod protocol;
 pub mod rate;
 pub mod session;
+mod ticker;
 pub(crate) mod upgrade;
 mod woken;

@@ -2,7 +2,10 @@
 //! [`Request`]s out. Every check of a request's shape and limits happens
 //! here, once; the hub receives only values it can use as they are.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::hub::{Emoji, ErrorCode, ReactionAction, Refusal};
 
@@ -77,20 +80,233 @@ fn invalid(message: impl Into<String>) -> Refusal {
     Refusal::new(ErrorCode::InvalidField, message)
 }
 
-fn string_field<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Refusal> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(invalid(format!("`{name}` must be a string"))),
+/// One field of a request as sent. Read straight from the text, without
+/// building a tree of JSON values first: a map of owned keys and values
+/// per request was a third of the CPU a post cost in small rooms
+/// (docs/BENCHMARKS.md, issue 15, callgrind).
+#[derive(Default)]
+enum Field<'a> {
+    /// Absent or `null`.
+    #[default]
+    Absent,
+    /// A string: borrowed from the text unless it had escapes.
+    Str(Cow<'a, str>),
+    /// Any other value (a number, a boolean, an array, an object).
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl<'de> Visitor<'de> for FieldVisitor {
+            type Value = Field<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Field::Absent)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Field::Absent)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+        }
+        d.deserialize_any(FieldVisitor)
     }
 }
 
-fn required<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str, Refusal> {
-    string_field(obj, name)?.ok_or_else(|| invalid(format!("`{name}` is required")))
+/// A request's `attachment` as sent.
+#[derive(Default)]
+enum AttachmentField<'a> {
+    /// Absent or `null`.
+    #[default]
+    Absent,
+    /// An object, with its `url` field.
+    Object(Field<'a>),
+    /// Anything else.
+    Other,
 }
 
-fn message_id(obj: &Map<String, Value>) -> Result<String, Refusal> {
-    let id = required(obj, "message_id")?;
+impl<'de> Deserialize<'de> for AttachmentField<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct AttachmentVisitor;
+        impl<'de> Visitor<'de> for AttachmentVisitor {
+            type Value = AttachmentField<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut url = Field::Absent;
+                while let Some(key) = map.next_key::<Field<'de>>()? {
+                    match key {
+                        Field::Str(k) if k == "url" => url = map.next_value()?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(AttachmentField::Object(url))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(AttachmentField::Absent)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(AttachmentField::Absent)
+            }
+            fn visit_borrowed_str<E: de::Error>(self, _: &'de str) -> Result<Self::Value, E> {
+                Ok(AttachmentField::Other)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(AttachmentField::Other)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(AttachmentField::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(AttachmentField::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(AttachmentField::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(AttachmentField::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(AttachmentField::Other)
+            }
+        }
+        d.deserialize_any(AttachmentVisitor)
+    }
+}
+
+/// The fields of a request object any request type reads; others are
+/// skipped. A field given twice counts as its last value.
+#[derive(Default)]
+struct Fields<'a> {
+    kind: Field<'a>,
+    content: Field<'a>,
+    client_id: Field<'a>,
+    message_id: Field<'a>,
+    emoji: Field<'a>,
+    action: Field<'a>,
+    token: Field<'a>,
+    attachment: AttachmentField<'a>,
+}
+
+/// A request's text: an object's fields, or not an object at all.
+struct Raw<'a>(Option<Fields<'a>>);
+
+impl<'de> Deserialize<'de> for Raw<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RawVisitor;
+        impl<'de> Visitor<'de> for RawVisitor {
+            type Value = Raw<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut f = Fields::default();
+                while let Some(key) = map.next_key::<Field<'de>>()? {
+                    let slot = match &key {
+                        Field::Str(k) => match k.as_ref() {
+                            "type" => &mut f.kind,
+                            "content" => &mut f.content,
+                            "client_id" => &mut f.client_id,
+                            "message_id" => &mut f.message_id,
+                            "emoji" => &mut f.emoji,
+                            "action" => &mut f.action,
+                            "token" => &mut f.token,
+                            "attachment" => {
+                                f.attachment = map.next_value()?;
+                                continue;
+                            }
+                            _ => {
+                                map.next_value::<IgnoredAny>()?;
+                                continue;
+                            }
+                        },
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = map.next_value()?;
+                }
+                Ok(Raw(Some(f)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Raw(None))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, _: &'de str) -> Result<Self::Value, E> {
+                Ok(Raw(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Raw(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Raw(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Raw(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Raw(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Raw(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Raw(None))
+            }
+        }
+        d.deserialize_any(RawVisitor)
+    }
+}
+
+fn string_field<'a>(field: &'a Field<'_>, name: &str) -> Result<Option<&'a str>, Refusal> {
+    match field {
+        Field::Absent => Ok(None),
+        Field::Str(s) => Ok(Some(s)),
+        Field::Other => Err(invalid(format!("`{name}` must be a string"))),
+    }
+}
+
+fn required<'a>(field: &'a Field<'_>, name: &str) -> Result<&'a str, Refusal> {
+    string_field(field, name)?.ok_or_else(|| invalid(format!("`{name}` is required")))
+}
+
+fn message_id(obj: &Fields<'_>) -> Result<String, Refusal> {
+    let id = required(&obj.message_id, "message_id")?;
     if id.is_empty() || id.chars().count() > MAX_ID_CHARS {
         return Err(invalid(format!(
             "`message_id` must be 1–{MAX_ID_CHARS} characters"
@@ -100,8 +316,8 @@ fn message_id(obj: &Map<String, Value>) -> Result<String, Refusal> {
 }
 
 /// Checks a message's length; blank content is the caller's decision.
-fn content(obj: &Map<String, Value>, max_chars: usize) -> Result<Option<String>, Refusal> {
-    let Some(text) = string_field(obj, "content")? else {
+fn content(obj: &Fields<'_>, max_chars: usize) -> Result<Option<String>, Refusal> {
+    let Some(text) = string_field(&obj.content, "content")? else {
         return Ok(None);
     };
     let chars = text.chars().count();
@@ -114,25 +330,27 @@ fn content(obj: &Map<String, Value>, max_chars: usize) -> Result<Option<String>,
     Ok(Some(text.to_owned()))
 }
 
-fn emoji(obj: &Map<String, Value>) -> Result<Emoji, Refusal> {
-    Emoji::parse(required(obj, "emoji")?).map_err(|e| invalid(e.to_string()))
+fn emoji(obj: &Fields<'_>) -> Result<Emoji, Refusal> {
+    Emoji::parse(required(&obj.emoji, "emoji")?).map_err(|e| invalid(e.to_string()))
 }
 
-fn parse_kind(kind: &str, obj: &Map<String, Value>, max_chars: usize) -> Result<Request, Refusal> {
+fn parse_kind(kind: &str, obj: &Fields<'_>, max_chars: usize) -> Result<Request, Refusal> {
     Ok(match kind {
         "message" => {
-            let attachment_url = match obj.get("attachment") {
-                None | Some(Value::Null) => None,
-                Some(Value::Object(a)) => Some(required(a, "url").map_err(|_| {
+            let attachment_url = match &obj.attachment {
+                AttachmentField::Absent => None,
+                AttachmentField::Object(url) => Some(required(url, "url").map_err(|_| {
                     invalid("`attachment` must be {\"url\": \"/uploads/…\"} as returned by POST /upload")
                 })?),
-                Some(_) => return Err(invalid("`attachment` must be an object with a `url`")),
+                AttachmentField::Other => {
+                    return Err(invalid("`attachment` must be an object with a `url`"));
+                }
             };
             let content = content(obj, max_chars)?.unwrap_or_default();
             if content.trim().is_empty() && attachment_url.is_none() {
                 return Err(invalid("`content` must not be blank"));
             }
-            let client_id = string_field(obj, "client_id")?;
+            let client_id = string_field(&obj.client_id, "client_id")?;
             if client_id.is_some_and(|c| c.chars().count() > MAX_ID_CHARS) {
                 return Err(invalid(format!(
                     "`client_id` must be at most {MAX_ID_CHARS} characters"
@@ -150,7 +368,7 @@ fn parse_kind(kind: &str, obj: &Map<String, Value>, max_chars: usize) -> Result<
                 "remove_reaction" => (ReactionAction::Remove, "remove_reaction"),
                 // The original client sent `reaction` without an action and
                 // meant a toggle; keep it working.
-                _ => match string_field(obj, "action")? {
+                _ => match string_field(&obj.action, "action")? {
                     None | Some("toggle") => (ReactionAction::Toggle, "reaction"),
                     Some("add") => (ReactionAction::Add, "reaction"),
                     Some("remove") => (ReactionAction::Remove, "reaction"),
@@ -183,7 +401,7 @@ fn parse_kind(kind: &str, obj: &Map<String, Value>, max_chars: usize) -> Result<
             message_id: message_id(obj)?,
         },
         "auth" => {
-            let token = required(obj, "token")?;
+            let token = required(&obj.token, "token")?;
             if token.len() > crate::auth::jwt::MAX_TOKEN_BYTES {
                 return Err(invalid(format!(
                     "`token` is {} bytes; the limit is {}",
@@ -210,9 +428,9 @@ fn parse_kind(kind: &str, obj: &Map<String, Value>, max_chars: usize) -> Result<
 
 /// Parses one text frame.
 pub fn parse(text: &str, max_chars: usize) -> Result<Request, Rejected> {
-    let obj = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(obj)) => obj,
-        Ok(_) => {
+    let obj = match serde_json::from_str::<Raw<'_>>(text) {
+        Ok(Raw(Some(obj))) => obj,
+        Ok(Raw(None)) => {
             return Err(Rejected {
                 refusal: Refusal::new(
                     ErrorCode::BadJson,
@@ -228,18 +446,15 @@ pub fn parse(text: &str, max_chars: usize) -> Result<Request, Rejected> {
             });
         }
     };
-    let kind = match obj.get("type") {
-        Some(Value::String(k)) => k.as_str(),
-        _ => {
-            return Err(Rejected {
-                refusal: invalid("`type` is required and must be a string"),
-                kind: None,
-            });
-        }
+    let Field::Str(kind) = &obj.kind else {
+        return Err(Rejected {
+            refusal: invalid("`type` is required and must be a string"),
+            kind: None,
+        });
     };
     parse_kind(kind, &obj, max_chars).map_err(|refusal| Rejected {
         refusal,
-        kind: (kind.len() <= 32).then(|| kind.to_owned()),
+        kind: (kind.len() <= 32).then(|| kind.to_string()),
     })
 }
 
@@ -309,6 +524,54 @@ mod tests {
             code(r#"{"type":"message","content":"x","attachment":"u"}"#),
             ErrorCode::InvalidField
         );
+    }
+
+    #[test]
+    fn fields_are_read_whatever_else_the_object_holds() {
+        // Escapes, unknown fields of every kind, nesting, a repeated field
+        // (its last value counts), an attachment with more than its url.
+        assert_eq!(
+            parse(
+                r#"{"x":{"a":[1,{"b":null}]},"content":"first","type":"message",
+                    "content":"tab\there \u00e9","n":-1.5e3,"t":true,
+                    "attachment":{"name":"a.png","url":"/uploads/a.png"}}"#,
+                20
+            )
+            .unwrap(),
+            Request::Message {
+                content: "tab\there é".into(),
+                attachment_url: Some("/uploads/a.png".into()),
+                client_id: None
+            }
+        );
+        assert_eq!(
+            parse(r#"{"type":"message","content":"hi","client_id":null}"#, 10).unwrap(),
+            Request::Message {
+                content: "hi".into(),
+                attachment_url: None,
+                client_id: None
+            }
+        );
+        assert_eq!(code(r#"{"type":null}"#), ErrorCode::InvalidField);
+        assert_eq!(code(r#"{"type":["message"]}"#), ErrorCode::InvalidField);
+        assert_eq!(code(r#""message""#), ErrorCode::BadJson);
+        assert_eq!(code("null"), ErrorCode::BadJson);
+        assert_eq!(code(r#"{"type":"ping"} x"#), ErrorCode::BadJson);
+        assert_eq!(
+            code(r#"{"type":"message","content":"x","attachment":{"url":5}}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"message","content":"x","attachment":[]}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"edit","message_id":"m","content":{"a":1}}"#),
+            ErrorCode::InvalidField
+        );
+        let unknown = parse(r#"{"type":"d\u0061nce"}"#, 10).unwrap_err();
+        assert_eq!(unknown.refusal.code, ErrorCode::UnknownType);
+        assert_eq!(unknown.kind.as_deref(), Some("dance"));
     }
 
     #[test]

@@ -34,6 +34,7 @@ use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
 use super::frame_bounded::FrameBounded;
 use super::protocol::{self, Request};
 use super::rate::IdentityRates;
+use super::ticker::Ticker;
 use super::woken::PollWhenWoken;
 use crate::hub::{
     Attachment, AttachmentPreview, CloseReason, ErrorCode, Member, Outbox, Refusal, frames,
@@ -350,7 +351,7 @@ pub async fn run<R, W>(
     // The first tick comes at the first ping or, if that is later, when an
     // idle connection is due to close.
     let first_tick = config.ping_interval.min(config.idle_timeout);
-    let mut ping = tokio::time::interval_at(Instant::now() + first_tick, config.ping_interval);
+    let mut ping = Ticker::new(Instant::now() + first_tick, config.ping_interval);
     let mut writer_done = false;
     // Requests read since the writer was last polled.
     let mut streak = 0usize;
@@ -502,13 +503,42 @@ pub async fn run<R, W>(
                 strikes = 0;
                 match msg {
                     Message::Text(text) => {
+                        let request = match protocol::parse(&text, config.max_message_chars) {
+                            Ok(request) => request,
+                            Err(rejected) => {
+                                member.send(rejected.refusal.frame(rejected.kind.as_deref()));
+                                continue;
+                            }
+                        };
+                        // The common request, a post without an attachment
+                        // on one instance, is done at once.
+                        let request = match request {
+                            Request::Message {
+                                content,
+                                attachment_url: None,
+                                client_id,
+                            } => match member.post_now(content, client_id.as_deref()) {
+                                Ok(posted) => {
+                                    if let Err(refusal) = posted {
+                                        member.send(refusal.frame(Some("message")));
+                                    }
+                                    continue;
+                                }
+                                Err(content) => Request::Message {
+                                    content,
+                                    attachment_url: None,
+                                    client_id,
+                                },
+                            },
+                            other => other,
+                        };
                         // With the Redis backbone a request can wait for its
                         // reply; the writer keeps draining room traffic
                         // meanwhile, so the wait cannot overflow the queue.
                         // Boxed: inline, the largest request's future would
                         // make every idle connection's task that much larger.
                         let mut request =
-                            Box::pin(handle_text(&text, &member, &config, &media, &expiry));
+                            Box::pin(handle_request(request, &member, &config, &media, &expiry));
                         tokio::select! {
                             biased;
                             () = &mut request => {}
@@ -613,20 +643,13 @@ fn preview_of(info: &PreviewInfo) -> AttachmentPreview {
     }
 }
 
-async fn handle_text(
-    text: &str,
+async fn handle_request(
+    request: Request,
     member: &Member,
     config: &SessionConfig,
     media: &MediaStore,
     expiry: &Expiry,
 ) {
-    let request = match protocol::parse(text, config.max_message_chars) {
-        Ok(r) => r,
-        Err(rejected) => {
-            member.send(rejected.refusal.frame(rejected.kind.as_deref()));
-            return;
-        }
-    };
     let (kind, result) = match request {
         Request::Message {
             content,
