@@ -138,6 +138,21 @@ impl Workers {
     }
 }
 
+/// Spawns `future` on the calling thread's runtime, with a waker that
+/// knows its worker when the thread is one (see [`relay`]): a second task
+/// of a connection (its writer) is woken from other workers in batches
+/// like the first.
+pub(crate) fn spawn_here<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match Relay::current() {
+        Some(relay) => tokio::spawn(Homed::new(Box::pin(future), relay)),
+        None => tokio::spawn(future),
+    }
+}
+
 fn start_worker(index: usize) -> std::io::Result<Worker> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -52,6 +52,11 @@ impl Relay {
         relay
     }
 
+    /// The relay of the worker the calling thread runs, if any.
+    pub(super) fn current() -> Option<Arc<Self>> {
+        CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
+    }
+
     /// Whether the calling thread is this relay's worker (not while the
     /// thread's locals are being torn down: then it is no worker's).
     fn is_current(self: &Arc<Self>) -> bool {

@@ -1,12 +1,20 @@
 //! One WebSocket connection after the handshake.
 //!
-//! Reading and writing run as two futures in one task. The reader is
-//! tungstenite (masking, fragmentation, UTF-8 and size checks); it gets a
-//! write side that discards, because roomcast writes every server frame
-//! itself: the writer copies what the member's [`Outbox`] holds (shared,
-//! pre-encoded frames) into its worker's buffer and writes it with one
-//! `write`. Pongs and close replies go through the same outbox, so they
-//! stay in order with everything else.
+//! Reading and writing run as two tasks on the connection's worker. The
+//! reader is tungstenite (masking, fragmentation, UTF-8 and size checks);
+//! it gets a write side that discards, because roomcast writes every
+//! server frame itself: the writer copies what the member's [`Outbox`]
+//! holds (shared, pre-encoded frames) into its worker's buffer and writes
+//! it with one `write`. Pongs and close replies go through the same
+//! outbox, so they stay in order with everything else.
+//!
+//! Why two tasks: every delivery wakes the writer, and only the writer's
+//! few lines run for it, not a turn of the whole session (its timers, its
+//! reader, the request handling around them). In small rooms, where a
+//! write carries one or two frames, that turn was a fifth of the server's
+//! instructions per delivery (docs/BENCHMARKS.md, issue 15, "The writer,
+//! a task of its own"). Requests read together still queue their echoes
+//! before the writer runs: it is woken, not run, by each of them.
 //!
 //! Overload is not slowness (`docs/protocol.md`): the writer tells
 //! the outbox when the socket refuses bytes, the outbox tells the server's
@@ -14,6 +22,7 @@
 //! any is, sessions read no new requests.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +35,7 @@ use futures_util::StreamExt;
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -291,10 +301,10 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 async fn write_loop<W: AsyncWrite + Unpin>(
     socket: W,
     outbox: Arc<Outbox>,
-    metrics: &Metrics,
+    metrics: Arc<Metrics>,
 ) -> io::Result<()> {
     let mut writer = Writer::new(socket, outbox);
-    let reason = std::future::poll_fn(|cx| writer.poll_drain(cx, metrics)).await?;
+    let reason = std::future::poll_fn(|cx| writer.poll_drain(cx, &metrics)).await?;
     // Rare, so boxed: the timer would otherwise make every idle
     // connection's task larger.
     let mut socket = writer.socket;
@@ -306,6 +316,24 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }));
     let _ = close.await;
     Ok(())
+}
+
+/// The connection's writer task. Aborted if the session is dropped before
+/// it ends (the server stopping), so the socket never outlives its session.
+struct WriterTask(JoinHandle<io::Result<()>>);
+
+impl Future for WriterTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(drop)
+    }
+}
+
+impl Drop for WriterTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Runs one connection to its end. `pre_read` holds bytes the HTTP layer
@@ -320,7 +348,7 @@ pub async fn run<R, W>(
     metrics: Arc<Metrics>,
 ) where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
     // Chat requests are small: a 1 KiB read buffer serves them in one read,
     // and a larger frame reserves what it needs. Every idle connection holds
@@ -339,8 +367,11 @@ pub async fn run<R, W>(
     let outbox = Arc::clone(member.outbox());
     let backlog = &config.backlog;
     outbox.report_backlog(Arc::clone(&backlog.hook));
-    let writer = write_loop(writer, Arc::clone(&outbox), &metrics);
-    tokio::pin!(writer);
+    let mut writer = WriterTask(crate::runtime::spawn_here(write_loop(
+        writer,
+        Arc::clone(&outbox),
+        Arc::clone(&metrics),
+    )));
 
     // This connection's bucket and its identity's: a reconnect starts with
     // what the identity left, not a fresh burst.
@@ -353,8 +384,6 @@ pub async fn run<R, W>(
     let first_tick = config.ping_interval.min(config.idle_timeout);
     let mut ping = Ticker::new(Instant::now() + first_tick, config.ping_interval);
     let mut writer_done = false;
-    // Requests read since the writer was last polled.
-    let mut streak = 0usize;
     // No request is read before the `welcome` is queued: it must be the
     // first frame, and an echo must not be folded into its history.
     let welcomed = member.welcomed();
@@ -365,21 +394,17 @@ pub async fn run<R, W>(
         // While the server's writers are behind, no request is read: see
         // [`Backlog`]. Its silence then is ours, not the client's.
         let throttled = backlog.is_behind();
-        // One turn: the first of these that is ready, in this order. The
-        // writer goes first once READ_STREAK requests have been read in a
-        // row, and last otherwise: requests already buffered are read
-        // together, and what they queued (for this connection: an echo,
-        // an error, a pong) goes out in one write after them, not in one
-        // write each. Always first, a client pipelining requests made one
-        // system call per request and lengthened every turn of its worker
-        // (docs/BENCHMARKS.md, issue 15). Never last, a client pipelining
-        // could fill its own queue while it reads promptly, and be closed
-        // with 1013 for the server's own scheduling.
-        let writer_first = streak >= READ_STREAK;
+        // One turn: the first of these that is ready, in this order. A
+        // connection whose writer has ended reads nothing more. Requests
+        // already buffered are read one turn after the other without a
+        // pause, and what they queued for this connection (an echo, an
+        // error, a pong) goes out in one write after them. Reading stops
+        // while the server's writers are behind, so a client pipelining
+        // requests cannot fill its own queue while it reads promptly.
         let caught_up = backlog.caught_up();
         tokio::pin!(caught_up);
         let turn = std::future::poll_fn(|cx| {
-            if writer_first && writer.as_mut().poll(cx).is_ready() {
+            if Pin::new(&mut writer).poll(cx).is_ready() {
                 return Poll::Ready(Turn::WriterDone);
             }
             if !welcome_queued && welcomed.as_mut().poll(cx).is_ready() {
@@ -397,18 +422,9 @@ pub async fn run<R, W>(
             {
                 return Poll::Ready(Turn::Request(msg));
             }
-            if !writer_first && writer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Turn::WriterDone);
-            }
             Poll::Pending
         })
         .await;
-        // The writer was polled this turn unless a request came before it.
-        streak = match (&turn, writer_first) {
-            (_, true) | (Turn::WriterDone, false) => 0,
-            (Turn::Request(_), false) => streak + 1,
-            _ => streak,
-        };
         match turn {
             Turn::WriterDone => {
                 writer_done = true;
@@ -574,11 +590,6 @@ pub async fn run<R, W>(
     }
     drop(member); // leaves the room: `leave` goes to the rest
 }
-
-/// Requests a session reads in a row before its writer goes first again:
-/// what they queue for their own connection (an echo, an error, a pong;
-/// a few frames each) stays far below a quarter of its queue's bound.
-const READ_STREAK: usize = 16;
 
 /// What one turn of a session's loop found ready.
 enum Turn {
@@ -804,8 +815,10 @@ mod tests {
                 .unwrap();
             got
         });
-        let metrics = Metrics::default();
-        write_loop(a, Arc::clone(&outbox), &metrics).await.unwrap();
+        let metrics = Arc::new(Metrics::default());
+        write_loop(a, Arc::clone(&outbox), Arc::clone(&metrics))
+            .await
+            .unwrap();
         assert_eq!(reader.await.unwrap(), expected);
         assert_eq!(metrics.frames_out.get(), 200);
     }
