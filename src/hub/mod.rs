@@ -173,7 +173,7 @@ impl Common {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         // As `format!("{:08x}{:08x}")`, without the formatting machinery
         // and its growing string: one id per post (docs/BENCHMARKS.md,
-        // issue 15, callgrind).
+        // issue 15, "What a delivery costs in user space").
         let mut id = String::with_capacity(24);
         push_hex(&mut id, u64::from(self.id_prefix), 8);
         push_hex(&mut id, n, 8);

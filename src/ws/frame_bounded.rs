@@ -33,9 +33,9 @@ thread_local! {
     /// What this thread's connections read into, zeroed once: a read then
     /// costs its connection only a copy of the bytes it got, not a fresh,
     /// zero-filled 4 KiB buffer (a `malloc` too large for the allocator's
-    /// per-thread cache, two `memset`s and a `free` per request, measured
-    /// with callgrind in docs/BENCHMARKS.md, issue 15). Each use is within
-    /// one `poll_read`.
+    /// per-thread cache, two `memset`s and a `free` per request: see
+    /// docs/BENCHMARKS.md, issue 15, "What a delivery costs in user
+    /// space"). Each use is within one `poll_read`.
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; BUFFER].into_boxed_slice());
 }
 

@@ -82,8 +82,8 @@ fn invalid(message: impl Into<String>) -> Refusal {
 
 /// One field of a request as sent. Read straight from the text, without
 /// building a tree of JSON values first: a map of owned keys and values
-/// per request was a third of the CPU a post cost in small rooms
-/// (docs/BENCHMARKS.md, issue 15, callgrind).
+/// per request was 30 % of the instructions handling a post took
+/// (docs/BENCHMARKS.md, issue 15, "What a delivery costs in user space").
 #[derive(Default)]
 enum Field<'a> {
     /// Absent or `null`.
