@@ -54,7 +54,10 @@ impl Relay {
 
     /// The relay of the worker the calling thread runs, if any.
     pub(super) fn current() -> Option<Arc<Self>> {
-        CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
+        CURRENT
+            .try_with(|c| c.try_borrow().ok().and_then(|c| c.clone()))
+            .ok()
+            .flatten()
     }
 
     /// Whether the calling thread is this relay's worker (not while the
