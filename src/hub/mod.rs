@@ -285,7 +285,6 @@ impl Shared {
     }
 }
 
-/// The random part of message ids (unique across restarts and instances).
 /// Appends `v` in lowercase hex, zero-padded to at least `width` digits.
 fn push_hex(out: &mut String, v: u64, width: usize) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -296,6 +295,7 @@ fn push_hex(out: &mut String, v: u64, width: usize) {
     }
 }
 
+/// The random part of message ids (unique across restarts and instances).
 fn id_prefix() -> u32 {
     let mut seed = [0u8; 4];
     // Without OS randomness, ids are still unique within this process.

@@ -9,3 +9,4 @@ pub mod session;
 mod ticker;
 pub(crate) mod upgrade;
 mod woken;
+mod writer;

@@ -3,41 +3,28 @@
 //! Reading and writing run as two tasks on the connection's worker. The
 //! reader is tungstenite (masking, fragmentation, UTF-8 and size checks);
 //! it gets a write side that discards, because roomcast writes every
-//! server frame itself: the writer copies what the member's [`Outbox`]
-//! holds (shared, pre-encoded frames) into its worker's buffer and writes
-//! it with one `write`. Pongs and close replies go through the same
-//! outbox, so they stay in order with everything else.
-//!
-//! Why two tasks: every delivery wakes the writer, and only the writer's
-//! few lines run for it, not a turn of the whole session (its timers, its
-//! reader, the request handling around them). In small rooms, where a
-//! write carries one or two frames, that cut 4 % of the server's
-//! instructions and 15 % of its instruction-cache misses per delivery
-//! (docs/BENCHMARKS.md, issue 15, "The writer, a task of its own"), for
-//! 0.3 KiB more per idle connection. Requests read together still queue
-//! their echoes before the writer runs: it is woken, not run, by each.
+//! server frame itself: the writer ([`super::writer`]) copies what the
+//! member's [`crate::hub::Outbox`] holds (shared, pre-encoded frames) into its
+//! worker's buffer and writes it with one `write`. Pongs and close replies
+//! go through the same outbox, so they stay in order with everything else.
 //!
 //! Overload is not slowness (`docs/protocol.md`): the writer tells
 //! the outbox when the socket refuses bytes, the outbox tells the server's
 //! [`Backlog`] when it is behind while its socket takes bytes, and while
 //! any is, sessions read no new requests.
 
-use std::cell::RefCell;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::task::AtomicWaker;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
@@ -47,9 +34,8 @@ use super::protocol::{self, Request};
 use super::rate::IdentityRates;
 use super::ticker::Ticker;
 use super::woken::PollWhenWoken;
-use crate::hub::{
-    Attachment, AttachmentPreview, CloseReason, ErrorCode, Member, Outbox, Refusal, frames,
-};
+use super::writer::{CLOSE_GRACE, WRITE_TIMEOUT, WriterTask};
+use crate::hub::{Attachment, AttachmentPreview, CloseReason, ErrorCode, Member, Refusal, frames};
 use crate::media::preview_pool::PreviewPool;
 use crate::media::{AttachError, MediaStore, PreviewInfo};
 use crate::metrics::Metrics;
@@ -139,22 +125,6 @@ impl Backlog {
     }
 }
 
-/// A socket refusing bytes for this long means the peer stopped reading,
-/// even if its queue is not full yet.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a closing connection may take to flush its last frames.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// Most bytes a writer copies for one `write`.
-const WRITE_CHUNK: usize = 64 << 10;
-
-thread_local! {
-    /// The buffer this thread's writers copy their queued frames into, to
-    /// write them with one `write`: cheaper than a `writev` of the separate
-    /// frames (docs/BENCHMARKS.md, calibration), and shared, so an idle
-    /// connection holds none. Each use is within one poll of one writer.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
 const PONG_EVENT: &[u8] = b"\x81\x0f{\"type\":\"pong\"}";
 
 /// Gives tungstenite a read side only: whatever it would write (automatic
@@ -185,155 +155,6 @@ impl<R: Unpin> AsyncWrite for ReadOnly<R> {
     }
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
-    }
-}
-
-/// The writer's waker for socket writes. It fires when a socket that
-/// refused bytes has room again (or the task's budget ran out), and tells
-/// the outbox at once, not only when the writer next runs: a member whose
-/// client reads is never taken for a stalled one while the server is busy.
-struct WriteWake {
-    outbox: Arc<Outbox>,
-    /// Set by every wake-up since the writer last tried to write.
-    woken: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl Wake for WriteWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::SeqCst);
-        self.outbox.set_refused(false);
-        self.task.wake();
-    }
-}
-
-/// Drains one member's outbox into its socket.
-struct Writer<W> {
-    socket: W,
-    wake: Arc<WriteWake>,
-    waker: Waker,
-    /// The socket refused bytes: it is not tried again before `wake` fires.
-    refused: bool,
-    /// Armed while the socket refuses bytes: past it, the peer is gone.
-    stall: Option<Pin<Box<Sleep>>>,
-}
-
-impl<W: AsyncWrite + Unpin> Writer<W> {
-    fn new(socket: W, outbox: Arc<Outbox>) -> Self {
-        let wake = Arc::new(WriteWake {
-            outbox,
-            woken: AtomicBool::new(false),
-            task: AtomicWaker::new(),
-        });
-        Self {
-            socket,
-            waker: Waker::from(Arc::clone(&wake)),
-            wake,
-            refused: false,
-            stall: None,
-        }
-    }
-
-    /// Writes what is queued, as long as the socket takes it; ready with
-    /// the reason once the queue is empty and a close was requested.
-    fn poll_drain(
-        &mut self,
-        cx: &mut Context<'_>,
-        metrics: &Metrics,
-    ) -> Poll<io::Result<CloseReason>> {
-        self.wake.task.register(cx.waker());
-        if self.refused && !self.wake.woken.load(Ordering::SeqCst) {
-            return self.poll_stall(cx);
-        }
-        self.refused = false;
-        SCRATCH.with_borrow_mut(|buf| {
-            loop {
-                buf.clear();
-                match self.wake.outbox.poll_peek(cx, buf, WRITE_CHUNK) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Some(reason)) => return Poll::Ready(Ok(reason)),
-                    Poll::Ready(None) => {}
-                }
-                self.wake.woken.store(false, Ordering::SeqCst);
-                let mut socket_cx = Context::from_waker(&self.waker);
-                let written = match Pin::new(&mut self.socket).poll_write(&mut socket_cx, buf) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(n)) => n,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    // Woken already: the task's budget ran out, not the socket's room.
-                    Poll::Pending if self.wake.woken.load(Ordering::SeqCst) => {
-                        return Poll::Pending;
-                    }
-                    Poll::Pending => {
-                        self.refused = true;
-                        self.wake.outbox.set_refused(true);
-                        if self.wake.woken.load(Ordering::SeqCst) {
-                            // Room came while we said there was none.
-                            self.wake.outbox.set_refused(false);
-                        }
-                        return self.poll_stall(cx);
-                    }
-                };
-                self.stall = None;
-                let frames = self.wake.outbox.consume(written);
-                metrics.frames_out.add(frames as u64);
-                metrics.bytes_out.add(written as u64);
-            }
-        })
-    }
-
-    /// Pending while the socket refuses bytes, for at most [`WRITE_TIMEOUT`].
-    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<CloseReason>> {
-        let stall = self
-            .stall
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_TIMEOUT)));
-        match stall.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-/// Drains the outbox to the socket until a close is requested or a write fails.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    socket: W,
-    outbox: Arc<Outbox>,
-    metrics: Arc<Metrics>,
-) -> io::Result<()> {
-    let mut writer = Writer::new(socket, outbox);
-    let reason = std::future::poll_fn(|cx| writer.poll_drain(cx, &metrics)).await?;
-    // Rare, so boxed: the timer would otherwise make every idle
-    // connection's task larger.
-    let mut socket = writer.socket;
-    let close = Box::pin(tokio::time::timeout(CLOSE_GRACE, async move {
-        socket
-            .write_all(&frames::close(reason.code, reason.reason))
-            .await?;
-        socket.shutdown().await
-    }));
-    let _ = close.await;
-    Ok(())
-}
-
-/// The connection's writer task. Aborted if the session is dropped before
-/// it ends (the server stopping), so the socket never outlives its session.
-struct WriterTask(JoinHandle<io::Result<()>>);
-
-impl Future for WriterTask {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.0).poll(cx).map(drop)
-    }
-}
-
-impl Drop for WriterTask {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -368,11 +189,7 @@ pub async fn run<R, W>(
     let outbox = Arc::clone(member.outbox());
     let backlog = &config.backlog;
     outbox.report_backlog(Arc::clone(&backlog.hook));
-    let mut writer = WriterTask(crate::runtime::spawn_here(write_loop(
-        writer,
-        Arc::clone(&outbox),
-        Arc::clone(&metrics),
-    )));
+    let mut writer = WriterTask::spawn(writer, Arc::clone(&outbox), Arc::clone(&metrics));
 
     // This connection's bucket and its identity's: a reconnect starts with
     // what the identity left, not a fresh burst.
@@ -793,34 +610,5 @@ mod tests {
     fn pong_event_is_a_valid_frame() {
         assert_eq!(PONG_EVENT.len(), 2 + PONG_EVENT[1] as usize);
         assert_eq!(&PONG_EVENT[2..], br#"{"type":"pong"}"#);
-    }
-
-    #[tokio::test]
-    async fn the_writer_drains_the_outbox_through_partial_writes_then_closes() {
-        let outbox = Arc::new(Outbox::new(1000, 1 << 20));
-        let frames: Vec<Bytes> = (0..200)
-            .map(|i| Bytes::from(format!("frame-{i};")))
-            .collect();
-        for f in &frames {
-            outbox.push(f.clone());
-        }
-        outbox.close(CloseReason::SHUTDOWN);
-        let mut expected: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
-        expected.extend_from_slice(&frames::close(1001, CloseReason::SHUTDOWN.reason));
-        // A duplex pipe with a tiny buffer forces many partial writes.
-        let (a, mut b) = tokio::io::duplex(7);
-        let reader = tokio::spawn(async move {
-            let mut got = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut b, &mut got)
-                .await
-                .unwrap();
-            got
-        });
-        let metrics = Arc::new(Metrics::default());
-        write_loop(a, Arc::clone(&outbox), Arc::clone(&metrics))
-            .await
-            .unwrap();
-        assert_eq!(reader.await.unwrap(), expected);
-        assert_eq!(metrics.frames_out.get(), 200);
     }
 }
