@@ -59,9 +59,9 @@ struct EntryIn {
 /// with nothing to escape (the usual case) are copied as they are; any
 /// other goes through serde_json.
 pub(super) fn encode_into(out: &mut String, m: &StoredMessage) {
-    use std::fmt::Write as _;
-    // Writing into a String cannot fail.
-    let _ = write!(out, "{{\"seq\":{}", m.seq);
+    // Not `write!`: its formatting machinery was 7 % of the writer's CPU.
+    out.push_str("{\"seq\":");
+    out.push_str(itoa::Buffer::new().format(m.seq));
     field(out, "id", &m.id);
     field(out, "user", m.user.as_str());
     field(out, "identity", m.identity.as_str());
@@ -272,11 +272,16 @@ mod tests {
 
     #[test]
     fn a_chunk_reads_back_what_was_written() {
-        let objects: Vec<String> = [1, 2, 5].map(|s| encode(&message(s))).to_vec();
+        let objects: Vec<String> = [0, 1, 2, 5, 1_000_000_007, u64::MAX]
+            .map(|s| encode(&message(s)))
+            .to_vec();
         let body = join(objects.iter().map(String::as_str));
         let back = decode(&body).expect("valid");
-        assert_eq!(back.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 5]);
-        assert_eq!(back[2].content, "hello \"5\"\n\\ é");
+        assert_eq!(
+            back.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [0, 1, 2, 5, 1_000_000_007, u64::MAX]
+        );
+        assert_eq!(back[3].content, "hello \"5\"\n\\ é");
         assert_eq!(back[0].client_id.as_deref(), Some("c"));
         assert!(back[0].edited_at.is_none() && back[0].attachment.is_none());
     }
