@@ -484,17 +484,6 @@ mod tests {
             .unwrap()
     }
 
-    /// The file's page size, and how many pages of log a checkpoint waits for.
-    fn pages(store: &Sqlite) -> (i64, i64) {
-        let pragma = |name: &str| -> i64 {
-            store
-                .conn
-                .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
-                .unwrap()
-        };
-        (pragma("page_size"), pragma("wal_autocheckpoint"))
-    }
-
     /// How many messages the chunks say they hold.
     fn counted(store: &Sqlite) -> i64 {
         store
@@ -539,7 +528,6 @@ mod tests {
     fn a_busy_commit_splits_into_bounded_chunks_that_read_back_in_order() {
         let scratch = Scratch::new("split");
         let mut store = Sqlite::open(&scratch.0, Fsync::Off, None).unwrap();
-        assert_eq!(pages(&store), (16384, 250), "a new file");
         let posts: Vec<Change> = (1..=600).map(|s| post("r", s, T)).collect();
         commit(&mut store, &posts, &Retention::default());
         let spans = chunks(&store);
@@ -700,11 +688,6 @@ mod tests {
             )
             .unwrap();
         assert_eq!((version, id_tables), (4, 0));
-        assert_eq!(
-            pages(&store),
-            (4096, 1000),
-            "an older file keeps its page size"
-        );
         let edit = Change::Edit {
             room: "r".into(),
             message_id: "r-2".into(),

@@ -87,17 +87,6 @@ fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
         })
 }
 
-/// The page size of a new file. A commit under load writes a chunk of up
-/// to 64 KiB in each busy room, and the write-ahead log writes, checksums
-/// and later copies back every page of it, one `pwrite` per page: with
-/// 16 KiB pages the writer took 0.71-0.82x the CPU per change of 4 KiB
-/// pages (100 rooms at 60 000 posts/s; docs/BENCHMARKS.md, issue 15).
-/// Bigger pages cost more per lone change (each writes whole pages).
-const PAGE_SIZE: u32 = 16384;
-/// How many bytes of log a checkpoint copies into the file at a time:
-/// SQLite's default of 1 000 pages at 4 KiB.
-const CHECKPOINT_BYTES: i64 = 4_096_000;
-
 impl Sqlite {
     /// Opens (creating if needed) `<dir>/roomcast.db` and brings its schema
     /// up to date.
@@ -150,24 +139,11 @@ impl Sqlite {
             )));
         }
         // Migrations run with full syncs whatever `--fsync` says: a power
-        // cut during one leaves the file as it was before it. The page size
-        // takes effect only in a file with no tables yet, and before the
-        // switch to WAL: an older file keeps its own.
-        conn.execute_batch(&format!(
-            "PRAGMA page_size = {PAGE_SIZE}; PRAGMA journal_mode = WAL; \
-             PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; PRAGMA busy_timeout = 1000;"
-        ))
-        .map_err(not_ours)?;
-        // The log is copied into the file once it holds this many bytes
-        // (SQLite counts pages: 1 000 by default), whatever the file's
-        // page size: a bigger copy at a time stalls fan-out longer.
-        let page: i64 = conn
-            .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .map_err(not_ours)?;
-        conn.execute_batch(&format!(
-            "PRAGMA wal_autocheckpoint = {};",
-            (CHECKPOINT_BYTES / page.max(512)).max(1)
-        ))
+        // cut during one leaves the file as it was before it.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+             PRAGMA secure_delete = ON; PRAGMA busy_timeout = 1000;",
+        )
         .map_err(not_ours)?;
         let mut store = Self {
             conn,
