@@ -1,8 +1,9 @@
 //! The session's reader, polled only when its own waker fired. The session
-//! task wakes for every frame queued to its writer, and `select!` then
-//! polls every branch: without this, each delivery would also run
-//! tungstenite's read path (a buffer resize, waker swaps, a readiness
-//! check) for nothing.
+//! task also wakes for its ping timer, for its writer ending and when a
+//! throttle lifts, and `select!` then polls every branch: without this,
+//! each of those turns would also run tungstenite's read path (a buffer
+//! resize, waker swaps, a readiness check) for nothing. (Deliveries no
+//! longer wake the session: the writer is a task of its own, `writer.rs`.)
 //!
 //! Not used for the ping timer: measured (perf, 100 rooms x 10 at 50 000
 //! deliveries/s, docs/BENCHMARKS.md issue 15), the wrapper's own waker
