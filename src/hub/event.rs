@@ -164,6 +164,11 @@ impl<'a> ReactionsSample<'a> {
         }
     }
 
+    /// Whether there are no reactions at all (`{}`).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.reactions.0.is_empty()
+    }
+
     /// `{emoji: count}` when the names are a sample; `None` when whole.
     pub(crate) fn counts(&self) -> Option<ReactionCounts<'a>> {
         (!self.whole).then_some(ReactionCounts(self.reactions))

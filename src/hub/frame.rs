@@ -49,6 +49,25 @@ pub fn json<T: Serialize + ?Sized>(event: &T) -> Frame {
     // Our event types are strings, numbers, maps with string keys and
     // sequences: serde_json cannot fail on them when writing to a Vec.
     serde_json::to_writer(&mut buf, event).expect("events always serialize");
+    with_header(buf)
+}
+
+/// A text frame whose payload `write` appends to an empty string (which
+/// must stay valid UTF-8, as a `String` does), made like [`json`]'s: one
+/// allocation of `capacity` bytes (grown if `write` needs more), no copy.
+pub fn text_written(capacity: usize, write: impl FnOnce(&mut String)) -> Frame {
+    let mut payload = String::with_capacity(MAX_HEADER + capacity);
+    // Room for the header, filled in once the length is known.
+    const ROOM: &str = "\0\0\0\0\0\0\0\0\0\0";
+    const _: () = assert!(ROOM.len() == MAX_HEADER);
+    payload.push_str(ROOM);
+    write(&mut payload);
+    with_header(payload.into_bytes())
+}
+
+/// Fills in the header of a text frame whose payload follows `MAX_HEADER`
+/// bytes of room in `buf`.
+fn with_header(mut buf: Vec<u8>) -> Frame {
     let len = buf.len() - MAX_HEADER;
     let mut head = [0u8; MAX_HEADER];
     let start = write_header(&mut head, OP_TEXT, len);

@@ -20,6 +20,7 @@ use super::event::{
 };
 use super::frame::{self, Frame};
 use super::identity::NameTaken;
+use super::message_frame;
 use super::names::{Emoji, RoomName, UserName};
 use super::outbox::{Outbox, Pushed};
 use super::store::{Change, RESERVE_BLOCK, Slot as StoreSlot, Snapshot, Store};
@@ -557,7 +558,7 @@ impl RoomState {
         common: &Common,
     ) -> Result<Posted, Refusal> {
         if let Some(again) = client_id.and_then(|c| self.posted_before(identity, c)) {
-            let echo = frame::json(&MessageView::of("message", again, client_id));
+            let echo = message_frame::message(&MessageView::of("message", again, client_id));
             return Ok(Posted {
                 seq: again.seq,
                 duplicate: true,
@@ -593,7 +594,7 @@ impl RoomState {
             edited_at: None,
             client_id: client_id.map(str::to_owned),
         };
-        let frame = frame::json(&MessageView::of("message", &message, client_id));
+        let frame = message_frame::message(&MessageView::of("message", &message, client_id));
         // Shared with the store's queue, not copied: the ring and the
         // writer read the same message (an edit before the writer is done
         // with it copies it then).
@@ -789,7 +790,7 @@ impl RoomState {
             };
             slot.send(change, None);
         }
-        let frame = frame::json(&MessageView::of("message_updated", message, None));
+        let frame = message_frame::message(&MessageView::of("message_updated", message, None));
         self.broadcast(&frame, None, common);
         Ok(())
     }
@@ -836,7 +837,7 @@ impl RoomState {
             };
             slot.send(change, None);
         }
-        let frame = frame::json(&MessageView::of("message_updated", message, None));
+        let frame = message_frame::message(&MessageView::of("message_updated", message, None));
         self.broadcast(&frame, None, common);
         true
     }
