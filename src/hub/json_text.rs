@@ -30,7 +30,7 @@ fn has_control(word: u64) -> bool {
 /// Whether JSON needs some byte of `bytes` escaped: a control character
 /// (below `0x20`), `"` or `\`. Bytes of multi-byte UTF-8 characters are
 /// all `0x80` or above and never need it.
-pub(crate) fn needs_escape(bytes: &[u8]) -> bool {
+fn needs_escape(bytes: &[u8]) -> bool {
     let mut words = bytes.chunks_exact(8);
     for chunk in &mut words {
         let mut eight = [0u8; 8];

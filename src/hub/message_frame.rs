@@ -111,9 +111,10 @@ mod tests {
         }])
     }
 
-    /// The frame's payload (its header is 2 or 4 bytes here).
+    /// The frame's payload, after a header of 2, 4 or 10 bytes.
     fn payload(frame: &Frame) -> &[u8] {
         match frame[1] & 0x7f {
+            127 => &frame[10..],
             126 => &frame[4..],
             _ => &frame[2..],
         }
@@ -160,7 +161,9 @@ mod tests {
         assert!(view.reaction_counts.is_some());
         assert_as_serde(&view);
 
-        // A payload over 125 bytes takes the longer header.
+        // Longer payloads take longer headers: over 125 bytes, over 65 535.
+        let medium = stored(&"x".repeat(300));
+        assert_as_serde(&MessageView::of("message", &medium, None));
         let long = stored(&"x".repeat(70_000));
         assert_as_serde(&MessageView::of("message", &long, None));
     }
