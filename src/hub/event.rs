@@ -228,7 +228,8 @@ pub struct StoredMessage {
     pub client_id: Option<String>,
 }
 
-/// `message`, `message_updated` and history entries: one shape.
+/// `message`, `message_updated` and history entries: one shape. Its frame
+/// is written by hand in `message_frame.rs`, which takes every field.
 #[derive(Serialize)]
 pub(crate) struct MessageView<'a> {
     #[serde(rename = "type")]

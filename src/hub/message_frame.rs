@@ -32,38 +32,54 @@ pub(crate) fn message(view: &MessageView<'_>) -> Frame {
     frame::text_written(capacity, |out| write(out, view))
 }
 
+/// Every field of the view, in its declaration order (serde's): taken
+/// apart whole, so a field added to [`MessageView`] does not compile here
+/// until it is written.
 fn write(out: &mut String, v: &MessageView<'_>) {
+    let MessageView {
+        kind,
+        message_id,
+        seq,
+        user,
+        content,
+        timestamp,
+        reactions,
+        reaction_counts,
+        attachment,
+        edited_at,
+        client_id,
+    } = v;
     out.push_str("{\"type\":");
-    push_str(out, v.kind);
+    push_str(out, kind);
     push_key(out, "message_id");
-    push_str(out, v.message_id);
+    push_str(out, message_id);
     push_key(out, "seq");
-    push_u64(out, v.seq);
+    push_u64(out, *seq);
     push_key(out, "user");
-    push_str(out, v.user.as_str());
+    push_str(out, user.as_str());
     push_key(out, "content");
-    push_str(out, v.content);
+    push_str(out, content);
     push_key(out, "timestamp");
-    push_str(out, v.timestamp);
+    push_str(out, timestamp);
     push_key(out, "reactions");
-    if v.reactions.is_empty() {
+    if reactions.is_empty() {
         out.push_str("{}");
     } else {
-        push_serde(out, &v.reactions);
+        push_serde(out, reactions);
     }
-    if let Some(counts) = &v.reaction_counts {
+    if let Some(counts) = reaction_counts {
         push_key(out, "reaction_counts");
         push_serde(out, counts);
     }
-    if let Some(attachment) = v.attachment {
+    if let Some(attachment) = attachment {
         push_key(out, "attachment");
         push_serde(out, attachment);
     }
-    if let Some(edited_at) = v.edited_at {
+    if let Some(edited_at) = edited_at {
         push_key(out, "edited_at");
         push_str(out, edited_at);
     }
-    if let Some(client_id) = v.client_id {
+    if let Some(client_id) = client_id {
         push_key(out, "client_id");
         push_str(out, client_id);
     }
