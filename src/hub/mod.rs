@@ -22,17 +22,19 @@ mod identity;
 pub(crate) mod json_text;
 mod member;
 mod message_frame;
+mod message_id;
 mod names;
 mod outbox;
 mod relay;
 mod room;
 mod store;
+pub(crate) mod timestamp;
 mod welcome;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 pub use backbone::{
     Answer, Backbone, Inbound, LocalPresence, NewMessage, Online, Posted, RemoteWelcome,
@@ -59,6 +61,7 @@ pub mod frames {
 
 use crate::metrics::Metrics;
 use event::MessageView;
+use message_id::MessageIds;
 use room::{Room, Waiting};
 use welcome::{welcome_from_backbone, welcome_from_store};
 
@@ -164,26 +167,17 @@ pub(crate) struct Common {
     pub history_bytes: AtomicUsize,
     /// Told when `history_bytes` passes the budget: [`Hub::trim`] is due.
     pub over_budget: tokio::sync::Notify,
-    id_prefix: u32,
-    next_id: AtomicU64,
+    ids: MessageIds,
 }
 
 impl Common {
-    /// A message id unique across restarts and instances: a random 32-bit
-    /// prefix chosen at start, then a counter.
+    /// A message id unique across restarts and instances.
     pub fn next_message_id(&self) -> String {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // As `format!("{:08x}{:08x}")`, without the formatting machinery
-        // and its growing string: one id per post (docs/BENCHMARKS.md,
-        // issue 15, "What a delivery costs in user space").
-        let mut id = String::with_capacity(24);
-        push_hex(&mut id, u64::from(self.id_prefix), 8);
-        push_hex(&mut id, n, 8);
-        id
+        self.ids.next()
     }
 
     pub fn now_rfc3339(&self) -> String {
-        humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+        timestamp::now()
     }
 }
 
@@ -274,8 +268,7 @@ impl Shared {
                 store: parts.store,
                 history_bytes: AtomicUsize::new(0),
                 over_budget: tokio::sync::Notify::new(),
-                id_prefix: id_prefix(),
-                next_id: AtomicU64::new(1),
+                ids: MessageIds::new(),
             }),
             rooms: Mutex::new(HashMap::new()),
             readers: tokio::sync::Semaphore::new(PAGE_READERS),
@@ -285,24 +278,6 @@ impl Shared {
     fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, Arc<Room>>> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// Appends `v` in lowercase hex, zero-padded to at least `width` digits.
-fn push_hex(out: &mut String, v: u64, width: usize) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let len = (64 - v.leading_zeros() as usize).div_ceil(4).max(width);
-    for i in (0..len).rev() {
-        let digit = v.checked_shr((i * 4) as u32).unwrap_or(0) & 0xf;
-        out.push(char::from(DIGITS[digit as usize]));
-    }
-}
-
-/// The random part of message ids (unique across restarts and instances).
-fn id_prefix() -> u32 {
-    let mut seed = [0u8; 4];
-    // Without OS randomness, ids are still unique within this process.
-    let _ = getrandom::fill(&mut seed);
-    u32::from_le_bytes(seed)
 }
 
 /// What a hub is made of besides its backbone.
@@ -785,21 +760,6 @@ fn evict_oldest_empty(rooms: &mut HashMap<RoomName, Arc<Room>>, common: &Common)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_is_what_format_would_write() {
-        for (v, width) in [
-            (0, 8),
-            (0xab, 8),
-            (0xdead_beef, 8),
-            (1 << 40, 8),
-            (u64::MAX, 8),
-        ] {
-            let mut s = String::new();
-            push_hex(&mut s, v, width);
-            assert_eq!(s, format!("{v:08x}"));
-        }
-    }
 
     fn drain(m: &Member) -> Vec<serde_json::Value> {
         let mut batch = Vec::new();

@@ -208,8 +208,5 @@ async fn start<J: Journal>(
 /// Milliseconds since the Unix epoch of an RFC 3339 timestamp (what the
 /// retention period compares); 0 if it does not parse.
 fn timestamp_ms(rfc3339: &str) -> i64 {
-    humantime::parse_rfc3339(rfc3339)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    crate::hub::timestamp::millis(rfc3339).map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX))
 }
