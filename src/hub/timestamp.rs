@@ -38,7 +38,7 @@ pub fn now() -> String {
 }
 
 /// `t` as humantime's `format_rfc3339_millis` writes it.
-pub fn format(t: SystemTime) -> String {
+fn format(t: SystemTime) -> String {
     let Some(ms) = t
         .duration_since(UNIX_EPOCH)
         .ok()
@@ -90,15 +90,22 @@ pub fn millis(rfc3339: &str) -> Option<u64> {
         .ok()
         .and_then(|d| u64::try_from(d.as_millis()).ok())?;
     // A timestamp of the usual shape names its minute in its first 17
-    // bytes: later ones of that minute are read without humantime.
+    // bytes: later ones of that minute are read without humantime. Only a
+    // later minute replaces the one kept: reading old messages (a chunk
+    // rewritten, the retention sweep) leaves the current one in place.
+    let index = ms / 60_000;
     if let Some(Some(in_minute)) = tail
         && ms % 60_000 == in_minute
         && let Some(text) = rfc3339.get(..MINUTE_TEXT)
     {
-        LAST.set(Some(Minute {
-            index: ms / 60_000,
-            text: text.to_owned(),
-        }));
+        LAST.with_borrow_mut(|last| {
+            if last.as_ref().is_none_or(|m| m.index < index) {
+                *last = Some(Minute {
+                    index,
+                    text: text.to_owned(),
+                });
+            }
+        });
     }
     Some(ms)
 }
@@ -199,6 +206,24 @@ mod tests {
         ] {
             assert_eq!(millis(s), humantime_ms(s), "{s:?}");
         }
+    }
+
+    #[test]
+    fn reading_an_older_minute_keeps_the_current_one() {
+        let kept = || LAST.with_borrow(|l| l.as_ref().map(|m| m.text.clone()));
+        let _ = format(UNIX_EPOCH + Duration::from_millis(1_764_978_490_123));
+        let current = kept();
+        assert_eq!(current.as_deref(), Some("2025-12-05T23:48:"));
+        assert_eq!(
+            millis("2025-12-04T10:00:00.000Z"),
+            humantime_ms("2025-12-04T10:00:00.000Z")
+        );
+        assert_eq!(kept(), current);
+        assert_eq!(
+            millis("2025-12-05T23:49:00.001Z"),
+            humantime_ms("2025-12-05T23:49:00.001Z")
+        );
+        assert_eq!(kept().as_deref(), Some("2025-12-05T23:49:"));
     }
 
     #[test]
