@@ -16,6 +16,7 @@
 
 #[cfg(feature = "postgres")]
 mod postgres;
+mod prefetch;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod writer;

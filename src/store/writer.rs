@@ -20,7 +20,7 @@ use crate::hub::{
 };
 use crate::metrics::Metrics;
 
-use super::{Fsync, Retention};
+use super::{Fsync, Retention, prefetch};
 
 /// Why a journal operation failed, and whether trying again can help.
 #[derive(Debug)]
@@ -294,7 +294,9 @@ fn attempt(
     journal.begin()?;
     let mut outcomes = Vec::with_capacity(group.len());
     let mut deleted = false;
-    for op in group {
+    for (i, op) in group.iter().enumerate() {
+        prefetch::fields(group.get(i + 2 * prefetch::AHEAD));
+        prefetch::text(group.get(i + prefetch::AHEAD));
         outcomes.push(match op {
             StoreOp::Change(change, _) => {
                 deleted |= matches!(change, Change::Delete { .. });
@@ -315,7 +317,10 @@ fn attempt(
 /// After a commit: reservations become usable, readers get their answers.
 fn finish(group: Vec<StoreOp>, outcomes: Vec<Outcome>, inbox: &StoreInbox, metrics: &Metrics) {
     let mut committed = 0;
-    for (op, outcome) in group.into_iter().zip(outcomes) {
+    let mut ops = group.into_iter();
+    for outcome in outcomes {
+        let Some(op) = ops.next() else { break };
+        prefetch::counts(ops.as_slice().get(prefetch::AHEAD));
         match (op, outcome) {
             (StoreOp::Change(change, durable), _) => {
                 committed += 1;

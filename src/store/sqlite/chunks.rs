@@ -6,7 +6,7 @@
 //! per-room cap and the retention period trim chunks; reads walk a room's
 //! chunks newest first.
 
-use std::sync::Arc;
+use std::ops::Range;
 
 use rusqlite::{OptionalExtension, params};
 
@@ -27,13 +27,15 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    pub(super) fn push(&mut self, message: &Arc<StoredMessage>, cap: Option<u64>) {
+    pub(super) fn push(&mut self, message: &StoredMessage, cap: Option<u64>) {
         self.body
             .push(if self.posts.is_empty() { '[' } else { ',' });
+        let start = self.body.len();
         json::encode_into(&mut self.body, message);
         self.posts.push(Waiting {
-            message: Arc::clone(message),
+            seq: message.seq,
             ms: timestamp_ms(&message.timestamp),
+            object: start..self.body.len(),
         });
         self.cap = cap;
     }
@@ -44,10 +46,14 @@ impl Pending {
     }
 }
 
-/// A post waiting for its chunk.
+/// A post waiting for its chunk. What the chunk needs of it is kept, not
+/// the message: a reference would be one more write to memory the hub
+/// shares, long out of the cache when the chunk is written.
 struct Waiting {
-    message: Arc<StoredMessage>,
+    seq: u64,
     ms: i64,
+    /// Its JSON object in the room's [`Pending::body`].
+    object: Range<usize>,
 }
 
 pub(super) fn seq_param(seq: u64) -> i64 {
@@ -98,34 +104,31 @@ impl Sqlite {
             mut body,
             cap,
         } = pending;
-        let in_order = posts.is_sorted_by_key(|p| p.message.seq);
+        let in_order = posts.is_sorted_by_key(|p| p.seq);
         if !in_order {
-            posts.sort_by_key(|p| p.message.seq);
+            posts.sort_by_key(|p| p.seq);
         }
-        if let Some(twice) = posts
-            .windows(2)
-            .find(|w| w[0].message.seq == w[1].message.seq)
-        {
-            return Err(seq_taken(room, twice[0].message.seq));
+        if let Some(twice) = posts.windows(2).find(|w| w[0].seq == w[1].seq) {
+            return Err(seq_taken(room, twice[0].seq));
         }
-        let Some(newest) = posts.last().map(|p| p.message.seq) else {
+        let Some(newest) = posts.last().map(|p| p.seq) else {
             return Ok(());
         };
         let stored = self.newest_seq(room)?;
-        let late = posts.partition_point(|p| stored.is_some_and(|s| p.message.seq <= s));
+        let late = posts.partition_point(|p| stored.is_some_and(|s| p.seq <= s));
         let fresh = posts.split_off(late);
         if in_order && late == 0 {
             body.push(']');
-        } else {
-            // The body as it came is not the chunk's: encode it again.
-            for post in posts {
-                self.place_late(room, post)?;
-            }
-            let objects: Vec<String> = fresh.iter().map(|p| json::encode(&p.message)).collect();
-            body = json::join(objects.iter().map(String::as_str));
-        }
-        if !fresh.is_empty() {
             self.insert_chunk(room, &fresh, body)?;
+        } else {
+            // The body as it came is not the chunk's: put it together again.
+            for post in &posts {
+                self.place_late(room, post, &body[post.object.clone()])?;
+            }
+            if !fresh.is_empty() {
+                let joined = json::join(fresh.iter().map(|p| &body[p.object.clone()]));
+                self.insert_chunk(room, &fresh, joined)?;
+            }
         }
         match cap {
             Some(cap) if newest > cap => self.trim_room(room, newest - cap),
@@ -147,7 +150,7 @@ impl Sqlite {
     }
 
     fn insert_chunk(&self, room: &str, posts: &[Waiting], body: String) -> rusqlite::Result<()> {
-        let (first, last) = (posts[0].message.seq, posts[posts.len() - 1].message.seq);
+        let (first, last) = (posts[0].seq, posts[posts.len() - 1].seq);
         let oldest = posts.iter().map(|p| p.ms).min().unwrap_or(0);
         let newest = posts.iter().map(|p| p.ms).max().unwrap_or(0);
         self.conn
@@ -186,21 +189,21 @@ impl Sqlite {
             .map(|(rowid, _, body)| (rowid, body)))
     }
 
-    fn place_late(&self, room: &str, post: Waiting) -> rusqlite::Result<()> {
-        match self.spanning(room, post.message.seq)? {
+    /// A post past which the room's chunks already reach, with its JSON
+    /// object: it joins the chunk whose seq range holds it, or is a chunk
+    /// of its own in a gap.
+    fn place_late(&self, room: &str, post: &Waiting, object: &str) -> rusqlite::Result<()> {
+        match self.spanning(room, post.seq)? {
             Some((rowid, body)) => {
                 let mut opened = json::Opened::parse(&body).map_err(unreadable)?;
-                if !opened
-                    .insert(&json::encode(&post.message))
-                    .map_err(unreadable)?
-                {
-                    return Err(seq_taken(room, post.message.seq));
+                if !opened.insert(object).map_err(unreadable)? {
+                    return Err(seq_taken(room, post.seq));
                 }
                 self.rewrite(rowid, &opened)
             }
             None => {
-                let body = json::join(std::iter::once(json::encode(&post.message).as_str()));
-                self.insert_chunk(room, std::slice::from_ref(&post), body)
+                let body = json::join(std::iter::once(object));
+                self.insert_chunk(room, std::slice::from_ref(post), body)
             }
         }
     }
@@ -382,6 +385,7 @@ impl Sqlite {
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
+    use std::sync::Arc;
 
     use super::*;
     use crate::hub::{Change, Identity, PageQuery, Reactions, UserName};

@@ -84,6 +84,7 @@ pub(super) fn encode_into(out: &mut String, m: &StoredMessage) {
 }
 
 /// One message's JSON object alone.
+#[cfg(test)]
 pub(super) fn encode(m: &StoredMessage) -> String {
     let mut out = String::with_capacity(m.content.len() + 160);
     encode_into(&mut out, m);
