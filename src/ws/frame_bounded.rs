@@ -1,7 +1,8 @@
 //! The read side handed to tungstenite, cut at frame boundaries: each read
 //! ends at the latest where the frame being read ends, and what the socket
 //! gave beyond it waits here, in a buffer that exists only while it holds
-//! something: an idle connection keeps none. The socket is read into a
+//! something: an idle connection keeps none (it gives it back to the few its
+//! thread keeps for the next reads). The socket is read into a
 //! buffer of the thread's, and only what it gave is copied here.
 //!
 //! Why: tungstenite grows its read buffer to hold the largest frame it has
@@ -37,6 +38,42 @@ thread_local! {
     /// docs/BENCHMARKS.md, issue 15, "What a delivery costs in user
     /// space"). Each use is within one `poll_read`.
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; BUFFER].into_boxed_slice());
+
+    /// Buffers of [`BUFFER`] bytes this thread's connections gave back when
+    /// they had nothing left to hold, at most [`SPARES`]; past that one is
+    /// freed. Why: a connection takes a buffer only while bytes wait in it,
+    /// so a busy sender took one and freed it at almost every read, a
+    /// `malloc` of whatever the read got; under load that was 1 KiB or more,
+    /// a size for which glibc first merges every small chunk freed since
+    /// (`malloc_consolidate`, in `perf` the read's callers held most of it).
+    /// Now a read takes a spare: 2 263-2 269 instructions per delivery in
+    /// small rooms against 2 279-2 283 (`bench/callgrind_rooms.sh`;
+    /// docs/BENCHMARKS.md, issue 15, "A buffer kept for the next read").
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The most buffers a thread keeps for its connections' next reads (128
+/// KiB), whatever the number of connections.
+const SPARES: usize = 32;
+
+/// A buffer of [`BUFFER`] bytes' capacity, empty: a spare if the thread
+/// has one.
+fn take_buffer() -> Vec<u8> {
+    SPARE
+        .with_borrow_mut(Vec::pop)
+        .unwrap_or_else(|| Vec::with_capacity(BUFFER))
+}
+
+/// Gives back a connection's emptied buffer (freed if it is not of the
+/// usual size or the thread keeps enough).
+fn give_back(buf: Vec<u8>) {
+    if buf.capacity() == BUFFER {
+        SPARE.with_borrow_mut(|spare| {
+            if spare.len() < SPARES {
+                spare.push(buf);
+            }
+        });
+    }
 }
 
 /// A reader that never hands out bytes past the end of the current frame.
@@ -117,7 +154,7 @@ impl<R> FrameBounded<R> {
             self.buf.clear();
             // A large upgrade read-ahead is not kept once used up.
             if self.buf.capacity() > BUFFER {
-                self.buf = Vec::with_capacity(BUFFER);
+                self.buf = Vec::new();
             }
         }
         n > 0
@@ -141,8 +178,15 @@ impl<R: AsyncRead + Unpin> AsyncRead for FrameBounded<R> {
                 this.buf.drain(..this.pos);
                 this.pos = 0;
             }
+            if this.buf.is_empty() && this.buf.capacity() != BUFFER {
+                this.buf = take_buffer();
+            }
+            // What is left here is at most part of a header: the read fills
+            // the buffer up to its size, never past it (and asks for at
+            // least a byte: a read of none would look like the end).
+            let room = BUFFER.saturating_sub(this.buf.len()).max(1);
             let (polled, got) = SCRATCH.with_borrow_mut(|scratch| {
-                let mut space = ReadBuf::new(&mut scratch[..]);
+                let mut space = ReadBuf::new(&mut scratch[..room]);
                 let polled = Pin::new(&mut this.inner).poll_read(cx, &mut space);
                 this.buf.extend_from_slice(space.filled());
                 (polled, space.filled().len())
@@ -156,7 +200,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for FrameBounded<R> {
                     // connection holds no buffer (10 000 idle connections:
                     // 40 MiB less).
                     if this.buf.is_empty() {
-                        this.buf = Vec::new();
+                        give_back(std::mem::take(&mut this.buf));
                     }
                     return Poll::Pending;
                 }
@@ -285,5 +329,49 @@ mod tests {
             assert!(Pin::new(&mut r).poll_read(&mut cx, &mut space).is_pending());
             assert_eq!(r.buf.capacity(), 0);
         }
+    }
+
+    #[tokio::test]
+    async fn buffers_given_back_serve_the_next_reads_and_the_thread_keeps_a_bounded_few() {
+        use tokio::io::AsyncWriteExt;
+
+        let spares = || SPARE.with_borrow(Vec::len);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = [0u8; 64];
+        // Each reader is sent two frames and reads one: the other waits in
+        // its buffer, so all of them hold one at once.
+        let mut pairs = Vec::new();
+        for _ in 0..SPARES + 8 {
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            let mut r = FrameBounded::new(server, Vec::new());
+            client
+                .write_all(&[frame(b"one"), frame(b"two")].concat())
+                .await
+                .expect("write");
+            let n = r.read(&mut out).await.expect("read");
+            assert_eq!(&out[..n], &frame(b"one")[..]);
+            assert_eq!(r.buf.capacity(), BUFFER);
+            pairs.push((client, r));
+        }
+        assert_eq!(spares(), 0);
+        for (_, r) in &mut pairs {
+            let n = r.read(&mut out).await.expect("read");
+            assert_eq!(&out[..n], &frame(b"two")[..]);
+            let mut space = ReadBuf::new(&mut out);
+            assert!(
+                Pin::new(&mut *r)
+                    .poll_read(&mut cx, &mut space)
+                    .is_pending()
+            );
+            assert_eq!(r.buf.capacity(), 0);
+        }
+        // The thread kept a bounded few; the rest were freed.
+        assert_eq!(spares(), SPARES);
+        // The next read takes a spare instead of a new buffer.
+        let (client, r) = &mut pairs[0];
+        client.write_all(&frame(b"three")).await.expect("write");
+        let n = r.read(&mut out).await.expect("read");
+        assert_eq!(&out[..n], &frame(b"three")[..]);
+        assert_eq!(spares(), SPARES - 1);
     }
 }
