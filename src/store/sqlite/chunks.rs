@@ -189,9 +189,9 @@ impl Sqlite {
             .map(|(rowid, _, body)| (rowid, body)))
     }
 
-    /// A post past which the room's chunks already reach, with its JSON
-    /// object: it joins the chunk whose seq range holds it, or is a chunk
-    /// of its own in a gap.
+    /// A post whose seq is not past the room's newest stored one, with its
+    /// JSON object: it joins the chunk whose seq range holds it, or becomes
+    /// a chunk of its own in a gap.
     fn place_late(&self, room: &str, post: &Waiting, object: &str) -> rusqlite::Result<()> {
         match self.spanning(room, post.seq)? {
             Some((rowid, body)) => {
