@@ -111,9 +111,11 @@ fn one_broadcast_allocates_no_more_for_1000_members_than_for_10() {
         thousand <= ten,
         "1000 members: {thousand} allocations, 10 members: {ten}; something allocates per member"
     );
-    // The message's id, timestamp and frame, and the ring's bookkeeping:
-    // a handful, whatever the room size.
-    assert!(ten <= 8, "{ten} allocations for one broadcast");
+    // The message, its frame's buffer and the frame's shared handle (the
+    // id, the timestamp and the name allocate nothing): three, whatever the
+    // room size, and one more the first time a thread writes a timestamp
+    // in a new minute.
+    assert!(ten <= 4, "{ten} allocations for one broadcast");
 }
 
 #[test]

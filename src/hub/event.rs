@@ -7,6 +7,7 @@ use serde::ser::SerializeMap;
 
 use super::Identity;
 use super::names::{Emoji, RoomName, UserName};
+use super::short_text::ShortText;
 
 /// A file attached to a message; filled in by the server from its own upload
 /// records, never from what the client claimed.
@@ -206,7 +207,7 @@ impl Serialize for ReactionCounts<'_> {
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
     /// Unique id.
-    pub id: String,
+    pub id: ShortText,
     /// Per-room sequence number.
     pub seq: u64,
     /// Author's name when it was posted.
@@ -216,7 +217,7 @@ pub struct StoredMessage {
     /// Plain text.
     pub content: String,
     /// RFC 3339 UTC.
-    pub timestamp: String,
+    pub timestamp: ShortText,
     /// Reactions.
     pub reactions: Reactions,
     /// Optional attached upload.

@@ -118,7 +118,7 @@ impl Member {
 
     /// Room in the store's queue for one change made through the backbone
     /// (taken before the backbone applies it, so recording it cannot fail).
-    fn store_slot(&self) -> Result<Option<store::Slot>, Refusal> {
+    fn store_slot(&self) -> Result<Option<store::Slot<'_>>, Refusal> {
         self.common.store.as_ref().map(Store::slot).transpose()
     }
 
@@ -284,7 +284,7 @@ impl Member {
                 message_id: message_id.to_owned(),
                 seq,
                 content,
-                edited_at: now,
+                edited_at: now.to_string(),
             };
             slot.send(change, None);
         }

@@ -6,6 +6,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::short_text::ShortText;
+
 /// Where a hub's message ids come from.
 pub(super) struct MessageIds {
     prefix: u32,
@@ -29,19 +31,19 @@ impl MessageIds {
     /// id under callgrind, allocation included, against 363 with the count
     /// of digits worked out at run time and 190 with the digits gathered as
     /// bytes and checked as UTF-8 at once.
-    pub(super) fn next(&self) -> String {
+    pub(super) fn next(&self) -> ShortText {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let Ok(low) = u32::try_from(n) else {
-            return format!("{:08x}{n:08x}", self.prefix);
+            return format!("{:08x}{n:08x}", self.prefix).into();
         };
-        let mut id = String::with_capacity(16);
-        for v in [self.prefix, low] {
-            for i in (0..8).rev() {
-                id.push(char::from(DIGITS[((v >> (i * 4)) & 0xf) as usize]));
+        let mut id = [0u8; 16];
+        for (half, v) in [self.prefix, low].into_iter().enumerate() {
+            for i in 0..8 {
+                id[half * 8 + i] = DIGITS[((v >> ((7 - i) * 4)) & 0xf) as usize];
             }
         }
-        id
+        ShortText::from_ascii(&id)
     }
 }
 

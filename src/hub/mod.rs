@@ -27,7 +27,9 @@ mod names;
 mod outbox;
 mod relay;
 mod room;
+mod short_text;
 mod store;
+mod store_queue;
 pub(crate) mod timestamp;
 mod welcome;
 
@@ -48,6 +50,7 @@ pub use identity::{Identity, NAME_HOLD_GRACE, NameTaken};
 pub use member::{LaterPreview, Member, Welcomed};
 pub use names::{Emoji, NameError, RoomName, UserName};
 pub use outbox::{CloseReason, Outbox, Pushed};
+pub use short_text::ShortText;
 pub use store::{
     Change, PageQuery, RESERVE_BLOCK, Snapshot, Store, StoreError, StoreHealth, StoreInbox,
     StoreOp, store_channel,
@@ -172,11 +175,11 @@ pub(crate) struct Common {
 
 impl Common {
     /// A message id unique across restarts and instances.
-    pub fn next_message_id(&self) -> String {
+    pub fn next_message_id(&self) -> ShortText {
         self.ids.next()
     }
 
-    pub fn now_rfc3339(&self) -> String {
+    pub fn now_rfc3339(&self) -> ShortText {
         timestamp::now()
     }
 }

@@ -493,7 +493,7 @@ impl RoomState {
 
     /// Room in the store's queue for one change, if the room has a store;
     /// refused when the store cannot take it.
-    fn store_slot(common: &Common) -> Result<Option<StoreSlot>, Refusal> {
+    fn store_slot(common: &Common) -> Result<Option<StoreSlot<'_>>, Refusal> {
         common.store.as_ref().map(Store::slot).transpose()
     }
 
@@ -732,7 +732,7 @@ impl RoomState {
         if let Some(slot) = store {
             let change = Change::React {
                 room: room.key(),
-                message_id: message.id.clone(),
+                message_id: message.id.to_string(),
                 seq: message.seq,
                 reactions: message.reactions.to_store_json(),
             };
@@ -776,14 +776,14 @@ impl RoomState {
         let before = weight(&self.history[at]);
         let message = Arc::make_mut(&mut self.history[at]);
         message.content = content;
-        message.edited_at = Some(now);
+        message.edited_at = Some(now.to_string());
         let after = weight(message);
         self.account(after, before, common);
         let message = &self.history[at];
         if let Some(slot) = store {
             let change = Change::Edit {
                 room: room.key(),
-                message_id: message.id.clone(),
+                message_id: message.id.to_string(),
                 seq: message.seq,
                 content: message.content.clone(),
                 edited_at: message.edited_at.clone().unwrap_or_default(),
@@ -831,7 +831,7 @@ impl RoomState {
         if let (Some(slot), Some(attachment)) = (store, &message.attachment) {
             let change = Change::Attachment {
                 room: room.key(),
-                message_id: message.id.clone(),
+                message_id: message.id.to_string(),
                 seq: message.seq,
                 attachment: serde_json::to_string(attachment).unwrap_or_default(),
             };
@@ -866,7 +866,7 @@ impl RoomState {
         if let Some(slot) = store {
             let change = Change::Delete {
                 room: room.key(),
-                message_id: message.id.clone(),
+                message_id: message.id.to_string(),
                 seq: message.seq,
             };
             slot.send(change, None);

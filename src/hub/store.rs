@@ -17,9 +17,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::event::{ErrorCode, Refusal, StoredMessage};
+use super::store_queue::StoreQueue;
 
 /// How long a read (a room's load, a page) may wait for the writer, which
 /// may be retrying a failing commit.
@@ -229,30 +230,75 @@ impl StoreHealth {
 }
 
 /// The hub's end of a durable store: a bounded queue to its writer.
-#[derive(Clone)]
 pub struct Store {
-    tx: mpsc::Sender<StoreOp>,
+    queue: Arc<StoreQueue>,
     health: Arc<StoreHealth>,
+}
+
+impl Clone for Store {
+    fn clone(&self) -> Self {
+        self.queue.add_sender();
+        Self {
+            queue: Arc::clone(&self.queue),
+            health: Arc::clone(&self.health),
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.queue.drop_sender();
+    }
 }
 
 /// The writer's end: what [`store_channel`] hands the backend.
 pub struct StoreInbox {
-    /// Operations in queue order; `None` once every [`Store`] is dropped.
-    pub rx: mpsc::Receiver<StoreOp>,
+    queue: Arc<StoreQueue>,
     /// Shared with the hub.
     pub health: Arc<StoreHealth>,
 }
 
+impl StoreInbox {
+    /// The oldest queued operation, waiting (blocking the thread) while
+    /// none is queued; `None` once nothing is queued and every [`Store`]
+    /// is dropped.
+    pub fn recv(&mut self) -> Option<StoreOp> {
+        self.queue.recv()
+    }
+
+    /// Moves up to `max` of the oldest queued operations to the end of
+    /// `into`, without waiting; returns how many.
+    pub fn take(&mut self, max: usize, into: &mut Vec<StoreOp>) -> usize {
+        self.queue.take(max, into)
+    }
+
+    /// Operations queued.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for StoreInbox {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
 /// A store whose writer queue holds at most `capacity` operations.
 pub fn store_channel(capacity: usize) -> (Store, StoreInbox) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let queue = Arc::new(StoreQueue::new(capacity));
     let health = Arc::new(StoreHealth::default());
     (
         Store {
-            tx,
+            queue: Arc::clone(&queue),
             health: Arc::clone(&health),
         },
-        StoreInbox { rx, health },
+        StoreInbox { queue, health },
     )
 }
 
@@ -264,14 +310,27 @@ fn unavailable(reason: &str) -> Refusal {
 }
 
 /// Room for one change in the writer's queue, taken before the change is
-/// applied so that applying it can no longer be refused.
-pub struct Slot(mpsc::OwnedPermit<StoreOp>, Arc<StoreHealth>);
+/// applied so that applying it can no longer be refused. Given back if
+/// dropped unsent.
+pub struct Slot<'a> {
+    store: &'a Store,
+    sent: bool,
+}
 
-impl Slot {
+impl Slot<'_> {
     /// Queues the change (never waits, never fails).
-    pub fn send(self, change: Change, durable: Option<Arc<AtomicU64>>) {
-        self.1.uncommitted.fetch_add(1, Ordering::AcqRel);
-        self.0.send(StoreOp::Change(change, durable));
+    pub fn send(mut self, change: Change, durable: Option<Arc<AtomicU64>>) {
+        self.sent = true;
+        self.store.health.uncommitted.fetch_add(1, Ordering::AcqRel);
+        self.store.queue.push(StoreOp::Change(change, durable));
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.store.queue.release();
+        }
     }
 }
 
@@ -286,22 +345,35 @@ impl Store {
         self.health.uncommitted()
     }
 
-    /// Operations waiting in the writer's queue.
+    /// Operations waiting in the writer's queue (or with room taken for).
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.queue.used()
+    }
+
+    /// Queues `op` as if a change or a read had taken room for it.
+    #[cfg(test)]
+    pub(crate) fn queue_for_test(&self, op: StoreOp) {
+        assert!(self.queue.reserve(), "room in the queue");
+        self.queue.push(op);
     }
 
     /// Takes room for one change; refuses at once when the store is failing
     /// or its queue is full (a full queue is the writer falling behind: the
     /// change is refused, never held in memory).
-    pub fn slot(&self) -> Result<Slot, Refusal> {
+    pub fn slot(&self) -> Result<Slot<'_>, Refusal> {
         if self.health.degraded().is_some() {
             return Err(unavailable("cannot write right now"));
         }
-        match self.tx.clone().try_reserve_owned() {
-            Ok(permit) => Ok(Slot(permit, Arc::clone(&self.health))),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(unavailable("is behind")),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(unavailable("has stopped")),
+        if self.queue.is_closed() {
+            return Err(unavailable("has stopped"));
+        }
+        if self.queue.reserve() {
+            Ok(Slot {
+                store: self,
+                sent: false,
+            })
+        } else {
+            Err(unavailable("is behind"))
         }
     }
 
@@ -309,13 +381,14 @@ impl Store {
         &self,
         op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> StoreOp,
     ) -> Result<T, StoreError> {
+        if self.queue.is_closed() {
+            return Err(StoreError("the history store has stopped".into()));
+        }
+        if !self.queue.reserve() {
+            return Err(StoreError("the history store is behind".into()));
+        }
         let (reply, answer) = oneshot::channel();
-        self.tx.try_send(op(reply)).map_err(|e| {
-            StoreError(match e {
-                mpsc::error::TrySendError::Full(_) => "the history store is behind".into(),
-                mpsc::error::TrySendError::Closed(_) => "the history store has stopped".into(),
-            })
-        })?;
+        self.queue.push(op(reply));
         match tokio::time::timeout(READ_TIMEOUT, answer).await {
             Err(_) => Err(StoreError(
                 "the history store did not answer in time".into(),
@@ -348,17 +421,15 @@ impl Store {
     /// has stopped).
     pub async fn flush(&self) {
         let (reply, done) = oneshot::channel();
-        if self.tx.send(StoreOp::Flush(reply)).await.is_ok() {
-            let _ = done.await;
-        }
+        self.queue.push_control(StoreOp::Flush(reply));
+        let _ = done.await;
     }
 
     /// Commits everything queued, closes the store (its file or connection)
     /// and stops the writer; later changes are refused.
     pub async fn stop(&self) {
         let (reply, done) = oneshot::channel();
-        if self.tx.send(StoreOp::Stop(reply)).await.is_ok() {
-            let _ = done.await;
-        }
+        self.queue.push_control(StoreOp::Stop(reply));
+        let _ = done.await;
     }
 }

@@ -15,6 +15,8 @@
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::short_text::ShortText;
+
 /// `YYYY-MM-DDTHH:MM:` is the first 17 bytes of every timestamp humantime
 /// writes for a year up to 9999, and `SS.mmmZ` the last seven.
 const MINUTE_TEXT: usize = 17;
@@ -33,18 +35,18 @@ thread_local! {
 }
 
 /// The time now, as a message's timestamp.
-pub fn now() -> String {
+pub fn now() -> ShortText {
     format(SystemTime::now())
 }
 
 /// `t` as humantime's `format_rfc3339_millis` writes it.
-fn format(t: SystemTime) -> String {
+fn format(t: SystemTime) -> ShortText {
     let Some(ms) = t
         .duration_since(UNIX_EPOCH)
         .ok()
         .and_then(|d| u64::try_from(d.as_millis()).ok())
     else {
-        return humantime::format_rfc3339_millis(t).to_string();
+        return humantime::format_rfc3339_millis(t).to_string().into();
     };
     let index = ms / 60_000;
     let in_minute = ms % 60_000;
@@ -54,16 +56,22 @@ fn format(t: SystemTime) -> String {
         }
         match last {
             Some(minute) => {
-                let mut out = String::with_capacity(LEN);
-                out.push_str(&minute.text);
-                push_two(&mut out, in_minute / 1000);
-                out.push('.');
-                push_two(&mut out, in_minute % 1000 / 10);
-                out.push(char::from(b'0' + (in_minute % 10) as u8));
-                out.push('Z');
-                out
+                let mut out = [0u8; LEN];
+                out[..MINUTE_TEXT].copy_from_slice(minute.text.as_bytes());
+                let seconds = in_minute / 1000;
+                let millis = in_minute % 1000;
+                out[MINUTE_TEXT..].copy_from_slice(&[
+                    digit(seconds / 10),
+                    digit(seconds % 10),
+                    b'.',
+                    digit(millis / 100),
+                    digit(millis / 10 % 10),
+                    digit(millis % 10),
+                    b'Z',
+                ]);
+                ShortText::from_ascii(&out)
             }
-            None => humantime::format_rfc3339_millis(t).to_string(),
+            None => humantime::format_rfc3339_millis(t).to_string().into(),
         }
     })
 }
@@ -132,10 +140,9 @@ fn seconds_and_millis(tail: &[u8]) -> Option<u64> {
     (seconds < 60).then_some(seconds * 1000 + millis)
 }
 
-/// Appends `v` (below 100) as two digits.
-fn push_two(out: &mut String, v: u64) {
-    out.push(char::from(b'0' + (v / 10) as u8));
-    out.push(char::from(b'0' + (v % 10) as u8));
+/// The ASCII digit of `v` (below 10).
+fn digit(v: u64) -> u8 {
+    b'0' + (v % 10) as u8
 }
 
 #[cfg(test)]

@@ -286,11 +286,11 @@ fn message(r: &Row) -> StoredMessage {
     let reactions: String = r.get(8);
     StoredMessage {
         seq: u64::try_from(r.get::<_, i64>(0)).unwrap_or(0),
-        id: r.get(1),
+        id: r.get::<_, String>(1).into(),
         user: UserName::from_store(r.get(2)),
         identity: Identity::from_key(r.get::<_, String>(3)),
         content: r.get(4),
-        timestamp: r.get(5),
+        timestamp: r.get::<_, String>(5).into(),
         attachment: attachment.and_then(|a| serde_json::from_str::<Attachment>(&a).ok()),
         edited_at: r.get(7),
         reactions: Reactions::from_store_json(&reactions),
@@ -328,11 +328,11 @@ impl Journal for Postgres {
                             &[
                                 room,
                                 &seq_param(m.seq),
-                                &m.id,
+                                &m.id.as_str(),
                                 &m.user.as_str(),
                                 &m.identity.as_str(),
                                 &m.content,
-                                &m.timestamp,
+                                &m.timestamp.as_str(),
                                 &timestamp_ms(&m.timestamp),
                                 &attachment,
                                 &m.edited_at,

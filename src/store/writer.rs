@@ -133,7 +133,7 @@ pub(crate) fn run(
     let mut last_prune: Option<Instant> = None;
     let mut stop: Option<oneshot::Sender<()>> = None;
     while stop.is_none() {
-        let Some(first) = inbox.rx.blocking_recv() else {
+        let Some(first) = inbox.recv() else {
             break;
         };
         let mut group = Group::new(first);
@@ -159,7 +159,7 @@ pub(crate) fn run(
             stop = Some(reply);
         }
         commit_group(&mut journal, group, &policy, &inbox, &metrics);
-        metrics.store_queue.set(inbox.rx.len() as u64);
+        metrics.store_queue.set(inbox.len() as u64);
         if policy.retention.days.is_some() && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
         {
             last_prune = Some(Instant::now());
@@ -206,8 +206,8 @@ impl Group {
     }
 
     /// Takes what arrives until `due`, the group is full, or something
-    /// that may not wait arrives. Sleeps in steps of [`GATHER`]: the
-    /// queue's receiver has no blocking receive with a deadline.
+    /// that may not wait arrives. Sleeps in steps of [`GATHER`] rather
+    /// than being woken by every change that comes meanwhile.
     fn gather(&mut self, inbox: &mut StoreInbox, max: usize, due: Instant) {
         loop {
             self.take_queued(inbox, max);
@@ -219,14 +219,18 @@ impl Group {
         }
     }
 
-    /// Takes whatever is queued now, up to `max` changes.
+    /// Takes whatever is queued now, up to `max` changes (in one take
+    /// from the queue: a read taken counts as a change would).
     fn take_queued(&mut self, inbox: &mut StoreInbox, max: usize) {
-        while self.changes < max {
-            match inbox.rx.try_recv() {
-                Ok(op) => self.push(op),
-                Err(_) => break,
-            }
-        }
+        let start = self.ops.len();
+        inbox.take(max.saturating_sub(self.changes), &mut self.ops);
+        let taken = &self.ops[start..];
+        let changes = taken
+            .iter()
+            .filter(|op| matches!(op, StoreOp::Change(..)))
+            .count();
+        self.changes += changes;
+        self.urgent |= changes < taken.len();
     }
 }
 
@@ -412,8 +416,7 @@ fn prune(journal: &mut impl Journal, retention: &Retention, inbox: &StoreInbox, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::StoreHealth;
-    use tokio::sync::mpsc;
+    use crate::hub::{Store, store_channel};
 
     fn edit(n: usize) -> StoreOp {
         StoreOp::Change(
@@ -428,16 +431,12 @@ mod tests {
         )
     }
 
-    fn inbox(ops: Vec<StoreOp>) -> (mpsc::Sender<StoreOp>, StoreInbox) {
-        let (tx, rx) = mpsc::channel(64);
+    fn inbox(ops: Vec<StoreOp>) -> (Store, StoreInbox) {
+        let (store, inbox) = store_channel(64);
         for op in ops {
-            tx.try_send(op).expect("room in the queue");
+            store.queue_for_test(op);
         }
-        let inbox = StoreInbox {
-            rx,
-            health: Arc::new(StoreHealth::default()),
-        };
-        (tx, inbox)
+        (store, inbox)
     }
 
     // The deadline is an hour away: gather returns only because the group
@@ -448,7 +447,7 @@ mod tests {
     fn a_read_behind_changes_ends_their_wait() {
         let (reply, _answer) = oneshot::channel();
         let (_tx, mut inbox) = inbox(vec![edit(1), edit(2), StoreOp::Flush(reply), edit(3)]);
-        let first = inbox.rx.try_recv().expect("queued");
+        let first = inbox.recv().expect("queued");
         let mut group = Group::new(first);
         assert!(group.may_wait());
         group.gather(&mut inbox, 8192, Instant::now() + LATER);
@@ -461,11 +460,11 @@ mod tests {
     #[test]
     fn a_full_group_ends_the_wait_and_leaves_the_rest_queued() {
         let (_tx, mut inbox) = inbox((0..5).map(edit).collect());
-        let first = inbox.rx.try_recv().expect("queued");
+        let first = inbox.recv().expect("queued");
         let mut group = Group::new(first);
         group.gather(&mut inbox, 3, Instant::now() + LATER);
         assert_eq!(group.changes, 3);
-        assert_eq!(inbox.rx.len(), 2);
+        assert_eq!(inbox.len(), 2);
     }
 
     #[test]

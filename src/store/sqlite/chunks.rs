@@ -414,7 +414,7 @@ mod tests {
 
     fn message(room: &str, seq: u64, timestamp: &str) -> StoredMessage {
         StoredMessage {
-            id: format!("{room}-{seq}"),
+            id: format!("{room}-{seq}").into(),
             seq,
             user: UserName::from_store("ann"),
             identity: Identity::from_key("k"),

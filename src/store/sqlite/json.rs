@@ -118,11 +118,11 @@ pub(super) fn decode(body: &str) -> serde_json::Result<Vec<StoredMessage>> {
         .into_iter()
         .map(|e| StoredMessage {
             seq: e.seq,
-            id: e.id,
+            id: e.id.into(),
             user: UserName::from_store(&e.user),
             identity: Identity::from_key(e.identity),
             content: e.content,
-            timestamp: e.timestamp,
+            timestamp: e.timestamp.into(),
             attachment: e
                 .attachment
                 .and_then(|a| serde_json::from_value::<Attachment>(a).ok()),
@@ -245,7 +245,7 @@ mod tests {
 
     fn message(seq: u64) -> StoredMessage {
         StoredMessage {
-            id: format!("id{seq}"),
+            id: format!("id{seq}").into(),
             seq,
             user: UserName::from_store("ann"),
             identity: Identity::from_key("k"),

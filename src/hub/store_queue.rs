@@ -1,0 +1,299 @@
+//! The queue between the hub and the store's writer thread.
+//!
+//! Written here rather than taken from tokio's `mpsc`: every post puts one
+//! operation in it, and tokio's channel allocates a block of 32 slots (each
+//! an operation of over 100 bytes) as it goes. Under load that is a
+//! 3 KiB `malloc` on the fan-out thread every 32 posts, a size for which
+//! glibc first merges every small chunk freed since, and the frames and
+//! messages allocated after it then come from its slow path (`perf`,
+//! docs/BENCHMARKS.md, issue 15). This queue is a `VecDeque` behind a
+//! mutex: it grows to the longest it has been, at most the bound, and
+//! keeps that storage, so a post's operation is a move into storage that
+//! is already there. The writer takes what is queued in one lock.
+//!
+//! Bounded: [`StoreQueue::reserve`] takes room for one operation before
+//! the hub applies the change, and fails once `capacity` operations are
+//! queued or reserved (the hub then refuses the change: nothing accepted is
+//! dropped). [`StoreQueue::push_control`] (a flush or a stop, only from the
+//! server's own code, each caller waiting for its answer) queues past the
+//! bound.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use super::store::StoreOp;
+
+/// The most operations the writer moves out in one lock (about 26 KiB: a
+/// few microseconds). A writer preempted while it holds the lock holds up
+/// the fan-out thread's next push until it runs again, so the lock is
+/// never held for a whole group of thousands.
+const TAKE_AT_ONCE: usize = 256;
+
+/// What the hub and the writer share; see the module docs.
+pub(super) struct StoreQueue {
+    state: Mutex<Queued>,
+    /// Signalled when an operation arrives for a waiting writer, or the last
+    /// sender goes.
+    ready: Condvar,
+    /// Operations queued or reserved (never below the number queued).
+    used: AtomicUsize,
+    /// The writer is gone: operations pushed now are dropped at once (a
+    /// reply in one then tells its caller the store has stopped). Set
+    /// under the lock, so a push under the lock sees it.
+    closed: AtomicBool,
+    capacity: usize,
+}
+
+struct Queued {
+    ops: VecDeque<StoreOp>,
+    /// Live [`super::Store`] handles; with none left and nothing queued the
+    /// writer stops.
+    senders: usize,
+    /// The writer is waiting on `ready`.
+    writer_waits: bool,
+}
+
+impl StoreQueue {
+    /// An empty queue for `capacity` operations (at least one) and one sender.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(Queued {
+                ops: VecDeque::new(),
+                senders: 1,
+                writer_waits: false,
+            }),
+            ready: Condvar::new(),
+            used: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queued> {
+        // Every update is a single push, drain or count: a panic elsewhere
+        // cannot leave the queue half-changed, so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes room for one operation; `false` when the queue is full.
+    pub fn reserve(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used < self.capacity).then_some(used + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back room taken by [`StoreQueue::reserve`] and not used.
+    pub fn release(&self) {
+        self.used.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Queues an operation into room taken by [`StoreQueue::reserve`].
+    pub fn push(&self, op: StoreOp) {
+        let mut q = self.lock();
+        if self.closed.load(Ordering::Acquire) {
+            drop(q);
+            self.release();
+            return; // `op` is dropped outside the lock
+        }
+        q.ops.push_back(op);
+        if q.writer_waits {
+            q.writer_waits = false;
+            drop(q);
+            self.ready.notify_one();
+        }
+    }
+
+    /// Queues a flush or a stop, past the bound if need be.
+    pub fn push_control(&self, op: StoreOp) {
+        self.used.fetch_add(1, Ordering::AcqRel);
+        self.push(op);
+    }
+
+    /// Operations queued or reserved.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Another [`super::Store`] handle.
+    pub fn add_sender(&self) {
+        self.lock().senders += 1;
+    }
+
+    /// A [`super::Store`] handle is gone.
+    pub fn drop_sender(&self) {
+        let mut q = self.lock();
+        q.senders -= 1;
+        if q.senders == 0 && q.writer_waits {
+            q.writer_waits = false;
+            drop(q);
+            self.ready.notify_one();
+        }
+    }
+
+    /// The oldest operation, waiting for one while none is queued; `None`
+    /// once nothing is queued and every sender is gone.
+    pub fn recv(&self) -> Option<StoreOp> {
+        let mut q = self.lock();
+        loop {
+            if let Some(op) = q.ops.pop_front() {
+                drop(q);
+                self.used.fetch_sub(1, Ordering::AcqRel);
+                return Some(op);
+            }
+            if q.senders == 0 {
+                return None;
+            }
+            q.writer_waits = true;
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Moves up to `max` of the oldest queued operations to the end of
+    /// `into`, without waiting; returns how many. Takes at most
+    /// [`TAKE_AT_ONCE`] per lock, with room for them made in `into` before
+    /// locking, so the fan-out thread never waits long for a push.
+    pub fn take(&self, max: usize, into: &mut Vec<StoreOp>) -> usize {
+        let mut taken = 0;
+        while taken < max {
+            into.reserve(TAKE_AT_ONCE);
+            let mut q = self.lock();
+            let n = (max - taken).min(q.ops.len()).min(TAKE_AT_ONCE);
+            into.extend(q.ops.drain(..n));
+            drop(q);
+            if n == 0 {
+                break;
+            }
+            self.used.fetch_sub(n, Ordering::AcqRel);
+            taken += n;
+        }
+        taken
+    }
+
+    /// The writer is gone: drops what is queued and whatever is pushed
+    /// from now on.
+    pub fn close(&self) {
+        let ops = {
+            let mut q = self.lock();
+            self.closed.store(true, Ordering::Release);
+            std::mem::take(&mut q.ops)
+        };
+        self.used.fetch_sub(ops.len(), Ordering::AcqRel);
+    }
+
+    /// Whether [`StoreQueue::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Operations queued (not counting room reserved).
+    pub fn len(&self) -> usize {
+        self.lock().ops.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flush() -> StoreOp {
+        StoreOp::Flush(tokio::sync::oneshot::channel().0)
+    }
+
+    #[test]
+    fn room_is_bounded_and_given_back_as_the_writer_takes() {
+        let q = StoreQueue::new(2);
+        assert!(q.reserve() && q.reserve());
+        assert!(!q.reserve(), "a third operation does not fit");
+        q.release();
+        assert!(q.reserve(), "room given back unused is room again");
+        q.push(flush());
+        q.push(flush());
+        assert_eq!((q.len(), q.used()), (2, 2));
+        let mut taken = Vec::new();
+        assert_eq!(q.take(1, &mut taken), 1);
+        assert_eq!((taken.len(), q.len(), q.used()), (1, 1, 1));
+        assert!(q.reserve());
+        assert!(!q.reserve());
+    }
+
+    #[test]
+    fn a_take_longer_than_one_lock_takes_everything_in_order() {
+        let n = TAKE_AT_ONCE * 2 + 3;
+        let q = StoreQueue::new(n);
+        for seq in 0..n {
+            assert!(q.reserve());
+            q.push(StoreOp::Change(
+                crate::hub::Change::Settle {
+                    room: "r".into(),
+                    last_seq: seq as u64,
+                },
+                None,
+            ));
+        }
+        let mut taken = Vec::new();
+        assert_eq!(q.take(n - 1, &mut taken), n - 1);
+        assert_eq!((q.len(), q.used()), (1, 1));
+        let seqs: Vec<u64> = taken
+            .iter()
+            .map(|op| match op {
+                StoreOp::Change(crate::hub::Change::Settle { last_seq, .. }, _) => *last_seq,
+                _ => u64::MAX,
+            })
+            .collect();
+        assert_eq!(seqs, (0..n as u64 - 1).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn control_operations_go_past_the_bound_and_still_count() {
+        let q = StoreQueue::new(1);
+        assert!(q.reserve());
+        q.push(flush());
+        q.push_control(flush());
+        assert_eq!((q.len(), q.used()), (2, 2));
+        assert!(q.recv().is_some());
+        assert!(!q.reserve(), "still full: one queued against one of room");
+        assert!(q.recv().is_some());
+        assert!(q.reserve());
+    }
+
+    #[test]
+    fn a_closed_queue_drops_what_it_held_and_what_comes_after() {
+        let q = StoreQueue::new(4);
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        q.push_control(StoreOp::Flush(reply));
+        q.close();
+        assert!(answer.try_recv().is_err(), "the queued reply was dropped");
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        q.push_control(StoreOp::Flush(reply));
+        assert!(answer.try_recv().is_err(), "so was the one pushed after");
+        assert!(q.is_closed());
+        assert_eq!((q.len(), q.used()), (0, 0));
+    }
+
+    #[test]
+    fn the_writer_waits_for_an_operation_and_stops_when_every_sender_is_gone() {
+        let q = std::sync::Arc::new(StoreQueue::new(4));
+        q.add_sender();
+        let writer = {
+            let q = std::sync::Arc::clone(&q);
+            std::thread::spawn(move || {
+                let mut got = 0;
+                while q.recv().is_some() {
+                    got += 1;
+                }
+                got
+            })
+        };
+        assert!(q.reserve());
+        q.push(flush());
+        q.drop_sender();
+        assert!(q.reserve());
+        q.push(flush());
+        q.drop_sender();
+        // Both operations are received before the writer sees no sender.
+        assert_eq!(writer.join().expect("the writer ends"), 2);
+    }
+}
