@@ -51,7 +51,7 @@ STOP_P99_MS = 1000.0
 # name: (loadgen mode, rooms, clients per room, senders, burst, msg/s ladder).
 # Deliveries per message: the room's size.
 BIG = [100, 200, 400, 800, 1200, 1600, 2000, 2400, 3000, 3600]
-SMALL = [2000, 5000, 10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000, 120000, 150000]
+SMALL = [2000, 5000, 10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000, 120000, 150000, 180000, 210000, 240000, 280000, 320000]
 SCENARIOS = {
     "big-1": ("fanout", 1, 1000, 1, False, BIG),
     "big-10": ("fanout", 1, 1000, 10, False, BIG),

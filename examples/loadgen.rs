@@ -437,6 +437,10 @@ struct Shared {
     last_frame: Cell<Instant>,
     latency_us: RefCell<Histogram<u64>>,
     first_error: RefCell<Option<String>>,
+    /// `error` events the server sent this step (a post it refused shows
+    /// up as lost deliveries; this says why), and the first one's text.
+    refused: Cell<u64>,
+    first_refusal: RefCell<Option<String>>,
 }
 
 impl Shared {
@@ -463,6 +467,8 @@ impl Shared {
                 Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds"),
             ),
             first_error: RefCell::new(None),
+            refused: Cell::new(0),
+            first_refusal: RefCell::new(None),
         }
     }
 
@@ -509,6 +515,7 @@ impl Shared {
 const MESSAGE_TYPE: &[u8] = br#""type":"message""#;
 const WELCOME_TYPE: &[u8] = br#""type":"welcome""#;
 const STAMP: &[u8] = br#""content":"LG "#;
+const ERROR_TYPE: &[u8] = br#""type":"error""#;
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
@@ -572,6 +579,12 @@ async fn client(shared: Rc<Shared>, room: usize, user: usize, phase: Option<f64>
                             Shared::bump(&shared.received, 1);
                         } else if !welcomed && contains(payload, WELCOME_TYPE) {
                             welcomed = true;
+                        } else if contains(payload, ERROR_TYPE) {
+                            Shared::bump(&shared.refused, 1);
+                            shared
+                                .first_refusal
+                                .borrow_mut()
+                                .get_or_insert_with(|| String::from_utf8_lossy(payload).into_owned());
                         }
                     }
                     0x8 => close_code = Some(payload.get(..2).map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]))),
@@ -711,9 +724,15 @@ async fn run_load(args: &Args) {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &rate in &args.rates {
-        for c in [&shared.sent, &shared.expected, &shared.received] {
+        for c in [
+            &shared.sent,
+            &shared.expected,
+            &shared.received,
+            &shared.refused,
+        ] {
             c.set(0);
         }
+        shared.first_refusal.take();
         shared.latency_us.borrow_mut().reset();
         let cpu = CpuWindow::start(args.server_pid);
         let start = Instant::now() + Duration::from_millis(50);
@@ -755,6 +774,13 @@ async fn run_load(args: &Args) {
             shared.closed.get(),
         );
         let _ = wall;
+        if shared.refused.get() > 0 {
+            println!(
+                "# the server sent {} errors (refused posts are lost deliveries); the first: {}",
+                shared.refused.get(),
+                shared.first_refusal.borrow().as_deref().unwrap_or("?")
+            );
+        }
         if shared.closed.get() > 0 {
             println!(
                 "# {} clients were closed by the server (codes {:?}); stopping",

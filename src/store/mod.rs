@@ -83,7 +83,7 @@ impl FromStr for StoreKind {
 pub enum Fsync {
     /// Every change is its own transaction, flushed to disk before the next.
     Always,
-    /// Whatever is queued (up to 8 192 changes) is committed and flushed in
+    /// Whatever is queued (up to 16 384 changes) is committed and flushed in
     /// one transaction: 2 ms after a change finds the writer idle, and
     /// under load at most every 50 ms.
     Batch,
@@ -207,10 +207,11 @@ async fn start<J: Journal>(
     Ok(store)
 }
 
-/// Marks the calling thread (the writer) as batch work for Linux's
-/// scheduler (`SCHED_BATCH`): it keeps its fair share of the CPU, so the
-/// store never falls behind, but waking up no longer lets it preempt a
-/// worker in the middle of fan-out; it runs when the worker's slice ends.
+/// Marks the calling thread (the writer, and SQLite's checkpoint thread)
+/// as batch work for Linux's scheduler (`SCHED_BATCH`): it keeps its fair
+/// share of the CPU, so the store never falls behind, but waking up no
+/// longer lets it preempt a worker in the middle of fan-out; it runs when
+/// the worker's slice ends.
 /// On one core shared with fan-out, small rooms in phase at 1.0 M
 /// deliveries/s, fan-out's p99 was lower in 13 of 14 alternating pairs
 /// (0.66–0.97× but for one lone spike; docs/BENCHMARKS.md, issue 15,

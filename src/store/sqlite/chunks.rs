@@ -383,7 +383,7 @@ impl Sqlite {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::path::PathBuf;
     use std::sync::Arc;
 
@@ -395,10 +395,10 @@ mod tests {
     use crate::store::{Fsync, Retention};
 
     /// A scratch directory, removed when dropped.
-    struct Scratch(PathBuf);
+    pub(in crate::store::sqlite) struct Scratch(pub(in crate::store::sqlite) PathBuf);
 
     impl Scratch {
-        fn new(name: &str) -> Self {
+        pub(in crate::store::sqlite) fn new(name: &str) -> Self {
             let dir =
                 std::env::temp_dir().join(format!("roomcast-chunks-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
@@ -412,7 +412,11 @@ mod tests {
         }
     }
 
-    fn message(room: &str, seq: u64, timestamp: &str) -> StoredMessage {
+    pub(in crate::store::sqlite) fn message(
+        room: &str,
+        seq: u64,
+        timestamp: &str,
+    ) -> StoredMessage {
         StoredMessage {
             id: format!("{room}-{seq}").into(),
             seq,
@@ -435,10 +439,14 @@ mod tests {
         }
     }
 
-    const T: &str = "2026-12-03T10:00:00.000Z";
+    pub(in crate::store::sqlite) const T: &str = "2026-12-03T10:00:00.000Z";
 
     /// Commits `changes` in one transaction, as the writer does.
-    fn commit(store: &mut Sqlite, changes: &[Change], retention: &Retention) {
+    pub(in crate::store::sqlite) fn commit(
+        store: &mut Sqlite,
+        changes: &[Change],
+        retention: &Retention,
+    ) {
         store.begin().unwrap();
         for change in changes {
             store.apply(change, retention).unwrap();

@@ -15,6 +15,8 @@
 //!   room are one row (`chunks.rs`, in the JSON of `json.rs`). A room's
 //!   posts wait in [`Sqlite::pending`] until the commit, or until an edit,
 //!   a delete or a read needs them written.
+//! - The log is copied into the file by a thread of its own
+//!   (`checkpointer.rs`), not inside the writer's commits.
 //! - `schema.rs`: the tables and their migrations.
 
 use std::path::{Path, PathBuf};
@@ -27,19 +29,29 @@ use super::writer::{Journal, JournalError};
 use super::{Fsync, Retention, timestamp_ms};
 use crate::hub::{Change, PageQuery, Snapshot, StoreError, StoredMessage};
 
+mod checkpointer;
 mod chunks;
 mod json;
 mod schema;
 
+use checkpointer::{Checkpointer, MAX_LOG_BYTES};
 use chunks::{Pending, seq_param};
 use schema::{APPLICATION_ID, MIGRATIONS};
 
 pub(crate) struct Sqlite {
+    /// Declared before `conn`, so dropped first: the writer's connection
+    /// closes last, and SQLite's last connection copies the whole log into
+    /// the file and removes it.
+    checkpointer: Option<Checkpointer>,
     conn: Connection,
     path: PathBuf,
+    /// `<path>-wal`, whose size the writer watches.
+    log_path: PathBuf,
+    /// The log file's size past which the writer truncates it itself.
+    max_log_bytes: u64,
     /// Posts of the open transaction not yet written, by room: each room's
     /// become one chunk at the end of the group (or sooner, see
-    /// [`Pending::full`]). Bounded by the writer's group (8 192 changes).
+    /// [`Pending::full`]). Bounded by the writer's group (16 384 changes).
     pending: HashMap<Arc<str>, Pending>,
     /// Held locked while the store is open.
     _lock: std::fs::File,
@@ -145,21 +157,31 @@ impl Sqlite {
              PRAGMA secure_delete = ON; PRAGMA busy_timeout = 1000;",
         )
         .map_err(not_ours)?;
+        let mut log_path = path.clone().into_os_string();
+        log_path.push("-wal");
         let mut store = Self {
+            checkpointer: None,
             conn,
             path,
+            log_path: log_path.into(),
+            max_log_bytes: MAX_LOG_BYTES,
             pending: HashMap::new(),
             _lock: lock,
         };
         store
             .migrate(version)
             .map_err(|e| StoreError(format!("cannot prepare {shown}: {e}")))?;
-        if fsync == Fsync::Off {
-            store
-                .conn
-                .execute_batch("PRAGMA synchronous = OFF;")
-                .map_err(not_ours)?;
-        }
+        let synchronous = if fsync == Fsync::Off { "OFF" } else { "FULL" };
+        store
+            .conn
+            .execute_batch(&format!(
+                "PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 0;"
+            ))
+            .map_err(not_ours)?;
+        store.checkpointer = Some(
+            Checkpointer::start(&store.path, synchronous)
+                .map_err(|e| StoreError(format!("cannot open {shown} for checkpoints: {e}")))?,
+        );
         // Set after the migrations: one that copies a table needs room for
         // both copies for a moment, and the cap is for what comes after.
         if let Some(mb) = max_mb {
@@ -382,16 +404,22 @@ impl Journal for Sqlite {
     fn commit(&mut self, deleted: bool) -> Result<(), JournalError> {
         self.flush().map_err(|e| self.err(e))?;
         self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
-        if deleted {
-            // The WAL may still hold page images with the deleted text:
-            // copy it into the file (where secure_delete zeroed it) and
-            // truncate it. Best effort: the next delete tries again.
+        // A log past its bound: the checkpoint thread has not kept up.
+        let outgrown =
+            std::fs::metadata(&self.log_path).is_ok_and(|m| m.len() > self.max_log_bytes);
+        if deleted || outgrown {
+            // After a delete the log may still hold page images with the
+            // deleted text: copy it into the file (where secure_delete
+            // zeroed it) and truncate it, here, before the next group.
+            // Best effort: the next such commit tries again.
             if let Err(e) = self
                 .conn
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             {
-                tracing::debug!("checkpoint after a delete failed: {e}");
+                tracing::debug!("checkpoint after a commit failed: {e}");
             }
+        } else if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.ask();
         }
         Ok(())
     }
