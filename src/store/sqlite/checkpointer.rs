@@ -7,10 +7,12 @@
 //! kept arriving. Under load that was one commit in four or five taking
 //! two more flushes (10-17 ms each here). The writer's connection turns
 //! it off (`wal_autocheckpoint = 0`) and asks this thread, which has a
-//! connection of its own, for a `PASSIVE` checkpoint after each commit:
-//! it copies what no reader still needs and never blocks the writer
-//! (SQLite's own advice for a busy writer, "Application-Initiated
-//! Checkpoints" in its WAL documentation).
+//! connection of its own, for a `PASSIVE` checkpoint after a commit once
+//! [`CHECKPOINT_AFTER_BYTES`] of messages have gone into the log since it
+//! last asked: it copies what no reader still needs and never blocks the
+//! writer (SQLite's own advice for a busy writer, "Application-Initiated
+//! Checkpoints" in its WAL documentation). A checkpoint flushes both
+//! files, so a quiet store is not asked after every commit.
 //!
 //! The log is restarted from its beginning by the writer's next
 //! transaction once everything in it has been copied. Under a load that
@@ -29,6 +31,11 @@ use rusqlite::Connection;
 /// it itself: 16 MiB, about five commits of 16 384 short posts. Under load
 /// the log wraps at one or two commits' size when this thread keeps up.
 pub(super) const MAX_LOG_BYTES: u64 = 16 << 20;
+
+/// Bytes of messages written into the log after which the writer asks for
+/// a checkpoint: with the tables' own pages, about the thousand pages of
+/// SQLite's automatic checkpoint.
+pub(super) const CHECKPOINT_AFTER_BYTES: u64 = 3 << 20;
 
 /// The writer's side: asks for checkpoints.
 pub(super) struct Checkpointer {
@@ -155,6 +162,7 @@ mod tests {
     fn the_checkpoint_thread_copies_the_log_into_the_file() {
         let dir = Scratch::new("checkpoint-thread");
         let mut store = Sqlite::open(&dir.0, Fsync::Batch, None).unwrap();
+        store.checkpoint_after = 64 * 4096;
         let db = dir.0.join("roomcast.db");
         let before = size(&db);
         commit(&mut store, &posts(1, 64), &Retention::default());

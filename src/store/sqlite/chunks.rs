@@ -153,6 +153,7 @@ impl Sqlite {
         let (first, last) = (posts[0].seq, posts[posts.len() - 1].seq);
         let oldest = posts.iter().map(|p| p.ms).min().unwrap_or(0);
         let newest = posts.iter().map(|p| p.ms).max().unwrap_or(0);
+        self.logged(body.len());
         self.conn
             .prepare_cached(
                 "INSERT INTO roomcast_chunks \
@@ -221,6 +222,8 @@ impl Sqlite {
         let times: Vec<i64> = opened.timestamps().map(timestamp_ms).collect();
         let oldest = times.iter().copied().min().unwrap_or(0);
         let newest = times.iter().copied().max().unwrap_or(0);
+        let body = opened.body();
+        self.logged(body.len());
         self.conn
             .prepare_cached(
                 "UPDATE roomcast_chunks SET first_seq = ?2, last_seq = ?3, oldest_ms = ?4, \
@@ -233,7 +236,7 @@ impl Sqlite {
                 oldest,
                 newest,
                 opened.len() as i64,
-                opened.body()
+                body
             ])
             .map(drop)
     }

@@ -19,6 +19,7 @@
 //!   (`checkpointer.rs`), not inside the writer's commits.
 //! - `schema.rs`: the tables and their migrations.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -34,7 +35,7 @@ mod chunks;
 mod json;
 mod schema;
 
-use checkpointer::{Checkpointer, MAX_LOG_BYTES};
+use checkpointer::{CHECKPOINT_AFTER_BYTES, Checkpointer, MAX_LOG_BYTES};
 use chunks::{Pending, seq_param};
 use schema::{APPLICATION_ID, MIGRATIONS};
 
@@ -49,6 +50,10 @@ pub(crate) struct Sqlite {
     log_path: PathBuf,
     /// The log file's size past which the writer truncates it itself.
     max_log_bytes: u64,
+    /// Bytes of messages written since the checkpoint thread was last
+    /// asked, and how many make it worth asking again.
+    logged: Cell<u64>,
+    checkpoint_after: u64,
     /// Posts of the open transaction not yet written, by room: each room's
     /// become one chunk at the end of the group (or sooner, see
     /// [`Pending::full`]). Bounded by the writer's group (16 384 changes).
@@ -165,6 +170,8 @@ impl Sqlite {
             path,
             log_path: log_path.into(),
             max_log_bytes: MAX_LOG_BYTES,
+            logged: Cell::new(0),
+            checkpoint_after: CHECKPOINT_AFTER_BYTES,
             pending: HashMap::new(),
             _lock: lock,
         };
@@ -222,6 +229,12 @@ impl Sqlite {
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         }
         Ok(())
+    }
+
+    /// Counts `bytes` of messages written into the log.
+    fn logged(&self, bytes: usize) {
+        self.logged
+            .set(self.logged.get().saturating_add(bytes as u64));
     }
 
     fn err(&self, e: rusqlite::Error) -> JournalError {
@@ -408,6 +421,7 @@ impl Journal for Sqlite {
         let outgrown =
             std::fs::metadata(&self.log_path).is_ok_and(|m| m.len() > self.max_log_bytes);
         if deleted || outgrown {
+            self.logged.set(0);
             // After a delete the log may still hold page images with the
             // deleted text: copy it into the file (where secure_delete
             // zeroed it) and truncate it, here, before the next group.
@@ -418,7 +432,10 @@ impl Journal for Sqlite {
             {
                 tracing::debug!("checkpoint after a commit failed: {e}");
             }
-        } else if let Some(checkpointer) = &self.checkpointer {
+        } else if self.logged.get() >= self.checkpoint_after
+            && let Some(checkpointer) = &self.checkpointer
+        {
+            self.logged.set(0);
             checkpointer.ask();
         }
         Ok(())
