@@ -69,13 +69,14 @@ impl Policy {
     /// are held in memory than the queue bounds.
     ///
     /// Why this many: a commit's flush costs about the same whatever it
-    /// holds (10-17 ms on this project's machine), so under a load that
+    /// holds (4-17 ms on this project's machine), so under a load that
     /// fills every group the group's size decides how many changes a
-    /// second the store can take. With 8 192, 100 rooms at 280 000 posts
-    /// a second (2.8 M deliveries/s, one core shared with fan-out) filled
-    /// the queue and refused posts (`unavailable`) in 4 of 4 runs; with
-    /// 16 384 none were refused in 4 of 4 (docs/BENCHMARKS.md, issue 15,
-    /// "The store at 2.8 M deliveries a second").
+    /// second the store can take. With 8 192, 100 rooms posting 280 000
+    /// messages a second evenly spaced (2.8 M deliveries/s, one core
+    /// shared with fan-out) filled the queue and refused posts
+    /// (`unavailable`) in 7 of 9 runs; with 16 384 in none of 5
+    /// (docs/BENCHMARKS.md, issue 15, "The store at 2.8 M deliveries a
+    /// second").
     fn max_group(&self) -> usize {
         match self.fsync {
             Fsync::Always => 1,
