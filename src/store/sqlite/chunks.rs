@@ -6,55 +6,13 @@
 //! per-room cap and the retention period trim chunks; reads walk a room's
 //! chunks newest first.
 
-use std::ops::Range;
-
 use rusqlite::{OptionalExtension, params};
 
 use super::Sqlite;
 use super::json;
+use super::pending::{Pending, Waiting};
 use crate::hub::StoredMessage;
 use crate::store::timestamp_ms;
-
-/// One room's posts waiting for their chunk.
-#[derive(Default)]
-pub(super) struct Pending {
-    posts: Vec<Waiting>,
-    /// The chunk's `messages` as the posts came: `[` and their objects,
-    /// without the closing bracket (encoded once, as each post arrives).
-    body: String,
-    /// The room keeps its newest this many messages (`--retention-messages`).
-    cap: Option<u64>,
-}
-
-impl Pending {
-    pub(super) fn push(&mut self, message: &StoredMessage, cap: Option<u64>) {
-        self.body
-            .push(if self.posts.is_empty() { '[' } else { ',' });
-        let start = self.body.len();
-        json::encode_into(&mut self.body, message);
-        self.posts.push(Waiting {
-            seq: message.seq,
-            ms: timestamp_ms(&message.timestamp),
-            object: start..self.body.len(),
-        });
-        self.cap = cap;
-    }
-
-    /// Written at once rather than at the commit: a chunk's size is bounded.
-    pub(super) fn full(&self) -> bool {
-        self.posts.len() >= json::MAX_MESSAGES || self.body.len() >= json::MAX_BYTES
-    }
-}
-
-/// A post waiting for its chunk. What the chunk needs of it is kept, not
-/// the message: a reference would be one more write to memory the hub
-/// shares, long out of the cache when the chunk is written.
-struct Waiting {
-    seq: u64,
-    ms: i64,
-    /// Its JSON object in the room's [`Pending::body`].
-    object: Range<usize>,
-}
 
 pub(super) fn seq_param(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
@@ -84,12 +42,15 @@ impl Sqlite {
         }
     }
 
-    /// Writes every room's waiting posts.
+    /// Writes every room's waiting posts. The map keeps its table for the
+    /// next commit's rooms.
     pub(super) fn flush(&mut self) -> rusqlite::Result<()> {
-        for (room, pending) in std::mem::take(&mut self.pending) {
-            self.write_room(&room, pending)?;
-        }
-        Ok(())
+        let mut rooms = std::mem::take(&mut self.pending);
+        let written = rooms
+            .drain()
+            .try_for_each(|(room, pending)| self.write_room(&room, pending));
+        self.pending = rooms;
+        written
     }
 
     /// One room's waiting posts become a chunk. A room's posts reach the
@@ -114,12 +75,15 @@ impl Sqlite {
         let Some(newest) = posts.last().map(|p| p.seq) else {
             return Ok(());
         };
-        let stored = self.newest_seq(room)?;
+        let stored = match self.newest.get(room) {
+            Some(seq) => Some(seq),
+            None => self.newest_seq(room)?,
+        };
         let late = posts.partition_point(|p| stored.is_some_and(|s| p.seq <= s));
         let fresh = posts.split_off(late);
         if in_order && late == 0 {
             body.push(']');
-            self.insert_chunk(room, &fresh, body)?;
+            self.insert_chunk(room, &fresh, &body)?;
         } else {
             // The body as it came is not the chunk's: put it together again.
             for post in &posts {
@@ -127,16 +91,18 @@ impl Sqlite {
             }
             if !fresh.is_empty() {
                 let joined = json::join(fresh.iter().map(|p| &body[p.object.clone()]));
-                self.insert_chunk(room, &fresh, joined)?;
+                self.insert_chunk(room, &fresh, &joined)?;
             }
         }
+        self.spare.give(body);
         match cap {
             Some(cap) if newest > cap => self.trim_room(room, newest - cap),
             _ => Ok(()),
         }
     }
 
-    /// The highest seq the room's chunks hold (its newest chunk's last).
+    /// The highest seq the room's chunks hold (its newest chunk's last),
+    /// looked up (and kept in [`Sqlite::newest`]).
     pub(super) fn newest_seq(&self, room: &str) -> rusqlite::Result<Option<u64>> {
         let last: Option<i64> = self
             .conn
@@ -146,10 +112,14 @@ impl Sqlite {
             )?
             .query_row([room], |r| r.get(0))
             .optional()?;
-        Ok(last.and_then(|s| u64::try_from(s).ok()))
+        let last = last.and_then(|s| u64::try_from(s).ok());
+        if let Some(seq) = last {
+            self.newest.raise(room, seq);
+        }
+        Ok(last)
     }
 
-    fn insert_chunk(&self, room: &str, posts: &[Waiting], body: String) -> rusqlite::Result<()> {
+    fn insert_chunk(&self, room: &str, posts: &[Waiting], body: &str) -> rusqlite::Result<()> {
         let (first, last) = (posts[0].seq, posts[posts.len() - 1].seq);
         let oldest = posts.iter().map(|p| p.ms).min().unwrap_or(0);
         let newest = posts.iter().map(|p| p.ms).max().unwrap_or(0);
@@ -169,7 +139,7 @@ impl Sqlite {
                 posts.len() as i64,
                 body
             ])
-            .map(drop)
+            .map(|_| self.newest.raise(room, last))
     }
 
     /// The chunk of `room` whose seq range holds `seq`: its rowid and
@@ -204,7 +174,7 @@ impl Sqlite {
             }
             None => {
                 let body = json::join(std::iter::once(object));
-                self.insert_chunk(room, std::slice::from_ref(post), body)
+                self.insert_chunk(room, std::slice::from_ref(post), &body)
             }
         }
     }
@@ -537,6 +507,36 @@ pub(super) mod tests {
         assert!(store.commit(false).is_err());
         store.rollback();
         assert_eq!(page(&mut store, 0, None, 100).0.len(), 8);
+    }
+
+    #[test]
+    fn the_kept_newest_seq_places_posts_right_after_a_delete_and_a_rollback() {
+        let scratch = Scratch::new("newest");
+        let mut store = Sqlite::open(&scratch.0, Fsync::Off, None).unwrap();
+        let none = Retention::default();
+        commit(&mut store, &[1, 2, 3].map(|s| post("r", s, T)), &none);
+        let deleted = Change::Delete {
+            room: "r".into(),
+            message_id: "r-3".into(),
+            seq: 3,
+        };
+        commit(&mut store, &[deleted], &none);
+        // The newest seq kept (3) is above the stored one (2) now: seq 3
+        // again is placed as a late post, and 4 and 5 after it as fresh.
+        commit(&mut store, &[3, 4, 5].map(|s| post("r", s, T)), &none);
+        assert_eq!(chunks(&store), vec![(1, 2), (3, 3), (4, 5)]);
+        assert_eq!(page(&mut store, 0, None, 100).0, vec![1, 2, 3, 4, 5]);
+        // A transaction rolled back forgets what it raised: its posts,
+        // committed again, are fresh (one chunk), not late (one each).
+        let again: Vec<Change> = (6..=8).map(|s| post("r", s, T)).collect();
+        store.begin().unwrap();
+        for change in &again {
+            store.apply(change, &none).unwrap();
+        }
+        store.flush().unwrap();
+        store.rollback();
+        commit(&mut store, &again, &none);
+        assert_eq!(chunks(&store), vec![(1, 2), (3, 3), (4, 5), (6, 8)]);
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //!   is a clear error at start, never a crash.
 //! - Messages are kept in chunks: a commit's posts to one
 //!   room are one row (`chunks.rs`, in the JSON of `json.rs`). A room's
-//!   posts wait in [`Sqlite::pending`] until the commit, or until an edit,
-//!   a delete or a read needs them written.
+//!   posts wait in [`Sqlite::pending`] (`pending.rs`) until the commit, or
+//!   until an edit, a delete or a read needs them written. Each room's
+//!   newest stored seq is kept between commits (`newest.rs`).
 //! - The log is copied into the file by a thread of its own
 //!   (`checkpointer.rs`), not inside the writer's commits.
 //! - `schema.rs`: the tables and their migrations.
@@ -33,10 +34,14 @@ use crate::hub::{Change, PageQuery, Snapshot, StoreError, StoredMessage};
 mod checkpointer;
 mod chunks;
 mod json;
+mod newest;
+mod pending;
 mod schema;
 
 use checkpointer::{CHECKPOINT_AFTER_BYTES, Checkpointer, MAX_LOG_BYTES};
-use chunks::{Pending, seq_param};
+use chunks::seq_param;
+use newest::NewestSeqs;
+use pending::{Pending, SpareBodies};
 use schema::{APPLICATION_ID, MIGRATIONS};
 
 pub(crate) struct Sqlite {
@@ -58,6 +63,10 @@ pub(crate) struct Sqlite {
     /// become one chunk at the end of the group (or sooner, see
     /// [`Pending::full`]). Bounded by the writer's group (16 384 changes).
     pending: HashMap<Arc<str>, Pending>,
+    /// Chunk texts kept for the next commit's rooms (`pending.rs`).
+    spare: SpareBodies,
+    /// Each room's newest stored seq (`newest.rs`).
+    newest: NewestSeqs,
     /// Held locked while the store is open.
     _lock: std::fs::File,
 }
@@ -173,6 +182,8 @@ impl Sqlite {
             logged: Cell::new(0),
             checkpoint_after: CHECKPOINT_AFTER_BYTES,
             pending: HashMap::new(),
+            spare: SpareBodies::default(),
+            newest: NewestSeqs::default(),
             _lock: lock,
         };
         store
@@ -267,7 +278,10 @@ impl Journal for Sqlite {
                 message: m,
                 reserve_through,
             } => {
-                let pending = self.pending.entry(Arc::clone(room)).or_default();
+                let pending = self
+                    .pending
+                    .entry(Arc::clone(room))
+                    .or_insert_with(|| Pending::with_body(self.spare.take()));
                 pending.push(m, retention.per_room);
                 let written = if pending.full() {
                     let full = self.pending.remove(&**room).unwrap_or_default();
@@ -443,6 +457,7 @@ impl Journal for Sqlite {
 
     fn rollback(&mut self) {
         self.pending.clear();
+        self.newest.forget();
         if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
