@@ -272,6 +272,13 @@ impl StoreInbox {
         self.queue.take(max, into)
     }
 
+    /// Sleeps until `until` unless an operation that may not wait arrives,
+    /// `enough` are queued, or every [`Store`] is dropped; see
+    /// [`StoreQueue::wait_for_company`].
+    pub fn wait_for_company(&mut self, until: std::time::Instant, enough: usize) {
+        self.queue.wait_for_company(until, enough);
+    }
+
     /// Operations queued.
     pub fn len(&self) -> usize {
         self.queue.len()

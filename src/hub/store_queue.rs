@@ -21,6 +21,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use super::store::StoreOp;
 
@@ -33,8 +34,8 @@ const TAKE_AT_ONCE: usize = 256;
 /// What the hub and the writer share; see the module docs.
 pub(super) struct StoreQueue {
     state: Mutex<Queued>,
-    /// Signalled when an operation arrives for a waiting writer, or the last
-    /// sender goes.
+    /// Signalled when the writer waits and what it waits for arrives (see
+    /// [`Wait`]), or the last sender goes.
     ready: Condvar,
     /// Operations queued or reserved (never below the number queued).
     used: AtomicUsize,
@@ -43,6 +44,9 @@ pub(super) struct StoreQueue {
     /// under the lock, so a push under the lock sees it.
     closed: AtomicBool,
     capacity: usize,
+    /// How many times `ready` was signalled.
+    #[cfg(test)]
+    signals: AtomicUsize,
 }
 
 struct Queued {
@@ -50,8 +54,23 @@ struct Queued {
     /// Live [`super::Store`] handles; with none left and nothing queued the
     /// writer stops.
     senders: usize,
-    /// The writer is waiting on `ready`.
-    writer_waits: bool,
+    /// What the writer is waiting on `ready` for.
+    writer: Wait,
+    /// An operation that may not wait (anything but a change) was queued
+    /// since the queue was last emptied.
+    urgent: bool,
+}
+
+/// What wakes the writer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// It is not waiting.
+    No,
+    /// Idle: any operation.
+    Any,
+    /// Gathering a group ([`StoreQueue::wait_for_company`]): only an
+    /// operation that may not wait, or this many queued.
+    Company(usize),
 }
 
 impl StoreQueue {
@@ -61,12 +80,15 @@ impl StoreQueue {
             state: Mutex::new(Queued {
                 ops: VecDeque::new(),
                 senders: 1,
-                writer_waits: false,
+                writer: Wait::No,
+                urgent: false,
             }),
             ready: Condvar::new(),
             used: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             capacity: capacity.max(1),
+            #[cfg(test)]
+            signals: AtomicUsize::new(0),
         }
     }
 
@@ -98,10 +120,19 @@ impl StoreQueue {
             self.release();
             return; // `op` is dropped outside the lock
         }
+        let urgent = !matches!(op, StoreOp::Change(..));
+        q.urgent |= urgent;
         q.ops.push_back(op);
-        if q.writer_waits {
-            q.writer_waits = false;
+        let wake = match q.writer {
+            Wait::No => false,
+            Wait::Any => true,
+            Wait::Company(enough) => urgent || q.ops.len() >= enough,
+        };
+        if wake {
+            q.writer = Wait::No;
             drop(q);
+            #[cfg(test)]
+            self.signals.fetch_add(1, Ordering::Relaxed);
             self.ready.notify_one();
         }
     }
@@ -126,8 +157,8 @@ impl StoreQueue {
     pub fn drop_sender(&self) {
         let mut q = self.lock();
         q.senders -= 1;
-        if q.senders == 0 && q.writer_waits {
-            q.writer_waits = false;
+        if q.senders == 0 && q.writer != Wait::No {
+            q.writer = Wait::No;
             drop(q);
             self.ready.notify_one();
         }
@@ -146,9 +177,34 @@ impl StoreQueue {
             if q.senders == 0 {
                 return None;
             }
-            q.writer_waits = true;
+            q.writer = Wait::Any;
             q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// The writer gathering a group sleeps until `until`, woken early only
+    /// by an operation that may not wait (a read, a flush, a stop), once
+    /// `enough` operations are queued (at most a quarter of the bound, so
+    /// the queue never fills while it sleeps), or when the last sender
+    /// goes. Changes that arrive meanwhile do not wake it: one wake-up per
+    /// group instead of one every few milliseconds, each a context switch
+    /// on the core fan-out needs.
+    pub fn wait_for_company(&self, until: Instant, enough: usize) {
+        let enough = enough.min(self.capacity / 4).max(1);
+        let mut q = self.lock();
+        while !q.urgent && q.ops.len() < enough && q.senders > 0 {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            q.writer = Wait::Company(enough);
+            q = self
+                .ready
+                .wait_timeout(q, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        q.writer = Wait::No;
     }
 
     /// Moves up to `max` of the oldest queued operations to the end of
@@ -162,6 +218,9 @@ impl StoreQueue {
             let mut q = self.lock();
             let n = (max - taken).min(q.ops.len()).min(TAKE_AT_ONCE);
             into.extend(q.ops.drain(..n));
+            if q.ops.is_empty() {
+                q.urgent = false;
+            }
             drop(q);
             if n == 0 {
                 break;
@@ -217,6 +276,56 @@ mod tests {
         assert_eq!((taken.len(), q.len(), q.used()), (1, 1, 1));
         assert!(q.reserve());
         assert!(!q.reserve());
+    }
+
+    fn settle(seq: u64) -> StoreOp {
+        StoreOp::Change(
+            crate::hub::Change::Settle {
+                room: "r".into(),
+                last_seq: seq,
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn a_gathering_writer_sleeps_through_changes_and_wakes_for_a_read_or_a_quarter_of_the_bound() {
+        use std::sync::Arc;
+        use std::time::Duration;
+        let q = Arc::new(StoreQueue::new(64));
+        let (woke, wakes) = std::sync::mpsc::channel();
+        let writer = {
+            let q = Arc::clone(&q);
+            std::thread::spawn(move || {
+                for _ in 0..2 {
+                    let far = Instant::now() + Duration::from_secs(3600);
+                    q.wait_for_company(far, usize::MAX);
+                    let mut taken = Vec::new();
+                    woke.send(q.take(usize::MAX, &mut taken)).unwrap();
+                }
+            })
+        };
+        let asleep = || {
+            while !matches!(q.lock().writer, Wait::Company(16)) {
+                std::thread::yield_now();
+            }
+        };
+        asleep();
+        // Fifteen changes, under a quarter of 64: not one signal.
+        for seq in 0..15 {
+            assert!(q.reserve());
+            q.push(settle(seq));
+        }
+        assert_eq!(q.signals.load(Ordering::Relaxed), 0);
+        assert!(q.reserve());
+        q.push(settle(15));
+        assert_eq!(wakes.recv_timeout(Duration::from_secs(60)), Ok(16));
+        // A flush may not wait: it wakes the writer alone.
+        asleep();
+        q.push_control(flush());
+        assert_eq!(wakes.recv_timeout(Duration::from_secs(60)), Ok(1));
+        assert_eq!(q.signals.load(Ordering::Relaxed), 2);
+        writer.join().unwrap();
     }
 
     #[test]

@@ -113,9 +113,9 @@ enum Outcome {
 /// How long a change that finds the writer idle waits for company before
 /// it is committed (unless `--fsync always`). Without it a lightly loaded
 /// writer commits each change alone; with it a burst of posts shares one
-/// transaction. The waits (this, and [`Policy::commit_interval`] under
-/// load) are taken in steps of this length, and a read, a flush or a stop
-/// ends them within one step: a join never waits for company.
+/// transaction. A read, a flush or a stop ends the wait (this, and
+/// [`Policy::commit_interval`] under load) as it arrives: a join never
+/// waits for company.
 const GATHER: Duration = Duration::from_millis(2);
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -216,16 +216,15 @@ impl Group {
     }
 
     /// Takes what arrives until `due`, the group is full, or something
-    /// that may not wait arrives. Sleeps in steps of [`GATHER`] rather
-    /// than being woken by every change that comes meanwhile.
+    /// that may not wait arrives. Sleeps until one of those rather than
+    /// being woken by every change that comes meanwhile.
     fn gather(&mut self, inbox: &mut StoreInbox, max: usize, due: Instant) {
         loop {
             self.take_queued(inbox, max);
-            let now = Instant::now();
-            if now >= due || self.changes >= max || !self.may_wait() {
+            if Instant::now() >= due || self.changes >= max || !self.may_wait() {
                 return;
             }
-            std::thread::sleep(GATHER.min(due - now));
+            inbox.wait_for_company(due, max - self.changes);
         }
     }
 
