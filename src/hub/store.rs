@@ -273,10 +273,10 @@ impl StoreInbox {
     }
 
     /// Sleeps until `until` unless an operation that may not wait arrives,
-    /// `enough` are queued, or every [`Store`] is dropped; see
-    /// [`StoreQueue::wait_for_company`].
-    pub fn wait_for_company(&mut self, until: std::time::Instant, enough: usize) {
-        self.queue.wait_for_company(until, enough);
+    /// `enough` are queued, or every [`Store`] is dropped (then `false`);
+    /// see [`StoreQueue::wait_for_company`].
+    pub fn wait_for_company(&mut self, until: std::time::Instant, enough: usize) -> bool {
+        self.queue.wait_for_company(until, enough)
     }
 
     /// Operations queued.

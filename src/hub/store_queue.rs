@@ -188,8 +188,9 @@ impl StoreQueue {
     /// the queue never fills while it sleeps), or when the last sender
     /// goes. Changes that arrive meanwhile do not wake it: one wake-up per
     /// group instead of one every few milliseconds, each a context switch
-    /// on the core fan-out needs.
-    pub fn wait_for_company(&self, until: Instant, enough: usize) {
+    /// on the core fan-out needs. `false` once every sender is gone
+    /// (nothing more will come: the writer stops gathering).
+    pub fn wait_for_company(&self, until: Instant, enough: usize) -> bool {
         let enough = enough.min(self.capacity / 4).max(1);
         let mut q = self.lock();
         while !q.urgent && q.ops.len() < enough && q.senders > 0 {
@@ -205,6 +206,7 @@ impl StoreQueue {
                 .0;
         }
         q.writer = Wait::No;
+        q.senders > 0
     }
 
     /// Moves up to `max` of the oldest queued operations to the end of
@@ -299,7 +301,7 @@ mod tests {
             std::thread::spawn(move || {
                 for _ in 0..2 {
                     let far = Instant::now() + Duration::from_secs(3600);
-                    q.wait_for_company(far, usize::MAX);
+                    assert!(q.wait_for_company(far, usize::MAX));
                     let mut taken = Vec::new();
                     woke.send(q.take(usize::MAX, &mut taken)).unwrap();
                 }
@@ -326,6 +328,9 @@ mod tests {
         assert_eq!(wakes.recv_timeout(Duration::from_secs(60)), Ok(1));
         assert_eq!(q.signals.load(Ordering::Relaxed), 2);
         writer.join().unwrap();
+        // With every sender gone nothing more will come: no wait at all.
+        q.drop_sender();
+        assert!(!q.wait_for_company(Instant::now() + Duration::from_secs(60), 1));
     }
 
     #[test]

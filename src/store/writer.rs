@@ -224,7 +224,11 @@ impl Group {
             if Instant::now() >= due || self.changes >= max || !self.may_wait() {
                 return;
             }
-            inbox.wait_for_company(due, max - self.changes);
+            if !inbox.wait_for_company(due, max - self.changes) {
+                // Every sender is gone: take what came and commit.
+                self.take_queued(inbox, max);
+                return;
+            }
         }
     }
 
