@@ -4,10 +4,14 @@
 //! on every connection. A broadcast is therefore encoded once, header and all,
 //! into one [`Bytes`]; each recipient's queue gets a clone of the handle (a
 //! reference-count increment), and the writer hands the bytes straight to the
-//! socket. This module must never know about sockets or sessions.
+//! socket. When the last handle goes, the buffer goes back to a per-thread
+//! pool for the next frame (`frame_pool.rs`). This module must never know
+//! about sockets or sessions.
 
 use bytes::Bytes;
 use serde::Serialize;
+
+use super::frame_pool;
 
 /// A complete, unmasked WebSocket frame ready to be written to any socket.
 pub type Frame = Bytes;
@@ -41,10 +45,11 @@ fn write_header(head: &mut [u8; MAX_HEADER], opcode: u8, len: usize) -> usize {
     }
 }
 
-/// Serializes `event` as JSON into a single text frame: one allocation for
-/// the JSON (with room for the header in front), no copy afterwards.
+/// Serializes `event` as JSON into a single text frame: one buffer for the
+/// JSON (with room for the header in front; the thread's spare one from
+/// `frame_pool.rs` when it has one), no copy afterwards.
 pub fn json<T: Serialize + ?Sized>(event: &T) -> Frame {
-    let mut buf = Vec::with_capacity(256);
+    let mut buf = frame_pool::take(256);
     buf.resize(MAX_HEADER, 0);
     // Our event types are strings, numbers, maps with string keys and
     // sequences: serde_json cannot fail on them when writing to a Vec.
@@ -53,26 +58,28 @@ pub fn json<T: Serialize + ?Sized>(event: &T) -> Frame {
 }
 
 /// A text frame whose payload `write` appends to an empty string (which
-/// must stay valid UTF-8, as a `String` does), made like [`json`]'s: one
-/// allocation of `capacity` bytes (grown if `write` needs more), no copy.
+/// must stay valid UTF-8, as a `String` does), made like [`json`]'s: in a
+/// buffer of at least `capacity` bytes (grown if `write` needs more), no
+/// copy.
 pub fn text_written(capacity: usize, write: impl FnOnce(&mut String)) -> Frame {
-    let mut payload = String::with_capacity(MAX_HEADER + capacity);
     // Room for the header, filled in once the length is known.
-    const ROOM: &str = "\0\0\0\0\0\0\0\0\0\0";
-    const _: () = assert!(ROOM.len() == MAX_HEADER);
-    payload.push_str(ROOM);
+    let mut buf = frame_pool::take(MAX_HEADER + capacity);
+    buf.resize(MAX_HEADER, 0);
+    // Ten zero bytes, which are UTF-8: checking them costs nothing.
+    let mut payload = String::from_utf8(buf).expect("zero bytes are UTF-8");
     write(&mut payload);
     with_header(payload.into_bytes())
 }
 
 /// Fills in the header of a text frame whose payload follows `MAX_HEADER`
-/// bytes of room in `buf`.
+/// bytes of room in `buf` (a pool's buffer, which goes back to a pool when
+/// the frame is dropped).
 fn with_header(mut buf: Vec<u8>) -> Frame {
     let len = buf.len() - MAX_HEADER;
     let mut head = [0u8; MAX_HEADER];
     let start = write_header(&mut head, OP_TEXT, len);
     buf[start..MAX_HEADER].copy_from_slice(&head[start..]);
-    Bytes::from(buf).slice(start..)
+    frame_pool::frame(buf, start)
 }
 
 /// How many bytes `value` takes as JSON, without keeping them.

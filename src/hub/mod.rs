@@ -18,6 +18,7 @@
 mod backbone;
 mod event;
 mod frame;
+mod frame_pool;
 mod identity;
 pub(crate) mod json_text;
 mod member;
