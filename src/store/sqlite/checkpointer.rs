@@ -16,10 +16,11 @@
 //!
 //! The log is restarted from its beginning by the writer's next
 //! transaction once everything in it has been copied. Under a load that
-//! never leaves a gap the copy can trail the writer and the log file
-//! grows; past [`MAX_LOG_BYTES`] the writer copies and truncates it itself
-//! before going on (see `Sqlite::commit`): the log is bounded whether or
-//! not this thread keeps up, and the writer waits only then.
+//! never leaves a gap the copy can trail the writer and the log grows;
+//! past [`MAX_LOG_BYTES`] the writer copies the rest itself and restarts
+//! the log before going on (see `Sqlite::commit`; the file keeps its size
+//! and is written over from its start): the log is bounded whether or not
+//! this thread keeps up, and the writer waits only then.
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
@@ -27,8 +28,8 @@ use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 
-/// How large the log file may grow before the writer copies and truncates
-/// it itself: 16 MiB, about five commits of 16 384 short posts. Under load
+/// How large the log may grow before the writer copies and restarts it
+/// itself: 16 MiB, about five commits of 16 384 short posts. Under load
 /// the log wraps at one or two commits' size when this thread keeps up.
 pub(super) const MAX_LOG_BYTES: u64 = 16 << 20;
 
@@ -186,15 +187,21 @@ mod tests {
         // A thread that never runs: only the writer keeps the log bounded.
         store.checkpointer = None;
         store.max_log_bytes = 1 << 20;
-        // One commit: 64 posts of 4 KiB, about 300 KiB of log.
+        // One commit: 64 posts of 4 KiB, about 300 KiB of log: sixteen
+        // would make a log of 5 MiB.
         let one_commit = 512 << 10;
+        let mut before = 0;
         for c in 0..16 {
             commit(&mut store, &posts(c * 64 + 1, 64), &Retention::default());
-            let log = size(&store.log_path);
+            let log = size(&dir.0.join("roomcast.db-wal"));
             assert!(
                 log <= store.max_log_bytes + one_commit,
                 "after commit {c} the log is {log} bytes"
             );
+            // Restarted from its beginning, not truncated (see
+            // `Sqlite::commit`): the file never shrinks.
+            assert!(log >= before, "after commit {c} the log shrank to {log}");
+            before = log;
         }
         drop(store);
         let mut store = Sqlite::open(&dir.0, Fsync::Off, None).unwrap();

@@ -34,6 +34,7 @@ use crate::hub::{Change, PageQuery, Snapshot, StoreError, StoredMessage};
 mod checkpointer;
 mod chunks;
 mod json;
+mod log_frames;
 mod newest;
 mod pending;
 mod schema;
@@ -51,10 +52,11 @@ pub(crate) struct Sqlite {
     checkpointer: Option<Checkpointer>,
     conn: Connection,
     path: PathBuf,
-    /// `<path>-wal`, whose size the writer watches.
-    log_path: PathBuf,
-    /// The log file's size past which the writer truncates it itself.
+    /// The log's size past which the writer copies it into the file and
+    /// restarts it itself.
     max_log_bytes: u64,
+    /// The size of one frame of the log: a page and its 24-byte header.
+    log_frame_bytes: u64,
     /// Bytes of messages written since the checkpoint thread was last
     /// asked, and how many make it worth asking again.
     logged: Cell<u64>,
@@ -171,14 +173,12 @@ impl Sqlite {
              PRAGMA secure_delete = ON; PRAGMA busy_timeout = 1000;",
         )
         .map_err(not_ours)?;
-        let mut log_path = path.clone().into_os_string();
-        log_path.push("-wal");
         let mut store = Self {
             checkpointer: None,
             conn,
             path,
-            log_path: log_path.into(),
             max_log_bytes: MAX_LOG_BYTES,
+            log_frame_bytes: 4096 + 24,
             logged: Cell::new(0),
             checkpoint_after: CHECKPOINT_AFTER_BYTES,
             pending: HashMap::new(),
@@ -196,6 +196,13 @@ impl Sqlite {
                 "PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 0;"
             ))
             .map_err(not_ours)?;
+        // After the pragma, which replaces any hook with SQLite's own.
+        store.conn.wal_hook(Some(log_frames::note));
+        let page: u64 = store
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(not_ours)?;
+        store.log_frame_bytes = page + 24;
         store.checkpointer = Some(
             Checkpointer::start(&store.path, synchronous)
                 .map_err(|e| StoreError(format!("cannot open {shown} for checkpoints: {e}")))?,
@@ -203,11 +210,7 @@ impl Sqlite {
         // Set after the migrations: one that copies a table needs room for
         // both copies for a moment, and the cap is for what comes after.
         if let Some(mb) = max_mb {
-            let page: i64 = store
-                .conn
-                .query_row("PRAGMA page_size", [], |r| r.get(0))
-                .map_err(not_ours)?;
-            let pages = (mb.saturating_mul(1 << 20) / page.max(512) as u64).max(16);
+            let pages = (mb.saturating_mul(1 << 20) / page.max(512)).max(16);
             store
                 .conn
                 .execute_batch(&format!("PRAGMA max_page_count = {pages};"))
@@ -432,17 +435,27 @@ impl Journal for Sqlite {
         self.flush().map_err(|e| self.err(e))?;
         self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
         // A log past its bound: the checkpoint thread has not kept up.
-        let outgrown =
-            std::fs::metadata(&self.log_path).is_ok_and(|m| m.len() > self.max_log_bytes);
-        if deleted || outgrown {
+        let outgrown = log_frames::after_commit() * self.log_frame_bytes > self.max_log_bytes;
+        // After a delete the log may still hold page images with the
+        // deleted text: copy it into the file (where secure_delete zeroed
+        // it) and truncate it, here, before the next group. A log that
+        // only outgrew its bound is copied and restarted from its
+        // beginning, not truncated: truncating a 16 MiB file took the
+        // writer 28-32 ms under load, its queue filling meanwhile, and the
+        // next commits then grew the file again block by block
+        // (docs/BENCHMARKS.md, "A frame's buffer kept for the next frame").
+        // The file keeps its size, which the bound already allows.
+        let mode = match (deleted, outgrown) {
+            (true, _) => Some("TRUNCATE"),
+            (false, true) => Some("RESTART"),
+            (false, false) => None,
+        };
+        if let Some(mode) = mode {
             self.logged.set(0);
-            // After a delete the log may still hold page images with the
-            // deleted text: copy it into the file (where secure_delete
-            // zeroed it) and truncate it, here, before the next group.
             // Best effort: the next such commit tries again.
-            if let Err(e) = self
-                .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            if let Err(e) =
+                self.conn
+                    .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
             {
                 tracing::debug!("checkpoint after a commit failed: {e}");
             }
