@@ -42,19 +42,22 @@ thread_local! {
 }
 
 /// An empty buffer of at least `capacity` bytes: the thread's last spare
-/// one if it is big enough, else a new one.
+/// one if it is big enough, else a new one. A spare one too small for the
+/// frame is freed, so the buffers kept follow the sizes of the frames made
+/// (a room whose messages run long would otherwise keep a pool of buffers
+/// that never fit).
 pub(super) fn take(capacity: usize) -> Vec<u8> {
-    let spare = SPARE
-        .try_with(|spare| {
-            let mut spare = spare.borrow_mut();
-            match spare.last() {
-                Some(last) if last.capacity() >= capacity => spare.pop(),
-                _ => None,
-            }
-        })
-        .ok()
-        .flatten();
-    spare.unwrap_or_else(|| Vec::with_capacity(capacity.max(MIN_CAPACITY)))
+    let wanted = capacity.max(MIN_CAPACITY);
+    if wanted <= MAX_CAPACITY
+        && let Some(spare) = SPARE
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten()
+        && spare.capacity() >= capacity
+    {
+        return spare;
+    }
+    Vec::with_capacity(wanted)
 }
 
 /// The frame's bytes, `buf[start..]`; `buf` goes back to a pool when the
@@ -118,19 +121,25 @@ mod tests {
     #[test]
     fn the_pool_is_bounded_in_count_and_size() {
         let frames: Vec<Bytes> = (0..MAX_SPARE + 10)
-            .map(|_| frame(Vec::with_capacity(MIN_CAPACITY), 0))
+            .map(|_| frame(b"x".repeat(MIN_CAPACITY), 0))
             .collect();
         drop(frames);
-        assert!(spare_count() <= MAX_SPARE);
+        assert_eq!(spare_count(), MAX_SPARE);
 
         while spare_count() > 0 {
             let _ = take(0);
         }
         drop(frame(Vec::with_capacity(MAX_CAPACITY + 1), 0));
         assert_eq!(spare_count(), 0, "a big buffer is freed, not kept");
-        // One too small for what is asked is not handed out.
-        drop(frame(Vec::with_capacity(MIN_CAPACITY), 0));
+        // One too small for what is asked is freed, not handed out.
+        drop(frame(b"x".repeat(MIN_CAPACITY), 0));
+        assert_eq!(spare_count(), 1);
         assert!(take(MIN_CAPACITY + 1).capacity() > MIN_CAPACITY);
+        assert_eq!(spare_count(), 0);
+        // A frame too big for any kept buffer leaves the pool alone.
+        drop(frame(b"x".repeat(MIN_CAPACITY), 0));
+        let _ = take(MAX_CAPACITY + 1);
+        assert_eq!(spare_count(), 1);
     }
 
     #[test]
