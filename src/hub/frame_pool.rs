@@ -63,21 +63,24 @@ pub(super) fn take(capacity: usize) -> Vec<u8> {
 /// The frame's bytes, `buf[start..]`; `buf` goes back to a pool when the
 /// last handle to them is dropped.
 pub(super) fn frame(buf: Vec<u8>, start: usize) -> Bytes {
-    Bytes::from_owner(Pooled(buf)).slice(start..)
+    Bytes::from_owner(Pooled { buf, start })
 }
 
-/// A buffer on its way back to a pool.
-struct Pooled(Vec<u8>);
+/// A buffer on its way back to a pool, and where its frame starts in it.
+struct Pooled {
+    buf: Vec<u8>,
+    start: usize,
+}
 
 impl AsRef<[u8]> for Pooled {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        &self.buf[self.start..]
     }
 }
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let mut buf = std::mem::take(&mut self.0);
+        let mut buf = std::mem::take(&mut self.buf);
         if buf.capacity() > MAX_CAPACITY {
             return;
         }
