@@ -354,18 +354,9 @@ async fn a_moderator_may_delete_anyones_message() {
     };
     ann.expect("join").await;
     let id = ann.post("rude words").await["message_id"].clone();
-    let secret = roomcast::auth::Secret::new(common::TEST_SECRET.to_vec()).unwrap();
-    let modtoken = roomcast::auth::jwt::sign(
-        &roomcast::auth::jwt::Issue {
-            sub: "mo",
-            rooms: &[],
-            moderator: true,
-            iat: now(),
-            exp: now() + 600,
-        },
-        &secret,
-    );
-    let mut mo = server.ws(&format!("/ws/r/mo?token={modtoken}")).await;
+    let mut mo = server
+        .ws(&format!("/ws/r/mo?token={}", common::moderator_token("mo")))
+        .await;
     mo.expect("welcome").await;
     mo.expect("join").await;
     mo.send_json(json!({"type": "edit", "message_id": id, "content": "nicer"}))

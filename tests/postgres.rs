@@ -1,7 +1,8 @@
 //! The PostgreSQL store (feature `postgres`) against the real server at
 //! 127.0.0.1:5432 (trust auth, database `test`): each test gets a schema of
 //! its own, dropped at the end. History survives restarts, two instances on
-//! Redis share it, a newer schema is refused, and a database that stops
+//! Redis share it (also when a change reaches the database before the post
+//! it changes), a newer schema is refused, and a database that stops
 //! mid-conversation (a throwaway cluster the test starts, never the shared
 //! one) gives `unavailable`, then everything recovers by itself.
 #![cfg(all(feature = "postgres", feature = "redis"))]
@@ -12,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::{Server, TempDir, config, eventually};
+use common::{
+    Client, Proxy, Server, TempDir, config, eventually, moderator_token, token, token_mode,
+};
 use roomcast::store::StoreKind;
 use serde_json::{Value, json};
 
@@ -134,6 +137,33 @@ async fn history_survives_a_restart_and_resumes_read_the_database() {
 }
 
 #[tokio::test]
+async fn a_version_1_database_is_upgraded_and_keeps_its_messages() {
+    let schema = Schema::new("v1");
+    let s = &schema.0;
+    // The tables as version 1 made them, with one message.
+    admin(&format!(
+        "CREATE TABLE {s}.roomcast_schema (version INTEGER NOT NULL);
+         INSERT INTO {s}.roomcast_schema VALUES (1);
+         CREATE TABLE {s}.roomcast_rooms (room TEXT PRIMARY KEY, seq_reserved BIGINT NOT NULL);
+         CREATE TABLE {s}.roomcast_messages (
+             room TEXT NOT NULL, seq BIGINT NOT NULL, id TEXT NOT NULL UNIQUE,
+             user_name TEXT NOT NULL, identity TEXT NOT NULL, content TEXT NOT NULL,
+             created TEXT NOT NULL, created_ms BIGINT NOT NULL, attachment TEXT,
+             edited_at TEXT, reactions TEXT NOT NULL DEFAULT '[]', client_id TEXT,
+             PRIMARY KEY (room, seq));
+         CREATE INDEX roomcast_messages_created ON {s}.roomcast_messages (created_ms);
+         INSERT INTO {s}.roomcast_messages VALUES ('old', 1, 'm-1', 'ann', 'i', 'kept', \
+             '2026-12-01T10:00:00.000Z', 1796119200000, NULL, NULL, '[]', NULL);"
+    ));
+    let server = Server::start(on(&schema.url())).await;
+    let (mut bob, w) = server.join("old", "bob").await;
+    assert_eq!(w["history"][0]["content"], "kept", "{w}");
+    bob.expect("join").await;
+    assert_eq!(bob.post("new").await["seq"], 2);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_schema_newer_than_the_binary_is_refused_at_start() {
     let schema = Schema::new("newer");
     let server = Server::start(on(&schema.url())).await;
@@ -220,6 +250,111 @@ async fn two_instances_on_redis_share_the_history_and_its_numbering() {
     carl.expect("join").await;
     let m = carl.post("after redis forgot").await;
     assert!(m["seq"].as_u64().unwrap() > 5, "{m}");
+    c.shutdown().await.unwrap();
+}
+
+/// Posts `content` and returns its id, once its echo comes back (other
+/// events may come first).
+async fn post(client: &mut Client, content: &str) -> Value {
+    client
+        .send_json(json!({"type": "message", "content": content}))
+        .await;
+    let m = client.skip_to("message").await;
+    assert_eq!(m["content"], content, "{m}");
+    m["message_id"].clone()
+}
+
+/// Once `b` committed what it was given, gives `a` its database back and
+/// waits until it committed what waited and is healthy.
+async fn reconnect_once_b_committed(proxy: &Proxy, a: &Server, b: &Server) {
+    b.wait_metric("roomcast_store_uncommitted", 0).await;
+    proxy.restore();
+    a.wait_metric("roomcast_store_uncommitted", 0).await;
+    eventually("a's store is healthy again", async || {
+        a.get("/health").await.status == 200
+    })
+    .await;
+}
+
+/// Changes made on one instance can reach the database before the post
+/// they change, when the post's own instance is slower to write it (here:
+/// cut off from the database). The database must end up as Redis saw the
+/// room: the edit and the reaction on the message, the deleted one gone.
+#[tokio::test]
+async fn changes_that_reach_the_database_before_their_post_are_kept_for_it() {
+    let schema = Schema::new("overtake");
+    let prefix = unique("redis");
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let through_proxy = schema
+        .url()
+        .replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let redis = |url: &str, prefix: &str| {
+        token_mode(on(url))
+            .redis_url(Some("redis://127.0.0.1:6379".to_owned()))
+            .redis_prefix(prefix.to_owned())
+    };
+    let a = Server::start(redis(&through_proxy, &prefix)).await;
+    let b = Server::start(redis(&schema.url(), &prefix)).await;
+    for s in [&a, &b] {
+        eventually("the instance is connected", async || {
+            s.get("/health").await.status == 200
+        })
+        .await;
+    }
+    let ann_token = token("ann", &["team"]);
+    let mut ann_a = a.ws(&format!("/ws/team/ann?token={ann_token}")).await;
+    ann_a.expect("welcome").await;
+    let mut ann_b = b.ws(&format!("/ws/team/ann?token={ann_token}")).await;
+    ann_b.expect("welcome").await;
+    let mut mo = b
+        .ws(&format!("/ws/team/mo?token={}", moderator_token("mo")))
+        .await;
+    mo.expect("welcome").await;
+
+    // An edit and a reaction, made on b while a's post waits for the
+    // database.
+    proxy.cut();
+    let first = post(&mut ann_a, "first").await;
+    ann_b
+        .send_json(json!({"type": "edit", "message_id": first, "content": "first, edited"}))
+        .await;
+    ann_b.skip_to("message_updated").await;
+    mo.send_json(json!({"type": "add_reaction", "message_id": first, "emoji": "🐘"}))
+        .await;
+    mo.skip_to("reaction_update").await;
+    reconnect_once_b_committed(&proxy, &a, &b).await;
+
+    // A moderator's delete, made on b while a's post waits.
+    proxy.cut();
+    let second = post(&mut ann_a, "second").await;
+    mo.send_json(json!({"type": "delete", "message_id": second}))
+        .await;
+    mo.skip_to("message_deleted").await;
+    reconnect_once_b_committed(&proxy, &a, &b).await;
+    let third = post(&mut ann_a, "third").await;
+    a.wait_metric("roomcast_store_uncommitted", 0).await;
+    drop((ann_a, ann_b, mo));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+
+    // What the database holds, read by an instance whose Redis knows
+    // nothing (a prefix never used).
+    let c = Server::start(redis(&schema.url(), &unique("redis-empty"))).await;
+    eventually("the instance is connected", async || {
+        c.get("/health").await.status == 200
+    })
+    .await;
+    let page = c
+        .get(&format!("/api/rooms/team/messages?token={ann_token}"))
+        .await
+        .json();
+    let messages = page["messages"].as_array().expect("messages");
+    let ids: Vec<&Value> = messages.iter().map(|m| &m["message_id"]).collect();
+    assert_eq!(ids, [&first, &third], "{page}");
+    assert_eq!(messages[0]["content"], "first, edited");
+    assert!(messages[0]["edited_at"].is_string(), "{page}");
+    assert_eq!(messages[0]["user"], "ann");
+    assert_eq!(messages[0]["reactions"], json!({"🐘": ["mo"]}));
     c.shutdown().await.unwrap();
 }
 

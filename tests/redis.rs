@@ -7,11 +7,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::redis::{Admin, Keys, REDIS, Resp, unique_prefix};
-use common::{Client, Server, TIMEOUT, TempDir};
+use common::{Client, Proxy, Server, TIMEOUT, TempDir};
 use roomcast::Config;
 use serde_json::{Value, json};
 
@@ -686,74 +685,11 @@ async fn an_unreachable_redis_answers_503_and_never_upgrades() {
     server.shutdown().await.unwrap();
 }
 
-/// A TCP proxy in front of Redis that the test can cut and restore, so an
-/// outage lasts exactly as long as the test wants.
-struct Proxy {
-    addr: SocketAddr,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let accept = tokio::spawn({
-            let (up, conns) = (up.clone(), conns.clone());
-            async move {
-                while let Ok((mut client, _)) = listener.accept().await {
-                    if !up.load(Ordering::SeqCst) {
-                        continue; // refused: the connection is dropped at once
-                    }
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut redis) = tokio::net::TcpStream::connect(REDIS).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut redis).await;
-                        }
-                    });
-                    conns.lock().unwrap().push(task);
-                }
-            }
-        });
-        Self {
-            addr,
-            up,
-            conns,
-            accept,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://{}", self.addr)
-    }
-
-    /// Drops every proxied connection and refuses new ones.
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for task in self.conns.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
-
 #[tokio::test]
 async fn during_an_outage_posts_are_refused_and_members_that_missed_events_resume() {
     let (keys, s) = cluster("outage", 1, |c| c).await;
-    let proxy = Proxy::start().await;
-    let a = instance(config(&keys.0).redis_url(Some(proxy.url()))).await;
+    let proxy = Proxy::start(REDIS).await;
+    let a = instance(config(&keys.0).redis_url(Some(format!("redis://{}", proxy.addr)))).await;
     let (mut ann, _) = a.join("r", "ann").await;
     joined(&mut ann, "ann").await;
     let (mut bob, _) = s[0].join("r", "bob").await;

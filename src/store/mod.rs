@@ -14,6 +14,8 @@
     allow(dead_code, unused_variables)
 )]
 
+#[cfg(all(test, any(feature = "sqlite", feature = "postgres")))]
+mod fixtures;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod prefetch;
@@ -235,4 +237,11 @@ fn batch_scheduling() {}
 /// retention period compares); 0 if it does not parse.
 fn timestamp_ms(rfc3339: &str) -> i64 {
     crate::hub::timestamp::millis(rfc3339).map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

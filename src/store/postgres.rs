@@ -13,6 +13,19 @@
 //!
 //! A deleted message's row is gone from every query at once; PostgreSQL
 //! reclaims its bytes on disk when (auto)vacuum next passes.
+//!
+//! Each instance writes the changes its own members make, so a change can
+//! reach the database before the post it changes: a moderator on one
+//! instance deletes a message whose author's instance has not committed it
+//! yet (it is slower, or cannot reach the database for a while). Such a
+//! change leaves a row of its own in the message's place (`status` 1, an
+//! edit or reactions waiting for their message; 2, a deleted message; a
+//! message's own row is 0, and only those are ever read back), and
+//! the post, when it comes, takes the edit and the reactions, or is kept
+//! out. Both sides write the same primary key, `(room, seq)`, so even two
+//! transactions at once cannot miss each other: the second waits for the
+//! first to commit and then sees its row. Rows that waited longer than
+//! [`EARLY_KEPT_MS`] are swept.
 
 use std::time::Duration;
 
@@ -20,7 +33,7 @@ use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::writer::{Journal, JournalError};
-use super::{Fsync, Retention, timestamp_ms};
+use super::{Fsync, Retention, now_ms, timestamp_ms};
 use crate::hub::{
     Attachment, Change, Identity, PageQuery, Reactions, Snapshot, StoreError, StoredMessage,
     UserName,
@@ -31,8 +44,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// taken for dead.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a change that overtook its post waits for it (see the module's
+/// documentation): a day, far longer than a writer retries a group before
+/// its instance is restarted.
+const EARLY_KEPT_MS: i64 = 24 * 3600 * 1000;
+/// How often the writer sweeps such rows that waited too long.
+const EARLY_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
 /// Each entry takes the schema from its index to the next version.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE roomcast_rooms (
     room TEXT PRIMARY KEY,
     seq_reserved BIGINT NOT NULL
@@ -53,7 +74,12 @@ CREATE TABLE roomcast_messages (
     PRIMARY KEY (room, seq)
 );
 CREATE INDEX roomcast_messages_created ON roomcast_messages (created_ms);
-"];
+",
+    "
+ALTER TABLE roomcast_messages ADD COLUMN status SMALLINT NOT NULL DEFAULT 0;
+CREATE INDEX roomcast_messages_early ON roomcast_messages (created_ms) WHERE status <> 0;
+",
+];
 
 const COLUMNS: &str =
     "seq, id, user_name, identity, content, created, attachment, edited_at, reactions, client_id";
@@ -67,12 +93,14 @@ struct Statements {
     react: Statement,
     attachment: Statement,
     delete: Statement,
+    tombstone: Statement,
     newest: Statement,
     reserved: Statement,
     set_reserved: Statement,
     tail: Statement,
     page: Statement,
     prune: Statement,
+    sweep_early: Statement,
     settle: Statement,
 }
 
@@ -86,6 +114,9 @@ pub(crate) struct Postgres {
     url: String,
     fsync: Fsync,
     conn: Option<Connected>,
+    /// When the writer last swept changes that waited too long for their
+    /// post (`None`: not yet).
+    swept: Option<std::time::Instant>,
 }
 
 fn transient(message: &str) -> JournalError {
@@ -127,6 +158,7 @@ impl Postgres {
             url: url.to_owned(),
             fsync,
             conn: None,
+            swept: None,
         };
         let client = pg
             .rt
@@ -235,9 +267,19 @@ async fn migrate(client: &Client) -> Result<(), StoreError> {
 async fn prepare(c: &Client) -> Result<Statements, JournalError> {
     let p = async |sql: &str| c.prepare(sql).await.map_err(|e| classify(&e));
     Ok(Statements {
+        // A post whose place holds a change that came first takes its
+        // edit and reactions; a place marked deleted keeps it out.
         insert: p("INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
                    created, created_ms, attachment, edited_at, reactions, client_id) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                   ON CONFLICT (room, seq) DO UPDATE SET \
+                   user_name = excluded.user_name, identity = excluded.identity, \
+                   content = CASE WHEN roomcast_messages.edited_at IS NULL \
+                     THEN excluded.content ELSE roomcast_messages.content END, \
+                   edited_at = coalesce(roomcast_messages.edited_at, excluded.edited_at), \
+                   created = excluded.created, created_ms = excluded.created_ms, \
+                   attachment = excluded.attachment, client_id = excluded.client_id, status = 0 \
+                   WHERE roomcast_messages.id = excluded.id AND roomcast_messages.status = 1")
         .await?,
         reserve: p("INSERT INTO roomcast_rooms (room, seq_reserved) VALUES ($1, $2) \
                     ON CONFLICT (room) DO UPDATE \
@@ -246,31 +288,54 @@ async fn prepare(c: &Client) -> Result<Statements, JournalError> {
         cap: p("DELETE FROM roomcast_messages WHERE room = $1 AND seq <= $2").await?,
         // A change finds its message by (room, seq), the primary key, and
         // checks the id: a seq that holds another message changes nothing.
-        edit: p("UPDATE roomcast_messages SET content = $1, edited_at = $2 \
-                 WHERE id = $3 AND room = $4 AND seq = $5")
+        // With no row there yet, the change takes the message's place
+        // (status 1) until its post comes.
+        edit: p("INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
+                 created, created_ms, edited_at, status) \
+                 VALUES ($4, $5, $3, '', '', $1, '', $6, $2, 1) \
+                 ON CONFLICT (room, seq) DO UPDATE \
+                 SET content = excluded.content, edited_at = excluded.edited_at \
+                 WHERE roomcast_messages.id = excluded.id AND roomcast_messages.status <> 2")
         .await?,
-        react: p("UPDATE roomcast_messages SET reactions = $1 \
-                  WHERE id = $2 AND room = $3 AND seq = $4")
+        react: p("INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
+                  created, created_ms, reactions, status) \
+                  VALUES ($3, $4, $2, '', '', '', '', $5, $1, 1) \
+                  ON CONFLICT (room, seq) DO UPDATE SET reactions = excluded.reactions \
+                  WHERE roomcast_messages.id = excluded.id AND roomcast_messages.status <> 2")
         .await?,
         attachment: p("UPDATE roomcast_messages SET attachment = $1 \
-                       WHERE id = $2 AND room = $3 AND seq = $4")
+                       WHERE id = $2 AND room = $3 AND seq = $4 AND status = 0")
         .await?,
-        delete: p("DELETE FROM roomcast_messages WHERE id = $1 AND room = $2 AND seq = $3").await?,
+        delete: p("DELETE FROM roomcast_messages \
+                   WHERE id = $1 AND room = $2 AND seq = $3 AND status = 0")
+        .await?,
+        // A delete that found no message marks its place (status 2), so a
+        // post that comes later stays out; if the post is being written
+        // right now, this waits for it and then empties its row.
+        tombstone: p("INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
+                      created, created_ms, status) VALUES ($2, $3, $1, '', '', '', '', $4, 2) \
+                      ON CONFLICT (room, seq) DO UPDATE SET status = 2, user_name = '', \
+                      identity = '', content = '', attachment = NULL, edited_at = NULL, \
+                      reactions = '[]', client_id = NULL \
+                      WHERE roomcast_messages.id = excluded.id")
+        .await?,
         newest: p("SELECT max(seq) FROM roomcast_messages WHERE room = $1").await?,
         reserved: p("SELECT seq_reserved FROM roomcast_rooms WHERE room = $1").await?,
         set_reserved: p("INSERT INTO roomcast_rooms (room, seq_reserved) VALUES ($1, $2) \
                          ON CONFLICT (room) DO UPDATE SET seq_reserved = excluded.seq_reserved")
         .await?,
         tail: p(&format!(
-            "SELECT {COLUMNS} FROM roomcast_messages WHERE room = $1 ORDER BY seq DESC LIMIT $2"
+            "SELECT {COLUMNS} FROM roomcast_messages WHERE room = $1 AND status = 0 \
+             ORDER BY seq DESC LIMIT $2"
         ))
         .await?,
         page: p(&format!(
             "SELECT {COLUMNS} FROM roomcast_messages WHERE room = $1 AND seq > $2 AND seq < $3 \
-             ORDER BY seq DESC LIMIT $4"
+             AND status = 0 ORDER BY seq DESC LIMIT $4"
         ))
         .await?,
         prune: p("DELETE FROM roomcast_messages WHERE created_ms < $1").await?,
+        sweep_early: p("DELETE FROM roomcast_messages WHERE status <> 0 AND created_ms < $1").await?,
         settle: p("UPDATE roomcast_rooms SET seq_reserved = $2 WHERE room = $1").await?,
     })
 }
@@ -304,7 +369,13 @@ impl Journal for Postgres {
             Fsync::Off => "BEGIN; SET LOCAL synchronous_commit = off;",
             Fsync::Always | Fsync::Batch => "BEGIN",
         };
-        self.run(async |c| c.client.batch_execute(sql).await)
+        self.run(async |c| c.client.batch_execute(sql).await)?;
+        if self.swept.is_none_or(|t| t.elapsed() >= EARLY_SWEEP_EVERY) {
+            let cutoff = now_ms().saturating_sub(EARLY_KEPT_MS);
+            self.run(async |c| c.client.execute(&c.st.sweep_early, &[&cutoff]).await)?;
+            self.swept = Some(std::time::Instant::now());
+        }
+        Ok(())
     }
 
     fn apply(&mut self, change: &Change, retention: &Retention) -> Result<(), JournalError> {
@@ -361,7 +432,10 @@ impl Journal for Postgres {
                 } => {
                     let seq = seq_param(*seq);
                     c.client
-                        .execute(&st.edit, &[content, edited_at, message_id, room, &seq])
+                        .execute(
+                            &st.edit,
+                            &[content, edited_at, message_id, room, &seq, &now_ms()],
+                        )
                         .await?;
                 }
                 Change::React {
@@ -372,7 +446,7 @@ impl Journal for Postgres {
                 } => {
                     let seq = seq_param(*seq);
                     c.client
-                        .execute(&st.react, &[reactions, message_id, room, &seq])
+                        .execute(&st.react, &[reactions, message_id, room, &seq, &now_ms()])
                         .await?;
                 }
                 Change::Attachment {
@@ -395,8 +469,13 @@ impl Journal for Postgres {
                         .execute(&st.delete, &[message_id, room, &seq])
                         .await?;
                     if deleted == 0 {
-                        // See the SQLite store's `delete_message`.
+                        // Trimmed already by the cap or the retention
+                        // period, or not written yet by its author's
+                        // instance: its place is marked, so it stays out.
                         tracing::debug!(room, seq, message_id, "a delete found no stored message");
+                        c.client
+                            .execute(&st.tombstone, &[message_id, room, &seq, &now_ms()])
+                            .await?;
                     }
                 }
                 Change::Settle { last_seq, .. } => {
@@ -474,6 +553,191 @@ impl Journal for Postgres {
     fn rollback(&mut self) {
         if self.conn.is_some() {
             let _ = self.run(async |c| c.client.batch_execute("ROLLBACK").await);
+        }
+    }
+}
+
+/// Against the shared server at 127.0.0.1:5432 (trust auth, database
+/// `test`), in a schema of each test's own, dropped at the end.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fixtures::post;
+
+    const SERVER: &str = "postgres://postgres@127.0.0.1:5432/test";
+    const T: &str = "2026-12-06T10:00:00.000Z";
+
+    /// A connection of the test's own, outside any journal.
+    fn admin() -> (Runtime, Client) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(connect(SERVER)).unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {SERVER} ({}); these tests need it",
+                e.message
+            )
+        });
+        (rt, client)
+    }
+
+    struct Schema(String);
+
+    impl Schema {
+        fn new(tag: &str) -> Self {
+            let name = format!("rc_unit_{tag}_{}", std::process::id());
+            let (rt, c) = admin();
+            rt.block_on(c.batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+            )))
+            .unwrap();
+            Self(name)
+        }
+
+        fn url(&self) -> String {
+            format!("{SERVER}?options=-csearch_path%3D{}", self.0)
+        }
+    }
+
+    impl Drop for Schema {
+        fn drop(&mut self) {
+            let (rt, c) = admin();
+            let _ = rt.block_on(c.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.0)));
+        }
+    }
+
+    fn commit(store: &mut Postgres, change: &Change) {
+        store.begin().unwrap();
+        store.apply(change, &Retention::default()).unwrap();
+        store.commit(false).unwrap();
+    }
+
+    /// Removes every row, for the next case.
+    fn empty(store: &mut Postgres) {
+        store.begin().unwrap();
+        store
+            .run(async |c| c.client.execute("DELETE FROM roomcast_messages", &[]).await)
+            .unwrap();
+        store.commit(true).unwrap();
+    }
+
+    /// The room's messages as `(seq, content, edited, reactions)`.
+    fn shown(store: &mut Postgres) -> Vec<(u64, String, bool, String)> {
+        let snapshot = store.load("r", 100, 1).unwrap();
+        snapshot
+            .tail
+            .into_iter()
+            .map(|m| {
+                let reactions = m.reactions.to_store_json();
+                (m.seq, m.content, m.edited_at.is_some(), reactions)
+            })
+            .collect()
+    }
+
+    /// A change to message 1 that another instance makes, its seq and id
+    /// as Redis answered them.
+    fn changes() -> [Change; 3] {
+        [
+            Change::Edit {
+                room: "r".into(),
+                message_id: "r-1".into(),
+                seq: 1,
+                content: "edited".into(),
+                edited_at: T.into(),
+            },
+            Change::React {
+                room: "r".into(),
+                message_id: "r-1".into(),
+                seq: 1,
+                reactions: r#"[["🐘",["bob"]]]"#.into(),
+            },
+            Change::Delete {
+                room: "r".into(),
+                message_id: "r-1".into(),
+                seq: 1,
+            },
+        ]
+    }
+
+    /// What the room must hold once both the post and `change` are in.
+    fn expected(change: &Change) -> Vec<(u64, String, bool, String)> {
+        match change {
+            Change::Edit { .. } => vec![(1, "edited".into(), true, "[]".into())],
+            Change::React { reactions, .. } => {
+                let stored = Reactions::from_store_json(reactions).to_store_json();
+                vec![(1, "m1".into(), false, stored)]
+            }
+            _ => vec![],
+        }
+    }
+
+    #[test]
+    fn a_change_committed_before_its_post_is_applied_to_it() {
+        let schema = Schema::new("before");
+        let mut author = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+        let mut other = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+        for change in changes() {
+            commit(&mut other, &change);
+            // Nothing shows until the post comes.
+            assert_eq!(shown(&mut author), vec![]);
+            commit(&mut author, &post("r", 1, T));
+            assert_eq!(shown(&mut author), expected(&change), "{change:?}");
+            // A retried post (its commit's answer lost) changes nothing.
+            commit(&mut author, &post("r", 1, T));
+            assert_eq!(shown(&mut other), expected(&change), "{change:?}");
+            empty(&mut other);
+        }
+    }
+
+    /// The post's transaction and the change's overlap: the change's
+    /// statement runs while the post is written but not committed, so it
+    /// cannot see the post's row, and waits for it.
+    #[test]
+    fn a_change_made_while_its_post_is_being_written_waits_for_it() {
+        let schema = Schema::new("overlap");
+        let url = schema.url();
+        let (rt, watcher) = admin();
+        for change in changes() {
+            let mut author = Postgres::open(&url, Fsync::Off).unwrap();
+            let mut other = Postgres::open(&url, Fsync::Off).unwrap();
+            let pid: i32 = other
+                .run(async |c| c.client.query_one("SELECT pg_backend_pid()", &[]).await)
+                .unwrap()
+                .get(0);
+            author.begin().unwrap();
+            author
+                .apply(&post("r", 1, T), &Retention::default())
+                .unwrap();
+            let changing = std::thread::spawn({
+                let change = change.clone();
+                move || {
+                    commit(&mut other, &change);
+                    other
+                }
+            });
+            // Until the change's statement waits on the post's row.
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let waiting = rt
+                    .block_on(watcher.query_opt(
+                        "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
+                        &[&pid],
+                    ))
+                    .unwrap();
+                if waiting.is_some() {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the change never waited"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            author.commit(false).unwrap();
+            let mut other = changing.join().unwrap();
+            assert_eq!(shown(&mut author), expected(&change), "{change:?}");
+            empty(&mut other);
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::hub::{
 };
 use crate::metrics::Metrics;
 
-use super::{Fsync, Retention, prefetch};
+use super::{Fsync, Retention, now_ms, prefetch};
 
 /// Why a journal operation failed, and whether trying again can help.
 #[derive(Debug)]
@@ -122,12 +122,6 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How often messages past the retention period are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// Runs until every sender is gone or a `Stop` arrives; then the journal
 /// (and its file or connection) is dropped.

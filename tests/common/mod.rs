@@ -2,8 +2,8 @@
 //! 127.0.0.1:0 with its own temporary directory, claims and tokens; in the
 //! submodules, a raw HTTP/1.1 client (`http`), a WebSocket client that
 //! speaks the JSON protocol (`client`), a raw WebSocket for clients that
-//! must misbehave (`raw_ws`), the real binary as a process (`binary`), and
-//! Redis fixtures (`redis`).
+//! must misbehave (`raw_ws`), the real binary as a process (`binary`), a
+//! TCP proxy the test can cut (`proxy`), and Redis fixtures (`redis`).
 //!
 //! Every wait here is bounded by [`TIMEOUT`], which is a failure bound only:
 //! no test passes because something took a certain time.
@@ -15,6 +15,7 @@
 mod binary;
 mod client;
 mod http;
+mod proxy;
 mod raw_ws;
 pub mod redis;
 pub mod s3;
@@ -22,6 +23,7 @@ pub mod s3;
 pub use binary::*;
 pub use client::*;
 pub use http::*;
+pub use proxy::*;
 pub use raw_ws::*;
 
 use std::net::SocketAddr;
@@ -98,6 +100,15 @@ pub fn token_mode(config: Config) -> Config {
 
 /// A token for `user` opening `rooms`, valid for an hour.
 pub fn token(user: &str, rooms: &[&str]) -> String {
+    signed(user, rooms, false)
+}
+
+/// A moderator's token for `user`, for every room, valid for an hour.
+pub fn moderator_token(user: &str) -> String {
+    signed(user, &[], true)
+}
+
+fn signed(user: &str, rooms: &[&str], moderator: bool) -> String {
     let now = roomcast::auth::now();
     let rooms: Vec<String> = rooms.iter().map(|r| (*r).to_owned()).collect();
     let secret = roomcast::auth::Secret::new(TEST_SECRET.to_vec()).unwrap();
@@ -105,7 +116,7 @@ pub fn token(user: &str, rooms: &[&str]) -> String {
         &roomcast::auth::jwt::Issue {
             sub: user,
             rooms: &rooms,
-            moderator: false,
+            moderator,
             iat: now,
             exp: now + 3600,
         },

@@ -358,10 +358,11 @@ impl Sqlite {
 #[cfg(test)]
 pub(super) mod tests {
     use std::path::PathBuf;
-    use std::sync::Arc;
 
     use super::*;
-    use crate::hub::{Change, Identity, PageQuery, Reactions, UserName};
+    use crate::hub::{Change, PageQuery};
+    pub(in crate::store::sqlite) use crate::store::fixtures::message;
+    use crate::store::fixtures::post;
     use crate::store::sqlite::json::MAX_MESSAGES;
     use crate::store::sqlite::schema::{APPLICATION_ID, MIGRATIONS};
     use crate::store::writer::Journal;
@@ -382,33 +383,6 @@ pub(super) mod tests {
     impl Drop for Scratch {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    pub(in crate::store::sqlite) fn message(
-        room: &str,
-        seq: u64,
-        timestamp: &str,
-    ) -> StoredMessage {
-        StoredMessage {
-            id: format!("{room}-{seq}").into(),
-            seq,
-            user: UserName::from_store("ann"),
-            identity: Identity::from_key("k"),
-            content: format!("m{seq}"),
-            timestamp: timestamp.into(),
-            reactions: Reactions::default(),
-            attachment: None,
-            edited_at: None,
-            client_id: None,
-        }
-    }
-
-    fn post(room: &str, seq: u64, timestamp: &str) -> Change {
-        Change::Post {
-            room: room.into(),
-            message: Arc::new(message(room, seq, timestamp)),
-            reserve_through: None,
         }
     }
 
