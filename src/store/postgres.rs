@@ -3,9 +3,14 @@
 //!
 //! The writer thread drives `tokio-postgres` on a small runtime of its own,
 //! so the store's I/O never runs on the server's. Statements are prepared
-//! once per connection. A lost connection is a transient failure: the
-//! writer keeps the group, reconnects and commits it when the database is
-//! back. Migrations run at start under an advisory lock (instances starting
+//! once per connection, and a group's changes are sent pipelined: each
+//! change is one statement (a post may add a reservation and its room's
+//! cap), up to [`PIPELINE`] of them go out at once and their answers are
+//! read after, so a group costs a few round trips to the database, not one
+//! per change (what bounds the rate when the database is across a
+//! network). A lost connection is a transient failure: the writer keeps
+//! the group, reconnects and commits it when the database is back.
+//! Migrations run at start under an advisory lock (instances starting
 //! together take turns); a schema newer than the binary is a clear error.
 //! Tables are prefixed `roomcast_`, so the database may be shared with
 //! other programs; `?options=-csearch_path%3D<schema>` in the URL picks a
@@ -27,9 +32,13 @@
 //! first to commit and then sees its row. Rows that waited longer than
 //! [`EARLY_KEPT_MS`] are swept.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::writer::{Journal, JournalError};
@@ -48,6 +57,9 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// documentation): a day, far longer than a writer retries a group before
 /// its instance is restarted.
 const EARLY_KEPT_MS: i64 = 24 * 3600 * 1000;
+/// Changes sent to the database in one pipeline at most (what a sent group
+/// holds in memory besides the group itself).
+const PIPELINE: usize = 256;
 /// How often the writer sweeps such rows that waited too long.
 const EARLY_SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
@@ -93,7 +105,6 @@ struct Statements {
     react: Statement,
     attachment: Statement,
     delete: Statement,
-    tombstone: Statement,
     newest: Statement,
     reserved: Statement,
     set_reserved: Statement,
@@ -117,6 +128,13 @@ pub(crate) struct Postgres {
     /// When the writer last swept changes that waited too long for their
     /// post (`None`: not yet).
     swept: Option<std::time::Instant>,
+    /// Changes applied but not sent yet, with the seq a post trims its
+    /// room up to: sent together before a read, the commit, or once
+    /// [`PIPELINE`] wait.
+    queued: Vec<(Change, Option<u64>)>,
+    /// The transaction's `BEGIN`, until it is sent with the first
+    /// statements (so a group of one change is one round trip).
+    begin: Option<&'static str>,
 }
 
 fn transient(message: &str) -> JournalError {
@@ -159,6 +177,8 @@ impl Postgres {
             fsync,
             conn: None,
             swept: None,
+            queued: Vec::new(),
+            begin: None,
         };
         let client = pg
             .rt
@@ -210,6 +230,176 @@ impl Postgres {
             self.conn = None;
         }
         Err(failed)
+    }
+}
+
+impl Postgres {
+    /// Sends the changes applied since the last send, pipelined: every
+    /// statement goes out at once, in order, and the answers are read after
+    /// (one round trip for them all, not one each), the transaction's
+    /// `BEGIN` before them if it is not sent yet and, with `commit`, its
+    /// `COMMIT` after them. The first failure is the group's (PostgreSQL
+    /// refuses the rest of the transaction, and its `COMMIT` rolls back).
+    fn send(&mut self, commit: bool) -> Result<(), JournalError> {
+        let begin = self.begin.take();
+        if self.queued.is_empty() && begin.is_none() && !commit {
+            return Ok(());
+        }
+        let queued = std::mem::take(&mut self.queued);
+        let sent = self.run(async |c| {
+            let mut replies: Vec<Reply> = Vec::with_capacity(queued.len() * 2 + 2);
+            if let Some(sql) = begin {
+                replies.push(Box::pin(async move {
+                    c.client.batch_execute(sql).await.map(|()| 0)
+                }));
+            }
+            for (change, cap) in &queued {
+                statements(c, change, *cap, &mut replies);
+            }
+            if commit {
+                replies.push(Box::pin(async move {
+                    c.client.batch_execute("COMMIT").await.map(|()| 0)
+                }));
+            }
+            in_order(replies).await
+        });
+        // The list's storage is kept for the next changes.
+        self.queued = queued;
+        self.queued.clear();
+        sent
+    }
+}
+
+/// The answer to one statement of a pipeline.
+type Reply<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + 'a>>;
+
+/// Waits for `replies`, polling every one in order each time: a statement
+/// is sent when its future is first polled, so they reach the database in
+/// this order (an edit after the post it edits, a second edit after the
+/// first). The first failure is returned.
+async fn in_order(mut replies: Vec<Reply<'_>>) -> Result<(), tokio_postgres::Error> {
+    let mut done = vec![false; replies.len()];
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (reply, done) in replies.iter_mut().zip(done.iter_mut()) {
+            if *done {
+                continue;
+            }
+            match reply.as_mut().poll(cx) {
+                Poll::Ready(Ok(_)) => *done = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => waiting = true,
+            }
+        }
+        if waiting {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    })
+    .await
+}
+
+/// The statements that write `change` (`cap`: the seq up to which a post
+/// trims its room), each sent as soon as it is first polled.
+fn statements<'a>(
+    c: &'a Connected,
+    change: &'a Change,
+    cap: Option<u64>,
+    out: &mut Vec<Reply<'a>>,
+) {
+    let (client, st) = (&c.client, &c.st);
+    let room = change.room();
+    match change {
+        Change::Post {
+            message: m,
+            reserve_through,
+            ..
+        } => {
+            out.push(Box::pin(async move {
+                let attachment = m
+                    .attachment
+                    .as_ref()
+                    .map(|a| serde_json::to_string(a).unwrap_or_default());
+                client
+                    .execute(
+                        &st.insert,
+                        &[
+                            &room,
+                            &seq_param(m.seq),
+                            &m.id.as_str(),
+                            &m.user.as_str(),
+                            &m.identity.as_str(),
+                            &m.content,
+                            &m.timestamp.as_str(),
+                            &timestamp_ms(&m.timestamp),
+                            &attachment,
+                            &m.edited_at,
+                            &m.reactions.to_store_json(),
+                            &m.client_id,
+                        ],
+                    )
+                    .await
+            }));
+            if let Some(r) = reserve_through {
+                out.push(Box::pin(async move {
+                    client.execute(&st.reserve, &[&room, &seq_param(*r)]).await
+                }));
+            }
+            if let Some(cap) = cap {
+                out.push(Box::pin(async move {
+                    client.execute(&st.cap, &[&room, &seq_param(cap)]).await
+                }));
+            }
+        }
+        Change::Edit {
+            message_id,
+            seq,
+            content,
+            edited_at,
+            ..
+        } => out.push(Box::pin(async move {
+            let values: [&(dyn ToSql + Sync); 6] = [
+                content,
+                edited_at,
+                message_id,
+                &room,
+                &seq_param(*seq),
+                &now_ms(),
+            ];
+            client.execute(&st.edit, &values).await
+        })),
+        Change::React {
+            message_id,
+            seq,
+            reactions,
+            ..
+        } => out.push(Box::pin(async move {
+            let values: [&(dyn ToSql + Sync); 5] =
+                [reactions, message_id, &room, &seq_param(*seq), &now_ms()];
+            client.execute(&st.react, &values).await
+        })),
+        Change::Attachment {
+            message_id,
+            seq,
+            attachment,
+            ..
+        } => out.push(Box::pin(async move {
+            let values: [&(dyn ToSql + Sync); 4] =
+                [attachment, message_id, &room, &seq_param(*seq)];
+            client.execute(&st.attachment, &values).await
+        })),
+        Change::Delete {
+            message_id, seq, ..
+        } => out.push(Box::pin(async move {
+            let values: [&(dyn ToSql + Sync); 4] = [message_id, &room, &seq_param(*seq), &now_ms()];
+            client.execute(&st.delete, &values).await
+        })),
+        Change::Settle { last_seq, .. } => out.push(Box::pin(async move {
+            client
+                .execute(&st.settle, &[&room, &seq_param(*last_seq)])
+                .await
+        })),
     }
 }
 
@@ -306,18 +496,20 @@ async fn prepare(c: &Client) -> Result<Statements, JournalError> {
         attachment: p("UPDATE roomcast_messages SET attachment = $1 \
                        WHERE id = $2 AND room = $3 AND seq = $4 AND status = 0")
         .await?,
-        delete: p("DELETE FROM roomcast_messages \
-                   WHERE id = $1 AND room = $2 AND seq = $3 AND status = 0")
-        .await?,
-        // A delete that found no message marks its place (status 2), so a
-        // post that comes later stays out; if the post is being written
-        // right now, this waits for it and then empties its row.
-        tombstone: p("INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
-                      created, created_ms, status) VALUES ($2, $3, $1, '', '', '', '', $4, 2) \
-                      ON CONFLICT (room, seq) DO UPDATE SET status = 2, user_name = '', \
-                      identity = '', content = '', attachment = NULL, edited_at = NULL, \
-                      reactions = '[]', client_id = NULL \
-                      WHERE roomcast_messages.id = excluded.id")
+        // A delete removes its message; finding none, it marks the place
+        // (status 2), so a post that comes later stays out. If the post is
+        // being written right now, the mark waits for it and then empties
+        // its row.
+        delete: p("WITH gone AS (DELETE FROM roomcast_messages \
+                   WHERE id = $1 AND room = $2 AND seq = $3 AND status = 0 RETURNING 1) \
+                   INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
+                   created, created_ms, status) \
+                   SELECT $2::text, $3::bigint, $1::text, '', '', '', '', $4::bigint, 2 \
+                   WHERE NOT EXISTS (SELECT 1 FROM gone) \
+                   ON CONFLICT (room, seq) DO UPDATE SET status = 2, user_name = '', \
+                   identity = '', content = '', attachment = NULL, edited_at = NULL, \
+                   reactions = '[]', client_id = NULL \
+                   WHERE roomcast_messages.id = excluded.id")
         .await?,
         newest: p("SELECT max(seq) FROM roomcast_messages WHERE room = $1").await?,
         reserved: p("SELECT seq_reserved FROM roomcast_rooms WHERE room = $1").await?,
@@ -365,130 +557,38 @@ fn message(r: &Row) -> StoredMessage {
 
 impl Journal for Postgres {
     fn begin(&mut self) -> Result<(), JournalError> {
-        let sql = match self.fsync {
-            Fsync::Off => "BEGIN; SET LOCAL synchronous_commit = off;",
-            Fsync::Always | Fsync::Batch => "BEGIN",
-        };
-        self.run(async |c| c.client.batch_execute(sql).await)?;
+        self.queued.clear();
         if self.swept.is_none_or(|t| t.elapsed() >= EARLY_SWEEP_EVERY) {
+            // A transaction of its own, before the group's.
             let cutoff = now_ms().saturating_sub(EARLY_KEPT_MS);
             self.run(async |c| c.client.execute(&c.st.sweep_early, &[&cutoff]).await)?;
             self.swept = Some(std::time::Instant::now());
         }
+        // Sent with the group's first statements.
+        self.begin = Some(match self.fsync {
+            Fsync::Off => "BEGIN; SET LOCAL synchronous_commit = off;",
+            Fsync::Always | Fsync::Batch => "BEGIN",
+        });
         Ok(())
     }
 
     fn apply(&mut self, change: &Change, retention: &Retention) -> Result<(), JournalError> {
-        let per_room = retention.per_room;
-        self.run(async |c| {
-            let st = &c.st;
-            let room = &change.room();
-            match change {
-                Change::Post {
-                    message: m,
-                    reserve_through,
-                    ..
-                } => {
-                    let attachment = m
-                        .attachment
-                        .as_ref()
-                        .map(|a| serde_json::to_string(a).unwrap_or_default());
-                    c.client
-                        .execute(
-                            &st.insert,
-                            &[
-                                room,
-                                &seq_param(m.seq),
-                                &m.id.as_str(),
-                                &m.user.as_str(),
-                                &m.identity.as_str(),
-                                &m.content,
-                                &m.timestamp.as_str(),
-                                &timestamp_ms(&m.timestamp),
-                                &attachment,
-                                &m.edited_at,
-                                &m.reactions.to_store_json(),
-                                &m.client_id,
-                            ],
-                        )
-                        .await?;
-                    if let Some(r) = reserve_through {
-                        c.client
-                            .execute(&st.reserve, &[room, &seq_param(*r)])
-                            .await?;
-                    }
-                    if let Some(cap) = per_room.filter(|cap| m.seq > *cap) {
-                        c.client
-                            .execute(&st.cap, &[room, &seq_param(m.seq - cap)])
-                            .await?;
-                    }
-                }
-                Change::Edit {
-                    message_id,
-                    seq,
-                    content,
-                    edited_at,
-                    ..
-                } => {
-                    let seq = seq_param(*seq);
-                    c.client
-                        .execute(
-                            &st.edit,
-                            &[content, edited_at, message_id, room, &seq, &now_ms()],
-                        )
-                        .await?;
-                }
-                Change::React {
-                    message_id,
-                    seq,
-                    reactions,
-                    ..
-                } => {
-                    let seq = seq_param(*seq);
-                    c.client
-                        .execute(&st.react, &[reactions, message_id, room, &seq, &now_ms()])
-                        .await?;
-                }
-                Change::Attachment {
-                    message_id,
-                    seq,
-                    attachment,
-                    ..
-                } => {
-                    let seq = seq_param(*seq);
-                    c.client
-                        .execute(&st.attachment, &[attachment, message_id, room, &seq])
-                        .await?;
-                }
-                Change::Delete {
-                    message_id, seq, ..
-                } => {
-                    let seq = seq_param(*seq);
-                    let deleted = c
-                        .client
-                        .execute(&st.delete, &[message_id, room, &seq])
-                        .await?;
-                    if deleted == 0 {
-                        // Trimmed already by the cap or the retention
-                        // period, or not written yet by its author's
-                        // instance: its place is marked, so it stays out.
-                        tracing::debug!(room, seq, message_id, "a delete found no stored message");
-                        c.client
-                            .execute(&st.tombstone, &[message_id, room, &seq, &now_ms()])
-                            .await?;
-                    }
-                }
-                Change::Settle { last_seq, .. } => {
-                    c.client
-                        .execute(&st.settle, &[room, &seq_param(*last_seq)])
-                        .await?;
-                }
-            }
-            Ok(())
-        })
+        let cap = match change {
+            Change::Post { message, .. } => retention
+                .per_room
+                .filter(|cap| message.seq > *cap)
+                .map(|cap| message.seq - cap),
+            _ => None,
+        };
+        self.queued.push((change.clone(), cap));
+        if self.queued.len() >= PIPELINE {
+            self.send(false)?;
+        }
+        Ok(())
     }
 
     fn load(&mut self, room: &str, tail: usize, block: u64) -> Result<Snapshot, JournalError> {
+        self.send(false)?;
         self.run(async |c| {
             let st = &c.st;
             let newest: Option<i64> = c.client.query_one(&st.newest, &[&room]).await?.get(0);
@@ -525,6 +625,7 @@ impl Journal for Postgres {
         room: &str,
         q: PageQuery,
     ) -> Result<(Vec<StoredMessage>, bool), JournalError> {
+        self.send(false)?;
         self.run(async |c| {
             let before = q.before.map_or(i64::MAX, seq_param);
             let rows = c
@@ -543,14 +644,17 @@ impl Journal for Postgres {
     }
 
     fn prune(&mut self, older_than_ms: i64) -> Result<u64, JournalError> {
+        self.send(false)?;
         self.run(async |c| c.client.execute(&c.st.prune, &[&older_than_ms]).await)
     }
 
     fn commit(&mut self, _deleted: bool) -> Result<(), JournalError> {
-        self.run(async |c| c.client.batch_execute("COMMIT").await)
+        self.send(true)
     }
 
     fn rollback(&mut self) {
+        self.queued.clear();
+        self.begin = None;
         if self.conn.is_some() {
             let _ = self.run(async |c| c.client.batch_execute("ROLLBACK").await);
         }
@@ -561,6 +665,8 @@ impl Journal for Postgres {
 /// `test`), in a schema of each test's own, dropped at the end.
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::store::fixtures::post;
 
@@ -690,6 +796,104 @@ mod tests {
         }
     }
 
+    /// One group, sent in pipelines of [`PIPELINE`]: every change is
+    /// applied in the order given (the second edit wins), and a read in the
+    /// middle of the group sees what came before it.
+    #[test]
+    fn a_group_is_written_in_order_across_its_pipelines() {
+        let schema = Schema::new("order");
+        let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+        let edit = |content: &str| Change::Edit {
+            room: "r".into(),
+            message_id: "r-1".into(),
+            seq: 1,
+            content: content.into(),
+            edited_at: T.into(),
+        };
+        let n = 2 * PIPELINE as u64 + 10;
+        store.begin().unwrap();
+        let none = Retention::default();
+        for seq in 1..=n {
+            store.apply(&post("r", seq, T), &none).unwrap();
+            if seq == PIPELINE as u64 - 1 {
+                // The two edits straddle the first pipeline's end.
+                store.apply(&edit("one"), &none).unwrap();
+                store.apply(&edit("two"), &none).unwrap();
+            }
+        }
+        let (page, more) = store
+            .page(
+                "r",
+                PageQuery {
+                    after: 0,
+                    before: None,
+                    limit: 1,
+                },
+            )
+            .unwrap();
+        assert_eq!((page[0].seq, more), (n, true));
+        store.apply(&changes()[2], &none).unwrap();
+        store.commit(true).unwrap();
+        let tail = shown(&mut store);
+        assert_eq!(tail.len(), 100);
+        assert_eq!(tail[99].0, n);
+        let (first, _) = store
+            .page(
+                "r",
+                PageQuery {
+                    after: 0,
+                    before: Some(3),
+                    limit: 10,
+                },
+            )
+            .unwrap();
+        // Message 1 was deleted after its edits; 2 is as posted.
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].seq, first[0].content.as_str()), (2, "m2"));
+        empty(&mut store);
+        // And without the delete, the last edit is what stays.
+        store.begin().unwrap();
+        for change in [post("r", 1, T), edit("one"), edit("two")] {
+            store.apply(&change, &none).unwrap();
+        }
+        store.commit(false).unwrap();
+        assert_eq!(shown(&mut store)[0].1, "two");
+    }
+
+    /// A statement that fails inside a pipeline fails the group, although
+    /// its `COMMIT` was sent behind it: nothing of the group is kept, and
+    /// the store goes on.
+    #[test]
+    fn a_failing_statement_keeps_nothing_of_its_group() {
+        let schema = Schema::new("failing");
+        let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+        let none = Retention::default();
+        commit(&mut store, &post("r", 1, T));
+        // Message r-1's id again, at another seq: the id is unique.
+        let Change::Post { message, .. } = post("r", 1, T) else {
+            unreachable!()
+        };
+        let again = Change::Post {
+            room: "r".into(),
+            message: Arc::new(StoredMessage {
+                seq: 3,
+                ..(*message).clone()
+            }),
+            reserve_through: None,
+        };
+        store.begin().unwrap();
+        for change in [post("r", 2, T), again, post("r", 4, T)] {
+            store.apply(&change, &none).unwrap();
+        }
+        let failed = store.commit(false).expect_err("a duplicate id");
+        assert!(!failed.transient, "{}", failed.message);
+        store.rollback();
+        assert_eq!(shown(&mut store).len(), 1);
+        commit(&mut store, &post("r", 2, T));
+        let seqs: Vec<u64> = shown(&mut store).iter().map(|m| m.0).collect();
+        assert_eq!(seqs, [1, 2]);
+    }
+
     /// The post's transaction and the change's overlap: the change's
     /// statement runs while the post is written but not committed, so it
     /// cannot see the post's row, and waits for it.
@@ -709,6 +913,8 @@ mod tests {
             author
                 .apply(&post("r", 1, T), &Retention::default())
                 .unwrap();
+            // Written, not committed (the rest of its group still to come).
+            author.send(false).unwrap();
             let changing = std::thread::spawn({
                 let change = change.clone();
                 move || {
