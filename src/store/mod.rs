@@ -1,6 +1,6 @@
 //! Durable history: the backends behind the hub's store port
-//! ([`crate::hub::Store`]). `sqlite.rs` is the default (one file under the
-//! data directory, nothing to install); `postgres.rs` (feature `postgres`)
+//! ([`crate::hub::Store`]). `sqlite/` is the default (one file under the
+//! data directory, nothing to install); `postgres/` (feature `postgres`)
 //! is the store several instances share. Both are [`Journal`]s driven by
 //! the one writer in `writer.rs`, on a thread of its own.
 //!

@@ -1,0 +1,284 @@
+//! Against the shared server at 127.0.0.1:5432 (trust auth, database
+//! `test`), in a schema of each test's own, dropped at the end.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::store::fixtures::post;
+
+const SERVER: &str = "postgres://postgres@127.0.0.1:5432/test";
+const T: &str = "2026-12-06T10:00:00.000Z";
+
+/// A connection of the test's own, outside any journal.
+fn admin() -> (Runtime, Client) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(connect(SERVER)).unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable at {SERVER} ({}); these tests need it",
+            e.message
+        )
+    });
+    (rt, client)
+}
+
+struct Schema(String);
+
+impl Schema {
+    fn new(tag: &str) -> Self {
+        let name = format!("rc_unit_{tag}_{}", std::process::id());
+        let (rt, c) = admin();
+        rt.block_on(c.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+        )))
+        .unwrap();
+        Self(name)
+    }
+
+    fn url(&self) -> String {
+        format!("{SERVER}?options=-csearch_path%3D{}", self.0)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (rt, c) = admin();
+        let _ = rt.block_on(c.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.0)));
+    }
+}
+
+fn commit(store: &mut Postgres, change: &Change) {
+    store.begin().unwrap();
+    store.apply(change, &Retention::default()).unwrap();
+    store.commit(false).unwrap();
+}
+
+/// Removes every row, for the next case.
+fn empty(store: &mut Postgres) {
+    store.begin().unwrap();
+    store
+        .run(async |c| c.client.execute("DELETE FROM roomcast_messages", &[]).await)
+        .unwrap();
+    store.commit(true).unwrap();
+}
+
+/// The room's messages as `(seq, content, edited, reactions)`.
+fn shown(store: &mut Postgres) -> Vec<(u64, String, bool, String)> {
+    let snapshot = store.load("r", 100, 1).unwrap();
+    snapshot
+        .tail
+        .into_iter()
+        .map(|m| {
+            let reactions = m.reactions.to_store_json();
+            (m.seq, m.content, m.edited_at.is_some(), reactions)
+        })
+        .collect()
+}
+
+/// A change to message 1 that another instance makes, its seq and id
+/// as Redis answered them.
+fn changes() -> [Change; 3] {
+    [
+        Change::Edit {
+            room: "r".into(),
+            message_id: "r-1".into(),
+            seq: 1,
+            content: "edited".into(),
+            edited_at: T.into(),
+        },
+        Change::React {
+            room: "r".into(),
+            message_id: "r-1".into(),
+            seq: 1,
+            reactions: r#"[["🐘",["bob"]]]"#.into(),
+        },
+        Change::Delete {
+            room: "r".into(),
+            message_id: "r-1".into(),
+            seq: 1,
+        },
+    ]
+}
+
+/// What the room must hold once both the post and `change` are in.
+fn expected(change: &Change) -> Vec<(u64, String, bool, String)> {
+    match change {
+        Change::Edit { .. } => vec![(1, "edited".into(), true, "[]".into())],
+        Change::React { reactions, .. } => {
+            let stored = Reactions::from_store_json(reactions).to_store_json();
+            vec![(1, "m1".into(), false, stored)]
+        }
+        _ => vec![],
+    }
+}
+
+#[test]
+fn a_change_committed_before_its_post_is_applied_to_it() {
+    let schema = Schema::new("before");
+    let mut author = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+    let mut other = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+    for change in changes() {
+        commit(&mut other, &change);
+        // Nothing shows until the post comes.
+        assert_eq!(shown(&mut author), vec![]);
+        commit(&mut author, &post("r", 1, T));
+        assert_eq!(shown(&mut author), expected(&change), "{change:?}");
+        // A retried post (its commit's answer lost) changes nothing.
+        commit(&mut author, &post("r", 1, T));
+        assert_eq!(shown(&mut other), expected(&change), "{change:?}");
+        empty(&mut other);
+    }
+}
+
+/// One group, sent in pipelines of [`PIPELINE`]: every change is
+/// applied in the order given (the second edit wins), and a read in the
+/// middle of the group sees what came before it.
+#[test]
+fn a_group_is_written_in_order_across_its_pipelines() {
+    let schema = Schema::new("order");
+    let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+    let edit = |content: &str| Change::Edit {
+        room: "r".into(),
+        message_id: "r-1".into(),
+        seq: 1,
+        content: content.into(),
+        edited_at: T.into(),
+    };
+    let n = 2 * PIPELINE as u64 + 10;
+    store.begin().unwrap();
+    let none = Retention::default();
+    for seq in 1..=n {
+        store.apply(&post("r", seq, T), &none).unwrap();
+        if seq == PIPELINE as u64 - 1 {
+            // The two edits straddle the first pipeline's end.
+            store.apply(&edit("one"), &none).unwrap();
+            store.apply(&edit("two"), &none).unwrap();
+        }
+    }
+    let (page, more) = store
+        .page(
+            "r",
+            PageQuery {
+                after: 0,
+                before: None,
+                limit: 1,
+            },
+        )
+        .unwrap();
+    assert_eq!((page[0].seq, more), (n, true));
+    store.apply(&changes()[2], &none).unwrap();
+    store.commit(true).unwrap();
+    let tail = shown(&mut store);
+    assert_eq!(tail.len(), 100);
+    assert_eq!(tail[99].0, n);
+    let (first, _) = store
+        .page(
+            "r",
+            PageQuery {
+                after: 0,
+                before: Some(3),
+                limit: 10,
+            },
+        )
+        .unwrap();
+    // Message 1 was deleted after its edits; 2 is as posted.
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].seq, first[0].content.as_str()), (2, "m2"));
+    empty(&mut store);
+    // And without the delete, the last edit is what stays.
+    store.begin().unwrap();
+    for change in [post("r", 1, T), edit("one"), edit("two")] {
+        store.apply(&change, &none).unwrap();
+    }
+    store.commit(false).unwrap();
+    assert_eq!(shown(&mut store)[0].1, "two");
+}
+
+/// A statement that fails inside a pipeline fails the group, although
+/// its `COMMIT` was sent behind it: nothing of the group is kept, and
+/// the store goes on.
+#[test]
+fn a_failing_statement_keeps_nothing_of_its_group() {
+    let schema = Schema::new("failing");
+    let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+    let none = Retention::default();
+    commit(&mut store, &post("r", 1, T));
+    // Message r-1's id again, at another seq: the id is unique.
+    let Change::Post { message, .. } = post("r", 1, T) else {
+        unreachable!()
+    };
+    let again = Change::Post {
+        room: "r".into(),
+        message: Arc::new(StoredMessage {
+            seq: 3,
+            ..(*message).clone()
+        }),
+        reserve_through: None,
+    };
+    store.begin().unwrap();
+    for change in [post("r", 2, T), again, post("r", 4, T)] {
+        store.apply(&change, &none).unwrap();
+    }
+    let failed = store.commit(false).expect_err("a duplicate id");
+    assert!(!failed.transient, "{}", failed.message);
+    store.rollback();
+    assert_eq!(shown(&mut store).len(), 1);
+    commit(&mut store, &post("r", 2, T));
+    let seqs: Vec<u64> = shown(&mut store).iter().map(|m| m.0).collect();
+    assert_eq!(seqs, [1, 2]);
+}
+
+/// The post's transaction and the change's overlap: the change's
+/// statement runs while the post is written but not committed, so it
+/// cannot see the post's row, and waits for it.
+#[test]
+fn a_change_made_while_its_post_is_being_written_waits_for_it() {
+    let schema = Schema::new("overlap");
+    let url = schema.url();
+    let (rt, watcher) = admin();
+    for change in changes() {
+        let mut author = Postgres::open(&url, Fsync::Off).unwrap();
+        let mut other = Postgres::open(&url, Fsync::Off).unwrap();
+        let pid: i32 = other
+            .run(async |c| c.client.query_one("SELECT pg_backend_pid()", &[]).await)
+            .unwrap()
+            .get(0);
+        author.begin().unwrap();
+        author
+            .apply(&post("r", 1, T), &Retention::default())
+            .unwrap();
+        // Written, not committed (the rest of its group still to come).
+        author.send(false).unwrap();
+        let changing = std::thread::spawn({
+            let change = change.clone();
+            move || {
+                commit(&mut other, &change);
+                other
+            }
+        });
+        // Until the change's statement waits on the post's row.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let waiting = rt
+                .block_on(watcher.query_opt(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
+                    &[&pid],
+                ))
+                .unwrap();
+            if waiting.is_some() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the change never waited"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        author.commit(false).unwrap();
+        let mut other = changing.join().unwrap();
+        assert_eq!(shown(&mut author), expected(&change), "{change:?}");
+        empty(&mut other);
+    }
+}
