@@ -264,16 +264,81 @@ async fn post(client: &mut Client, content: &str) -> Value {
     m["message_id"].clone()
 }
 
-/// Once `b` committed what it was given, gives `a` its database back and
-/// waits until it committed what waited and is healthy.
-async fn reconnect_once_b_committed(proxy: &Proxy, a: &Server, b: &Server) {
-    b.wait_metric("roomcast_store_uncommitted", 0).await;
-    proxy.restore();
-    a.wait_metric("roomcast_store_uncommitted", 0).await;
-    eventually("a's store is healthy again", async || {
-        a.get("/health").await.status == 200
+/// Two instances on one Redis and one database, in token mode: `a` reaches
+/// the database through a proxy the test can cut, `b` directly.
+struct Pair {
+    schema: Schema,
+    proxy: Proxy,
+    a: Server,
+    b: Server,
+}
+
+fn on_redis(url: &str, prefix: &str) -> roomcast::Config {
+    token_mode(on(url))
+        .redis_url(Some("redis://127.0.0.1:6379".to_owned()))
+        .redis_prefix(prefix.to_owned())
+}
+
+async fn connected(server: &Server) {
+    eventually("the instance is connected", async || {
+        server.get("/health").await.status == 200
     })
     .await;
+}
+
+impl Pair {
+    async fn start(tag: &str) -> Self {
+        let schema = Schema::new(tag);
+        let prefix = unique("redis");
+        let proxy = Proxy::start("127.0.0.1:5432").await;
+        let through_proxy = schema
+            .url()
+            .replace("127.0.0.1:5432", &proxy.addr.to_string());
+        let a = Server::start(on_redis(&through_proxy, &prefix)).await;
+        let b = Server::start(on_redis(&schema.url(), &prefix)).await;
+        connected(&a).await;
+        connected(&b).await;
+        Self {
+            schema,
+            proxy,
+            a,
+            b,
+        }
+    }
+
+    /// `user` in `room` on `server`, welcomed.
+    async fn join(server: &Server, room: &str, user: &str, token: &str) -> Client {
+        let mut c = server.ws(&format!("/ws/{room}/{user}?token={token}")).await;
+        c.expect("welcome").await;
+        c
+    }
+
+    /// Once `b` committed what it was given, gives `a` its database back
+    /// and waits until it committed what waited and is healthy.
+    async fn reconnect_once_b_committed(&self) {
+        self.b.wait_metric("roomcast_store_uncommitted", 0).await;
+        self.proxy.restore();
+        self.a.wait_metric("roomcast_store_uncommitted", 0).await;
+        connected(&self.a).await;
+    }
+
+    /// Stops both and reads `room`'s messages as the database holds them,
+    /// through an instance whose Redis knows nothing (a prefix never used).
+    async fn stored(self, room: &str) -> Value {
+        self.a.shutdown().await.unwrap();
+        self.b.shutdown().await.unwrap();
+        let c = Server::start(on_redis(&self.schema.url(), &unique("redis-empty"))).await;
+        connected(&c).await;
+        let page = c
+            .get(&format!(
+                "/api/rooms/{room}/messages?token={}",
+                token("reader", &[room])
+            ))
+            .await
+            .json();
+        c.shutdown().await.unwrap();
+        page["messages"].clone()
+    }
 }
 
 /// Changes made on one instance can reach the database before the post
@@ -282,38 +347,15 @@ async fn reconnect_once_b_committed(proxy: &Proxy, a: &Server, b: &Server) {
 /// room: the edit and the reaction on the message, the deleted one gone.
 #[tokio::test]
 async fn changes_that_reach_the_database_before_their_post_are_kept_for_it() {
-    let schema = Schema::new("overtake");
-    let prefix = unique("redis");
-    let proxy = Proxy::start("127.0.0.1:5432").await;
-    let through_proxy = schema
-        .url()
-        .replace("127.0.0.1:5432", &proxy.addr.to_string());
-    let redis = |url: &str, prefix: &str| {
-        token_mode(on(url))
-            .redis_url(Some("redis://127.0.0.1:6379".to_owned()))
-            .redis_prefix(prefix.to_owned())
-    };
-    let a = Server::start(redis(&through_proxy, &prefix)).await;
-    let b = Server::start(redis(&schema.url(), &prefix)).await;
-    for s in [&a, &b] {
-        eventually("the instance is connected", async || {
-            s.get("/health").await.status == 200
-        })
-        .await;
-    }
+    let pair = Pair::start("overtake").await;
     let ann_token = token("ann", &["team"]);
-    let mut ann_a = a.ws(&format!("/ws/team/ann?token={ann_token}")).await;
-    ann_a.expect("welcome").await;
-    let mut ann_b = b.ws(&format!("/ws/team/ann?token={ann_token}")).await;
-    ann_b.expect("welcome").await;
-    let mut mo = b
-        .ws(&format!("/ws/team/mo?token={}", moderator_token("mo")))
-        .await;
-    mo.expect("welcome").await;
+    let mut ann_a = Pair::join(&pair.a, "team", "ann", &ann_token).await;
+    let mut ann_b = Pair::join(&pair.b, "team", "ann", &ann_token).await;
+    let mut mo = Pair::join(&pair.b, "team", "mo", &moderator_token("mo")).await;
 
     // An edit and a reaction, made on b while a's post waits for the
     // database.
-    proxy.cut();
+    pair.proxy.cut();
     let first = post(&mut ann_a, "first").await;
     ann_b
         .send_json(json!({"type": "edit", "message_id": first, "content": "first, edited"}))
@@ -322,40 +364,60 @@ async fn changes_that_reach_the_database_before_their_post_are_kept_for_it() {
     mo.send_json(json!({"type": "add_reaction", "message_id": first, "emoji": "🐘"}))
         .await;
     mo.skip_to("reaction_update").await;
-    reconnect_once_b_committed(&proxy, &a, &b).await;
+    pair.reconnect_once_b_committed().await;
 
     // A moderator's delete, made on b while a's post waits.
-    proxy.cut();
+    pair.proxy.cut();
     let second = post(&mut ann_a, "second").await;
     mo.send_json(json!({"type": "delete", "message_id": second}))
         .await;
     mo.skip_to("message_deleted").await;
-    reconnect_once_b_committed(&proxy, &a, &b).await;
+    pair.reconnect_once_b_committed().await;
     let third = post(&mut ann_a, "third").await;
-    a.wait_metric("roomcast_store_uncommitted", 0).await;
+    pair.a.wait_metric("roomcast_store_uncommitted", 0).await;
     drop((ann_a, ann_b, mo));
-    a.shutdown().await.unwrap();
-    b.shutdown().await.unwrap();
 
-    // What the database holds, read by an instance whose Redis knows
-    // nothing (a prefix never used).
-    let c = Server::start(redis(&schema.url(), &unique("redis-empty"))).await;
-    eventually("the instance is connected", async || {
-        c.get("/health").await.status == 200
-    })
-    .await;
-    let page = c
-        .get(&format!("/api/rooms/team/messages?token={ann_token}"))
-        .await
-        .json();
-    let messages = page["messages"].as_array().expect("messages");
-    let ids: Vec<&Value> = messages.iter().map(|m| &m["message_id"]).collect();
-    assert_eq!(ids, [&first, &third], "{page}");
+    let messages = pair.stored("team").await;
+    let ids: Vec<&Value> = messages
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| &m["message_id"])
+        .collect();
+    assert_eq!(ids, [&first, &third], "{messages}");
     assert_eq!(messages[0]["content"], "first, edited");
-    assert!(messages[0]["edited_at"].is_string(), "{page}");
+    assert!(messages[0]["edited_at"].is_string(), "{messages}");
     assert_eq!(messages[0]["user"], "ann");
     assert_eq!(messages[0]["reactions"], json!({"🐘": ["mo"]}));
-    c.shutdown().await.unwrap();
+}
+
+/// Two instances write reactions to one message; the older write lands
+/// last (its instance was cut off from the database meanwhile). The
+/// database keeps the newer: both reactions.
+#[tokio::test]
+async fn reactions_written_out_of_order_by_two_instances_keep_the_newest() {
+    let pair = Pair::start("reorder").await;
+    let mut ann = Pair::join(&pair.b, "team", "ann", &token("ann", &["team"])).await;
+    let mut bob = Pair::join(&pair.a, "team", "bob", &token("bob", &["team"])).await;
+    let mut carl = Pair::join(&pair.b, "team", "carl", &token("carl", &["team"])).await;
+    let id = post(&mut ann, "react to me").await;
+    pair.b.wait_metric("roomcast_store_uncommitted", 0).await;
+
+    pair.proxy.cut();
+    bob.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": "🐘"}))
+        .await;
+    bob.skip_to("reaction_update").await;
+    carl.skip_to("reaction_update").await; // bob's, before carl's own
+    carl.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": "🐘"}))
+        .await;
+    let r = carl.skip_to("reaction_update").await;
+    assert_eq!(r["users"], json!(["bob", "carl"]), "{r}");
+    pair.reconnect_once_b_committed().await;
+    drop((ann, bob, carl));
+
+    let messages = pair.stored("team").await;
+    assert_eq!(messages[0]["message_id"], id, "{messages}");
+    assert_eq!(messages[0]["reactions"], json!({"🐘": ["bob", "carl"]}));
 }
 
 #[tokio::test]

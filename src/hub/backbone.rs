@@ -58,6 +58,18 @@ pub struct Posted {
     pub echo: Option<super::Frame>,
 }
 
+/// Where an edit or a reaction landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changed {
+    /// The message's seq: what the durable store finds it by.
+    pub seq: u64,
+    /// The message's changes counted by the backbone, this one included:
+    /// each instance writes its own members' changes to the shared store,
+    /// so writes can land out of order, and the store keeps the one with
+    /// the highest version (see [`Change::Edit`](super::Change::Edit)).
+    pub version: u64,
+}
+
 /// A room's state as one instance's newcomer must see it first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteWelcome {
@@ -121,10 +133,10 @@ pub trait Backbone: Send + Sync + 'static {
     /// it; a retry of a `client_id` this identity posted within the window
     /// publishes nothing and answers the earlier message.
     fn post(&self, room: &RoomName, message: NewMessage<'_>, seq_floor: u64) -> Answer<Posted>;
-    /// Adds, removes or toggles `user`'s reaction; answers the message's
-    /// seq and its reactions after the change in the store's form (see
-    /// [`Reactions::to_store_json`](super::Reactions::to_store_json)), or
-    /// `None` if nothing changed.
+    /// Adds, removes or toggles `user`'s reaction; answers where the change
+    /// landed and the message's reactions after it in the store's form
+    /// (see [`Reactions::to_store_json`](super::Reactions::to_store_json)),
+    /// or `None` if nothing changed.
     ///
     /// The seq a change answers (here, in `edit` and in `delete`) must be
     /// the one the message was posted with ([`Posted::seq`]): the durable
@@ -138,9 +150,9 @@ pub trait Backbone: Send + Sync + 'static {
         identity: &Identity,
         emoji: &Emoji,
         action: ReactionAction,
-    ) -> Answer<Option<(u64, String)>>;
-    /// Replaces a message's content if `identity` wrote it; answers its seq
-    /// (what the durable store finds it by).
+    ) -> Answer<Option<(Changed, String)>>;
+    /// Replaces a message's content if `identity` wrote it; answers where
+    /// the change landed.
     fn edit(
         &self,
         room: &RoomName,
@@ -148,7 +160,7 @@ pub trait Backbone: Send + Sync + 'static {
         identity: &Identity,
         content: &str,
         edited_at: &str,
-    ) -> Answer<u64>;
+    ) -> Answer<Changed>;
     /// Deletes a message if `identity` wrote it, or for a moderator;
     /// answers its seq.
     fn delete(

@@ -246,12 +246,13 @@ impl Member {
         let changed = backbone
             .react(room, message_id, user, identity, &emoji, action)
             .await?;
-        if let (Some(slot), Some((seq, reactions))) = (store, changed) {
+        if let (Some(slot), Some((changed, reactions))) = (store, changed) {
             let change = Change::React {
                 room: room.key(),
                 message_id: message_id.to_owned(),
-                seq,
+                seq: changed.seq,
                 reactions,
+                version: changed.version,
             };
             slot.send(change, None);
         }
@@ -275,16 +276,17 @@ impl Member {
         let store = self.store_slot()?;
         let now = self.common.now_rfc3339();
         let room = &self.room.name;
-        let seq = backbone
+        let changed = backbone
             .edit(room, message_id, &self.identity, &content, &now)
             .await?;
         if let Some(slot) = store {
             let change = Change::Edit {
                 room: room.key(),
                 message_id: message_id.to_owned(),
-                seq,
+                seq: changed.seq,
                 content,
                 edited_at: now.to_string(),
+                version: changed.version,
             };
             slot.send(change, None);
         }

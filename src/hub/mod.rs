@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 pub use backbone::{
-    Answer, Backbone, Inbound, LocalPresence, NewMessage, Online, Posted, RemoteWelcome,
+    Answer, Backbone, Changed, Inbound, LocalPresence, NewMessage, Online, Posted, RemoteWelcome,
 };
 pub use event::{
     Attachment, AttachmentPreview, ErrorCode, FULL_REACTIONS_BYTES, Limits, REACTION_SAMPLE,

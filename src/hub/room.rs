@@ -735,6 +735,7 @@ impl RoomState {
                 message_id: message.id.to_string(),
                 seq: message.seq,
                 reactions: message.reactions.to_store_json(),
+                version: 0,
             };
             slot.send(change, None);
         }
@@ -787,6 +788,7 @@ impl RoomState {
                 seq: message.seq,
                 content: message.content.clone(),
                 edited_at: message.edited_at.clone().unwrap_or_default(),
+                version: 0,
             };
             slot.send(change, None);
         }

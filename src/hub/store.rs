@@ -59,6 +59,12 @@ pub enum Change {
         content: String,
         /// RFC 3339 UTC of the edit.
         edited_at: String,
+        /// With a backbone, the message's version after this change
+        /// ([`Changed::version`](super::Changed::version)): a store that
+        /// several instances write keeps the edit with the highest one, in
+        /// whatever order they land. 0 on one instance, whose changes reach
+        /// its store in order: always applied.
+        version: u64,
     },
     /// A message's reactions, all of them, after a change.
     React {
@@ -71,6 +77,8 @@ pub enum Change {
         /// The reactions in the store's form (see
         /// [`Reactions::to_store_json`](super::Reactions::to_store_json)).
         reactions: String,
+        /// As [`Change::Edit`]'s `version`, for the reactions.
+        version: u64,
     },
     /// A message's attachment, all of it, after its preview became ready.
     Attachment {

@@ -7,10 +7,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::resp::Value;
 use super::{Link, Script, Settings, Unavailable, ms};
 use crate::hub::{
-    Answer, Backbone, Emoji, ErrorCode, HubConfig, Identity, Inbound, NameTaken, NewMessage,
-    Online, Posted, ReactionAction, Refusal, RemoteWelcome, RoomName, UserName, frames,
+    Answer, Backbone, Changed, Emoji, ErrorCode, HubConfig, Identity, Inbound, NameTaken,
+    NewMessage, Online, Posted, ReactionAction, Refusal, RemoteWelcome, RoomName, UserName, frames,
 };
 
 /// The hub's settings a script needs, as script arguments.
@@ -114,6 +115,19 @@ impl RedisBackbone {
             )
             .map(drop)
     }
+}
+
+/// A script's `seq` and `version` answers as a [`Changed`], if both are
+/// there.
+fn changed(seq: Option<&Value>, version: Option<&Value>) -> Option<Changed> {
+    let number = |r: Option<&Value>| {
+        r.and_then(Value::as_int)
+            .and_then(|n| u64::try_from(n).ok())
+    };
+    Some(Changed {
+        seq: number(seq).filter(|&seq| seq > 0)?,
+        version: number(version)?,
+    })
 }
 
 fn unavailable(e: Unavailable) -> Refusal {
@@ -222,7 +236,7 @@ impl Backbone for RedisBackbone {
             }
             let items = v.items();
             let int = |i: usize| items.get(i).and_then(|v| v.as_int()).unwrap_or(0);
-            let text = |v: &super::resp::Value| {
+            let text = |v: &Value| {
                 v.as_bytes()
                     .and_then(|b| std::str::from_utf8(b).ok())
                     .map(str::to_owned)
@@ -313,7 +327,7 @@ impl Backbone for RedisBackbone {
         identity: &Identity,
         emoji: &Emoji,
         action: ReactionAction,
-    ) -> Answer<Option<(u64, String)>> {
+    ) -> Answer<Option<(Changed, String)>> {
         let action: &[u8] = match action {
             ReactionAction::Add => b"add",
             ReactionAction::Remove => b"remove",
@@ -356,18 +370,15 @@ impl Backbone for RedisBackbone {
                 refused(code, &message_id, "react to", (max, max_users))?;
                 return Ok(None);
             }
+            // `[seq, reactions, version]`.
             let items = reply.items();
-            let seq = items
-                .first()
-                .and_then(|s| s.as_int())
-                .and_then(|s| u64::try_from(s).ok())
-                .filter(|&seq| seq > 0);
+            let changed = changed(items.first(), items.get(2));
             let reactions = items
                 .get(1)
                 .and_then(|r| r.as_bytes())
                 .and_then(|r| std::str::from_utf8(r).ok());
-            match (seq, reactions) {
-                (Some(seq), Some(reactions)) => Ok(Some((seq, reactions.to_owned()))),
+            match (changed, reactions) {
+                (Some(changed), Some(reactions)) => Ok(Some((changed, reactions.to_owned()))),
                 _ => Err(no_seq()),
             }
         })
@@ -380,13 +391,13 @@ impl Backbone for RedisBackbone {
         identity: &Identity,
         content: &str,
         edited_at: &str,
-    ) -> Answer<u64> {
+    ) -> Answer<Changed> {
         let blank: &[u8] = if content.trim().is_empty() {
             b"1"
         } else {
             b"0"
         };
-        self.checked(
+        let queued = self.link.call(
             Script::Edit,
             &[
                 room.as_str().as_bytes(),
@@ -396,9 +407,20 @@ impl Backbone for RedisBackbone {
                 blank,
                 edited_at.as_bytes(),
             ],
-            message_id,
-            "edit",
-        )
+        );
+        let limits = (self.args.max_reactions, self.args.max_users);
+        let message_id = message_id.to_owned();
+        Box::pin(async move {
+            let reply = Link::reply(queued.map_err(unavailable)?)
+                .await
+                .map_err(unavailable)?;
+            // `[seq, version]`, or a refusal's code.
+            if let Some(code) = reply.as_int() {
+                refused(code, &message_id, "edit", limits)?;
+            }
+            let items = reply.items();
+            changed(items.first(), items.get(1)).ok_or_else(no_seq)
+        })
     }
 
     fn delete(

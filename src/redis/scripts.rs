@@ -381,6 +381,9 @@ else
   table.remove(r[pos][3], at)
   if #r[pos][2] == 0 then table.remove(r, pos) end
 end
+-- The message's changes counted, so that stores written by several
+-- instances keep the newest whatever order their writes land in.
+m.v = (m.v or 0) + 1
 redis.call('HSET', msgs, id, cjson.encode(m))
 local users = {}
 for _, e in ipairs(r) do if e[1] == emoji then users = e[2] end end
@@ -392,7 +395,7 @@ publish(room, '{"type":"reaction_update","message_id":' .. cjson.encode(id) ..
   ',"action":"' .. (add and 'add' or 'remove') .. '","count":' .. #users ..
   ',"users":' .. enc_list(fits and users or sample(users)) ..
   (fits and (',"reactions":' .. whole) or '') .. '}')
-return {m.seq, enc_list(r)}
+return {m.seq, enc_list(r), m.v}
 "#;
 
 const EDIT: &str = r#"
@@ -402,9 +405,10 @@ local m, refused = own_message(msgs, id, who, false)
 if not m then return refused end
 if ARGV[6] == '1' and not m.attachment then return -4 end
 m.content, m.edited_at = ARGV[5], ARGV[7]
+m.v = (m.v or 0) + 1
 redis.call('HSET', msgs, id, cjson.encode(m))
 publish(room, msg_json(m, 'message_updated'))
-return m.seq
+return {m.seq, m.v}
 "#;
 
 const DELETE: &str = r#"

@@ -433,6 +433,7 @@ mod tests {
                 seq: n as u64,
                 content: "c".into(),
                 edited_at: "t".into(),
+                version: 0,
             },
             None,
         )

@@ -30,7 +30,10 @@
 //! out. Both sides write the same primary key, `(room, seq)`, so even two
 //! transactions at once cannot miss each other: the second waits for the
 //! first to commit and then sees its row. Rows that waited longer than
-//! [`EARLY_KEPT_MS`] are swept.
+//! [`EARLY_KEPT_MS`] are swept. For the same reason two instances' edits,
+//! or reactions, of one message can land in either order: each carries the
+//! message's version from the backbone, and a row keeps the highest
+//! (`edit_version`, `reactions_version`).
 
 mod pipeline;
 mod schema;

@@ -137,15 +137,17 @@ fn statements<'a>(
             seq,
             content,
             edited_at,
+            version,
             ..
         } => out.push(Box::pin(async move {
-            let values: [&(dyn ToSql + Sync); 6] = [
+            let values: [&(dyn ToSql + Sync); 7] = [
                 content,
                 edited_at,
                 message_id,
                 &room,
                 &seq_param(*seq),
                 &now_ms(),
+                &seq_param(*version),
             ];
             client.execute(&st.edit, &values).await
         })),
@@ -153,10 +155,17 @@ fn statements<'a>(
             message_id,
             seq,
             reactions,
+            version,
             ..
         } => out.push(Box::pin(async move {
-            let values: [&(dyn ToSql + Sync); 5] =
-                [reactions, message_id, &room, &seq_param(*seq), &now_ms()];
+            let values: [&(dyn ToSql + Sync); 6] = [
+                reactions,
+                message_id,
+                &room,
+                &seq_param(*seq),
+                &now_ms(),
+                &seq_param(*version),
+            ];
             client.execute(&st.react, &values).await
         })),
         Change::Attachment {

@@ -32,7 +32,9 @@ CREATE TABLE roomcast_messages (
 CREATE INDEX roomcast_messages_created ON roomcast_messages (created_ms);
 ",
     "
-ALTER TABLE roomcast_messages ADD COLUMN status SMALLINT NOT NULL DEFAULT 0;
+ALTER TABLE roomcast_messages ADD COLUMN status SMALLINT NOT NULL DEFAULT 0,
+    ADD COLUMN edit_version BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN reactions_version BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX roomcast_messages_early ON roomcast_messages (created_ms) WHERE status <> 0;
 ",
 ];
@@ -121,18 +123,29 @@ pub(super) async fn prepare(c: &Client) -> Result<Statements, JournalError> {
         // checks the id: a seq that holds another message changes nothing.
         // With no row there yet, the change takes the message's place
         // (status 1) until its post comes.
+        // An edit or reactions with a version (several instances write
+        // the store) replace only a lower one: the newest stays whatever
+        // order the instances' writes land in. Version 0 (one instance)
+        // always applies.
         edit: p("INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
-                 created, created_ms, edited_at, status) \
-                 VALUES ($4, $5, $3, '', '', $1, '', $6, $2, 1) \
+                 created, created_ms, edited_at, edit_version, status) \
+                 VALUES ($4, $5, $3, '', '', $1, '', $6, $2, $7, 1) \
                  ON CONFLICT (room, seq) DO UPDATE \
-                 SET content = excluded.content, edited_at = excluded.edited_at \
-                 WHERE roomcast_messages.id = excluded.id AND roomcast_messages.status <> 2")
+                 SET content = excluded.content, edited_at = excluded.edited_at, \
+                 edit_version = greatest(roomcast_messages.edit_version, excluded.edit_version) \
+                 WHERE roomcast_messages.id = excluded.id AND roomcast_messages.status <> 2 \
+                 AND (excluded.edit_version = 0 \
+                      OR roomcast_messages.edit_version < excluded.edit_version)")
         .await?,
         react: p("INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
-                  created, created_ms, reactions, status) \
-                  VALUES ($3, $4, $2, '', '', '', '', $5, $1, 1) \
-                  ON CONFLICT (room, seq) DO UPDATE SET reactions = excluded.reactions \
-                  WHERE roomcast_messages.id = excluded.id AND roomcast_messages.status <> 2")
+                  created, created_ms, reactions, reactions_version, status) \
+                  VALUES ($3, $4, $2, '', '', '', '', $5, $1, $6, 1) \
+                  ON CONFLICT (room, seq) DO UPDATE SET reactions = excluded.reactions, \
+                  reactions_version = \
+                    greatest(roomcast_messages.reactions_version, excluded.reactions_version) \
+                  WHERE roomcast_messages.id = excluded.id AND roomcast_messages.status <> 2 \
+                  AND (excluded.reactions_version = 0 \
+                       OR roomcast_messages.reactions_version < excluded.reactions_version)")
         .await?,
         attachment: p("UPDATE roomcast_messages SET attachment = $1 \
                        WHERE id = $2 AND room = $3 AND seq = $4 AND status = 0")

@@ -87,12 +87,14 @@ fn changes() -> [Change; 3] {
             seq: 1,
             content: "edited".into(),
             edited_at: T.into(),
+            version: 1,
         },
         Change::React {
             room: "r".into(),
             message_id: "r-1".into(),
             seq: 1,
             reactions: r#"[["🐘",["bob"]]]"#.into(),
+            version: 1,
         },
         Change::Delete {
             room: "r".into(),
@@ -145,6 +147,7 @@ fn a_group_is_written_in_order_across_its_pipelines() {
         seq: 1,
         content: content.into(),
         edited_at: T.into(),
+        version: 0,
     };
     let n = 2 * PIPELINE as u64 + 10;
     store.begin().unwrap();
@@ -194,6 +197,67 @@ fn a_group_is_written_in_order_across_its_pipelines() {
     }
     store.commit(false).unwrap();
     assert_eq!(shown(&mut store)[0].1, "two");
+}
+
+/// Edits and reactions written by several instances land in any order:
+/// the one with the highest version stays, before and after the post
+/// comes, and version 0 (one instance) always applies.
+#[test]
+fn the_newest_version_of_an_edit_or_reactions_stays() {
+    let schema = Schema::new("versions");
+    let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+    let edit = |content: &str, version| Change::Edit {
+        room: "r".into(),
+        message_id: "r-1".into(),
+        seq: 1,
+        content: content.into(),
+        edited_at: T.into(),
+        version,
+    };
+    let react = |who: &str, version| Change::React {
+        room: "r".into(),
+        message_id: "r-1".into(),
+        seq: 1,
+        reactions: format!(r#"[["🐘",["{who}"]]]"#),
+        version,
+    };
+    let stored =
+        |who: &str| Reactions::from_store_json(&format!(r#"[["🐘",["{who}"]]]"#)).to_store_json();
+    // Before the post: version 3 waits in its place, 2 comes later.
+    for change in [
+        edit("three", 3),
+        react("carl", 3),
+        edit("two", 2),
+        react("bob", 2),
+    ] {
+        commit(&mut store, &change);
+    }
+    commit(&mut store, &post("r", 1, T));
+    assert_eq!(
+        shown(&mut store),
+        vec![(1, "three".into(), true, stored("carl"))]
+    );
+    // After it: 4 replaces 3, a late 2 changes nothing.
+    for change in [
+        edit("four", 4),
+        react("dan", 4),
+        edit("two", 2),
+        react("bob", 2),
+    ] {
+        commit(&mut store, &change);
+    }
+    assert_eq!(
+        shown(&mut store),
+        vec![(1, "four".into(), true, stored("dan"))]
+    );
+    // One instance's changes (version 0) come in order: always applied.
+    for change in [edit("zero", 0), react("eve", 0)] {
+        commit(&mut store, &change);
+    }
+    assert_eq!(
+        shown(&mut store),
+        vec![(1, "zero".into(), true, stored("eve"))]
+    );
 }
 
 /// A statement that fails inside a pipeline fails the group, although

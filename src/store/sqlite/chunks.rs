@@ -541,6 +541,7 @@ pub(super) mod tests {
             seq: 2,
             content: "edited".into(),
             edited_at: T.into(),
+            version: 0,
         });
         changes.push(Change::Delete {
             room: "r".into(),
@@ -683,6 +684,7 @@ pub(super) mod tests {
             seq: 2,
             content: "edited".into(),
             edited_at: T.into(),
+            version: 0,
         };
         let delete = Change::Delete {
             room: "r".into(),

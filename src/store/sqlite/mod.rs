@@ -311,6 +311,8 @@ impl Journal for Sqlite {
                 seq,
                 content,
                 edited_at,
+                // One instance's file: its changes come in order.
+                version: _,
             } => self.change_message(room, (*seq, message_id), |m| {
                 m.insert("content".into(), content.as_str().into());
                 m.insert("edited_at".into(), edited_at.as_str().into());
@@ -320,6 +322,7 @@ impl Journal for Sqlite {
                 message_id,
                 seq,
                 reactions,
+                version: _,
             } => self.change_message(room, (*seq, message_id), |m| {
                 if reactions == "[]" {
                     m.remove("reactions");
