@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use common::redis::{Keys, on_redis};
 use common::{
     Client, Proxy, Server, TempDir, config, eventually, moderator_token, token, token_mode,
 };
@@ -271,12 +272,7 @@ struct Pair {
     proxy: Proxy,
     a: Server,
     b: Server,
-}
-
-fn on_redis(url: &str, prefix: &str) -> roomcast::Config {
-    token_mode(on(url))
-        .redis_url(Some("redis://127.0.0.1:6379".to_owned()))
-        .redis_prefix(prefix.to_owned())
+    _keys: Keys,
 }
 
 async fn connected(server: &Server) {
@@ -289,13 +285,14 @@ async fn connected(server: &Server) {
 impl Pair {
     async fn start(tag: &str) -> Self {
         let schema = Schema::new(tag);
-        let prefix = unique("redis");
         let proxy = Proxy::start("127.0.0.1:5432").await;
         let through_proxy = schema
             .url()
             .replace("127.0.0.1:5432", &proxy.addr.to_string());
-        let a = Server::start(on_redis(&through_proxy, &prefix)).await;
-        let b = Server::start(on_redis(&schema.url(), &prefix)).await;
+        let (b_config, keys) = on_redis(token_mode(on(&schema.url())), tag);
+        let a_config = b_config.clone().store(StoreKind::Postgres(through_proxy));
+        let a = Server::start(a_config).await;
+        let b = Server::start(b_config).await;
         connected(&a).await;
         connected(&b).await;
         Self {
@@ -303,6 +300,7 @@ impl Pair {
             proxy,
             a,
             b,
+            _keys: keys,
         }
     }
 
@@ -327,7 +325,8 @@ impl Pair {
     async fn stored(self, room: &str) -> Value {
         self.a.shutdown().await.unwrap();
         self.b.shutdown().await.unwrap();
-        let c = Server::start(on_redis(&self.schema.url(), &unique("redis-empty"))).await;
+        let (config, _keys) = on_redis(token_mode(on(&self.schema.url())), "empty");
+        let c = Server::start(config).await;
         connected(&c).await;
         let page = c
             .get(&format!(
