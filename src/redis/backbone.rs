@@ -7,7 +7,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::resp::Value;
+use tokio::sync::oneshot;
+
+use super::resp::{LinkError, Value};
 use super::{Link, Script, Settings, Unavailable, ms};
 use crate::hub::{
     Answer, Backbone, Changed, Emoji, ErrorCode, HubConfig, Identity, Inbound, NameTaken,
@@ -42,9 +44,7 @@ impl RedisBackbone {
             .link
             .call(script, &[room.as_str().as_bytes(), arg.as_bytes()]);
         Box::pin(async move {
-            let v = Link::reply(queued.map_err(unavailable)?)
-                .await
-                .map_err(unavailable)?;
+            let v = answer(queued).await?;
             Ok(v.as_bytes()
                 .and_then(|b| std::str::from_utf8(b).ok())
                 .map(str::to_owned))
@@ -84,9 +84,7 @@ impl RedisBackbone {
         let (max_reactions, max_users) = (self.args.max_reactions, self.args.max_users);
         let message_id = message_id.to_owned();
         Box::pin(async move {
-            let reply = Link::reply(queued.map_err(unavailable)?)
-                .await
-                .map_err(unavailable)?;
+            let reply = answer(queued).await?;
             let code = reply.as_int().unwrap_or(0);
             refused(code, &message_id, what, (max_reactions, max_users))?;
             u64::try_from(code)
@@ -128,6 +126,15 @@ fn changed(seq: Option<&Value>, version: Option<&Value>) -> Option<Changed> {
         seq: number(seq).filter(|&seq| seq > 0)?,
         version: number(version)?,
     })
+}
+
+/// A queued script call's answer; the link failing is `unavailable`.
+async fn answer(
+    queued: Result<oneshot::Receiver<Result<Value, LinkError>>, Unavailable>,
+) -> Result<Value, Refusal> {
+    Link::reply(queued.map_err(unavailable)?)
+        .await
+        .map_err(unavailable)
 }
 
 fn unavailable(e: Unavailable) -> Refusal {
@@ -225,9 +232,7 @@ impl Backbone for RedisBackbone {
         );
         let name = user.as_str().to_owned();
         Box::pin(async move {
-            let v = Link::reply(queued.map_err(unavailable)?)
-                .await
-                .map_err(unavailable)?;
+            let v = answer(queued).await?;
             if v.as_int() == Some(-6) {
                 return Err(Refusal::new(
                     ErrorCode::NameTaken,
@@ -291,9 +296,7 @@ impl Backbone for RedisBackbone {
             ],
         );
         Box::pin(async move {
-            let reply = Link::reply(queued.map_err(unavailable)?)
-                .await
-                .map_err(unavailable)?;
+            let reply = answer(queued).await?;
             if let Some(seq) = reply.as_int().and_then(|n| u64::try_from(n).ok()) {
                 return Ok(Posted {
                     seq,
@@ -353,9 +356,7 @@ impl Backbone for RedisBackbone {
         );
         let message_id = message_id.to_owned();
         Box::pin(async move {
-            let reply = Link::reply(queued.map_err(unavailable)?)
-                .await
-                .map_err(unavailable)?;
+            let reply = answer(queued).await?;
             // A change answers `[seq, reactions]`; a no-op or refusal, a code.
             if let Some(code) = reply.as_int() {
                 if code == -7 {
@@ -411,9 +412,7 @@ impl Backbone for RedisBackbone {
         let limits = (self.args.max_reactions, self.args.max_users);
         let message_id = message_id.to_owned();
         Box::pin(async move {
-            let reply = Link::reply(queued.map_err(unavailable)?)
-                .await
-                .map_err(unavailable)?;
+            let reply = answer(queued).await?;
             // `[seq, version]`, or a refusal's code.
             if let Some(code) = reply.as_int() {
                 refused(code, &message_id, "edit", limits)?;
@@ -459,9 +458,7 @@ impl Backbone for RedisBackbone {
     fn presence(&self, room: &RoomName) -> Answer<Online> {
         let queued = self.link.call(Script::Online, &[room.as_str().as_bytes()]);
         Box::pin(async move {
-            let v = Link::reply(queued.map_err(unavailable)?)
-                .await
-                .map_err(unavailable)?;
+            let v = answer(queued).await?;
             let items = v.items();
             let count = items.first().and_then(|c| c.as_int()).unwrap_or(0);
             let names = items
@@ -497,9 +494,7 @@ impl Backbone for RedisBackbone {
             ],
         );
         Box::pin(async move {
-            let v = Link::reply(queued.map_err(unavailable)?)
-                .await
-                .map_err(unavailable)?;
+            let v = answer(queued).await?;
             let items = v.items();
             let more = items.first().and_then(|m| m.as_int()) == Some(1);
             let messages = items
