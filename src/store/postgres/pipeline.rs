@@ -57,7 +57,7 @@ type Reply<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>>
 /// is sent when its future is first polled, so they reach the database in
 /// this order (an edit after the post it edits, a second edit after the
 /// first). The first failure is returned. (Awaiting them one by one after
-/// a first pass was tried: 0.83–0.89× the posts a second, in
+/// a first pass was tried: 0.81–0.90× the posts a second, in
 /// docs/BENCHMARKS.md.)
 async fn in_order(mut replies: Vec<Reply<'_>>) -> Result<(), tokio_postgres::Error> {
     let mut done = vec![false; replies.len()];
