@@ -73,6 +73,29 @@ pub(crate) struct Sqlite {
     _lock: std::fs::File,
 }
 
+/// The page size of a new file: SQLite's largest, 16 times its default,
+/// unless every change is to be committed alone (`--fsync always`).
+///
+/// With groups of changes nearly everything the store writes is chunks of
+/// a few to 64 KiB, which with 4 KiB pages are chains of overflow pages:
+/// every page is a frame of the write-ahead log with a header, a checksum
+/// and a write of its own, then is read back and written again by the
+/// checkpoint. With 64 KiB pages a chunk is one page or a few: the store's
+/// CPU per change (its writer and checkpoint threads) was 0.62-0.81x, 100
+/// rooms at 150 000 posts/s in phase (`bench/store_cpu.sh`), and
+/// `store_bench throughput` committed 1.06-1.43x the changes a second
+/// with `--fsync batch`. A commit of one small change, though, writes whole
+/// pages: with `--fsync always` 64 KiB pages took 0.59-0.65x the changes a
+/// second, so such a file keeps SQLite's 4 KiB (docs/BENCHMARKS.md, issue
+/// 15, "Larger pages"). The size is the file's for good: one made under
+/// another `--fsync` keeps its own.
+fn page_bytes(fsync: Fsync) -> u32 {
+    match fsync {
+        Fsync::Always => 4096,
+        Fsync::Batch | Fsync::Off => 65_536,
+    }
+}
+
 fn classify(path: &Path, e: &rusqlite::Error) -> JournalError {
     let transient = matches!(
         e.sqlite_error_code(),
@@ -165,6 +188,13 @@ impl Sqlite {
                 "{shown} was written by a newer roomcast (schema version {version}; this build \
                  knows up to {known}); run the newer roomcast, or pass another --data-dir"
             )));
+        }
+        // A new file gets its page size before anything is written: the
+        // size is fixed once the first page is, and a file in WAL mode
+        // keeps the one it has (an older file stays as it is).
+        if version == 0 && tables == 0 {
+            conn.execute_batch(&format!("PRAGMA page_size = {};", page_bytes(fsync)))
+                .map_err(not_ours)?;
         }
         // Migrations run with full syncs whatever `--fsync` says: a power
         // cut during one leaves the file as it was before it.
@@ -477,5 +507,65 @@ impl Journal for Sqlite {
         if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks::tests::{Scratch, T, commit};
+    use super::*;
+    use crate::store::fixtures::post;
+
+    fn page_size(store: &Sqlite) -> u32 {
+        store
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_file_takes_the_page_size_of_its_fsync_and_keeps_it() {
+        for (fsync, bytes) in [(Fsync::Batch, 65_536), (Fsync::Always, 4096)] {
+            let new = Scratch::new(&format!("page-new-{fsync:?}"));
+            let store = Sqlite::open(&new.0, fsync, None).unwrap();
+            assert_eq!(page_size(&store), bytes);
+            assert_eq!(store.log_frame_bytes, u64::from(bytes) + 24);
+            drop(store);
+            // Opened again under another policy, it keeps its size.
+            let store = Sqlite::open(&new.0, Fsync::Off, None).unwrap();
+            assert_eq!(page_size(&store), bytes);
+        }
+
+        // A file made with SQLite's default page, as every build before
+        // this one made them: it keeps it, and takes posts and reads.
+        let old = Scratch::new("page-old");
+        std::fs::create_dir_all(&old.0).unwrap();
+        let db = rusqlite::Connection::open(old.0.join("roomcast.db")).unwrap();
+        db.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+        for migration in MIGRATIONS {
+            db.execute_batch(migration).unwrap();
+        }
+        db.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {};",
+            MIGRATIONS.len()
+        ))
+        .unwrap();
+        drop(db);
+        let mut store = Sqlite::open(&old.0, Fsync::Off, None).unwrap();
+        assert_eq!(page_size(&store), 4096);
+        assert_eq!(store.log_frame_bytes, 4096 + 24);
+        let posts: Vec<_> = (1..=3).map(|s| post("r", s, T)).collect();
+        commit(&mut store, &posts, &Retention::default());
+        let query = PageQuery {
+            after: 0,
+            before: None,
+            limit: 10,
+        };
+        let (messages, more) = store.page("r", query).unwrap();
+        assert_eq!(
+            messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert!(!more);
     }
 }
