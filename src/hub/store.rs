@@ -28,11 +28,20 @@ const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Seqs a room reserves at a time; after a crash its numbering resumes past
 /// the last reservation, so it may skip up to this many numbers. The next
-/// block is asked for halfway through, so a room posting 3,600 messages a
-/// second has over a second of headroom: a disk that stalls a commit for a
-/// few hundred milliseconds (seen on this project's shared machine) does
-/// not make posts wait for their reservation and get `unavailable`.
-pub const RESERVE_BLOCK: u64 = 8192;
+/// block is asked for halfway through, and becomes usable when the writer
+/// commits it, up to a commit interval and a commit later.
+///
+/// Why this many: the lead must cover what one room can post before that
+/// commit, and a server behind under load reads each connection's backlog
+/// in one go (a sender's thousands of buffered posts), on the same core as
+/// the writer. With 8 192 (a lead of 4 096), 100 rooms posting 280 000
+/// messages a second in phase, one core, refused 6 400 to 360 000 posts as
+/// "the history store is behind" in 5 of 12 runs, while the store kept up
+/// (no commit over 51 ms, its queue at most 13 200 of 16 384 in half-second
+/// samples); with 65 536 in none of 8 (docs/BENCHMARKS.md, issue 15, "A
+/// room's seqs reserved further ahead"). A skip after a crash is only a
+/// jump in the numbering: `after` and `gap` mean what they meant.
+pub const RESERVE_BLOCK: u64 = 65_536;
 
 /// One change to a room's stored history.
 #[derive(Debug, Clone)]
@@ -446,5 +455,79 @@ impl Store {
         let (reply, done) = oneshot::channel();
         self.queue.push_control(StoreOp::Stop(reply));
         let _ = done.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{ErrorCode, Hub, HubConfig, HubParts, RoomName, UserName};
+    use crate::metrics::Metrics;
+
+    /// A writer that loads every room empty and never commits: whatever a
+    /// room hands out, it hands out on its load's reservation alone.
+    fn stalled_writer(mut inbox: StoreInbox) -> std::thread::JoinHandle<usize> {
+        std::thread::spawn(move || {
+            let mut changes = 0;
+            while let Some(op) = inbox.recv() {
+                match op {
+                    StoreOp::Load { reply, .. } => {
+                        let _ = reply.send(Ok(Snapshot {
+                            reserved: RESERVE_BLOCK,
+                            ..Snapshot::default()
+                        }));
+                    }
+                    StoreOp::Change(..) => changes += 1,
+                    StoreOp::Stop(reply) => {
+                        let _ = reply.send(());
+                        break;
+                    }
+                    StoreOp::Page { .. } | StoreOp::Flush(_) => {}
+                }
+            }
+            changes
+        })
+    }
+
+    #[test]
+    fn a_room_hands_out_its_whole_block_before_the_next_is_committed_and_nothing_past_it() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _in_runtime = rt.enter();
+        let block = usize::try_from(RESERVE_BLOCK).unwrap();
+        let (store, inbox) = store_channel(block + 16);
+        let writer = stalled_writer(inbox);
+        let hub = Hub::from_parts(HubParts {
+            config: HubConfig {
+                outbox_frames: block + 16,
+                outbox_bytes: 1 << 30,
+                ..HubConfig::default()
+            },
+            metrics: Arc::new(Metrics::default()),
+            store: Some(store.clone()),
+        });
+        let room = RoomName::parse("burst").unwrap();
+        let mut ann = hub
+            .join(room, UserName::parse("ann").unwrap(), None)
+            .unwrap();
+        rt.block_on(ann.welcomed());
+
+        // The ask for the next block went out halfway and was never
+        // committed: the room still posts up to the end of its block, a
+        // burst of half a block past the ask.
+        for seq in 1..=RESERVE_BLOCK {
+            let posted = ann.post_now("m".into(), None).unwrap();
+            assert_eq!(posted.ok().flatten(), Some(seq));
+        }
+        let refused = ann.post_now("m".into(), None).unwrap().unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Unavailable);
+        assert!(refused.message.contains("behind"), "{}", refused.message);
+
+        drop(ann);
+        drop(hub);
+        rt.block_on(store.stop());
+        assert_eq!(writer.join().unwrap(), block, "every post was queued once");
     }
 }
