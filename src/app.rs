@@ -24,7 +24,7 @@ use crate::media::{LocalStore, MediaStore, MediaStoreKind, S3Store};
 use crate::metrics::Metrics;
 use crate::store::StoreKind;
 use crate::ws::rate::IdentityRates;
-use crate::ws::session::SessionConfig;
+use crate::ws::session::{Backlog, SessionConfig};
 
 /// Counts running connections and sessions so shutdown can wait for them.
 #[derive(Default)]
@@ -225,6 +225,12 @@ impl AppState {
             Some(url) => start_redis(&config, parts, url)?,
         };
         let auth = Arc::new(config.auth.clone());
+        let backlog = Backlog::default();
+        // A history store behind throttles reads as a connection's queue
+        // does (`hub/store_queue.rs`).
+        if let Some(store) = hub.store() {
+            store.report_backlog(backlog.hook());
+        }
         Ok(Arc::new(AppState {
             uploads,
             presigned,
@@ -248,7 +254,7 @@ impl AppState {
                 ping_interval: config.ping_interval,
                 idle_timeout: config.idle_timeout,
                 auth: Arc::clone(&auth),
-                backlog: Default::default(),
+                backlog,
                 previews,
             }),
             auth,

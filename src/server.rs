@@ -95,8 +95,9 @@ pub async fn serve_when_ready(
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
-            // While the writers are behind, joining members would only
-            // add to their queues (every join is a broadcast): wait.
+            // While the writers (or the history store) are behind, joining
+            // members would only add to their queues (every join is a
+            // broadcast, and a load for the store): wait.
             accepted = async {
                 state.session.backlog.caught_up().await;
                 listener.accept().await

@@ -1,11 +1,13 @@
 //! Overload is not slowness (docs/protocol.md, "Slow consumers"): a
 //! client that keeps reading is never closed because the server fell
-//! behind, and a client that stops reading is still closed with 1013.
+//! behind, a client that stops reading is still closed with 1013, and a
+//! post sent faster than the history store commits waits instead of being
+//! refused.
 //!
-//! Neither test depends on timing. The readers of the first have receive
-//! buffers that hold everything the test sends them, so they never refuse
-//! bytes however late they run; the second reads in lockstep with its
-//! sender, so its readers never hold more than one message.
+//! No test depends on timing. The readers of the first and the last have
+//! receive buffers that hold everything the test sends them, so they never
+//! refuse bytes however late they run; the second reads in lockstep with
+//! its sender, so its readers never hold more than one message.
 
 mod common;
 
@@ -25,7 +27,8 @@ fn masked_text(out: &mut Vec<u8>, text: &str) {
 }
 
 /// Reads events until the next `message`; returns its seq. Anything but
-/// presence before it (a close frame above all) fails the test.
+/// presence before it (an `error` or a close frame above all) fails the
+/// test.
 async fn next_message(client: &mut RawWs) -> u64 {
     loop {
         let event = client.read_json().await;
@@ -63,9 +66,17 @@ async fn readers_of_a_room_flooded_faster_than_the_server_writes_get_everything(
         }
     }
 
-    for (s, c) in clients.iter_mut().take(SENDERS).enumerate() {
+    flood(&mut clients[..SENDERS], EACH).await;
+    every_reader_gets_everything(clients, (SENDERS * EACH) as u64).await;
+    assert_eq!(server.metric(DROPPED).await, 0);
+    server.shutdown().await.unwrap();
+}
+
+/// Each of `senders` sends `each` posts in one write.
+async fn flood(senders: &mut [RawWs], each: usize) {
+    for (s, c) in senders.iter_mut().enumerate() {
         let mut burst = Vec::new();
-        for k in 0..EACH {
+        for k in 0..each {
             masked_text(
                 &mut burst,
                 &format!(r#"{{"type":"message","content":"{s}-{k}"}}"#),
@@ -73,8 +84,11 @@ async fn readers_of_a_room_flooded_faster_than_the_server_writes_get_everything(
         }
         c.stream.write_all(&burst).await.expect("send the burst");
     }
+}
 
-    let total = (SENDERS * EACH) as u64;
+/// Every client reads messages 1 to `total`, in order, with nothing but
+/// presence between them (no `error`, no close).
+async fn every_reader_gets_everything(clients: Vec<RawWs>, total: u64) {
     let readers: Vec<_> = clients
         .into_iter()
         .map(|mut c| {
@@ -95,7 +109,43 @@ async fn readers_of_a_room_flooded_faster_than_the_server_writes_get_everything(
             "every message, in order"
         );
     }
-    assert_eq!(server.metric(DROPPED).await, 0);
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn posts_sent_faster_than_the_history_store_commits_are_delayed_not_refused() {
+    // A durable store whose writer flushes every change on its own
+    // (`--fsync always`) behind a queue of 64, and four clients that each
+    // send 250 posts in one write: posts arrive far faster than they
+    // commit. Before the store's queue throttled reads, the posts past its
+    // bound were refused `unavailable` ("the history store is behind").
+    // Now the server stops reading at three quarters of it (the room left
+    // is more than the two worker threads can read past the throttle).
+    const SENDERS: usize = 4;
+    const EACH: usize = 250;
+    let server = Server::start(
+        config()
+            .rate(0u32)
+            .store(roomcast::store::StoreKind::Sqlite)
+            .fsync(roomcast::store::Fsync::Always)
+            .store_queue(64usize),
+    )
+    .await;
+    let mut clients: Vec<RawWs> = Vec::new();
+    for i in 0..SENDERS {
+        let mut c = common::roomy_client(&server, &format!("/ws/kept/u{i}")).await;
+        assert_eq!(c.read_json().await["type"], "welcome");
+        clients.push(c);
+    }
+    flood(&mut clients, EACH).await;
+    let total = (SENDERS * EACH) as u64;
+    every_reader_gets_everything(clients, total).await;
+
+    // Stored, too: after a restart the newest page ends with the last one.
+    let server = server.restart().await;
+    let page = server.get("/api/rooms/kept/messages?limit=1").await.json();
+    assert_eq!(page["messages"][0]["seq"], total);
+    assert_eq!(page["has_more"], true);
     server.shutdown().await.unwrap();
 }
 

@@ -50,7 +50,7 @@ pub use frame::Frame;
 pub use identity::{Identity, NAME_HOLD_GRACE, NameTaken};
 pub use member::{LaterPreview, Member, Welcomed};
 pub use names::{Emoji, NameError, RoomName, UserName};
-pub use outbox::{CloseReason, Outbox, Pushed};
+pub use outbox::{BacklogHook, CloseReason, Outbox, Pushed};
 pub use short_text::ShortText;
 pub use store::{
     Change, PageQuery, RESERVE_BLOCK, Snapshot, Store, StoreError, StoreHealth, StoreInbox,

@@ -74,9 +74,11 @@ pub enum Pushed {
     Closed,
 }
 
-/// Told `true` when a queue starts being behind (past a quarter of its
-/// bounds while its socket takes bytes) and `false` when it stops.
-type BacklogHook = Arc<dyn Fn(bool) + Send + Sync>;
+/// Told `true` when a queue starts being behind and `false` when it
+/// stops: a connection's queue past a quarter of its bounds while its
+/// socket takes bytes, or the history store's (`store_queue.rs`). The
+/// server reads no requests while any is behind.
+pub type BacklogHook = Arc<dyn Fn(bool) + Send + Sync>;
 
 /// Entries a drained queue may keep allocated: a burst's worth more is
 /// given back, so an idle connection holds little.
@@ -131,7 +133,7 @@ impl Outbox {
 
     /// Reports this queue to `hook` whenever it starts or stops being
     /// behind (see the module docs). The first hook attached stays.
-    pub fn report_backlog(&self, hook: Arc<dyn Fn(bool) + Send + Sync>) {
+    pub fn report_backlog(&self, hook: BacklogHook) {
         let _ = self.backlog.set(hook);
     }
 

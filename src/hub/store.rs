@@ -296,6 +296,23 @@ impl StoreInbox {
         self.queue.wait_for_company(until, enough)
     }
 
+    /// The writer committed: changes are taken again.
+    pub fn set_ok(&self) {
+        let was_failing = self.health.degraded().is_some();
+        self.health.set_ok();
+        if was_failing {
+            self.queue.set_failing(false);
+        }
+    }
+
+    /// The writer failed to commit: changes are refused until it succeeds
+    /// again, and the queue is not reported behind meanwhile (its clients
+    /// are told why at once instead of waiting).
+    pub fn set_failing(&self, reason: String) {
+        self.health.set_failing(reason);
+        self.queue.set_failing(true);
+    }
+
     /// Operations queued.
     pub fn len(&self) -> usize {
         self.queue.len()
@@ -367,6 +384,13 @@ impl Store {
     /// Changes accepted but not yet committed.
     pub fn uncommitted(&self) -> u64 {
         self.health.uncommitted()
+    }
+
+    /// Reports the writer's queue to `hook` whenever it starts or stops
+    /// being behind: from three quarters of its bound to under half (see
+    /// `store_queue.rs`). The first hook attached stays.
+    pub fn report_backlog(&self, hook: super::BacklogHook) {
+        self.queue.report_backlog(hook);
     }
 
     /// Operations waiting in the writer's queue (or with room taken for).

@@ -17,12 +17,25 @@
 //! dropped). [`StoreQueue::push_control`] (a flush or a stop, only from the
 //! server's own code, each caller waiting for its answer) queues past the
 //! bound.
+//!
+//! Before the bound, the queue says it is behind (through the hook the
+//! server attached, [`StoreQueue::report_backlog`]) once three quarters of
+//! it are queued, and caught up once under half; the server reads no
+//! requests meanwhile (as for a connection's queue: `outbox.rs`), so a
+//! writer late because the core is busy or a commit was slow shows as
+//! latency, not as posts refused. Under load the queue holds what arrives
+//! during one commit: past three quarters is a commit several times longer
+//! than usual. Each session checks the throttle before each request it
+//! reads, so at most one request per running worker thread gets past it:
+//! the last quarter is their room. A failing store is never behind: it
+//! refuses changes at once (`store.rs`), and its clients hear why.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
+use super::outbox::BacklogHook;
 use super::store::StoreOp;
 
 /// The most operations the writer moves out in one lock (about 26 KiB: a
@@ -44,6 +57,8 @@ pub(super) struct StoreQueue {
     /// under the lock, so a push under the lock sees it.
     closed: AtomicBool,
     capacity: usize,
+    /// Told when the queue starts and stops being behind.
+    backlog: OnceLock<BacklogHook>,
     /// How many times `ready` was signalled.
     #[cfg(test)]
     signals: AtomicUsize,
@@ -59,6 +74,10 @@ struct Queued {
     /// An operation that may not wait (anything but a change) was queued
     /// since the queue was last emptied.
     urgent: bool,
+    /// Reported behind to the backlog hook (see the module docs).
+    behind: bool,
+    /// The store is failing: it refuses changes, so it is never behind.
+    failing: bool,
 }
 
 /// What wakes the writer.
@@ -82,11 +101,14 @@ impl StoreQueue {
                 senders: 1,
                 writer: Wait::No,
                 urgent: false,
+                behind: false,
+                failing: false,
             }),
             ready: Condvar::new(),
             used: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             capacity: capacity.max(1),
+            backlog: OnceLock::new(),
             #[cfg(test)]
             signals: AtomicUsize::new(0),
         }
@@ -96,6 +118,40 @@ impl StoreQueue {
         // Every update is a single push, drain or count: a panic elsewhere
         // cannot leave the queue half-changed, so poisoning is ignored.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reports this queue to `hook` whenever it starts or stops being
+    /// behind (see the module docs). The first hook attached stays.
+    pub fn report_backlog(&self, hook: BacklogHook) {
+        let _ = self.backlog.set(hook);
+    }
+
+    /// The store started (`true`) or stopped failing: while it fails it
+    /// refuses changes and is not reported behind.
+    pub fn set_failing(&self, failing: bool) {
+        let mut q = self.lock();
+        q.failing = failing;
+        self.recount(&mut q);
+    }
+
+    /// Updates the backlog report after the queue changed: behind from
+    /// three quarters of the bound, caught up under half, never while the
+    /// store fails or once the writer is gone.
+    fn recount(&self, q: &mut Queued) {
+        let Some(hook) = self.backlog.get() else {
+            return;
+        };
+        let len = q.ops.len();
+        let stopped = q.failing || self.closed.load(Ordering::Acquire);
+        let behind = if q.behind {
+            !stopped && len >= self.capacity / 2
+        } else {
+            !stopped && len >= (self.capacity * 3 / 4).max(1)
+        };
+        if behind != q.behind {
+            q.behind = behind;
+            hook(behind);
+        }
     }
 
     /// Takes room for one operation; `false` when the queue is full.
@@ -123,6 +179,9 @@ impl StoreQueue {
         let urgent = !matches!(op, StoreOp::Change(..));
         q.urgent |= urgent;
         q.ops.push_back(op);
+        if !q.behind {
+            self.recount(&mut q);
+        }
         let wake = match q.writer {
             Wait::No => false,
             Wait::Any => true,
@@ -170,6 +229,9 @@ impl StoreQueue {
         let mut q = self.lock();
         loop {
             if let Some(op) = q.ops.pop_front() {
+                if q.behind {
+                    self.recount(&mut q);
+                }
                 drop(q);
                 self.used.fetch_sub(1, Ordering::AcqRel);
                 return Some(op);
@@ -223,6 +285,9 @@ impl StoreQueue {
             if q.ops.is_empty() {
                 q.urgent = false;
             }
+            if q.behind {
+                self.recount(&mut q);
+            }
             drop(q);
             if n == 0 {
                 break;
@@ -239,7 +304,9 @@ impl StoreQueue {
         let ops = {
             let mut q = self.lock();
             self.closed.store(true, Ordering::Release);
-            std::mem::take(&mut q.ops)
+            let ops = std::mem::take(&mut q.ops);
+            self.recount(&mut q);
+            ops
         };
         self.used.fetch_sub(ops.len(), Ordering::AcqRel);
     }
@@ -409,5 +476,60 @@ mod tests {
         q.drop_sender();
         // Both operations are received before the writer sees no sender.
         assert_eq!(writer.join().expect("the writer ends"), 2);
+    }
+
+    #[test]
+    fn behind_from_three_quarters_of_the_bound_until_under_half_and_never_while_failing() {
+        use std::sync::{Arc, Mutex};
+        let q = StoreQueue::new(8);
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let hook: BacklogHook = {
+            let told = Arc::clone(&told);
+            Arc::new(move |behind| told.lock().unwrap().push(behind))
+        };
+        q.report_backlog(hook);
+        let told = || told.lock().unwrap().clone();
+        let fill = |n: usize| {
+            for _ in 0..n {
+                assert!(q.reserve());
+                q.push(settle(1));
+            }
+        };
+        let mut taken = Vec::new();
+
+        fill(5);
+        assert_eq!(told(), [false; 0], "5 of 8 is not behind");
+        fill(1);
+        assert_eq!(told(), [true], "6 of 8 is");
+        fill(1);
+        assert_eq!(q.take(2, &mut taken), 2);
+        assert_eq!(told(), [true], "still behind at 5, and told once");
+        assert!(q.recv().is_some());
+        assert_eq!(told(), [true], "and at 4, half the bound");
+        assert!(q.recv().is_some());
+        assert_eq!(told(), [true, false], "caught up at 3");
+
+        fill(3);
+        assert_eq!(told(), [true, false, true]);
+        q.set_failing(true);
+        assert_eq!(
+            told(),
+            [true, false, true, false],
+            "a failing store refuses instead"
+        );
+        fill(1);
+        assert_eq!(told().len(), 4, "and stays so however full");
+        q.set_failing(false);
+        assert_eq!(
+            told(),
+            [true, false, true, false, true],
+            "until it recovers"
+        );
+        q.close();
+        assert_eq!(
+            told().last(),
+            Some(&false),
+            "a closed queue is never behind"
+        );
     }
 }

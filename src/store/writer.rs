@@ -261,7 +261,7 @@ fn commit_group(
                 if inbox.health.degraded().is_some() {
                     tracing::info!("the history store commits again");
                 }
-                inbox.health.set_ok();
+                inbox.set_ok();
                 finish(group, outcomes, inbox, metrics);
                 return;
             }
@@ -274,7 +274,7 @@ fn commit_group(
                         e.message
                     );
                 }
-                inbox.health.set_failing(e.message);
+                inbox.set_failing(e.message);
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }

@@ -35,7 +35,9 @@ use super::rate::IdentityRates;
 use super::ticker::Ticker;
 use super::woken::PollWhenWoken;
 use super::writer::{CLOSE_GRACE, WRITE_TIMEOUT, WriterTask};
-use crate::hub::{Attachment, AttachmentPreview, CloseReason, ErrorCode, Member, Refusal, frames};
+use crate::hub::{
+    Attachment, AttachmentPreview, BacklogHook, CloseReason, ErrorCode, Member, Refusal, frames,
+};
 use crate::media::preview_pool::PreviewPool;
 use crate::media::{AttachError, MediaStore, PreviewInfo};
 use crate::metrics::Metrics;
@@ -70,24 +72,26 @@ pub struct SessionConfig {
 /// 4001 when it passes.
 pub type Expiry = Arc<std::sync::atomic::AtomicU64>;
 
-/// How many of a server's outboxes are behind (see [`crate::hub::Outbox`]):
-/// past a quarter of their bounds while their socket still takes bytes, so
-/// the server, not the client, is late. While any is, sessions read no new
-/// requests and the accept loop takes no new connection; the queues drain,
-/// and the senders feel it as TCP backpressure instead of healthy readers
-/// being closed as slow consumers.
+/// How many of a server's queues are behind: outboxes (see
+/// [`crate::hub::Outbox`]) past a quarter of their bounds while their socket
+/// still takes bytes, so the server, not the client, is late; and the
+/// history store's queue past three quarters of its bound (see
+/// [`crate::hub::Store::report_backlog`]). While any is, sessions read no
+/// new requests and the accept loop takes no new connection; the queues
+/// drain, and the senders feel it as TCP backpressure instead of healthy
+/// readers being closed as slow consumers or posts refused.
 pub struct Backlog {
     behind: Arc<AtomicUsize>,
     clear: Arc<Notify>,
-    /// Attached to every session's outbox.
-    hook: Arc<dyn Fn(bool) + Send + Sync>,
+    /// Attached to every session's outbox and to the history store's queue.
+    hook: BacklogHook,
 }
 
 impl Default for Backlog {
     fn default() -> Self {
         let behind = Arc::new(AtomicUsize::new(0));
         let clear = Arc::new(Notify::new());
-        let hook: Arc<dyn Fn(bool) + Send + Sync> = {
+        let hook: BacklogHook = {
             let (behind, clear) = (Arc::clone(&behind), Arc::clone(&clear));
             Arc::new(move |now_behind| {
                 if now_behind {
@@ -106,12 +110,17 @@ impl Default for Backlog {
 }
 
 impl Backlog {
-    /// Whether some outbox is behind.
+    /// The hook a queue reports to when it starts or stops being behind.
+    pub fn hook(&self) -> BacklogHook {
+        Arc::clone(&self.hook)
+    }
+
+    /// Whether some queue is behind.
     pub fn is_behind(&self) -> bool {
         self.behind.load(Ordering::Acquire) > 0
     }
 
-    /// Resolves once no outbox is behind.
+    /// Resolves once no queue is behind.
     pub async fn caught_up(&self) {
         loop {
             let notified = self.clear.notified();
@@ -188,7 +197,7 @@ pub async fn run<R, W>(
     );
     let outbox = Arc::clone(member.outbox());
     let backlog = &config.backlog;
-    outbox.report_backlog(Arc::clone(&backlog.hook));
+    outbox.report_backlog(backlog.hook());
     let mut writer = WriterTask::spawn(writer, Arc::clone(&outbox), Arc::clone(&metrics));
 
     // This connection's bucket and its identity's: a reconnect starts with
@@ -209,8 +218,9 @@ pub async fn run<R, W>(
     let mut welcome_queued = false;
 
     loop {
-        // While the server's writers are behind, no request is read: see
-        // [`Backlog`]. Its silence then is ours, not the client's.
+        // While the server's writers or its history store are behind, no
+        // request is read: see [`Backlog`]. Its silence then is ours, not
+        // the client's.
         let throttled = backlog.is_behind();
         // One turn: the first of these that is ready, in this order. A
         // connection whose writer has ended reads nothing more. Requests
