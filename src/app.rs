@@ -215,6 +215,7 @@ impl AppState {
         let store = crate::store::open(&config.store_settings(), Arc::clone(&metrics))
             .await
             .map_err(|e| ServeError::Store(e.0))?;
+        let backlog = Backlog::new(Arc::clone(&metrics));
         let parts = HubParts {
             config: config.hub_config(),
             metrics,
@@ -225,7 +226,6 @@ impl AppState {
             Some(url) => start_redis(&config, parts, url)?,
         };
         let auth = Arc::new(config.auth.clone());
-        let backlog = Backlog::default();
         // A history store behind throttles reads as a connection's queue
         // does (`hub/store_queue.rs`).
         if let Some(store) = hub.store() {

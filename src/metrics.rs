@@ -51,6 +51,9 @@ pub struct Metrics {
     pub messages: Counter,
     /// Connections closed with 1013 because their queue overflowed.
     pub slow_consumers_dropped: Counter,
+    /// Times the server stopped reading requests because a queue was
+    /// behind (a connection's, or the history store's).
+    pub reads_paused: Counter,
     /// Requests refused by the per-connection rate limit.
     pub rate_limited: Counter,
     /// Uploads stored.

@@ -149,6 +149,7 @@ async fn metrics_are_prometheus_text_and_move() {
         "roomcast_bytes_out_total",
         "roomcast_messages_total",
         "roomcast_slow_consumers_dropped_total",
+        "roomcast_reads_paused_total",
         "roomcast_uploads_total",
     ] {
         assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");

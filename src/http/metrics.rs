@@ -11,7 +11,7 @@ use crate::hub::Hub;
 /// Renders every counter, plus the number of rooms held.
 pub fn render(hub: &Hub) -> Response<Body> {
     let m = hub.metrics();
-    let rows: [(&str, &str, &str, u64); 17] = [
+    let rows: [(&str, &str, &str, u64); 18] = [
         (
             "roomcast_connections",
             "gauge",
@@ -65,6 +65,12 @@ pub fn render(hub: &Hub) -> Response<Body> {
             "counter",
             "Connections closed with 1013 for falling behind.",
             m.slow_consumers_dropped.get(),
+        ),
+        (
+            "roomcast_reads_paused_total",
+            "counter",
+            "Times the server stopped reading requests because a queue (a connection's or the history store's) was behind.",
+            m.reads_paused.get(),
         ),
         (
             "roomcast_rate_limited_total",

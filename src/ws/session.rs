@@ -87,15 +87,19 @@ pub struct Backlog {
     hook: BacklogHook,
 }
 
-impl Default for Backlog {
-    fn default() -> Self {
+impl Backlog {
+    /// No queue behind yet; each pause (from none behind to one) is
+    /// counted in `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
         let behind = Arc::new(AtomicUsize::new(0));
         let clear = Arc::new(Notify::new());
         let hook: BacklogHook = {
             let (behind, clear) = (Arc::clone(&behind), Arc::clone(&clear));
             Arc::new(move |now_behind| {
                 if now_behind {
-                    behind.fetch_add(1, Ordering::AcqRel);
+                    if behind.fetch_add(1, Ordering::AcqRel) == 0 {
+                        metrics.reads_paused.inc();
+                    }
                 } else if behind.fetch_sub(1, Ordering::AcqRel) == 1 {
                     clear.notify_waiters();
                 }
@@ -107,9 +111,7 @@ impl Default for Backlog {
             hook,
         }
     }
-}
 
-impl Backlog {
     /// The hook a queue reports to when it starts or stops being behind.
     pub fn hook(&self) -> BacklogHook {
         Arc::clone(&self.hook)
@@ -604,6 +606,8 @@ async fn handle_request(
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
     #[test]
@@ -620,5 +624,27 @@ mod tests {
     fn pong_event_is_a_valid_frame() {
         assert_eq!(PONG_EVENT.len(), 2 + PONG_EVENT[1] as usize);
         assert_eq!(&PONG_EVENT[2..], br#"{"type":"pong"}"#);
+    }
+
+    #[tokio::test]
+    async fn reads_pause_while_any_queue_is_behind_and_each_pause_is_counted_once() {
+        let metrics = Arc::new(Metrics::default());
+        let backlog = Backlog::new(Arc::clone(&metrics));
+        let (outbox, store) = (backlog.hook(), backlog.hook());
+        assert!(!backlog.is_behind());
+        outbox(true);
+        store(true);
+        assert!(backlog.is_behind());
+        assert_eq!(metrics.reads_paused.get(), 1, "one pause, two queues");
+        let caught_up = backlog.caught_up();
+        tokio::pin!(caught_up);
+        outbox(false);
+        assert!(backlog.is_behind(), "the store's queue still is");
+        assert!(caught_up.as_mut().now_or_never().is_none());
+        store(false);
+        assert!(!backlog.is_behind());
+        caught_up.await;
+        store(true);
+        assert_eq!(metrics.reads_paused.get(), 2);
     }
 }
