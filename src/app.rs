@@ -216,6 +216,15 @@ impl AppState {
             .await
             .map_err(|e| ServeError::Store(e.0))?;
         let backlog = Backlog::new(Arc::clone(&metrics));
+        let store_behind = {
+            let (hook, metrics) = (backlog.hook(), Arc::clone(&metrics));
+            Arc::new(move |behind: bool| {
+                if behind {
+                    metrics.store_behind.inc();
+                }
+                hook(behind);
+            })
+        };
         let parts = HubParts {
             config: config.hub_config(),
             metrics,
@@ -227,9 +236,9 @@ impl AppState {
         };
         let auth = Arc::new(config.auth.clone());
         // A history store behind throttles reads as a connection's queue
-        // does (`hub/store_queue.rs`).
+        // does (`hub/store_queue.rs`), and is counted on its own.
         if let Some(store) = hub.store() {
-            store.report_backlog(backlog.hook());
+            store.report_backlog(store_behind);
         }
         Ok(Arc::new(AppState {
             uploads,

@@ -54,6 +54,9 @@ pub struct Metrics {
     /// Times the server stopped reading requests because a queue was
     /// behind (a connection's, or the history store's).
     pub reads_paused: Counter,
+    /// Times the history store's queue became behind (three quarters of
+    /// its bound), one of the causes of `reads_paused`.
+    pub store_behind: Counter,
     /// Requests refused by the per-connection rate limit.
     pub rate_limited: Counter,
     /// Uploads stored.

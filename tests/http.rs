@@ -150,6 +150,7 @@ async fn metrics_are_prometheus_text_and_move() {
         "roomcast_messages_total",
         "roomcast_slow_consumers_dropped_total",
         "roomcast_reads_paused_total",
+        "roomcast_store_behind_total",
         "roomcast_uploads_total",
     ] {
         assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");

@@ -11,7 +11,7 @@ use crate::hub::Hub;
 /// Renders every counter, plus the number of rooms held.
 pub fn render(hub: &Hub) -> Response<Body> {
     let m = hub.metrics();
-    let rows: [(&str, &str, &str, u64); 18] = [
+    let rows: [(&str, &str, &str, u64); 19] = [
         (
             "roomcast_connections",
             "gauge",
@@ -71,6 +71,12 @@ pub fn render(hub: &Hub) -> Response<Body> {
             "counter",
             "Times the server stopped reading requests because a queue (a connection's or the history store's) was behind.",
             m.reads_paused.get(),
+        ),
+        (
+            "roomcast_store_behind_total",
+            "counter",
+            "Times the history store's queue reached three quarters of its bound (requests are not read until it is under half).",
+            m.store_behind.get(),
         ),
         (
             "roomcast_rate_limited_total",
