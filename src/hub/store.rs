@@ -225,14 +225,16 @@ impl StoreHealth {
     }
 
     /// The writer failed to commit: refuse changes until it succeeds again.
-    pub fn set_failing(&self, reason: String) {
+    /// Only through [`StoreInbox::set_failing`], which tells the queue too.
+    fn set_failing(&self, reason: String) {
         *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
         self.failing.store(true, Ordering::Release);
     }
 
-    /// The writer committed: accept changes again.
-    pub fn set_ok(&self) {
-        self.failing.store(false, Ordering::Release);
+    /// The writer committed: accept changes again (only through
+    /// [`StoreInbox::set_ok`]). Returns whether it was failing.
+    fn set_ok(&self) -> bool {
+        self.failing.swap(false, Ordering::AcqRel)
     }
 
     /// Changes accepted but not yet committed.
@@ -298,9 +300,7 @@ impl StoreInbox {
 
     /// The writer committed: changes are taken again.
     pub fn set_ok(&self) {
-        let was_failing = self.health.degraded().is_some();
-        self.health.set_ok();
-        if was_failing {
+        if self.health.set_ok() {
             self.queue.set_failing(false);
         }
     }
