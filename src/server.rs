@@ -95,13 +95,10 @@ pub async fn serve_when_ready(
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
-            // While the writers (or the history store) are behind, joining
-            // members would only add to their queues (every join is a
-            // broadcast, and a load for the store): wait.
-            accepted = async {
-                state.session.backlog.caught_up().await;
-                listener.accept().await
-            } => match accepted {
+            // Accepted even while the writers (or the history store) are
+            // behind, so health checks and pages are answered; a WebSocket
+            // join is what waits then (`ws/upgrade.rs`).
+            accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
                     tracing::warn!("accept failed: {e}; retrying in {backoff:?}");

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use common::redis::{Keys, on_redis};
 use common::{
     Client, Proxy, Server, TempDir, config, eventually, moderator_token, token, token_mode,
+    with_claim,
 };
 use roomcast::store::StoreKind;
 use serde_json::{Value, json};
@@ -572,5 +573,78 @@ async fn a_database_that_stops_gives_unavailable_then_everything_recovers() {
         .map(|m| m["content"].as_str().unwrap())
         .collect();
     assert_eq!(contents, ["before", "while it went down", "after"]);
+    server.shutdown().await.unwrap();
+}
+
+/// A database that hangs (its connection open, nothing answered) is waited
+/// for, not failed at once: past three quarters of the store's queue the
+/// server stops reading requests, yet `/metrics` and `/health` still
+/// answer; behind for a second, `/health` and new WebSockets say so; once
+/// the database answers again every post is delivered, in order, and
+/// stored.
+#[tokio::test]
+async fn a_database_that_hangs_holds_posts_while_health_checks_answer() {
+    let schema = Schema::new("hang");
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let url = schema
+        .url()
+        .replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let server = Server::start(on(&url).store_queue(64usize)).await;
+    let (mut ann, _) = server.join("hang", "ann").await;
+    ann.expect("join").await;
+    // The room's seqs are reserved before the database hangs.
+    ann.post("0").await;
+    server.wait_metric("roomcast_store_uncommitted", 0).await;
+
+    proxy.freeze();
+    // Posts until the store's queue has been behind for a second: the
+    // first go into the writer's group, whose commit hangs; the next wait
+    // in its queue, and past three quarters of it the server reads no more
+    // of them. Health checks are answered all along.
+    let mut sent = 0u32;
+    loop {
+        for _ in 0..16 {
+            sent += 1;
+            ann.send_json(json!({"type": "message", "content": sent.to_string()}))
+                .await;
+        }
+        let health = server.get("/health").await;
+        if health.status == 503 {
+            let reason = health.json()["reason"].as_str().unwrap().to_owned();
+            assert!(reason.contains("the history store is behind"), "{reason}");
+            break;
+        }
+        assert_eq!(health.status, 200, "{}", health.text());
+        assert!(sent < 5_000, "the store never said it was behind");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(server.metric("roomcast_store_behind_total").await >= 1);
+    let refused = server.try_upgrade(&with_claim("/ws/hang/bo"), &[]).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.json()["error"], "unavailable");
+
+    proxy.thaw();
+    for k in 1..=sent {
+        let m = ann.skip_to_any(&["message", "error"]).await;
+        assert_eq!(m["type"], "message", "{m}");
+        assert_eq!(m["content"], k.to_string(), "{m}");
+    }
+    eventually("/health is ok again", async || {
+        server.get("/health").await.status == 200
+    })
+    .await;
+    server.wait_metric("roomcast_store_uncommitted", 0).await;
+    let page = server
+        .get("/api/rooms/hang/messages?limit=100")
+        .await
+        .json();
+    let contents: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (sent - 99..=sent).map(|k| k.to_string()).collect();
+    assert_eq!(contents, expected);
     server.shutdown().await.unwrap();
 }

@@ -347,17 +347,15 @@ impl Hub {
     }
 
     /// `None` while the hub can serve; otherwise why not: its backbone is
-    /// disconnected, or its store cannot write.
+    /// disconnected, or its store cannot write or has been behind for a
+    /// second or more.
     pub fn degraded(&self) -> Option<String> {
         let common = &self.shared.common;
         let backbone = match &common.link {
             Link::Local => None,
             Link::Remote(backbone) => backbone.degraded(),
         };
-        backbone.or_else(|| {
-            let store = common.store.as_ref()?.degraded()?;
-            Some(format!("the history store cannot write ({store})"))
-        })
+        backbone.or_else(|| common.store.as_ref()?.degraded())
     }
 
     /// The durable store, if the hub has one.

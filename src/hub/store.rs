@@ -16,6 +16,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -375,10 +376,27 @@ impl Drop for Slot<'_> {
     }
 }
 
+/// How long the writer's queue may stay behind (reads paused for it, see
+/// `store_queue.rs`) before health checks hear of it: a commit that long is
+/// not one slowed by a busy core but a disk or a database that hangs.
+/// Under a second, a load balancer would take out a server for one slow
+/// commit.
+const LATE_AFTER: Duration = Duration::from_secs(1);
+
 impl Store {
-    /// `None` while the store commits; otherwise why not.
+    /// `None` while the store commits; otherwise why not, as a sentence:
+    /// it is failing, or its queue has been behind for [`LATE_AFTER`] or
+    /// longer (posts wait meanwhile; see `store_queue.rs`).
     pub fn degraded(&self) -> Option<String> {
-        self.health.degraded()
+        if let Some(reason) = self.health.degraded() {
+            return Some(format!("the history store cannot write ({reason})"));
+        }
+        let late = self.queue.behind_for().filter(|late| *late >= LATE_AFTER)?;
+        Some(format!(
+            "the history store is behind: {} changes have waited for it for {} ms",
+            self.queue.len(),
+            late.as_millis()
+        ))
     }
 
     /// Changes accepted but not yet committed.

@@ -28,12 +28,14 @@
 //! than usual. Each session checks the throttle before each request it
 //! reads, so at most one request per running worker thread gets past it:
 //! the last quarter is their room. A failing store is never behind: it
-//! refuses changes at once (`store.rs`), and its clients hear why.
+//! refuses changes at once (`store.rs`), and its clients hear why. A
+//! queue behind for long (a database that hangs without failing) is told
+//! to health checks too ([`StoreQueue::behind_for`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::outbox::BacklogHook;
 use super::store::StoreOp;
@@ -76,6 +78,8 @@ struct Queued {
     urgent: bool,
     /// Reported behind to the backlog hook (see the module docs).
     behind: bool,
+    /// Since when it is, while it is.
+    behind_since: Option<Instant>,
     /// The store is failing: it refuses changes, so it is never behind.
     failing: bool,
 }
@@ -102,6 +106,7 @@ impl StoreQueue {
                 writer: Wait::No,
                 urgent: false,
                 behind: false,
+                behind_since: None,
                 failing: false,
             }),
             ready: Condvar::new(),
@@ -150,8 +155,15 @@ impl StoreQueue {
         };
         if behind != q.behind {
             q.behind = behind;
+            q.behind_since = behind.then(Instant::now);
             hook(behind);
         }
+    }
+
+    /// How long the queue has been reported behind, if it is (never
+    /// without a backlog hook attached).
+    pub fn behind_for(&self) -> Option<Duration> {
+        self.lock().behind_since.map(|since| since.elapsed())
     }
 
     /// Takes room for one operation; `false` when the queue is full.
@@ -229,11 +241,12 @@ impl StoreQueue {
         let mut q = self.lock();
         loop {
             if let Some(op) = q.ops.pop_front() {
+                // Given back under the lock, before a caught-up queue lets
+                // sessions read again (see `take`).
+                self.used.fetch_sub(1, Ordering::AcqRel);
                 if q.behind {
                     self.recount(&mut q);
                 }
-                drop(q);
-                self.used.fetch_sub(1, Ordering::AcqRel);
                 return Some(op);
             }
             if q.senders == 0 {
@@ -282,6 +295,13 @@ impl StoreQueue {
             let mut q = self.lock();
             let n = (max - taken).min(q.ops.len()).min(TAKE_AT_ONCE);
             into.extend(q.ops.drain(..n));
+            // The room is given back before the lock is: once a queue that
+            // was behind is caught up, sessions read and post again at
+            // once, and must find it. Given back after, by a writer
+            // preempted in between (batch work, on a busy core), the room
+            // still counted as used and their posts were refused as "the
+            // history store is behind" with the queue nearly empty.
+            self.used.fetch_sub(n, Ordering::AcqRel);
             if q.ops.is_empty() {
                 q.urgent = false;
             }
@@ -292,7 +312,6 @@ impl StoreQueue {
             if n == 0 {
                 break;
             }
-            self.used.fetch_sub(n, Ordering::AcqRel);
             taken += n;
         }
         taken
@@ -499,8 +518,10 @@ mod tests {
 
         fill(5);
         assert_eq!(told(), [false; 0], "5 of 8 is not behind");
+        assert_eq!(q.behind_for(), None);
         fill(1);
         assert_eq!(told(), [true], "6 of 8 is");
+        assert!(q.behind_for().is_some(), "and says since when");
         fill(1);
         assert_eq!(q.take(2, &mut taken), 2);
         assert_eq!(told(), [true], "still behind at 5, and told once");
@@ -508,6 +529,7 @@ mod tests {
         assert_eq!(told(), [true], "and at 4, half the bound");
         assert!(q.recv().is_some());
         assert_eq!(told(), [true, false], "caught up at 3");
+        assert_eq!(q.behind_for(), None);
 
         fill(3);
         assert_eq!(told(), [true, false, true]);
@@ -517,6 +539,7 @@ mod tests {
             [true, false, true, false],
             "a failing store refuses instead"
         );
+        assert_eq!(q.behind_for(), None);
         fill(1);
         assert_eq!(told().len(), 4, "and stays so however full");
         q.set_failing(false);
@@ -530,6 +553,44 @@ mod tests {
             told().last(),
             Some(&false),
             "a closed queue is never behind"
+        );
+    }
+
+    /// Sessions read and post again as soon as the queue reports itself
+    /// caught up: by then the room the writer took must be free again, or
+    /// their posts are refused as if the queue were full.
+    #[test]
+    fn room_the_writer_takes_is_free_before_the_queue_says_it_caught_up() {
+        use std::sync::{Arc, Mutex};
+        let q = Arc::new(StoreQueue::new(8));
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let hook: BacklogHook = {
+            let (q, told) = (Arc::downgrade(&q), Arc::clone(&told));
+            Arc::new(move |behind| {
+                let used = q.upgrade().expect("the queue").used();
+                told.lock().unwrap().push((behind, used));
+            })
+        };
+        q.report_backlog(hook);
+        let fill = |n: usize| {
+            for _ in 0..n {
+                assert!(q.reserve());
+                q.push(settle(1));
+            }
+        };
+
+        fill(6);
+        let mut taken = Vec::new();
+        assert_eq!(q.take(6, &mut taken), 6);
+        assert_eq!(*told.lock().unwrap(), [(true, 6), (false, 0)], "by take");
+        fill(6);
+        for _ in 0..3 {
+            assert!(q.recv().is_some());
+        }
+        assert_eq!(
+            told.lock().unwrap()[2..],
+            [(true, 6), (false, 3)],
+            "by recv"
         );
     }
 }

@@ -77,9 +77,9 @@ pub type Expiry = Arc<std::sync::atomic::AtomicU64>;
 /// still takes bytes, so the server, not the client, is late; and the
 /// history store's queue past three quarters of its bound (see
 /// [`crate::hub::Store::report_backlog`]). While any is, sessions read no
-/// new requests and the accept loop takes no new connection; the queues
-/// drain, and the senders feel it as TCP backpressure instead of healthy
-/// readers being closed as slow consumers or posts refused.
+/// new requests and WebSocket handshakes wait (`ws/upgrade.rs`); the
+/// queues drain, and the senders feel it as TCP backpressure instead of
+/// healthy readers being closed as slow consumers or posts refused.
 pub struct Backlog {
     behind: Arc<AtomicUsize>,
     clear: Arc<Notify>,

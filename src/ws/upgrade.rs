@@ -276,6 +276,11 @@ pub(crate) async fn handle(
             }),
         );
     };
+    // While the writers (or the history store) are behind and reads are
+    // paused, a joining member would only add to their queues (every join
+    // is a broadcast, and a load for the store): the handshake waits. A
+    // store behind for long is refused above instead (`degraded`).
+    state.session.backlog.caught_up().await;
     // Held by the session to its end, like `Slot` below; dropped here on
     // any refusal.
     let address_slot = match client.map(|ip| per_address.acquire(ip)) {

@@ -3,7 +3,8 @@
 //! submodules, a raw HTTP/1.1 client (`http`), a WebSocket client that
 //! speaks the JSON protocol (`client`), a raw WebSocket for clients that
 //! must misbehave (`raw_ws`), the real binary as a process (`binary`), a
-//! TCP proxy the test can cut (`proxy`), and Redis fixtures (`redis`).
+//! TCP proxy the test can cut or freeze (`proxy`), and Redis fixtures
+//! (`redis`).
 //!
 //! Every wait here is bounded by [`TIMEOUT`], which is a failure bound only:
 //! no test passes because something took a certain time.

@@ -1,20 +1,45 @@
 //! A TCP proxy in front of a service (Redis, PostgreSQL) that a test can cut
 //! and restore, so an outage of that service, for one instance only, lasts
-//! exactly as long as the test wants.
+//! exactly as long as the test wants; or freeze and thaw, so the service
+//! hangs (its connections stay open and nothing passes) instead of failing.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub struct Proxy {
     /// Where clients connect instead of the service.
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
+    /// `false` while frozen: bytes read are held, not passed on.
+    flowing: watch::Sender<bool>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
+}
+
+/// Passes what `from` sends to `to`, holding each read while the proxy is
+/// frozen, until either side closes.
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mut flowing: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if flowing.wait_for(|f| *f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl Proxy {
@@ -23,19 +48,26 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
+        let (flowing, _) = watch::channel(true);
         let conns = Arc::new(Mutex::new(Vec::new()));
         let target = target.to_owned();
         let accept = tokio::spawn({
-            let (up, conns) = (up.clone(), conns.clone());
+            let (up, conns, flowing) = (up.clone(), conns.clone(), flowing.clone());
             async move {
-                while let Ok((mut client, _)) = listener.accept().await {
+                while let Ok((client, _)) = listener.accept().await {
                     if !up.load(Ordering::SeqCst) {
                         continue; // refused: the connection is dropped at once
                     }
                     let target = target.clone();
+                    let flowing = flowing.subscribe();
                     let task = tokio::spawn(async move {
-                        if let Ok(mut service) = TcpStream::connect(&target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut service).await;
+                        if let Ok(service) = TcpStream::connect(&target).await {
+                            let (client_r, client_w) = client.into_split();
+                            let (service_r, service_w) = service.into_split();
+                            tokio::join!(
+                                pump(client_r, service_w, flowing.clone()),
+                                pump(service_r, client_w, flowing),
+                            );
                         }
                     });
                     conns.lock().unwrap().push(task);
@@ -45,6 +77,7 @@ impl Proxy {
         Self {
             addr,
             up,
+            flowing,
             conns,
             accept,
         }
@@ -60,6 +93,17 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// Keeps every connection open but passes nothing either way, as a
+    /// service that hangs does.
+    pub fn freeze(&self) {
+        self.flowing.send_replace(false);
+    }
+
+    /// Passes traffic again, what was held first.
+    pub fn thaw(&self) {
+        self.flowing.send_replace(true);
     }
 }
 
