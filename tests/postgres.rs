@@ -89,6 +89,18 @@ fn on(url: &str) -> roomcast::Config {
         .rate(0u32)
 }
 
+/// The contents of the messages of the history page at `path`, oldest
+/// first.
+async fn contents(server: &Server, path: &str) -> Vec<String> {
+    let page = server.get(path).await.json();
+    page["messages"]
+        .as_array()
+        .expect("a page of messages")
+        .iter()
+        .map(|m| m["content"].as_str().expect("content").to_owned())
+        .collect()
+}
+
 fn seqs(history: &Value) -> Vec<u64> {
     history
         .as_array()
@@ -565,14 +577,10 @@ async fn a_database_that_stops_gives_unavailable_then_everything_recovers() {
     .await;
     ann.post("after").await;
     server.wait_metric("roomcast_store_uncommitted", 0).await;
-    let page = server.get("/api/rooms/outage/messages").await.json();
-    let contents: Vec<&str> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
-    assert_eq!(contents, ["before", "while it went down", "after"]);
+    assert_eq!(
+        contents(&server, "/api/rooms/outage/messages").await,
+        ["before", "while it went down", "after"]
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -634,17 +642,10 @@ async fn a_database_that_hangs_holds_posts_while_health_checks_answer() {
     })
     .await;
     server.wait_metric("roomcast_store_uncommitted", 0).await;
-    let page = server
-        .get("/api/rooms/hang/messages?limit=100")
-        .await
-        .json();
-    let contents: Vec<&str> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
     let expected: Vec<String> = (sent - 99..=sent).map(|k| k.to_string()).collect();
-    assert_eq!(contents, expected);
+    assert_eq!(
+        contents(&server, "/api/rooms/hang/messages?limit=100").await,
+        expected
+    );
     server.shutdown().await.unwrap();
 }
