@@ -298,9 +298,12 @@ impl StoreQueue {
             // The room is given back before the lock is: once a queue that
             // was behind is caught up, sessions read and post again at
             // once, and must find it. Given back after, by a writer
-            // preempted in between (batch work, on a busy core), the room
-            // still counted as used and their posts were refused as "the
-            // history store is behind" with the queue nearly empty.
+            // preempted in between (batch work, on a busy core), up to
+            // TAKE_AT_ONCE still counted as used: the throttle stops reads
+            // again at three quarters of what is queued, so a queue of
+            // 1 024 or fewer (an embedder's `Config::store_queue`; the
+            // default is 16 384) could fill and refuse posts as "the
+            // history store is behind" with a quarter of it queued.
             self.used.fetch_sub(n, Ordering::AcqRel);
             if q.ops.is_empty() {
                 q.urgent = false;
