@@ -586,10 +586,10 @@ async fn a_database_that_stops_gives_unavailable_then_everything_recovers() {
 
 /// A database that hangs (its connection open, nothing answered) is waited
 /// for, not failed at once: past three quarters of the store's queue the
-/// server stops reading requests, yet `/metrics` and `/health` still
-/// answer; behind for a second, `/health` and new WebSockets say so; once
-/// the database answers again every post is delivered, in order, and
-/// stored.
+/// server stops reading requests, from idle connections too, yet
+/// `/metrics` and `/health` still answer; behind for a second, `/health`
+/// and new WebSockets say so; once the database answers again every post
+/// is delivered, in order, and stored.
 #[tokio::test]
 async fn a_database_that_hangs_holds_posts_while_health_checks_answer() {
     let schema = Schema::new("hang");
@@ -602,6 +602,17 @@ async fn a_database_that_hangs_holds_posts_while_health_checks_answer() {
     ann.expect("join").await;
     // The room's seqs are reserved before the database hangs.
     ann.post("0").await;
+    // Members of another room, idle while the throttle engages.
+    let mut side = Vec::new();
+    for k in 0..32 {
+        side.push(server.join("side", &format!("s{k}")).await.0);
+    }
+    side[0]
+        .send_json(json!({"type": "message", "content": "warm"}))
+        .await;
+    for member in &mut side {
+        member.skip_to("message").await;
+    }
     server.wait_metric("roomcast_store_uncommitted", 0).await;
 
     proxy.freeze();
@@ -630,8 +641,25 @@ async fn a_database_that_hangs_holds_posts_while_health_checks_answer() {
     let refused = server.try_upgrade(&with_claim("/ws/hang/bo"), &[]).await;
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert_eq!(refused.json()["error"], "unavailable");
+    // Each idle member posts once: read by none while the store is behind
+    // (the queue's last quarter, 16, could not take 32 of them).
+    for (k, member) in side.iter_mut().enumerate() {
+        member
+            .send_json(json!({"type": "message", "content": format!("side {k}")}))
+            .await;
+    }
 
     proxy.thaw();
+    for (k, member) in side.iter_mut().enumerate() {
+        let own = format!("side {k}");
+        loop {
+            let m = member.skip_to_any(&["message", "error"]).await;
+            assert_eq!(m["type"], "message", "{m}");
+            if m["content"] == own.as_str() {
+                break;
+            }
+        }
+    }
     for k in 1..=sent {
         let m = ann.skip_to_any(&["message", "error"]).await;
         assert_eq!(m["type"], "message", "{m}");

@@ -222,8 +222,8 @@ pub async fn run<R, W>(
     loop {
         // While the server's writers or its history store are behind, no
         // request is read: see [`Backlog`]. Its silence then is ours, not
-        // the client's.
-        let throttled = backlog.is_behind();
+        // the client's (`paused`: seen behind during this turn).
+        let mut paused = false;
         // One turn: the first of these that is ready, in this order. A
         // connection whose writer has ended reads nothing more. Requests
         // already buffered are read one turn after the other without a
@@ -240,14 +240,21 @@ pub async fn run<R, W>(
             if !welcome_queued && welcomed.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Turn::Welcomed);
             }
-            if throttled && caught_up.as_mut().poll(cx).is_ready() {
+            // Looked at on every poll, right before reading, not once a
+            // turn: a session that started waiting for its socket before
+            // a queue fell behind must not read one more request when its
+            // client sends one (thousands of idle sessions would each get
+            // one past the throttle).
+            let behind = backlog.is_behind();
+            paused |= behind;
+            if behind && caught_up.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Turn::CaughtUp);
             }
             if ping.poll_tick(cx).is_ready() {
                 return Poll::Ready(Turn::Tick);
             }
             if welcome_queued
-                && !throttled
+                && !behind
                 && let Poll::Ready(msg) = ws.poll_next_unpin(cx)
             {
                 return Poll::Ready(Turn::Request(msg));
@@ -263,7 +270,7 @@ pub async fn run<R, W>(
             Turn::Welcomed => welcome_queued = true,
             Turn::CaughtUp => {}
             Turn::Tick => {
-                if throttled {
+                if paused || backlog.is_behind() {
                     last_heard = Instant::now(); // we are not reading: the silence is ours
                 }
                 let idle_deadline = last_heard + config.idle_timeout;
