@@ -5,10 +5,14 @@ Runs every scenario below on each server in interleaved rounds (the order of
 the servers rotates every round: A B C, B C A, C A B, ...), each server
 started fresh per scenario on its own CPUs and the load generator on others
 (`taskset`, as docs/BENCHMARKS.md does, and `nice -n -20` when run as
-root: other work on this machine runs as high as -8), then prints one table:
+root: other work on this machine runs as high as -8), then prints the tables:
 
 - the highest rate with p99 <= 50 ms and no delivery lost, per round, and
-  roomcast's ratio to each baseline taken round by round (min-max);
+  roomcast's ratio to each baseline taken round by round (min-max): up to
+  the ladder's first step over the bound, then up to its highest step
+  within it (one late step lower down, noise on a shared machine, does not
+  end the second), then capacity (p99 <= 1 s);
+- server CPU per delivery at one load;
 - p99 at fixed loads (0.8, 1.6 and 2.4 M deliveries/s in 1 room x 1000).
 
 Everything is on 127.0.0.1 with ports the servers pick (`--port 0`); every
@@ -25,6 +29,7 @@ does not exit on SIGTERM within 5 s is killed.
 """
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -210,6 +215,20 @@ def highest(run, bound=BOUND_MS):
     return best
 
 
+def highest_any(run, bound=BOUND_MS):
+    """Deliveries/s of the highest step that met the bound, before any loss.
+
+    On a noisy machine one late step low in a ladder ends `highest` there
+    while the steps above it meet the bound; this reads past such a step.
+    Both are printed: a server's latency grows with the rate, so where the
+    two differ, the lower one was cut short by noise.
+    """
+    met = [step["rate"] * run["per_msg"] for step in
+           itertools.takewhile(lambda st: not (st["lost"] or st["closed"]), run["steps"])
+           if step["p99"] <= bound]
+    return max(met, default=0.0)
+
+
 def fmt_rate(d):
     return f"{d / 1e6:.2f} M" if d >= 1e6 else f"{d / 1e3:.0f} k"
 
@@ -251,8 +270,13 @@ def print_table(results, servers, scenarios, rounds, versus="roomcast"):
     print(f"Highest deliveries/s with p99 <= {BOUND_MS:.0f} ms and nothing lost "
           f"(median and range over {rounds} rounds; ratios paired by round)")
     print()
-    for bound in (BOUND_MS, STOP_P99_MS):
-        if bound != BOUND_MS:
+    for bound, measure in ((BOUND_MS, highest), (BOUND_MS, highest_any), (STOP_P99_MS, highest)):
+        if measure is highest_any:
+            print()
+            print(f"The same, the highest step with p99 <= {bound:.0f} ms and nothing lost, "
+                  "past single late steps lower in the ladder")
+            print()
+        elif bound != BOUND_MS:
             print()
             print(f"Highest deliveries/s with nothing lost and p99 <= {bound:.0f} ms (the ladder's stop): "
                   "capacity, for a machine too busy for the first table")
@@ -260,12 +284,12 @@ def print_table(results, servers, scenarios, rounds, versus="roomcast"):
         print(head)
         print("|" + "---|" * (1 + len(servers) + len(others)))
         for sc in scenarios:
-            cells = [spread([highest(r, bound) for r in by.get((s, sc), [])], fmt_rate)
+            cells = [spread([measure(r, bound) for r in by.get((s, sc), [])], fmt_rate)
                      for s in servers]
             for o in others:
                 # Paired by round: the same sitting, the same machine load.
-                mine = {r["round"]: highest(r, bound) for r in by.get((versus, sc), [])}
-                theirs = {r["round"]: highest(r, bound) for r in by.get((o, sc), [])}
+                mine = {r["round"]: measure(r, bound) for r in by.get((versus, sc), [])}
+                theirs = {r["round"]: measure(r, bound) for r in by.get((o, sc), [])}
                 cells.append(ratio_text([(mine[k], theirs[k]) for k in mine if k in theirs]))
             print(f"| {TITLES[sc]} | " + " | ".join(cells) + " |")
     print()

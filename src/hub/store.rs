@@ -391,10 +391,12 @@ impl Store {
         if let Some(reason) = self.health.degraded() {
             return Some(format!("the history store cannot write ({reason})"));
         }
-        let late = self.queue.behind_for().filter(|late| *late >= LATE_AFTER)?;
+        let (late, queued) = self
+            .queue
+            .behind_for()
+            .filter(|(late, _)| *late >= LATE_AFTER)?;
         Some(format!(
-            "the history store is behind: {} changes have waited for it for {} ms",
-            self.queue.len(),
+            "the history store is behind: {queued} changes and reads have waited for it for {} ms",
             late.as_millis()
         ))
     }

@@ -161,9 +161,11 @@ impl StoreQueue {
     }
 
     /// How long the queue has been reported behind, if it is (never
-    /// without a backlog hook attached).
-    pub fn behind_for(&self) -> Option<Duration> {
-        self.lock().behind_since.map(|since| since.elapsed())
+    /// without a backlog hook attached), and the operations queued at that
+    /// moment: both read under one lock.
+    pub fn behind_for(&self) -> Option<(Duration, usize)> {
+        let q = self.lock();
+        q.behind_since.map(|since| (since.elapsed(), q.ops.len()))
     }
 
     /// Takes room for one operation; `false` when the queue is full.
@@ -524,7 +526,11 @@ mod tests {
         assert_eq!(q.behind_for(), None);
         fill(1);
         assert_eq!(told(), [true], "6 of 8 is");
-        assert!(q.behind_for().is_some(), "and says since when");
+        assert_eq!(
+            q.behind_for().map(|(_, queued)| queued),
+            Some(6),
+            "and says since when, and how much waits"
+        );
         fill(1);
         assert_eq!(q.take(2, &mut taken), 2);
         assert_eq!(told(), [true], "still behind at 5, and told once");
