@@ -270,7 +270,7 @@ pub async fn run<R, W>(
             Turn::Welcomed => welcome_queued = true,
             Turn::CaughtUp => {}
             Turn::Tick => {
-                if paused || backlog.is_behind() {
+                if paused {
                     last_heard = Instant::now(); // we are not reading: the silence is ours
                 }
                 let idle_deadline = last_heard + config.idle_timeout;
