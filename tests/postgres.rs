@@ -588,8 +588,9 @@ async fn a_database_that_stops_gives_unavailable_then_everything_recovers() {
 /// for, not failed at once: past three quarters of the store's queue the
 /// server stops reading requests, from idle connections too, yet
 /// `/metrics` and `/health` still answer; behind for a second, `/health`
-/// and new WebSockets say so; once the database answers again every post
-/// is delivered, in order, and stored.
+/// and new WebSockets say so, and so does a handshake held meanwhile; once
+/// the database answers again every post is delivered, in order, and
+/// stored.
 #[tokio::test]
 async fn a_database_that_hangs_holds_posts_while_health_checks_answer() {
     let schema = Schema::new("hang");
@@ -620,23 +621,40 @@ async fn a_database_that_hangs_holds_posts_while_health_checks_answer() {
     // first go into the writer's group, whose commit hangs; the next wait
     // in its queue, and past three quarters of it the server reads no more
     // of them. Health checks are answered all along.
-    let mut sent = 0u32;
-    loop {
-        for _ in 0..16 {
-            sent += 1;
-            ann.send_json(json!({"type": "message", "content": sent.to_string()}))
-                .await;
+    let posting = async {
+        let mut sent = 0u32;
+        loop {
+            for _ in 0..16 {
+                sent += 1;
+                ann.send_json(json!({"type": "message", "content": sent.to_string()}))
+                    .await;
+            }
+            let health = server.get("/health").await;
+            if health.status == 503 {
+                let reason = health.json()["reason"].as_str().unwrap().to_owned();
+                assert!(reason.contains("the history store is behind"), "{reason}");
+                return sent;
+            }
+            assert_eq!(health.status, 200, "{}", health.text());
+            assert!(sent < 5_000, "the store never said it was behind");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let health = server.get("/health").await;
-        if health.status == 503 {
-            let reason = health.json()["reason"].as_str().unwrap().to_owned();
-            assert!(reason.contains("the history store is behind"), "{reason}");
-            break;
-        }
-        assert_eq!(health.status, 200, "{}", health.text());
-        assert!(sent < 5_000, "the store never said it was behind");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    };
+    // A handshake that comes while reads are paused is held; once the
+    // store has been behind for a second it is refused like a new one,
+    // not held for as long as the database hangs.
+    let held = async {
+        eventually("the store's queue is behind", async || {
+            server.metric("roomcast_store_behind_total").await >= 1
+        })
+        .await;
+        server.try_upgrade(&with_claim("/ws/hang/cy"), &[]).await
+    };
+    let (sent, held) = tokio::join!(posting, held);
+    assert_eq!(held.status, 503, "{}", held.text());
+    assert_eq!(held.json()["error"], "unavailable");
+    let reason = held.json()["message"].as_str().unwrap().to_owned();
+    assert!(reason.contains("the history store is behind"), "{reason}");
     assert!(server.metric("roomcast_store_behind_total").await >= 1);
     let refused = server.try_upgrade(&with_claim("/ws/hang/bo"), &[]).await;
     assert_eq!(refused.status, 503, "{}", refused.text());

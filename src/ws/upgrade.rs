@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -233,18 +234,10 @@ pub(crate) async fn handle(
         Err(denied) => return Refused::from(denied).into_response(),
     };
     if state.is_shutting_down() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the server is shutting down; reconnect shortly",
-        );
+        return shutting_down();
     }
     if let Some(reason) = state.hub.degraded() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("{reason}; try again shortly"),
-        );
+        return unavailable(&reason);
     }
     match state.hub.name_free(&room, &user, &admitted.identity).await {
         Ok(()) => {}
@@ -279,8 +272,14 @@ pub(crate) async fn handle(
     // While the writers (or the history store) are behind and reads are
     // paused, a joining member would only add to their queues (every join
     // is a broadcast, and a load for the store): the handshake waits. A
-    // store behind for long is refused above instead (`degraded`).
-    state.session.backlog.caught_up().await;
+    // store behind for long is refused above instead (`degraded`), and so
+    // is a handshake that was waiting when it became so.
+    if let Err(reason) = wait_for_queues(state).await {
+        return unavailable(&reason);
+    }
+    if state.is_shutting_down() {
+        return shutting_down();
+    }
     // Held by the session to its end, like `Slot` below; dropped here on
     // any refusal.
     let address_slot = match client.map(|ip| per_address.acquire(ip)) {
@@ -383,6 +382,49 @@ pub(crate) async fn handle(
     res
 }
 
+/// How often a handshake held by [`wait_for_queues`] asks whether the hub
+/// has become degraded meanwhile.
+const HELD_CHECK: Duration = Duration::from_millis(250);
+
+/// Holds a handshake until no queue is behind. A store that hangs would
+/// hold it for as long as the hang (a SQLite disk has no timeout of its
+/// own), so a held handshake looks again every [`HELD_CHECK`] and gives up
+/// with the hub's reason once it is degraded: a store behind for a second,
+/// or failing. A server merely busy is never degraded: its handshakes wait
+/// for the writers, as its readers do.
+async fn wait_for_queues(state: &AppState) -> Result<(), String> {
+    let backlog = &state.session.backlog;
+    loop {
+        if tokio::time::timeout(HELD_CHECK, backlog.caught_up())
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if let Some(reason) = state.hub.degraded() {
+            return Err(reason);
+        }
+    }
+}
+
+/// `503` once shutdown has begun.
+fn shutting_down() -> Response<Body> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "the server is shutting down; reconnect shortly",
+    )
+}
+
+/// The hub cannot take a member now (see `Hub::degraded`).
+fn unavailable(reason: &str) -> Response<Body> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("{reason}; try again shortly"),
+    )
+}
+
 /// `503` at the connection limit.
 fn at_capacity(max: usize) -> Response<Body> {
     error(
@@ -418,7 +460,7 @@ async fn close_at_expiry(outbox: Weak<Outbox>, expiry: Expiry) {
         }
         // Wakes at the expiry, or every minute to notice the connection
         // has gone.
-        tokio::time::sleep(std::time::Duration::from_secs((exp - now).min(60))).await;
+        tokio::time::sleep(Duration::from_secs((exp - now).min(60))).await;
         match outbox.upgrade() {
             Some(o) if !o.is_closing() => {}
             _ => return,
