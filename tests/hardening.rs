@@ -105,29 +105,6 @@ async fn names_with_invisible_format_characters_are_refused_before_the_upgrade()
 }
 
 #[tokio::test]
-async fn one_message_too_large_for_the_welcome_does_not_hide_the_rest() {
-    let server = Server::start(config().rate(0u32).welcome_history_bytes(3000usize)).await;
-    let (mut ann, _) = server.join("big", "ann").await;
-    ann.expect("join").await;
-    for i in 1..=4 {
-        ann.post(&format!("small {i}")).await;
-    }
-    ann.post(&"x".repeat(3500)).await; // the newest, alone over the budget
-    let (_bob, w) = server.join("big", "bob").await;
-    let seqs: Vec<u64> = w["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, vec![1, 2, 3, 4], "the others are all there");
-    let mut resumer = server.ws("/ws/big/carl?after=0").await;
-    let w = resumer.expect("welcome").await;
-    assert_eq!(w["gap"], true, "a resume that left one out says so");
-    server.shutdown().await.unwrap();
-}
-
-#[tokio::test]
 #[cfg(feature = "sqlite")]
 async fn the_rooms_recent_history_stays_within_its_memory_budget() {
     let server = Server::start(

@@ -318,19 +318,21 @@ else
   idl = redis.call('ZRANGEBYSCORE', ids, '(' .. string.format('%d', after), '+inf')
   if after < evicted then gap = 1 end
 end
--- The newest messages whose JSON fits in ARGV[11] bytes; a resume that
--- had to leave some out reports a gap.
+-- The newest messages whose JSON fits in ARGV[11] bytes. One too large
+-- for what is left is skipped and older ones still fit in, as on one
+-- instance (src/hub/room.rs), so one huge message cannot hide the rest; a
+-- resume that had to leave some out reports a gap.
 local budget, used, newest_first = tonumber(ARGV[11]), 0, {}
 for i = #idl, 1, -1 do
   local raw = redis.call('HGET', msgs, idl[i])
   if raw then
     local part = msg_json(cjson.decode(raw), 'message')
-    used = used + #part + 1
-    if used > budget then
+    if used + #part + 1 > budget then
       if ARGV[8] ~= '' then gap = 1 end
-      break
+    else
+      used = used + #part + 1
+      newest_first[#newest_first + 1] = part
     end
-    newest_first[#newest_first + 1] = part
   end
 end
 local parts = {}

@@ -633,6 +633,24 @@ async fn welcome_history_holds_the_newest_messages_within_its_byte_budget() {
 }
 
 #[tokio::test]
+async fn one_message_too_large_for_the_welcome_does_not_hide_the_rest() {
+    let server = start(config().rate(0u32).welcome_history_bytes(3000usize)).await;
+    let (mut ann, _) = server.join("big", "ann").await;
+    ann.expect("join").await;
+    for i in 1..=4 {
+        ann.post(&format!("small {i}")).await;
+    }
+    ann.post(&"x".repeat(3500)).await; // the newest, alone over the budget
+    let (_bob, w) = server.join("big", "bob").await;
+    assert_eq!(ids(&w["history"]), vec![1, 2, 3, 4], "the others are all there");
+    let mut resumer = server.ws("/ws/big/carl?after=0").await;
+    let w = resumer.expect("welcome").await;
+    assert_eq!(ids(&w["history"]), vec![1, 2, 3, 4]);
+    assert_eq!(w["gap"], true, "a resume that left one out says so");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_attachment_names_a_stored_upload_and_the_server_fills_it_in() {
     let server = start(config()).await;
     let name = "0123456789abcdef0123456789abcdef.png";
