@@ -92,8 +92,9 @@ Each option falls back to the environment variable shown, then the default.
                          `unavailable` [STORE_MAX_MB, default: no limit]
   --auth-secret-file F   token mode: every WebSocket and upload needs a JWT
                          (HS256) signed with the secret in F (at least 32
-                         bytes) [AUTH_SECRET holds the secret itself;
-                         default: open mode, names claimed by a secret]
+                         bytes) [AUTH_SECRET_FILE; AUTH_SECRET holds the
+                         secret itself; default: open mode, names claimed
+                         by a secret]
   --allowed-origins L    pages that may open WebSockets: `*` or a comma list of
                          scheme://host[:port]; the server's own origin always
                          [ALLOWED_ORIGINS, default: own origin only]
