@@ -53,8 +53,9 @@ pub struct Posted {
     /// A retry: the same identity already posted this `client_id`, and
     /// nothing new was posted.
     pub duplicate: bool,
-    /// For a retry, the earlier message's echo, for the sender alone (when
-    /// the message is still there).
+    /// For a retry, the earlier message's echo, for the sender alone; `None`
+    /// when the message is no longer held (deleted, or out of the ring): the
+    /// hub refuses the retry then.
     pub echo: Option<super::Frame>,
 }
 

@@ -189,10 +189,10 @@ impl Member {
         let posted = answer.await?;
         if posted.duplicate {
             // A retry: the message is already posted (and stored by whoever
-            // posted it); its echo is for this connection alone.
-            if let Some(echo) = posted.echo {
-                self.send(echo);
-            }
+            // posted it); its echo is for this connection alone. Without
+            // one, the message is gone: the sender is told so.
+            let echo = posted.echo.ok_or_else(room::retry_of_gone)?;
+            self.send(echo);
             return Ok(Some(posted.seq));
         }
         let seq = posted.seq;

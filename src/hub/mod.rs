@@ -795,6 +795,45 @@ mod tests {
     }
 
     #[test]
+    fn a_deleted_posts_retry_key_is_kept_only_while_the_ring_would_hold_it() {
+        let hub = Hub::new(HubConfig {
+            history: 4,
+            ..HubConfig::default()
+        });
+        let (r, ann) = names("r", "ann");
+        let ann = hub.join(r, ann, None).unwrap();
+        fn now<F: std::future::Future>(f: F) -> F::Output {
+            futures_util::FutureExt::now_or_never(f).expect("answered at once")
+        }
+        let kept = || hub.rooms().get("r").unwrap().lock().retries_kept();
+        // Posted with client ids, then deleted, in no particular order.
+        for k in 0..4 {
+            now(ann.post(format!("m{k}"), None, Some(&format!("c{k}")))).unwrap();
+        }
+        let ids: Vec<String> = hub.history("r").iter().map(|m| m.id.to_string()).collect();
+        for i in [2, 0, 3, 1] {
+            now(ann.delete(&ids[i])).unwrap();
+        }
+        assert_eq!(kept(), (4, 4), "a retry of any of them is refused");
+        let again = now(ann.post("m0".into(), None, Some("c0")));
+        assert_eq!(again.unwrap_err().code, ErrorCode::UnknownMessage);
+        // Four more posts (no client id): the deleted ones are no longer
+        // among the last four seqs, and their keys go in the order of the
+        // deletes (seqs 3, 1, 4, 2): after three posts, 3 and 1 have gone,
+        // 4 has not, and 2 waits behind it.
+        for k in 0..3 {
+            now(ann.post(format!("n{k}"), None, None)).unwrap();
+        }
+        assert_eq!(kept(), (2, 2));
+        now(ann.post("n3".into(), None, None)).unwrap();
+        assert_eq!(kept(), (0, 0));
+        assert!(
+            now(ann.post("m0".into(), None, Some("c0"))).is_ok(),
+            "posted anew"
+        );
+    }
+
+    #[test]
     fn a_later_preview_updates_the_message_once_and_reaches_the_room() {
         let hub = Hub::new(HubConfig::default());
         let (r, ann) = names("r", "ann");

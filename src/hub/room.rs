@@ -85,7 +85,16 @@ pub(crate) struct RoomState {
     history: VecDeque<Arc<StoredMessage>>,
     /// The ring's messages sent with a `client_id`, by (identity,
     /// client_id): a retry is answered with the message instead of a second.
+    /// A deleted message's entry stays (see `deleted_posts`).
     posted: HashMap<(Identity, String), u64>,
+    /// Deleted messages that were sent with a `client_id`, with their seq,
+    /// in the order they were deleted: a retry of one is refused, not
+    /// posted again, while its seq is among the room's last `--history`
+    /// (where the ring would still hold it). Bounded: a message is deleted
+    /// only while the ring holds it, so its seq is within the last
+    /// `--history` when it comes in, and the front leaves within
+    /// `--history` posts; at most twice `--history` entries.
+    deleted_posts: VecDeque<(u64, (Identity, String))>,
     /// What the ring weighs (see [`weight`]), counted in the hub's total too.
     pub(super) ring_bytes: usize,
     /// The highest seq handed out.
@@ -130,6 +139,7 @@ impl Room {
                 hold_grace,
                 history: VecDeque::new(),
                 posted: HashMap::new(),
+                deleted_posts: VecDeque::new(),
                 ring_bytes: 0,
                 last_seq: 0,
                 evicted_through: 0,
@@ -158,6 +168,17 @@ pub(crate) struct Waiting {
     pub after: Option<u64>,
     /// A new claim to hand to this connection in its welcome.
     pub claim: Option<String>,
+}
+
+/// A retry of a message that is no longer in the room's recent history
+/// (deleted, or with Redis, pushed out of the ring): nothing is posted, and
+/// the sender is told why its post has no echo.
+pub(super) fn retry_of_gone() -> Refusal {
+    Refusal::new(
+        ErrorCode::UnknownMessage,
+        "this message (its client_id) was already posted and is no longer in the room's \
+         recent history (deleted, or older); it is not posted again",
+    )
 }
 
 pub(super) fn refused_not_found(message_id: &str) -> Refusal {
@@ -252,6 +273,7 @@ impl RoomState {
             .iter()
             .filter_map(|m| Some(((m.identity.clone(), m.client_id.clone()?), m.seq)))
             .collect();
+        self.deleted_posts.clear();
         self.last_seq = snapshot.last_seq;
         self.requested = snapshot.reserved;
         self.reserved.store(snapshot.reserved, Ordering::Release);
@@ -531,17 +553,43 @@ impl RoomState {
         self.account(0, bytes, common);
     }
 
-    /// The message this identity already posted with `client_id`, if the
-    /// ring still has it: the answer to a retry.
-    fn posted_before(&self, identity: &Identity, client_id: &str) -> Option<&StoredMessage> {
+    /// What this identity already posted with `client_id`: the message, if
+    /// the ring still has it (the answer to a retry), or `Err` if it was
+    /// deleted since.
+    fn posted_before(
+        &self,
+        identity: &Identity,
+        client_id: &str,
+    ) -> Option<Result<&StoredMessage, Refusal>> {
         let seq = *self.posted.get(&(identity.clone(), client_id.to_owned()))?;
-        self.history.iter().map(Arc::as_ref).find(|m| m.seq == seq)
+        let held = self.history.iter().map(Arc::as_ref).find(|m| m.seq == seq);
+        Some(held.ok_or_else(retry_of_gone))
     }
 
     /// Forgets a message leaving the ring as a retry's answer.
     fn forget(&mut self, m: &StoredMessage) {
         if let Some(cid) = &m.client_id {
             self.posted.remove(&(m.identity.clone(), cid.clone()));
+        }
+    }
+
+    /// Retry keys kept: all of them, and those of deleted messages.
+    #[cfg(test)]
+    pub(super) fn retries_kept(&self) -> (usize, usize) {
+        (self.posted.len(), self.deleted_posts.len())
+    }
+
+    /// Forgets the deleted messages no longer among the room's last
+    /// `ring` seqs (where the ring would have forgotten them).
+    fn forget_deleted(&mut self, ring: usize) {
+        let past = self.last_seq.saturating_sub(ring as u64);
+        while let Some((seq, _)) = self.deleted_posts.front() {
+            if *seq > past {
+                break;
+            }
+            if let Some((_, key)) = self.deleted_posts.pop_front() {
+                self.posted.remove(&key);
+            }
         }
     }
 
@@ -558,6 +606,7 @@ impl RoomState {
         common: &Common,
     ) -> Result<Posted, Refusal> {
         if let Some(again) = client_id.and_then(|c| self.posted_before(identity, c)) {
+            let again = again?;
             let echo = message_frame::message(&MessageView::of("message", again, client_id));
             return Ok(Posted {
                 seq: again.seq,
@@ -620,6 +669,7 @@ impl RoomState {
             self.forget(&old);
             self.account(0, weight(&old), common);
         }
+        self.forget_deleted(common.config.history.max(1));
         if let Some(cid) = &message.client_id {
             self.posted.insert((identity.clone(), cid.clone()), seq);
         }
@@ -863,7 +913,10 @@ impl RoomState {
         let Some(message) = self.history.remove(at) else {
             return Err(refused_not_found(message_id));
         };
-        self.forget(&message);
+        if let Some(cid) = &message.client_id {
+            let key = (message.identity.clone(), cid.clone());
+            self.deleted_posts.push_back((message.seq, key));
+        }
         self.account(0, weight(&message), common);
         if let Some(slot) = store {
             let change = Change::Delete {

@@ -855,6 +855,34 @@ async fn a_retried_client_id_posts_once_and_answers_with_the_first() {
 }
 
 #[tokio::test]
+async fn a_retry_of_a_deleted_post_is_refused_and_posts_nothing() {
+    let server = start(config()).await;
+    let (mut ann, mut bob, _) = room_with_a_message(&server, "retry-gone").await;
+    let request = json!({"type": "message", "content": "oops", "client_id": "c-7"});
+    ann.send_json(request.clone()).await;
+    let first = ann.expect("message").await;
+    assert_eq!(bob.expect("message").await, first);
+    ann.send_json(json!({"type": "delete", "message_id": first["message_id"]}))
+        .await;
+    ann.expect("message_deleted").await;
+    bob.expect("message_deleted").await;
+
+    // The retry (its first answer lost, say) finds the message deleted:
+    // the sender is told, and nothing comes back to the room.
+    ann.send_json(request).await;
+    let refused = ann.expect("error").await;
+    assert_eq!(
+        (&refused["code"], &refused["ref"]),
+        (&json!("unknown_message"), &json!("message")),
+        "{refused}"
+    );
+    bob.roundtrip().await;
+    let next = ann.post("after").await;
+    assert_eq!(next["seq"], first["seq"].as_u64().unwrap() + 1);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_messages_reactions_have_a_size_cap_so_one_toggle_cannot_flood_a_room() {
     let server = start(config().rate(0u32).max_reaction_bytes(1024usize)).await;
     let (mut ann, _) = server.join("heavy", "ann").await;
