@@ -695,3 +695,43 @@ async fn a_database_that_hangs_holds_posts_while_health_checks_answer() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// A post waiting for Redis when its connection closes (here, at shutdown)
+/// runs to its end: once Redis answers, the message is in the database
+/// too, not only on the backbone.
+#[tokio::test]
+async fn a_post_in_flight_when_its_connection_closes_still_reaches_the_database() {
+    let schema = Schema::new("inflight");
+    let proxy = Proxy::start(common::redis::REDIS).await;
+    let (config, _keys) = on_redis(on(&schema.url()), "inflight");
+    let config = config.redis_url(Some(format!("redis://{}", proxy.addr)));
+    let a = Server::start(config).await;
+    eventually("the instance is connected", async || {
+        a.get("/health").await.status == 200
+    })
+    .await;
+    let (mut ann, _) = a.join("r", "ann").await;
+    ann.expect("join").await;
+    ann.post("before").await;
+    let read = a.metric("roomcast_frames_in_total").await;
+
+    proxy.freeze();
+    ann.send_json(json!({"type": "message", "content": "in flight"}))
+        .await;
+    eventually("the server read the post", async || {
+        a.metric("roomcast_frames_in_total").await > read
+    })
+    .await;
+    // Shutdown closes the connection while the post waits for Redis, which
+    // answers once the client has seen the close.
+    let thaw = async {
+        ann.expect_close(1001).await;
+        proxy.thaw();
+    };
+    let ((), a) = tokio::join!(thaw, a.restart());
+    assert_eq!(
+        contents(&a, "/api/rooms/r/messages").await,
+        ["before", "in flight"]
+    );
+    a.shutdown().await.unwrap();
+}

@@ -395,7 +395,17 @@ pub async fn run<R, W>(
                         tokio::select! {
                             biased;
                             () = &mut request => {}
-                            _ = &mut writer => { writer_done = true; break; }
+                            _ = &mut writer => {
+                                // The connection is closing (a token that
+                                // expired, shutdown, a slow consumer). The
+                                // request may already be applied on the
+                                // backbone: it runs to its end (each wait in
+                                // it is bounded), so the change also reaches
+                                // the history store. Its answer goes nowhere.
+                                request.await;
+                                writer_done = true;
+                                break;
+                            }
                         }
                     }
                     Message::Binary(_) => {
