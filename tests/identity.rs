@@ -296,7 +296,10 @@ async fn every_bad_token_is_refused_before_the_upgrade() {
 #[tokio::test]
 async fn a_token_renewed_in_place_keeps_the_connection_and_an_expired_one_closes_with_4001() {
     let server = Server::start(token_mode(config())).await;
-    let first_exp = now() + 2;
+    // Already past `exp`, but within the clock leeway: admitted, and kept
+    // until the leeway is over too (5 s from now).
+    let leeway = roomcast::auth::jwt::LEEWAY_SECS;
+    let first_exp = now() + 5 - leeway;
     let short = |user: &str| {
         let secret = roomcast::auth::Secret::new(common::TEST_SECRET.to_vec()).unwrap();
         roomcast::auth::jwt::sign(
@@ -321,6 +324,7 @@ async fn a_token_renewed_in_place_keeps_the_connection_and_an_expired_one_closes
     lapsing.expect("welcome").await;
     lapsing.expect("join").await;
     kept.expect("join").await;
+    lapsing.roundtrip().await;
 
     // A renewal for someone else is refused; the connection stays.
     kept.send_json(json!({"type": "auth", "token": token("bob", &[])}))
@@ -336,7 +340,7 @@ async fn a_token_renewed_in_place_keeps_the_connection_and_an_expired_one_closes
 
     lapsing.expect_close(4001).await;
     // Past the first token's expiry, the renewed connection still works.
-    assert!(now() >= first_exp);
+    assert!(now() > first_exp + leeway);
     kept.skip_to("leave").await;
     kept.roundtrip().await;
     server.shutdown().await.unwrap();

@@ -447,12 +447,16 @@ fn address_at_capacity(max: usize) -> Response<Body> {
 }
 
 /// Closes a connection with 4001 when its token expires (a renewal moves
-/// the time; the watch ends with the connection).
+/// the time; the watch ends with the connection). Expired means what it
+/// meant when the token was admitted: past `exp` and the clock leeway, so
+/// a token admitted within the leeway is not closed at once.
 async fn close_at_expiry(outbox: Weak<Outbox>, expiry: Expiry) {
     loop {
-        let exp = expiry.load(Ordering::Acquire);
+        let exp = expiry
+            .load(Ordering::Acquire)
+            .saturating_add(crate::auth::jwt::LEEWAY_SECS);
         let now = crate::auth::now();
-        if now >= exp {
+        if now > exp {
             if let Some(outbox) = outbox.upgrade() {
                 outbox.close(CloseReason::TOKEN_EXPIRED);
             }
@@ -460,7 +464,7 @@ async fn close_at_expiry(outbox: Weak<Outbox>, expiry: Expiry) {
         }
         // Wakes at the expiry, or every minute to notice the connection
         // has gone.
-        tokio::time::sleep(Duration::from_secs((exp - now).min(60))).await;
+        tokio::time::sleep(Duration::from_secs((exp - now + 1).min(60))).await;
         match outbox.upgrade() {
             Some(o) if !o.is_closing() => {}
             _ => return,
