@@ -63,6 +63,26 @@ async fn upload(server: &Server, filename: &str, data: &[u8]) -> HttpResponse {
     post_form(server, &[("file", Some(filename), data)]).await
 }
 
+/// Uploads `data` as `filename` with no declared length (chunked, 700
+/// bytes a chunk).
+async fn upload_chunked(server: &Server, filename: &str, data: &[u8]) -> HttpResponse {
+    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+    let body = form(&[("file", Some(filename), data)]);
+    let mut request = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        server.addr
+    )
+    .into_bytes();
+    for chunk in body.chunks(700) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    http_raw(server.addr, &request, false).await
+}
+
 /// Uploads and expects `200`; returns the JSON answer.
 async fn upload_ok(server: &Server, filename: &str, data: &[u8]) -> serde_json::Value {
     let res = upload(server, filename, data).await;
@@ -366,20 +386,7 @@ async fn the_size_limit_holds_to_the_byte() {
     );
 
     // Chunked, with no length declared: refused once the file passes the limit.
-    let body = form(&[("file", Some("chunked.txt"), &vec![b'b'; 5000])]);
-    let mut request = format!(
-        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\n\
-         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
-        server.addr
-    )
-    .into_bytes();
-    for chunk in body.chunks(700) {
-        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        request.extend_from_slice(chunk);
-        request.extend_from_slice(b"\r\n");
-    }
-    request.extend_from_slice(b"0\r\n\r\n");
-    let res = http_raw(server.addr, &request, false).await;
+    let res = upload_chunked(&server, "chunked.txt", &vec![b'b'; 5000]).await;
     assert_eq!(res.assert_json_error(413)["error"], "too_large");
 
     assert_stored_exactly(&server, &[answer["url"].as_str().unwrap()]);
@@ -702,6 +709,23 @@ async fn bytes_per_hour_are_limited_per_address_and_unsent_bytes_come_back() {
     let res = upload(&server, "page.html", b"<html><script>x</script>").await;
     res.assert_json_error(415);
     upload_ok(&server, "third.txt", &text(30 << 10)).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_upload_of_no_declared_length_gives_back_only_what_it_took() {
+    // 100 KiB an hour, uploads up to 10 MiB: a body of no declared length
+    // may be that large, so it takes the whole hour's bucket, and gets
+    // back only what it did not send of that.
+    let server = Server::start(config().upload_bytes_per_hour(100u64 << 10)).await;
+    let text = "a line of text\n".repeat((60 << 10) / 15).into_bytes();
+    let res = upload_chunked(&server, "first.txt", &text).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    // 40 KiB are left: not a whole bucket.
+    let res = upload_chunked(&server, "second.txt", &text).await;
+    assert_eq!(res.assert_json_error(429)["error"], "rate_limited");
+    // A declared length asks only for itself.
+    upload_ok(&server, "small.txt", &text[..20 << 10]).await;
     server.shutdown().await.unwrap();
 }
 

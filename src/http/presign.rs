@@ -180,17 +180,19 @@ impl Presigned {
             );
         };
         // The declared size counts against the client's bytes for the hour
-        // (the bucket will take exactly that many).
-        if let Err(wait) = uploads.charge_bytes(&req_head, ask.size) {
-            return super::rate_limited("bytes uploaded this hour", wait);
-        }
+        // (the bucket will take exactly that many); a refusal below gives
+        // back what was taken.
+        let charged = match uploads.charge_bytes(&req_head, ask.size) {
+            Ok(taken) => taken,
+            Err(wait) => return super::rate_limited("bytes uploaded this hour", wait),
+        };
         let display_name = DisplayName::sanitize(ask.name.as_deref());
 
         // A place is held before the bucket is asked, so concurrent asks
         // cannot pass the bounds together.
         let placeholder = format!("reserving-{}", random_tag());
         if let Err(full) = self.reserve(&placeholder, &client, ask.size, &display_name, &owner) {
-            uploads.refund_bytes(&req_head, ask.size);
+            uploads.refund_bytes(&req_head, charged);
             return self.full(full);
         }
         let put = bucket.presign_put(kind, ask.size).await;
@@ -200,7 +202,7 @@ impl Presigned {
             (Ok(put), Some(entry)) => (put, entry),
             (Err(e), _) => {
                 drop(pending);
-                uploads.refund_bytes(&req_head, ask.size);
+                uploads.refund_bytes(&req_head, charged);
                 tracing::warn!("cannot presign an upload: {e}");
                 return match s3::is_unavailable(&e) {
                     true => storage_unavailable(),
@@ -209,7 +211,7 @@ impl Presigned {
             }
             (Ok(_), None) => {
                 drop(pending);
-                uploads.refund_bytes(&req_head, ask.size);
+                uploads.refund_bytes(&req_head, charged);
                 return storage_failed();
             }
         };

@@ -81,13 +81,14 @@ impl PerIpLimiter {
 
     /// Takes one request's token for `ip`, or says how long until one is due.
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.take_at(ip, 1, Instant::now())
+        self.take_at(ip, 1, Instant::now()).map(drop)
     }
 
     /// Takes `n` tokens for `ip` (more than a whole bucket counts as a
-    /// whole bucket), or says how long until they are due; nothing is
-    /// taken then.
-    pub fn take(&self, ip: IpAddr, n: u64) -> Result<(), Duration> {
+    /// whole bucket) and says how many it took (none without a limit), or
+    /// says how long until they are due; nothing is taken then. What is
+    /// given back later is at most what this took.
+    pub fn take(&self, ip: IpAddr, n: u64) -> Result<u64, Duration> {
         self.take_at(ip, n, Instant::now())
     }
 
@@ -105,12 +106,13 @@ impl PerIpLimiter {
     }
 
     #[allow(clippy::cast_precision_loss)]
-    fn take_at(&self, ip: IpAddr, n: u64, now: Instant) -> Result<(), Duration> {
+    fn take_at(&self, ip: IpAddr, n: u64, now: Instant) -> Result<u64, Duration> {
         if self.per_period == 0 {
-            return Ok(());
+            return Ok(0);
         }
         let (burst, per_sec) = self.shape();
-        let want = (n as f64).min(burst);
+        let want = n.min(self.per_period);
+        let want_f = want as f64;
         let key = key_of(ip);
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if !buckets.contains_key(&key) && buckets.len() >= self.max_tracked {
@@ -129,11 +131,9 @@ impl PerIpLimiter {
         });
         bucket.tokens = bucket.tokens_at(now, per_sec, burst);
         bucket.last = now;
-        let answer = verdict(bucket.tokens, want, per_sec);
-        if answer.is_ok() {
-            bucket.tokens -= want;
-        }
-        answer
+        verdict(bucket.tokens, want_f, per_sec)?;
+        bucket.tokens -= want_f;
+        Ok(want)
     }
 
     /// Whether `ip` would get a token now, or how long until it would;
@@ -205,9 +205,11 @@ mod tests {
         limiter.give_back(ip("10.0.0.1"), 500);
         assert!(limiter.take_at(ip("10.0.0.1"), 500, t0).is_ok());
         assert!(limiter.take_at(ip("10.0.0.1"), 1, t0).is_err());
-        // More than a bucket waits for a whole bucket, not forever.
+        // More than a bucket waits for a whole bucket, not forever, and
+        // says it took only that: what comes back is at most a bucket.
         let fresh = limiter.take_at(ip("10.0.0.2"), 10_000, t0);
-        assert!(fresh.is_ok(), "a full bucket takes an oversized amount");
+        assert_eq!(fresh, Ok(3600), "a full bucket takes an oversized amount");
+        assert_eq!(PerIpLimiter::new(0).take_at(ip("10.0.0.1"), 5, t0), Ok(0));
     }
 
     #[test]

@@ -182,14 +182,14 @@ impl Uploads {
 
     /// Charges `bytes` to the hourly upload volume of the request's client
     /// (shared by `POST /upload` and `POST /api/uploads`, which charges
-    /// the declared size).
-    pub(crate) fn charge_bytes<B>(&self, req: &Request<B>, bytes: u64) -> Result<(), Duration> {
+    /// the declared size); says what it took (at most the hour's volume).
+    pub(crate) fn charge_bytes<B>(&self, req: &Request<B>, bytes: u64) -> Result<u64, Duration> {
         self.client_of(req)
-            .map_or(Ok(()), |client| self.volume.take(client, bytes))
+            .map_or(Ok(0), |client| self.volume.take(client, bytes))
     }
 
-    /// Gives back `bytes` charged by [`Uploads::charge_bytes`] for a
-    /// request then refused (nothing of it can reach storage).
+    /// Gives back `bytes` taken by [`Uploads::charge_bytes`] for a request
+    /// then refused (nothing of it can reach storage).
     pub(crate) fn refund_bytes<B>(&self, req: &Request<B>, bytes: u64) {
         if let Some(client) = self.client_of(req) {
             self.volume.give_back(client, bytes);
@@ -252,12 +252,15 @@ impl Uploads {
         // The address's bytes for the hour: what the body may bring is
         // charged now (so concurrent uploads cannot overshoot together),
         // what it did not bring is given back at the end.
-        let charged = declared.unwrap_or(cap);
-        if let Some(client) = client {
-            self.volume
-                .take(client, charged)
-                .map_err(UploadError::OverVolume)?;
-        }
+        // What was taken, not what was asked: past a whole bucket only the
+        // bucket is taken, and only that may come back.
+        let charged = match client {
+            Some(client) => self
+                .volume
+                .take(client, declared.unwrap_or(cap))
+                .map_err(UploadError::OverVolume)?,
+            None => 0,
+        };
         let mut body = BodyReader::new(req.into_body(), cap, self.idle_timeout, self.timeout);
         let consumed = Arc::clone(&body.consumed);
         let fields = {
