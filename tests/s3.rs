@@ -915,3 +915,17 @@ async fn a_preview_is_recorded_in_the_sidecar_object_and_deleted_with_its_upload
             .exists()
     );
 }
+
+#[tokio::test]
+async fn a_sidecar_changed_to_an_impossible_time_reads_as_unknown() {
+    let s3 = S3Fs::start();
+    let store = s3.store();
+    let info = store_png(&store, PNG, Some("ann")).await;
+    let path = s3.object_path(&format!("{}.meta", info.name.as_str()));
+    let mut sidecar: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    sidecar["stored_at"] = json!(u64::MAX);
+    std::fs::write(&path, serde_json::to_vec(&sidecar).unwrap()).unwrap();
+    let read = store.info(info.name.clone()).await.unwrap();
+    let read = read.expect("the upload is still there");
+    assert_eq!((read.size, read.stored_at), (info.size, None));
+}

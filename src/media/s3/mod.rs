@@ -378,7 +378,9 @@ impl S3Store {
             size: sidecar.size,
             owner: sidecar.owner,
             attached: false,
-            stored_at: Some(UNIX_EPOCH + Duration::from_secs(sidecar.stored_at)),
+            // Read back from the bucket: a time past what the clock can
+            // hold (a record changed by hand) reads as unknown.
+            stored_at: UNIX_EPOCH.checked_add(Duration::from_secs(sidecar.stored_at)),
             preview: sidecar
                 .preview
                 .as_ref()
