@@ -180,6 +180,21 @@ async fn room_with_a_message(server: &Server, room: &str) -> (Client, Client, St
     (ann, bob, m["message_id"].as_str().unwrap().to_owned())
 }
 
+/// `ann` posts `content` with `client_id` and both see it: the request (to
+/// send again) and the message.
+async fn post_with_client_id(
+    ann: &mut Client,
+    bob: &mut Client,
+    content: &str,
+    client_id: &str,
+) -> (Value, Value) {
+    let request = json!({"type": "message", "content": content, "client_id": client_id});
+    ann.send_json(request.clone()).await;
+    let first = ann.expect("message").await;
+    assert_eq!(bob.expect("message").await, first);
+    (request, first)
+}
+
 async fn both(ann: &mut Client, bob: &mut Client, kind: &str) -> Value {
     let a = ann.expect(kind).await;
     let b = bob.expect(kind).await;
@@ -831,10 +846,7 @@ async fn concurrent_senders_are_seen_in_one_order_by_everyone() {
 async fn a_retried_client_id_posts_once_and_answers_with_the_first() {
     let server = start(config()).await;
     let (mut ann, mut bob, _) = room_with_a_message(&server, "retry").await;
-    let request = json!({"type": "message", "content": "only once", "client_id": "c-42"});
-    ann.send_json(request.clone()).await;
-    let first = ann.expect("message").await;
-    assert_eq!(bob.expect("message").await, first);
+    let (request, first) = post_with_client_id(&mut ann, &mut bob, "only once", "c-42").await;
 
     // A retry (say, after an answer lost with the connection): the sender
     // gets the first message back, nobody gets anything new.
@@ -858,10 +870,7 @@ async fn a_retried_client_id_posts_once_and_answers_with_the_first() {
 async fn a_retry_of_a_deleted_post_is_refused_and_posts_nothing() {
     let server = start(config()).await;
     let (mut ann, mut bob, _) = room_with_a_message(&server, "retry-gone").await;
-    let request = json!({"type": "message", "content": "oops", "client_id": "c-7"});
-    ann.send_json(request.clone()).await;
-    let first = ann.expect("message").await;
-    assert_eq!(bob.expect("message").await, first);
+    let (request, first) = post_with_client_id(&mut ann, &mut bob, "oops", "c-7").await;
     ann.send_json(json!({"type": "delete", "message_id": first["message_id"]}))
         .await;
     ann.expect("message_deleted").await;
