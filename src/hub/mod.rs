@@ -27,6 +27,7 @@ mod message_id;
 mod names;
 mod outbox;
 mod relay;
+mod retries;
 mod room;
 mod short_text;
 mod store;

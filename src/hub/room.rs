@@ -23,6 +23,7 @@ use super::identity::NameTaken;
 use super::message_frame;
 use super::names::{Emoji, RoomName, UserName};
 use super::outbox::{Outbox, Pushed};
+use super::retries::Retries;
 use super::store::{Change, RESERVE_BLOCK, Slot as StoreSlot, Snapshot, Store};
 use super::{Common, ReactionAction};
 
@@ -83,18 +84,9 @@ pub(crate) struct RoomState {
     /// How long a released name stays held.
     hold_grace: Duration,
     history: VecDeque<Arc<StoredMessage>>,
-    /// The ring's messages sent with a `client_id`, by (identity,
-    /// client_id): a retry is answered with the message instead of a second.
-    /// A deleted message's entry stays (see `deleted_posts`).
-    posted: HashMap<(Identity, String), u64>,
-    /// Deleted messages that were sent with a `client_id`, with their seq,
-    /// in the order they were deleted: a retry of one is refused, not
-    /// posted again, while its seq is among the room's last `--history`
-    /// (where the ring would still hold it). Bounded: a message is deleted
-    /// only while the ring holds it, so its seq is within the last
-    /// `--history` when it comes in, and the front leaves within
-    /// `--history` posts; at most twice `--history` entries.
-    deleted_posts: VecDeque<(u64, (Identity, String))>,
+    /// The posts sent with a `client_id`: a retry is answered with the
+    /// message instead of a second, or refused if it was deleted.
+    retries: Retries,
     /// What the ring weighs (see [`weight`]), counted in the hub's total too.
     pub(super) ring_bytes: usize,
     /// The highest seq handed out.
@@ -138,8 +130,7 @@ impl Room {
                 holders: HashMap::new(),
                 hold_grace,
                 history: VecDeque::new(),
-                posted: HashMap::new(),
-                deleted_posts: VecDeque::new(),
+                retries: Retries::default(),
                 ring_bytes: 0,
                 last_seq: 0,
                 evicted_through: 0,
@@ -268,12 +259,7 @@ impl RoomState {
         let bytes: usize = tail.iter().map(weight).sum();
         self.history = tail.into_iter().map(Arc::new).collect();
         self.account(bytes, 0, common);
-        self.posted = self
-            .history
-            .iter()
-            .filter_map(|m| Some(((m.identity.clone(), m.client_id.clone()?), m.seq)))
-            .collect();
-        self.deleted_posts.clear();
+        self.retries = Retries::of(self.history.iter().map(Arc::as_ref));
         self.last_seq = snapshot.last_seq;
         self.requested = snapshot.reserved;
         self.reserved.store(snapshot.reserved, Ordering::Release);
@@ -540,7 +526,7 @@ impl RoomState {
                 break;
             };
             self.evicted_through = self.evicted_through.max(old.seq);
-            self.forget(&old);
+            self.retries.left_ring(&old);
             self.account(0, weight(&old), common);
             gone += 1;
         }
@@ -561,36 +547,15 @@ impl RoomState {
         identity: &Identity,
         client_id: &str,
     ) -> Option<Result<&StoredMessage, Refusal>> {
-        let seq = *self.posted.get(&(identity.clone(), client_id.to_owned()))?;
+        let seq = self.retries.seq_of(identity, client_id)?;
         let held = self.history.iter().map(Arc::as_ref).find(|m| m.seq == seq);
         Some(held.ok_or_else(retry_of_gone))
-    }
-
-    /// Forgets a message leaving the ring as a retry's answer.
-    fn forget(&mut self, m: &StoredMessage) {
-        if let Some(cid) = &m.client_id {
-            self.posted.remove(&(m.identity.clone(), cid.clone()));
-        }
     }
 
     /// Retry keys kept: all of them, and those of deleted messages.
     #[cfg(test)]
     pub(super) fn retries_kept(&self) -> (usize, usize) {
-        (self.posted.len(), self.deleted_posts.len())
-    }
-
-    /// Forgets the deleted messages no longer among the room's last
-    /// `ring` seqs (where the ring would have forgotten them).
-    fn forget_deleted(&mut self, ring: usize) {
-        let past = self.last_seq.saturating_sub(ring as u64);
-        while let Some((seq, _)) = self.deleted_posts.front() {
-            if *seq > past {
-                break;
-            }
-            if let Some((_, key)) = self.deleted_posts.pop_front() {
-                self.posted.remove(&key);
-            }
-        }
+        self.retries.kept()
     }
 
     /// Stores and broadcasts a new message. A retry (the same identity and
@@ -666,13 +631,12 @@ impl RoomState {
             && let Some(old) = self.history.pop_front()
         {
             self.evicted_through = old.seq;
-            self.forget(&old);
+            self.retries.left_ring(&old);
             self.account(0, weight(&old), common);
         }
-        self.forget_deleted(common.config.history.max(1));
-        if let Some(cid) = &message.client_id {
-            self.posted.insert((identity.clone(), cid.clone()), seq);
-        }
+        self.retries
+            .forget_deleted(seq, common.config.history.max(1));
+        self.retries.posted(&message);
         self.account(weight(&message), 0, common);
         self.history.push_back(message);
         if common.history_bytes.load(Ordering::Relaxed) > common.config.history_memory_bytes {
@@ -913,10 +877,7 @@ impl RoomState {
         let Some(message) = self.history.remove(at) else {
             return Err(refused_not_found(message_id));
         };
-        if let Some(cid) = &message.client_id {
-            let key = (message.identity.clone(), cid.clone());
-            self.deleted_posts.push_back((message.seq, key));
-        }
+        self.retries.deleted(&message);
         self.account(0, weight(&message), common);
         if let Some(slot) = store {
             let change = Change::Delete {
