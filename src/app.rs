@@ -88,6 +88,10 @@ pub(crate) struct AppState {
     pub http_per_address: Arc<AddressSlots>,
     /// WebSocket upgrades per client address per minute.
     pub joins: PerIpLimiter,
+    /// WebSocket preflights (a plain `GET` of a `/ws/...` URL) per client
+    /// address per minute, at the join rate: each asks the hub whether the
+    /// name is free, with a backbone one Redis call.
+    pub preflights: PerIpLimiter,
     /// Running HTTP connections and WebSocket sessions.
     pub tracker: Arc<Tracker>,
     shutting_down: AtomicBool,
@@ -276,6 +280,7 @@ impl AppState {
                 false => config.max_http_per_address,
             }),
             joins: PerIpLimiter::new(config.joins_per_minute),
+            preflights: PerIpLimiter::new(config.joins_per_minute),
             tracker: Arc::new(Tracker::default()),
             shutting_down: AtomicBool::new(false),
             _sweeper: AbortOnDrop(sweeper),

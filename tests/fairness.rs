@@ -221,6 +221,42 @@ async fn upgrades_past_the_join_rate_get_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn preflights_have_a_budget_of_their_own_at_the_join_rate() {
+    let server = Server::start(config().joins_per_minute(3u32)).await;
+    let a = server.addr;
+    let preflight = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        common::with_claim("/ws/asks/u1")
+    );
+    // Each asks the hub whether the name is free: an address cannot loop it.
+    for _ in 0..3 {
+        assert_eq!(
+            http_from(a, "127.0.0.2", preflight.as_bytes()).await.status,
+            200
+        );
+    }
+    let refused = http_from(a, "127.0.0.2", preflight.as_bytes()).await;
+    let body = refused.assert_json_error(429);
+    assert_eq!(body["error"], "rate_limited");
+    assert!(
+        body["message"].as_str().unwrap().contains("preflights"),
+        "{body}"
+    );
+    assert!(refused.header("retry-after").is_some());
+    // They took no join: the address still joins three times.
+    for user in ["u1", "u2", "u3"] {
+        let path = format!("/ws/asks/{user}");
+        welcomed(ws_from(a, "127.0.0.2", &path, &[]).await.unwrap()).await;
+    }
+    // Another address asks with its own budget.
+    assert_eq!(
+        http_from(a, "127.0.0.3", preflight.as_bytes()).await.status,
+        200
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn behind_a_trusted_proxy_the_forwarded_address_is_counted() {
     // Every connection comes from the proxy (here 127.0.0.1): the peer
     // cap is ignored, the forwarded client is what counts.

@@ -190,6 +190,9 @@ impl Drop for Slot {
     }
 }
 
+/// What a refused upgrade was too many of.
+const JOINS: &str = "WebSocket joins";
+
 /// Answers the handshake; on success spawns the session. A plain `GET`
 /// (none of the WebSocket headers) runs every check and answers `200` instead of
 /// upgrading: a browser, which never sees why an upgrade failed, asks this
@@ -212,17 +215,29 @@ pub(crate) async fn handle(
         .map(|p| client_ip(p.0, req.headers(), state.config.trust_proxy));
     // Each upgrade attempt is charged before any costly check (a token's
     // signature, a name held elsewhere, the welcome): joining is the
-    // server's most expensive request. The preflight only asks.
+    // server's most expensive request. The preflight asks whether a join
+    // would be due and pays from a bucket of its own at the same rate (it
+    // costs a name lookup, with a backbone a Redis call): a browser asks
+    // once per refused upgrade, so that is never short.
     if let Some(ip) = client {
         let due = match accept {
-            Some(_) => state.joins.check(ip),
-            None => state.joins.peek(ip),
+            Some(_) => state.joins.check(ip).map_err(|wait| (JOINS, wait)),
+            None => state
+                .joins
+                .peek(ip)
+                .map_err(|wait| (JOINS, wait))
+                .and_then(|()| {
+                    state
+                        .preflights
+                        .check(ip)
+                        .map_err(|wait| ("WebSocket preflights", wait))
+                }),
         };
-        if let Err(wait) = due {
+        if let Err((what, wait)) = due {
             if accept.is_some() {
                 state.hub.metrics().connections_refused.inc();
             }
-            return rate_limited("WebSocket joins", wait);
+            return rate_limited(what, wait);
         }
     }
     let presented = Presented {
