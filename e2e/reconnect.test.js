@@ -6,6 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startServer, openChat, joinAs, sendMessage, messageWithText, waitConnected, startSuite, stopSuite,
+  unexpectedProblems,
 } from './helpers.js';
 
 let server;
@@ -122,4 +123,52 @@ test('a server restart: reconnecting state, then connected, history kept, messag
   for (const p of [alice, bob]) {
     assert.deepEqual(p.problems.filter((m) => !/WebSocket connection to .* failed/.test(m)), []);
   }
+});
+
+test('a message whose echo was lost and that was deleted meanwhile can be posted anew', async () => {
+  const bob = await openChat(browser, server.url, { room: 'gone', user: 'bob' });
+  const alice = await openChat(browser, server.url, { user: undefined });
+  // A proxy that loses the echo of one message: the server posts it, and the
+  // author deletes it at once (as another tab of theirs could) before this
+  // page ever saw it; then the link drops.
+  let lost = false;
+  let current = null;
+  await alice.routeWebSocket(/\/ws\//, async (ws) => {
+    const upstream = ws.connectToServer();
+    current = ws;
+    upstream.onMessage((m) => {
+      const ev = JSON.parse(m);
+      if (!lost && ev.type === 'message' && ev.content === 'posted then deleted') {
+        lost = true;
+        upstream.send(JSON.stringify({ type: 'delete', message_id: ev.message_id }));
+        return;
+      }
+      if (ev.type === 'message_deleted' && current === ws) {
+        ws.close({ code: 1013, reason: 'test' });
+        return;
+      }
+      ws.send(m);
+    });
+    ws.onMessage((m) => upstream.send(m));
+  });
+  await joinAs(alice, server.url, 'gone', 'alice');
+
+  await alice.getByTestId('composer-input').fill('posted then deleted');
+  await alice.getByTestId('composer-input').press('Enter');
+  // Back with a history that holds everything since: the page sends it again
+  // by itself, under the same client_id, and the server says it is gone.
+  const failed = messageWithText(alice, 'posted then deleted').and(alice.locator('.msg--failed'));
+  await failed.waitFor();
+  assert.match(await failed.getByTestId('message-status').textContent(), /Send again to post it anew/);
+  assert.ok(lost);
+  await bob.getByTestId('message-deleted').waitFor();
+
+  // The person chooses to post it again: that is a new message, and it goes.
+  await failed.getByTestId('retry-message').click();
+  await messageWithText(alice, 'posted then deleted').and(alice.locator(':not(.msg--pending)')).waitFor();
+  await messageWithText(bob, 'posted then deleted').waitFor();
+  for (const p of [alice, bob]) assert.equal(await count(p, 'posted then deleted'), 1);
+  assert.deepEqual(unexpectedProblems(alice), []);
+  await alice.context().close();
+  await bob.context().close();
 });

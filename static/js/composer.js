@@ -117,6 +117,20 @@ export function connectionBack({ covered }) {
   }
 }
 
+/**
+ * The server refused a retry of this message: it had taken the first send,
+ * and that message has since gone (deleted, or with Redis too old). The same
+ * `client_id` would be refused again, so "Send again" posts it anew under a
+ * new one.
+ */
+export function markGone(p) {
+  state.pending.delete(p.clientId);
+  p.clientId = randomId();
+  p.el.dataset.clientId = p.clientId;
+  state.pending.set(p.clientId, p);
+  markFailed(p, 'This message was posted, then deleted or aged out before this page saw it. Send again to post it anew.');
+}
+
 export function markFailed(p, reason) {
   p.failed = true;
   p.el.classList.add('msg--failed');

@@ -11,7 +11,9 @@ import {
   addMessage, archiveAll, confirmPendingFromHistory, deleteMessage, updateMessage,
 } from './messages.js';
 import { applyReactionUpdate, applyWholeReactions } from './reactions.js';
-import { connectionBack as composerBack, markFailed, updateSendState } from './composer.js';
+import {
+  connectionBack as composerBack, markFailed, markGone, updateSendState,
+} from './composer.js';
 import { connectionBack as presenceBack, onPresenceChange, setOnline } from './presence.js';
 import { showTyping } from './typing.js';
 import { ERROR_TEXT, clearToasts, systemNotice, toast } from './notices.js';
@@ -116,7 +118,8 @@ function onServerError(ev) {
     // Requests are answered in order, so the oldest message still waiting for
     // its echo is the one that was refused.
     const first = [...state.pending.values()].find((p) => p.sent && !p.failed);
-    if (first) markFailed(first, text);
+    if (first && ev.ref === 'message' && ev.code === 'unknown_message') markGone(first);
+    else if (first) markFailed(first, text);
   }
   toast(text);
 }
