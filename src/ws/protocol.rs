@@ -305,7 +305,18 @@ fn content(obj: &Fields<'_>, max_chars: usize) -> Result<Option<String>, Refusal
             format!("message is {chars} characters; the limit is {max_chars}"),
         ));
     }
+    no_nul(text, "content")?;
     Ok(Some(text.to_owned()))
+}
+
+/// Refuses U+0000 in text that is kept: it means nothing in a chat, and
+/// PostgreSQL cannot store it in a `TEXT` column (a post the room was
+/// shown would then be missing from the store).
+fn no_nul(text: &str, name: &str) -> Result<(), Refusal> {
+    match text.contains('\0') {
+        true => Err(invalid(format!("`{name}` must not contain U+0000 (NUL)"))),
+        false => Ok(()),
+    }
 }
 
 fn emoji(obj: &Fields<'_>) -> Result<Emoji, Refusal> {
@@ -334,6 +345,7 @@ fn parse_kind(kind: &str, obj: &Fields<'_>, max_chars: usize) -> Result<Request,
                     "`client_id` must be at most {MAX_ID_CHARS} characters"
                 )));
             }
+            client_id.map_or(Ok(()), |c| no_nul(c, "client_id"))?;
             Request::Message {
                 content,
                 attachment_url: attachment_url.map(str::to_owned),

@@ -457,6 +457,22 @@ async fn every_error_code_is_sent_and_the_connection_stays_open() {
             "invalid_field",
             Some("message"),
         ),
+        // U+0000 would not fit a PostgreSQL store: refused wherever it is kept.
+        (
+            Message::text(json!({"type": "message", "content": "a\u{0}b"}).to_string()),
+            "invalid_field",
+            Some("message"),
+        ),
+        (
+            Message::text(json!({"type": "message", "content": "x", "client_id": "c\u{0}"}).to_string()),
+            "invalid_field",
+            Some("message"),
+        ),
+        (
+            Message::text(json!({"type": "edit", "message_id": id, "content": "\u{0}"}).to_string()),
+            "invalid_field",
+            Some("edit"),
+        ),
         (
             Message::text(
                 json!({"type": "add_reaction", "message_id": id, "emoji": "a b"}).to_string(),
