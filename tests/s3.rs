@@ -25,10 +25,15 @@ async fn s3_server(s3: &S3Fs) -> Server {
 
 /// `POST /api/uploads` with `ask` as JSON and extra headers.
 async fn ask(server: &Server, ask: Value, headers: &[(&str, &str)]) -> HttpResponse {
+    ask_text(server, &ask.to_string(), headers).await
+}
+
+/// `POST /api/uploads` with `body` as is (JSON a `Value` cannot hold).
+async fn ask_text(server: &Server, body: &str, headers: &[(&str, &str)]) -> HttpResponse {
     let url = format!("http://{}/api/uploads", server.addr);
     let mut all = vec![("Content-Type", "application/json")];
     all.extend_from_slice(headers);
-    request_url("POST", &url, &all, ask.to_string().as_bytes()).await
+    request_url("POST", &url, &all, body.as_bytes()).await
 }
 
 /// Asks for a presigned upload of [`PNG`] named `name`; the answer.
@@ -342,6 +347,32 @@ async fn asks_are_checked_before_anything_is_signed() {
     assert_eq!(ask(&server, fine.clone(), &[]).await.status, 200);
     let full = ask(&server, fine, &[]).await.assert_json_error(429);
     assert_eq!(full["error"], "too_many_pending");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_ask_ignores_unknown_fields_and_takes_a_repeated_fields_last_value() {
+    let s3 = S3Fs::start();
+    let server = s3_server(&s3).await;
+    // What a browser's `File` has besides, and fields of every kind.
+    let extra = json!({
+        "name": "a.png", "size": 5, "content_type": "image/png",
+        "lastModified": 1, "webkitRelativePath": "", "meta": {"x": [1, null]}
+    });
+    let res = ask(&server, extra, &[]).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["size"], 5);
+    // Sent twice, a field counts as its last value.
+    let twice = r#"{"name":"a.png","size":1,"size":5,"content_type":"text/plain","content_type":"image/png"}"#;
+    let res = ask_text(&server, twice, &[]).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let answer = res.json();
+    assert_eq!(answer["size"], 5);
+    assert_eq!(answer["headers"]["Content-Type"], "image/png");
+    assert!(
+        answer["upload_id"].as_str().unwrap().ends_with(".png"),
+        "{answer}"
+    );
     server.shutdown().await.unwrap();
 }
 

@@ -442,6 +442,40 @@ async fn broken_or_incomplete_forms_are_bad_uploads() {
     server.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn other_fields_count_against_the_framing_allowance() {
+    let server = Server::start(config()).await;
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01".as_slice();
+    // A small field beside the file is fine.
+    let res = post_form(
+        &server,
+        &[
+            ("caption", None, &[b'c'; 1000]),
+            ("file", Some("a.png"), png),
+        ],
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let kept = res.json()["url"].as_str().unwrap().to_owned();
+
+    // 150 KiB of another field is over the 64 KiB allowance (the whole body
+    // stays under what the server drains, so the answer is read in full).
+    let junk = vec![b'j'; 150 << 10];
+    let res = post_form(
+        &server,
+        &[("junk", None, &junk), ("file", Some("b.png"), png)],
+    )
+    .await;
+    let body = res.assert_json_error(400);
+    assert_eq!(body["error"], "bad_upload");
+    assert!(
+        body["message"].as_str().unwrap().contains("64 KiB"),
+        "{body}"
+    );
+    assert_stored_exactly(&server, &[&kept]);
+    server.shutdown().await.unwrap();
+}
+
 /// Lists the uploads dir until `done` says yes; fails after [`TIMEOUT`].
 async fn wait_for_listing(dir: &Path, what: &str, done: impl Fn(&[String]) -> bool) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;

@@ -11,10 +11,11 @@
 //! document. A redirect to the bucket signs the type and that disposition
 //! into the URL (the bucket's other headers are its own).
 //!
-//! Ranges: one `bytes=a-b`, `a-` or `-n` gets `206`; several ranges (no
-//! `multipart/byteranges` here) or a range that starts past the end get
-//! `416` with `Content-Range: bytes */len`; a header that does not parse is
-//! ignored and the whole file is sent, as RFC 9110 allows.
+//! Ranges: one `bytes=a-b`, `a-` or `-n` gets `206`; a range that starts at
+//! or past the end (or `-0`) gets `416` with `Content-Range: bytes */len`;
+//! several ranges (no `multipart/byteranges` here) and a header that does
+//! not parse are ignored and the whole file is sent (`200`), as RFC 9110
+//! allows.
 
 use std::io;
 

@@ -38,9 +38,8 @@ const MAX_REQUEST_BYTES: usize = 4096;
 /// How long that body may take to arrive.
 const READ_TIME: Duration = Duration::from_secs(10);
 
-/// What `POST /api/uploads` asks for, as sent.
+/// What `POST /api/uploads` asks for, as sent. Other fields are ignored.
 #[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 struct AskRaw {
     name: Option<String>,
     size: u64,
@@ -149,7 +148,11 @@ impl Presigned {
                 );
             }
         };
-        let ask: AskRaw = match serde_json::from_slice(&body) {
+        // Read as a map first: a field sent twice then counts as its last
+        // value (the protocol's rule), which a derived struct would refuse.
+        let ask = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+            .and_then(|fields| serde_json::from_value::<AskRaw>(fields.into()));
+        let ask = match ask {
             Ok(ask) => ask,
             Err(e) => {
                 return bad(&format!(

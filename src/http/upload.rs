@@ -282,8 +282,8 @@ impl Uploads {
             body.drain().await;
         }
         if let Some(client) = client {
-            let sent = consumed.load(Ordering::Relaxed);
-            self.volume.give_back(client, charged.saturating_sub(sent));
+            self.volume
+                .give_back(client, charged.saturating_sub(body.received));
         }
         result
     }
@@ -298,9 +298,9 @@ impl Uploads {
         let mut found = None;
         while let Some(mut field) = multipart.next_field().await? {
             if found.is_some() || field.name() != Some("file") {
-                while let Some(chunk) = field.chunk().await? {
-                    consumed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                }
+                // Not counted as consumed: other fields' bytes are framing,
+                // held to FRAMING_ALLOWANCE with the headers.
+                while field.chunk().await?.is_some() {}
                 continue;
             }
             let name = DisplayName::sanitize(field.file_name());
@@ -482,12 +482,16 @@ enum BodyFailure {
 /// protect the server: at most `cap` bytes, a stall of `idle` or a whole
 /// body slower than `timeout` ends it, and multer is handed one chunk at a
 /// time (it would otherwise pull every chunk the socket has ready into its
-/// buffer), while what it holds beyond the field data it has handed out
-/// stays under [`FRAMING_ALLOWANCE`].
+/// buffer), while what it has read beyond the file's data it has handed
+/// out (headers, boundaries, other fields, its buffer) stays under
+/// [`FRAMING_ALLOWANCE`].
 struct BodyReader {
     body: Incoming,
+    /// Body bytes read so far (the file, framing and other fields).
     received: u64,
-    /// Field bytes multer has handed out, counted by the reader of fields.
+    /// Bytes of the file multer has handed out, counted by the reader of
+    /// fields; the rest of `received` is framing (headers, boundaries,
+    /// other fields) or still in multer's buffer.
     consumed: Arc<AtomicU64>,
     cap: u64,
     idle: Duration,

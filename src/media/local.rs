@@ -215,8 +215,11 @@ impl LocalStore {
         let path = self.sidecar_path(&info.name);
         let old = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
         let temp = self.dir.join(format!(".tmp-{}", random_hex()?));
-        tokio::fs::write(&temp, &json).await?;
-        if let Err(e) = tokio::fs::rename(&temp, &path).await {
+        let written = match tokio::fs::write(&temp, &json).await {
+            Ok(()) => tokio::fs::rename(&temp, &path).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             let _ = tokio::fs::remove_file(&temp).await;
             return Err(e);
         }
