@@ -570,6 +570,39 @@ async fn kill_9_keeps_every_committed_message_and_never_reuses_a_seq() {
 }
 
 #[tokio::test]
+async fn the_per_room_cap_keeps_the_newest_across_a_crash() {
+    let dir = TempDir::new("cap-crash");
+    let args = ["--rate", "0", "--retention-messages", "5"];
+    let bin = Binary::start(dir.path(), &args);
+    let (mut ann, _) = bin.join("capped", "ann").await;
+    ann.expect("join").await;
+    for i in 1..=8 {
+        ann.post(&format!("m{i}")).await;
+    }
+    eventually("the store has committed everything", async || {
+        bin.metric("roomcast_store_uncommitted").await == 0
+    })
+    .await;
+    bin.kill9();
+
+    // The numbering resumes past the reservation: a cap by seq would now
+    // keep only the new message.
+    let bin = Binary::start(dir.path(), &args);
+    let (mut bob, _) = bin.join("capped", "bob").await;
+    bob.expect("join").await;
+    let next = bob.post("after the crash").await["seq"].as_u64().unwrap();
+    assert!(next > 8 + 5, "{next}");
+    eventually("the store has committed everything", async || {
+        bin.metric("roomcast_store_uncommitted").await == 0
+    })
+    .await;
+    bin.kill9();
+    let bin = Binary::start(dir.path(), &args);
+    let page = bin.get("/api/rooms/capped/messages?limit=100").await.json();
+    assert_eq!(seqs(&page["messages"]), vec![5, 6, 7, 8, next]);
+}
+
+#[tokio::test]
 async fn a_retry_after_a_restart_still_finds_its_message() {
     let server = Server::start(sqlite()).await;
     let (mut ann, _) = server.join("again", "ann").await;

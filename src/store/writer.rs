@@ -29,6 +29,9 @@ pub(crate) struct JournalError {
     /// A full disk, an I/O error, a lost connection: retry the group later.
     /// Otherwise the operation itself is at fault (it is skipped alone).
     pub transient: bool,
+    /// Out of space (the disk, or the store's size limit): deleting what
+    /// the retention period no longer keeps may make room.
+    pub full: bool,
 }
 
 /// A backend's transactions. Every method runs on the writer's thread.
@@ -50,6 +53,9 @@ pub(crate) trait Journal: Send + 'static {
     ) -> Result<(Vec<StoredMessage>, bool), JournalError>;
     /// Deletes messages older than the retention period; returns how many.
     fn prune(&mut self, older_than_ms: i64) -> Result<u64, JournalError>;
+    /// Records that `room` may hand out seqs through `through` (what a
+    /// post's `reserve_through` records with it), inside the transaction.
+    fn reserve(&mut self, room: &str, through: u64) -> Result<(), JournalError>;
     /// Commits the transaction; `deleted` if it removed message content
     /// (a backend may then scrub what the deleted content left on disk).
     fn commit(&mut self, deleted: bool) -> Result<(), JournalError>;
@@ -254,45 +260,111 @@ fn commit_group(
     if group.is_empty() {
         return;
     }
+    match until_not_transient(journal, policy, inbox, metrics, |j| {
+        attempt(j, &group, policy)
+    }) {
+        Ok(outcomes) => finish(group, outcomes, inbox, metrics),
+        Err(e) if group.len() > 1 => {
+            tracing::debug!("a group failed ({}); committing it one by one", e.message);
+            for op in group {
+                commit_group(journal, vec![op], policy, inbox, metrics);
+            }
+        }
+        Err(e) => {
+            metrics.store_errors.inc();
+            let reservation = reservation(&group);
+            fail_alone(group, &e, inbox);
+            if let Some((room, through, cell)) = reservation {
+                reserve_alone(journal, (&room, through, &cell), policy, inbox, metrics);
+            }
+        }
+    }
+}
+
+/// Runs `pass` (a whole transaction) until it commits or fails for a
+/// reason of its own, rolled back after each failure. While failures pass,
+/// the store reports itself failing (the hub refuses new changes) and
+/// retries with a growing pause; out of space, it first deletes what the
+/// retention period no longer keeps.
+fn until_not_transient<J: Journal, T>(
+    journal: &mut J,
+    policy: &Policy,
+    inbox: &StoreInbox,
+    metrics: &Metrics,
+    mut pass: impl FnMut(&mut J) -> Result<T, JournalError>,
+) -> Result<T, JournalError> {
     let mut backoff = MIN_BACKOFF;
     loop {
-        match attempt(journal, &group, policy) {
-            Ok(outcomes) => {
+        let e = match pass(journal) {
+            Ok(done) => {
                 if inbox.health.degraded().is_some() {
                     tracing::info!("the history store commits again");
                 }
                 inbox.set_ok();
-                finish(group, outcomes, inbox, metrics);
-                return;
+                return Ok(done);
             }
-            Err(e) if e.transient => {
-                journal.rollback();
-                metrics.store_errors.inc();
-                if inbox.health.degraded().is_none() {
-                    tracing::warn!(
-                        "the history store cannot commit ({}); refusing changes and retrying",
-                        e.message
-                    );
-                }
-                inbox.set_failing(e.message);
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            Err(e) if group.len() > 1 => {
-                journal.rollback();
-                tracing::debug!("a group failed ({}); committing it one by one", e.message);
-                for op in group {
-                    commit_group(journal, vec![op], policy, inbox, metrics);
-                }
-                return;
-            }
-            Err(e) => {
-                journal.rollback();
-                metrics.store_errors.inc();
-                fail_alone(group, &e, inbox);
-                return;
-            }
+            Err(e) => e,
+        };
+        journal.rollback();
+        if !e.transient {
+            return Err(e);
         }
+        metrics.store_errors.inc();
+        if inbox.health.degraded().is_none() {
+            tracing::warn!(
+                "the history store cannot commit ({}); refusing changes and retrying",
+                e.message
+            );
+        }
+        inbox.set_failing(e.message);
+        if e.full {
+            prune(journal, &policy.retention, inbox, metrics);
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The room, seqs and cell of the reservation a lone post carries.
+fn reservation(group: &[StoreOp]) -> Option<(Arc<str>, u64, Arc<AtomicU64>)> {
+    match group {
+        [
+            StoreOp::Change(
+                Change::Post {
+                    room,
+                    reserve_through: Some(through),
+                    ..
+                },
+                Some(cell),
+            ),
+        ] => Some((Arc::clone(room), *through, Arc::clone(cell))),
+        _ => None,
+    }
+}
+
+/// A post that could not be recorded carried its room's next reservation:
+/// that is recorded alone. Without it the room, which asks once per block,
+/// would refuse every post once its current block ran out.
+fn reserve_alone(
+    journal: &mut impl Journal,
+    (room, through, cell): (&str, u64, &AtomicU64),
+    policy: &Policy,
+    inbox: &StoreInbox,
+    metrics: &Metrics,
+) {
+    let recorded = until_not_transient(journal, policy, inbox, metrics, |j| {
+        j.begin()?;
+        j.reserve(room, through)?;
+        j.commit(false)
+    });
+    match recorded {
+        Ok(()) => mark_reserved(cell, through),
+        Err(e) => tracing::error!(
+            room,
+            "the history store could not record the room's next seqs ({}); \
+             its posts are refused once its current block is used",
+            e.message
+        ),
     }
 }
 
@@ -473,6 +545,143 @@ mod tests {
         group.gather(&mut inbox, 3, Instant::now() + LATER);
         assert_eq!(group.changes, 3);
         assert_eq!(inbox.len(), 2);
+    }
+
+    /// A backend that refuses one post for a reason of its own, and may be
+    /// out of space until a retention pass has run.
+    #[derive(Default)]
+    struct Fake {
+        refused_seq: u64,
+        full: bool,
+        prunes: usize,
+        open: Vec<String>,
+        committed: Vec<String>,
+    }
+
+    impl Journal for Fake {
+        fn begin(&mut self) -> Result<(), JournalError> {
+            self.open.clear();
+            Ok(())
+        }
+        fn apply(&mut self, change: &Change, _: &Retention) -> Result<(), JournalError> {
+            let Change::Post {
+                message,
+                reserve_through,
+                ..
+            } = change
+            else {
+                return Ok(());
+            };
+            if message.seq == self.refused_seq {
+                return Err(JournalError {
+                    message: "this post cannot be stored".into(),
+                    transient: false,
+                    full: false,
+                });
+            }
+            self.open.push(format!("post {}", message.seq));
+            if let Some(r) = reserve_through {
+                self.open.push(format!("reserve {r}"));
+            }
+            Ok(())
+        }
+        fn load(&mut self, _: &str, _: usize, _: u64) -> Result<Snapshot, JournalError> {
+            Ok(Snapshot::default())
+        }
+        fn page(
+            &mut self,
+            _: &str,
+            _: PageQuery,
+        ) -> Result<(Vec<StoredMessage>, bool), JournalError> {
+            Ok((Vec::new(), false))
+        }
+        fn prune(&mut self, _: i64) -> Result<u64, JournalError> {
+            self.prunes += 1;
+            self.full = false;
+            Ok(1)
+        }
+        fn reserve(&mut self, room: &str, through: u64) -> Result<(), JournalError> {
+            self.open.push(format!("reserve {room} {through}"));
+            Ok(())
+        }
+        fn commit(&mut self, _: bool) -> Result<(), JournalError> {
+            if self.full {
+                return Err(JournalError {
+                    message: "full".into(),
+                    transient: true,
+                    full: true,
+                });
+            }
+            self.committed.append(&mut self.open);
+            Ok(())
+        }
+        fn rollback(&mut self) {
+            self.open.clear();
+        }
+    }
+
+    fn post(seq: u64, reserve: Option<(u64, &Arc<AtomicU64>)>) -> StoreOp {
+        let Change::Post { room, message, .. } = crate::store::fixtures::post("r", seq, "t") else {
+            unreachable!("fixtures::post is a post")
+        };
+        let change = Change::Post {
+            room,
+            message,
+            reserve_through: reserve.map(|(r, _)| r),
+        };
+        StoreOp::Change(change, reserve.map(|(_, cell)| Arc::clone(cell)))
+    }
+
+    fn policy(days: Option<u32>) -> Policy {
+        Policy {
+            fsync: Fsync::Batch,
+            retention: Retention {
+                days,
+                per_room: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_post_the_store_refuses_still_records_its_rooms_next_seqs() {
+        let (_store, inbox) = inbox(Vec::new());
+        let cell = Arc::new(AtomicU64::new(100));
+        let mut journal = Fake {
+            refused_seq: 2,
+            ..Fake::default()
+        };
+        let group = vec![post(1, None), post(2, Some((200, &cell))), post(3, None)];
+        commit_group(
+            &mut journal,
+            group,
+            &policy(None),
+            &inbox,
+            &Metrics::default(),
+        );
+        // The others are kept, the reservation is recorded on its own, and
+        // only then may the room use it.
+        assert_eq!(journal.committed, ["post 1", "reserve r 200", "post 3"]);
+        assert_eq!(cell.load(Ordering::Acquire), 200);
+        assert!(inbox.health.degraded().is_none());
+    }
+
+    #[test]
+    fn out_of_space_the_writer_deletes_what_retention_lets_go_before_retrying() {
+        let (_store, inbox) = inbox(Vec::new());
+        let mut journal = Fake {
+            full: true,
+            ..Fake::default()
+        };
+        commit_group(
+            &mut journal,
+            vec![post(1, None)],
+            &policy(Some(30)),
+            &inbox,
+            &Metrics::default(),
+        );
+        assert_eq!(journal.prunes, 1);
+        assert_eq!(journal.committed, ["post 1"]);
+        assert!(inbox.health.degraded().is_none());
     }
 
     #[test]

@@ -79,8 +79,8 @@ pub(crate) struct Postgres {
     /// When the writer last swept changes that waited too long for their
     /// post (`None`: not yet).
     swept: Option<std::time::Instant>,
-    /// Changes applied but not sent yet, with the seq a post trims its
-    /// room up to: sent together before a read, the commit, or once
+    /// Changes applied but not sent yet, with the count of messages a post
+    /// trims its room to: sent together before a read, the commit, or once
     /// [`PIPELINE`] wait.
     queued: Vec<(Change, Option<u64>)>,
     /// The transaction's `BEGIN`, until it is sent with the first
@@ -92,6 +92,7 @@ fn transient(message: &str) -> JournalError {
     JournalError {
         message: message.to_owned(),
         transient: true,
+        full: false,
     }
 }
 
@@ -112,7 +113,13 @@ fn classify(e: &tokio_postgres::Error) -> JournalError {
         Some(db) => format!("PostgreSQL: {}", db.message()),
         None => format!("PostgreSQL: {e}"),
     };
-    JournalError { message, transient }
+    // 53100: disk_full.
+    let full = e.code().is_some_and(|c| c.code() == "53100");
+    JournalError {
+        message,
+        transient,
+        full,
+    }
 }
 
 impl Postgres {
@@ -217,11 +224,13 @@ impl Journal for Postgres {
     }
 
     fn apply(&mut self, change: &Change, retention: &Retention) -> Result<(), JournalError> {
+        // The cap's statement reads past the room's newest `cap` messages
+        // in its index: it runs with every CAP_EVERY-th post, not each. A
+        // room with no more seqs than the cap cannot hold more messages.
         let cap = match change {
             Change::Post { message, .. } => retention
                 .per_room
-                .filter(|cap| message.seq > *cap)
-                .map(|cap| message.seq - cap),
+                .filter(|cap| message.seq > *cap && message.seq % CAP_EVERY == 0),
             _ => None,
         };
         self.queued.push((change.clone(), cap));
@@ -292,6 +301,17 @@ impl Journal for Postgres {
         self.run(async |c| c.client.execute(&c.st.prune, &[&older_than_ms]).await)
     }
 
+    fn reserve(&mut self, room: &str, through: u64) -> Result<(), JournalError> {
+        self.send(false)?;
+        self.run(async |c| {
+            let st = &c.st;
+            c.client
+                .execute(&st.reserve, &[&room, &seq_param(through)])
+                .await
+        })
+        .map(drop)
+    }
+
     fn commit(&mut self, _deleted: bool) -> Result<(), JournalError> {
         self.send(true)
     }
@@ -304,6 +324,10 @@ impl Journal for Postgres {
         }
     }
 }
+
+/// How often a capped room's posts trim it (`--retention-messages`): it
+/// holds at most the cap and this many less one.
+const CAP_EVERY: u64 = 32;
 
 fn seq_param(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)

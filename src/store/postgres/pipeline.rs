@@ -82,8 +82,8 @@ async fn in_order(mut replies: Vec<Reply<'_>>) -> Result<(), tokio_postgres::Err
     .await
 }
 
-/// The statements that write `change` (`cap`: the seq up to which a post
-/// trims its room), each sent as soon as it is first polled.
+/// The statements that write `change` (`cap`: the count of messages a
+/// post trims its room to), each sent as soon as it is first polled.
 fn statements<'a>(
     c: &'a Connected,
     change: &'a Change,

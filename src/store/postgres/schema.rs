@@ -118,7 +118,12 @@ pub(super) async fn prepare(c: &Client) -> Result<Statements, JournalError> {
                     ON CONFLICT (room) DO UPDATE \
                     SET seq_reserved = greatest(roomcast_rooms.seq_reserved, excluded.seq_reserved)")
         .await?,
-        cap: p("DELETE FROM roomcast_messages WHERE room = $1 AND seq <= $2").await?,
+        // The per-room cap counts messages, not seqs: a room's seqs have
+        // holes (deletes, the numbers a crash skips).
+        cap: p("DELETE FROM roomcast_messages WHERE room = $1 AND seq <= \
+                (SELECT seq FROM roomcast_messages WHERE room = $1 AND status = 0 \
+                 ORDER BY seq DESC OFFSET $2 LIMIT 1)")
+        .await?,
         // A change finds its message by (room, seq), the primary key, and
         // checks the id: a seq that holds another message changes nothing.
         // With no row there yet, the change takes the message's place

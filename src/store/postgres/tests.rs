@@ -346,3 +346,51 @@ fn a_change_made_while_its_post_is_being_written_waits_for_it() {
         empty(&mut other);
     }
 }
+
+/// The cap keeps a room's newest messages by count: a crash's skipped
+/// seqs and a deleted message do not make it keep fewer.
+#[test]
+fn the_cap_counts_messages_not_seqs() {
+    let schema = Schema::new("cap");
+    let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+    let capped = Retention {
+        days: None,
+        per_room: Some(3),
+    };
+    let write = |store: &mut Postgres, changes: &[Change]| {
+        store.begin().unwrap();
+        for change in changes {
+            store.apply(change, &capped).unwrap();
+        }
+        store.commit(false).unwrap();
+    };
+    let seqs = |store: &mut Postgres| -> Vec<u64> {
+        shown(store).into_iter().map(|(seq, ..)| seq).collect()
+    };
+    // Seq 32 trims (every CAP_EVERY-th post does).
+    write(
+        &mut store,
+        &(1..=32).map(|s| post("r", s, T)).collect::<Vec<_>>(),
+    );
+    assert_eq!(seqs(&mut store), vec![30, 31, 32]);
+    // One message of the three is deleted, and a crash skipped the seqs
+    // up to 65 631: the next post (a trimming one) leaves the newest three,
+    // not the one message past "65 632 minus 3".
+    let delete = Change::Delete {
+        room: "r".into(),
+        message_id: "r-31".into(),
+        seq: 31,
+    };
+    write(&mut store, &[delete, post("r", 65_632, T)]);
+    assert_eq!(seqs(&mut store), vec![30, 32, 65_632]);
+    // Posts between trims add up; the next trim takes the room back.
+    write(
+        &mut store,
+        &(65_633..=65_663)
+            .map(|s| post("r", s, T))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(seqs(&mut store).len(), 3 + 31);
+    write(&mut store, &[post("r", 65_664, T)]);
+    assert_eq!(seqs(&mut store), vec![65_662, 65_663, 65_664]);
+}

@@ -72,9 +72,9 @@ impl Sqlite {
         if let Some(twice) = posts.windows(2).find(|w| w[0].seq == w[1].seq) {
             return Err(seq_taken(room, twice[0].seq));
         }
-        let Some(newest) = posts.last().map(|p| p.seq) else {
+        if posts.is_empty() {
             return Ok(());
-        };
+        }
         let stored = match self.newest.get(room) {
             Some(seq) => Some(seq),
             None => self.newest_seq(room)?,
@@ -95,10 +95,78 @@ impl Sqlite {
             }
         }
         self.spare.give(body);
+        self.kept.moved(room, (posts.len() + fresh.len()) as u64, 0);
         match cap {
-            Some(cap) if newest > cap => self.trim_room(room, newest - cap),
-            _ => Ok(()),
+            Some(cap) => self.hold_to(room, cap),
+            None => Ok(()),
         }
+    }
+
+    /// Keeps `room`'s newest `cap` messages only (the per-room cap).
+    fn hold_to(&self, room: &str, cap: u64) -> rusqlite::Result<()> {
+        let kept = match self.kept.get(room) {
+            Some(kept) => kept,
+            None => {
+                let counted: i64 = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT coalesce(sum(count), 0) FROM roomcast_chunks WHERE room = ?1",
+                    )?
+                    .query_row([room], |r| r.get(0))?;
+                let counted = u64::try_from(counted).unwrap_or(0);
+                self.kept.set(room, counted);
+                counted
+            }
+        };
+        if kept > cap {
+            let removed = self.remove_oldest(room, kept - cap)?;
+            self.kept.moved(room, 0, removed);
+        }
+        Ok(())
+    }
+
+    /// Deletes `room`'s `n` oldest messages: whole chunks by their
+    /// `count`, unread, and the part of one; returns how many went.
+    fn remove_oldest(&self, room: &str, n: u64) -> rusqlite::Result<u64> {
+        let mut removed = 0;
+        while removed < n {
+            let oldest: Option<(i64, i64)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT rowid, count FROM roomcast_chunks WHERE room = ?1 \
+                     ORDER BY first_seq LIMIT 1",
+                )?
+                .query_row([room], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((rowid, count)) = oldest else {
+                break;
+            };
+            let left = n - removed;
+            if u64::try_from(count).unwrap_or(0) <= left {
+                removed += self.drop_chunk(rowid)?;
+                continue;
+            }
+            let body: String = self.conn.query_row(
+                "SELECT messages FROM roomcast_chunks WHERE rowid = ?1",
+                [rowid],
+                |r| r.get(0),
+            )?;
+            match json::Opened::parse(&body) {
+                Ok(mut opened) => {
+                    removed += opened.remove_oldest(left);
+                    self.rewrite(rowid, &opened)?;
+                }
+                Err(e) => {
+                    // Nobody can read it (reads skip it): it goes whole.
+                    tracing::error!(
+                        room,
+                        "a history chunk does not read ({e}); deleted with its messages"
+                    );
+                    removed += self.drop_chunk(rowid)?;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// The highest seq the room's chunks hold (its newest chunk's last),
@@ -247,6 +315,7 @@ impl Sqlite {
         if let Some((rowid, mut opened)) = self.open_holding(room, seq)?
             && opened.remove(seq, id)
         {
+            self.kept.moved(room, 0, 1);
             return self.rewrite(rowid, &opened);
         }
         // Trimmed already by the cap or the retention period, or never
@@ -295,7 +364,8 @@ impl Sqlite {
     }
 
     /// Deletes a chunk whatever it holds; returns how many messages its row
-    /// said it had. Only for a chunk that does not read.
+    /// said it had (for a chunk that does not read, or that the cap takes
+    /// whole).
     fn drop_chunk(&self, rowid: i64) -> rusqlite::Result<u64> {
         let count: i64 = self.conn.query_row(
             "SELECT count FROM roomcast_chunks WHERE rowid = ?1",
@@ -305,18 +375,6 @@ impl Sqlite {
         self.conn
             .execute("DELETE FROM roomcast_chunks WHERE rowid = ?1", [rowid])?;
         Ok(u64::try_from(count).unwrap_or(0))
-    }
-
-    /// Keeps `room`'s messages past seq `through` only (the per-room cap).
-    fn trim_room(&self, room: &str, through: u64) -> rusqlite::Result<()> {
-        let through = seq_param(through);
-        self.delete_where(
-            "SELECT rowid, messages FROM roomcast_chunks WHERE room = ?1 AND first_seq <= ?2 \
-             ORDER BY first_seq LIMIT 64",
-            params![room, through],
-            |seq, _| seq_param(seq) <= through,
-        )
-        .map(drop)
     }
 
     /// A room's newest chunks, newest first, through `each` until it says
@@ -610,6 +668,48 @@ pub(super) mod tests {
         assert_eq!(store.prune(cutoff).unwrap(), 1);
         store.commit(true).unwrap();
         assert_eq!(page(&mut store, 0, None, 100).0, vec![5, 6, 7, 8]);
+    }
+
+    #[test]
+    fn the_cap_counts_messages_not_seqs() {
+        let scratch = Scratch::new("cap-count");
+        let capped = Retention {
+            days: None,
+            per_room: Some(3),
+        };
+        let posts = |seqs: &[u64]| seqs.iter().map(|&s| post("r", s, T)).collect::<Vec<_>>();
+        let mut store = Sqlite::open(&scratch.0, Fsync::Off, None).unwrap();
+        commit(&mut store, &posts(&[1, 2, 3, 4, 5]), &capped);
+        assert_eq!(page(&mut store, 0, None, 100).0, vec![3, 4, 5]);
+        // Opened again (nothing counted yet), after a crash: the numbering
+        // resumes past the last reservation. The newest three are kept, not
+        // "everything above 70 001 minus 3".
+        drop(store);
+        let mut store = Sqlite::open(&scratch.0, Fsync::Off, None).unwrap();
+        commit(&mut store, &posts(&[70_000, 70_001]), &capped);
+        assert_eq!(page(&mut store, 0, None, 100).0, vec![5, 70_000, 70_001]);
+        // A delete leaves a hole in the seqs; the room still keeps three.
+        store.begin().unwrap();
+        let delete = Change::Delete {
+            room: "r".into(),
+            message_id: "r-70000".into(),
+            seq: 70_000,
+        };
+        store.apply(&delete, &capped).unwrap();
+        store.commit(true).unwrap();
+        commit(&mut store, &posts(&[70_002]), &capped);
+        assert_eq!(page(&mut store, 0, None, 100).0, vec![5, 70_001, 70_002]);
+        // Many at once: whole chunks go unread, and part of one.
+        commit(&mut store, &posts(&[70_003, 70_004]), &capped);
+        commit(
+            &mut store,
+            &posts(&[70_005, 70_006, 70_007, 70_008]),
+            &capped,
+        );
+        assert_eq!(
+            page(&mut store, 0, None, 100).0,
+            vec![70_006, 70_007, 70_008]
+        );
     }
 
     #[test]

@@ -198,6 +198,14 @@ impl Opened {
         (before - self.0.len()) as u64
     }
 
+    /// Takes out the `n` oldest messages (all, if it holds fewer);
+    /// returns how many.
+    pub fn remove_oldest(&mut self, n: u64) -> u64 {
+        let n = usize::try_from(n).unwrap_or(usize::MAX).min(self.0.len());
+        self.0.drain(..n);
+        n as u64
+    }
+
     /// Adds an encoded message at its place in seq order; false (and
     /// nothing added) if the chunk already holds that seq.
     pub fn insert(&mut self, object: &str) -> serde_json::Result<bool> {

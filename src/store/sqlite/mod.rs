@@ -15,7 +15,8 @@
 //!   room are one row (`chunks.rs`, in the JSON of `json.rs`). A room's
 //!   posts wait in [`Sqlite::pending`] (`pending.rs`) until the commit, or
 //!   until an edit, a delete or a read needs them written. Each room's
-//!   newest stored seq is kept between commits (`newest.rs`).
+//!   newest stored seq is kept between commits (`newest.rs`), and so is a
+//!   capped room's count of messages (`kept.rs`).
 //! - The log is copied into the file by a thread of its own
 //!   (`checkpointer.rs`), not inside the writer's commits.
 //! - `schema.rs`: the tables and their migrations.
@@ -23,6 +24,7 @@
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hashbrown::HashMap;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
@@ -34,6 +36,7 @@ use crate::hub::{Change, PageQuery, Snapshot, StoreError, StoredMessage};
 mod checkpointer;
 mod chunks;
 mod json;
+mod kept;
 mod log_frames;
 mod newest;
 mod pending;
@@ -41,6 +44,7 @@ mod schema;
 
 use checkpointer::{CHECKPOINT_AFTER_BYTES, Checkpointer, MAX_LOG_BYTES};
 use chunks::seq_param;
+use kept::KeptCounts;
 use newest::NewestSeqs;
 use pending::{Pending, SpareBodies};
 use schema::{APPLICATION_ID, MIGRATIONS};
@@ -61,6 +65,10 @@ pub(crate) struct Sqlite {
     /// asked, and how many make it worth asking again.
     logged: Cell<u64>,
     checkpoint_after: u64,
+    /// A delete was committed and the log not yet truncated after it (a
+    /// checkpoint of the other thread's was running): the next commit
+    /// tries again.
+    scrub_owed: bool,
     /// Posts of the open transaction not yet written, by room: each room's
     /// become one chunk at the end of the group (or sooner, see
     /// [`Pending::full`]). Bounded by the writer's group (16 384 changes).
@@ -69,6 +77,8 @@ pub(crate) struct Sqlite {
     spare: SpareBodies,
     /// Each room's newest stored seq (`newest.rs`).
     newest: NewestSeqs,
+    /// Each capped room's count of stored messages (`kept.rs`).
+    kept: KeptCounts,
     /// Held locked while the store is open.
     _lock: std::fs::File,
 }
@@ -96,6 +106,11 @@ fn page_bytes(fsync: Fsync) -> u32 {
     }
 }
 
+/// How long a commit that deleted something keeps asking for the log to
+/// be truncated while the checkpoint thread's copy runs (see
+/// [`Sqlite::checkpoint`]); past it, the next commit asks again.
+const SCRUB_WAIT: Duration = Duration::from_millis(200);
+
 fn classify(path: &Path, e: &rusqlite::Error) -> JournalError {
     let transient = matches!(
         e.sqlite_error_code(),
@@ -116,7 +131,12 @@ fn classify(path: &Path, e: &rusqlite::Error) -> JournalError {
         ),
         _ => format!("{}: {e}", path.display()),
     };
-    JournalError { message, transient }
+    let full = e.sqlite_error_code() == Some(ErrorCode::DiskFull);
+    JournalError {
+        message,
+        transient,
+        full,
+    }
 }
 
 /// Checks that the data directory exists (creating it) and can be written.
@@ -211,9 +231,11 @@ impl Sqlite {
             log_frame_bytes: 4096 + 24,
             logged: Cell::new(0),
             checkpoint_after: CHECKPOINT_AFTER_BYTES,
+            scrub_owed: false,
             pending: HashMap::new(),
             spare: SpareBodies::default(),
             newest: NewestSeqs::default(),
+            kept: KeptCounts::default(),
             _lock: lock,
         };
         store
@@ -284,6 +306,39 @@ impl Sqlite {
     fn err(&self, e: rusqlite::Error) -> JournalError {
         classify(&self.path, &e)
     }
+
+    /// Runs a checkpoint in `mode` on the writer's connection; whether it
+    /// copied the whole log (and, in `TRUNCATE` or `RESTART`, reset it).
+    /// SQLite answers a checkpoint that another one is running into as a
+    /// row saying `busy`, not as an error, and without waiting: that is
+    /// retried for up to `wait` (the other thread's copy takes 10-17 ms).
+    fn checkpoint(&self, mode: &str, wait: Duration) -> bool {
+        let sql = format!("PRAGMA wal_checkpoint({mode})");
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match self.conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) => tracing::debug!("checkpoint after a commit failed: {e}"),
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Raises the room's durable reservation to `through`.
+    fn reserve_through(&self, room: &str, through: u64) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO roomcast_rooms (room, seq_reserved) VALUES (?1, ?2) \
+                 ON CONFLICT (room) DO UPDATE \
+                 SET seq_reserved = max(seq_reserved, excluded.seq_reserved)",
+            )
+            .and_then(|mut st| st.execute(params![room, seq_param(through)]))
+            .map(drop)
+    }
 }
 
 impl Journal for Sqlite {
@@ -323,15 +378,7 @@ impl Journal for Sqlite {
                     Ok(())
                 };
                 written.and_then(|()| match reserve_through {
-                    Some(r) => self
-                        .conn
-                        .prepare_cached(
-                            "INSERT INTO roomcast_rooms (room, seq_reserved) VALUES (?1, ?2) \
-                             ON CONFLICT (room) DO UPDATE \
-                             SET seq_reserved = max(seq_reserved, excluded.seq_reserved)",
-                        )
-                        .and_then(|mut st| st.execute(params![room, seq_param(*r)]))
-                        .map(drop),
+                    Some(r) => self.reserve_through(room, *r),
                     None => Ok(()),
                 })
             }
@@ -461,7 +508,13 @@ impl Journal for Sqlite {
                 |_, timestamp| timestamp_ms(timestamp) < older_than_ms,
             )
         });
+        // Taken out of rooms one by one, not counted per room.
+        self.kept.forget();
         pruned.map_err(|e| self.err(e))
+    }
+
+    fn reserve(&mut self, room: &str, through: u64) -> Result<(), JournalError> {
+        self.reserve_through(room, through).map_err(|e| self.err(e))
     }
 
     fn commit(&mut self, deleted: bool) -> Result<(), JournalError> {
@@ -478,20 +531,14 @@ impl Journal for Sqlite {
         // next commits then grew the file again block by block
         // (docs/BENCHMARKS.md, "A frame's buffer kept for the next frame").
         // The file keeps its size, which the bound already allows.
-        let mode = match (deleted, outgrown) {
-            (true, _) => Some("TRUNCATE"),
-            (false, true) => Some("RESTART"),
-            (false, false) => None,
-        };
-        if let Some(mode) = mode {
+        self.scrub_owed |= deleted;
+        if self.scrub_owed {
             self.logged.set(0);
-            // Best effort: the next such commit tries again.
-            if let Err(e) =
-                self.conn
-                    .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
-            {
-                tracing::debug!("checkpoint after a commit failed: {e}");
-            }
+            self.scrub_owed = !self.checkpoint("TRUNCATE", SCRUB_WAIT);
+        } else if outgrown {
+            self.logged.set(0);
+            // Best effort: the next commit tries again.
+            self.checkpoint("RESTART", Duration::ZERO);
         } else if self.logged.get() >= self.checkpoint_after
             && let Some(checkpointer) = &self.checkpointer
         {
@@ -504,6 +551,7 @@ impl Journal for Sqlite {
     fn rollback(&mut self) {
         self.pending.clear();
         self.newest.forget();
+        self.kept.forget();
         if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
@@ -567,5 +615,43 @@ mod tests {
             [1, 2, 3]
         );
         assert!(!more);
+    }
+
+    #[test]
+    fn a_log_truncation_held_off_after_a_delete_is_done_at_the_next_commit() {
+        let dir = Scratch::new("scrub-owed");
+        let mut store = Sqlite::open(&dir.0, Fsync::Batch, None).unwrap();
+        store.checkpointer = None;
+        let log = dir.0.join("roomcast.db-wal");
+        commit(
+            &mut store,
+            &[post("r", 1, T), post("r", 2, T)],
+            &Retention::default(),
+        );
+        // A reader of the log's pages: the log cannot be truncated under it.
+        let reader = rusqlite::Connection::open(dir.0.join("roomcast.db")).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let _: i64 = reader
+            .query_row("SELECT count(*) FROM roomcast_chunks", [], |r| r.get(0))
+            .unwrap();
+        let delete = Change::Delete {
+            room: "r".into(),
+            message_id: "r-1".into(),
+            seq: 1,
+        };
+        store.begin().unwrap();
+        store.apply(&delete, &Retention::default()).unwrap();
+        store.commit(true).unwrap();
+        assert!(store.scrub_owed, "the truncation is still owed");
+        assert!(std::fs::metadata(&log).unwrap().len() > 0);
+
+        drop(reader);
+        commit(&mut store, &[post("r", 3, T)], &Retention::default());
+        assert!(!store.scrub_owed);
+        assert_eq!(
+            std::fs::metadata(&log).unwrap().len(),
+            0,
+            "the log is truncated"
+        );
     }
 }
