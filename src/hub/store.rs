@@ -325,6 +325,15 @@ impl StoreInbox {
     }
 }
 
+impl StoreInbox {
+    /// The writer is stopping: from now on changes are refused (the store
+    /// "has stopped"); returns what was queued, for the writer to commit
+    /// before it answers the stop.
+    pub fn close(&mut self) -> Vec<StoreOp> {
+        self.queue.close().into()
+    }
+}
+
 impl Drop for StoreInbox {
     fn drop(&mut self) {
         self.queue.close();
@@ -388,6 +397,9 @@ impl Store {
     /// it is failing, or its queue has been behind for [`LATE_AFTER`] or
     /// longer (posts wait meanwhile; see `store_queue.rs`).
     pub fn degraded(&self) -> Option<String> {
+        if self.queue.is_closed() {
+            return Some("the history store has stopped".into());
+        }
         if let Some(reason) = self.health.degraded() {
             return Some(format!("the history store cannot write ({reason})"));
         }

@@ -322,9 +322,9 @@ impl StoreQueue {
         taken
     }
 
-    /// The writer is gone: drops what is queued and whatever is pushed
-    /// from now on.
-    pub fn close(&self) {
+    /// The writer is going: whatever is pushed from now on is dropped at
+    /// once; returns what was queued.
+    pub fn close(&self) -> VecDeque<StoreOp> {
         let ops = {
             let mut q = self.lock();
             self.closed.store(true, Ordering::Release);
@@ -333,6 +333,7 @@ impl StoreQueue {
             ops
         };
         self.used.fetch_sub(ops.len(), Ordering::AcqRel);
+        ops
     }
 
     /// Whether [`StoreQueue::close`] was called.

@@ -51,8 +51,9 @@ pub(crate) trait Journal: Send + 'static {
         room: &str,
         query: PageQuery,
     ) -> Result<(Vec<StoredMessage>, bool), JournalError>;
-    /// Deletes messages older than the retention period; returns how many.
-    fn prune(&mut self, older_than_ms: i64) -> Result<u64, JournalError>;
+    /// Deletes messages older than the retention period, about `max` at
+    /// most (a backend may go a little past it); returns how many.
+    fn prune(&mut self, older_than_ms: i64, max: u64) -> Result<u64, JournalError>;
     /// Records that `room` may hand out seqs through `through` (what a
     /// post's `reserve_through` records with it), inside the transaction.
     fn reserve(&mut self, room: &str, through: u64) -> Result<(), JournalError>;
@@ -128,6 +129,11 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How often messages past the retention period are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Most messages one transaction of a retention pass deletes: a pass over
+/// a large backlog (retention turned on for an old store) goes in batches,
+/// each well within PostgreSQL's statement timeout, and the writer's queue
+/// is served between them.
+const PRUNE_BATCH: u64 = 10_000;
 
 /// Runs until every sender is gone or a `Stop` arrives; then the journal
 /// (and its file or connection) is dropped.
@@ -141,6 +147,8 @@ pub(crate) fn run(
     let interval = policy.commit_interval();
     let mut last_commit: Option<Instant> = None;
     let mut last_prune: Option<Instant> = None;
+    // A retention pass is under way: more batches may be due.
+    let mut pruning = false;
     let mut stop: Option<oneshot::Sender<()>> = None;
     while stop.is_none() {
         let Some(first) = inbox.recv() else {
@@ -170,11 +178,26 @@ pub(crate) fn run(
         }
         commit_group(&mut journal, group, &policy, &inbox, &metrics);
         metrics.store_queue.set(inbox.len() as u64);
-        if policy.retention.days.is_some() && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
+        if policy.retention.days.is_some()
+            && !pruning
+            && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
         {
             last_prune = Some(Instant::now());
-            prune(&mut journal, &policy.retention, &inbox, &metrics);
+            pruning = true;
         }
+        // A batch after each commit, and more while nothing waits.
+        while pruning {
+            pruning = prune(&mut journal, &policy.retention, &inbox, &metrics);
+            if !inbox.is_empty() {
+                break;
+            }
+        }
+    }
+    if stop.is_some() {
+        // Changes queued behind the stop, and none after: a change a
+        // session posts from now on is refused, not queued and dropped.
+        let rest = inbox.close();
+        commit_group(&mut journal, rest, &policy, &inbox, &metrics);
     }
     drop(journal);
     if let Some(reply) = stop {
@@ -468,26 +491,36 @@ fn fail_alone(group: Vec<StoreOp>, e: &JournalError, inbox: &StoreInbox) {
     }
 }
 
-/// Deletes what the retention period no longer keeps (best effort: a
-/// failure is retried at the next period).
-fn prune(journal: &mut impl Journal, retention: &Retention, inbox: &StoreInbox, metrics: &Metrics) {
-    let Some(days) = retention.days else { return };
+/// Deletes a batch of what the retention period no longer keeps; whether
+/// more may be left (best effort: a failure is retried at the next
+/// period).
+fn prune(
+    journal: &mut impl Journal,
+    retention: &Retention,
+    inbox: &StoreInbox,
+    metrics: &Metrics,
+) -> bool {
+    let Some(days) = retention.days else {
+        return false;
+    };
     let cutoff = now_ms().saturating_sub(i64::from(days).saturating_mul(86_400_000));
     let result = journal
         .begin()
-        .and_then(|()| journal.prune(cutoff))
+        .and_then(|()| journal.prune(cutoff, PRUNE_BATCH))
         .and_then(|n| journal.commit(n > 0).map(|()| n));
     match result {
-        Ok(0) => {}
+        Ok(0) => false,
         Ok(n) => {
             metrics.store_pruned.add(n);
             tracing::info!(deleted = n, "messages past the retention period deleted");
+            n >= PRUNE_BATCH
         }
         Err(e) => {
             journal.rollback();
             if inbox.health.degraded().is_none() {
                 tracing::warn!("retention pass failed ({}); trying again later", e.message);
             }
+            false
         }
     }
 }
@@ -553,9 +586,18 @@ mod tests {
     struct Fake {
         refused_seq: u64,
         full: bool,
-        prunes: usize,
+        /// Retention passes' transactions.
+        prunes: Arc<AtomicU64>,
+        /// Messages past the retention period.
+        old: Arc<AtomicU64>,
         open: Vec<String>,
-        committed: Vec<String>,
+        committed: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl Fake {
+        fn committed(&self) -> Vec<String> {
+            self.committed.lock().unwrap().clone()
+        }
     }
 
     impl Journal for Fake {
@@ -595,10 +637,13 @@ mod tests {
         ) -> Result<(Vec<StoredMessage>, bool), JournalError> {
             Ok((Vec::new(), false))
         }
-        fn prune(&mut self, _: i64) -> Result<u64, JournalError> {
-            self.prunes += 1;
+        fn prune(&mut self, _: i64, max: u64) -> Result<u64, JournalError> {
+            self.prunes.fetch_add(1, Ordering::Relaxed);
             self.full = false;
-            Ok(1)
+            let old = self.old.load(Ordering::Relaxed);
+            let n = old.min(max);
+            self.old.store(old - n, Ordering::Relaxed);
+            Ok(n)
         }
         fn reserve(&mut self, room: &str, through: u64) -> Result<(), JournalError> {
             self.open.push(format!("reserve {room} {through}"));
@@ -612,7 +657,7 @@ mod tests {
                     full: true,
                 });
             }
-            self.committed.append(&mut self.open);
+            self.committed.lock().unwrap().append(&mut self.open);
             Ok(())
         }
         fn rollback(&mut self) {
@@ -660,7 +705,7 @@ mod tests {
         );
         // The others are kept, the reservation is recorded on its own, and
         // only then may the room use it.
-        assert_eq!(journal.committed, ["post 1", "reserve r 200", "post 3"]);
+        assert_eq!(journal.committed(), ["post 1", "reserve r 200", "post 3"]);
         assert_eq!(cell.load(Ordering::Acquire), 200);
         assert!(inbox.health.degraded().is_none());
     }
@@ -679,9 +724,51 @@ mod tests {
             &inbox,
             &Metrics::default(),
         );
-        assert_eq!(journal.prunes, 1);
-        assert_eq!(journal.committed, ["post 1"]);
+        assert_eq!(journal.prunes.load(Ordering::Relaxed), 1);
+        assert_eq!(journal.committed(), ["post 1"]);
         assert!(inbox.health.degraded().is_none());
+    }
+
+    #[test]
+    fn a_stop_commits_what_is_queued_behind_it_and_then_refuses_changes() {
+        let (reply, stopped) = oneshot::channel();
+        // One change per group: the stop's group does not take the post
+        // queued after it.
+        let (store, inbox) = inbox(vec![post(1, None), StoreOp::Stop(reply), post(2, None)]);
+        let journal = Fake::default();
+        let committed = Arc::clone(&journal.committed);
+        run(
+            journal,
+            inbox,
+            Policy {
+                fsync: Fsync::Always,
+                ..policy(None)
+            },
+            Arc::default(),
+        );
+        assert!(stopped.blocking_recv().is_ok());
+        assert_eq!(*committed.lock().unwrap(), ["post 1", "post 2"]);
+        assert!(store.slot().is_err(), "a change after the stop is refused");
+        assert_eq!(
+            store.degraded().as_deref(),
+            Some("the history store has stopped")
+        );
+    }
+
+    #[test]
+    fn a_large_retention_backlog_goes_in_batches_until_none_is_left() {
+        let (store, inbox) = inbox(vec![post(1, None)]);
+        drop(store);
+        let journal = Fake {
+            old: Arc::new(AtomicU64::new(2 * PRUNE_BATCH + 5)),
+            ..Fake::default()
+        };
+        let (prunes, old) = (Arc::clone(&journal.prunes), Arc::clone(&journal.old));
+        run(journal, inbox, policy(Some(30)), Arc::default());
+        // Three transactions of at most a batch each, one after the other
+        // while nothing is queued; the last one short: the pass is over.
+        assert_eq!(prunes.load(Ordering::Relaxed), 3);
+        assert_eq!(old.load(Ordering::Relaxed), 0);
     }
 
     #[test]

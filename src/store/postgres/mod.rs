@@ -210,9 +210,19 @@ impl Journal for Postgres {
     fn begin(&mut self) -> Result<(), JournalError> {
         self.queued.clear();
         if self.swept.is_none_or(|t| t.elapsed() >= EARLY_SWEEP_EVERY) {
-            // A transaction of its own, before the group's.
+            // A transaction of its own, before the group's, and best
+            // effort: failing, it would fail the group, which would then be
+            // split and each change skipped as if at fault. It is tried
+            // again in an hour.
             let cutoff = now_ms().saturating_sub(EARLY_KEPT_MS);
-            self.run(async |c| c.client.execute(&c.st.sweep_early, &[&cutoff]).await)?;
+            if let Err(e) =
+                self.run(async |c| c.client.execute(&c.st.sweep_early, &[&cutoff]).await)
+            {
+                tracing::warn!(
+                    "sweeping changes that never met their post failed ({})",
+                    e.message
+                );
+            }
             self.swept = Some(std::time::Instant::now());
         }
         // Sent with the group's first statements.
@@ -296,9 +306,10 @@ impl Journal for Postgres {
         })
     }
 
-    fn prune(&mut self, older_than_ms: i64) -> Result<u64, JournalError> {
+    fn prune(&mut self, older_than_ms: i64, max: u64) -> Result<u64, JournalError> {
         self.send(false)?;
-        self.run(async |c| c.client.execute(&c.st.prune, &[&older_than_ms]).await)
+        let max = seq_param(max);
+        self.run(async |c| c.client.execute(&c.st.prune, &[&older_than_ms, &max]).await)
     }
 
     fn reserve(&mut self, room: &str, through: u64) -> Result<(), JournalError> {

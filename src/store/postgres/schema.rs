@@ -185,7 +185,9 @@ pub(super) async fn prepare(c: &Client) -> Result<Statements, JournalError> {
              AND status = 0 ORDER BY seq DESC LIMIT $4"
         ))
         .await?,
-        prune: p("DELETE FROM roomcast_messages WHERE created_ms < $1").await?,
+        prune: p("DELETE FROM roomcast_messages WHERE (room, seq) IN \
+                  (SELECT room, seq FROM roomcast_messages WHERE created_ms < $1 LIMIT $2)")
+        .await?,
         sweep_early: p("DELETE FROM roomcast_messages WHERE status <> 0 AND created_ms < $1").await?,
         settle: p("UPDATE roomcast_rooms SET seq_reserved = $2 WHERE room = $1").await?,
     })

@@ -394,3 +394,24 @@ fn the_cap_counts_messages_not_seqs() {
     write(&mut store, &[post("r", 65_664, T)]);
     assert_eq!(seqs(&mut store), vec![65_662, 65_663, 65_664]);
 }
+
+/// A retention pass over a large backlog goes a batch per transaction.
+#[test]
+fn a_retention_pass_deletes_at_most_a_batch_per_transaction() {
+    let schema = Schema::new("prune");
+    let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+    for seq in 1..=3 {
+        commit(&mut store, &post("r", seq, "2020-01-01T00:00:00.000Z"));
+    }
+    commit(&mut store, &post("r", 4, T));
+    let cutoff = crate::store::timestamp_ms("2021-01-01T00:00:00.000Z");
+    let mut pass = || {
+        store.begin().unwrap();
+        let n = store.prune(cutoff, 2).unwrap();
+        store.commit(true).unwrap();
+        n
+    };
+    assert_eq!([pass(), pass(), pass()], [2, 1, 0]);
+    let kept: Vec<u64> = shown(&mut store).into_iter().map(|(seq, ..)| seq).collect();
+    assert_eq!(kept, [4]);
+}

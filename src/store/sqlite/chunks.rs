@@ -325,16 +325,18 @@ impl Sqlite {
     }
 
     /// Deletes the messages `gone` picks (by seq and timestamp) from the
-    /// chunks `select` finds, a batch at a time; a chunk it rewrites must
+    /// chunks `select` finds, a batch at a time, until none is left or
+    /// `max` went (one batch may take it past); a chunk it rewrites must
     /// no longer match `select`. Returns how many messages went.
     pub(super) fn delete_where(
         &self,
         select: &str,
         args: &[&dyn rusqlite::ToSql],
         gone: impl Fn(u64, &str) -> bool,
+        max: u64,
     ) -> rusqlite::Result<u64> {
         let mut deleted = 0;
-        loop {
+        while deleted < max {
             let batch: Vec<(i64, String)> = self
                 .conn
                 .prepare_cached(select)?
@@ -361,6 +363,7 @@ impl Sqlite {
                 self.rewrite(rowid, &opened)?;
             }
         }
+        Ok(deleted)
     }
 
     /// Deletes a chunk whatever it holds; returns how many messages its row
@@ -665,7 +668,7 @@ pub(super) mod tests {
         // chunk's) and says how many went.
         store.begin().unwrap();
         let cutoff = timestamp_ms("2021-01-01T00:00:00.000Z");
-        assert_eq!(store.prune(cutoff).unwrap(), 1);
+        assert_eq!(store.prune(cutoff, u64::MAX).unwrap(), 1);
         store.commit(true).unwrap();
         assert_eq!(page(&mut store, 0, None, 100).0, vec![5, 6, 7, 8]);
     }

@@ -500,12 +500,13 @@ impl Journal for Sqlite {
         read(self).map_err(|e| self.err(e))
     }
 
-    fn prune(&mut self, older_than_ms: i64) -> Result<u64, JournalError> {
+    fn prune(&mut self, older_than_ms: i64, max: u64) -> Result<u64, JournalError> {
         let pruned = self.flush().and_then(|()| {
             self.delete_where(
                 "SELECT rowid, messages FROM roomcast_chunks WHERE oldest_ms < ?1 LIMIT 64",
                 params![older_than_ms],
                 |_, timestamp| timestamp_ms(timestamp) < older_than_ms,
+                max,
             )
         });
         // Taken out of rooms one by one, not counted per room.
