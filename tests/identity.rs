@@ -339,6 +339,28 @@ async fn a_token_renewed_in_place_keeps_the_connection_and_an_expired_one_closes
     assert!(ok["exp"].as_u64().unwrap() > now() + 3000);
 
     lapsing.expect_close(4001).await;
+    // A renewal to an earlier expiry is held to it: the watch that slept
+    // until the later one is woken.
+    let mut renewed = server
+        .ws(&format!("/ws/elsewhere/cy?token={}", token("cy", &[])))
+        .await;
+    renewed.expect("welcome").await;
+    renewed.expect("join").await;
+    let soon = roomcast::auth::jwt::sign(
+        &roomcast::auth::jwt::Issue {
+            sub: "cy",
+            rooms: &[],
+            moderator: false,
+            iat: now(),
+            exp: now() + 2 - leeway,
+        },
+        &roomcast::auth::Secret::new(common::TEST_SECRET.to_vec()).unwrap(),
+    );
+    renewed
+        .send_json(json!({"type": "auth", "token": soon}))
+        .await;
+    renewed.expect("auth_ok").await;
+    renewed.expect_close(4001).await;
     // Past the first token's expiry, the renewed connection still works.
     assert!(now() > first_exp + leeway);
     kept.skip_to("leave").await;
@@ -366,6 +388,25 @@ async fn a_moderator_may_delete_anyones_message() {
     mo.send_json(json!({"type": "edit", "message_id": id, "content": "nicer"}))
         .await;
     mo.expect_error("forbidden").await;
+    mo.send_json(json!({"type": "delete", "message_id": id}))
+        .await;
+    assert_eq!(mo.expect("message_deleted").await["message_id"], id);
+
+    // Renewed with a plain token, the connection is a moderator no longer;
+    // renewed with a moderator's again, it is one again.
+    ann.expect("join").await;
+    ann.expect("message_deleted").await;
+    let id = ann.post("more rude words").await["message_id"].clone();
+    mo.expect("message").await;
+    mo.send_json(json!({"type": "auth", "token": token("mo", &[])}))
+        .await;
+    mo.expect("auth_ok").await;
+    mo.send_json(json!({"type": "delete", "message_id": id}))
+        .await;
+    mo.expect_error("forbidden").await;
+    mo.send_json(json!({"type": "auth", "token": common::moderator_token("mo")}))
+        .await;
+    mo.expect("auth_ok").await;
     mo.send_json(json!({"type": "delete", "message_id": id}))
         .await;
     assert_eq!(mo.expect("message_deleted").await["message_id"], id);

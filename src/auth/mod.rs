@@ -278,8 +278,9 @@ impl Auth {
     }
 
     /// A connection renews its token in place (the `auth` request): the new
-    /// token must be valid, for the same user and room. Answers its expiry.
-    pub fn renew(&self, token: &str, room: &RoomName, user: &UserName) -> Result<u64, Denied> {
+    /// token must be valid, for the same user and room. Answers what it
+    /// admits: its expiry, and its role, which replaces the old token's.
+    pub fn renew(&self, token: &str, room: &RoomName, user: &UserName) -> Result<Admitted, Denied> {
         let Mode::Token(secret) = &self.mode else {
             return Err(Denied::new(
                 StatusCode::BAD_REQUEST,
@@ -288,8 +289,7 @@ impl Auth {
             ));
         };
         let grant = jwt::verify(token, secret, now()).map_err(Denied::token)?;
-        let admitted = self.grant_for(grant, room, user)?;
-        Ok(admitted.expires.unwrap_or(0))
+        self.grant_for(grant, room, user)
     }
 
     /// In token mode, who an HTTP request (an upload) comes from: its

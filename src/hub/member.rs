@@ -13,7 +13,8 @@ pub struct Member {
     pub(super) generation: u64,
     pub(super) user: UserName,
     pub(super) identity: Identity,
-    pub(super) moderator: bool,
+    /// May delete any message here; a renewed token may change it.
+    pub(super) moderator: AtomicBool,
     pub(super) outbox: Arc<Outbox>,
     /// Until taken by [`Member::welcomed`], when the welcome comes later.
     pub(super) welcomed: Option<tokio::sync::oneshot::Receiver<()>>,
@@ -293,13 +294,19 @@ impl Member {
         Ok(())
     }
 
+    /// The connection's token was renewed: from now on its role is the new
+    /// token's (a moderator renewed with a plain token is one no longer).
+    pub fn set_moderator(&self, moderator: bool) {
+        self.moderator.store(moderator, Ordering::Release);
+    }
+
     /// Deletes one of this member's messages (any message, for a moderator).
     pub async fn delete(&self, message_id: &str) -> Result<(), Refusal> {
         let backbone = match &self.common.link {
             Link::Local => {
                 return self.room.lock().delete(
                     &self.room.name,
-                    (&self.identity, self.moderator),
+                    (&self.identity, self.moderator.load(Ordering::Acquire)),
                     message_id,
                     &self.common,
                 );
@@ -309,7 +316,12 @@ impl Member {
         let store = self.store_slot()?;
         let room = &self.room.name;
         let seq = backbone
-            .delete(room, message_id, &self.identity, self.moderator)
+            .delete(
+                room,
+                message_id,
+                &self.identity,
+                self.moderator.load(Ordering::Acquire),
+            )
             .await?;
         if let Some(slot) = store {
             let change = Change::Delete {

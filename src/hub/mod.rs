@@ -36,7 +36,7 @@ pub(crate) mod timestamp;
 mod welcome;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -546,7 +546,7 @@ impl Hub {
             generation,
             user,
             identity,
-            moderator,
+            moderator: AtomicBool::new(moderator),
             outbox,
             welcomed,
         })

@@ -68,9 +68,43 @@ pub struct SessionConfig {
 }
 
 /// When a connection's token expires (seconds since the epoch; 0: never).
-/// A renewal moves it; the watch in `ws::upgrade` closes the connection with
-/// 4001 when it passes.
-pub type Expiry = Arc<std::sync::atomic::AtomicU64>;
+/// A renewal moves it and wakes the watch in `ws::upgrade`, which closes
+/// the connection with 4001 when it passes.
+pub type Expiry = Arc<TokenExpiry>;
+
+/// See [`Expiry`].
+#[derive(Debug, Default)]
+pub struct TokenExpiry {
+    exp: std::sync::atomic::AtomicU64,
+    moved: tokio::sync::Notify,
+}
+
+impl TokenExpiry {
+    /// A token expiring at `exp`.
+    pub fn new(exp: u64) -> Self {
+        Self {
+            exp: exp.into(),
+            moved: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The current expiry.
+    pub fn get(&self) -> u64 {
+        self.exp.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A renewed token's expiry, earlier or later: the watch is woken.
+    pub fn renew(&self, exp: u64) {
+        self.exp.store(exp, std::sync::atomic::Ordering::Release);
+        self.moved.notify_one();
+    }
+
+    /// Waits until a renewal moves it (one renewal since the last wait
+    /// counts too).
+    pub async fn moved(&self) {
+        self.moved.notified().await;
+    }
+}
 
 /// How many of a server's queues are behind: outboxes (see
 /// [`crate::hub::Outbox`]) past a quarter of their bounds while their socket
@@ -599,8 +633,10 @@ async fn handle_request(
             let renewed = config
                 .auth
                 .renew(&token, member.room(), member.user())
-                .map(|exp| {
-                    expiry.store(exp, std::sync::atomic::Ordering::Release);
+                .map(|admitted| {
+                    let exp = admitted.expires.unwrap_or(0);
+                    expiry.renew(exp);
+                    member.set_moderator(admitted.moderator);
                     member.send(frames::text(&format!(
                         r#"{{"type":"auth_ok","exp":{exp}}}"#
                     )));

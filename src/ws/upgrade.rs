@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::Weak;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::session::{self, Expiry};
+use super::session::{self, Expiry, TokenExpiry};
 use crate::app::AppState;
 use crate::auth::{Denied, Presented};
 use crate::http::client_addr::client_ip;
@@ -360,7 +360,7 @@ pub(crate) async fn handle(
                 return;
             }
         };
-        let expiry: Expiry = Arc::new(AtomicU64::new(admitted.expires.unwrap_or(0)));
+        let expiry: Expiry = Arc::new(TokenExpiry::new(admitted.expires.unwrap_or(0)));
         if admitted.expires.is_some() {
             tokio::spawn(close_at_expiry(
                 Arc::downgrade(member.outbox()),
@@ -467,9 +467,7 @@ fn address_at_capacity(max: usize) -> Response<Body> {
 /// a token admitted within the leeway is not closed at once.
 async fn close_at_expiry(outbox: Weak<Outbox>, expiry: Expiry) {
     loop {
-        let exp = expiry
-            .load(Ordering::Acquire)
-            .saturating_add(crate::auth::jwt::LEEWAY_SECS);
+        let exp = expiry.get().saturating_add(crate::auth::jwt::LEEWAY_SECS);
         let now = crate::auth::now();
         if now > exp {
             if let Some(outbox) = outbox.upgrade() {
@@ -477,9 +475,10 @@ async fn close_at_expiry(outbox: Weak<Outbox>, expiry: Expiry) {
             }
             return;
         }
-        // Wakes at the expiry, or every minute to notice the connection
-        // has gone.
-        tokio::time::sleep(Duration::from_secs((exp - now + 1).min(60))).await;
+        // Wakes at the expiry, when a renewal moves it, or every minute to
+        // notice the connection has gone.
+        let wait = Duration::from_secs((exp - now + 1).min(60));
+        let _ = tokio::time::timeout(wait, expiry.moved()).await;
         match outbox.upgrade() {
             Some(o) if !o.is_closing() => {}
             _ => return,
