@@ -796,6 +796,100 @@ mod tests {
     }
 
     #[test]
+    fn a_resume_read_from_the_store_while_posts_push_the_ring_on_reports_the_hole_as_a_gap() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _in_runtime = rt.enter();
+        // A writer that loads rooms empty and hands each page read to the
+        // test, which answers it when it chooses.
+        let (store, mut inbox) = store_channel(1024);
+        let (pages_tx, pages) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            while let Some(op) = inbox.recv() {
+                match op {
+                    StoreOp::Load { reply, .. } => {
+                        let _ = reply.send(Ok(Snapshot {
+                            reserved: RESERVE_BLOCK,
+                            ..Snapshot::default()
+                        }));
+                    }
+                    StoreOp::Page { query, reply, .. } => {
+                        let _ = pages_tx.send((query, reply));
+                    }
+                    StoreOp::Stop(reply) => {
+                        let _ = reply.send(());
+                        break;
+                    }
+                    StoreOp::Change(..) | StoreOp::Flush(_) => {}
+                }
+            }
+        });
+        let hub = Hub::from_parts(HubParts {
+            config: HubConfig {
+                history: 5,
+                ..HubConfig::default()
+            },
+            metrics: Arc::new(Metrics::default()),
+            store: Some(store.clone()),
+        });
+        let (room, ann) = names("holes", "ann");
+        let mut ann = hub.join(room.clone(), ann, None).unwrap();
+        rt.block_on(ann.welcomed());
+        let post = |n: u64| ann.post_now(format!("m{n}"), None).unwrap().unwrap();
+        for n in 1..=10 {
+            post(n);
+        }
+        // The ring holds 6..=10: a resume after 2 reads 3..=5 from the store.
+        let (_, bob) = names("holes", "bob");
+        let mut bob = hub.join(room, bob, Some(2)).unwrap();
+        let (query, reply) = rt.block_on(async {
+            loop {
+                if let Ok(page) = pages.try_recv() {
+                    return page;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        assert_eq!((query.after, query.before), (2, Some(6)));
+        // Meanwhile 6..=8 leave the ring.
+        for n in 11..=13 {
+            post(n);
+        }
+        let stored = |seq: u64| StoredMessage {
+            id: format!("s{seq}").as_str().into(),
+            seq,
+            user: UserName::parse("ann").unwrap(),
+            identity: Identity::named("ann"),
+            content: format!("m{seq}"),
+            timestamp: "2026-12-07T10:00:00.000Z".into(),
+            reactions: Reactions::default(),
+            attachment: None,
+            edited_at: None,
+            client_id: None,
+        };
+        let _ = reply.send(Ok(((3..=5).map(stored).collect(), false)));
+        rt.block_on(bob.welcomed());
+        let welcome = drain(&bob).remove(0);
+        let seqs: Vec<u64> = welcome["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, [3, 4, 5, 9, 10, 11, 12, 13]);
+        assert_eq!(
+            welcome["gap"], true,
+            "6..=8 are missing: the client must page"
+        );
+
+        drop((ann, bob, hub));
+        rt.block_on(store.stop());
+        writer.join().unwrap();
+    }
+
+    #[test]
     fn a_deleted_posts_retry_key_is_kept_only_while_the_ring_would_hold_it() {
         let hub = Hub::new(HubConfig {
             history: 4,

@@ -66,22 +66,28 @@ pub(super) async fn welcome_from_store(
             }
         };
         let Some((after, before)) = before else {
-            return Ok((Vec::new(), false));
+            return Ok::<_, StoreError>((Vec::new(), false, None));
         };
         let Some(store) = &common.store else {
-            return Ok((Vec::new(), false));
+            return Ok((Vec::new(), false, None));
         };
         let query = PageQuery {
             after,
             before: Some(before),
             limit: RESUME_FROM_STORE,
         };
-        store.page(room.name.as_str(), query).await
+        let (older, more) = store.page(room.name.as_str(), query).await?;
+        Ok((older, more, Some(before)))
     };
     match read.await {
-        Ok((older, more)) => {
-            room.lock()
-                .welcome_waiting(&requested, &w, (&older, more), &common);
+        Ok((older, more, before)) => {
+            let mut state = room.lock();
+            // Posts during the read may have pushed messages from `before`
+            // on out of the ring: between the page and the ring there is
+            // then a hole, which the welcome reports as a gap (the client
+            // pages for it).
+            let hole = before.is_some_and(|b| state.ring_start() > b);
+            state.welcome_waiting(&requested, &w, (&older, more || hole), &common);
         }
         Err(e) => {
             tracing::warn!(room = %room.name, "join failed: {e}");
