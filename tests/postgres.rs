@@ -267,6 +267,54 @@ async fn two_instances_on_redis_share_the_history_and_its_numbering() {
     c.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn redis_losing_its_data_while_the_room_is_held_here_never_reuses_a_stored_seq() {
+    let schema = Schema::new("amnesia");
+    let keys = Keys(unique("amnesia-redis"));
+    let a = Server::start(
+        on(&schema.url())
+            .redis_url(Some("redis://127.0.0.1:6379".to_owned()))
+            .redis_prefix(keys.prefix().to_owned()),
+    )
+    .await;
+    connected(&a).await;
+    // The room is loaded while the database holds nothing: its floor is 0.
+    let (mut ann, _) = a.join("team", "ann").await;
+    ann.expect("join").await;
+    for i in 1..=3 {
+        ann.post(&format!("m{i}")).await;
+    }
+    eventually("the database holds the three", async || {
+        a.metric("roomcast_store_uncommitted").await == 0
+    })
+    .await;
+
+    // Redis restarts empty; the instance still holds the room.
+    let mut redis = common::redis::Admin::connect();
+    redis.cleanup(keys.prefix());
+    assert!(redis.kill_connections(keys.prefix()) > 0);
+    ann.expect_close(1013).await;
+    connected(&a).await;
+
+    // Numbered right above what the database holds: not from the floor of
+    // the first load (a reused seq, which the database would refuse
+    // silently), and not past a reservation (Redis numbers the room; a
+    // load reserves nothing).
+    let (mut ann, _) = a.join("team", "ann").await;
+    ann.expect("join").await;
+    let m = ann.post("after redis forgot").await;
+    assert_eq!(m["seq"], 4, "{m}");
+    eventually("the new message is in the database", async || {
+        let page = a.get("/api/rooms/team/messages").await.json();
+        page["messages"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|m| m["content"] == "after redis forgot"))
+    })
+    .await;
+    drop(ann);
+    a.shutdown().await.unwrap();
+}
+
 /// Posts `content` and returns its id, once its echo comes back (other
 /// events may come first).
 async fn post(client: &mut Client, content: &str) -> Value {

@@ -412,6 +412,9 @@ impl Drop for Member {
                 if let Some((user, left, empty)) = state.leave_quiet(self.key, self.generation) {
                     backbone.leave(&self.room.name, &user, left, empty);
                 }
+                if state.members.is_empty() {
+                    state.forget_floor();
+                }
             }
         }
     }

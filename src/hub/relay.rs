@@ -204,6 +204,7 @@ impl RoomState {
             slot.outbox.close(CloseReason::MISSED_EVENTS);
         }
         self.stream_ev = None;
+        self.forget_floor();
     }
 }
 

@@ -960,6 +960,15 @@ impl RoomState {
         }
     }
 
+    /// With a backbone: the room is let go here (its last member left, or
+    /// the backbone lost its data), so its floor, what the store held when
+    /// it was loaded, is read again at its next join. Other instances (and
+    /// this one, since) have stored more; a backbone that restarted empty
+    /// would otherwise number from the old floor and reuse their seqs.
+    pub fn forget_floor(&mut self) {
+        self.loaded = false;
+    }
+
     /// The highest seq handed out (or, with a backbone, held in the store).
     pub fn last_seq(&self) -> u64 {
         self.last_seq

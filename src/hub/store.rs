@@ -168,12 +168,17 @@ pub enum StoreOp {
     /// A change to commit. `durable` (if any) is set to the reservation
     /// once it is committed.
     Change(Change, Option<Arc<AtomicU64>>),
-    /// Load a room (making a new reservation); answered after the commit.
+    /// Load a room (making a new reservation of `block` seqs); answered
+    /// after the commit.
     Load {
         /// The room's key.
         room: String,
         /// Messages wanted in the tail.
         tail: usize,
+        /// Seqs to reserve past the highest the room may have handed out:
+        /// [`RESERVE_BLOCK`] on one instance, none with a backbone (which
+        /// numbers the room itself, above what the store holds).
+        block: u64,
         /// The answer.
         reply: oneshot::Sender<Result<Snapshot, StoreError>>,
     },
@@ -480,10 +485,17 @@ impl Store {
         }
     }
 
-    /// Loads a room: its newest `tail` messages and a fresh reservation.
-    pub async fn load(&self, room: &str, tail: usize) -> Result<Snapshot, StoreError> {
+    /// Loads a room: its newest `tail` messages and a fresh reservation of
+    /// `block` seqs.
+    pub async fn load(&self, room: &str, tail: usize, block: u64) -> Result<Snapshot, StoreError> {
         let room = room.to_owned();
-        self.ask(|reply| StoreOp::Load { room, tail, reply }).await
+        self.ask(|reply| StoreOp::Load {
+            room,
+            tail,
+            block,
+            reply,
+        })
+        .await
     }
 
     /// Reads a page of a room's messages (see [`PageQuery`]), oldest first,

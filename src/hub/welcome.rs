@@ -11,16 +11,19 @@ use std::sync::Arc;
 use super::event::MessageView;
 use super::room::{Room, Waiting};
 use super::{
-    Backbone, CloseReason, Common, ErrorCode, Identity, PageQuery, Refusal, RemoteWelcome,
-    RoomName, StoreError, UserName, frame,
+    Backbone, CloseReason, Common, ErrorCode, Identity, Link, PageQuery, RESERVE_BLOCK, Refusal,
+    RemoteWelcome, RoomName, StoreError, UserName, frame,
 };
 
 /// Messages a resume may read from the store at most (the welcome's byte
 /// budget keeps the newest that fit; a resume wanting more reports a gap).
 const RESUME_FROM_STORE: usize = 1000;
 
-/// Reads a room from the store once (its tail, `tail` messages, and a
-/// fresh seq reservation), unless it is loaded already.
+/// Reads a room from the store (its tail, `tail` messages, and a fresh seq
+/// reservation), unless it is loaded already. With a backbone, which
+/// numbers the room itself, nothing is reserved: what is read is the floor
+/// the backbone's numbering never goes below, read again whenever the room
+/// was let go (see `RoomState::forget_floor`).
 async fn ensure_loaded(common: &Common, room: &Room, tail: usize) -> Result<(), StoreError> {
     let Some(store) = &common.store else {
         return Ok(());
@@ -32,7 +35,11 @@ async fn ensure_loaded(common: &Common, room: &Room, tail: usize) -> Result<(), 
     if room.lock().loaded {
         return Ok(());
     }
-    let snapshot = store.load(room.name.as_str(), tail).await?;
+    let block = match common.link {
+        Link::Local => RESERVE_BLOCK,
+        Link::Remote(_) => 0,
+    };
+    let snapshot = store.load(room.name.as_str(), tail, block).await?;
     room.lock().install(snapshot, common);
     Ok(())
 }

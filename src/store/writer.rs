@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::hub::{
-    Change, PageQuery, RESERVE_BLOCK, Snapshot, StoreError, StoreInbox, StoreOp, StoredMessage,
-};
+use crate::hub::{Change, PageQuery, Snapshot, StoreError, StoreInbox, StoreOp, StoredMessage};
 use crate::metrics::Metrics;
 
 use super::{Fsync, Retention, now_ms, prefetch};
@@ -409,9 +407,9 @@ fn attempt(
                 journal.apply(change, &policy.retention)?;
                 Outcome::Nothing
             }
-            StoreOp::Load { room, tail, .. } => {
-                Outcome::Loaded(journal.load(room, *tail, RESERVE_BLOCK)?)
-            }
+            StoreOp::Load {
+                room, tail, block, ..
+            } => Outcome::Loaded(journal.load(room, *tail, *block)?),
             StoreOp::Page { room, query, .. } => Outcome::Paged(journal.page(room, *query)?),
             StoreOp::Flush(_) | StoreOp::Stop(_) => Outcome::Nothing,
         });
