@@ -315,6 +315,36 @@ async fn redis_losing_its_data_while_the_room_is_held_here_never_reuses_a_stored
     a.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_resume_past_redis_ring_keeps_its_gap_while_the_database_lags() {
+    let schema = Schema::new("lag");
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let through_proxy = schema
+        .url()
+        .replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let (config, _keys) = on_redis(on(&schema.url()).history(2usize), "lag");
+    let a = Server::start(config.clone().store(StoreKind::Postgres(through_proxy))).await;
+    let b = Server::start(config).await;
+    connected(&a).await;
+    connected(&b).await;
+    let (mut ann, _) = a.join("lag", "ann").await;
+    ann.expect("join").await;
+    // a's writes wait; Redis's ring of two holds m4 and m5, and m1..m3 are
+    // in neither it nor the database yet.
+    proxy.freeze();
+    for i in 1..=5 {
+        ann.post(&format!("m{i}")).await;
+    }
+    let mut bob = b.ws("/ws/lag/bob?after=0").await;
+    let w = bob.expect("welcome").await;
+    assert_eq!(seqs(&w["history"]), vec![4, 5], "{w}");
+    assert_eq!(w["gap"], true, "m1..m3 are missing: the client must page");
+    proxy.thaw();
+    drop((ann, bob));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
 /// Posts `content` and returns its id, once its echo comes back (other
 /// events may come first).
 async fn post(client: &mut Client, content: &str) -> Value {

@@ -162,8 +162,13 @@ async fn fill_from_store(
     older.reverse();
     older.append(&mut w.history);
     w.history = older;
+    // A resume's gap stays as the backbone said: the database may not hold
+    // yet what other instances posted (their writes lag), and the
+    // backbone's own history may have skipped one too large for the
+    // budget; neither shows here. Filled, the welcome holds more, and the
+    // client pages for the rest.
     if after.is_some() {
-        w.gap = more || cut;
+        w.gap |= more || cut;
     }
     Ok(())
 }
