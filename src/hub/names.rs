@@ -51,18 +51,61 @@ fn is_format(c: char) -> bool {
     )
 }
 
-/// The joiners (ZWNJ, ZWJ) shape Persian, Indic and emoji text and are
-/// allowed between two visible characters; anywhere else (at an end, next
-/// to a space or another format character) they only hide something.
+/// Characters of other categories that render as nothing: the combining
+/// grapheme joiner, the Hangul fillers, Khmer's invisible vowels,
+/// Mongolian variation selectors and the Braille blank. `ann\u{3164}`
+/// shows as "ann".
+fn is_blank(c: char) -> bool {
+    matches!(
+        c,
+        '\u{34F}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180D}'
+            | '\u{180F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FFA0}'
+    )
+}
+
+/// Variation selectors pick a glyph for the character before them (the
+/// emoji form of ❤, with U+FE0F); after a plain ASCII letter they show
+/// nothing.
+fn is_variation_selector(c: char) -> bool {
+    matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}')
+}
+
+/// Whether a name holds a character that shows nothing where it is. The
+/// joiners (ZWNJ, ZWJ) shape Persian, Indic and emoji text and are allowed
+/// between two visible characters that are not ASCII (`a\u{200D}nn` shows
+/// as "ann"); a variation selector right after such a character; anywhere
+/// else, like the other format characters and the blanks, they only hide
+/// something.
 fn misplaced_format(s: &str) -> bool {
     let chars: Vec<char> = s.chars().collect();
-    let visible = |c: Option<&char>| c.is_some_and(|c| !c.is_whitespace() && !is_format(*c));
+    let shaped = |c: Option<&char>| {
+        c.is_some_and(|&c| {
+            !c.is_ascii()
+                && !c.is_whitespace()
+                && !is_format(c)
+                && !is_blank(c)
+                && !is_variation_selector(c)
+        })
+    };
     chars.iter().enumerate().any(|(i, &c)| {
+        let before = i.checked_sub(1).and_then(|b| chars.get(b));
+        if is_blank(c) {
+            return true;
+        }
+        if is_variation_selector(c) {
+            return !shaped(before);
+        }
         if !is_format(c) {
             return false;
         }
         let joiner = matches!(c, '\u{200C}' | '\u{200D}');
-        !(joiner && i > 0 && visible(chars.get(i - 1)) && visible(chars.get(i + 1)))
+        !(joiner && shaped(before) && shaped(chars.get(i + 1)))
     })
 }
 
@@ -91,7 +134,7 @@ fn checked(
     if misplaced_format(s) {
         return Err(NameError(format!(
             "{what} must not contain invisible format characters (bidi controls, \
-             zero-width characters, BOM)"
+             zero-width characters, BOM, fillers and blanks)"
         )));
     }
     if !allow_slash && s.contains('/') {
@@ -323,6 +366,15 @@ mod tests {
             "\u{200C}ann",
             "a\u{200D}\u{200D}b",
             "a \u{200D}b",
+            // Not format characters, but blank all the same.
+            "ann\u{3164}",
+            "ann\u{2800}",
+            "an\u{34F}n",
+            "\u{115F}ann",
+            "ann\u{FFA0}",
+            // Joiners and selectors where they shape nothing.
+            "a\u{200D}nn",
+            "ann\u{FE0F}",
         ] {
             let e = UserName::parse(name).unwrap_err();
             assert!(e.to_string().contains("format characters"), "{name:?}: {e}");
@@ -331,6 +383,7 @@ mod tests {
         // Joiners between visible characters shape real text and emoji.
         assert!(UserName::parse("می\u{200C}خواهم").is_ok());
         assert!(UserName::parse("👩\u{200D}💻 dev").is_ok());
+        assert!(UserName::parse("ann \u{2764}\u{FE0F}").is_ok());
     }
 
     #[test]
