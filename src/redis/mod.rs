@@ -386,6 +386,21 @@ impl Inner {
     }
 }
 
+/// How long a connection must have served before its failure counts as a
+/// new outage (the pause starts again from [`MIN_BACKOFF`]). One that
+/// opens and dies at once (Redis killing a subscriber over its output
+/// limit, a script refused every time) backs off like a failed open.
+const STAYED_UP: Duration = Duration::from_secs(10);
+
+/// The pause before the next attempt, after a connection that served for
+/// `served` (zero: it never opened).
+fn next_backoff(backoff: Duration, served: Duration) -> Duration {
+    match served >= STAYED_UP {
+        true => MIN_BACKOFF,
+        false => backoff,
+    }
+}
+
 async fn backoff_sleep(backoff: &mut Duration) {
     tokio::time::sleep(*backoff).await;
     *backoff = (*backoff * 2).min(MAX_BACKOFF);
@@ -396,9 +411,9 @@ async fn backoff_sleep(backoff: &mut Duration) {
 async fn command_task(inner: Arc<Inner>, mut rx: mpsc::Receiver<Cmd>) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        let err = match open_command(&inner).await {
+        let (err, served) = match open_command(&inner).await {
             Ok((conn, shas)) => {
-                backoff = MIN_BACKOFF;
+                let opened = tokio::time::Instant::now();
                 check_epoch(&inner, &conn.epoch);
                 let conn = conn.conn;
                 inner.set_up(true);
@@ -406,10 +421,12 @@ async fn command_task(inner: Arc<Inner>, mut rx: mpsc::Receiver<Cmd>) {
                 // or this instance may have been reaped: announce them again.
                 inner.resync.store(true, Ordering::Release);
                 inner.wake_heartbeat.notify_one();
-                serve_commands(&inner, conn, &shas, &mut rx).await
+                let err = serve_commands(&inner, conn, &shas, &mut rx).await;
+                (err, opened.elapsed())
             }
-            Err(e) => e,
+            Err(e) => (e, Duration::ZERO),
         };
+        backoff = next_backoff(backoff, served);
         inner.set_down(true, &err);
         // What was queued while down is refused, not replayed later.
         while rx.try_recv().is_ok() {}
@@ -551,13 +568,15 @@ async fn serve_commands(
 async fn subscriber_task(inner: Arc<Inner>) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        let err = match open_subscriber(&inner).await {
+        let (err, served) = match open_subscriber(&inner).await {
             Ok(conn) => {
-                backoff = MIN_BACKOFF;
-                serve_subscriptions(&inner, conn).await
+                let opened = tokio::time::Instant::now();
+                let err = serve_subscriptions(&inner, conn).await;
+                (err, opened.elapsed())
             }
-            Err(e) => e,
+            Err(e) => (e, Duration::ZERO),
         };
+        backoff = next_backoff(backoff, served);
         {
             let mut s = lock(&inner.subs);
             s.up = false;
@@ -889,5 +908,20 @@ impl LinkRef<'_> {
                 }
             })?;
         Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_connection_that_stayed_up_starts_the_pauses_again() {
+        let grown = Duration::from_secs(2);
+        // It never opened, or died at once: the pause keeps growing.
+        assert_eq!(next_backoff(grown, Duration::ZERO), grown);
+        assert_eq!(next_backoff(grown, Duration::from_millis(50)), grown);
+        // It served a while: a new outage starts from the shortest pause.
+        assert_eq!(next_backoff(grown, STAYED_UP), MIN_BACKOFF);
     }
 }
