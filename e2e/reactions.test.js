@@ -1,7 +1,8 @@
 // A popular message: once its reactions are large the server sends only
 // what changes and a few names per emoji (protocol.md "Reactions on the
 // wire"); the page still shows every count right, fetches the names when
-// someone looks at a reaction, and toggles as usual.
+// someone looks at a reaction, and toggles as usual. And toggling from the
+// keyboard keeps the focus where it was.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -98,4 +99,35 @@ test('a popular message shows every count, fetches names on hover and toggles', 
   await firstOnBob.click();
   await firstOnAlice.getByTestId('reaction-count').getByText('5', { exact: true }).waitFor();
   await firstOnBob.and(bob.locator('[aria-pressed="false"]')).waitFor();
+});
+
+test('a reaction toggled from the keyboard keeps the focus, which goes to ☺+ once the reaction is gone', async () => {
+  const alice = await openChat(browser, server.url, { room: 'keyboard-reactions', user: 'alice' });
+  const bob = await openChat(browser, server.url, { room: 'keyboard-reactions', user: 'bob' });
+  pages.push(alice, bob);
+  await sendMessage(bob, 'React from the keyboard');
+  const onBob = messageWithText(bob, 'React from the keyboard');
+  await onBob.hover();
+  await onBob.getByTestId('add-reaction').click();
+  await bob.getByTestId('reaction-picker').getByRole('button', { name: 'React with 👍' }).click();
+
+  const onAlice = messageWithText(alice, 'React from the keyboard');
+  const thumb = onAlice.getByTestId('reaction').filter({ hasText: '👍' });
+  const focused = () => alice.evaluate(() => {
+    const el = document.activeElement;
+    return { testid: el.dataset.testid, emoji: el.dataset.emoji ?? null, message: el.closest('li.msg')?.querySelector('[data-testid=message-text]').textContent };
+  });
+  await thumb.getByTestId('reaction-count').getByText('1', { exact: true }).waitFor();
+  await thumb.focus();
+  await alice.keyboard.press('Enter');
+  await thumb.getByTestId('reaction-count').getByText('2', { exact: true }).waitFor();
+  assert.deepEqual(await focused(), { testid: 'reaction', emoji: '👍', message: 'React from the keyboard' });
+  await alice.keyboard.press('Enter');
+  await thumb.getByTestId('reaction-count').getByText('1', { exact: true }).waitFor();
+  assert.deepEqual(await focused(), { testid: 'reaction', emoji: '👍', message: 'React from the keyboard' });
+
+  // Bob takes his away while Alice is on it: the reaction is gone, she is on ☺+.
+  await onBob.getByTestId('reaction').filter({ hasText: '👍' }).click();
+  await thumb.waitFor({ state: 'detached' });
+  assert.deepEqual(await focused(), { testid: 'add-reaction', emoji: null, message: 'React from the keyboard' });
 });

@@ -1,6 +1,8 @@
 // Resilience: a dropped connection resumes with ?after=<seq> (no duplicates,
-// no gaps), and a server restart is survived: history is durable, so the
-// conversation simply carries on.
+// no gaps), a server restart is survived: history is durable, so the
+// conversation simply carries on; messages not yet confirmed stay with
+// their room across room switches, and a refusal lands on the message it
+// answers.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -171,4 +173,107 @@ test('a message whose echo was lost and that was deleted meanwhile can be posted
   assert.deepEqual(unexpectedProblems(alice), []);
   await alice.context().close();
   await bob.context().close();
+});
+
+test('messages not yet confirmed stay with their room across room switches, and are posted once back in it', async () => {
+  const bob = await openChat(browser, server.url, { room: 'kept', user: 'bob' });
+  const alice = await openChat(browser, server.url, { room: 'kept', user: 'alice' });
+  await sendMessage(alice, 'hello');
+  const inRoom = (name) => alice.getByTestId('room-title').getByText(name, { exact: true }).waitFor();
+  const backToKept = async () => {
+    await alice.getByTestId('room-list').getByRole('link', { name: '# kept', exact: true }).click();
+    await inRoom('kept');
+  };
+  const statuses = () => alice.getByTestId('message').evaluateAll((els) => els.map((el) => [
+    el.querySelector('[data-testid=message-text]').textContent, el.querySelector('[data-testid=message-status]').textContent]));
+  const unloadAsks = () => alice.evaluate(() => {
+    const e = new Event('beforeunload', { cancelable: true });
+    window.dispatchEvent(e);
+    return e.defaultPrevented;
+  });
+
+  // Sent, and the room left in the same moment: the server posts it, and
+  // its echo never reaches this room session.
+  await alice.evaluate(() => {
+    document.querySelector('[data-testid=composer-input]').value = 'sent, then left';
+    document.querySelector('[data-testid=composer]').requestSubmit();
+    document.querySelector('[data-testid=room-input]').value = 'kept-away';
+    document.querySelector('[data-testid=room-form]').requestSubmit();
+  });
+  await inRoom('kept-away');
+  await waitConnected(alice);
+  await messageWithText(bob, 'sent, then left').waitFor();
+
+  // Offline: back in the room it waits, and two more are written.
+  await alice.context().setOffline(true);
+  await alice.getByTestId('conn-status').and(alice.locator('[data-state="offline"]')).waitFor();
+  await backToKept();
+  for (const t of ['queued 1', 'queued 2']) {
+    await alice.getByTestId('composer-input').fill(t);
+    await alice.getByTestId('composer-input').press('Enter');
+  }
+  // Away with "Go to room" and back with the room list, still offline: all kept, in order.
+  await alice.getByTestId('room-input').fill('kept-away');
+  await alice.getByTestId('room-input').press('Enter');
+  await inRoom('kept-away');
+  assert.equal(await alice.getByTestId('message').count(), 0, 'they do not follow into another room');
+  await backToKept();
+  assert.deepEqual(await statuses(), [
+    ['sent, then left', 'Waiting for the connection…'],
+    ['queued 1', 'Not sent yet: it goes once reconnected.'],
+    ['queued 2', 'Not sent yet: it goes once reconnected.'],
+  ]);
+  assert.equal(await unloadAsks(), true, 'leaving the page with them asks first');
+
+  // Back online: the one the server took is found in the history, the
+  // others go; each is posted once and shown once, in order.
+  await alice.context().setOffline(false);
+  await waitConnected(alice, 30000);
+  await messageWithText(bob, 'queued 2').waitFor();
+  await alice.waitForFunction(() => document.querySelectorAll('.msg--pending').length === 0);
+  for (const p of [alice, bob]) {
+    assert.deepEqual(await p.getByTestId('message-text').allTextContents(), ['hello', 'sent, then left', 'queued 1', 'queued 2']);
+  }
+  assert.equal(await unloadAsks(), false, 'nothing left to lose');
+  assert.deepEqual(unexpectedProblems(alice, [/WebSocket connection to .* failed/, /Failed to load resource/]), []);
+  await alice.context().close();
+  await bob.context().close();
+});
+
+test('a refusal lands on the message it answers when "Send again" re-sent an older one after it', async () => {
+  const alice = await openChat(browser, server.url, { user: undefined });
+  // A proxy that refuses the first send of "older" (so it offers "Send
+  // again") and every send of "newer", as the server would: in request order.
+  let olderRefused = false;
+  await alice.routeWebSocket(/\/ws\//, (ws) => {
+    const upstream = ws.connectToServer();
+    ws.onMessage((m) => {
+      const req = JSON.parse(m);
+      const refuse = req.type === 'message' && (req.content === 'newer' || (req.content === 'older' && !olderRefused));
+      if (!refuse) { upstream.send(m); return; }
+      if (req.content === 'older') olderRefused = true;
+      ws.send(JSON.stringify({ type: 'error', code: req.content === 'older' ? 'unavailable' : 'rate_limited', message: 'test', ref: 'message' }));
+    });
+  });
+  await joinAs(alice, server.url, 'refusals', 'alice');
+  await alice.getByTestId('composer-input').fill('older');
+  await alice.getByTestId('composer-input').press('Enter');
+  const older = messageWithText(alice, 'older');
+  await older.and(alice.locator('.msg--failed')).waitFor();
+
+  // "newer" goes, then "older" again, in one go: the refusal that comes
+  // first answers "newer".
+  await alice.evaluate(() => {
+    document.querySelector('[data-testid=composer-input]').value = 'newer';
+    document.querySelector('[data-testid=composer]').requestSubmit();
+    document.querySelector('[data-testid=retry-message]').click();
+  });
+  await older.and(alice.locator(':not(.msg--pending)')).waitFor();
+  const newer = messageWithText(alice, 'newer');
+  assert.equal(await newer.evaluate((el) => el.classList.contains('msg--failed')), true, 'the refusal is on "newer"');
+  assert.equal(await newer.getByTestId('message-status').textContent(), 'You are sending too fast. Wait a moment and try again.');
+  assert.equal(await older.getByTestId('message-status').textContent(), '');
+  assert.deepEqual(await alice.getByTestId('message-text').allTextContents(), ['newer', 'older']);
+  assert.deepEqual(unexpectedProblems(alice), []);
+  await alice.context().close();
 });

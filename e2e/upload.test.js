@@ -1,9 +1,10 @@
 // Attachments: upload by button and by drag-and-drop, previews in the other
-// window, and clear errors for refused files.
+// window, clear errors for refused files, and an upload finishing while the
+// person does something else leaves their focus alone.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openChat, messageWithText, startSuite, stopSuite } from './helpers.js';
+import { openChat, messageWithText, sendMessage, startSuite, stopSuite } from './helpers.js';
 
 const LIMIT = 200_000;
 let server;
@@ -139,4 +140,34 @@ test('an image takes its space before it loads, so nothing below it moves', asyn
   await imageLoaded(bob, msg);
   const afterLoad = await msg.boundingBox();
   assert.equal(afterLoad.height, before.height, 'the message kept its height');
+});
+
+test('an upload that finishes while a message is being edited leaves the focus in the edit box', async () => {
+  const page = await openChat(browser, server.url, { room: 'edit-while-uploading', user: 'carol' });
+  await sendMessage(page, 'to be edited');
+  // The upload waits until the test lets it through.
+  let reached;
+  const arrived = new Promise((resolve) => { reached = resolve; });
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  await page.route('**/upload', async (route) => { reached(); await held; await route.continue(); });
+  await page.getByTestId('attach-input').setInputFiles({ name: 'meanwhile.png', mimeType: 'image/png', buffer: png });
+  await arrived;
+
+  // ↑ in the empty message box edits the last message of ours.
+  await page.getByTestId('composer-input').press('ArrowUp');
+  const edit = page.getByTestId('edit-input');
+  await edit.waitFor();
+  await page.keyboard.type(', halfway');
+  // Still uploading, and the person is in the edit box.
+  assert.equal(await page.getByTestId('upload-progress').count(), 1);
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.testid), 'edit-input');
+  release();
+  await page.getByTestId('upload-box').getByText('ready to send').waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.testid), 'edit-input');
+  await page.keyboard.type(' and on');
+  assert.equal(await edit.inputValue(), 'to be edited, halfway and on');
+  assert.equal(await page.getByTestId('composer-input').inputValue(), '');
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
 });

@@ -1,6 +1,7 @@
 // The message box: sending, messages waiting for their echo, messages
-// written while offline (sent once reconnected, never twice), drafts kept
-// per room, and the typing signal.
+// written while offline (sent once reconnected, never twice), those kept
+// aside while another room is open, drafts kept per room, and the typing
+// signal.
 
 import { config, TYPING_SEND_EVERY_MS } from './config.js';
 import { els, h } from './dom.js';
@@ -9,11 +10,27 @@ import { buildMessage, regroup } from './messages.js';
 import { send } from './connection.js';
 import { clearNewDivider, scrollToBottom } from './scroll.js';
 import { state } from './state.js';
-import { loadDraft, saveDraft } from './store.js';
+import { loadDraft, roomKey, saveDraft } from './store.js';
 import { toast } from './notices.js';
 import { clearUploads, readyAttachments, uploadsBusy } from './uploads.js';
 
 let lastTypingSent = 0;
+
+const NOT_SENT = 'Not sent yet: it goes once reconnected.';
+const WAITING = 'Waiting for the connection…';
+
+/**
+ * Messages not yet confirmed in rooms this page left, to be put back when
+ * the same name enters the room again: `name + room key` -> { room,
+ * messages }, the room left longest ago first. In this page only (a reload
+ * asks first, see initComposer), and bounded: at most STASH_PER_ROOM
+ * messages a room and STASH_ROOMS rooms; what does not fit is dropped with
+ * a toast saying how many, and from which room.
+ */
+const stashed = new Map();
+const STASH_PER_ROOM = 50;
+const STASH_ROOMS = 20;
+const stashKey = (user, room) => `${user}\n${roomKey(room)}`;
 
 /** Shows one or more sentences under the composer ('' or [] clears it). */
 export function composerError(lines) {
@@ -68,27 +85,37 @@ function submit() {
 
 /** Adds a pending message at the end of the log and sends it if connected. */
 function queue(content, attachment) {
-  const clientId = randomId();
-  const p = { clientId, content, attachment, sent: false, failed: false, el: null };
+  const p = addPending({ clientId: randomId(), content, attachment, timestamp: new Date().toISOString() });
+  if (state.connState === 'connected') transmit(p);
+  else setStatus(p, NOT_SENT);
+}
+
+/**
+ * A pending message at the end of the log, as the current name. `since`:
+ * the highest seq seen when it first went out, so a post of it has a
+ * higher one (see confirmPendingFromHistory).
+ */
+function addPending({ clientId, content, attachment, timestamp, sent = false, since }) {
+  const p = { clientId, content, attachment, timestamp, user: state.user, sent, since, failed: false, el: null };
   p.el = buildMessage({
-    message_id: '', user: state.user, content, timestamp: new Date().toISOString(), reactions: {}, attachment,
+    message_id: '', user: state.user, content, timestamp, reactions: {}, attachment,
   }, { pending: true });
   p.el.dataset.clientId = clientId;
   state.pending.set(clientId, p);
   els.list.append(p.el);
   regroup(p.el);
-  if (state.connState === 'connected') transmit(p);
-  else setStatus(p, 'Not sent yet: it goes once reconnected.');
+  return p;
 }
 
 function transmit(p) {
   const msg = { type: 'message', content: p.content, client_id: p.clientId };
   if (p.attachment) msg.attachment = { url: p.attachment.url };
   p.sent = send(msg);
+  if (p.sent && p.since === undefined) p.since = state.lastSeq;
   p.failed = false;
   p.el.classList.remove('msg--failed');
   p.el.querySelector('.msg-failed-actions')?.remove();
-  setStatus(p, p.sent ? 'Sending…' : 'Not sent yet: it goes once reconnected.');
+  setStatus(p, p.sent ? 'Sending…' : NOT_SENT);
 }
 
 function setStatus(p, text) {
@@ -98,8 +125,68 @@ function setStatus(p, text) {
 /** The connection dropped: messages without an echo may or may not have arrived. */
 export function connectionDropped() {
   for (const p of state.pending.values()) {
-    if (!p.failed) setStatus(p, p.sent ? 'Waiting for the connection…' : 'Not sent yet: it goes once reconnected.');
+    if (!p.failed) setStatus(p, p.sent ? WAITING : NOT_SENT);
   }
+}
+
+/**
+ * Leaving the room (navigation.js): its messages not yet confirmed are put
+ * aside with what they say, their attachment and client_id, whether they
+ * went out and since which seq, and `state.pending` is emptied. Call it
+ * before the session's room changes.
+ */
+export function stashPending() {
+  const all = [...state.pending.values()];
+  state.pending.clear();
+  if (!all.length || !state.room) return;
+  const room = state.roomTitle || state.room;
+  const key = stashKey(all[0].user, state.room);
+  const earlier = stashed.get(key)?.messages || [];
+  const messages = [...earlier, ...all.map((p) => ({
+    clientId: p.clientId, content: p.content, attachment: p.attachment, timestamp: p.timestamp,
+    sent: p.sent, since: p.since, failed: p.failed ? p.el.querySelector('.msg-status').textContent : '',
+  }))];
+  // Kept in send order, so the oldest are the ones that stay.
+  if (messages.length > STASH_PER_ROOM) {
+    stashDropped(room, messages.length - STASH_PER_ROOM, `at most ${STASH_PER_ROOM} are kept per room`);
+  }
+  stashed.delete(key);
+  stashed.set(key, { room, messages: messages.slice(0, STASH_PER_ROOM) });
+  while (stashed.size > STASH_ROOMS) {
+    const [oldest, { room: gone, messages: lost }] = stashed.entries().next().value;
+    stashed.delete(oldest);
+    stashDropped(gone, lost.length, `they are kept for at most ${STASH_ROOMS} rooms`);
+  }
+}
+
+function stashDropped(room, n, why) {
+  toast(`${n} unconfirmed message${n === 1 ? '' : 's'} in #${room} ${n === 1 ? 'was' : 'were'} dropped: ${why}.`);
+}
+
+/**
+ * Entering a room (navigation.js, with the session's room and name set and
+ * the log empty): the messages stashed when this name left it go back at
+ * the end of the log. The next `welcome` treats them as any pending ones
+ * (connectionBack): unsent ones go, sent ones are matched against the
+ * history and sent again only when it covers everything, else offered.
+ */
+export function restorePending() {
+  const key = stashKey(state.user, state.room);
+  const saved = stashed.get(key);
+  if (!saved) return;
+  stashed.delete(key);
+  for (const m of saved.messages) {
+    const p = addPending(m);
+    if (m.failed) markFailed(p, m.failed);
+    else setStatus(p, p.sent ? WAITING : NOT_SENT);
+  }
+}
+
+/** Messages not confirmed yet, here and in rooms left (what a reload would lose). */
+export function unconfirmedCount() {
+  let n = state.pending.size;
+  for (const { messages } of stashed.values()) n += messages.length;
+  return n;
 }
 
 /**
@@ -109,10 +196,13 @@ export function connectionDropped() {
  * every message since we last saw the room, so theirs is certainly not
  * there); otherwise the person decides, so nothing is ever sent twice.
  */
-export function connectionBack({ covered }) {
+export function connectionBack({ covered, serverLast }) {
   for (const p of [...state.pending.values()]) {
     if (p.failed) continue;
-    if (!p.sent || covered) transmit(p);
+    // Sent in an earlier visit to a room whose numbering went back since
+    // (the server forgot it): this history cannot tell.
+    const sure = covered && !(p.since > serverLast);
+    if (!p.sent || sure) transmit(p);
     else markFailed(p, 'The connection dropped before the server confirmed this message.');
   }
 }
@@ -127,6 +217,7 @@ export function markGone(p) {
   state.pending.delete(p.clientId);
   p.clientId = randomId();
   p.el.dataset.clientId = p.clientId;
+  p.since = undefined;
   state.pending.set(p.clientId, p);
   markFailed(p, 'This message was posted, then deleted or aged out before this page saw it. Send again to post it anew.');
 }
@@ -140,9 +231,13 @@ export function markFailed(p, reason) {
   const discard = h('button', { cls: 'btn-link', text: 'Discard', testid: 'discard-message', attrs: { type: 'button' } });
   retry.addEventListener('click', () => {
     if (state.connState !== 'connected') { toast('Still offline; try again once connected.', { tag: 'offline' }); return; }
-    // Moved to the end: it is now ordered after everything received.
+    // Moved to the end: it is now ordered after everything received, and
+    // after everything sent (`state.pending` is in send order: a refusal
+    // is pinned on the oldest waiting, events.js).
     els.list.append(p.el);
     regroup(p.el);
+    state.pending.delete(p.clientId);
+    state.pending.set(p.clientId, p);
     transmit(p);
   });
   discard.addEventListener('click', () => {
@@ -155,6 +250,13 @@ export function markFailed(p, reason) {
 }
 
 export function initComposer({ editLast }) {
+  // Leaving the page loses what is not confirmed (here or in rooms left):
+  // the browser asks first.
+  window.addEventListener('beforeunload', (e) => {
+    if (!unconfirmedCount()) return;
+    e.preventDefault();
+    e.returnValue = true; // browsers before preventDefault was enough
+  });
   els.composer.addEventListener('submit', (e) => { e.preventDefault(); submit(); });
   els.input.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {

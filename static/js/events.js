@@ -100,7 +100,7 @@ function onWelcome(ev) {
   const fromStart = history.length === 0 || history[0].seq <= 1;
   const covered = !ev.gap && !reset && (after > 0 || fromStart);
   presenceBack();
-  composerBack({ covered });
+  composerBack({ covered, serverLast });
   updateSendState();
   if (!resuming) refreshActiveRooms({ force: true }); // our own arrival changed the counts
 }

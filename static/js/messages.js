@@ -167,7 +167,18 @@ export function regroup(el) {
 export function addMessage(m, { live }) {
   if (!m || typeof m.message_id !== 'string') return;
   if (typeof m.seq === 'number' && m.seq > state.lastSeq) state.lastSeq = m.seq;
-  if (state.messages.has(m.message_id)) return; // already shown (resume overlap)
+  const known = state.messages.get(m.message_id);
+  if (known) {
+    // Ours, confirmed from this history before it was added: it goes in
+    // its place among the history, not where it waited.
+    if (known.fromHistory) {
+      delete known.fromHistory;
+      const next = known.el.nextElementSibling;
+      insertBeforePending(known.el);
+      if (next) regroup(next);
+    }
+    return; // already shown (resume overlap)
+  }
 
   // Our own message coming back: confirm the pending copy in place.
   const pending = m.client_id && state.pending.get(m.client_id);
@@ -207,15 +218,21 @@ export function confirmPending(p, m) {
 
 /**
  * History replayed after a reconnect carries no client_id, so a message we sent
- * just before the connection dropped is recognised by author and content.
+ * just before the connection dropped is recognised by author and content,
+ * among those posted after it went out (`p.since`: a message brought back
+ * from an earlier visit to the room meets older ones of ours too).
  */
 export function confirmPendingFromHistory(history) {
   for (const p of [...state.pending.values()]) {
     if (!p.sent) continue;
     const hit = history.find((m) => isOwn(m) && !state.messages.has(m.message_id)
+      && !(typeof m.seq === 'number' && m.seq <= p.since)
       && (m.content || '') === p.content
       && ((m.attachment && m.attachment.url) || '') === ((p.attachment && p.attachment.url) || ''));
-    if (hit) confirmPending(p, hit);
+    if (hit) {
+      confirmPending(p, hit);
+      state.messages.get(hit.message_id).fromHistory = true; // placed by addMessage
+    }
   }
 }
 

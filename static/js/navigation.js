@@ -12,7 +12,7 @@ import { closePicker } from './picker.js';
 import { closeActions } from './actions.js';
 import { closeDrawer } from './drawer.js';
 import { clearUploads } from './uploads.js';
-import { composerError, loadComposer } from './composer.js';
+import { composerError, loadComposer, restorePending, stashPending } from './composer.js';
 import { resetTyping } from './typing.js';
 import { resetPresence, setOnline } from './presence.js';
 import { resetScroll } from './scroll.js';
@@ -32,17 +32,19 @@ export function enterRoom(room, user, { push = true } = {}) {
   closeActions();
   closeDrawer({ refocus: false });
   clearUploads();
+  // Messages not confirmed yet stay with their room, for when it is entered again.
+  stashPending();
   Object.assign(state, {
     room, roomTitle: room, user, claim: '', hasConnected: false, lastSeq: 0, attempts: 0,
     closeReason: '', serverRestarting: false, editing: null,
   });
   state.messages.clear();
-  state.pending.clear();
   resetTyping();
   resetPresence();
   resetScroll();
   resetHistory();
   els.list.replaceChildren();
+  restorePending();
   saveName(user);
   rememberRoom(room);
   if (push) history.pushState({ room }, '', roomHref(room));

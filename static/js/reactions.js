@@ -10,6 +10,8 @@ import { state } from './state.js';
 
 /** Messages whose whole list was asked for and has not come yet. */
 const asked = new Set();
+/** True while focus is put back after a rebuild: that is not a new look. */
+let refocusing = false;
 
 /** How many people reacted with `emoji` on message data `m`. */
 const countOf = (m, emoji, users) => m.reaction_counts?.[emoji] ?? users.length;
@@ -37,12 +39,21 @@ export function renderReactions(li, m) {
     if (more > 0) {
       const want = () => askWhole(li.dataset.id);
       button.addEventListener('pointerenter', want);
-      button.addEventListener('focus', want);
+      button.addEventListener('focus', () => { if (!refocusing) want(); });
     }
     buttons.push(button);
   }
+  // Rebuilding drops the focused button: a keyboard user who just toggled
+  // one stays on that emoji, or on ☺+ once it is gone.
+  const focused = box.contains(document.activeElement) ? document.activeElement.dataset.emoji : undefined;
   box.replaceChildren(...buttons);
   box.hidden = buttons.length === 0;
+  if (focused === undefined) return;
+  const same = buttons.find((b) => b.dataset.emoji === focused);
+  refocusing = true;
+  (same || li.querySelector('[data-action="react"]'))?.focus({ preventScroll: true });
+  if (!li.contains(document.activeElement)) li.focus({ preventScroll: true }); // ☺+ hidden (touch screens)
+  refocusing = false;
 }
 
 function askWhole(id) {

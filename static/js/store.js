@@ -22,8 +22,9 @@ function loadJson(key, fallback) {
   try { return JSON.parse(load(key) || 'null') ?? fallback; } catch { return fallback; }
 }
 
-/** Rooms compare without case (the server treats `Lobby` and `lobby` as one room). */
-export const sameRoom = (a, b) => a.trim().toLowerCase() === b.trim().toLowerCase();
+/** A room's key: rooms compare without case (the server treats `Lobby` and `lobby` as one room). */
+export const roomKey = (room) => room.trim().toLowerCase();
+export const sameRoom = (a, b) => roomKey(a) === roomKey(b);
 
 export function recentRooms() {
   const v = loadJson(KEY_ROOMS, []);
@@ -42,13 +43,13 @@ function drafts() {
 }
 
 export function loadDraft(room) {
-  const d = drafts()[room.trim().toLowerCase()];
+  const d = drafts()[roomKey(room)];
   return d && typeof d.text === 'string' ? d.text : '';
 }
 
 export function saveDraft(room, text) {
   const all = drafts();
-  const key = room.trim().toLowerCase();
+  const key = roomKey(room);
   if (text) all[key] = { text, at: Date.now() };
   else delete all[key];
   const kept = Object.entries(all)

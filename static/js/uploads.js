@@ -76,7 +76,10 @@ function start(file) {
     it.el.classList.add('done');
     label.textContent = `${body.name || file.name} (${formatBytes(body.size ?? file.size)}) ready to send`;
     updateSendState();
-    els.input.focus();
+    // Ready to send: the message box, unless the person is busy elsewhere
+    // (editing a message, reading the list) since the upload began.
+    const at = document.activeElement;
+    if (!at || at === document.body || els.input.closest('.composer-wrap').contains(at)) els.input.focus();
   };
   const onProgress = (e) => {
     if (e.lengthComputable) progress.value = Math.round((e.loaded / e.total) * 100);
