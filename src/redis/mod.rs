@@ -871,8 +871,12 @@ async fn ask_for_marks(inner: &Inner) {
             Err(_) => again.push(room),
         }
     }
+    // One deadline for them all: the heartbeat waits here, and a link gone
+    // silent must not hold it for a call timeout per room.
+    let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
     for (room, rx) in waiting {
-        if Link::reply(rx).await.is_err() {
+        let answered = tokio::time::timeout_at(deadline, rx).await;
+        if answered.map_or(true, |answer| Link::settle(answer).is_err()) {
             again.push(room);
         }
     }
