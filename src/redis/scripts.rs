@@ -86,8 +86,11 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function online(room, cap)
-  local names = redis.call('HKEYS', k('users', room))
-  if #names > cap then return #names, nil end
+  local key = k('users', room)
+  -- Past the cap only the count goes out: HLEN, not every name.
+  local n = redis.call('HLEN', key)
+  if n > cap then return n, nil end
+  local names = redis.call('HKEYS', key)
   table.sort(names)
   return #names, names
 end
