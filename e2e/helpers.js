@@ -273,9 +273,25 @@ async function axeSource() {
   return axeCache;
 }
 
-/** Makes the page believe its tab is in the background (or back), as the browser would say it. */
+/**
+ * Makes the page believe its tab is in the background (or back), as the
+ * browser would say it; and, as a browser does for a background tab, runs
+ * no animation frames while hidden: those asked for wait until it is shown.
+ */
 export async function setTabHidden(page, hidden) {
   await page.evaluate((h) => {
+    const frames = (window.__heldFrames ??= {
+      request: window.requestAnimationFrame, cancel: window.cancelAnimationFrame, held: new Map(), next: 0,
+    });
+    if (h) {
+      window.requestAnimationFrame = (cb) => { frames.next -= 1; frames.held.set(frames.next, cb); return frames.next; };
+      window.cancelAnimationFrame = (id) => { if (!frames.held.delete(id)) frames.cancel.call(window, id); };
+    } else {
+      window.requestAnimationFrame = frames.request;
+      window.cancelAnimationFrame = frames.cancel;
+      for (const cb of frames.held.values()) frames.request.call(window, cb);
+      frames.held.clear();
+    }
     Object.defineProperty(document, 'hidden', { value: h, configurable: true });
     Object.defineProperty(document, 'visibilityState', { value: h ? 'hidden' : 'visible', configurable: true });
     document.hasFocus = () => !h;

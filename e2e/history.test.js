@@ -1,11 +1,13 @@
 // Scrollback: older messages load a page at a time when the reader goes up
 // (scrolling, Home, or the "Load older messages" button), without moving
-// what the reader looks at, render like live ones, and stop at the start.
+// what the reader looks at, render like live ones, and stop at the start;
+// a long-lived tab, hidden or not, keeps a bounded list.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   openChat, openSeeder, messageWithText, watchProblems, joinAs, waitConnected, axeViolations, startSuite, stopSuite,
+  setTabHidden,
 } from './helpers.js';
 
 let server;
@@ -230,4 +232,35 @@ test('a gap left by a reconnect is filled by scrollback', async () => {
   assertWhole(await texts(tab));
   assert.deepEqual(tab.problems, []);
   await context.close();
+});
+
+test('a hidden tab keeps at most the limit of messages while a busy room goes on', async () => {
+  // history.js: MAX_SHOWN kept, trimmed once PAGE_SIZE more have come.
+  const [kept, slack] = [3000, 100];
+  const posted = kept + slack + 50;
+  const seeder = await openSeeder(browser, server.url, 'busy', 'seeder');
+  const page = await openChat(browser, server.url, { room: 'busy', user: 'idle' });
+  await setTabHidden(page, true);
+  const busy = (i) => `busy ${String(i).padStart(4, '0')}`;
+  await seeder.post(Array.from({ length: posted }, (_, i) => busy(i + 1)));
+  await messageWithText(page, busy(posted)).waitFor({ state: 'attached' });
+  const count = () => page.locator('#messages > li.msg').count();
+  // Still hidden: the oldest left the page. (Polled: a hidden tab runs no
+  // animation frames; the timeout only fails the test.)
+  await page.waitForFunction((n) => document.querySelectorAll('#messages > li.msg').length <= n, kept + slack, { polling: 50, timeout: 20000 });
+  assert.ok(await count() >= kept, 'the newest are all kept');
+  assert.equal((await texts(page)).at(-1), busy(posted));
+  assert.equal(await page.getByTestId('history-top').getAttribute('data-state'), 'more', 'the oldest can be loaded again');
+
+  // The list is still one Tab stop: the newest message and its controls only.
+  await setTabHidden(page, false);
+  const stops = await page.locator('#messages > li.msg').evaluateAll((lis) => lis
+    .filter((li) => li.tabIndex === 0).map((li) => li.querySelector('.msg-text').textContent));
+  assert.deepEqual(stops, [busy(posted)]);
+  const buttons = await page.locator('#messages > li.msg [data-action="react"]').evaluateAll((bs) => bs
+    .filter((b) => b.tabIndex === 0).length);
+  assert.equal(buttons, 1);
+  assert.deepEqual(page.problems, []);
+  await seeder.close();
+  await page.context().close();
 });

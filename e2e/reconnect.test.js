@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startServer, openChat, joinAs, sendMessage, messageWithText, waitConnected, startSuite, stopSuite,
-  unexpectedProblems,
+  unexpectedProblems, setTabHidden,
 } from './helpers.js';
 
 let server;
@@ -276,4 +276,95 @@ test('a refusal lands on the message it answers when "Send again" re-sent an old
   assert.deepEqual(await alice.getByTestId('message-text').allTextContents(), ['newer', 'older']);
   assert.deepEqual(unexpectedProblems(alice), []);
   await alice.context().close();
+});
+
+/**
+ * A reader in `room` behind a proxy the test can cut, with `cut()` (the
+ * link drops and reconnecting waits) and `restore()` (it goes through).
+ */
+async function cuttableChat(room, user, viewport) {
+  const page = await openChat(browser, server.url, { user: undefined, viewport });
+  let current = null;
+  let gate = Promise.resolve();
+  let open = () => {};
+  await page.routeWebSocket(/\/ws\//, async (ws) => {
+    await gate;
+    ws.connectToServer();
+    current = ws;
+  });
+  await joinAs(page, server.url, room, user);
+  return {
+    page,
+    async cut() {
+      gate = new Promise((r) => { open = r; });
+      await current.close({ code: 1013, reason: 'test' });
+      await page.getByTestId('conn-status').and(page.locator('[data-state="reconnecting"]')).waitFor();
+    },
+    async restore() {
+      open();
+      await waitConnected(page);
+    },
+  };
+}
+
+test('messages missed while disconnected are new: the "New" line above the first, the pill counting them, one announcement', async () => {
+  const { page: reader, cut, restore } = await cuttableChat('missed', 'reader', { width: 800, height: 500 });
+  const writer = await openChat(browser, server.url, { room: 'missed', user: 'writer' });
+  for (let i = 1; i <= 12; i++) await sendMessage(writer, `read ${i}`);
+  await messageWithText(reader, 'read 12').waitFor();
+  const missed = Array.from({ length: 20 }, (_, i) => `missed ${i + 1}`);
+
+  // Following along at the bottom when the link drops.
+  await cut();
+  for (const t of missed) await sendMessage(writer, t);
+  await restore();
+  await messageWithText(reader, 'missed 20').waitFor({ state: 'attached' });
+
+  const divider = reader.getByTestId('new-divider');
+  assert.equal(await divider.count(), 1);
+  assert.equal(await divider.evaluate((el) => el.nextElementSibling.querySelector('.msg-text').textContent), 'missed 1');
+  await reader.getByTestId('new-pill').getByText('20 new messages ↓').waitFor();
+  // One summary for screen readers, not the last of twenty.
+  assert.equal(await reader.getByTestId('announcer').textContent(), '20 new messages');
+  // The view shows where the missed messages begin, not where they end.
+  const inView = (text) => messageWithText(reader, text).evaluate((li) => {
+    const list = li.closest('#messages').getBoundingClientRect();
+    const r = li.getBoundingClientRect();
+    return r.bottom > list.top && r.top < list.bottom;
+  });
+  assert.equal(await inView('missed 1'), true, '"missed 1" in view');
+  assert.equal(await inView('missed 20'), false, 'not jumped to the newest');
+
+  // Read to the end: the pill goes, the line stays until the reader writes.
+  await reader.getByTestId('new-pill').click();
+  await reader.getByTestId('new-pill').waitFor({ state: 'hidden' });
+  assert.equal(await divider.count(), 1);
+  await sendMessage(reader, 'back');
+  assert.equal(await divider.count(), 0);
+  assert.deepEqual(unexpectedProblems(reader), []);
+  for (const p of [reader, writer]) await p.context().close();
+});
+
+test('a reader scrolled up in a hidden tab stays in place after a resume; the title counts what was missed', async () => {
+  const { page: reader, cut, restore } = await cuttableChat('missed-away', 'reader', { width: 800, height: 500 });
+  const writer = await openChat(browser, server.url, { room: 'missed-away', user: 'writer' });
+  for (let i = 1; i <= 12; i++) await sendMessage(writer, `read ${i}`);
+  await messageWithText(reader, 'read 12').waitFor();
+  const list = reader.getByTestId('messages');
+  const where = await list.evaluate((l) => { l.scrollTop = 0; l.dispatchEvent(new Event('scroll')); return l.scrollTop; });
+
+  await setTabHidden(reader, true);
+  await cut();
+  for (const t of ['away 1', 'away 2', 'away 3']) await sendMessage(writer, t);
+  await restore();
+  await messageWithText(reader, 'away 3').waitFor({ state: 'attached' });
+
+  assert.equal(await reader.title(), '(3) #missed-away · roomcast');
+  await reader.getByTestId('new-pill').getByText('3 new messages ↓').waitFor({ state: 'attached' });
+  assert.equal(await reader.getByTestId('new-divider').evaluate((el) => el.nextElementSibling.querySelector('.msg-text').textContent), 'away 1');
+  assert.equal(await list.evaluate((l) => l.scrollTop), where, 'the view did not move');
+  await setTabHidden(reader, false);
+  assert.equal(await reader.title(), '#missed-away · roomcast');
+  assert.deepEqual(unexpectedProblems(reader), []);
+  for (const p of [reader, writer]) await p.context().close();
 });

@@ -1,6 +1,6 @@
 // What the server says (PROTOCOL.md "Server → client events"), applied to
 // the page. `welcome` is the one with decisions: resume or start over, what
-// to resend, what to clear.
+// to resend, what to clear, what is news.
 
 import { els } from './dom.js';
 import { welcomed } from './connection.js';
@@ -8,7 +8,7 @@ import { state } from './state.js';
 import { rememberRoom } from './store.js';
 import { keepClaim } from './identity.js';
 import {
-  addMessage, archiveAll, confirmPendingFromHistory, deleteMessage, updateMessage,
+  addMessage, archiveAll, arrivedWhileDisconnected, confirmPendingFromHistory, deleteMessage, updateMessage,
 } from './messages.js';
 import { applyReactionUpdate, applyWholeReactions } from './reactions.js';
 import {
@@ -17,7 +17,7 @@ import {
 import { connectionBack as presenceBack, onPresenceChange, setOnline } from './presence.js';
 import { showTyping } from './typing.js';
 import { ERROR_TEXT, clearToasts, systemNotice, toast } from './notices.js';
-import { isNearBottom, scrollToBottom } from './scroll.js';
+import { followingBottom, isNearBottom, missedArrived, scrollToBottom } from './scroll.js';
 import { updateTitle } from './attention.js';
 import { refreshActiveRooms, renderRecentRooms, roomHref, showRoomLock } from './rooms.js';
 import { historyWelcome } from './history.js';
@@ -80,11 +80,20 @@ function onWelcome(ev) {
   }
 
   confirmPendingFromHistory(history);
-  const stick = isNearBottom();
-  for (const m of history) addMessage(m, { live: false });
+  // Following along when the link dropped (a banner may have shrunk the list since).
+  const stick = isNearBottom() || (resuming && followingBottom());
+  // A resume brings what was posted while the connection was down (past
+  // the seq this page had seen): news, like live messages.
+  const missed = [];
+  for (const m of history) {
+    const li = addMessage(m, { live: false });
+    if (li && resuming && !reset && typeof m.seq === 'number' && m.seq > after) missed.push({ m, li });
+  }
+  const news = arrivedWhileDisconnected(missed);
   // Older pages, and the hole a gap leaves, are fetched by scrollback.
   historyWelcome({ resuming, after, reset, gap: Boolean(ev.gap), history, serverLast });
-  if (!resuming || stick) scrollToBottom();
+  if (news.length) missedArrived(news, stick);
+  else if (!resuming || stick) scrollToBottom();
 
   if (resuming) {
     if (state.closeReason) toast('Reconnected.', { kind: 'ok', timeout: 3000 });

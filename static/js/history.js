@@ -25,8 +25,9 @@
 // limit). Nothing loads by itself but a page that does not fill the screen;
 // every further page needs the reader to go up again. And a long-lived tab
 // does not grow for ever: while the reader follows the newest messages,
-// the list keeps at most MAX_SHOWN of them; the oldest leave the page and
-// the top hole reopens to fetch them again if wanted.
+// the list keeps at most MAX_SHOWN of them, in a background tab too; the
+// oldest leave the page and the top hole reopens to fetch them again if
+// wanted.
 
 import { $, els, h } from './dom.js';
 import { buildMessage, regroup } from './messages.js';
@@ -269,7 +270,9 @@ function queueCheck() {
  */
 function trim() {
   trimQueued = false;
-  if (busy || !followingBottom() || state.editing) return;
+  // Every element but a message is rare (notices, edges): fewer children
+  // than the limit means nothing to do, without walking the list.
+  if (busy || !followingBottom() || state.editing || els.list.childElementCount <= MAX_SHOWN + PAGE_SIZE) return;
   const msgs = els.list.querySelectorAll(':scope > li.msg:not(.msg--pending)');
   if (msgs.length <= MAX_SHOWN + PAGE_SIZE) return;
   const keep = msgs[msgs.length - MAX_SHOWN];
@@ -298,10 +301,15 @@ function trim() {
   scrollToBottom();
 }
 
+/**
+ * Once per frame; in a hidden tab, which runs no frames (a background tab
+ * in a busy room would grow for ever), on a timer instead.
+ */
 function queueTrim() {
   if (trimQueued) return;
   trimQueued = true;
-  requestAnimationFrame(trim);
+  if (document.hidden) setTimeout(trim, 0);
+  else requestAnimationFrame(trim);
 }
 
 export function initHistory() {
@@ -327,4 +335,7 @@ export function initHistory() {
   });
   // Trimmed when something arrives, and when the reader comes back down.
   new MutationObserver(queueTrim).observe(els.list, { childList: true });
+  // A frame asked for just before the tab went to the background waits
+  // until it comes back: a timer does it now.
+  document.addEventListener('visibilitychange', () => { if (document.hidden && trimQueued) setTimeout(trim, 0); });
 }

@@ -7,27 +7,59 @@
 import { els } from './dom.js';
 
 const CONTROLS = 'a[href], button, video, audio';
+const MESSAGE = '#messages > li.msg';
 let chosen = null; // the message moved to, while focus is in the list
+let tabbed = null; // the message that has tabindex 0 now
 let scheduled = false;
 
 const messages = () => [...els.list.querySelectorAll(':scope > li.msg')];
-const current = () => (chosen && chosen.isConnected ? chosen : messages().at(-1) || null);
+
+/** The newest message, found from the end (what follows it is rarely more than a few notices). */
+function newest() {
+  let el = els.list.lastElementChild;
+  while (el && !el.matches('li.msg')) el = el.previousElementSibling;
+  return el;
+}
+
+const current = () => (chosen && chosen.isConnected ? chosen : newest());
+
+/** Gives `root` (a message, or something in one) and the controls in it `index`. */
+function setIndex(root, index) {
+  if (root.matches(MESSAGE) && root.tabIndex !== index) root.tabIndex = index;
+  const controls = root.matches(CONTROLS) ? [root] : [];
+  for (const c of [...controls, ...root.querySelectorAll(CONTROLS)]) {
+    if (!c.closest('.edit-box') && c.tabIndex !== index) c.tabIndex = index;
+  }
+}
+
+/** The current message and its controls get tabindex 0, the one that had it -1. */
+function retarget() {
+  scheduled = false;
+  const cur = current();
+  if (cur === tabbed) return;
+  if (tabbed) setIndex(tabbed, -1);
+  tabbed = cur;
+  if (cur) setIndex(cur, 0);
+}
 
 function schedule() {
   if (scheduled) return;
   scheduled = true;
-  queueMicrotask(apply);
+  queueMicrotask(retarget);
 }
 
-/** Gives the current message and its controls tabindex 0, every other one -1. */
-function apply() {
-  scheduled = false;
-  const cur = current();
-  for (const li of messages()) {
-    const index = li === cur ? 0 : -1;
-    if (li.tabIndex !== index) li.tabIndex = index;
-    for (const c of li.querySelectorAll(CONTROLS)) {
-      if (!c.closest('.edit-box') && c.tabIndex !== index) c.tabIndex = index;
+/**
+ * Only what was added is looked at, never the whole list: a busy room adds
+ * a message at a time, and walking thousands of them for each would make a
+ * long-lived tab ever slower.
+ */
+function onMutations(records) {
+  retarget();
+  for (const r of records) {
+    for (const node of r.addedNodes) {
+      if (node.nodeType !== Node.ELEMENT_NODE) continue;
+      const li = node.closest(MESSAGE);
+      if (li) setIndex(node, li === tabbed ? 0 : -1);
     }
   }
 }
@@ -72,7 +104,7 @@ function onKey(e) {
 }
 
 export function initListNav() {
-  new MutationObserver(schedule).observe(els.list, { childList: true, subtree: true });
+  new MutationObserver(onMutations).observe(els.list, { childList: true, subtree: true });
   els.list.addEventListener('focusin', (e) => {
     const li = e.target.closest('#messages > li.msg');
     if (li && li !== chosen) { chosen = li; schedule(); }

@@ -7,8 +7,10 @@ import { els, h } from './dom.js';
 import { formatBytes, formatTime, fullFmt, hueClass, initials } from './format.js';
 import { renderText, isLong } from './richtext.js';
 import { state } from './state.js';
-import { arrived as scrollArrived, followingBottom, isNearBottom, scrollToBottom } from './scroll.js';
-import { arrived as attentionArrived } from './attention.js';
+import {
+  arrived as scrollArrived, followingBottom, isNearBottom, markNew, scrollToBottom,
+} from './scroll.js';
+import { arrived as attentionArrived, arrivedWhileDisconnected as attentionMissed } from './attention.js';
 import { clearTyping } from './typing.js';
 import { renderReactions } from './reactions.js';
 
@@ -163,7 +165,10 @@ export function regroup(el) {
   el.classList.toggle('msg--cont', cont);
 }
 
-/** A message from the server: history (`live` false) or just posted. */
+/**
+ * A message from the server: history (`live` false) or just posted.
+ * Returns the element it added, if it added one.
+ */
 export function addMessage(m, { live }) {
   if (!m || typeof m.message_id !== 'string') return;
   if (typeof m.seq === 'number' && m.seq > state.lastSeq) state.lastSeq = m.seq;
@@ -190,12 +195,30 @@ export function addMessage(m, { live }) {
   const li = buildMessage(m);
   state.messages.set(m.message_id, { data: m, el: li });
   insertBeforePending(li);
-  if (!live) return;
-  if (isOwn(m)) { scrollToBottom(); return; } // sent from another tab of ours
+  if (!live) return li;
+  if (isOwn(m)) { scrollToBottom(); return li; } // sent from another tab of ours
   clearTyping(m.user);
   attentionArrived(m, li.classList.contains('msg--mention'));
   scrollArrived(li, stick);
   regroup(li); // a "New" line may now stand above it
+  return li;
+}
+
+/**
+ * Messages a resume brought that were posted while the connection was down
+ * (`[{ m, li }]` from addMessage, oldest first): others' ones are news like
+ * live ones, the "New" line above the first, counted in the title, told to
+ * screen readers, but as one batch. Returns their elements, for the view
+ * (scroll.js missedArrived) once the welcome has laid out the page.
+ */
+export function arrivedWhileDisconnected(added) {
+  const news = added.filter(({ m }) => !isOwn(m));
+  if (!news.length) return [];
+  for (const { m } of news) clearTyping(m.user);
+  markNew(news[0].li);
+  regroup(news[0].li);
+  attentionMissed(news.map(({ m, li }) => ({ m, mentionsMe: li.classList.contains('msg--mention') })));
+  return news.map(({ li }) => li);
 }
 
 export function confirmPending(p, m) {
