@@ -802,30 +802,10 @@ mod tests {
             .build()
             .unwrap();
         let _in_runtime = rt.enter();
-        // A writer that loads rooms empty and hands each page read to the
-        // test, which answers it when it chooses.
-        let (store, mut inbox) = store_channel(1024);
+        // Each page read is answered when the test chooses.
+        let (store, inbox) = store_channel(1024);
         let (pages_tx, pages) = std::sync::mpsc::channel();
-        let writer = std::thread::spawn(move || {
-            while let Some(op) = inbox.recv() {
-                match op {
-                    StoreOp::Load { reply, .. } => {
-                        let _ = reply.send(Ok(Snapshot {
-                            reserved: RESERVE_BLOCK,
-                            ..Snapshot::default()
-                        }));
-                    }
-                    StoreOp::Page { query, reply, .. } => {
-                        let _ = pages_tx.send((query, reply));
-                    }
-                    StoreOp::Stop(reply) => {
-                        let _ = reply.send(());
-                        break;
-                    }
-                    StoreOp::Change(..) | StoreOp::Flush(_) => {}
-                }
-            }
-        });
+        let writer = store::stalled_writer(inbox, Some(pages_tx));
         let hub = Hub::from_parts(HubParts {
             config: HubConfig {
                 history: 5,

@@ -526,36 +526,54 @@ impl Store {
     }
 }
 
+/// A page read a test answers when it chooses (see [`stalled_writer`]).
+#[cfg(test)]
+pub(crate) type HeldPage = (
+    PageQuery,
+    oneshot::Sender<Result<(Vec<StoredMessage>, bool), StoreError>>,
+);
+
+/// A writer for the hub's tests that loads every room empty and never
+/// commits (whatever a room hands out, it hands out on its load's
+/// reservation alone), and hands each page read to `pages`, if given;
+/// answers how many changes it was given.
+#[cfg(test)]
+pub(crate) fn stalled_writer(
+    mut inbox: StoreInbox,
+    pages: Option<std::sync::mpsc::Sender<HeldPage>>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut changes = 0;
+        while let Some(op) = inbox.recv() {
+            match op {
+                StoreOp::Load { reply, .. } => {
+                    let _ = reply.send(Ok(Snapshot {
+                        reserved: RESERVE_BLOCK,
+                        ..Snapshot::default()
+                    }));
+                }
+                StoreOp::Page { query, reply, .. } => {
+                    if let Some(pages) = &pages {
+                        let _ = pages.send((query, reply));
+                    }
+                }
+                StoreOp::Change(..) => changes += 1,
+                StoreOp::Stop(reply) => {
+                    let _ = reply.send(());
+                    break;
+                }
+                StoreOp::Flush(_) => {}
+            }
+        }
+        changes
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::hub::{ErrorCode, Hub, HubConfig, HubParts, RoomName, UserName};
     use crate::metrics::Metrics;
-
-    /// A writer that loads every room empty and never commits: whatever a
-    /// room hands out, it hands out on its load's reservation alone.
-    fn stalled_writer(mut inbox: StoreInbox) -> std::thread::JoinHandle<usize> {
-        std::thread::spawn(move || {
-            let mut changes = 0;
-            while let Some(op) = inbox.recv() {
-                match op {
-                    StoreOp::Load { reply, .. } => {
-                        let _ = reply.send(Ok(Snapshot {
-                            reserved: RESERVE_BLOCK,
-                            ..Snapshot::default()
-                        }));
-                    }
-                    StoreOp::Change(..) => changes += 1,
-                    StoreOp::Stop(reply) => {
-                        let _ = reply.send(());
-                        break;
-                    }
-                    StoreOp::Page { .. } | StoreOp::Flush(_) => {}
-                }
-            }
-            changes
-        })
-    }
 
     #[test]
     fn a_room_hands_out_its_whole_block_before_the_next_is_committed_and_nothing_past_it() {
@@ -566,7 +584,7 @@ mod tests {
         let _in_runtime = rt.enter();
         let block = usize::try_from(RESERVE_BLOCK).unwrap();
         let (store, inbox) = store_channel(block + 16);
-        let writer = stalled_writer(inbox);
+        let writer = stalled_writer(inbox, None);
         let hub = Hub::from_parts(HubParts {
             config: HubConfig {
                 outbox_frames: block + 16,
