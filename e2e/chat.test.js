@@ -3,7 +3,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openChat, sendMessage, messageWithText, waitConnected, startSuite, stopSuite } from './helpers.js';
+import { openChat, joinAs, sendMessage, messageWithText, waitConnected, startSuite, stopSuite } from './helpers.js';
 
 let server;
 let browser;
@@ -143,6 +143,52 @@ test('authors edit and delete their own messages; others cannot', async () => {
   await bob.getByTestId('message-deleted').getByText('alice deleted a message').waitFor();
   await messageWithText(bob, 'Delete me').waitFor({ state: 'detached' });
   await messageWithText(alice, 'Delete me').waitFor({ state: 'detached' });
+});
+
+test('a refused edit comes back in its box with what was typed and the reason', async () => {
+  // The server would answer `unknown_message` for a message older than it
+  // keeps in memory; a proxy answers the first edit so, in its place.
+  const alice = await openChat(browser, server.url);
+  pages.push(alice);
+  let refused = 0;
+  await alice.routeWebSocket(/\/ws\//, (ws) => {
+    const upstream = ws.connectToServer();
+    ws.onMessage((m) => {
+      const req = JSON.parse(m);
+      if (req.type !== 'edit' || refused) { upstream.send(m); return; }
+      refused += 1;
+      ws.send(JSON.stringify({ type: 'error', code: 'unknown_message', message: 'no such message', ref: 'edit' }));
+    });
+  });
+  await joinAs(alice, server.url, 'refused-edit', 'alice');
+  const bob = await chat('refused-edit', 'bob');
+  await sendMessage(alice, 'an old message');
+  const mine = messageWithText(alice, 'an old message').and(alice.locator('[data-id]:not([data-id=""])'));
+  await mine.waitFor();
+
+  await mine.hover();
+  await mine.getByTestId('edit-message').click();
+  const typed = 'a careful rewrite\nover two lines';
+  await alice.getByTestId('edit-input').fill(typed);
+  await alice.getByTestId('edit-input').press('Enter');
+  // The refusal shows either in the box or, failing that, as a toast.
+  await alice.getByTestId('edit-error').or(alice.getByTestId('toast')).first().waitFor();
+  assert.equal(refused, 1);
+  assert.equal(await mine.getByTestId('edit-box').isVisible(), true, 'the edit box is open again on the message');
+  assert.equal(await mine.getByTestId('edit-input').inputValue(), typed, 'with what was typed');
+  assert.equal(await mine.getByTestId('edit-error').textContent(),
+    'That message is no longer available (it may be too old or deleted).');
+  assert.equal(await alice.evaluate(() => document.activeElement.dataset.testid), 'edit-input');
+  assert.equal(await alice.getByTestId('toast').count(), 0, 'said once, in the box');
+
+  // Saving again goes through this time, and the box closes for good.
+  await alice.getByTestId('edit-input').press('Enter');
+  for (const p of [alice, bob]) {
+    const edited = p.getByTestId('message').filter({ has: p.getByTestId('message-edited') }).getByTestId('message-text');
+    await edited.waitFor();
+    assert.equal(await edited.evaluate((el) => el.innerText), typed);
+  }
+  assert.equal(await alice.getByTestId('edit-box').count(), 0);
 });
 
 test('typing indicator shows who is typing', async () => {

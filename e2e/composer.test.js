@@ -1,6 +1,7 @@
 // Around the composer: drafts kept per room, toasts that never cover it,
 // the reaction picker on the newest message, a message list that is one
-// Tab stop with arrow keys, and visible focus on the attach button.
+// Tab stop with arrow keys, visible focus on the attach button, and the
+// Enter that confirms an input method's text sending nothing.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -151,5 +152,43 @@ test('the attach button shows keyboard focus', async () => {
   const ring = await label.evaluate((el) => ({ style: getComputedStyle(el).outlineStyle, width: getComputedStyle(el).outlineWidth }));
   assert.equal(ring.style, 'solid');
   assert.equal(ring.width, '2px');
+  await page.context().close();
+});
+
+test("the Enter that confirms an input method's text (Safari: keyCode 229) sends nothing, in the composer or an edit", async () => {
+  const page = await openChat(browser, server.url, { room: 'ime', user: 'kana' });
+  await sendMessage(page, 'original');
+  const mine = messageWithText(page, 'original').and(page.locator('[data-id]:not([data-id=""])'));
+  await mine.waitFor();
+  // Safari's Enter that ends a composition: isComposing false, keyCode 229.
+  const imeEnter = (testid) => page.evaluate((testid) => {
+    const box = document.querySelector(`[data-testid=${testid}]`);
+    const e = new KeyboardEvent('keydown', { key: 'Enter', code: 'Enter', bubbles: true, cancelable: true });
+    Object.defineProperty(e, 'keyCode', { value: 229 });
+    box.dispatchEvent(e);
+    // What the handler did, read before anything else can run.
+    return {
+      value: box.value,
+      messages: document.querySelectorAll('[data-testid=message]').length,
+      editing: Boolean(document.querySelector('[data-testid=edit-box]')),
+      prevented: e.defaultPrevented,
+    };
+  }, testid);
+
+  await page.getByTestId('composer-input').fill('かな');
+  assert.deepEqual(await imeEnter('composer-input'), { value: 'かな', messages: 1, editing: false, prevented: false });
+  // A real Enter still sends it.
+  await page.getByTestId('composer-input').press('Enter');
+  await messageWithText(page, 'かな').and(page.locator(':not(.msg--pending)')).waitFor();
+
+  await mine.hover();
+  await mine.getByTestId('edit-message').click();
+  await page.getByTestId('edit-input').fill('編集');
+  assert.deepEqual(await imeEnter('edit-input'), { value: '編集', messages: 2, editing: true, prevented: false });
+  assert.equal(await mine.getByTestId('message-edited').isVisible(), false, 'no edit was sent');
+  // A real Enter saves it.
+  await page.getByTestId('edit-input').press('Enter');
+  await messageWithText(page, '編集').getByTestId('message-edited').waitFor();
+  assert.deepEqual(page.problems, []);
   await page.context().close();
 });

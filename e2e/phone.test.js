@@ -1,5 +1,6 @@
 // On a phone (390×844, touch): the rooms drawer opens and closes the way
-// people expect, and message actions come on a tap, with 44 px targets.
+// people expect, message actions come on a tap, with 44 px targets, and
+// Enter types a new line (the Send button sends).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,6 +13,13 @@ let browser;
 before(async () => { ({ server, browser } = await startSuite()); });
 
 after(() => stopSuite({ server, browser }));
+
+/** Types `text` and taps Send (Enter is a new line on a phone), then waits for the echo. */
+async function tapSend(page, text) {
+  await page.getByTestId('composer-input').fill(text);
+  await page.getByTestId('send-btn').tap();
+  await messageWithText(page, text).and(page.locator(':not(.msg--pending)')).waitFor();
+}
 
 const focusedTestId = (page) => page.evaluate(() => document.activeElement?.dataset.testid ?? document.activeElement?.id);
 
@@ -61,7 +69,7 @@ test('the drawer: ☰ opens it with focus inside; a tap beside it, ✕ or Esc cl
 test('message actions come on a tap, with 44 px targets; messages carry no permanent action row', async () => {
   const pat = await openChat(browser, server.url, { room: 'phone-actions', user: 'pat', ...PHONE });
   const sam = await openChat(browser, server.url, { room: 'phone-actions', user: 'sam' });
-  await sendMessage(pat, 'tap me');
+  await tapSend(pat, 'tap me');
   await sendMessage(sam, 'and me');
   const mine = messageWithText(pat, 'tap me');
   const theirs = messageWithText(pat, 'and me');
@@ -99,5 +107,27 @@ test('message actions come on a tap, with 44 px targets; messages carry no perma
   await theirs.getByTestId('add-reaction').tap();
   await pat.getByTestId('reaction-picker').getByRole('button', { name: 'React with 👍' }).tap();
   await messageWithText(sam, 'and me').getByTestId('reaction').waitFor();
+  for (const p of [pat, sam]) { assert.deepEqual(p.problems, []); await p.context().close(); }
+});
+
+test('Enter types a new line on a phone; the Send button sends, line break and all', async () => {
+  const pat = await openChat(browser, server.url, { room: 'phone-newline', user: 'pat', ...PHONE });
+  const sam = await openChat(browser, server.url, { room: 'phone-newline', user: 'sam' });
+  const box = pat.getByTestId('composer-input');
+  await box.tap();
+  await pat.keyboard.type('first line');
+  await pat.keyboard.press('Enter');
+  await pat.keyboard.type('second line');
+  assert.equal(await box.inputValue(), 'first line\nsecond line', 'Enter put a line break in the box');
+  assert.equal(await pat.getByTestId('message').count(), 0, 'Enter sent nothing');
+  assert.doesNotMatch(await pat.locator('#composer-hint').textContent(), /Enter to send/);
+
+  await pat.getByTestId('send-btn').tap();
+  for (const p of [pat, sam]) {
+    const text = p.getByTestId('message').and(p.locator(':not(.msg--pending)')).getByTestId('message-text');
+    await text.waitFor();
+    assert.equal(await text.evaluate((el) => el.innerText), 'first line\nsecond line', 'the line break was kept');
+  }
+  assert.equal(await box.inputValue(), '');
   for (const p of [pat, sam]) { assert.deepEqual(p.problems, []); await p.context().close(); }
 });

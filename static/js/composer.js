@@ -4,7 +4,7 @@
 // signal.
 
 import { config, TYPING_SEND_EVERY_MS } from './config.js';
-import { els, h } from './dom.js';
+import { els, enterSends, h, imeKey, touchScreen } from './dom.js';
 import { randomId } from './format.js';
 import { buildMessage, regroup } from './messages.js';
 import { send } from './connection.js';
@@ -249,6 +249,13 @@ export function markFailed(p, reason) {
   p.el.querySelector('.msg-main').append(h('div', { cls: 'msg-failed-actions' }, [retry, ' · ', discard]));
 }
 
+/** The hint under the box says what Enter does here (see enterSends). */
+function showKeys() {
+  els.composerKeys.textContent = enterSends()
+    ? 'Enter to send · Shift+Enter for a new line · ↑ to edit your last message'
+    : 'Enter for a new line · the Send button sends';
+}
+
 export function initComposer({ editLast }) {
   // Leaving the page loses what is not confirmed (here or in rooms left):
   // the browser asks first.
@@ -259,7 +266,7 @@ export function initComposer({ editLast }) {
   });
   els.composer.addEventListener('submit', (e) => { e.preventDefault(); submit(); });
   els.input.addEventListener('keydown', (e) => {
-    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+    if (e.key === 'Enter' && !e.shiftKey && enterSends() && !imeKey(e)) {
       e.preventDefault();
       submit();
     } else if (e.key === 'ArrowUp' && !els.input.value) {
@@ -268,6 +275,8 @@ export function initComposer({ editLast }) {
       composerError('');
     }
   });
+  showKeys();
+  touchScreen.addEventListener('change', showKeys);
   els.input.addEventListener('input', () => {
     autoGrow();
     updateSendState();

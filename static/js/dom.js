@@ -17,8 +17,21 @@ export function h(tag, { cls, text, attrs, testid } = {}, children = []) {
   return el;
 }
 
-/** True on screens without hover (phones, tablets): actions open on tap. */
-export const isTouch = () => matchMedia('(hover: none)').matches;
+/** Screens without hover (phones, tablets): actions open on tap. */
+export const touchScreen = matchMedia('(hover: none)');
+export const isTouch = () => touchScreen.matches;
+/**
+ * Whether Enter sends (a message, an edit). Not on touch screens: there, as
+ * in common mobile chat apps, Enter types a new line (a phone's keyboard has
+ * no Shift+Enter) and the Send or Save button sends.
+ */
+export const enterSends = () => !isTouch();
+/**
+ * True while a key press belongs to an input method's composition (the Enter
+ * that confirms a candidate, too). Safari reports that Enter with
+ * `isComposing` false but `keyCode` 229.
+ */
+export const imeKey = (e) => e.isComposing || e.keyCode === 229;
 /** True when the sidebar is a drawer (the phone layout in style.css). */
 export const isNarrow = () => matchMedia('(max-width: 720px)').matches;
 
@@ -37,7 +50,7 @@ export const els = {
   onlineList: $('online-list'), onlineCountSide: $('online-count-side'),
   chat: $('chat'), list: $('messages'), newPill: $('new-pill'), dropOverlay: $('drop-overlay'),
   typing: $('typing'), composer: $('composer'), input: $('composer-input'),
-  sendBtn: $('send-btn'), attachInput: $('attach-input'), composerError: $('composer-error'),
+  sendBtn: $('send-btn'), composerKeys: $('composer-keys'), attachInput: $('attach-input'), composerError: $('composer-error'),
   charCount: $('char-count'), uploadBox: $('upload-box'),
   picker: $('picker'), toasts: $('toasts'), announcer: $('announcer'),
 };

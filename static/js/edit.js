@@ -1,15 +1,29 @@
 // Editing one of our own messages in place: a styled box that grows with
-// its text, Enter to save, Esc to cancel.
+// its text, Enter to save (the Save button on touch screens), Esc to cancel.
+// An edit the server refuses comes back in its box, with the reason.
 
 import { config } from './config.js';
-import { els, h } from './dom.js';
+import { els, enterSends, h, imeKey } from './dom.js';
 import { send } from './connection.js';
 import { autoGrow } from './composer.js';
 import { isOwn } from './messages.js';
 import { ERROR_TEXT, offlineToast, toast } from './notices.js';
 import { state } from './state.js';
 
-export function startEdit(id) {
+/**
+ * Edits sent and not answered yet, oldest first: `{ id, content }`. The
+ * server answers requests in order, so an `error` about an edit is about
+ * the oldest one here; its `message_updated` takes one off.
+ */
+const waiting = [];
+const MAX_WAITING = 50;
+
+/**
+ * Opens the edit box on message `id`. `content`: the text to start from
+ * (the message's own by default); `error`: a sentence shown in the box;
+ * `focus`: whether the box takes the keyboard focus.
+ */
+export function startEdit(id, { content, error = '', focus = true } = {}) {
   const entry = state.messages.get(id);
   if (!entry || !isOwn(entry.data)) return false;
   if (state.editing) cancelEdit();
@@ -17,14 +31,18 @@ export function startEdit(id) {
   const li = entry.el;
   const body = li.querySelector('.msg-text');
   const area = h('textarea', {
-    cls: 'edit-input', testid: 'edit-input', attrs: { 'aria-label': 'Edit message', rows: '1', dir: 'auto' },
+    cls: 'edit-input', testid: 'edit-input',
+    attrs: { 'aria-label': 'Edit message', rows: '1', dir: 'auto', 'aria-describedby': 'edit-error' },
   });
-  area.value = entry.data.content || '';
+  area.value = content ?? (entry.data.content || '');
   const save = h('button', { cls: 'btn btn-small btn-primary', text: 'Save', testid: 'edit-save', attrs: { type: 'button' } });
   const cancel = h('button', { cls: 'btn btn-small', text: 'Cancel', testid: 'edit-cancel', attrs: { type: 'button' } });
-  const box = h('div', { cls: 'edit-box', testid: 'edit-box' }, [area, h('div', { cls: 'edit-bar' }, [
-    h('span', { cls: 'edit-hint', text: 'Enter to save · Shift+Enter for a new line · Esc to cancel' }),
-    h('span', { cls: 'edit-buttons' }, [cancel, save])])]);
+  const hint = enterSends() ? 'Enter to save · Shift+Enter for a new line · Esc to cancel' : '';
+  const box = h('div', { cls: 'edit-box', testid: 'edit-box' }, [area,
+    h('p', { cls: 'field-error', text: error, testid: 'edit-error', attrs: { id: 'edit-error', role: 'alert' } }),
+    h('div', { cls: 'edit-bar' }, [
+      h('span', { cls: 'edit-hint', text: hint }),
+      h('span', { cls: 'edit-buttons' }, [cancel, save])])]);
   body.hidden = true;
   li.querySelector('.show-more')?.setAttribute('hidden', '');
   body.after(box);
@@ -33,9 +51,15 @@ export function startEdit(id) {
     const content = area.value;
     if (!content.trim() && !entry.data.attachment) { toast('A message cannot be empty; use Delete instead.'); return; }
     if (Array.from(content).length > config.max_message_chars) { toast(ERROR_TEXT.too_long); return; }
-    if (content !== entry.data.content && !send({ type: 'edit', message_id: id, content })) {
-      offlineToast('the edit was not saved');
-      return;
+    if (content !== entry.data.content) {
+      if (!send({ type: 'edit', message_id: id, content })) {
+        offlineToast('the edit was not saved');
+        return;
+      }
+      waiting.push({ id, content });
+      // Bounded: edits the server never answered by name (rate limits
+      // carry no `ref`) would otherwise stay until the next connection.
+      if (waiting.length > MAX_WAITING) waiting.shift();
     }
     cancelEdit();
   };
@@ -43,13 +67,41 @@ export function startEdit(id) {
   cancel.addEventListener('click', () => cancelEdit());
   area.addEventListener('input', () => autoGrow(area, 320));
   area.addEventListener('keydown', (e) => {
-    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); commit(); }
+    if (e.key === 'Enter' && !e.shiftKey && enterSends() && !imeKey(e)) { e.preventDefault(); commit(); }
     if (e.key === 'Escape') { e.preventDefault(); e.stopPropagation(); cancelEdit(); }
   });
-  area.focus();
-  area.setSelectionRange(area.value.length, area.value.length);
+  if (focus) {
+    area.focus();
+    area.setSelectionRange(area.value.length, area.value.length);
+  }
   autoGrow(area, 320);
   return true;
+}
+
+/** A `message_updated`: when it is one of our edits, that edit was taken. */
+export function editApplied(m) {
+  const i = waiting.findIndex((w) => w.id === m.message_id && w.content === m.content);
+  if (i >= 0) waiting.splice(i, 1);
+}
+
+/**
+ * The server refused an edit (`error` with `ref` `edit`) for `reason`: the
+ * oldest edit still waiting is that one, and its box opens again with what
+ * was typed and the reason. It does not replace another edit in progress,
+ * nor take the focus from text being typed elsewhere. False when the
+ * reason could not be shown there (the caller says it another way).
+ */
+export function editRefused(reason) {
+  const refused = waiting.shift();
+  if (!refused || state.editing) return false;
+  const active = document.activeElement;
+  const idle = !active || active === document.body || (active === els.input && !els.input.value);
+  return startEdit(refused.id, { content: refused.content, error: reason, focus: idle });
+}
+
+/** A new connection: edits sent on the old one will never be answered. */
+export function forgetWaitingEdits() {
+  waiting.length = 0;
 }
 
 export function cancelEdit({ refocus = true } = {}) {

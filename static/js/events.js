@@ -16,6 +16,7 @@ import {
 } from './composer.js';
 import { connectionBack as presenceBack, onPresenceChange, setOnline } from './presence.js';
 import { showTyping } from './typing.js';
+import { editApplied, editRefused, forgetWaitingEdits } from './edit.js';
 import { ERROR_TEXT, clearToasts, systemNotice, toast } from './notices.js';
 import { followingBottom, isNearBottom, missedArrived, scrollToBottom } from './scroll.js';
 import { updateTitle } from './attention.js';
@@ -26,7 +27,7 @@ export function handleEvent(ev) {
   switch (ev.type) {
     case 'welcome': onWelcome(ev); break;
     case 'message': addMessage(ev, { live: true }); break;
-    case 'message_updated': updateMessage(ev); break;
+    case 'message_updated': updateMessage(ev); editApplied(ev); break;
     case 'message_deleted': deleteMessage(ev); break;
     case 'reaction_update': applyReactionUpdate(ev); break;
     case 'reactions': applyWholeReactions(ev); break;
@@ -59,6 +60,7 @@ function onWelcome(ev) {
   // for every later connection, in every tab and room.
   if (typeof ev.claim === 'string' && ev.claim) keepClaim(ev.claim);
   welcomed(ev.claim);
+  forgetWaitingEdits();
   adoptRoomName(ev.room);
   setOnline(ev.online, ev.online_count);
 
@@ -130,5 +132,7 @@ function onServerError(ev) {
     if (first && ev.ref === 'message' && ev.code === 'unknown_message') markGone(first);
     else if (first) markFailed(first, text);
   }
+  // A refused edit goes back in its box, with the reason there.
+  if (ev.ref === 'edit' && editRefused(text)) return;
   toast(text);
 }
