@@ -95,9 +95,11 @@ impl Sqlite {
             }
         }
         self.spare.give(body);
-        self.kept.moved(room, (posts.len() + fresh.len()) as u64, 0);
         match cap {
-            Some(cap) => self.hold_to(room, cap),
+            Some(cap) => {
+                self.kept.moved(room, (posts.len() + fresh.len()) as u64, 0);
+                self.hold_to(room, cap)
+            }
             None => Ok(()),
         }
     }
