@@ -1,7 +1,9 @@
 //! WebSocket connections: the handshake at `/ws/{room}/{username}`
 //! (`upgrade`), one connection's read loop, writer and limits ([`session`]),
-//! and the request types ([`protocol`]). Sessions talk to the hub only.
+//! its token's expiry and the watch on it (`expiry`), and the request types
+//! ([`protocol`]). Sessions talk to the hub only.
 
+mod expiry;
 mod frame_bounded;
 pub mod protocol;
 pub mod rate;

@@ -29,6 +29,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
 
+use super::expiry::Expiry;
 use super::frame_bounded::FrameBounded;
 use super::protocol::{self, Request};
 use super::rate::IdentityRates;
@@ -65,45 +66,6 @@ pub struct SessionConfig {
     /// Where previews of uploaded images are made: a message attaching an
     /// image whose preview is still being made gets it when it is ready.
     pub previews: PreviewPool,
-}
-
-/// When a connection's token expires (seconds since the epoch; 0: never).
-/// A renewal moves it and wakes the watch in `ws::upgrade`, which closes
-/// the connection with 4001 when it passes.
-pub type Expiry = Arc<TokenExpiry>;
-
-/// See [`Expiry`].
-#[derive(Debug, Default)]
-pub struct TokenExpiry {
-    exp: std::sync::atomic::AtomicU64,
-    moved: tokio::sync::Notify,
-}
-
-impl TokenExpiry {
-    /// A token expiring at `exp`.
-    pub fn new(exp: u64) -> Self {
-        Self {
-            exp: exp.into(),
-            moved: tokio::sync::Notify::new(),
-        }
-    }
-
-    /// The current expiry.
-    pub fn get(&self) -> u64 {
-        self.exp.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// A renewed token's expiry, earlier or later: the watch is woken.
-    pub fn renew(&self, exp: u64) {
-        self.exp.store(exp, std::sync::atomic::Ordering::Release);
-        self.moved.notify_one();
-    }
-
-    /// Waits until a renewal moves it (one renewal since the last wait
-    /// counts too).
-    pub async fn moved(&self) {
-        self.moved.notified().await;
-    }
 }
 
 /// How many of a server's queues are behind: outboxes (see

@@ -7,7 +7,6 @@
 //! request gets a JSON error and never becomes a WebSocket.
 
 use std::sync::Arc;
-use std::sync::Weak;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -20,12 +19,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::session::{self, Expiry, TokenExpiry};
+use super::expiry::{Expiry, TokenExpiry, close_at_expiry};
+use super::session;
 use crate::app::AppState;
 use crate::auth::{Denied, Presented};
 use crate::http::client_addr::client_ip;
 use crate::http::{Body, ConnectionSlot, PeerAddr, empty, error, json, rate_limited};
-use crate::hub::{CloseReason, JoinError, Joining, Outbox, RoomName, UserName, frames};
+use crate::hub::{CloseReason, JoinError, Joining, RoomName, UserName, frames};
 
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
@@ -459,29 +459,4 @@ fn address_at_capacity(max: usize) -> Response<Body> {
              close one (another tab?) and try again"
         ),
     )
-}
-
-/// Closes a connection with 4001 when its token expires (a renewal moves
-/// the time; the watch ends with the connection). Expired means what it
-/// meant when the token was admitted: past `exp` and the clock leeway, so
-/// a token admitted within the leeway is not closed at once.
-async fn close_at_expiry(outbox: Weak<Outbox>, expiry: Expiry) {
-    loop {
-        let exp = expiry.get().saturating_add(crate::auth::jwt::LEEWAY_SECS);
-        let now = crate::auth::now();
-        if now > exp {
-            if let Some(outbox) = outbox.upgrade() {
-                outbox.close(CloseReason::TOKEN_EXPIRED);
-            }
-            return;
-        }
-        // Wakes at the expiry, when a renewal moves it, or every minute to
-        // notice the connection has gone.
-        let wait = Duration::from_secs((exp - now + 1).min(60));
-        let _ = tokio::time::timeout(wait, expiry.moved()).await;
-        match outbox.upgrade() {
-            Some(o) if !o.is_closing() => {}
-            _ => return,
-        }
-    }
 }
