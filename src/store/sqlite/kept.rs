@@ -9,47 +9,33 @@
 //! the writer's, and forgotten whole when a transaction rolls back or the
 //! retention period deletes across rooms.
 
-use std::cell::RefCell;
+use super::per_room::PerRoom;
 
-use hashbrown::HashMap;
-
-/// Bounded: past [`KeptCounts::MAX_ROOMS`] rooms it starts again empty (a
-/// room missing is counted once more).
+/// See the module.
 #[derive(Default)]
-pub(super) struct KeptCounts(RefCell<HashMap<Box<str>, u64>>);
+pub(super) struct KeptCounts(PerRoom<u64>);
 
 impl KeptCounts {
-    pub(super) const MAX_ROOMS: usize = 65_536;
-
     /// The room's count if known.
     pub(super) fn get(&self, room: &str) -> Option<u64> {
-        self.0.borrow().get(room).copied()
+        self.0.get(room)
     }
 
     /// The room's count, just counted.
     pub(super) fn set(&self, room: &str, kept: u64) {
-        let mut rooms = self.0.borrow_mut();
-        if let Some(known) = rooms.get_mut(room) {
-            *known = kept;
-            return;
-        }
-        if rooms.len() >= Self::MAX_ROOMS {
-            rooms.clear();
-        }
-        rooms.insert(room.into(), kept);
+        self.0.put(room, kept, |known| *known = kept);
     }
 
     /// `added` messages were written to `room`, and `removed` taken out
     /// (nothing if its count is not known).
     pub(super) fn moved(&self, room: &str, added: u64, removed: u64) {
-        if let Some(kept) = self.0.borrow_mut().get_mut(room) {
-            *kept = (*kept + added).saturating_sub(removed);
-        }
+        self.0
+            .change(room, |kept| *kept = (*kept + added).saturating_sub(removed));
     }
 
     /// Forgets them all.
     pub(super) fn forget(&self) {
-        self.0.borrow_mut().clear();
+        self.0.forget();
     }
 }
 
@@ -58,7 +44,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_move_only_once_known_and_stay_bounded() {
+    fn counts_move_only_once_known() {
         let kept = KeptCounts::default();
         kept.moved("r", 5, 0);
         assert_eq!(kept.get("r"), None, "not counted yet: nothing to move");
@@ -67,11 +53,7 @@ mod tests {
         assert_eq!(kept.get("r"), Some(4));
         kept.moved("r", 0, 9);
         assert_eq!(kept.get("r"), Some(0));
-        for i in 0..=KeptCounts::MAX_ROOMS {
-            kept.set(&format!("room-{i}"), 1);
-        }
-        assert!(kept.0.borrow().len() <= KeptCounts::MAX_ROOMS);
         kept.forget();
-        assert_eq!(kept.get("room-1"), None);
+        assert_eq!(kept.get("r"), None);
     }
 }

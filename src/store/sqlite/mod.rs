@@ -40,6 +40,7 @@ mod kept;
 mod log_frames;
 mod newest;
 mod pending;
+mod per_room;
 mod schema;
 
 use checkpointer::{CHECKPOINT_AFTER_BYTES, Checkpointer, MAX_LOG_BYTES};

@@ -10,44 +10,26 @@
 //! only slower. The hub gives new posts seqs past every earlier one, so
 //! only late posts ever meet that path.
 
-use std::cell::RefCell;
+use super::per_room::PerRoom;
 
-use hashbrown::HashMap;
-
-/// Bounded: past [`NewestSeqs::MAX_ROOMS`] rooms it starts again empty (a
-/// room missing is looked up once more).
+/// See the module.
 #[derive(Default)]
-pub(super) struct NewestSeqs(RefCell<HashMap<Box<str>, u64>>);
+pub(super) struct NewestSeqs(PerRoom<u64>);
 
 impl NewestSeqs {
-    pub(super) const MAX_ROOMS: usize = 65_536;
-
     /// The room's newest seq if known.
     pub(super) fn get(&self, room: &str) -> Option<u64> {
-        self.0.borrow().get(room).copied()
+        self.0.get(room)
     }
 
     /// A chunk of `room` reaching `seq` was written (or found, looked up).
     pub(super) fn raise(&self, room: &str, seq: u64) {
-        let mut rooms = self.0.borrow_mut();
-        if let Some(newest) = rooms.get_mut(room) {
-            *newest = (*newest).max(seq);
-            return;
-        }
-        if rooms.len() >= Self::MAX_ROOMS {
-            rooms.clear();
-        }
-        rooms.insert(room.into(), seq);
+        self.0.put(room, seq, |newest| *newest = (*newest).max(seq));
     }
 
     /// Forgets them all (the transaction that raised some rolled back).
     pub(super) fn forget(&self) {
-        self.0.borrow_mut().clear();
-    }
-
-    #[cfg(test)]
-    pub(super) fn rooms(&self) -> usize {
-        self.0.borrow().len()
+        self.0.forget();
     }
 }
 
@@ -56,16 +38,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn it_only_rises_and_stays_bounded() {
+    fn it_only_rises() {
         let newest = NewestSeqs::default();
         newest.raise("r", 5);
         newest.raise("r", 3);
         assert_eq!(newest.get("r"), Some(5));
         assert_eq!(newest.get("other"), None);
-        for i in 0..NewestSeqs::MAX_ROOMS + 1 {
-            newest.raise(&format!("room-{i}"), 1);
-        }
-        assert!(newest.rooms() <= NewestSeqs::MAX_ROOMS);
         newest.forget();
         assert_eq!(newest.get("room-1"), None);
     }
