@@ -191,6 +191,40 @@ test('a refused edit comes back in its box with what was typed and the reason', 
   assert.equal(await alice.getByTestId('edit-box').count(), 0);
 });
 
+test('an edit refused by the rate limit comes back in its box too', async () => {
+  // Right before the edit goes out, a proxy spends the connection's whole
+  // burst (20) on pings: the real server refuses the edit as
+  // `rate_limited`, naming it in `ref`.
+  const alice = await openChat(browser, server.url);
+  pages.push(alice);
+  let flooded = false;
+  await alice.routeWebSocket(/\/ws\//, (ws) => {
+    const upstream = ws.connectToServer();
+    ws.onMessage((m) => {
+      if (JSON.parse(m).type === 'edit' && !flooded) {
+        flooded = true;
+        for (let i = 0; i < 20; i++) upstream.send(JSON.stringify({ type: 'ping' }));
+      }
+      upstream.send(m);
+    });
+  });
+  await joinAs(alice, server.url, 'limited-edit', 'alice');
+  await sendMessage(alice, 'a hasty message');
+  const mine = messageWithText(alice, 'a hasty message').and(alice.locator('[data-id]:not([data-id=""])'));
+  await mine.waitFor();
+
+  await mine.hover();
+  await mine.getByTestId('edit-message').click();
+  const typed = 'a slower, better message';
+  await alice.getByTestId('edit-input').fill(typed);
+  await alice.getByTestId('edit-input').press('Enter');
+  await alice.getByTestId('edit-error').or(alice.getByTestId('toast')).first().waitFor();
+  assert.equal(await mine.getByTestId('edit-input').inputValue(), typed, 'what was typed is kept');
+  assert.equal(await mine.getByTestId('edit-error').textContent(),
+    'You are sending too fast. Wait a moment and try again.');
+  assert.equal(await alice.locator('.msg--failed').count(), 0, 'no message is marked refused for it');
+});
+
 test('typing indicator shows who is typing', async () => {
   const alice = await chat('typing', 'alice');
   const bob = await chat('typing', 'bob');

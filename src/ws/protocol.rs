@@ -416,6 +416,19 @@ fn parse_kind(kind: &str, obj: &Fields<'_>, max_chars: usize) -> Result<Request,
     })
 }
 
+/// The `type` of a request, for the `ref` of a refusal that does not
+/// parse the rest (the rate limit's): `None` when the frame is not an
+/// object with a string `type` of at most 32 bytes.
+pub fn kind_of(text: &str) -> Option<String> {
+    match serde_json::from_str::<Raw<'_>>(text) {
+        Ok(Raw(Some(Fields {
+            kind: Field::Str(kind),
+            ..
+        }))) if kind.len() <= 32 => Some(kind.into_owned()),
+        _ => None,
+    }
+}
+
 /// Parses one text frame.
 pub fn parse(text: &str, max_chars: usize) -> Result<Request, Rejected> {
     let obj = match serde_json::from_str::<Raw<'_>>(text) {
@@ -562,6 +575,30 @@ mod tests {
         let unknown = parse(r#"{"type":"d\u0061nce"}"#, 10).unwrap_err();
         assert_eq!(unknown.refusal.code, ErrorCode::UnknownType);
         assert_eq!(unknown.kind.as_deref(), Some("dance"));
+    }
+
+    #[test]
+    fn the_kind_alone_is_read_for_a_refusal_that_parses_nothing_else() {
+        assert_eq!(
+            kind_of(r#"{"content":"hi","type":"edit","message_id":5}"#).as_deref(),
+            Some("edit")
+        );
+        assert_eq!(
+            kind_of(r#"{"type":"m\u0065ssage"}"#).as_deref(),
+            Some("message")
+        );
+        assert_eq!(kind_of(r#"{"type":"a","type":"b"}"#).as_deref(), Some("b"));
+        for no_kind in [
+            r#"{"type":5}"#,
+            r#"{"content":"x"}"#,
+            r#"["message"]"#,
+            "not json",
+            r#"{"type":"message""#,
+        ] {
+            assert_eq!(kind_of(no_kind), None, "{no_kind}");
+        }
+        let long = format!(r#"{{"type":"{}"}}"#, "x".repeat(33));
+        assert_eq!(kind_of(&long), None, "longer than 32 bytes");
     }
 
     #[test]

@@ -346,7 +346,14 @@ pub async fn run<R, W>(
                             config.rate
                         ),
                     );
-                    member.send(r.frame(None));
+                    // Its `ref` tells the client which request it lost
+                    // (an edit's text goes back in its box); the type is
+                    // all that is read of it.
+                    let kind = match &msg {
+                        Message::Text(text) => protocol::kind_of(text),
+                        _ => None,
+                    };
+                    member.send(r.frame(kind.as_deref()));
                     continue;
                 }
                 strikes = 0;

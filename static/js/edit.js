@@ -57,8 +57,8 @@ export function startEdit(id, { content, error = '', focus = true } = {}) {
         return;
       }
       waiting.push({ id, content });
-      // Bounded: edits the server never answered by name (rate limits
-      // carry no `ref`) would otherwise stay until the next connection.
+      // Bounded, however the server answers: this list is only emptied
+      // by answers and by a new connection.
       if (waiting.length > MAX_WAITING) waiting.shift();
     }
     cancelEdit();

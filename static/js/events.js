@@ -123,9 +123,10 @@ function onServerError(ev) {
     return;
   }
   const text = ERROR_TEXT[ev.code] || ev.message || 'The server refused that request.';
-  // Rate-limit errors carry no `ref`; a refused message is the likeliest case
-  // and an echo arriving later would un-fail it anyway (matched by client_id).
-  if (ev.ref === 'message' || (!ev.ref && ev.code === 'rate_limited')) {
+  // Every refusal of a request names its type in `ref`, the rate limit's
+  // too; an echo arriving later would un-fail a message anyway (matched by
+  // client_id).
+  if (ev.ref === 'message') {
     // Requests are answered in order, so the oldest message still waiting for
     // its echo is the one that was refused.
     const first = [...state.pending.values()].find((p) => p.sent && !p.failed);
