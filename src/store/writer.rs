@@ -56,7 +56,8 @@ pub(crate) trait Journal: Send + 'static {
     /// post's `reserve_through` records with it), inside the transaction.
     fn reserve(&mut self, room: &str, through: u64) -> Result<(), JournalError>;
     /// Commits the transaction; `deleted` if it removed message content
-    /// (a backend may then scrub what the deleted content left on disk).
+    /// (a delete, or an edit's old text: a backend may then scrub what
+    /// that content left on disk).
     fn commit(&mut self, deleted: bool) -> Result<(), JournalError>;
     /// Abandons the transaction.
     fn rollback(&mut self);
@@ -403,7 +404,8 @@ fn attempt(
         prefetch::text(group.get(i + prefetch::AHEAD));
         outcomes.push(match op {
             StoreOp::Change(change, _) => {
-                deleted |= matches!(change, Change::Delete { .. });
+                // An edit takes its old text out of the message.
+                deleted |= matches!(change, Change::Delete { .. } | Change::Edit { .. });
                 journal.apply(change, &policy.retention)?;
                 Outcome::Nothing
             }

@@ -24,7 +24,7 @@
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
@@ -66,10 +66,16 @@ pub(crate) struct Sqlite {
     /// asked, and how many make it worth asking again.
     logged: Cell<u64>,
     checkpoint_after: u64,
-    /// A delete was committed and the log not yet truncated after it (a
-    /// checkpoint of the other thread's was running): the next commit
-    /// tries again.
+    /// A delete or an edit was committed and the log not yet truncated
+    /// after it (a checkpoint of the other thread's was running): the
+    /// next commit tries again.
     scrub_owed: bool,
+    /// The per-room cap took messages out since the log was last
+    /// truncated: the first commit TRIM_SCRUB_EVERY after that truncation
+    /// truncates it (a capped room at its cap trims with every post, too
+    /// often to truncate each time).
+    trim_owed: Cell<bool>,
+    last_scrub: Option<Instant>,
     /// Posts of the open transaction not yet written, by room: each room's
     /// become one chunk at the end of the group (or sooner, see
     /// [`Pending::full`]). Bounded by the writer's group (16 384 changes).
@@ -111,6 +117,11 @@ fn page_bytes(fsync: Fsync) -> u32 {
 /// be truncated while the checkpoint thread's copy runs (see
 /// [`Sqlite::checkpoint`]); past it, the next commit asks again.
 const SCRUB_WAIT: Duration = Duration::from_millis(200);
+
+/// How long text the per-room cap took out may stay in the write-ahead
+/// log while the store is busy: at most this past the last truncation,
+/// until the first commit after.
+const TRIM_SCRUB_EVERY: Duration = Duration::from_secs(60);
 
 fn classify(path: &Path, e: &rusqlite::Error) -> JournalError {
     let transient = matches!(
@@ -233,6 +244,8 @@ impl Sqlite {
             logged: Cell::new(0),
             checkpoint_after: CHECKPOINT_AFTER_BYTES,
             scrub_owed: false,
+            trim_owed: Cell::new(false),
+            last_scrub: None,
             pending: HashMap::new(),
             spare: SpareBodies::default(),
             newest: NewestSeqs::default(),
@@ -524,9 +537,11 @@ impl Journal for Sqlite {
         self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
         // A log past its bound: the checkpoint thread has not kept up.
         let outgrown = log_frames::after_commit() * self.log_frame_bytes > self.max_log_bytes;
-        // After a delete the log may still hold page images with the
-        // deleted text: copy it into the file (where secure_delete zeroed
-        // it) and truncate it, here, before the next group. A log that
+        // After a delete or an edit the log may still hold page images
+        // with the text taken out: copy it into the file (where
+        // secure_delete zeroed it) and truncate it, here, before the next
+        // group; text the per-room cap took out, at most once a minute
+        // (TRIM_SCRUB_EVERY). A log that
         // only outgrew its bound is copied and restarted from its
         // beginning, not truncated: truncating a 16 MiB file took the
         // writer 28-32 ms under load, its queue filling meanwhile, and the
@@ -534,9 +549,18 @@ impl Journal for Sqlite {
         // (docs/BENCHMARKS.md, "A frame's buffer kept for the next frame").
         // The file keeps its size, which the bound already allows.
         self.scrub_owed |= deleted;
-        if self.scrub_owed {
+        let trim_due = self.trim_owed.get()
+            && self
+                .last_scrub
+                .is_none_or(|t| t.elapsed() >= TRIM_SCRUB_EVERY);
+        if self.scrub_owed || trim_due {
             self.logged.set(0);
-            self.scrub_owed = !self.checkpoint("TRUNCATE", SCRUB_WAIT);
+            let scrubbed = self.checkpoint("TRUNCATE", SCRUB_WAIT);
+            self.scrub_owed = !scrubbed;
+            if scrubbed {
+                self.trim_owed.set(false);
+                self.last_scrub = Some(Instant::now());
+            }
         } else if outgrown {
             self.logged.set(0);
             // Best effort: the next commit tries again.
@@ -655,5 +679,32 @@ mod tests {
             0,
             "the log is truncated"
         );
+    }
+    #[test]
+    fn text_the_cap_takes_out_leaves_the_log_at_most_a_minute_later() {
+        let dir = Scratch::new("scrub-trim");
+        let mut store = Sqlite::open(&dir.0, Fsync::Batch, None).unwrap();
+        store.checkpointer = None;
+        let log = dir.0.join("roomcast.db-wal");
+        let log_len = || std::fs::metadata(&log).unwrap().len();
+        let capped = Retention {
+            days: None,
+            per_room: Some(1),
+        };
+        commit(&mut store, &[post("r", 1, T)], &capped);
+        assert!(log_len() > 0);
+        // The first trim: its commit truncates the log.
+        commit(&mut store, &[post("r", 2, T)], &capped);
+        assert_eq!(log_len(), 0);
+        assert!(!store.trim_owed.get());
+        // Within the minute: owed, the log kept.
+        commit(&mut store, &[post("r", 3, T)], &capped);
+        assert!(store.trim_owed.get());
+        assert!(log_len() > 0);
+        // A minute on: the next commit truncates it.
+        store.last_scrub = Instant::now().checked_sub(TRIM_SCRUB_EVERY);
+        commit(&mut store, &[post("r", 4, T)], &capped);
+        assert_eq!(log_len(), 0);
+        assert!(!store.trim_owed.get());
     }
 }
