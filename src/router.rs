@@ -67,7 +67,8 @@ pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Respo
         },
         (_, "/api/uploads") => h::method_not_allowed("POST"),
         (_, p) if p.starts_with("/api/uploads/") => {
-            match p["/api/uploads/".len()..].split_once('/') {
+            let rest = &p["/api/uploads/".len()..];
+            match rest.split_once('/') {
                 Some((id, "complete")) => match method {
                     Method::POST => match state.auth.uploader(req.headers()) {
                         Ok(owner) => {
@@ -77,6 +78,16 @@ pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Respo
                         Err(denied) => h::error(denied.status, denied.code, denied.message),
                     },
                     _ => h::method_not_allowed("POST"),
+                },
+                None if !rest.is_empty() => match method {
+                    Method::DELETE => match state.auth.uploader(req.headers()) {
+                        Ok(owner) => {
+                            let owner = owner.map(|id| id.as_str().to_owned());
+                            state.presigned.cancel(&state.uploads, rest, owner).await
+                        }
+                        Err(denied) => h::error(denied.status, denied.code, denied.message),
+                    },
+                    _ => h::method_not_allowed("DELETE"),
                 },
                 _ => h::not_found(),
             }

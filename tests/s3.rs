@@ -3,8 +3,9 @@
 //! to end (ask, PUT straight to the bucket, complete, download through the
 //! redirect, attach over WebSocket); what storage itself refuses (a
 //! tampered URL, an expired one, more bytes than declared); what `complete`
-//! refuses and deletes; `POST /upload` through the server into the bucket;
-//! ownership in token mode; the storage going down; the sweep.
+//! refuses and deletes; an upload given up before `complete` (`DELETE`);
+//! `POST /upload` through the server into the bucket; ownership in token
+//! mode; the storage going down; the sweep.
 
 mod common;
 
@@ -47,6 +48,12 @@ async fn ask_png(server: &Server, name: &str) -> Value {
 async fn complete(server: &Server, id: &str, headers: &[(&str, &str)]) -> HttpResponse {
     let url = format!("http://{}/api/uploads/{id}/complete", server.addr);
     request_url("POST", &url, headers, b"").await
+}
+
+/// `DELETE /api/uploads/{id}`: gives a waiting upload up.
+async fn cancel(server: &Server, id: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let url = format!("http://{}/api/uploads/{id}", server.addr);
+    request_url("DELETE", &url, headers, b"").await
 }
 
 /// PUTs `bytes` at a presigned answer's URL with its headers.
@@ -422,6 +429,153 @@ async fn presigned_asks_count_against_the_hours_upload_bytes() {
 }
 
 #[tokio::test]
+async fn a_cancelled_upload_gives_back_its_place_and_its_staged_object_goes() {
+    let s3 = S3Fs::start();
+    let server = s3_server(&s3).await;
+    let mut answers = Vec::new();
+    for i in 0..8 {
+        answers.push(ask_png(&server, &format!("{i}.png")).await);
+    }
+    let ninth = json!({"name": "9.png", "size": PNG.len(), "content_type": "image/png"});
+    let res = ask(&server, ninth.clone(), &[]).await;
+    assert_eq!(res.assert_json_error(429)["error"], "too_many_pending");
+
+    // Its PUT arrived, then the person removed the file.
+    let given_up = answers[0]["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(put(&answers[0], PNG).await.status, 200);
+    let staged = s3.object_path(&format!("incoming/{given_up}"));
+    let marker = s3.object_path(&format!("unattached/{given_up}"));
+    assert!(staged.exists() && marker.exists());
+    let res = cancel(&server, &given_up, &[]).await;
+    assert_eq!(res.status, 204, "{}", res.text());
+    assert!(res.body.is_empty());
+    assert!(!staged.exists(), "the staged object is deleted");
+    assert!(!marker.exists(), "nothing is left for the sweep");
+
+    let res = ask(&server, ninth.clone(), &[]).await;
+    assert_eq!(res.status, 200, "the place came back: {}", res.text());
+    let res = ask(&server, ninth, &[]).await;
+    assert_eq!(
+        res.assert_json_error(429)["error"],
+        "too_many_pending",
+        "one place, not more"
+    );
+    // Forgotten: neither completed nor cancelled again.
+    let res = complete(&server, &given_up, &[]).await;
+    assert_eq!(res.assert_json_error(404)["error"], "unknown_upload");
+    let res = cancel(&server, &given_up, &[]).await;
+    assert_eq!(res.assert_json_error(404)["error"], "unknown_upload");
+
+    // One whose PUT never came: nothing staged, still 204.
+    let never_put = answers[1]["upload_id"].as_str().unwrap();
+    assert_eq!(cancel(&server, never_put, &[]).await.status, 204);
+
+    // A completed upload is not waiting: it stays.
+    let res = put(&answers[2], PNG).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let kept = answers[2]["upload_id"].as_str().unwrap();
+    assert_eq!(complete(&server, kept, &[]).await.status, 200);
+    let res = cancel(&server, kept, &[]).await;
+    assert_eq!(res.assert_json_error(404)["error"], "unknown_upload");
+    assert_eq!(
+        download(&server, &format!("/uploads/{kept}")).await.body,
+        PNG
+    );
+
+    // Ids are checked before they name anything; other methods are 405.
+    for id in [
+        "nope",
+        "..%2F..%2Fetc%2Fpasswd",
+        "00000000000000000000000000000000.png",
+    ] {
+        let res = cancel(&server, id, &[]).await;
+        assert_eq!(
+            res.assert_json_error(404)["error"],
+            "unknown_upload",
+            "{id}"
+        );
+    }
+    let res = cancel(&server, &format!("{kept}/"), &[]).await;
+    assert_eq!(res.assert_json_error(404)["error"], "not_found");
+    let url = format!("http://{}/api/uploads/{kept}", server.addr);
+    let res = request_url("POST", &url, &[], b"").await;
+    assert_eq!(res.assert_json_error(405)["error"], "method_not_allowed");
+    assert_eq!(res.header("allow"), Some("DELETE"));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancelled_upload_gives_back_its_bytes_once() {
+    let s3 = S3Fs::start();
+    let server = Server::start(
+        config()
+            .media_store(s3.media_store())
+            .upload_bytes_per_hour(1000u64),
+    )
+    .await;
+    let sized = |size: u64| json!({"name": "a.png", "size": size, "content_type": "image/png"});
+    let first = ask(&server, sized(600), &[]).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let res = ask(&server, sized(600), &[]).await;
+    assert_eq!(res.assert_json_error(429)["error"], "rate_limited");
+    let id = first.json()["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(cancel(&server, &id, &[]).await.status, 204);
+    let res = ask(&server, sized(600), &[]).await;
+    assert_eq!(res.status, 200, "the 600 came back: {}", res.text());
+    // Given back once: a second DELETE finds nothing, and 400 are left.
+    let res = cancel(&server, &id, &[]).await;
+    assert_eq!(res.assert_json_error(404)["error"], "unknown_upload");
+    let res = ask(&server, sized(600), &[]).await;
+    assert_eq!(res.assert_json_error(429)["error"], "rate_limited");
+    assert_eq!(ask(&server, sized(400), &[]).await.status, 200);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn in_token_mode_only_the_uploader_cancels() {
+    let s3 = S3Fs::start();
+    let server = Server::start(token_mode(config()).media_store(s3.media_store())).await;
+    let ann = format!("Bearer {}", token("ann", &[]));
+    let bob = format!("Bearer {}", token("bob", &[]));
+    let asked = json!({"name": "a.png", "size": PNG.len(), "content_type": "image/png"});
+    let res = ask(&server, asked, &[("Authorization", &ann)]).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let answer = res.json();
+    let id = answer["upload_id"].as_str().unwrap();
+    assert_eq!(put(&answer, PNG).await.status, 200);
+    let res = cancel(&server, id, &[("Authorization", &bob)]).await;
+    assert_eq!(res.assert_json_error(403)["error"], "not_yours");
+    let res = cancel(&server, id, &[]).await;
+    assert_eq!(res.assert_json_error(401)["error"], "token_required");
+    assert!(s3.object_path(&format!("incoming/{id}")).exists(), "kept");
+    let res = cancel(&server, id, &[("Authorization", &ann)]).await;
+    assert_eq!(res.status, 204, "{}", res.text());
+    let res = complete(&server, id, &[("Authorization", &ann)]).await;
+    assert_eq!(res.assert_json_error(404)["error"], "unknown_upload");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancel_with_the_storage_down_still_forgets_the_upload() {
+    let mut s3 = S3Fs::start();
+    let server = s3_server(&s3).await;
+    let answer = ask_png(&server, "a.png").await;
+    let id = answer["upload_id"].as_str().unwrap();
+    assert_eq!(put(&answer, PNG).await.status, 200);
+    s3.kill();
+    let res = cancel(&server, id, &[]).await;
+    assert_eq!(res.status, 204, "{}", res.text());
+    let res = cancel(&server, id, &[]).await;
+    assert_eq!(res.assert_json_error(404)["error"], "unknown_upload");
+    let res = complete(&server, id, &[]).await;
+    assert_eq!(res.assert_json_error(404)["error"], "unknown_upload");
+    // Left for the sweep, which goes by the marker and the staged object.
+    assert!(s3.object_path(&format!("unattached/{id}")).exists());
+    assert!(s3.object_path(&format!("incoming/{id}")).exists());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn post_upload_streams_into_the_bucket_and_a_message_attaches_it() {
     let s3 = S3Fs::start();
     let server = s3_server(&s3).await;
@@ -657,6 +811,12 @@ async fn a_local_store_has_no_presigned_uploads() {
         &[],
     )
     .await;
+    assert_eq!(res.assert_json_error(404)["error"], "no_presigned_uploads");
+    let url = format!(
+        "http://{}/api/uploads/00000000000000000000000000000000.png",
+        server.addr
+    );
+    let res = request_url("DELETE", &url, &[], b"").await;
     assert_eq!(res.assert_json_error(404)["error"], "no_presigned_uploads");
     assert!(
         server

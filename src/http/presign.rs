@@ -8,13 +8,21 @@
 //! gives, so a message attaches it the same way. What fails the checks is
 //! deleted. The URL works until it expires, but a later PUT only rewrites
 //! the staging key, which the sweep deletes.
+//! `DELETE /api/uploads/{id}` gives an upload up before it is completed
+//! (its PUT failed, or the person removed the file): its place and the
+//! bytes it charged come back at once, not when it would expire.
 //!
 //! Uploads handed out and not yet completed are held here, bounded per
 //! client (its token's user, else its address) and in all; an entry lives
 //! as long as its URL plus the upload timeout, then is forgotten. Their
 //! objects carry the store's unattached marker from the start, so the sweep
 //! deletes any never completed, even across restarts. The entries are this
-//! instance's: `complete` must reach the instance that presigned.
+//! instance's: `complete` and `DELETE` must reach the instance that
+//! presigned. Whoever takes an entry out of the map owns the upload: a
+//! `complete` holds it while the bucket copies and checks (putting it back
+//! if that can be retried), so a `DELETE` meanwhile finds nothing, and a
+//! `DELETE` takes it for good, so a later `complete` finds nothing; the
+//! bytes come back only with the entry, so at most once.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,6 +34,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::client_addr::client_ip;
+use super::rate_limit::Charge;
 use super::upload::{UploadAnswer, Uploads, human_bytes, storage_unavailable};
 use super::{Body, PeerAddr};
 use crate::config::Config;
@@ -54,6 +63,36 @@ struct Pending {
     owner: Option<String>,
     client: String,
     forget_at: Instant,
+    /// The declared size, as charged to the asking address's bytes for
+    /// the hour; given back if the upload is cancelled.
+    charge: Charge,
+}
+
+/// Why `complete` or `DELETE` cannot have an upload.
+enum NotWaiting {
+    /// None waits with that id (completed or cancelled already, being
+    /// completed, expired, another instance's, or no such id).
+    Unknown,
+    /// Token mode: another user's.
+    NotYours,
+}
+
+impl NotWaiting {
+    fn answer(self) -> Response<Body> {
+        match self {
+            Self::Unknown => super::error(
+                StatusCode::NOT_FOUND,
+                "unknown_upload",
+                "no upload is waiting with this id: it was completed or cancelled already, is \
+                 being completed, or has expired; start again with POST /api/uploads",
+            ),
+            Self::NotYours => super::error(
+                StatusCode::FORBIDDEN,
+                "not_yours",
+                "this upload was started by someone else",
+            ),
+        }
+    }
 }
 
 /// Which bound a new presigned upload would pass.
@@ -185,7 +224,7 @@ impl Presigned {
         // The declared size counts against the client's bytes for the hour
         // (the bucket will take exactly that many); a refusal below gives
         // back what was taken.
-        let charged = match uploads.charge_bytes(&req_head, ask.size) {
+        let charge = match uploads.charge_bytes(&req_head, ask.size) {
             Ok(taken) => taken,
             Err(wait) => return super::rate_limited("bytes uploaded this hour", wait),
         };
@@ -195,7 +234,7 @@ impl Presigned {
         // cannot pass the bounds together.
         let placeholder = format!("reserving-{}", random_tag());
         if let Err(full) = self.reserve(&placeholder, &client, ask.size, &display_name, &owner) {
-            uploads.refund_bytes(&req_head, charged);
+            uploads.refund_bytes(charge);
             return self.full(full);
         }
         let put = bucket.presign_put(kind, ask.size).await;
@@ -205,7 +244,7 @@ impl Presigned {
             (Ok(put), Some(entry)) => (put, entry),
             (Err(e), _) => {
                 drop(pending);
-                uploads.refund_bytes(&req_head, charged);
+                uploads.refund_bytes(charge);
                 tracing::warn!("cannot presign an upload: {e}");
                 return match s3::is_unavailable(&e) {
                     true => storage_unavailable(),
@@ -214,12 +253,12 @@ impl Presigned {
             }
             (Ok(_), None) => {
                 drop(pending);
-                uploads.refund_bytes(&req_head, charged);
+                uploads.refund_bytes(charge);
                 return storage_failed();
             }
         };
         let id = put.name.as_str().to_owned();
-        pending.insert(id.clone(), entry);
+        pending.insert(id.clone(), Pending { charge, ..entry });
         drop(pending);
         let expires_at = put
             .expires_at
@@ -277,6 +316,7 @@ impl Presigned {
                 owner: owner.clone(),
                 client: client.to_owned(),
                 forget_at: now + self.lifetime,
+                charge: Charge::default(),
             },
         );
         Ok(())
@@ -289,8 +329,9 @@ impl Presigned {
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_pending",
                 format!(
-                    "you have {mine} uploads waiting to be completed; complete them, or wait \
-                     for them to expire (within {} s)",
+                    "you have {mine} uploads waiting to be completed; complete them, give \
+                     them up (DELETE /api/uploads/{{id}}), or wait for them to expire (within \
+                     {} s)",
                     self.lifetime.as_secs()
                 ),
             ),
@@ -307,6 +348,65 @@ impl Presigned {
         }
     }
 
+    /// Takes the upload `raw_id` out of the waiting ones, if it is waiting
+    /// and `owner`'s (or nobody's).
+    fn take_waiting(
+        &self,
+        raw_id: &str,
+        owner: Option<&str>,
+    ) -> Result<(StoredName, Pending), NotWaiting> {
+        // The id becomes a stored name (a random hex id and an allowed
+        // extension) before it is looked up or names any key.
+        let name = StoredName::parse(raw_id).ok_or(NotWaiting::Unknown)?;
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        match pending.get(name.as_str()) {
+            Some(p) if p.forget_at <= Instant::now() => {
+                pending.remove(name.as_str());
+                Err(NotWaiting::Unknown)
+            }
+            Some(p) if p.owner.is_some() && p.owner.as_deref() != owner => {
+                Err(NotWaiting::NotYours)
+            }
+            _ => match pending.remove(name.as_str()) {
+                Some(entry) => Ok((name, entry)),
+                None => Err(NotWaiting::Unknown),
+            },
+        }
+    }
+
+    /// Answers `DELETE /api/uploads/{id}`: forgets a waiting upload, gives
+    /// back its place and what its size still costs the hour's bytes, and
+    /// deletes whatever it left in the bucket. The upload is forgotten
+    /// before the bucket is asked, so a storage failure cannot leave it
+    /// half given up: its objects keep their unattached marker (deleted
+    /// last) and go with the sweep, and the answer is `204` all the same.
+    pub async fn cancel(
+        &self,
+        uploads: &Uploads,
+        raw_id: &str,
+        owner: Option<String>,
+    ) -> Response<Body> {
+        let Some(bucket) = uploads.store().bucket() else {
+            return not_here();
+        };
+        let (name, entry) = match self.take_waiting(raw_id, owner.as_deref()) {
+            Ok(taken) => taken,
+            Err(not) => return not.answer(),
+        };
+        uploads.refund_bytes(entry.charge);
+        // The staged object, and anything a `complete` that failed after
+        // copying may have left (the copy, even a sidecar whose answer was
+        // lost): the client was never told the upload was kept.
+        if let Err(e) = bucket.delete(&name).await {
+            tracing::warn!("could not delete a cancelled upload, the sweep will: {e}");
+        }
+        Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(super::empty())
+            .expect("static headers are valid")
+    }
+
     /// Answers `POST /api/uploads/{id}/complete`.
     pub async fn complete(
         &self,
@@ -317,38 +417,11 @@ impl Presigned {
         let Some(bucket) = uploads.store().bucket() else {
             return not_here();
         };
-        let unknown = || {
-            super::error(
-                StatusCode::NOT_FOUND,
-                "unknown_upload",
-                "no upload is waiting with this id: it was completed already or has expired; \
-                 start again with POST /api/uploads",
-            )
-        };
-        let Some(name) = StoredName::parse(raw_id) else {
-            return unknown();
-        };
-        let taken = {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            match pending.get(name.as_str()) {
-                Some(p) if p.forget_at <= Instant::now() => {
-                    pending.remove(name.as_str());
-                    None
-                }
-                Some(p) if p.owner.is_some() && p.owner != owner => {
-                    return super::error(
-                        StatusCode::FORBIDDEN,
-                        "not_yours",
-                        "this upload was started by someone else",
-                    );
-                }
-                // Taken out: a second `complete` at once finds nothing.
-                Some(_) => pending.remove(name.as_str()),
-                None => None,
-            }
-        };
-        let Some(entry) = taken else {
-            return unknown();
+        // Taken out: a second `complete`, or a `DELETE`, at once finds
+        // nothing.
+        let (name, entry) = match self.take_waiting(raw_id, owner.as_deref()) {
+            Ok(taken) => taken,
+            Err(not) => return not.answer(),
         };
         let result = bucket
             .complete(
@@ -460,5 +533,31 @@ mod tests {
         assert_eq!(kind_of("text/html"), None);
         assert_eq!(kind_of("image/svg+xml"), None);
         assert_eq!(kind_of(""), None);
+    }
+
+    #[test]
+    fn a_waiting_upload_is_taken_once_and_by_its_owner_only() {
+        let presigned = Presigned::new(&Config::default(), Arc::new(Metrics::default()));
+        let id = "0123456789abcdef0123456789abcdef.png";
+        let name = DisplayName::sanitize(Some("a.png"));
+        let ann = Some("ann".to_owned());
+        assert!(presigned.reserve(id, "ann", 10, &name, &ann).is_ok());
+        let taken = |owner: Option<&str>| presigned.take_waiting(id, owner);
+        assert!(matches!(taken(Some("bob")), Err(NotWaiting::NotYours)));
+        assert!(matches!(taken(None), Err(NotWaiting::NotYours)));
+        // Whoever takes it (a `complete` or a `DELETE`) is the only one.
+        assert!(matches!(taken(Some("ann")), Ok((n, _)) if n.as_str() == id));
+        assert!(matches!(taken(Some("ann")), Err(NotWaiting::Unknown)));
+        // Ids that are no stored name never reach the map.
+        for bad in [
+            "",
+            "../x.png",
+            "incoming/0123456789abcdef0123456789abcdef.png",
+        ] {
+            assert!(matches!(
+                presigned.take_waiting(bad, None),
+                Err(NotWaiting::Unknown)
+            ));
+        }
     }
 }

@@ -7,10 +7,20 @@
 //! The caller names the client address (see [`super::client_addr`]); it
 //! counts as IPv4 as is, IPv6 by its /64 (one host usually holds a whole
 //! /64).
+//!
+//! A [`Charge`] is tokens taken that may be given back later (a presigned
+//! upload cancelled minutes after its ask). It is given back at most once
+//! (by value), and only what the bucket still misses because of it: tokens
+//! refill while the charge waits, and a bucket that would have been full
+//! without it has already had them back. The refund is the charge less the
+//! most the bucket can have held since (`tokens then + refill since +
+//! refunds since`, short of a full bucket), so it never exceeds what the
+//! charge still costs, and an hour later it is nothing.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::client_addr::key_of;
@@ -22,6 +32,11 @@ const MAX_TRACKED: usize = 10_000;
 struct Bucket {
     tokens: f64,
     last: Instant,
+    /// Tells this bucket from one made later for the same address (a
+    /// bucket is pruned once full, or given way when the map is full).
+    generation: u64,
+    /// Every token given back since it was made.
+    refunded: f64,
 }
 
 impl Bucket {
@@ -41,6 +56,23 @@ fn verdict(tokens: f64, want: f64, per_sec: f64) -> Result<(), Duration> {
     }
 }
 
+/// Tokens taken by [`PerIpLimiter::charge`] that may be given back once,
+/// with [`PerIpLimiter::refund`]; the default is nothing taken.
+#[derive(Debug, Default)]
+pub struct Charge(Option<Taken>);
+
+#[derive(Debug)]
+struct Taken {
+    key: IpAddr,
+    amount: f64,
+    at: Instant,
+    generation: u64,
+    /// The bucket's tokens just after the charge.
+    left: f64,
+    /// The bucket's `refunded` then.
+    refunded: f64,
+}
+
 /// `per_period` tokens per address per period, all of them at once if
 /// saved up.
 #[derive(Debug)]
@@ -49,6 +81,7 @@ pub struct PerIpLimiter {
     period: Duration,
     max_tracked: usize,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    generations: AtomicU64,
 }
 
 impl PerIpLimiter {
@@ -69,6 +102,7 @@ impl PerIpLimiter {
             period: period.max(Duration::from_secs(1)),
             max_tracked: max_tracked.max(1),
             buckets: Mutex::new(HashMap::new()),
+            generations: AtomicU64::new(0),
         }
     }
 
@@ -102,19 +136,86 @@ impl PerIpLimiter {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(bucket) = buckets.get_mut(&key_of(ip)) {
             bucket.tokens = (bucket.tokens + n as f64).min(burst);
+            bucket.refunded += n as f64;
         }
     }
 
+    /// Takes `n` tokens for `ip` as [`PerIpLimiter::take`] does, as a
+    /// [`Charge`] that [`PerIpLimiter::refund`] can give back.
+    pub fn charge(&self, ip: IpAddr, n: u64) -> Result<Charge, Duration> {
+        self.charge_at(ip, n, Instant::now())
+    }
+
+    /// Gives back what `charge` still costs the bucket it was taken from
+    /// (see the module's docs); nothing if that bucket is gone. Returns
+    /// how many tokens came back.
+    pub fn refund(&self, charge: Charge) -> u64 {
+        self.refund_at(charge, Instant::now())
+    }
+
     #[allow(clippy::cast_precision_loss)]
+    fn charge_at(&self, ip: IpAddr, n: u64, now: Instant) -> Result<Charge, Duration> {
+        let key = key_of(ip);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = self.take_locked(&mut buckets, key, n, now)?;
+        Ok(Charge(buckets.get(&key).filter(|_| taken > 0).map(|b| {
+            Taken {
+                key,
+                amount: taken as f64,
+                at: now,
+                generation: b.generation,
+                left: b.tokens,
+                refunded: b.refunded,
+            }
+        })))
+    }
+
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    fn refund_at(&self, charge: Charge, now: Instant) -> u64 {
+        let Some(taken) = charge.0 else {
+            return 0;
+        };
+        let (burst, per_sec) = self.shape();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(bucket) = buckets
+            .get_mut(&taken.key)
+            .filter(|b| b.generation == taken.generation)
+        else {
+            // A bucket made since starts full: it owes this charge nothing.
+            return 0;
+        };
+        bucket.tokens = bucket.tokens_at(now, per_sec, burst);
+        bucket.last = now;
+        // Takes only lower the bucket, so this is the most it can have held
+        // since the charge; without the charge it would have held that much
+        // more, but never more than full.
+        let since = now.saturating_duration_since(taken.at).as_secs_f64();
+        let highest = taken.left + since * per_sec + (bucket.refunded - taken.refunded);
+        let back = taken.amount.min(burst - highest).max(0.0);
+        bucket.tokens = (bucket.tokens + back).min(burst);
+        bucket.refunded += back;
+        back as u64
+    }
+
     fn take_at(&self, ip: IpAddr, n: u64, now: Instant) -> Result<u64, Duration> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        self.take_locked(&mut buckets, key_of(ip), n, now)
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn take_locked(
+        &self,
+        buckets: &mut HashMap<IpAddr, Bucket>,
+        key: IpAddr,
+        n: u64,
+        now: Instant,
+    ) -> Result<u64, Duration> {
         if self.per_period == 0 {
             return Ok(0);
         }
         let (burst, per_sec) = self.shape();
         let want = n.min(self.per_period);
         let want_f = want as f64;
-        let key = key_of(ip);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if !buckets.contains_key(&key) && buckets.len() >= self.max_tracked {
             let full_after = self.period;
             buckets.retain(|_, b| now.saturating_duration_since(b.last) < full_after);
@@ -125,9 +226,11 @@ impl PerIpLimiter {
                 }
             }
         }
-        let bucket = buckets.entry(key).or_insert(Bucket {
+        let bucket = buckets.entry(key).or_insert_with(|| Bucket {
             tokens: burst,
             last: now,
+            generation: self.generations.fetch_add(1, Ordering::Relaxed),
+            refunded: 0.0,
         });
         bucket.tokens = bucket.tokens_at(now, per_sec, burst);
         bucket.last = now;
@@ -210,6 +313,60 @@ mod tests {
         let fresh = limiter.take_at(ip("10.0.0.2"), 10_000, t0);
         assert_eq!(fresh, Ok(3600), "a full bucket takes an oversized amount");
         assert_eq!(PerIpLimiter::new(0).take_at(ip("10.0.0.1"), 5, t0), Ok(0));
+    }
+
+    #[test]
+    fn a_charge_comes_back_once_and_only_what_it_still_costs() {
+        // 3600 bytes an hour: one a second.
+        let limiter = PerIpLimiter::per_period(3600, Duration::from_secs(3600));
+        let t0 = Instant::now();
+        let a = ip("10.0.0.1");
+        // Given back at once: the bucket is as if nothing had been asked.
+        let charge = limiter.charge_at(a, 3000, t0).unwrap();
+        assert!(limiter.take_at(a, 1000, t0).is_err());
+        assert_eq!(limiter.refund_at(charge, t0), 3000);
+        assert_eq!(limiter.take_at(a, 3600, t0), Ok(3600), "full again");
+
+        // From a full bucket, 100 s later: 100 of the 3000 refilled a
+        // bucket that would have been full anyway; the bucket is full again.
+        let t1 = t0 + Duration::from_secs(3600);
+        let charge = limiter.charge_at(a, 3000, t1).unwrap();
+        let t2 = t1 + Duration::from_secs(100);
+        assert_eq!(limiter.refund_at(charge, t2), 2900);
+        assert_eq!(limiter.take_at(a, 3600, t2), Ok(3600));
+        assert!(limiter.take_at(a, 1, t2).is_err(), "not more than full");
+
+        // An hour later the refill gave it all back: after a full bucket's
+        // worth uploaded since, a late refund gives nothing more.
+        let t3 = t2 + Duration::from_secs(3600);
+        let charge = limiter.charge_at(a, 3000, t3).unwrap();
+        let t4 = t3 + Duration::from_secs(3600);
+        assert_eq!(limiter.take_at(a, 3600, t4), Ok(3600));
+        assert_eq!(limiter.refund_at(charge, t4), 0);
+        assert!(limiter.take_at(a, 1, t4).is_err());
+
+        // Other refunds since count as the bucket having held more: an
+        // upload charged the whole bucket, 300 s refilled 300 that a charge
+        // took, then the upload gave back 3500 unused. Without the charge
+        // the bucket would be full now, 100 more than it holds.
+        let t5 = t4 + Duration::from_secs(3600);
+        assert_eq!(limiter.take_at(a, 3600, t5), Ok(3600));
+        let t6 = t5 + Duration::from_secs(300);
+        let charge = limiter.charge_at(a, 300, t6).unwrap();
+        limiter.give_back(a, 3500);
+        assert_eq!(limiter.refund_at(charge, t6), 100);
+        assert_eq!(limiter.take_at(a, 3600, t6), Ok(3600));
+        assert!(limiter.take_at(a, 1, t6).is_err());
+
+        // A bucket made since (the old one gave way) started full, so it
+        // owes the charge nothing; no limit charges nothing.
+        let small = PerIpLimiter::with_capacity(10, Duration::from_secs(60), 1);
+        let charge = small.charge_at(a, 5, t0).unwrap();
+        assert!(small.take_at(ip("10.0.0.2"), 1, t0).is_ok());
+        assert!(small.take_at(a, 1, t0).is_ok());
+        assert_eq!(small.refund_at(charge, t0), 0);
+        let none = PerIpLimiter::new(0).charge_at(a, 5, t0).unwrap();
+        assert_eq!(PerIpLimiter::new(0).refund_at(none, t0), 0);
     }
 
     #[test]

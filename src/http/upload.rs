@@ -27,7 +27,7 @@ use hyper::body::{Body as _, Incoming};
 use tokio::time::{Instant, Sleep};
 
 use super::client_addr::client_ip;
-use super::rate_limit::PerIpLimiter;
+use super::rate_limit::{Charge, PerIpLimiter};
 use super::{Body, PeerAddr};
 use crate::config::Config;
 use crate::media::preview_pool::PreviewPool;
@@ -181,19 +181,18 @@ impl Uploads {
     }
 
     /// Charges `bytes` to the hourly upload volume of the request's client
-    /// (shared by `POST /upload` and `POST /api/uploads`, which charges
-    /// the declared size); says what it took (at most the hour's volume).
-    pub(crate) fn charge_bytes<B>(&self, req: &Request<B>, bytes: u64) -> Result<u64, Duration> {
-        self.client_of(req)
-            .map_or(Ok(0), |client| self.volume.take(client, bytes))
+    /// (`POST /api/uploads` charges the declared size): what it took (at
+    /// most the hour's volume), to keep while it may be given back.
+    pub(crate) fn charge_bytes<B>(&self, req: &Request<B>, bytes: u64) -> Result<Charge, Duration> {
+        self.client_of(req).map_or(Ok(Charge::default()), |client| {
+            self.volume.charge(client, bytes)
+        })
     }
 
-    /// Gives back `bytes` taken by [`Uploads::charge_bytes`] for a request
-    /// then refused (nothing of it can reach storage).
-    pub(crate) fn refund_bytes<B>(&self, req: &Request<B>, bytes: u64) {
-        if let Some(client) = self.client_of(req) {
-            self.volume.give_back(client, bytes);
-        }
+    /// Gives back to the address it was charged to what `charge` still
+    /// costs (a refused ask, a cancelled upload; see [`Charge`]).
+    pub(crate) fn refund_bytes(&self, charge: Charge) {
+        self.volume.refund(charge);
     }
 
     /// The request's client address, if the connection told it.
