@@ -264,3 +264,72 @@ test('a hidden tab keeps at most the limit of messages while a busy room goes on
   await seeder.close();
   await page.context().close();
 });
+
+test('a reader scrolled up in a hidden tab keeps their place while a busy room stays bounded', async () => {
+  // history.js: a reader not following the newest keeps at most MAX_LIST
+  // (MAX_SHOWN + 5 pages); past that, what they look at stays with AROUND
+  // (5 pages) on either side, the newest fill up to MAX_SHOWN, and a
+  // trimmed gap stands for those in between.
+  const [kept, most, around] = [3000, 3500, 500];
+  const far = (i) => `far ${String(i).padStart(4, '0')}`;
+  const seeder = await openSeeder(browser, server.url, 'far', 'seeder');
+  await seeder.post(Array.from({ length: 150 }, (_, i) => far(i + 1)));
+  const page = await openChat(browser, server.url, { room: 'far', user: 'deep' });
+  await messageWithText(page, far(150)).waitFor();
+  // Read back a page (to the beginning), and rest on a message there.
+  await page.getByTestId('messages').evaluate((l) => { l.scrollTop = 0; });
+  await loadedPast(page, 50);
+  assert.equal((await texts(page))[0], far(1));
+  const was = await placeOf(page, far(101));
+  assert.ok(was.inView, `${far(101)} is where the reader is`);
+  await messageWithText(page, far(105)).evaluate((li) => li.focus({ preventScroll: true }));
+  const focused = () => page.evaluate(() => document.activeElement.querySelector?.('.msg-text')?.textContent);
+  assert.equal(await focused(), far(105));
+
+  await setTabHidden(page, true);
+  const posted = most + 100 - 150;
+  const last = 150 + posted;
+  await seeder.post(Array.from({ length: posted }, (_, i) => far(151 + i)));
+  await messageWithText(page, far(last)).waitFor({ state: 'attached' });
+  // Still hidden: the list went back under the bound. (Polled: a hidden tab
+  // runs no animation frames; the timeout only fails the test.)
+  await page.waitForFunction((n) => document.querySelectorAll('#messages > li.msg').length <= n, most, { polling: 50, timeout: 20000 });
+  await setTabHidden(page, false);
+
+  const shown = await texts(page);
+  assert.ok(shown.length >= kept && shown.length <= most, `${shown.length} messages shown`);
+  const gap = page.getByTestId('history-gap');
+  assert.equal(await gap.count(), 1, 'one gap between the reader and the newest');
+  await gap.getByText('Some messages here were taken off the page to keep it fast.').waitFor();
+  assert.equal(await page.getByTestId('load-missed').textContent(), 'Load these messages');
+  /** The texts above and below the gap; each side is an unbroken run. */
+  const sides = async () => {
+    const [above, below] = await gap.evaluate((edge) => [edge.previousElementSibling, edge.nextElementSibling]
+      .map((li) => li.querySelector('.msg-text').textContent));
+    const all = await texts(page);
+    const cut = all.indexOf(above) + 1;
+    all.slice(0, cut).forEach((t, i) => assert.equal(t, far(i + 1), 'above the gap: from the first message on'));
+    all.slice(cut).forEach((t, i) => assert.equal(t, far(Number(below.slice(4)) + i), 'below the gap: up to the newest'));
+    return { above: Number(above.slice(4)), below: Number(below.slice(4)) };
+  };
+  const { above, below } = await sides();
+  assert.ok(above >= 105 + around, `what the reader read on to is kept (up to ${far(above)})`);
+  assert.ok(below > above + 1 && shown.at(-1) === far(last), 'the newest are kept');
+  // The reader's place and focus did not move.
+  const now = await placeOf(page, far(101));
+  assert.ok(now.inView && Math.abs(now.top - was.top) < 2, `${far(101)} did not move (${was.top} → ${now.top})`);
+  assert.equal(await focused(), far(105));
+
+  // Reading down to the gap brings the messages that follow, above the
+  // edge, and the reader's view stays where it is.
+  const n = shown.length;
+  await page.getByTestId('load-missed').dispatchEvent('click');
+  await page.waitForFunction((n) => document.querySelectorAll('#messages > li.msg').length > n, n);
+  const filled = await sides();
+  assert.deepEqual(filled, { above: above + 100, below });
+  assert.match(await page.getByTestId('history-status').textContent(), /^Loaded 100 messages\.$/);
+  assert.ok(Math.abs((await placeOf(page, far(101))).top - was.top) < 2, 'the view stayed');
+  assert.deepEqual(page.problems, []);
+  await seeder.close();
+  await page.context().close();
+});

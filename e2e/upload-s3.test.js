@@ -2,7 +2,8 @@
 // presigned PUT, sends the bytes straight to an S3-compatible server (a real
 // s3s-fs, which checks signatures), completes, and the other window shows
 // the image through the redirect to a presigned GET. A file whose bytes are
-// not its declared type is refused at completion with one sentence.
+// not its declared type is refused at completion with one sentence. A PUT
+// that fails gives the upload back to the server (DELETE) at once.
 //
 // s3s-fs has no CORS support, and a browser PUT to another origin needs it:
 // a small relay in front of it answers the preflight and adds
@@ -133,4 +134,39 @@ test('a file the ask does not take by its type (text/markdown) goes to POST /upl
   await messageWithText(bob, 'markdown notes').getByText('notes.md').waitFor();
   const stored = readdirSync(path.join(s3.root, 'media')).filter((n) => /^[0-9a-f]{32}\.txt$/.test(n));
   assert.equal(stored.length, 1, 'kept in the bucket as text');
+});
+
+test('a PUT that fails gives the upload back at once (DELETE), so its place is free again', async () => {
+  // The storage cannot be reached: the browser's PUT fails, nothing else does.
+  const refusePut = (route) => (route.request().method() === 'PUT' ? route.abort('connectionrefused') : route.fallback());
+  await alice.route(`${cors.url}/**`, refusePut);
+  const givenUp = alice.waitForResponse((r) => r.request().method() === 'DELETE');
+  try {
+    await alice.getByTestId('attach-input').setInputFiles({ name: 'lost.png', mimeType: 'image/png', buffer: png });
+    await alice.getByTestId('composer-error').getByText('could not be reached', { exact: false }).waitFor();
+    const res = await givenUp;
+    assert.equal(res.status(), 204);
+    assert.match(new URL(res.url()).pathname, /^\/api\/uploads\/[0-9a-f]{32}\.png$/);
+  } finally {
+    await alice.unroute(`${cors.url}/**`, refusePut);
+  }
+  assert.equal(await alice.getByTestId('upload-item').count(), 0);
+  // A client has 8 places; nothing else is waiting, so 8 asks get one and
+  // the 9th is refused (with the lost upload still held, the 8th would be).
+  // Each is given up again, leaving nothing waiting.
+  const statuses = await alice.evaluate(async () => {
+    const asked = JSON.stringify({ name: 'a.png', size: 10, content_type: 'image/png' });
+    const out = [];
+    const ids = [];
+    for (let i = 0; i < 9; i += 1) {
+      const r = await fetch('/api/uploads', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: asked });
+      out.push(r.status);
+      if (r.ok) ids.push((await r.json()).upload_id);
+    }
+    for (const id of ids) out.push((await fetch(`/api/uploads/${id}`, { method: 'DELETE' })).status);
+    return out;
+  });
+  assert.deepEqual(statuses, [...Array(8).fill(200), 429, ...Array(8).fill(204)]);
+  // Expected console noise: the refused PUT and the 9th ask's 429.
+  alice.problems = alice.problems.filter((m) => !/net::ERR_CONNECTION_REFUSED|status of 429/.test(m));
 });

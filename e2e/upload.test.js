@@ -1,10 +1,13 @@
 // Attachments: upload by button and by drag-and-drop, previews in the other
-// window, clear errors for refused files, and an upload finishing while the
-// person does something else leaves their focus alone.
+// window, clear errors for refused files, an upload finishing while the
+// person does something else leaves their focus alone, and files waiting to
+// be sent stay with their room (bounded) across room switches.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openChat, messageWithText, sendMessage, startSuite, stopSuite } from './helpers.js';
+import {
+  openChat, messageWithText, sendMessage, startSuite, stopSuite, waitConnected,
+} from './helpers.js';
 
 const LIMIT = 200_000;
 let server;
@@ -169,5 +172,100 @@ test('an upload that finishes while a message is being edited leaves the focus i
   assert.equal(await edit.inputValue(), 'to be edited, halfway and on');
   assert.equal(await page.getByTestId('composer-input').inputValue(), '');
   assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+/** Goes to `room` with the "go to room" field and waits until connected. */
+async function goTo(page, room) {
+  await page.getByTestId('room-input').fill(room);
+  await page.getByTestId('room-input').press('Enter');
+  await waitConnected(page);
+  await page.getByTestId('room-title').getByText(room, { exact: true }).waitFor();
+}
+
+/** Holds the page's next POST /upload until `release()`; `reached` resolves once it is sent. */
+async function holdUpload(page) {
+  let reached;
+  let release;
+  const sent = new Promise((resolve) => { reached = resolve; });
+  const held = new Promise((resolve) => { release = resolve; });
+  await page.route('**/upload', async (route) => {
+    reached();
+    await held;
+    await route.continue();
+    await page.unroute('**/upload');
+  });
+  return { reached: sent, release };
+}
+
+test('files waiting to be sent stay with their room, and one still uploading finishes there', async () => {
+  const page = await openChat(browser, server.url, { room: 'files-a', user: 'dora' });
+  const box = page.getByTestId('upload-box');
+  const input = page.getByTestId('composer-input');
+  await page.getByTestId('attach-input').setInputFiles({ name: 'ready.png', mimeType: 'image/png', buffer: png });
+  await box.getByText('ready to send').waitFor();
+  const slow = await holdUpload(page);
+  await page.getByTestId('attach-input').setInputFiles({ name: 'slow.png', mimeType: 'image/png', buffer: png });
+  await slow.reached;
+  await input.fill('both files');
+
+  // Another room: its box is empty, and nothing there waits for an upload.
+  await goTo(page, 'files-b');
+  await box.waitFor({ state: 'hidden' });
+  assert.equal(await page.getByTestId('upload-item').count(), 0);
+  assert.equal(await page.getByTestId('send-btn').getAttribute('aria-disabled'), 'false');
+  // The upload goes on meanwhile, and lands in its own room.
+  const finished = page.waitForEvent('requestfinished', (r) => new URL(r.url()).pathname === '/upload');
+  slow.release();
+  await finished;
+  assert.equal(await page.getByTestId('upload-item').count(), 0, 'not in this room');
+
+  await goTo(page, 'files-a');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=upload-item].done').length === 2);
+  assert.deepEqual(await box.locator('.upload-name').allTextContents(),
+    [`ready.png (${png.length} B) ready to send`, `slow.png (${png.length} B) ready to send`]);
+  assert.equal(await input.inputValue(), 'both files', 'the draft came back too');
+  await input.press('Enter');
+  const sent = messageWithText(page, 'both files').and(page.locator(':not(.msg--pending)'));
+  await sent.locator('img[alt="ready.png"]').waitFor();
+  await page.getByTestId('message').and(page.locator(':not(.msg--pending)')).filter({ has: page.locator('img[alt="slow.png"]') }).waitFor();
+  await box.waitFor({ state: 'hidden' });
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('files are kept for five rooms left, the oldest dropped with a toast; a file refused while away is told', async () => {
+  const page = await openChat(browser, server.url, { room: 'keep-0', user: 'erin' });
+  const box = page.getByTestId('upload-box');
+  const names = () => box.locator('.upload-name').allTextContents();
+  for (let i = 0; i <= 5; i += 1) {
+    if (i) await goTo(page, `keep-${i}`);
+    await page.getByTestId('attach-input').setInputFiles({ name: `k${i}.png`, mimeType: 'image/png', buffer: png });
+    await box.getByText('ready to send').waitFor();
+  }
+  // A sixth room left with a file in it: the first one's goes.
+  await page.getByTestId('room-input').fill('keep-6');
+  await page.getByTestId('room-input').press('Enter');
+  await page.getByTestId('toast')
+    .getByText('1 file waiting to be sent in #keep-0 was dropped: files are kept for at most 5 rooms left.').waitFor();
+  await waitConnected(page);
+  await goTo(page, 'keep-0');
+  assert.equal(await page.getByTestId('upload-item').count(), 0);
+  await goTo(page, 'keep-1');
+  assert.deepEqual(await names(), [`k1.png (${png.length} B) ready to send`]);
+
+  // Refused after the room was left: said in a toast naming the room.
+  const bad = await holdUpload(page);
+  await page.getByTestId('attach-input').setInputFiles({ name: 'tool.png', mimeType: 'image/png', buffer: elf });
+  await bad.reached;
+  await goTo(page, 'keep-2');
+  bad.release();
+  await page.getByTestId('toast')
+    .getByText('In #keep-1: “tool.png” can’t be shared here: only images, video, audio, PDF and plain text files are allowed.').waitFor();
+  assert.deepEqual(await names(), [`k2.png (${png.length} B) ready to send`]);
+  assert.deepEqual(await page.getByTestId('composer-error').locator('.error-line').allTextContents(), []);
+  await goTo(page, 'keep-1');
+  assert.deepEqual(await names(), [`k1.png (${png.length} B) ready to send`]);
+  assert.deepEqual(page.problems.filter((p) => !/status of 415/.test(p)), []);
   await page.context().close();
 });

@@ -8,14 +8,19 @@
 // and screen-reader users need something to press; scrolling is not enough).
 // The top hole runs from the start of the conversation to the oldest
 // message shown; a gap runs from the last seq seen before a reconnect to the
-// first one the welcome brought. Loading a hole asks for the newest page
-// below its upper end and puts it right under the edge, so every hole
-// shrinks upwards, one request at a time in the whole page.
+// first one the welcome brought; a trimmed gap stands for messages the
+// page let go of to stay small (see MAX_SHOWN). Loading a hole asks for the
+// newest page below its upper end and puts it right under the edge, so a
+// hole shrinks upwards, one request at a time in the whole page; but a gap
+// whose edge is in the lower half of the view when it loads (the reader is
+// above it, reading down) is filled from its lower end, the page that
+// follows what they read going in right above the edge.
 //
-// What the reader looks at stays put: the element just under the edge is
-// measured before and after the insert and the difference is scrolled away
-// (measuring also covers browsers whose own scroll anchoring already moved
-// it, and those without any).
+// What the reader looks at stays put: when they are below the edge, the
+// element just under it is measured before and after the insert and the
+// difference is scrolled away (measuring also covers browsers whose own
+// scroll anchoring already moved it, and those without any); above the
+// edge, nothing they see moves.
 //
 // Old messages are not news: they are built outside the live path (only
 // live ones reach the announcer in attention.js) and the list itself is
@@ -23,11 +28,9 @@
 //
 // Bounds: a request asks for at most PAGE_SIZE messages (the server's
 // limit). Nothing loads by itself but a page that does not fill the screen;
-// every further page needs the reader to go up again. And a long-lived tab
-// does not grow for ever: while the reader follows the newest messages,
-// the list keeps at most MAX_SHOWN of them, in a background tab too; the
-// oldest leave the page and the top hole reopens to fetch them again if
-// wanted.
+// every further page needs the reader to go to a hole again. And a
+// long-lived tab does not grow for ever, wherever the reader is and in a
+// background tab too: see MAX_SHOWN.
 
 import { $, els, h } from './dom.js';
 import { buildMessage, regroup } from './messages.js';
@@ -38,19 +41,46 @@ import { tokenFor } from './token.js';
 /** Messages per request: the most the server gives (src/http/history.rs MAX_LIMIT). */
 const PAGE_SIZE = 100;
 /**
- * Messages kept on the page while the reader is at the bottom: a few
- * thousand stay smooth on a phone. A reader scrolling back further is
- * not cut short; the list is trimmed back once they return to the bottom.
+ * Messages kept on the page: a few thousand stay smooth on a phone. The
+ * list is bounded however the reader reads, in a background tab too
+ * (trim):
+ * - following the newest, the oldest beyond MAX_SHOWN leave once PAGE_SIZE
+ *   more have come, and the top hole reopens above the first one kept;
+ * - scrolled up (reading back, or a tab left in the background mid-read,
+ *   or a long read in a busy room), the list may grow to MAX_LIST. Past
+ *   that, what the reader looks at is kept with AROUND messages on either
+ *   side, and the newest up to MAX_SHOWN in all; those between go, a
+ *   trimmed gap in their place ("Load these messages"), and those far
+ *   above go to the top hole. Nothing in view moves; the focus stays, or,
+ *   if its message went, goes to the first message in view.
+ * Never taken off: messages of a server's previous life (archived: they
+ * could not be loaded again; at most what the page held at each restart), the
+ * message being edited, and messages waiting to be sent (always last).
  */
 const MAX_SHOWN = 3000;
+/** The most messages a reader who is not following the newest keeps before a trim. */
+const MAX_LIST = MAX_SHOWN + 5 * PAGE_SIZE;
+/** Messages kept on either side of what the reader looks at when the list is cut. */
+const AROUND = 5 * PAGE_SIZE;
 /** Gap marks one resume may leave (more would be noise; reloading the room shows all). */
 const MAX_GAPS = 10;
 /** The top hole loads when the reader is this close to the top. */
 const NEAR_TOP_PX = 400;
 
+/** Words per kind of hole: the note, the button, and the status line's. */
 const TEXT = {
-  top: { more: 'Load older messages', failed: 'Could not load older messages.', done: 'Beginning of the conversation' },
-  gap: { more: 'Load missed messages', failed: 'Could not load the missed messages.', done: '' },
+  top: {
+    note: '', more: 'Load older messages', failed: 'Could not load older messages.', done: 'Beginning of the conversation',
+    loading: 'Loading older messages…', loaded: 'older ',
+  },
+  missed: {
+    note: 'Some messages were missed while you were disconnected.', more: 'Load missed messages',
+    failed: 'Could not load the missed messages.', done: '', loading: 'Loading missed messages…', loaded: 'missed ',
+  },
+  trimmed: {
+    note: 'Some messages here were taken off the page to keep it fast.', more: 'Load these messages',
+    failed: 'Could not load these messages.', done: '', loading: 'Loading messages…', loaded: '',
+  },
 };
 
 let top = null; // the top hole, or null before a welcome
@@ -69,17 +99,22 @@ function say(text) {
 
 /**
  * An edge: `kind` is 'top' or 'gap'; `lower` < the seqs it stands for <
- * `upper`. States: more (a button), loading, failed (a retry button),
- * done (top: "Beginning of the conversation"; a gap: gone).
+ * `upper`; a gap is 'missed' (a reconnect) or 'trimmed' (see MAX_SHOWN).
+ * States: more (a button), loading, failed (a retry button), done (top:
+ * "Beginning of the conversation"; a gap: gone).
  */
-function makeHole(kind, lower, upper) {
+function makeHole(kind, lower, upper, why = 'missed') {
   const note = h('span', { cls: 'history-note', testid: 'history-note' });
   const button = h('button', {
     cls: 'btn btn-small history-load', testid: kind === 'top' ? 'load-older' : 'load-missed',
     attrs: { type: 'button', 'data-history': kind },
   });
-  const el = h('li', { cls: `history-edge history-edge--${kind}`, testid: kind === 'top' ? 'history-top' : 'history-gap' }, [note, button]);
-  const hole = { kind, el, note, button, lower, upper, state: 'more' };
+  const text = kind === 'top' ? 'top' : why;
+  const el = h('li', {
+    cls: `history-edge history-edge--${kind}${text === 'trimmed' ? ' history-edge--trimmed' : ''}`,
+    testid: kind === 'top' ? 'history-top' : 'history-gap',
+  }, [note, button]);
+  const hole = { kind, text, el, note, button, lower, upper, state: 'more' };
   el.hole = hole;
   setHoleState(hole, upper <= lower + 1 ? 'done' : 'more');
   return hole;
@@ -88,10 +123,8 @@ function makeHole(kind, lower, upper) {
 function setHoleState(hole, s) {
   hole.state = s;
   hole.el.dataset.state = s;
-  const t = TEXT[hole.kind];
-  if (s === 'failed') hole.note.textContent = t.failed;
-  else if (hole.kind === 'gap') hole.note.textContent = 'Some messages were missed while you were disconnected.';
-  else hole.note.textContent = s === 'done' ? t.done : '';
+  const t = TEXT[hole.text];
+  hole.note.textContent = s === 'failed' ? t.failed : s === 'done' ? t.done : t.note;
   hole.note.hidden = !hole.note.textContent;
   hole.button.hidden = s === 'done';
   // Not `disabled`: that would throw the focus out of a button being pressed.
@@ -158,16 +191,23 @@ function addGap(lower, upper, below) {
   gaps.push(hole);
 }
 
-/** Fetches the page under `hole` and inserts it under the edge. */
-async function load(hole) {
+/**
+ * Fetches the page under `hole` and inserts it under the edge; `down`
+ * (a gap only): the page just above its lower end, inserted above the edge.
+ */
+async function load(hole, { down = false } = {}) {
   if (busy || !hole || !hole.el.isConnected || (hole.state !== 'more' && hole.state !== 'failed')) return;
+  down = down && hole.kind === 'gap';
   busy = true;
   const gen = generation;
   controller = new AbortController();
   setHoleState(hole, 'loading');
-  say(hole.kind === 'top' ? 'Loading older messages…' : 'Loading missed messages…');
+  say(TEXT[hole.text].loading);
   const room = state.roomTitle || state.room;
-  const url = `/api/rooms/${encodeURIComponent(room)}/messages?before=${hole.upper}&limit=${PAGE_SIZE}`;
+  // The server pages downwards only; at most PAGE_SIZE seqs above the lower
+  // end are all in one page.
+  const before = down ? Math.min(hole.upper, hole.lower + PAGE_SIZE + 1) : hole.upper;
+  const url = `/api/rooms/${encodeURIComponent(room)}/messages?before=${before}&limit=${PAGE_SIZE}`;
   let body;
   try {
     // In token mode history is read with the same invitation the socket uses.
@@ -183,40 +223,51 @@ async function load(hole) {
     busy = false;
     // No loop: a failed hole waits for its retry button (or Home).
     setHoleState(hole, 'failed');
-    say(hole.kind === 'top' ? 'Could not load older messages.' : 'Could not load the missed messages.');
+    say(TEXT[hole.text].failed);
     return;
   }
   if (gen !== generation) return;
   busy = false;
   controller = null;
   if (!hole.el.isConnected) return;
-  insertPage(hole, body);
-  queueCheck();
+  // Going down, a page of seqs that are all gone (deleted) brings nothing:
+  // on to the next one, which the hole's lower end moving up bounds.
+  if (insertPage(hole, body, { down, before }) === 'empty') load(hole, { down });
+  else queueCheck();
 }
 
-function insertPage(hole, body) {
+/** Returns 'empty' when a page going down brought nothing and the gap stays. */
+function insertPage(hole, body, { down, before }) {
   const raw = (Array.isArray(body?.messages) ? body.messages : [])
     .filter((m) => m && typeof m.message_id === 'string' && typeof m.seq === 'number')
     .sort((a, b) => a.seq - b.seq);
   const fresh = raw.filter((m) => m.seq > hole.lower && m.seq < hole.upper && !state.messages.has(m.message_id));
   const focusWasOnEdge = hole.el.contains(document.activeElement);
 
+  // The element under the edge stays put for a reader below the edge; a
+  // reader above it sees nothing move.
   const anchor = hole.el.nextElementSibling;
-  const anchorTop = anchor ? anchor.getBoundingClientRect().top : 0;
+  const held = hole.kind === 'top' || !readerAbove(hole) ? anchor : null;
+  const heldTop = held ? held.getBoundingClientRect().top : 0;
   const added = fresh.map((m) => {
     const li = buildMessage(m);
     state.messages.set(m.message_id, { data: m, el: li });
     return li;
   });
-  hole.el.after(...added);
+  if (down) hole.el.before(...added);
+  else hole.el.after(...added);
   for (const li of added) regroup(li);
-  if (anchor) {
-    regroup(anchor);
-    els.list.scrollTop += anchor.getBoundingClientRect().top - anchorTop;
-  }
+  if (anchor) regroup(anchor);
 
-  if (raw.length) hole.upper = Math.min(hole.upper, raw[0].seq);
-  const finished = !body?.has_more || raw.length === 0 || hole.upper <= hole.lower + 1 || raw[0].seq <= hole.lower;
+  let finished;
+  if (down) {
+    // Every seq below `before` in the hole came, or is gone.
+    hole.lower = Math.max(hole.lower, before - 1);
+    finished = hole.upper <= hole.lower + 1;
+  } else {
+    if (raw.length) hole.upper = Math.min(hole.upper, raw[0].seq);
+    finished = !body?.has_more || raw.length === 0 || hole.upper <= hole.lower + 1 || raw[0].seq <= hole.lower;
+  }
   if (finished && hole.kind === 'gap') {
     hole.el.remove();
     gaps = gaps.filter((g) => g !== hole);
@@ -224,20 +275,34 @@ function insertPage(hole, body) {
   } else {
     setHoleState(hole, finished ? 'done' : 'more');
   }
+  if (held) {
+    els.list.scrollTop += held.getBoundingClientRect().top - heldTop;
+    lastScrollTop = els.list.scrollTop; // not the reader scrolling
+  }
 
   const n = added.length;
-  const what = hole.kind === 'top' ? 'older' : 'missed';
-  say(`${n ? `Loaded ${n} ${what} message${n === 1 ? '' : 's'}.` : ''}${finished && hole.kind === 'top' ? ' Beginning of the conversation.' : ''}`.trim());
+  if (down && !n && !finished) return 'empty';
+  say(`${n ? `Loaded ${n} ${TEXT[hole.text].loaded}message${n === 1 ? '' : 's'}.` : ''}${finished && hole.kind === 'top' ? ' Beginning of the conversation.' : ''}`.trim());
 
-  // Pressed from the keyboard: carry on from the newest message that arrived,
-  // just above where the reader was; the edge may be gone or out of view.
+  // Pressed from the keyboard: carry on from the message that arrived next
+  // to where the reader was (the newest, going up; the oldest, going down);
+  // the edge may be gone or out of view.
   if (focusWasOnEdge) {
-    const target = added.at(-1) || (anchor && anchor.matches('li.msg') ? anchor : null);
+    const below = anchor && anchor.matches('li.msg') ? anchor : null;
+    const target = (down ? added[0] : added.at(-1)) || below;
     if (target) {
       target.focus({ preventScroll: true });
       target.scrollIntoView({ block: 'nearest' });
     }
   }
+  return '';
+}
+
+/** The edge of `hole` is in the lower half of the view (or below it): the reader is above it. */
+function readerAbove(hole) {
+  const view = els.list.getBoundingClientRect();
+  const edge = hole.el.getBoundingClientRect();
+  return edge.top + edge.bottom > view.top + view.bottom;
 }
 
 /** The reader is near the top of the list (or it does not fill the screen). */
@@ -246,15 +311,16 @@ const nearTop = () => els.list.scrollTop < NEAR_TOP_PX;
 const edgeFocused = () => Boolean(document.activeElement?.closest?.('.history-edge'));
 
 /** Loads what the reader's position asks for, if anything. */
-function check({ up = true } = {}) {
-  if (busy || !up || edgeFocused()) return;
-  if (top && top.state === 'more' && nearTop()) { load(top); return; }
-  // A gap loads once its edge is in view while the reader goes up to it.
+function check({ up = true, down = false } = {}) {
+  if (busy || !(up || down) || edgeFocused()) return;
+  if (up && top && top.state === 'more' && nearTop()) { load(top); return; }
+  // A gap loads once its edge is in view while the reader goes up or down
+  // to it, from the side they are on.
   const view = els.list.getBoundingClientRect();
   for (const g of gaps) {
     if (g.state !== 'more') continue;
     const r = g.el.getBoundingClientRect();
-    if (r.bottom > view.top && r.top < view.bottom) { load(g); return; }
+    if (r.bottom > view.top && r.top < view.bottom) { load(g, { down: readerAbove(g) }); return; }
   }
 }
 
@@ -263,42 +329,115 @@ function queueCheck() {
   requestAnimationFrame(() => check());
 }
 
+/** Indexes of the first and the last of `msgs` (in list order) that show in `view`. */
+function inView(msgs, view) {
+  const firstWhere = (test) => {
+    let [lo, hi] = [0, msgs.length];
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (test(msgs[mid].getBoundingClientRect())) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  };
+  const first = Math.min(firstWhere((r) => r.bottom > view.top), msgs.length - 1);
+  return [first, Math.max(first, firstWhere((r) => r.top >= view.bottom) - 1)];
+}
+
 /**
- * While the reader follows the newest messages, the oldest beyond
- * MAX_SHOWN leave the page (in bulk, PAGE_SIZE past the limit, so this is
- * rare) and the top hole reopens above the first one kept.
+ * Keeps the list within its bounds (MAX_SHOWN says which): each run of
+ * messages not kept leaves the page in one go, with everything between its
+ * neighbours (notices, the "New" line, edges of holes it swallows), and a
+ * hole takes its place. Rare: only past a bound, and then well below it.
  */
 function trim() {
   trimQueued = false;
+  const following = followingBottom();
+  const most = following ? MAX_SHOWN + PAGE_SIZE : MAX_LIST;
   // Every element but a message is rare (notices, edges): fewer children
   // than the limit means nothing to do, without walking the list.
-  if (busy || !followingBottom() || state.editing || els.list.childElementCount <= MAX_SHOWN + PAGE_SIZE) return;
-  const msgs = els.list.querySelectorAll(':scope > li.msg:not(.msg--pending)');
-  if (msgs.length <= MAX_SHOWN + PAGE_SIZE) return;
-  const keep = msgs[msgs.length - MAX_SHOWN];
-  const seq = msgSeq(keep);
-  // Archived messages (the server forgot them) could not come back.
-  if (seq === null || keep.classList.contains('msg--archived')) return;
-  // Focus left far above (the reader scrolled down with a mouse) would fall
+  if (busy || els.list.childElementCount <= most) return;
+  const msgs = [...els.list.querySelectorAll(':scope > li.msg:not(.msg--pending)')];
+  const n = msgs.length;
+  if (n <= most) return;
+  const kept = new Array(n).fill(false);
+  const keep = (from, to) => { for (let i = Math.max(0, from); i < Math.min(n, to); i += 1) kept[i] = true; };
+  let place = null; // the first message in view: it stays where it is
+  let placeTop = 0;
+  if (following) {
+    keep(n - MAX_SHOWN, n);
+  } else {
+    // One layout, in a background tab too: trims are rare, and where the
+    // reader is can only be measured.
+    const view = els.list.getBoundingClientRect();
+    if (!view.height) return; // the room is not shown (the join form): nothing arrives
+    const [first, last] = inView(msgs, view);
+    place = msgs[first];
+    placeTop = place.getBoundingClientRect().top;
+    keep(first - AROUND, last + 1 + AROUND);
+    const around = kept.filter(Boolean).length;
+    keep(n - Math.max(PAGE_SIZE, MAX_SHOWN - around), n);
+  }
+  const editing = state.editing && state.messages.get(state.editing)?.el;
+  msgs.forEach((li, i) => {
+    if (li === editing || li.classList.contains('msg--archived') || msgSeq(li) === null) kept[i] = true;
+  });
+
+  const focus = document.activeElement;
+  const focusInList = focus !== els.list && els.list.contains(focus);
+  // The newest is always kept: every run has a kept message below it.
+  for (let i = 0, above = null; i < n; i += 1) {
+    if (kept[i]) { above = msgs[i]; continue; }
+    let j = i;
+    while (!kept[j]) j += 1;
+    cut(above, msgs[j]);
+    [above, i] = [msgs[j], j];
+  }
+  // Focus left in what went (the reader moved away with a mouse) would fall
   // to the page's start; it goes where the reader is instead.
-  const f = document.activeElement;
-  const focusGoes = f && els.list.contains(f) && Boolean(keep.compareDocumentPosition(f) & Node.DOCUMENT_POSITION_PRECEDING);
-  for (let el = top ? top.el.nextElementSibling : els.list.firstElementChild; el && el !== keep;) {
+  if (focusInList && !focus.isConnected) {
+    (place || [...els.list.querySelectorAll(':scope > li.msg')].at(-1))?.focus({ preventScroll: true });
+  }
+  if (following) {
+    scrollToBottom();
+  } else {
+    els.list.scrollTop += place.getBoundingClientRect().top - placeTop;
+    lastScrollTop = els.list.scrollTop; // not the reader scrolling
+  }
+}
+
+/**
+ * Takes everything between message `above` (null: the top of the list) and
+ * message `below` off the page; a trimmed gap (or the top hole) stands for
+ * it. Messages of a server's previous life (archived) end the numbering
+ * above: the gap under them starts at 0, as the reset's own does.
+ */
+function cut(above, below) {
+  const upper = msgSeq(below);
+  const lower = !above ? 0 : above.classList.contains('msg--archived') ? 0 : msgSeq(above);
+  // Out of order (never from this server): no hole could bring them back.
+  if (upper === null || lower === null || upper <= lower + 1) return;
+  const first = above ? above.nextElementSibling : top ? top.el.nextElementSibling : els.list.firstElementChild;
+  for (let el = first; el && el !== below;) {
     const next = el.nextElementSibling;
     if (el.dataset.id) state.messages.delete(el.dataset.id);
-    if (el.hole) gaps = gaps.filter((g) => g !== el.hole);
     el.remove();
     el = next;
   }
-  if (!top) {
-    top = makeHole('top', 0, seq);
-    els.list.prepend(top.el);
+  gaps = gaps.filter((g) => g.el.isConnected);
+  if (above) {
+    const hole = makeHole('gap', lower, upper, 'trimmed');
+    below.before(hole.el);
+    gaps.push(hole);
+  } else {
+    if (!top) {
+      top = makeHole('top', 0, upper);
+      els.list.prepend(top.el);
+    }
+    top.upper = upper;
+    setHoleState(top, upper <= 1 ? 'done' : 'more');
   }
-  top.upper = seq;
-  setHoleState(top, seq <= 1 ? 'done' : 'more');
-  regroup(keep);
-  if (focusGoes) [...els.list.querySelectorAll(':scope > li.msg')].at(-1)?.focus({ preventScroll: true });
-  scrollToBottom();
+  regroup(below);
 }
 
 /**
@@ -316,13 +455,13 @@ export function initHistory() {
   els.list.addEventListener('click', (e) => {
     const button = e.target.closest('button[data-history]');
     const hole = button?.closest('.history-edge')?.hole;
-    if (hole) load(hole);
+    if (hole) load(hole, { down: readerAbove(hole) });
   });
   els.list.addEventListener('scroll', () => {
     const y = els.list.scrollTop;
-    const up = y < lastScrollTop;
+    const [up, down] = [y < lastScrollTop, y > lastScrollTop];
     lastScrollTop = y;
-    check({ up });
+    check({ up, down });
     if (!up && followingBottom()) queueTrim();
   }, { passive: true });
   // Keyboard readers: Home, or ↑/PageUp on the first message, asks for more.

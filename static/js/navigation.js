@@ -11,7 +11,7 @@ import { nameForLink, saveName, validateName } from './identity.js';
 import { closePicker } from './picker.js';
 import { closeActions } from './actions.js';
 import { closeDrawer } from './drawer.js';
-import { clearUploads } from './uploads.js';
+import { restoreUploads, stashUploads } from './uploads.js';
 import { composerError, loadComposer, restorePending, stashPending } from './composer.js';
 import { resetTyping } from './typing.js';
 import { resetPresence, setOnline } from './presence.js';
@@ -31,8 +31,9 @@ export function enterRoom(room, user, { push = true } = {}) {
   closePicker({ refocus: false });
   closeActions();
   closeDrawer({ refocus: false });
-  clearUploads();
-  // Messages not confirmed yet stay with their room, for when it is entered again.
+  // Files waiting to be sent and messages not confirmed yet stay with their
+  // room, for when it is entered again.
+  stashUploads();
   stashPending();
   Object.assign(state, {
     room, roomTitle: room, user, claim: '', hasConnected: false, lastSeq: 0, attempts: 0,
@@ -58,6 +59,7 @@ export function enterRoom(room, user, { push = true } = {}) {
   els.joinView.hidden = true;
   els.chatView.hidden = false;
   composerError('');
+  restoreUploads();
   loadComposer();
   connect();
   els.input.focus();

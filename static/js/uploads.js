@@ -12,21 +12,38 @@ import { config, MAX_FILES } from './config.js';
 import { els, h } from './dom.js';
 import { formatBytes, quoted } from './format.js';
 import { composerError, updateSendState } from './composer.js';
+import { toast } from './notices.js';
 import { state } from './state.js';
+import { roomKey } from './store.js';
 import { tokenFor } from './token.js';
 
-/** { file, abort, result, el, preview } in the order added; at most MAX_FILES. */
+/** { file, abort, result, el, preview, giveUp? } in the order added; at most MAX_FILES. */
 const items = [];
 
-export const uploadsBusy = () => items.some((it) => !it.result);
-export const readyAttachments = () => items.filter((it) => it.result).map((it) => it.result);
+/**
+ * Each file belongs to the room, and name, it was added in (`it.key`).
+ * Leaving the room puts its files aside (still in `items`, out of the box;
+ * one still uploading goes on, or fails with a toast naming its room), and
+ * entering it again as that name brings them back (stashUploads,
+ * restoreUploads). In this page only, and bounded: at most MAX_FILES a
+ * room, and the files of STASH_ROOMS rooms left; one more drops those of
+ * the room left longest ago, said in a toast.
+ */
+const STASH_ROOMS = 5;
+const left = new Map(); // key -> the room's name as shown, the room left longest ago first
+const keyOf = () => `${state.user}\n${roomKey(state.room)}`;
+/** The files of the room shown. */
+const here = () => items.filter((it) => it.key === keyOf());
+
+export const uploadsBusy = () => here().some((it) => !it.result);
+export const readyAttachments = () => here().filter((it) => it.result).map((it) => it.result);
 
 /** Adds files; returns nothing, explains every refusal under the composer. */
 export function addFiles(files) {
   const problems = [];
   for (const file of files) {
     const name = quoted(file.name || 'pasted file');
-    if (items.length >= MAX_FILES) {
+    if (here().length >= MAX_FILES) {
       problems.push(`${name} was not added: at most ${MAX_FILES} files can wait to be sent at once.`);
     } else if (file.size > config.max_upload_bytes) {
       problems.push(tooLarge(name, file.size));
@@ -49,7 +66,7 @@ function tooLarge(name, size) {
 }
 
 function start(file) {
-  const it = { file, abort: () => {}, result: null, el: null, preview: '' };
+  const it = { file, abort: () => {}, result: null, el: null, preview: '', key: keyOf(), room: state.roomTitle || state.room };
   const label = h('span', { cls: 'upload-name', attrs: { dir: 'auto' } });
   const progress = h('progress', { testid: 'upload-progress', attrs: { max: '100', value: '0', 'aria-label': `Uploading ${file.name || 'file'}` } });
   const remove = h('button', {
@@ -75,6 +92,8 @@ function start(file) {
     progress.remove();
     it.el.classList.add('done');
     label.textContent = `${body.name || file.name} (${formatBytes(body.size ?? file.size)}) ready to send`;
+    // Finished after its room was left: it waits there, ready.
+    if (it.key !== keyOf()) return;
     updateSendState();
     // Ready to send: the message box, unless the person is busy elsewhere
     // (editing a message, reading the list) since the upload began.
@@ -135,12 +154,18 @@ async function presigned(it, onProgress, done) {
   const refused = ({ res, body }) => refusal(file, res.status, (h) => res.headers.get(h), body);
   try {
     const asked = await post(config.presign_path, { name: file.name || 'pasted', size: file.size, content_type: file.type });
-    if (!items.includes(it)) return;
+    if (!items.includes(it)) return giveUp(asked.body?.upload_id, authHeaders());
     // A type the ask does not take (text/markdown, application/json, ...)
     // may still be plain text or an allowed kind: POST /upload decides by
     // the bytes, as it does with the local store.
     if (asked.res.status === 415) return direct(it, onProgress, done);
     if (asked.res.status !== 200 || !asked.body?.put_url) return fail(it, refused(asked));
+    // Handed out: dropping the file now (its PUT failed, or the person
+    // removed it) gives the server's place and bytes back, as the name
+    // that asked (a file put aside may be dropped under another).
+    const asker = authHeaders();
+    const release = () => giveUp(asked.body.upload_id, asker);
+    it.giveUp = release;
     const put = await new Promise((resolve) => {
       const xhr = new XMLHttpRequest();
       it.abort = () => { xhr.abort(); controller.abort(); };
@@ -154,13 +179,26 @@ async function presigned(it, onProgress, done) {
     if (!items.includes(it)) return;
     if (put === 0) return fail(it, `${quoted(file.name || 'pasted file')} was not uploaded: the file storage could not be reached.`);
     if (put < 200 || put > 299) return fail(it, `${quoted(file.name || 'pasted file')} was not uploaded: the file storage refused it (${put}); try again.`);
+    // The complete holds the upload (a DELETE meanwhile finds nothing); only
+    // nothing stored yet (409) or a storage error (5xx) leaves it waiting.
+    it.giveUp = null;
     const completed = await post(asked.body.complete_url);
     if (!items.includes(it)) return;
     if (completed.res.status === 200 && typeof completed.body?.url === 'string') return done(completed.body);
+    if (completed.res.status === 409 || completed.res.status >= 500) it.giveUp = release;
     fail(it, refused(completed));
   } catch (e) {
     if (e?.name !== 'AbortError') fail(it, unreachable(file));
   }
+}
+
+/** DELETE /api/uploads/{id}: a presigned upload not completed is given up,
+ *  so its place and bytes come back now, not when it expires. Fire and
+ *  forget: at worst it waits out its time. */
+function giveUp(id, headers) {
+  if (typeof id !== 'string') return;
+  fetch(`${config.presign_path}/${encodeURIComponent(id)}`, { method: 'DELETE', headers, keepalive: true })
+    .catch(() => {});
 }
 
 function parse(text) {
@@ -191,6 +229,8 @@ function refusal(file, status, header, body) {
 function fail(it, sentence) {
   if (!items.includes(it)) return;
   drop(it);
+  // Its room was left meanwhile: said wherever the person is now.
+  if (it.key !== keyOf()) { toast(`In #${it.room}: ${sentence}`); return; }
   const shown = [...els.composerError.querySelectorAll('.error-line')].map((e) => e.textContent);
   composerError([...shown, sentence]);
 }
@@ -199,17 +239,52 @@ function drop(it) {
   const i = items.indexOf(it);
   if (i < 0) return;
   items.splice(i, 1);
-  if (!it.result) it.abort();
+  if (!it.result) { it.abort(); it.giveUp?.(); }
   if (it.preview) URL.revokeObjectURL(it.preview);
   it.el.remove();
-  els.uploadBox.hidden = items.length === 0;
+  els.uploadBox.hidden = here().length === 0;
   updateSendState();
 }
 
-/** After sending, or leaving the room. */
+/** After sending: the room's files went with the message. */
 export function clearUploads() {
-  for (const it of [...items]) drop(it);
+  for (const it of here()) drop(it);
   els.attachInput.value = '';
+}
+
+/**
+ * Leaving the room (navigation.js, before the session's room changes): its
+ * files leave the box and wait for it, uploads under way going on. Past
+ * STASH_ROOMS rooms, those of the room left longest ago are dropped.
+ */
+export function stashUploads() {
+  const mine = here();
+  for (const it of mine) it.el.remove();
+  els.uploadBox.hidden = true;
+  els.attachInput.value = '';
+  if (!mine.length) return;
+  const key = keyOf();
+  left.delete(key);
+  left.set(key, state.roomTitle || state.room);
+  // Rooms whose files all failed or went meanwhile hold no place.
+  for (const k of left.keys()) if (!items.some((it) => it.key === k)) left.delete(k);
+  while (left.size > STASH_ROOMS) {
+    const [oldest, room] = left.entries().next().value;
+    left.delete(oldest);
+    const lost = items.filter((it) => it.key === oldest);
+    for (const it of lost) drop(it);
+    const n = lost.length;
+    toast(`${n} file${n === 1 ? '' : 's'} waiting to be sent in #${room} ${n === 1 ? 'was' : 'were'} dropped: files are kept for at most ${STASH_ROOMS} rooms left.`);
+  }
+}
+
+/** Entering a room (the session's room and name set): its files come back to the box. */
+export function restoreUploads() {
+  left.delete(keyOf());
+  const mine = here();
+  els.uploadBox.append(...mine.map((it) => it.el));
+  els.uploadBox.hidden = mine.length === 0;
+  updateSendState();
 }
 
 export function initUploads() {
