@@ -4,7 +4,10 @@
 //! Redis share it (also when a change reaches the database before the post
 //! it changes), a newer schema is refused, and a database that stops
 //! mid-conversation (a throwaway cluster the test starts, never the shared
-//! one) gives `unavailable`, then everything recovers by itself.
+//! one) gives `unavailable`, then everything recovers by itself. A Redis
+//! that hangs (behind a proxy the test freezes) and posts a message after
+//! its sender was told `unavailable` leaves it in the database all the
+//! same.
 #![cfg(all(feature = "postgres", feature = "redis"))]
 
 mod common;
@@ -774,6 +777,24 @@ async fn a_database_that_hangs_holds_posts_while_health_checks_answer() {
     server.shutdown().await.unwrap();
 }
 
+// ------------------------------------------------ a Redis that hangs
+
+/// One instance on `schema` that reaches Redis through `proxy` (which the
+/// test can freeze), connected; `tune` adjusts its configuration. The keys
+/// go when the returned guard does.
+async fn behind(
+    proxy: &Proxy,
+    schema: &Schema,
+    tag: &str,
+    tune: impl FnOnce(roomcast::Config) -> roomcast::Config,
+) -> (Server, Keys) {
+    let (config, keys) = on_redis(tune(on(&schema.url())), tag);
+    let config = config.redis_url(Some(format!("redis://{}", proxy.addr)));
+    let server = Server::start(config).await;
+    connected(&server).await;
+    (server, keys)
+}
+
 /// A post waiting for Redis when its connection closes (here, at shutdown)
 /// runs to its end: once Redis answers, the message is in the database
 /// too, not only on the backbone.
@@ -781,13 +802,7 @@ async fn a_database_that_hangs_holds_posts_while_health_checks_answer() {
 async fn a_post_in_flight_when_its_connection_closes_still_reaches_the_database() {
     let schema = Schema::new("inflight");
     let proxy = Proxy::start(common::redis::REDIS).await;
-    let (config, _keys) = on_redis(on(&schema.url()), "inflight");
-    let config = config.redis_url(Some(format!("redis://{}", proxy.addr)));
-    let a = Server::start(config).await;
-    eventually("the instance is connected", async || {
-        a.get("/health").await.status == 200
-    })
-    .await;
+    let (a, _keys) = behind(&proxy, &schema, "inflight", |c| c).await;
     let (mut ann, _) = a.join("r", "ann").await;
     ann.expect("join").await;
     ann.post("before").await;
@@ -811,5 +826,116 @@ async fn a_post_in_flight_when_its_connection_closes_still_reaches_the_database(
         contents(&a, "/api/rooms/r/messages").await,
         ["before", "in flight"]
     );
+    a.shutdown().await.unwrap();
+}
+
+/// Redis hangs past a post's call timeout, so its sender is told
+/// `unavailable`; then Redis answers again and runs the post it was
+/// holding. The room sees the message through the event stream, and so
+/// does the database: the instance that left it in doubt stores it when
+/// its event comes back (before its members see it, so a page read after
+/// that reads it).
+#[tokio::test]
+async fn a_post_answered_unavailable_that_redis_posts_after_all_reaches_the_database() {
+    let schema = Schema::new("doubt");
+    let proxy = Proxy::start(common::redis::REDIS).await;
+    // The default presence TTL: the event stream pings every 10 s and
+    // gives up after two unanswered pings, far longer than this stall.
+    let (a, _keys) = behind(&proxy, &schema, "doubt", |c| c).await;
+    let (mut ann, _) = a.join("r", "ann").await;
+    ann.expect("join").await;
+    ann.post("before").await;
+
+    proxy.freeze();
+    ann.send_json(json!({"type": "message", "content": "in doubt", "client_id": "d-1"}))
+        .await;
+    let refused = ann.expect_error("unavailable").await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("same client_id")),
+        "{refused}"
+    );
+    proxy.thaw();
+    let m = ann.skip_to("message").await;
+    assert_eq!(
+        (&m["content"], &m["client_id"]),
+        (&json!("in doubt"), &json!("d-1"))
+    );
+
+    let page = a.get("/api/rooms/r/messages").await.json();
+    assert_eq!(
+        page["messages"][1]["message_id"], m["message_id"],
+        "the database has it: {page}"
+    );
+    assert_eq!(page["messages"][1]["seq"], m["seq"]);
+    a.wait_metric("roomcast_store_uncommitted", 0).await;
+    drop(ann);
+    a.shutdown().await.unwrap();
+}
+
+/// As above, but the stall also cut the event stream, and the room had
+/// no member left here when Redis ran the post: this instance never sees
+/// its event. The client's retry (the same `client_id`) is answered with
+/// the message, and that stores it, once.
+#[tokio::test]
+async fn a_post_in_doubt_whose_event_this_instance_missed_is_stored_by_its_retry() {
+    let schema = Schema::new("doubt_retry");
+    let proxy = Proxy::start(common::redis::REDIS).await;
+    // A short presence TTL: the event stream pings every third of a
+    // second and gives up after two unanswered pings.
+    let (a, _keys) = behind(&proxy, &schema, "doubt_retry", |c| {
+        c.presence_ttl(std::time::Duration::from_secs(1))
+    })
+    .await;
+    let (mut ann, _) = a.join("r", "ann").await;
+    ann.expect("join").await;
+    let request = json!({"type": "message", "content": "retried", "client_id": "r-1"});
+
+    proxy.freeze();
+    ann.send_json(request.clone()).await;
+    eventually("the event stream gave up", async || {
+        let health = a.get("/health").await;
+        health.status == 503
+            && health.json()["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("pub/sub"))
+    })
+    .await;
+    ann.expect_error("unavailable").await;
+    ann.close().await;
+    eventually("the room has no member here", async || {
+        a.get("/api/rooms").await.json()["rooms"] == json!([])
+    })
+    .await;
+    proxy.thaw();
+    connected(&a).await;
+
+    // Redis ran the post (a welcome shows it); nothing here stored it yet.
+    let deadline = tokio::time::Instant::now() + common::TIMEOUT;
+    let mut ann = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis never ran the post it held"
+        );
+        let (mut c, w) = a.join("r", "ann").await;
+        let history: Vec<&Value> = w["history"].as_array().expect("history").iter().collect();
+        if history.iter().any(|m| m["content"] == "retried") {
+            c.expect("join").await;
+            break c;
+        }
+        drop(c);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    ann.send_json(request).await;
+    let echo = ann.skip_to("message").await;
+    assert_eq!(echo["client_id"], "r-1", "{echo}");
+    let page = a.get("/api/rooms/r/messages").await.json();
+    let messages = page["messages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(messages.len(), 1, "stored once: {page}");
+    assert_eq!(messages[0]["message_id"], echo["message_id"]);
+    assert_eq!(messages[0]["seq"], echo["seq"]);
+    a.wait_metric("roomcast_store_uncommitted", 0).await;
+    drop(ann);
     a.shutdown().await.unwrap();
 }

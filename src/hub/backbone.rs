@@ -9,6 +9,10 @@
 //! come back through [`Inbound`], numbered per room, and the room's relay
 //! (`relay.rs`) fans each one out to its local members as one shared frame.
 //!
+//! A post the backbone did not answer may still be posted by it
+//! ([`NotPosted::in_doubt`]); the hub then keeps it for its store until its
+//! event comes back (`in_doubt.rs`).
+//!
 //! The hub knows no backbone by name; a backbone knows nothing of sockets.
 //! Methods that change shared state queue their work at once and return an
 //! [`Answer`] to await: call them under the room's lock when their order
@@ -57,7 +61,37 @@ pub struct Posted {
     /// when the message is no longer held (deleted, or out of the ring): the
     /// hub refuses the retry then.
     pub echo: Option<super::Frame>,
+    /// For a retry answered with its echo, the earlier message's id: a post
+    /// this instance left in doubt ([`NotPosted::in_doubt`]) is stored once
+    /// a retry names it. `None` otherwise.
+    pub message_id: Option<String>,
 }
+
+/// A post that got no [`Posted`] answer: its sender gets `refusal`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotPosted {
+    /// What the sender is told (`unavailable`, say).
+    pub refusal: Refusal,
+    /// The backbone may have posted it all the same, or may yet: the
+    /// request went out and no answer came (it timed out, or the link
+    /// failed after sending it). The hub then keeps the message for its
+    /// durable store until it is seen posted. `false`: certainly not posted
+    /// (refused, or never sent).
+    pub in_doubt: bool,
+}
+
+impl From<Refusal> for NotPosted {
+    /// A refusal: certainly not posted.
+    fn from(refusal: Refusal) -> Self {
+        Self {
+            refusal,
+            in_doubt: false,
+        }
+    }
+}
+
+/// A backbone's pending answer to a post.
+pub type PostAnswer = Pin<Box<dyn Future<Output = Result<Posted, NotPosted>> + Send + 'static>>;
 
 /// Where an edit or a reaction landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,8 +166,11 @@ pub trait Backbone: Send + Sync + 'static {
     fn leave(&self, room: &RoomName, user: &UserName, connections: u32, room_empty: bool);
     /// Gives a message its `seq` (above `seq_floor`), stores and publishes
     /// it; a retry of a `client_id` this identity posted within the window
-    /// publishes nothing and answers the earlier message.
-    fn post(&self, room: &RoomName, message: NewMessage<'_>, seq_floor: u64) -> Answer<Posted>;
+    /// publishes nothing and answers the earlier message. A post that got
+    /// no answer says whether it may have been posted all the same
+    /// ([`NotPosted::in_doubt`]): if it was, its event must still come back
+    /// through [`Inbound::deliver`] like any other.
+    fn post(&self, room: &RoomName, message: NewMessage<'_>, seq_floor: u64) -> PostAnswer;
     /// Adds, removes or toggles `user`'s reaction; answers where the change
     /// landed and the message's reactions after it in the store's form
     /// (see [`Reactions::to_store_json`](super::Reactions::to_store_json)),
@@ -218,11 +255,21 @@ impl Inbound {
     /// shares it.
     pub fn deliver(&self, room: &str, ev: u64, skip: Option<&str>, body: &str) {
         let Some(shared) = self.shared() else { return };
+        let common = &shared.common;
+        // A post this instance answered `unavailable` may come back posted:
+        // its store gets it before anyone here sees it. While no post is in
+        // doubt this is one atomic load; the JSON is read only otherwise.
+        if ev != 0
+            && !common.in_doubt.is_empty()
+            && let Some(store) = &common.store
+        {
+            common.in_doubt.relayed(body, store);
+        }
         let Some(room) = shared.lock_rooms().get(room).cloned() else {
             return;
         };
         let frame = frame::text(body);
-        room.lock().deliver(ev, skip, &frame, &shared.common);
+        room.lock().deliver(ev, skip, &frame, common);
     }
 
     /// Every event of `room` up to `ev` has been published: a local member

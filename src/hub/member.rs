@@ -187,29 +187,44 @@ impl Member {
             },
             floor,
         );
-        let posted = answer.await?;
+        // What the store gets: now, or, if the answer leaves the post in
+        // doubt, once it is seen posted (`in_doubt.rs`).
+        let message = store.as_ref().map(|_| StoredMessage {
+            id,
+            seq: 0,
+            user: self.user.clone(),
+            identity: self.identity.clone(),
+            content,
+            timestamp,
+            reactions: Reactions::default(),
+            attachment,
+            edited_at: None,
+            client_id: client_id.map(str::to_owned),
+        });
+        let posted = match answer.await {
+            Ok(posted) => posted,
+            Err(failed) => {
+                if let (true, Some(message)) = (failed.in_doubt, message) {
+                    self.common.in_doubt.keep(self.room.name.key(), message);
+                }
+                return Err(failed.refusal);
+            }
+        };
         if posted.duplicate {
             // A retry: the message is already posted (and stored by whoever
-            // posted it); its echo is for this connection alone. Without
+            // posted it, or now, if that was this instance and its answer
+            // was lost); its echo is for this connection alone. Without
             // one, the message is gone: the sender is told so.
             let echo = posted.echo.ok_or_else(room::retry_of_gone)?;
+            if let (Some(store), Some(id)) = (&self.common.store, &posted.message_id) {
+                self.common.in_doubt.retried(id, posted.seq, store);
+            }
             self.send(echo);
             return Ok(Some(posted.seq));
         }
         let seq = posted.seq;
-        if let Some(slot) = store {
-            let message = StoredMessage {
-                id,
-                seq,
-                user: self.user.clone(),
-                identity: self.identity.clone(),
-                content,
-                timestamp,
-                reactions: Reactions::default(),
-                attachment,
-                edited_at: None,
-                client_id: client_id.map(str::to_owned),
-            };
+        if let (Some(slot), Some(mut message)) = (store, message) {
+            message.seq = seq;
             let change = Change::Post {
                 room: self.room.name.key(),
                 message: Arc::new(message),

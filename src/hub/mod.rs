@@ -20,6 +20,7 @@ mod event;
 mod frame;
 mod frame_pool;
 mod identity;
+mod in_doubt;
 pub(crate) mod json_text;
 mod member;
 mod message_frame;
@@ -41,7 +42,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 pub use backbone::{
-    Answer, Backbone, Changed, Inbound, LocalPresence, NewMessage, Online, Posted, RemoteWelcome,
+    Answer, Backbone, Changed, Inbound, LocalPresence, NewMessage, NotPosted, Online, PostAnswer,
+    Posted, RemoteWelcome,
 };
 pub use event::{
     Attachment, AttachmentPreview, ErrorCode, FULL_REACTIONS_BYTES, Limits, REACTION_SAMPLE,
@@ -66,6 +68,7 @@ pub mod frames {
 
 use crate::metrics::Metrics;
 use event::MessageView;
+use in_doubt::InDoubt;
 use message_id::MessageIds;
 use room::{Room, Waiting};
 use welcome::{welcome_from_backbone, welcome_from_store};
@@ -172,6 +175,9 @@ pub(crate) struct Common {
     pub history_bytes: AtomicUsize,
     /// Told when `history_bytes` passes the budget: [`Hub::trim`] is due.
     pub over_budget: tokio::sync::Notify,
+    /// With a backbone and a store: posts answered `unavailable` that the
+    /// backbone may post all the same, kept for the store until seen.
+    in_doubt: InDoubt,
     ids: MessageIds,
 }
 
@@ -273,6 +279,7 @@ impl Shared {
                 store: parts.store,
                 history_bytes: AtomicUsize::new(0),
                 over_budget: tokio::sync::Notify::new(),
+                in_doubt: InDoubt::default(),
                 ids: MessageIds::new(),
             }),
             rooms: Mutex::new(HashMap::new()),

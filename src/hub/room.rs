@@ -577,6 +577,7 @@ impl RoomState {
                 seq: again.seq,
                 duplicate: true,
                 echo: Some(echo),
+                message_id: Some(again.id.to_string()),
             });
         }
         if common.history_bytes.load(Ordering::Relaxed)
@@ -648,6 +649,7 @@ impl RoomState {
             seq,
             duplicate: false,
             echo: None,
+            message_id: None,
         })
     }
 

@@ -462,6 +462,16 @@ impl Store {
         }
     }
 
+    /// Queues a change that can no longer be refused: a post the backbone
+    /// posted after this instance had answered `unavailable` for it (see
+    /// `in_doubt.rs`), already in the room. Past the queue's bound if need
+    /// be, as a flush or a stop; its caller bounds how many come this way.
+    /// A failing store keeps it and retries, as any change it accepted.
+    pub(super) fn send_late(&self, change: Change) {
+        self.health.uncommitted.fetch_add(1, Ordering::AcqRel);
+        self.queue.push_control(StoreOp::Change(change, None));
+    }
+
     async fn ask<T>(
         &self,
         op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> StoreOp,

@@ -15,8 +15,9 @@
 //! the hub applies the change, and fails once `capacity` operations are
 //! queued or reserved (the hub then refuses the change: nothing accepted is
 //! dropped). [`StoreQueue::push_control`] (a flush or a stop, only from the
-//! server's own code, each caller waiting for its answer) queues past the
-//! bound.
+//! server's own code, each caller waiting for its answer; or a post the
+//! backbone made after it was answered `unavailable`, at most what
+//! `in_doubt.rs` keeps) queues past the bound.
 //!
 //! Before the bound, the queue says it is behind (through the hook the
 //! server attached, [`StoreQueue::report_backlog`]) once three quarters of
@@ -210,7 +211,8 @@ impl StoreQueue {
         }
     }
 
-    /// Queues a flush or a stop, past the bound if need be.
+    /// Queues a flush or a stop, or a change that can no longer be refused
+    /// (`Store::send_late`), past the bound if need be.
     pub fn push_control(&self, op: StoreOp) {
         self.used.fetch_add(1, Ordering::AcqRel);
         self.push(op);

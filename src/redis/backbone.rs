@@ -10,10 +10,11 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::resp::{LinkError, Value};
-use super::{Link, Script, Settings, Unavailable, ms};
+use super::{Link, Script, Settings, Unanswered, Unavailable, ms};
 use crate::hub::{
     Answer, Backbone, Changed, Emoji, ErrorCode, HubConfig, Identity, Inbound, NameTaken,
-    NewMessage, Online, Posted, ReactionAction, Refusal, RemoteWelcome, RoomName, UserName, frames,
+    NewMessage, NotPosted, Online, PostAnswer, Posted, ReactionAction, Refusal, RemoteWelcome,
+    RoomName, UserName, frames,
 };
 
 /// The hub's settings a script needs, as script arguments.
@@ -132,9 +133,32 @@ fn changed(seq: Option<&Value>, version: Option<&Value>) -> Option<Changed> {
 async fn answer(
     queued: Result<oneshot::Receiver<Result<Value, LinkError>>, Unavailable>,
 ) -> Result<Value, Refusal> {
-    Link::reply(queued.map_err(unavailable)?)
+    outcome(queued).await.map_err(|not| not.refusal)
+}
+
+/// A queued script call's answer, and without one whether Redis may have
+/// run it all the same (a call refused before it was queued never ran).
+async fn outcome(
+    queued: Result<oneshot::Receiver<Result<Value, LinkError>>, Unavailable>,
+) -> Result<Value, NotPosted> {
+    let rx = queued.map_err(|e| NotPosted::from(unavailable(e)))?;
+    Link::reply(rx)
         .await
-        .map_err(unavailable)
+        .map_err(|Unanswered { why, in_doubt }| NotPosted {
+            refusal: unavailable(why),
+            in_doubt,
+        })
+}
+
+/// The `message_id` of a message's JSON, as the scripts write it.
+fn message_id(json: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Earlier {
+        message_id: String,
+    }
+    serde_json::from_str::<Earlier>(json)
+        .ok()
+        .map(|m| m.message_id)
 }
 
 fn unavailable(e: Unavailable) -> Refusal {
@@ -274,7 +298,7 @@ impl Backbone for RedisBackbone {
         }
     }
 
-    fn post(&self, room: &RoomName, m: NewMessage<'_>, seq_floor: u64) -> Answer<Posted> {
+    fn post(&self, room: &RoomName, m: NewMessage<'_>, seq_floor: u64) -> PostAnswer {
         let floor = seq_floor.to_string();
         let attachment = m
             .attachment
@@ -295,29 +319,42 @@ impl Backbone for RedisBackbone {
                 floor.as_bytes(),
             ],
         );
+        // Not "nothing was changed": say how to retry safely.
+        let retry = match m.client_id {
+            Some(_) => "retry with the same client_id (a retry never posts it twice)",
+            None => "look for it in the room before sending it again",
+        };
         Box::pin(async move {
-            let reply = answer(queued).await?;
+            let reply = outcome(queued).await.map_err(|mut not| {
+                if not.in_doubt {
+                    let why = not.refusal.message.trim_end_matches("; try again");
+                    not.refusal.message =
+                        format!("{why}: the message may still be posted, so {retry}");
+                }
+                not
+            })?;
             if let Some(seq) = reply.as_int().and_then(|n| u64::try_from(n).ok()) {
                 return Ok(Posted {
                     seq,
                     duplicate: false,
                     echo: None,
+                    message_id: None,
                 });
             }
             let items = reply.items();
             let seq = items.first().and_then(|s| s.as_int()).ok_or_else(|| {
                 Refusal::new(ErrorCode::Unavailable, "the chat backbone gave no seq")
             })?;
-            let echo = items
+            let earlier = items
                 .get(1)
                 .and_then(|j| j.as_bytes())
                 .and_then(|j| std::str::from_utf8(j).ok())
-                .filter(|j| !j.is_empty())
-                .map(frames::text);
+                .filter(|j| !j.is_empty());
             Ok(Posted {
                 seq: u64::try_from(seq).unwrap_or(0),
                 duplicate: true,
-                echo,
+                echo: earlier.map(frames::text),
+                message_id: earlier.and_then(message_id),
             })
         })
     }

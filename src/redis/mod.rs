@@ -15,8 +15,11 @@
 //!   re-announces this instance's members after a reconnect.
 //!
 //! On any connection error: log, mark the link down (`/health` answers 503),
-//! fail what was waiting, reconnect with exponential back-off, subscribe
-//! again, ask for a marker per room to detect events missed meanwhile.
+//! fail what was waiting (a request written and unanswered, or one that
+//! timed out, is failed *in doubt*: Redis may still run it, see
+//! [`Unanswered`]; one queued and never written is refused), reconnect with
+//! exponential back-off, subscribe again, ask for a marker per room to
+//! detect events missed meanwhile.
 //! Every new connection reads `<prefix>:epoch` first: a new value means
 //! Redis lost its data, and every member starts over ([`Inbound::lost`]).
 //! Nothing here panics; nothing here knows about sockets or sessions.
@@ -80,6 +83,26 @@ impl fmt::Display for Unavailable {
     }
 }
 
+/// A request that got no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unanswered {
+    /// Why, as the client is told.
+    pub why: Unavailable,
+    /// Redis may have run it, or may yet: it was sent (or queued to be)
+    /// and no answer came in time, or the connection failed after it was
+    /// written. `false`: it never reached Redis, or Redis refused it.
+    pub in_doubt: bool,
+}
+
+impl fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.why.fmt(f)
+    }
+}
+
+/// Where a command's reply goes. An `Err` means the command was written
+/// and its connection failed before the answer (see [`Unanswered`]); a
+/// command dropped unsent drops its sender instead.
 type Reply = oneshot::Sender<Result<Value, LinkError>>;
 
 struct Cmd {
@@ -223,14 +246,18 @@ impl Link {
         LinkRef(&self.inner).call(script, args)
     }
 
-    /// Waits for a reply queued by [`Link::call`].
+    /// Waits for a reply queued by [`Link::call`]. Without one, says
+    /// whether Redis may have run the command all the same: a command that
+    /// timed out may still be written and run later (the connection may
+    /// only be stalled).
     pub async fn reply(
         rx: oneshot::Receiver<Result<Value, LinkError>>,
-    ) -> Result<Value, Unavailable> {
+    ) -> Result<Value, Unanswered> {
         match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-            Err(_) => Err(Unavailable(
-                "the chat backbone did not answer in time; try again".into(),
-            )),
+            Err(_) => Err(Unanswered {
+                why: Unavailable("the chat backbone did not answer in time; try again".into()),
+                in_doubt: true,
+            }),
             Ok(answer) => Self::settle(answer),
         }
     }
@@ -238,14 +265,22 @@ impl Link {
     /// What a reply that arrived means to the caller.
     fn settle(
         answer: Result<Result<Value, LinkError>, oneshot::error::RecvError>,
-    ) -> Result<Value, Unavailable> {
+    ) -> Result<Value, Unanswered> {
+        let lost = |in_doubt| Unanswered {
+            why: Unavailable("the chat backbone lost its connection; try again".into()),
+            in_doubt,
+        };
         match answer {
-            Err(_) | Ok(Err(_)) => Err(Unavailable(
-                "the chat backbone lost its connection; try again".into(),
-            )),
+            // Dropped unsent: queued while the link was down.
+            Err(_) => Err(lost(false)),
+            // Written, and the connection failed before the answer.
+            Ok(Err(_)) => Err(lost(true)),
             Ok(Ok(Value::Error(e))) => {
                 tracing::error!("a backbone script failed: {e}");
-                Err(Unavailable("the chat backbone refused the request".into()))
+                Err(Unanswered {
+                    why: Unavailable("the chat backbone refused the request".into()),
+                    in_doubt: false,
+                })
             }
             Ok(Ok(v)) => Ok(v),
         }
@@ -496,11 +531,31 @@ async fn open_command(inner: &Inner) -> Result<(Opened, Vec<Bytes>), LinkError> 
 
 async fn serve_commands(
     inner: &Inner,
-    mut conn: Conn,
+    conn: Conn,
     shas: &[Bytes],
     rx: &mut mpsc::Receiver<Cmd>,
 ) -> LinkError {
     let mut waiting: VecDeque<Reply> = VecDeque::new();
+    let err = exchange(inner, conn, shas, rx, &mut waiting).await;
+    // Written and never answered: Redis may have run them, or may yet (a
+    // stalled connection still delivers what it was given). Told apart
+    // from what was queued and never written, which is dropped unsent.
+    for reply in waiting {
+        let _ = reply.send(Err(err.clone()));
+    }
+    err
+}
+
+/// Writes queued commands on `conn` and hands each reply to its caller in
+/// order, until the connection fails; `waiting` holds the commands written
+/// and not yet answered.
+async fn exchange(
+    inner: &Inner,
+    mut conn: Conn,
+    shas: &[Bytes],
+    rx: &mut mpsc::Receiver<Cmd>,
+    waiting: &mut VecDeque<Reply>,
+) -> LinkError {
     let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
     let encode = |out: &mut Vec<u8>, cmd: Cmd, waiting: &mut VecDeque<Reply>| {
         let mut args: Vec<&[u8]> = Vec::with_capacity(cmd.args.len() + 3);
@@ -515,10 +570,10 @@ async fn serve_commands(
                 let Some(cmd) = cmd else {
                     return LinkError("the backbone stopped".into());
                 };
-                encode(&mut out, cmd, &mut waiting);
+                encode(&mut out, cmd, waiting);
                 while waiting.len() < MAX_IN_FLIGHT {
                     match rx.try_recv() {
-                        Ok(cmd) => encode(&mut out, cmd, &mut waiting),
+                        Ok(cmd) => encode(&mut out, cmd, waiting),
                         Err(_) => break,
                     }
                 }

@@ -134,6 +134,28 @@ fn a_change_committed_before_its_post_is_applied_to_it() {
     }
 }
 
+/// A post written a second time (say, a post the backbone left in doubt,
+/// written when it was seen posted: see `src/hub/in_doubt.rs`) never
+/// undoes what came after the first write: its edit and reactions stay.
+#[test]
+fn a_post_written_again_after_its_changes_keeps_them() {
+    let schema = Schema::new("again");
+    let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+    commit(&mut store, &post("r", 1, T));
+    let [edit, react, _] = changes();
+    commit(&mut store, &edit);
+    commit(&mut store, &react);
+    commit(&mut store, &post("r", 1, T));
+    let Change::React { reactions, .. } = &react else {
+        unreachable!()
+    };
+    let reactions = Reactions::from_store_json(reactions).to_store_json();
+    assert_eq!(
+        shown(&mut store),
+        vec![(1, "edited".to_owned(), true, reactions)]
+    );
+}
+
 /// One group, sent in pipelines of [`PIPELINE`]: every change is
 /// applied in the order given (the second edit wins), and a read in the
 /// middle of the group sees what came before it.

@@ -1,0 +1,371 @@
+//! Posts left in doubt: with a backbone, a post whose request went out and
+//! got no answer in time (or whose link failed after sending it). Its
+//! sender was told `unavailable`, but the backbone may still post it: then
+//! every instance's members see it, yet no store gets it, because each
+//! instance stores its own members' posts and this one had given up.
+//!
+//! So this instance keeps such a post here, for its store only, until it
+//! is seen posted: its event comes back through the relay (with its seq),
+//! or a retry with the same `client_id` is answered with it (a stall that
+//! also cut the event stream). The post then goes to the store with that
+//! seq, once: whichever way sees it first takes it out of here.
+//!
+//! Bounded: at most [`MAX_POSTS`] posts and [`MAX_BYTES`] bytes, each kept
+//! for at most [`KEPT_FOR`], the backbone's retry window (after it a retry
+//! posts anew, and the event would have come long before). When full, the
+//! oldest post is dropped unstored and a warning says how many were. A
+//! post never seen may never have been posted, or was posted while this
+//! instance missed its event and nobody retried it: the store lacks it.
+//!
+//! Costs nothing while empty: the relay reads one atomic count before it
+//! looks at an event's JSON. Nothing here knows which backbone it is.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::event::StoredMessage;
+use super::room::weight;
+use super::store::{Change, Store};
+
+/// Posts kept at most: what one stall can leave in doubt, roughly (a Redis
+/// link holds 4096 queued and 1024 sent requests).
+pub const MAX_POSTS: usize = 4096;
+/// Bytes kept at most (as `room::weight` counts a message in memory).
+pub const MAX_BYTES: usize = 16 << 20;
+/// How long a post is kept: the backbone's retry window.
+pub const KEPT_FOR: Duration = super::POST_RETRY_WINDOW;
+/// A warning about dropped posts at most this often (the count is summed).
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// One post kept, everything but its seq.
+struct Kept {
+    room: Arc<str>,
+    message: StoredMessage,
+    since: Instant,
+    weight: usize,
+}
+
+#[derive(Default)]
+struct Posts {
+    by_id: HashMap<String, Kept>,
+    /// Ids in the order they were kept, oldest first; some were taken out
+    /// already (skipped when they reach the front).
+    order: VecDeque<String>,
+    bytes: usize,
+    /// Dropped unstored since the last warning.
+    dropped: u64,
+    warned: Option<Instant>,
+}
+
+/// The posts this instance left in doubt (see the module docs).
+pub(super) struct InDoubt {
+    /// How many are kept: the relay reads this, and nothing else, while it
+    /// is zero.
+    count: AtomicUsize,
+    posts: Mutex<Posts>,
+    max_posts: usize,
+    max_bytes: usize,
+    kept_for: Duration,
+}
+
+impl Default for InDoubt {
+    fn default() -> Self {
+        Self::with_limits(MAX_POSTS, MAX_BYTES, KEPT_FOR)
+    }
+}
+
+/// What a published `message` event tells: its id and seq.
+#[derive(serde::Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    message_id: Option<Cow<'a, str>>,
+    seq: Option<u64>,
+}
+
+impl InDoubt {
+    fn with_limits(max_posts: usize, max_bytes: usize, kept_for: Duration) -> Self {
+        Self {
+            count: AtomicUsize::new(0),
+            posts: Mutex::new(Posts::default()),
+            max_posts: max_posts.max(1),
+            max_bytes,
+            kept_for,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Posts> {
+        // Every update leaves the record whole; poisoning is ignored.
+        self.posts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether no post is kept: one atomic load.
+    pub fn is_empty(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+
+    /// Keeps `message` (its seq not known yet) of `room`, until it is seen
+    /// posted or its time is up.
+    pub fn keep(&self, room: Arc<str>, message: StoredMessage) {
+        self.keep_at(room, message, Instant::now());
+    }
+
+    fn keep_at(&self, room: Arc<str>, message: StoredMessage, now: Instant) {
+        let mut posts = self.lock();
+        self.expire(&mut posts, now);
+        let id = message.id.to_string();
+        let weight = weight(&message);
+        tracing::debug!(message_id = %id, "a post left in doubt is kept until it is seen posted");
+        let kept = Kept {
+            room,
+            message,
+            since: now,
+            weight,
+        };
+        posts.bytes += weight;
+        if let Some(old) = posts.by_id.insert(id.clone(), kept) {
+            posts.bytes -= old.weight; // the same id twice: ids are unique, but be exact
+        }
+        posts.order.push_back(id);
+        let mut dropped = 0;
+        while posts.by_id.len() > self.max_posts || posts.bytes > self.max_bytes {
+            let Some(oldest) = posts.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = posts.by_id.remove(&oldest) {
+                posts.bytes -= gone.weight;
+                dropped += 1;
+            }
+        }
+        // Ids taken out stay in `order` until they reach its front: bounded
+        // by compacting it when they outnumber the posts kept.
+        if posts.order.len() > 2 * self.max_posts {
+            let Posts { order, by_id, .. } = &mut *posts;
+            order.retain(|id| by_id.contains_key(id));
+        }
+        if dropped > 0 {
+            posts.dropped += dropped;
+            if posts
+                .warned
+                .is_none_or(|at| now.duration_since(at) >= WARN_EVERY)
+            {
+                tracing::warn!(
+                    dropped = posts.dropped,
+                    "posts left in doubt by the backbone were dropped unstored to make room \
+                     (at most {} posts or {} MiB are kept): if the backbone posted them, \
+                     the history store lacks them",
+                    self.max_posts,
+                    self.max_bytes >> 20,
+                );
+                posts.dropped = 0;
+                posts.warned = Some(now);
+            }
+        }
+        self.count.store(posts.by_id.len(), Ordering::Release);
+    }
+
+    /// Drops the posts kept for longer than `kept_for` (never seen posted).
+    fn expire(&self, posts: &mut Posts, now: Instant) {
+        while let Some(oldest) = posts.order.front() {
+            match posts.by_id.get(oldest) {
+                Some(kept) if now.duration_since(kept.since) < self.kept_for => break,
+                Some(_) => {
+                    if let Some(gone) = posts.by_id.remove(oldest) {
+                        posts.bytes -= gone.weight;
+                        tracing::debug!(
+                            message_id = %gone.message.id,
+                            "a post left in doubt was never seen posted; no longer kept"
+                        );
+                    }
+                }
+                None => {}
+            }
+            posts.order.pop_front();
+        }
+    }
+
+    /// Takes the post `id` out if it is kept, with `seq` set.
+    fn take_at(&self, id: &str, seq: u64, now: Instant) -> Option<(Arc<str>, StoredMessage)> {
+        let mut posts = self.lock();
+        self.expire(&mut posts, now);
+        let taken = posts.by_id.remove(id);
+        if let Some(kept) = &taken {
+            posts.bytes -= kept.weight;
+        }
+        self.count.store(posts.by_id.len(), Ordering::Release);
+        taken.map(|mut kept| {
+            kept.message.seq = seq;
+            (kept.room, kept.message)
+        })
+    }
+
+    /// The post an event from the backbone posts, if it is kept here: the
+    /// event's JSON is read only while something is.
+    fn seen_at(&self, body: &str, now: Instant) -> Option<(Arc<str>, StoredMessage)> {
+        if self.is_empty() {
+            return None;
+        }
+        let event: Event<'_> = serde_json::from_str(body).ok()?;
+        match (event.kind.as_ref(), event.message_id, event.seq) {
+            ("message", Some(id), Some(seq)) if seq > 0 => self.take_at(&id, seq, now),
+            _ => None,
+        }
+    }
+
+    /// An event came through the relay: if it posts a message kept here,
+    /// `store` gets that message now, with the event's seq.
+    pub fn relayed(&self, body: &str, store: &Store) {
+        if let Some(found) = self.seen_at(body, Instant::now()) {
+            stored(found, store);
+        }
+    }
+
+    /// A retry was answered with the message `id`, posted at `seq`: if it
+    /// is kept here, `store` gets it now.
+    pub fn retried(&self, id: &str, seq: u64, store: &Store) {
+        if self.is_empty() || seq == 0 {
+            return;
+        }
+        if let Some(found) = self.take_at(id, seq, Instant::now()) {
+            stored(found, store);
+        }
+    }
+}
+
+/// Queues a post that was left in doubt and turned out posted. Past the
+/// queue's bound if need be: the post is in the room already, so this can
+/// no longer be refused, and this record bounds how many come this way.
+fn stored((room, message): (Arc<str>, StoredMessage), store: &Store) {
+    tracing::info!(
+        message_id = %message.id,
+        seq = message.seq,
+        "a post answered `unavailable` was posted by the backbone after all; storing it"
+    );
+    store.send_late(Change::Post {
+        room,
+        message: Arc::new(message),
+        reserve_through: None,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Identity, Reactions, UserName};
+    use super::*;
+
+    fn message(id: &str, content: &str) -> StoredMessage {
+        StoredMessage {
+            id: id.into(),
+            seq: 0,
+            user: UserName::parse("ann").unwrap(),
+            identity: Identity::named("ann"),
+            content: content.to_owned(),
+            timestamp: "2026-12-08T10:00:00.000Z".into(),
+            reactions: Reactions::default(),
+            attachment: None,
+            edited_at: None,
+            client_id: Some("c-1".to_owned()),
+        }
+    }
+
+    fn room() -> Arc<str> {
+        Arc::from("r")
+    }
+
+    fn event(id: &str, seq: u64) -> String {
+        // Keys in any order, as a backbone's JSON encoder may write them.
+        format!(
+            r#"{{"content":"a \"message\"","seq":{seq},"type":"message","message_id":"{id}","reactions":{{}}}}"#
+        )
+    }
+
+    #[test]
+    fn a_post_kept_is_taken_once_by_its_event_with_the_events_seq() {
+        let doubt = InDoubt::default();
+        let t0 = Instant::now();
+        assert!(doubt.is_empty());
+        assert!(doubt.seen_at(&event("m1", 7), t0).is_none());
+        doubt.keep_at(room(), message("m1", "hello"), t0);
+        assert!(!doubt.is_empty());
+        // Other events, another message's, a typing event, bad JSON: nothing.
+        for other in [
+            event("m2", 8),
+            r#"{"type":"message_updated","message_id":"m1","seq":7}"#.to_owned(),
+            r#"{"type":"typing","user":"ann"}"#.to_owned(),
+            "not json".to_owned(),
+        ] {
+            assert!(doubt.seen_at(&other, t0).is_none(), "{other}");
+        }
+        let (r, m) = doubt.seen_at(&event("m1", 7), t0).expect("its event");
+        assert_eq!((&*r, m.seq, m.content.as_str()), ("r", 7, "hello"));
+        assert!(doubt.is_empty());
+        assert!(doubt.seen_at(&event("m1", 7), t0).is_none(), "once");
+    }
+
+    #[test]
+    fn a_retry_takes_a_post_kept_and_its_event_then_finds_nothing() {
+        let doubt = InDoubt::default();
+        let t0 = Instant::now();
+        doubt.keep_at(room(), message("m1", "hello"), t0);
+        assert!(doubt.take_at("other", 3, t0).is_none());
+        let (_, m) = doubt.take_at("m1", 3, t0).expect("kept");
+        assert_eq!(m.seq, 3);
+        assert!(doubt.seen_at(&event("m1", 3), t0).is_none());
+    }
+
+    #[test]
+    fn full_drops_the_oldest_and_time_drops_the_expired() {
+        let doubt = InDoubt::with_limits(3, usize::MAX, Duration::from_secs(60));
+        let t0 = Instant::now();
+        for k in 0..4 {
+            let at = t0 + Duration::from_secs(k);
+            doubt.keep_at(room(), message(&format!("m{k}"), "x"), at);
+        }
+        let now = t0 + Duration::from_secs(4);
+        assert!(doubt.take_at("m0", 1, now).is_none(), "dropped: the oldest");
+        assert!(doubt.take_at("m2", 3, now).is_some());
+        // m1 was kept at t0 + 1 s: gone a minute later, m3 (t0 + 3 s) not.
+        let later = t0 + Duration::from_secs(62);
+        assert!(doubt.take_at("m1", 2, later).is_none(), "expired");
+        assert!(doubt.take_at("m3", 4, later).is_some());
+        assert!(doubt.is_empty());
+    }
+
+    #[test]
+    fn the_byte_bound_holds() {
+        let one = weight(&message("m0", "x"));
+        let doubt = InDoubt::with_limits(10, 2 * one, Duration::from_secs(60));
+        let t0 = Instant::now();
+        for k in 0..3 {
+            doubt.keep_at(room(), message(&format!("m{k}"), "x"), t0);
+        }
+        assert_eq!(doubt.lock().bytes, 2 * one);
+        assert!(
+            doubt.take_at("m0", 1, t0).is_none(),
+            "dropped: over the bytes"
+        );
+        assert!(doubt.take_at("m1", 2, t0).is_some());
+        assert!(doubt.take_at("m2", 3, t0).is_some());
+        assert_eq!(doubt.lock().bytes, 0);
+    }
+
+    #[test]
+    fn ids_taken_behind_an_old_post_do_not_pile_up() {
+        let doubt = InDoubt::with_limits(4, usize::MAX, Duration::from_secs(60));
+        let t0 = Instant::now();
+        doubt.keep_at(room(), message("old", "x"), t0);
+        for k in 0..100 {
+            let id = format!("m{k}");
+            doubt.keep_at(room(), message(&id, "x"), t0);
+            assert!(doubt.take_at(&id, 1, t0).is_some());
+        }
+        let posts = doubt.lock();
+        assert!(posts.order.len() <= 2 * 4 + 1, "{}", posts.order.len());
+        assert_eq!(posts.by_id.len(), 1);
+        assert!(posts.by_id.contains_key("old"));
+    }
+}
