@@ -225,6 +225,47 @@ test('an edit refused by the rate limit comes back in its box too', async () => 
   assert.equal(await alice.locator('.msg--failed').count(), 0, 'no message is marked refused for it');
 });
 
+test('a rate-limited edit that overtakes an earlier one reopens its own box', async () => {
+  // With Redis the rate limit's refusal, sent at once, can arrive before
+  // the answer to an earlier edit: a proxy holds the first edit back until
+  // the second is refused, and the refusal names its message.
+  const alice = await openChat(browser, server.url);
+  pages.push(alice);
+  let held = null;
+  await alice.routeWebSocket(/\/ws\//, (ws) => {
+    const upstream = ws.connectToServer();
+    ws.onMessage((m) => {
+      const req = JSON.parse(m);
+      if (req.type === 'edit' && !held) { held = m; return; }
+      if (req.type === 'edit') {
+        ws.send(JSON.stringify({ type: 'error', code: 'rate_limited', message: 'test', ref: 'edit', message_id: req.message_id }));
+        upstream.send(held);
+        return;
+      }
+      upstream.send(m);
+    });
+  });
+  await joinAs(alice, server.url, 'overtaken-edit', 'alice');
+  const edit = async (text, typed) => {
+    const mine = messageWithText(alice, text).and(alice.locator('[data-id]:not([data-id=""])'));
+    await mine.waitFor();
+    await mine.hover();
+    await mine.getByTestId('edit-message').click();
+    await alice.getByTestId('edit-input').fill(typed);
+    await alice.getByTestId('edit-input').press('Enter');
+    return mine;
+  };
+  await sendMessage(alice, 'first words');
+  await sendMessage(alice, 'second words');
+  await edit('first words', 'first, rewritten');
+  const second = await edit('second words', 'second, rewritten');
+  await second.getByTestId('edit-error').waitFor();
+  assert.equal(await second.getByTestId('edit-input').inputValue(), 'second, rewritten');
+  const first = messageWithText(alice, 'first, rewritten');
+  await first.getByTestId('message-edited').waitFor();
+  assert.equal(await first.getByTestId('edit-box').count(), 0, 'the first edit was taken, not reopened');
+});
+
 test('typing indicator shows who is typing', async () => {
   const alice = await chat('typing', 'alice');
   const bob = await chat('typing', 'bob');

@@ -19,12 +19,13 @@ async fn requests_over_the_rate_get_rate_limited_and_the_connection_stays_open()
     assert_eq!(welcome["limits"]["messages_per_second"], 1);
     c.expect("join").await;
     // Five at once: the burst of three passes, the other two are refused.
-    // A refusal names the request's type when it has one (an edit's text
-    // can then go back in its box), and nothing else of it is looked at.
+    // A refusal names the request's type and the message it is about when
+    // it has them (an edit's text can then go back in its box), and
+    // nothing else of it is checked.
     for _ in 0..3 {
         c.send_json(json!({"type": "ping"})).await;
     }
-    c.send_json(json!({"type": "edit", "message_id": "m", "content": 5}))
+    c.send_json(json!({"type": "edit", "message_id": "m-1", "content": 5}))
         .await;
     c.send(Message::text("not json")).await;
     for _ in 0..3 {
@@ -32,6 +33,7 @@ async fn requests_over_the_rate_get_rate_limited_and_the_connection_stays_open()
     }
     let err = c.expect_error("rate_limited").await;
     assert_eq!(err["ref"], "edit", "{err}");
+    assert_eq!(err["message_id"], "m-1", "{err}");
     let err = c.expect_error("rate_limited").await;
     assert!(err.get("ref").is_none(), "{err}");
     assert_eq!(server.metric("roomcast_rate_limited_total").await, 2);
@@ -48,14 +50,21 @@ async fn a_client_that_keeps_flooding_is_closed_with_1008() {
     let (mut c, _) = server.join("flood", "ann").await;
     c.expect("join").await;
     // Burst of 3 accepted, then 3 refusals in a row: the third closes.
-    for _ in 0..6 {
+    // Each refused post is named by its client_id.
+    for _ in 0..3 {
         c.send_json(json!({"type": "ping"})).await;
+    }
+    for n in 4..=6 {
+        let post = json!({"type": "message", "content": "x", "client_id": format!("c-{n}")});
+        c.send_json(post).await;
     }
     for _ in 0..3 {
         c.expect("pong").await;
     }
-    for _ in 0..2 {
-        c.expect_error("rate_limited").await;
+    for n in 4..=5 {
+        let err = c.expect_error("rate_limited").await;
+        assert_eq!(err["ref"], "message", "{err}");
+        assert_eq!(err["client_id"], format!("c-{n}"), "{err}");
     }
     c.expect_close(1008).await;
     server.wait_metric("roomcast_connections", 0).await;

@@ -434,6 +434,18 @@ impl Refusal {
 
     /// The `error` event frame for this refusal, with the request's `type`.
     pub fn frame(&self, reference: Option<&str>) -> super::Frame {
+        self.frame_about(reference, None, None)
+    }
+
+    /// The `error` event frame for this refusal, with the request's `type`,
+    /// the `message_id` it was about and a post's `client_id`: for a
+    /// refusal that may overtake answers to earlier requests.
+    pub fn frame_about(
+        &self,
+        reference: Option<&str>,
+        message_id: Option<&str>,
+        client_id: Option<&str>,
+    ) -> super::Frame {
         #[derive(Serialize)]
         struct ErrorEvent<'a> {
             #[serde(rename = "type")]
@@ -442,12 +454,18 @@ impl Refusal {
             message: &'a str,
             #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
             reference: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            message_id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            client_id: Option<&'a str>,
         }
         super::frame::json(&ErrorEvent {
             kind: "error",
             code: self.code.as_str(),
             message: &self.message,
             reference,
+            message_id,
+            client_id,
         })
     }
 }

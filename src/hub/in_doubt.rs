@@ -11,14 +11,16 @@
 //! seq, once: whichever way sees it first takes it out of here.
 //!
 //! Bounded: at most [`MAX_POSTS`] posts and [`MAX_BYTES`] bytes, each kept
-//! for at most [`KEPT_FOR`], the backbone's retry window (after it a retry
+//! for at most [`KEPT_FOR`], the backbone's retry window and a margin (after it a retry
 //! posts anew, and the event would have come long before). When full, the
 //! oldest post is dropped unstored and a warning says how many were. A
 //! post never seen may never have been posted, or was posted while this
 //! instance missed its event and nobody retried it: the store lacks it.
 //!
 //! Costs nothing while empty: the relay reads one atomic count before it
-//! looks at an event's JSON. Nothing here knows which backbone it is.
+//! looks at an event's JSON. While not, an event costs a substring search
+//! for its message id and one lookup; only an event naming a post kept
+//! here is parsed. Nothing here knows which backbone it is.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -35,8 +37,10 @@ use super::store::{Change, Store};
 pub const MAX_POSTS: usize = 4096;
 /// Bytes kept at most (as `room::weight` counts a message in memory).
 pub const MAX_BYTES: usize = 16 << 20;
-/// How long a post is kept: the backbone's retry window.
-pub const KEPT_FOR: Duration = super::POST_RETRY_WINDOW;
+/// How long a post is kept: the backbone's retry window, and a margin
+/// (that window starts when the backbone runs the post, which a stall
+/// delays past the moment it was kept here).
+pub const KEPT_FOR: Duration = super::POST_RETRY_WINDOW.saturating_add(Duration::from_secs(120));
 /// A warning about dropped posts at most this often (the count is summed).
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -204,9 +208,20 @@ impl InDoubt {
     }
 
     /// The post an event from the backbone posts, if it is kept here: the
-    /// event's JSON is read only while something is.
+    /// event's JSON is looked at only while something is, and parsed only
+    /// when it names a message kept here.
     fn seen_at(&self, body: &str, now: Instant) -> Option<(Arc<str>, StoredMessage)> {
         if self.is_empty() {
+            return None;
+        }
+        // A look before the parse: the event's message id (a backbone's
+        // JSON has no spaces, and a quote inside a string is escaped), if
+        // it is one kept here. Most events then cost a substring search.
+        let id = body
+            .split_once(r#""message_id":""#)
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(id, _)| id)?;
+        if !self.lock().by_id.contains_key(id) {
             return None;
         }
         let event: Event<'_> = serde_json::from_str(body).ok()?;

@@ -56,8 +56,7 @@ pub(crate) trait Journal: Send + 'static {
     /// post's `reserve_through` records with it), inside the transaction.
     fn reserve(&mut self, room: &str, through: u64) -> Result<(), JournalError>;
     /// Commits the transaction; `deleted` if it removed message content
-    /// (a delete, or an edit's old text: a backend may then scrub what
-    /// that content left on disk).
+    /// (a backend may then scrub what the deleted content left on disk).
     fn commit(&mut self, deleted: bool) -> Result<(), JournalError>;
     /// Abandons the transaction.
     fn rollback(&mut self);
@@ -404,8 +403,7 @@ fn attempt(
         prefetch::text(group.get(i + prefetch::AHEAD));
         outcomes.push(match op {
             StoreOp::Change(change, _) => {
-                // An edit takes its old text out of the message.
-                deleted |= matches!(change, Change::Delete { .. } | Change::Edit { .. });
+                deleted |= matches!(change, Change::Delete { .. });
                 journal.apply(change, &policy.retention)?;
                 Outcome::Nothing
             }

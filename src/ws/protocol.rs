@@ -416,16 +416,37 @@ fn parse_kind(kind: &str, obj: &Fields<'_>, max_chars: usize) -> Result<Request,
     })
 }
 
-/// The `type` of a request, for the `ref` of a refusal that does not
-/// parse the rest (the rate limit's): `None` when the frame is not an
-/// object with a string `type` of at most 32 bytes.
-pub fn kind_of(text: &str) -> Option<String> {
-    match serde_json::from_str::<Raw<'_>>(text) {
-        Ok(Raw(Some(Fields {
-            kind: Field::Str(kind),
-            ..
-        }))) if kind.len() <= 32 => Some(kind.into_owned()),
+/// What a refusal that parses nothing else of a request (the rate
+/// limit's) says it refused: its `type` (at most 32 bytes), the
+/// `message_id` it is about (1–64 characters) and a post's `client_id`
+/// (at most 64), each if the frame is an object with such a string.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Named {
+    /// The request's `type`: the refusal's `ref`.
+    pub kind: Option<String>,
+    /// The message it is about: the refusal's `message_id`.
+    pub message_id: Option<String>,
+    /// A post's `client_id` (at most 64 characters): the refusal's.
+    pub client_id: Option<String>,
+}
+
+/// Reads [`Named`] of a refused frame.
+pub fn named(text: &str) -> Named {
+    let Ok(Raw(Some(obj))) = serde_json::from_str::<Raw<'_>>(text) else {
+        return Named::default();
+    };
+    let kind = match &obj.kind {
+        Field::Str(kind) if kind.len() <= 32 => Some(kind.to_string()),
         _ => None,
+    };
+    let client_id = match &obj.client_id {
+        Field::Str(c) if kind.is_some() && c.chars().count() <= MAX_ID_CHARS => Some(c.to_string()),
+        _ => None,
+    };
+    Named {
+        message_id: kind.as_ref().and_then(|_| message_id(&obj).ok()),
+        client_id,
+        kind,
     }
 }
 
@@ -578,27 +599,46 @@ mod tests {
     }
 
     #[test]
-    fn the_kind_alone_is_read_for_a_refusal_that_parses_nothing_else() {
+    fn a_refusal_that_parses_nothing_else_reads_the_kind_and_message_id() {
+        let named_as = |text: &str| {
+            let n = named(text);
+            (n.kind, n.message_id)
+        };
+        let post = named(r#"{"type":"message","content":"hi","client_id":"c-1"}"#);
+        assert_eq!(post.client_id.as_deref(), Some("c-1"));
+        let long_client = format!(r#"{{"type":"message","client_id":"{}"}}"#, "c".repeat(65));
+        assert_eq!(named(&long_client).client_id, None);
         assert_eq!(
-            kind_of(r#"{"content":"hi","type":"edit","message_id":5}"#).as_deref(),
-            Some("edit")
+            named_as(r#"{"content":"hi","type":"edit","message_id":"m-7"}"#),
+            (Some("edit".into()), Some("m-7".into()))
         );
         assert_eq!(
-            kind_of(r#"{"type":"m\u0065ssage"}"#).as_deref(),
-            Some("message")
+            named_as(r#"{"type":"m\u0065ssage"}"#),
+            (Some("message".into()), None)
         );
-        assert_eq!(kind_of(r#"{"type":"a","type":"b"}"#).as_deref(), Some("b"));
-        for no_kind in [
+        assert_eq!(
+            named_as(r#"{"type":"a","type":"b"}"#).0.as_deref(),
+            Some("b")
+        );
+        let long_id = format!(r#"{{"type":"edit","message_id":"{}"}}"#, "x".repeat(65));
+        for (text, kind) in [
+            (r#"{"type":"edit","message_id":5}"#, Some("edit")),
+            (r#"{"type":"edit","message_id":""}"#, Some("edit")),
+            (long_id.as_str(), Some("edit")),
+            (r#"{"message_id":"m-7"}"#, None),
+        ] {
+            assert_eq!(named_as(text), (kind.map(str::to_owned), None), "{text}");
+        }
+        for nothing in [
             r#"{"type":5}"#,
-            r#"{"content":"x"}"#,
             r#"["message"]"#,
             "not json",
             r#"{"type":"message""#,
         ] {
-            assert_eq!(kind_of(no_kind), None, "{no_kind}");
+            assert_eq!(named(nothing), Named::default(), "{nothing}");
         }
         let long = format!(r#"{{"type":"{}"}}"#, "x".repeat(33));
-        assert_eq!(kind_of(&long), None, "longer than 32 bytes");
+        assert_eq!(named(&long).kind, None, "longer than 32 bytes");
     }
 
     #[test]

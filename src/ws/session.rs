@@ -346,14 +346,20 @@ pub async fn run<R, W>(
                             config.rate
                         ),
                     );
-                    // Its `ref` tells the client which request it lost
-                    // (an edit's text goes back in its box); the type is
-                    // all that is read of it.
-                    let kind = match &msg {
-                        Message::Text(text) => protocol::kind_of(text),
-                        _ => None,
+                    // It says which request was lost (an edit's text goes
+                    // back in its box): its type and the message it is
+                    // about, all that is read of it. Answered at once, it
+                    // may overtake answers to earlier requests still
+                    // waiting on the backbone.
+                    let named = match &msg {
+                        Message::Text(text) => protocol::named(text),
+                        _ => protocol::Named::default(),
                     };
-                    member.send(r.frame(kind.as_deref()));
+                    member.send(r.frame_about(
+                        named.kind.as_deref(),
+                        named.message_id.as_deref(),
+                        named.client_id.as_deref(),
+                    ));
                     continue;
                 }
                 strikes = 0;

@@ -13,7 +13,8 @@ import { state } from './state.js';
 /**
  * Edits sent and not answered yet, oldest first: `{ id, content }`. The
  * server answers requests in order, so an `error` about an edit is about
- * the oldest one here; its `message_updated` takes one off.
+ * the oldest one here, unless it names its message (the rate limit's);
+ * its `message_updated` takes one off.
  */
 const waiting = [];
 const MAX_WAITING = 50;
@@ -86,13 +87,16 @@ export function editApplied(m) {
 
 /**
  * The server refused an edit (`error` with `ref` `edit`) for `reason`: the
- * oldest edit still waiting is that one, and its box opens again with what
- * was typed and the reason. It does not replace another edit in progress,
- * nor take the focus from text being typed elsewhere. False when the
- * reason could not be shown there (the caller says it another way).
+ * edit of `messageId` when the refusal names one (the rate limit's, which
+ * may overtake answers still on their way), else the oldest edit still
+ * waiting; its box opens again with what was typed and the reason. It does
+ * not replace another edit in progress, nor take the focus from text being
+ * typed elsewhere. False when the reason could not be shown there (the
+ * caller says it another way).
  */
-export function editRefused(reason) {
-  const refused = waiting.shift();
+export function editRefused(reason, messageId = null) {
+  const at = messageId === null ? 0 : waiting.findIndex((w) => w.id === messageId);
+  const refused = at < 0 ? undefined : waiting.splice(at, 1)[0];
   if (!refused || state.editing) return false;
   const active = document.activeElement;
   const idle = !active || active === document.body || (active === els.input && !els.input.value);

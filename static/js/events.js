@@ -127,13 +127,15 @@ function onServerError(ev) {
   // too; an echo arriving later would un-fail a message anyway (matched by
   // client_id).
   if (ev.ref === 'message') {
-    // Requests are answered in order, so the oldest message still waiting for
-    // its echo is the one that was refused.
-    const first = [...state.pending.values()].find((p) => p.sent && !p.failed);
-    if (first && ev.ref === 'message' && ev.code === 'unknown_message') markGone(first);
-    else if (first) markFailed(first, text);
+    // The rate limit's refusal names the post (it is sent at once, ahead of
+    // answers still on their way from the backbone); others come in order,
+    // so the oldest message still waiting for its echo is the one refused.
+    const named = typeof ev.client_id === 'string' ? state.pending.get(ev.client_id) : undefined;
+    const first = named || [...state.pending.values()].find((p) => p.sent && !p.failed);
+    if (first && ev.code === 'unknown_message') markGone(first);
+    else if (first && !first.failed) markFailed(first, text);
   }
   // A refused edit goes back in its box, with the reason there.
-  if (ev.ref === 'edit' && editRefused(text)) return;
+  if (ev.ref === 'edit' && editRefused(text, typeof ev.message_id === 'string' ? ev.message_id : null)) return;
   toast(text);
 }

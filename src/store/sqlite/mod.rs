@@ -66,15 +66,16 @@ pub(crate) struct Sqlite {
     /// asked, and how many make it worth asking again.
     logged: Cell<u64>,
     checkpoint_after: u64,
-    /// A delete or an edit was committed and the log not yet truncated
-    /// after it (a checkpoint of the other thread's was running): the
-    /// next commit tries again.
+    /// A delete was committed and the log not yet truncated after it (a
+    /// checkpoint of the other thread's was running): the next commit
+    /// tries again.
     scrub_owed: bool,
-    /// The per-room cap took messages out since the log was last
-    /// truncated: the first commit TRIM_SCRUB_EVERY after that truncation
-    /// truncates it (a capped room at its cap trims with every post, too
-    /// often to truncate each time).
-    trim_owed: Cell<bool>,
+    /// An edit replaced a message's text, or the per-room cap took
+    /// messages out, since the log was last truncated: the first commit
+    /// SCRUB_SOON after that truncation truncates it (a busy room edits,
+    /// and a capped room at its cap trims with every post, too often to
+    /// truncate each time).
+    scrub_soon: Cell<bool>,
     last_scrub: Option<Instant>,
     /// Posts of the open transaction not yet written, by room: each room's
     /// become one chunk at the end of the group (or sooner, see
@@ -118,10 +119,11 @@ fn page_bytes(fsync: Fsync) -> u32 {
 /// [`Sqlite::checkpoint`]); past it, the next commit asks again.
 const SCRUB_WAIT: Duration = Duration::from_millis(200);
 
-/// How long text the per-room cap took out may stay in the write-ahead
-/// log while the store is busy: at most this past the last truncation,
-/// until the first commit after.
-const TRIM_SCRUB_EVERY: Duration = Duration::from_secs(60);
+/// How long text an edit replaced or the per-room cap took out may stay
+/// in the write-ahead log: until the first commit this long after the last
+/// truncation. (Truncating takes the writer a few ms to 30 ms, and may wait
+/// on the checkpoint thread's copy: not for every commit of a busy room.)
+const SCRUB_SOON: Duration = Duration::from_secs(10);
 
 fn classify(path: &Path, e: &rusqlite::Error) -> JournalError {
     let transient = matches!(
@@ -244,7 +246,7 @@ impl Sqlite {
             logged: Cell::new(0),
             checkpoint_after: CHECKPOINT_AFTER_BYTES,
             scrub_owed: false,
-            trim_owed: Cell::new(false),
+            scrub_soon: Cell::new(false),
             last_scrub: None,
             pending: HashMap::new(),
             spare: SpareBodies::default(),
@@ -404,10 +406,14 @@ impl Journal for Sqlite {
                 edited_at,
                 // One instance's file: its changes come in order.
                 version: _,
-            } => self.change_message(room, (*seq, message_id), |m| {
-                m.insert("content".into(), content.as_str().into());
-                m.insert("edited_at".into(), edited_at.as_str().into());
-            }),
+            } => {
+                // The text it replaces leaves the log soon.
+                self.scrub_soon.set(true);
+                self.change_message(room, (*seq, message_id), |m| {
+                    m.insert("content".into(), content.as_str().into());
+                    m.insert("edited_at".into(), edited_at.as_str().into());
+                })
+            }
             Change::React {
                 room,
                 message_id,
@@ -537,11 +543,10 @@ impl Journal for Sqlite {
         self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
         // A log past its bound: the checkpoint thread has not kept up.
         let outgrown = log_frames::after_commit() * self.log_frame_bytes > self.max_log_bytes;
-        // After a delete or an edit the log may still hold page images
-        // with the text taken out: copy it into the file (where
-        // secure_delete zeroed it) and truncate it, here, before the next
-        // group; text the per-room cap took out, at most once a minute
-        // (TRIM_SCRUB_EVERY). A log that
+        // After a delete the log may still hold page images with the
+        // deleted text: copy it into the file (where secure_delete zeroed
+        // it) and truncate it, here, before the next group; after an edit
+        // or the per-room cap's trims, at most every SCRUB_SOON. A log that
         // only outgrew its bound is copied and restarted from its
         // beginning, not truncated: truncating a 16 MiB file took the
         // writer 28-32 ms under load, its queue filling meanwhile, and the
@@ -549,16 +554,14 @@ impl Journal for Sqlite {
         // (docs/BENCHMARKS.md, "A frame's buffer kept for the next frame").
         // The file keeps its size, which the bound already allows.
         self.scrub_owed |= deleted;
-        let trim_due = self.trim_owed.get()
-            && self
-                .last_scrub
-                .is_none_or(|t| t.elapsed() >= TRIM_SCRUB_EVERY);
-        if self.scrub_owed || trim_due {
+        let soon_due =
+            self.scrub_soon.get() && self.last_scrub.is_none_or(|t| t.elapsed() >= SCRUB_SOON);
+        if self.scrub_owed || soon_due {
             self.logged.set(0);
             let scrubbed = self.checkpoint("TRUNCATE", SCRUB_WAIT);
             self.scrub_owed = !scrubbed;
             if scrubbed {
-                self.trim_owed.set(false);
+                self.scrub_soon.set(false);
                 self.last_scrub = Some(Instant::now());
             }
         } else if outgrown {
@@ -681,7 +684,7 @@ mod tests {
         );
     }
     #[test]
-    fn text_the_cap_takes_out_leaves_the_log_at_most_a_minute_later() {
+    fn text_the_cap_takes_out_leaves_the_log_soon_not_at_every_commit() {
         let dir = Scratch::new("scrub-trim");
         let mut store = Sqlite::open(&dir.0, Fsync::Batch, None).unwrap();
         store.checkpointer = None;
@@ -696,15 +699,33 @@ mod tests {
         // The first trim: its commit truncates the log.
         commit(&mut store, &[post("r", 2, T)], &capped);
         assert_eq!(log_len(), 0);
-        assert!(!store.trim_owed.get());
-        // Within the minute: owed, the log kept.
+        assert!(!store.scrub_soon.get());
+        // Within SCRUB_SOON: owed, the log kept.
         commit(&mut store, &[post("r", 3, T)], &capped);
-        assert!(store.trim_owed.get());
+        assert!(store.scrub_soon.get());
         assert!(log_len() > 0);
-        // A minute on: the next commit truncates it.
-        store.last_scrub = Instant::now().checked_sub(TRIM_SCRUB_EVERY);
+        // SCRUB_SOON on: the next commit truncates it.
+        store.last_scrub = Instant::now().checked_sub(SCRUB_SOON);
         commit(&mut store, &[post("r", 4, T)], &capped);
         assert_eq!(log_len(), 0);
-        assert!(!store.trim_owed.get());
+        assert!(!store.scrub_soon.get());
+
+        // An edit's replaced text goes the same way.
+        let edit = Change::Edit {
+            room: "r".into(),
+            message_id: "r-4".into(),
+            seq: 4,
+            content: "rewritten".into(),
+            edited_at: T.into(),
+            version: 1,
+        };
+        store.begin().unwrap();
+        store.apply(&edit, &capped).unwrap();
+        store.commit(false).unwrap();
+        assert!(store.scrub_soon.get(), "within SCRUB_SOON of the last");
+        assert!(log_len() > 0);
+        store.last_scrub = Instant::now().checked_sub(SCRUB_SOON);
+        commit(&mut store, &[post("r", 5, T)], &capped);
+        assert_eq!(log_len(), 0);
     }
 }
