@@ -333,3 +333,205 @@ test('a reader scrolled up in a hidden tab keeps their place while a busy room s
   await seeder.close();
   await page.context().close();
 });
+
+// The tests below play the socket and the store themselves (routeWebSocket,
+// route): the seqs a store no longer has, and a server's new life, on cue.
+
+/** A message of a server's life `life` ('a', then 'b' after a restart). */
+const T0 = Date.UTC(2026, 0, 1);
+const fake = (life, seq, user = 'ann') => ({
+  message_id: `${life}-${seq}`, seq, user, content: `${life} ${seq}`, timestamp: new Date(T0 + seq * 1000).toISOString(), reactions: {},
+});
+const range = (life, from, to, user) => Array.from({ length: to - from + 1 }, (_, i) => fake(life, from + i, user));
+/** Two animation frames: whatever a mutation or a load queued has run. */
+const frames = (page) => page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+
+/**
+ * A tab in `room` as `user` whose socket the test plays: the n-th
+ * connection is welcomed with `welcomes[n]` (fields over a default welcome).
+ * `hidden`: the tab starts in the background (setTabHidden shows it), where
+ * a welcome of thousands of messages lays nothing out for each.
+ */
+async function scripted(room, user, welcomes, { hidden = false } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+  if (hidden) {
+    await context.addInitScript(() => {
+      Object.defineProperty(document, 'hidden', { value: true, configurable: true });
+      Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true });
+    });
+  }
+  const tab = watchProblems(await context.newPage());
+  const s = { tab, context, socket: null, urls: [] };
+  await tab.routeWebSocket(/\/ws\//, (ws) => {
+    s.urls.push(ws.url());
+    s.socket = ws;
+    ws.onMessage((raw) => {
+      if (JSON.parse(raw).type === 'ping') ws.send(JSON.stringify({ type: 'pong' }));
+    });
+    ws.send(JSON.stringify({ type: 'welcome', room, user, online: [user], online_count: 1, ...welcomes[s.urls.length - 1] }));
+  });
+  // As joinAs, with time for a welcome of thousands of messages on a busy machine.
+  await tab.goto(`${server.url}/?${new URLSearchParams({ room })}`);
+  await tab.getByTestId('join-name').fill(user);
+  await tab.getByTestId('join-submit').click();
+  await waitConnected(tab, 60000);
+  return s;
+}
+
+/** Drops the played socket; resolves once the next connection is welcomed. */
+async function reconnect(s) {
+  await s.socket.close({ code: 1013, reason: 'test' });
+  await s.tab.getByTestId('conn-status').and(s.tab.locator('[data-state="reconnecting"]')).waitFor();
+  await waitConnected(s.tab);
+}
+
+/** Answers the tab's history requests from `stored` (sorted by seq); returns the `before` of each. */
+async function serveStore(tab, room, stored) {
+  const asked = [];
+  await tab.route(/\/api\/rooms\/[^/]+\/messages/, (route) => {
+    const q = new URL(route.request().url()).searchParams;
+    const before = Number(q.get('before') ?? Infinity);
+    asked.push(before);
+    const below = stored.filter((m) => m.seq < before);
+    const messages = below.slice(-Number(q.get('limit') ?? 50));
+    return route.fulfill({
+      status: 200, contentType: 'application/json', body: JSON.stringify({ room, messages, has_more: below.length > messages.length }),
+    });
+  });
+  return asked;
+}
+
+test('reading down into a gap the store mostly dropped costs two requests, not a request per empty page', async () => {
+  // Seqs 1-50 were read before the link dropped; of those after, the store
+  // kept only 20 000-20 099 and 30 001-30 050 (retention, deletes). The
+  // reader's own messages: the resume is not news and leaves them at the bottom.
+  const stored = [...range('a', 1, 50), ...range('a', 20000, 20099), ...range('a', 30001, 30050)];
+  const s = await scripted('sparse', 'ann', [
+    { history: range('a', 1, 50), last_seq: 50 },
+    { history: range('a', 30001, 30050), last_seq: 30050, gap: true },
+  ]);
+  const { tab } = s;
+  const asked = await serveStore(tab, 'sparse', stored);
+  await messageWithText(tab, 'a 50').waitFor();
+  await reconnect(s);
+  assert.match(s.urls.at(-1), /\?after=50$/);
+  await messageWithText(tab, 'a 30050').waitFor();
+  const gap = tab.getByTestId('history-gap');
+  await gap.getByText('Some messages were missed while you were disconnected.').waitFor();
+
+  // The reader reads down towards the gap: its edge just under the view.
+  const below = await gap.evaluate((edge) => {
+    const l = edge.parentElement;
+    l.scrollTop += edge.getBoundingClientRect().top - l.getBoundingClientRect().bottom - 10;
+    return edge.getBoundingClientRect().top >= l.getBoundingClientRect().bottom;
+  });
+  assert.ok(below, 'the edge is under the view (nothing loads by itself)');
+  await frames(tab);
+  assert.deepEqual(asked, []);
+
+  // The page after 50 is empty: one page from the gap's upper end follows,
+  // which shows where messages are again; then nothing more by itself.
+  await tab.getByTestId('load-missed').dispatchEvent('click');
+  await gap.and(tab.locator('[data-state="more"]')).waitFor();
+  await frames(tab);
+  assert.deepEqual(asked, [151, 30001]);
+  const order = [...range('a', 1, 50), ...range('a', 20000, 20099), ...range('a', 30001, 30050)].map((m) => m.content);
+  assert.deepEqual(await texts(tab), order);
+  assert.deepEqual(await gap.evaluate((edge) => [edge.previousElementSibling, edge.nextElementSibling]
+    .map((li) => li.querySelector('.msg-text').textContent)), ['a 50', 'a 20000']);
+
+  // The next look: again one empty page going down, one from the upper
+  // end, which finds nothing in the gap: it closes.
+  await tab.getByTestId('load-missed').dispatchEvent('click');
+  await gap.waitFor({ state: 'detached' });
+  await frames(tab);
+  assert.deepEqual(asked, [151, 30001, 251, 20000]);
+  assert.deepEqual(await texts(tab), order);
+  assert.deepEqual(tab.problems, []);
+  await s.context.close();
+});
+
+test('after a server restart, gaps of the old numbering become notes with nothing to load', async () => {
+  const s = await scripted('reborn', 'ann', [
+    { history: range('a', 1, 50), last_seq: 50 },
+    { history: range('a', 201, 250), last_seq: 250, gap: true },
+    // The server's new life: its numbering starts again.
+    { history: range('b', 1, 5, 'bob'), last_seq: 5 },
+  ]);
+  const { tab } = s;
+  const asked = await serveStore(tab, 'reborn', []);
+  await messageWithText(tab, 'a 50').waitFor();
+  await reconnect(s);
+  await messageWithText(tab, 'a 250').waitFor();
+  const gap = tab.getByTestId('history-gap');
+  await gap.getByText('Some messages were missed while you were disconnected.').waitFor();
+
+  await reconnect(s);
+  assert.match(s.urls.at(-1), /\?after=250$/);
+  await tab.getByText('The server was restarted', { exact: false }).waitFor();
+  await messageWithText(tab, 'b 5').waitFor();
+  // Seqs 51-200 of the old numbering are nowhere now: a note, no button.
+  assert.equal(await gap.count(), 1);
+  assert.equal(await gap.getAttribute('data-state'), 'gone');
+  await gap.getByText('Some messages here are no longer stored on the server.').waitFor();
+  assert.equal(await tab.getByTestId('load-missed').isVisible(), false);
+  const n = asked.length;
+  await tab.getByTestId('load-missed').dispatchEvent('click');
+  await frames(tab);
+  assert.equal(asked.length, n, 'nothing is asked for');
+  assert.deepEqual(await texts(tab), [...range('a', 1, 50), ...range('a', 201, 250), ...range('b', 1, 5)].map((m) => m.content));
+  assert.equal(await tab.locator('#messages > li.msg--archived').count(), 100);
+  assert.deepEqual(tab.problems, []);
+  await s.context.close();
+});
+
+test('messages from before a server restart are bounded apart, and new ones arrive without a walk of the list', async () => {
+  // history.js: at most MAX_SHOWN (3 000) archived messages; the oldest
+  // beyond leave with no hole (nothing could load them again). Before the
+  // restart the page holds 3 100, the most a reader following the newest keeps.
+  const kept = 3000;
+  const s = await scripted('twice', 'ann', [
+    { history: range('a', 1, 3100), last_seq: 3100 },
+    { history: range('b', 1, 3, 'bob'), last_seq: 3 },
+  ], { hidden: true });
+  const { tab } = s;
+  await messageWithText(tab, 'a 3100').waitFor({ state: 'attached' });
+  await setTabHidden(tab, false);
+  // A tombstone keeps its seq: of the old numbering too after the restart.
+  s.socket.send(JSON.stringify({ type: 'message_deleted', message_id: 'a-2' }));
+  await tab.getByTestId('message-deleted').waitFor();
+
+  await reconnect(s);
+  await tab.getByText('The server was restarted', { exact: false }).waitFor();
+  await messageWithText(tab, 'b 3').waitFor();
+  const archived = tab.locator('#messages > li.msg--archived');
+  await tab.waitForFunction((n) => document.querySelectorAll('#messages > li.msg--archived').length <= n, kept, { timeout: 15000 });
+  assert.equal(await archived.count(), kept);
+  const shown = await texts(tab);
+  assert.deepEqual(shown.slice(0, 2), ['a 101', 'a 102'], 'the oldest left');
+  assert.deepEqual(shown.slice(-4), ['a 3100', 'b 1', 'b 2', 'b 3']);
+  assert.equal(await tab.getByTestId('message-deleted').count(), 0, 'the tombstone was among the oldest');
+  assert.equal(await tab.getByTestId('history-gap').count(), 0, 'no hole stands for what nothing can load');
+  assert.equal(await tab.getByTestId('history-top').count(), 0);
+
+  // Under its bound, a message arriving is no reason to look at every
+  // message on the page (counted: walks of the list's messages).
+  await tab.evaluate(() => {
+    const list = document.getElementById('messages');
+    window.walks = 0;
+    list.querySelectorAll = function walk(selector) {
+      if (/li\.msg/.test(selector)) window.walks += 1;
+      return Element.prototype.querySelectorAll.call(this, selector);
+    };
+  });
+  for (let seq = 4; seq <= 13; seq += 1) {
+    s.socket.send(JSON.stringify({ type: 'message', ...fake('b', seq, 'bob') }));
+    await tab.waitForFunction((text) => document.getElementById('messages').lastElementChild
+      ?.querySelector('.msg-text')?.textContent === text, `b ${seq}`);
+    await frames(tab);
+  }
+  assert.equal(await tab.evaluate(() => window.walks), 0);
+  assert.equal(await archived.count(), kept);
+  assert.deepEqual(tab.problems, []);
+  await s.context.close();
+});

@@ -269,3 +269,37 @@ test('files are kept for five rooms left, the oldest dropped with a toast; a fil
   assert.deepEqual(page.problems.filter((p) => !/status of 415/.test(p)), []);
   await page.context().close();
 });
+
+test('"Change name" puts the files aside for the name that added them', async () => {
+  const page = await openChat(browser, server.url, { room: 'files-name', user: 'fred' });
+  const box = page.getByTestId('upload-box');
+  const names = () => box.locator('.upload-name').allTextContents();
+  const rename = async (name) => {
+    await page.locator('#change-name').click();
+    await page.getByTestId('join-name').fill(name);
+    await page.getByTestId('join-submit').click();
+    await waitConnected(page);
+    await page.getByTestId('me-name').getByText(name, { exact: true }).waitFor();
+  };
+  await page.getByTestId('attach-input').setInputFiles({ name: 'fred.png', mimeType: 'image/png', buffer: png });
+  await box.getByText('ready to send').waitFor();
+
+  // As another name: an empty box, and only the files added as that name.
+  await rename('gwen');
+  await box.waitFor({ state: 'hidden' });
+  await page.getByTestId('attach-input').setInputFiles({ name: 'gwen.png', mimeType: 'image/png', buffer: png });
+  await box.getByText('ready to send').waitFor();
+  assert.deepEqual(await names(), [`gwen.png (${png.length} B) ready to send`]);
+
+  // Back as the first name: its file is there again, and goes with the message.
+  await rename('fred');
+  assert.deepEqual(await names(), [`fred.png (${png.length} B) ready to send`]);
+  await page.getByTestId('composer-input').fill('as fred');
+  await page.getByTestId('composer-input').press('Enter');
+  const sent = messageWithText(page, 'as fred').and(page.locator(':not(.msg--pending)'));
+  await sent.locator('img[alt="fred.png"]').waitFor();
+  await box.waitFor({ state: 'hidden' });
+  assert.equal(await page.locator('img[alt="gwen.png"]').count(), 0);
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});

@@ -14,7 +14,8 @@
 // hole shrinks upwards, one request at a time in the whole page; but a gap
 // whose edge is in the lower half of the view when it loads (the reader is
 // above it, reading down) is filled from its lower end, the page that
-// follows what they read going in right above the edge.
+// follows what they read going in right above the edge (when that page
+// brings nothing, one from the upper end follows, never a run of them).
 //
 // What the reader looks at stays put: when they are below the edge, the
 // element just under it is measured before and after the insert and the
@@ -53,9 +54,14 @@ const PAGE_SIZE = 100;
  *   trimmed gap in their place ("Load these messages"), and those far
  *   above go to the top hole. Nothing in view moves; the focus stays, or,
  *   if its message went, goes to the first message in view.
- * Never taken off: messages of a server's previous life (archived: they
- * could not be loaded again; at most what the page held at each restart), the
- * message being edited, and messages waiting to be sent (always last).
+ * Messages of a server's previous life (archived) cannot be loaded again:
+ * they are bounded apart, at most MAX_SHOWN of them (the newest, or those
+ * around what the reader looks at), and those beyond leave with no hole.
+ * They lead the list (a reset puts the new numbering under them) and are
+ * counted at the reset that makes them (`archived`), so the bounds above
+ * count only messages that can be taken off, without walking the list.
+ * Never taken off: the message being edited, and messages waiting to be
+ * sent (always last).
  */
 const MAX_SHOWN = 3000;
 /** The most messages a reader who is not following the newest keeps before a trim. */
@@ -82,6 +88,8 @@ const TEXT = {
     failed: 'Could not load these messages.', done: '', loading: 'Loading messages…', loaded: '',
   },
 };
+/** What a gap says once the server that knew its messages is gone (a reset): nothing to load. */
+const GONE = 'Some messages here are no longer stored on the server.';
 
 let top = null; // the top hole, or null before a welcome
 let gaps = []; // holes in the middle, top to bottom
@@ -90,6 +98,7 @@ let controller = null;
 let generation = 0; // bumped on every reset: answers for an older list are dropped
 let lastScrollTop = 0;
 let trimQueued = false;
+let archived = 0; // messages of a server's previous life on the page (see MAX_SHOWN)
 
 const status = () => $('history-status');
 function say(text) {
@@ -101,7 +110,8 @@ function say(text) {
  * An edge: `kind` is 'top' or 'gap'; `lower` < the seqs it stands for <
  * `upper`; a gap is 'missed' (a reconnect) or 'trimmed' (see MAX_SHOWN).
  * States: more (a button), loading, failed (a retry button), done (top:
- * "Beginning of the conversation"; a gap: gone).
+ * "Beginning of the conversation"; a gap: gone), gone (a gap whose server
+ * restarted: a note, no button; no longer a hole).
  */
 function makeHole(kind, lower, upper, why = 'missed') {
   const note = h('span', { cls: 'history-note', testid: 'history-note' });
@@ -124,9 +134,9 @@ function setHoleState(hole, s) {
   hole.state = s;
   hole.el.dataset.state = s;
   const t = TEXT[hole.text];
-  hole.note.textContent = s === 'failed' ? t.failed : s === 'done' ? t.done : t.note;
+  hole.note.textContent = s === 'failed' ? t.failed : s === 'done' ? t.done : s === 'gone' ? GONE : t.note;
   hole.note.hidden = !hole.note.textContent;
-  hole.button.hidden = s === 'done';
+  hole.button.hidden = s === 'done' || s === 'gone';
   // Not `disabled`: that would throw the focus out of a button being pressed.
   hole.button.setAttribute('aria-disabled', String(s === 'loading'));
   hole.button.textContent = s === 'loading' ? 'Loading…' : s === 'failed' ? 'Try again' : t.more;
@@ -142,6 +152,7 @@ export function resetHistory() {
   for (const g of gaps) g.el.remove();
   top = null;
   gaps = [];
+  archived = 0;
   say('');
 }
 
@@ -166,9 +177,17 @@ export function historyWelcome({ resuming, after, reset, gap, history, serverLas
     els.list.prepend(top.el);
   } else if (reset) {
     // The messages above are the server's previous life: nothing older can
-    // be fetched for them. The new numbering starts below them.
-    if (top) { top.el.remove(); top = null; }
+    // be fetched for them, and a gap among them counts in the old numbering
+    // (loading it would put messages of the new one in their place): each
+    // stays as a note, and an answer still on its way is dropped. The new
+    // numbering starts below them.
+    for (const g of gaps) setHoleState(g, 'gone');
+    gaps = [];
+    resetHistory();
+    // Counted once here: archived messages are only made by a reset (see trim).
+    archived = els.list.querySelectorAll(':scope > li.msg--archived').length;
     addGap(0, firstSeq, elementOf(first));
+    queueTrim();
   } else if (gap) {
     // Missed before the first message brought, or inside: the welcome skips
     // a message too large for its budget. Seqs also skip where messages
@@ -194,8 +213,9 @@ function addGap(lower, upper, below) {
 /**
  * Fetches the page under `hole` and inserts it under the edge; `down`
  * (a gap only): the page just above its lower end, inserted above the edge.
+ * `readingDown`: see insertPage.
  */
-async function load(hole, { down = false } = {}) {
+async function load(hole, { down = false, readingDown = false } = {}) {
   if (busy || !hole || !hole.el.isConnected || (hole.state !== 'more' && hole.state !== 'failed')) return;
   down = down && hole.kind === 'gap';
   busy = true;
@@ -230,14 +250,21 @@ async function load(hole, { down = false } = {}) {
   busy = false;
   controller = null;
   if (!hole.el.isConnected) return;
-  // Going down, a page of seqs that are all gone (deleted) brings nothing:
-  // on to the next one, which the hole's lower end moving up bounds.
-  if (insertPage(hole, body, { down, before }) === 'empty') load(hole, { down });
-  else queueCheck();
+  // Going down, a page of seqs that are all gone (deleted, or dropped by the
+  // store's retention) brings nothing, and so may the next hundred pages.
+  // Rather than walk them, one page from the upper end (where the server
+  // pages from) either closes the gap or brings the messages nearest below
+  // it; then nothing more until the reader goes to the hole again.
+  if (insertPage(hole, body, { down, before, readingDown }) === 'empty') load(hole, { readingDown: true });
+  else if (!readingDown) queueCheck();
 }
 
-/** Returns 'empty' when a page going down brought nothing and the gap stays. */
-function insertPage(hole, body, { down, before }) {
+/**
+ * Returns 'empty' when a page going down brought nothing and the gap stays.
+ * `readingDown`: an upward page asked for a reader going down (after an
+ * empty page): the keyboard focus goes to the oldest message it brought.
+ */
+function insertPage(hole, body, { down, before, readingDown }) {
   const raw = (Array.isArray(body?.messages) ? body.messages : [])
     .filter((m) => m && typeof m.message_id === 'string' && typeof m.seq === 'number')
     .sort((a, b) => a.seq - b.seq);
@@ -289,7 +316,7 @@ function insertPage(hole, body, { down, before }) {
   // the edge may be gone or out of view.
   if (focusWasOnEdge) {
     const below = anchor && anchor.matches('li.msg') ? anchor : null;
-    const target = (down ? added[0] : added.at(-1)) || below;
+    const target = (down || readingDown ? added[0] : added.at(-1)) || below;
     if (target) {
       target.focus({ preventScroll: true });
       target.scrollIntoView({ block: 'nearest' });
@@ -348,51 +375,87 @@ function inView(msgs, view) {
  * Keeps the list within its bounds (MAX_SHOWN says which): each run of
  * messages not kept leaves the page in one go, with everything between its
  * neighbours (notices, the "New" line, edges of holes it swallows), and a
- * hole takes its place. Rare: only past a bound, and then well below it.
+ * hole takes its place; archived messages past their own bound leave with
+ * no hole (nothing could bring them back). Rare: only past a bound, and
+ * then well below it.
  */
 function trim() {
   trimQueued = false;
   const following = followingBottom();
   const most = following ? MAX_SHOWN + PAGE_SIZE : MAX_LIST;
   // Every element but a message is rare (notices, edges): fewer children
-  // than the limit means nothing to do, without walking the list.
-  if (busy || els.list.childElementCount <= most) return;
+  // than the limit, archived ones aside, means nothing to do, without
+  // walking the list.
+  if (busy || (els.list.childElementCount - archived <= most && archived <= MAX_SHOWN)) return;
   const msgs = [...els.list.querySelectorAll(':scope > li.msg:not(.msg--pending)')];
   const n = msgs.length;
-  if (n <= most) return;
-  const kept = new Array(n).fill(false);
-  const keep = (from, to) => { for (let i = Math.max(0, from); i < Math.min(n, to); i += 1) kept[i] = true; };
+  // msgs[0..a) are of the server's previous life: archived ones lead the
+  // list (a reset puts the new numbering under them).
+  let a = n;
+  while (a > 0 && !msgs[a - 1].classList.contains('msg--archived')) a -= 1;
+  archived = a;
+  const over = n - a > most;
+  if (!over && a <= MAX_SHOWN) return;
   let place = null; // the first message in view: it stays where it is
   let placeTop = 0;
-  if (following) {
-    keep(n - MAX_SHOWN, n);
-  } else {
+  let first = n - 1; // the first in view, when it is measured
+  let last = n - 1;
+  if (!following) {
     // One layout, in a background tab too: trims are rare, and where the
     // reader is can only be measured.
     const view = els.list.getBoundingClientRect();
     if (!view.height) return; // the room is not shown (the join form): nothing arrives
-    const [first, last] = inView(msgs, view);
+    [first, last] = inView(msgs, view);
     place = msgs[first];
     placeTop = place.getBoundingClientRect().top;
-    keep(first - AROUND, last + 1 + AROUND);
-    const around = kept.filter(Boolean).length;
-    keep(n - Math.max(PAGE_SIZE, MAX_SHOWN - around), n);
   }
-  const editing = state.editing && state.messages.get(state.editing)?.el;
-  msgs.forEach((li, i) => {
-    if (li === editing || li.classList.contains('msg--archived') || msgSeq(li) === null) kept[i] = true;
-  });
+  const kept = new Array(n).fill(true);
+  if (over) {
+    kept.fill(false, a);
+    const keep = (from, to) => { for (let i = Math.max(a, from); i < Math.min(n, to); i += 1) kept[i] = true; };
+    if (following) {
+      keep(n - MAX_SHOWN, n);
+    } else {
+      keep(first - AROUND, last + 1 + AROUND);
+      const around = kept.filter(Boolean).length - a;
+      keep(n - Math.max(PAGE_SIZE, MAX_SHOWN - around), n);
+    }
+    const editing = state.editing && state.messages.get(state.editing)?.el;
+    for (let i = a; i < n; i += 1) {
+      const li = msgs[i];
+      if (li === editing || li.classList.contains('msg--archived') || msgSeq(li) === null) kept[i] = true;
+    }
+  }
+  // Archived ones kept: MAX_SHOWN in a row, around what the reader looks
+  // at if that is among them, else the newest.
+  let [from, to] = [0, a];
+  if (a > MAX_SHOWN) {
+    from = !following && first < a ? Math.min(Math.max(0, first - AROUND), a - MAX_SHOWN) : a - MAX_SHOWN;
+    to = from + MAX_SHOWN;
+  }
 
   const focus = document.activeElement;
   const focusInList = focus !== els.list && els.list.contains(focus);
   // The newest is always kept: every run has a kept message below it.
-  for (let i = 0, above = null; i < n; i += 1) {
+  for (let i = a, above = a ? msgs[a - 1] : null; over && i < n; i += 1) {
     if (kept[i]) { above = msgs[i]; continue; }
     let j = i;
     while (!kept[j]) j += 1;
     cut(above, msgs[j]);
     [above, i] = [msgs[j], j];
   }
+  if (to < a) {
+    // Under what the reader looks at: a note says messages were there.
+    const note = makeHole('gap', 0, 0, 'trimmed');
+    setHoleState(note, 'gone');
+    msgs[to].before(note.el);
+    removeRun(msgs[to], msgs[a - 1]);
+  }
+  if (from > 0) {
+    removeRun(els.list.firstElementChild, msgs[from].previousElementSibling);
+    regroup(msgs[from]);
+  }
+  archived = to - from;
   // Focus left in what went (the reader moved away with a mouse) would fall
   // to the page's start; it goes where the reader is instead.
   if (focusInList && !focus.isConnected) {
@@ -406,13 +469,27 @@ function trim() {
   }
 }
 
+/** Takes `from`, `to` and everything between them off the page, with no hole for them. */
+function removeRun(from, to) {
+  for (let el = from; el;) {
+    const next = el === to ? null : el.nextElementSibling;
+    if (el.dataset.id) state.messages.delete(el.dataset.id);
+    el.remove();
+    el = next;
+  }
+  if (top && !top.el.isConnected) top = null;
+  gaps = gaps.filter((g) => g.el.isConnected);
+}
+
 /**
  * Takes everything between message `above` (null: the top of the list) and
  * message `below` off the page; a trimmed gap (or the top hole) stands for
  * it. Messages of a server's previous life (archived) end the numbering
- * above: the gap under them starts at 0, as the reset's own does.
+ * above: the gap under them starts at 0, as the reset's own does; and they
+ * never bound a hole from below (their seqs are the old numbering's).
  */
 function cut(above, below) {
+  if (below.classList.contains('msg--archived')) return;
   const upper = msgSeq(below);
   const lower = !above ? 0 : above.classList.contains('msg--archived') ? 0 : msgSeq(above);
   // Out of order (never from this server): no hole could bring them back.

@@ -145,7 +145,11 @@ function renderAttachment(box, att) {
 
 /** Puts `el` before the first pending message, so pending ones stay last. */
 export function insertBeforePending(el) {
-  els.list.insertBefore(el, els.list.querySelector(':scope > .msg--pending'));
+  // Pending messages are always last: without one there, no walk of the
+  // list (a welcome of thousands would walk it for each).
+  const last = els.list.lastElementChild;
+  const pending = last?.classList.contains('msg--pending') ? els.list.querySelector(':scope > .msg--pending') : null;
+  els.list.insertBefore(el, pending);
   regroup(el);
   if (el.nextElementSibling) regroup(el.nextElementSibling);
 }
@@ -282,9 +286,14 @@ export function deleteMessage(ev) {
   if (li.nextElementSibling) regroup(li.nextElementSibling);
 }
 
-/** Messages the server no longer knows (it restarted): readable, but no actions. */
+/**
+ * Messages the server no longer knows (it restarted): readable, but no
+ * actions. Tombstones too (they keep their seq, not their entry): history.js
+ * must never read an old seq as one of the new numbering.
+ */
 export function archiveAll() {
   for (const { el } of state.messages.values()) el.classList.add('msg--archived');
+  for (const el of els.list.querySelectorAll(':scope > li.msg[data-seq]')) el.classList.add('msg--archived');
   state.messages.clear();
 }
 

@@ -17,7 +17,11 @@ import { state } from './state.js';
 import { roomKey } from './store.js';
 import { tokenFor } from './token.js';
 
-/** { file, abort, result, el, preview, giveUp? } in the order added; at most MAX_FILES. */
+/**
+ * { file, abort, result, el, preview, key, room, giveUp? } in the order
+ * added, of the room shown and of those left (see below): at most
+ * MAX_FILES a room, for 1 + STASH_ROOMS rooms.
+ */
 const items = [];
 
 /**
@@ -258,14 +262,16 @@ export function clearUploads() {
  * STASH_ROOMS rooms, those of the room left longest ago are dropped.
  */
 export function stashUploads() {
-  const mine = here();
-  for (const it of mine) it.el.remove();
+  // The files shown, under the key they were added with: the name may be
+  // gone from the session already ("Change name" clears it).
+  const shown = items.filter((it) => it.el.parentNode === els.uploadBox);
+  for (const it of shown) it.el.remove();
   els.uploadBox.hidden = true;
   els.attachInput.value = '';
-  if (!mine.length) return;
-  const key = keyOf();
-  left.delete(key);
-  left.set(key, state.roomTitle || state.room);
+  for (const it of shown) {
+    left.delete(it.key);
+    left.set(it.key, it.room);
+  }
   // Rooms whose files all failed or went meanwhile hold no place.
   for (const k of left.keys()) if (!items.some((it) => it.key === k)) left.delete(k);
   while (left.size > STASH_ROOMS) {
