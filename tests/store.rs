@@ -224,6 +224,34 @@ async fn an_edited_message_s_old_text_leaves_the_disk() {
 }
 
 #[tokio::test]
+async fn an_edit_soon_after_a_delete_leaves_the_disk_with_nothing_more_committed() {
+    let server = Server::start(sqlite()).await;
+    let (mut ann, _) = server.join("secrets", "ann").await;
+    ann.expect("join").await;
+    let secret = "the-pin-is-4417-then-9a1b";
+    let id = ann.post(secret).await["message_id"].clone();
+    let other = ann.post("something else").await["message_id"].clone();
+    committed(&server).await;
+    // The delete truncates the log at its commit; the edit, within the 10 s
+    // after that, is owed, and no commit follows it.
+    send(&mut ann, json!({"type": "delete", "message_id": other})).await;
+    ann.expect("message_deleted").await;
+    committed(&server).await;
+    send(
+        &mut ann,
+        json!({"type": "edit", "message_id": id, "content": "(removed)"}),
+    )
+    .await;
+    ann.expect("message_updated").await;
+    committed(&server).await;
+    eventually("the edited-away text leaves every file", || async {
+        !on_disk(&server, secret)
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_message_the_per_room_cap_takes_out_leaves_the_disk() {
     let server = Server::start(sqlite().rate(0u32).retention_messages(Some(2u64))).await;
     let (mut ann, _) = server.join("capped", "ann").await;

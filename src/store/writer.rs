@@ -60,6 +60,13 @@ pub(crate) trait Journal: Send + 'static {
     fn commit(&mut self, deleted: bool) -> Result<(), JournalError>;
     /// Abandons the transaction.
     fn rollback(&mut self);
+    /// When the backend has work due while no change comes (scrubbing
+    /// what content taken out left on disk), if any.
+    fn idle_work_at(&self) -> Option<Instant> {
+        None
+    }
+    /// Does that work, outside any transaction.
+    fn idle_work(&mut self) {}
 }
 
 /// How the writer groups and keeps changes.
@@ -149,6 +156,16 @@ pub(crate) fn run(
     let mut pruning = false;
     let mut stop: Option<oneshot::Sender<()>> = None;
     while stop.is_none() {
+        // Work the backend owes that a next commit would do: done when
+        // it is due and nothing has come, not only at the next change.
+        if let Some(at) = journal.idle_work_at()
+            && inbox.wait_for_company(at, 1)
+            && inbox.is_empty()
+            && Instant::now() >= at
+        {
+            journal.idle_work();
+            continue;
+        }
         let Some(first) = inbox.recv() else {
             break;
         };

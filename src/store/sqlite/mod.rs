@@ -76,7 +76,10 @@ pub(crate) struct Sqlite {
     /// and a capped room at its cap trims with every post, too often to
     /// truncate each time).
     scrub_soon: Cell<bool>,
+    /// The last truncation, and the last try (one held off is tried again
+    /// SCRUB_RETRY after, by the next commit or with nothing to commit).
     last_scrub: Option<Instant>,
+    scrub_tried: Option<Instant>,
     /// Posts of the open transaction not yet written, by room: each room's
     /// become one chunk at the end of the group (or sooner, see
     /// [`Pending::full`]). Bounded by the writer's group (16 384 changes).
@@ -124,6 +127,12 @@ const SCRUB_WAIT: Duration = Duration::from_millis(200);
 /// truncation. (Truncating takes the writer a few ms to 30 ms, and may wait
 /// on the checkpoint thread's copy: not for every commit of a busy room.)
 const SCRUB_SOON: Duration = Duration::from_secs(10);
+
+/// How soon a truncation held off is tried again while nothing is
+/// committed. Held off by the other thread's copy, the next commit's try
+/// comes sooner; by another program reading the file, each try waits out
+/// SQLite's busy timeout (1 s), so not often.
+const SCRUB_RETRY: Duration = Duration::from_secs(10);
 
 fn classify(path: &Path, e: &rusqlite::Error) -> JournalError {
     let transient = matches!(
@@ -248,6 +257,7 @@ impl Sqlite {
             scrub_owed: false,
             scrub_soon: Cell::new(false),
             last_scrub: None,
+            scrub_tried: None,
             pending: HashMap::new(),
             spare: SpareBodies::default(),
             newest: NewestSeqs::default(),
@@ -342,6 +352,21 @@ impl Sqlite {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Copies the log into the file and truncates it (after content was
+    /// taken out: see [`Journal::commit`]); whether it could.
+    fn scrub(&mut self) -> bool {
+        self.logged.set(0);
+        let scrubbed = self.checkpoint("TRUNCATE", SCRUB_WAIT);
+        let now = Instant::now();
+        self.scrub_tried = Some(now);
+        self.scrub_owed = !scrubbed;
+        if scrubbed {
+            self.scrub_soon.set(false);
+            self.last_scrub = Some(now);
+        }
+        scrubbed
     }
 
     /// Raises the room's durable reservation to `through`.
@@ -557,13 +582,7 @@ impl Journal for Sqlite {
         let soon_due =
             self.scrub_soon.get() && self.last_scrub.is_none_or(|t| t.elapsed() >= SCRUB_SOON);
         if self.scrub_owed || soon_due {
-            self.logged.set(0);
-            let scrubbed = self.checkpoint("TRUNCATE", SCRUB_WAIT);
-            self.scrub_owed = !scrubbed;
-            if scrubbed {
-                self.scrub_soon.set(false);
-                self.last_scrub = Some(Instant::now());
-            }
+            self.scrub();
         } else if outgrown {
             self.logged.set(0);
             // Best effort: the next commit tries again.
@@ -575,6 +594,29 @@ impl Journal for Sqlite {
             checkpointer.ask();
         }
         Ok(())
+    }
+
+    /// A truncation owed and nothing to commit: when it is due (a delete's
+    /// held off by the other thread's copy: tried again every
+    /// SCRUB_RETRY; an edit's or a trim's: SCRUB_SOON after the last).
+    fn idle_work_at(&self) -> Option<Instant> {
+        let retry = self.scrub_tried.map(|t| t + SCRUB_RETRY);
+        let soon = || self.last_scrub.map(|t| t + SCRUB_SOON);
+        match (self.scrub_owed, self.scrub_soon.get()) {
+            (true, _) => Some(retry.unwrap_or_else(Instant::now)),
+            (false, true) => Some(
+                retry
+                    .into_iter()
+                    .chain(soon())
+                    .max()
+                    .unwrap_or_else(Instant::now),
+            ),
+            (false, false) => None,
+        }
+    }
+
+    fn idle_work(&mut self) {
+        self.scrub();
     }
 
     fn rollback(&mut self) {
@@ -673,10 +715,16 @@ mod tests {
         store.commit(true).unwrap();
         assert!(store.scrub_owed, "the truncation is still owed");
         assert!(std::fs::metadata(&log).unwrap().len() > 0);
+        // With nothing committed the writer tries again, not at once.
+        let again = store.idle_work_at().expect("owed");
+        assert!(again > Instant::now(), "no busy loop of tries");
+        store.idle_work();
+        assert!(store.scrub_owed, "still held off");
 
         drop(reader);
         commit(&mut store, &[post("r", 3, T)], &Retention::default());
         assert!(!store.scrub_owed);
+        assert_eq!(store.idle_work_at(), None, "nothing owed");
         assert_eq!(
             std::fs::metadata(&log).unwrap().len(),
             0,
