@@ -123,7 +123,7 @@ impl Sqlite {
         if kept > cap {
             let removed = self.remove_oldest(room, kept - cap)?;
             self.kept.moved(room, 0, removed);
-            self.scrub_soon.set(true);
+            self.scrub.replaced();
         }
         Ok(())
     }

@@ -42,6 +42,7 @@ mod newest;
 mod pending;
 mod per_room;
 mod schema;
+mod scrub;
 
 use checkpointer::{CHECKPOINT_AFTER_BYTES, Checkpointer, MAX_LOG_BYTES};
 use chunks::seq_param;
@@ -49,6 +50,7 @@ use kept::KeptCounts;
 use newest::NewestSeqs;
 use pending::{Pending, SpareBodies};
 use schema::{APPLICATION_ID, MIGRATIONS};
+use scrub::Scrub;
 
 pub(crate) struct Sqlite {
     /// Declared before `conn`, so dropped first: the writer's connection
@@ -66,20 +68,8 @@ pub(crate) struct Sqlite {
     /// asked, and how many make it worth asking again.
     logged: Cell<u64>,
     checkpoint_after: u64,
-    /// A delete was committed and the log not yet truncated after it (a
-    /// checkpoint of the other thread's was running): the next commit
-    /// tries again.
-    scrub_owed: bool,
-    /// An edit replaced a message's text, or the per-room cap took
-    /// messages out, since the log was last truncated: the first commit
-    /// SCRUB_SOON after that truncation truncates it (a busy room edits,
-    /// and a capped room at its cap trims with every post, too often to
-    /// truncate each time).
-    scrub_soon: Cell<bool>,
-    /// The last truncation, and the last try (one held off is tried again
-    /// SCRUB_RETRY after, by the next commit or with nothing to commit).
-    last_scrub: Option<Instant>,
-    scrub_tried: Option<Instant>,
+    /// When the log is truncated after text left the file (`scrub.rs`).
+    scrub: Scrub,
     /// Posts of the open transaction not yet written, by room: each room's
     /// become one chunk at the end of the group (or sooner, see
     /// [`Pending::full`]). Bounded by the writer's group (16 384 changes).
@@ -121,18 +111,6 @@ fn page_bytes(fsync: Fsync) -> u32 {
 /// be truncated while the checkpoint thread's copy runs (see
 /// [`Sqlite::checkpoint`]); past it, the next commit asks again.
 const SCRUB_WAIT: Duration = Duration::from_millis(200);
-
-/// How long text an edit replaced or the per-room cap took out may stay
-/// in the write-ahead log: until the first commit this long after the last
-/// truncation. (Truncating takes the writer a few ms to 30 ms, and may wait
-/// on the checkpoint thread's copy: not for every commit of a busy room.)
-const SCRUB_SOON: Duration = Duration::from_secs(10);
-
-/// How soon a truncation held off is tried again while nothing is
-/// committed. Held off by the other thread's copy, the next commit's try
-/// comes sooner; by another program reading the file, each try waits out
-/// SQLite's busy timeout (1 s), so not often.
-const SCRUB_RETRY: Duration = Duration::from_secs(10);
 
 fn classify(path: &Path, e: &rusqlite::Error) -> JournalError {
     let transient = matches!(
@@ -254,10 +232,7 @@ impl Sqlite {
             log_frame_bytes: 4096 + 24,
             logged: Cell::new(0),
             checkpoint_after: CHECKPOINT_AFTER_BYTES,
-            scrub_owed: false,
-            scrub_soon: Cell::new(false),
-            last_scrub: None,
-            scrub_tried: None,
+            scrub: Scrub::default(),
             pending: HashMap::new(),
             spare: SpareBodies::default(),
             newest: NewestSeqs::default(),
@@ -354,19 +329,12 @@ impl Sqlite {
         }
     }
 
-    /// Copies the log into the file and truncates it (after content was
-    /// taken out: see [`Journal::commit`]); whether it could.
-    fn scrub(&mut self) -> bool {
+    /// Copies the log into the file and truncates it (after text was
+    /// taken out: see `scrub.rs`).
+    fn truncate_log(&mut self) {
         self.logged.set(0);
-        let scrubbed = self.checkpoint("TRUNCATE", SCRUB_WAIT);
-        let now = Instant::now();
-        self.scrub_tried = Some(now);
-        self.scrub_owed = !scrubbed;
-        if scrubbed {
-            self.scrub_soon.set(false);
-            self.last_scrub = Some(now);
-        }
-        scrubbed
+        let done = self.checkpoint("TRUNCATE", SCRUB_WAIT);
+        self.scrub.tried(done, Instant::now());
     }
 
     /// Raises the room's durable reservation to `through`.
@@ -433,7 +401,7 @@ impl Journal for Sqlite {
                 version: _,
             } => {
                 // The text it replaces leaves the log soon.
-                self.scrub_soon.set(true);
+                self.scrub.replaced();
                 self.change_message(room, (*seq, message_id), |m| {
                     m.insert("content".into(), content.as_str().into());
                     m.insert("edited_at".into(), edited_at.as_str().into());
@@ -568,21 +536,20 @@ impl Journal for Sqlite {
         self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
         // A log past its bound: the checkpoint thread has not kept up.
         let outgrown = log_frames::after_commit() * self.log_frame_bytes > self.max_log_bytes;
-        // After a delete the log may still hold page images with the
-        // deleted text: copy it into the file (where secure_delete zeroed
-        // it) and truncate it, here, before the next group; after an edit
-        // or the per-room cap's trims, at most every SCRUB_SOON. A log that
+        // After text left the file the log may still hold page images
+        // with it: copy the log into the file (where secure_delete zeroed
+        // it) and truncate it, when `scrub.rs` says it is due. A log that
         // only outgrew its bound is copied and restarted from its
         // beginning, not truncated: truncating a 16 MiB file took the
         // writer 28-32 ms under load, its queue filling meanwhile, and the
         // next commits then grew the file again block by block
         // (docs/BENCHMARKS.md, "A frame's buffer kept for the next frame").
         // The file keeps its size, which the bound already allows.
-        self.scrub_owed |= deleted;
-        let soon_due =
-            self.scrub_soon.get() && self.last_scrub.is_none_or(|t| t.elapsed() >= SCRUB_SOON);
-        if self.scrub_owed || soon_due {
-            self.scrub();
+        if deleted {
+            self.scrub.deleted();
+        }
+        if self.scrub.due_at_commit(Instant::now()) {
+            self.truncate_log();
         } else if outgrown {
             self.logged.set(0);
             // Best effort: the next commit tries again.
@@ -596,27 +563,13 @@ impl Journal for Sqlite {
         Ok(())
     }
 
-    /// A truncation owed and nothing to commit: when it is due (a delete's
-    /// held off by the other thread's copy: tried again every
-    /// SCRUB_RETRY; an edit's or a trim's: SCRUB_SOON after the last).
+    /// A truncation of the log owed with nothing to commit (`scrub.rs`).
     fn idle_work_at(&self) -> Option<Instant> {
-        let retry = self.scrub_tried.map(|t| t + SCRUB_RETRY);
-        let soon = || self.last_scrub.map(|t| t + SCRUB_SOON);
-        match (self.scrub_owed, self.scrub_soon.get()) {
-            (true, _) => Some(retry.unwrap_or_else(Instant::now)),
-            (false, true) => Some(
-                retry
-                    .into_iter()
-                    .chain(soon())
-                    .max()
-                    .unwrap_or_else(Instant::now),
-            ),
-            (false, false) => None,
-        }
+        self.scrub.due_when_idle(Instant::now())
     }
 
     fn idle_work(&mut self) {
-        self.scrub();
+        self.truncate_log();
     }
 
     fn rollback(&mut self) {
@@ -713,17 +666,17 @@ mod tests {
         store.begin().unwrap();
         store.apply(&delete, &Retention::default()).unwrap();
         store.commit(true).unwrap();
-        assert!(store.scrub_owed, "the truncation is still owed");
+        assert!(store.scrub.owed(), "the truncation is still owed");
         assert!(std::fs::metadata(&log).unwrap().len() > 0);
         // With nothing committed the writer tries again, not at once.
         let again = store.idle_work_at().expect("owed");
         assert!(again > Instant::now(), "no busy loop of tries");
         store.idle_work();
-        assert!(store.scrub_owed, "still held off");
+        assert!(store.scrub.owed(), "still held off");
 
         drop(reader);
         commit(&mut store, &[post("r", 3, T)], &Retention::default());
-        assert!(!store.scrub_owed);
+        assert!(!store.scrub.owed());
         assert_eq!(store.idle_work_at(), None, "nothing owed");
         assert_eq!(
             std::fs::metadata(&log).unwrap().len(),
@@ -747,16 +700,16 @@ mod tests {
         // The first trim: its commit truncates the log.
         commit(&mut store, &[post("r", 2, T)], &capped);
         assert_eq!(log_len(), 0);
-        assert!(!store.scrub_soon.get());
-        // Within SCRUB_SOON: owed, the log kept.
+        assert!(!store.scrub.owed());
+        // Within scrub::SOON: owed, the log kept.
         commit(&mut store, &[post("r", 3, T)], &capped);
-        assert!(store.scrub_soon.get());
+        assert!(store.scrub.owed());
         assert!(log_len() > 0);
-        // SCRUB_SOON on: the next commit truncates it.
-        store.last_scrub = Instant::now().checked_sub(SCRUB_SOON);
+        // scrub::SOON on: the next commit truncates it.
+        store.scrub.truncated_ago(scrub::SOON);
         commit(&mut store, &[post("r", 4, T)], &capped);
         assert_eq!(log_len(), 0);
-        assert!(!store.scrub_soon.get());
+        assert!(!store.scrub.owed());
 
         // An edit's replaced text goes the same way.
         let edit = Change::Edit {
@@ -770,9 +723,9 @@ mod tests {
         store.begin().unwrap();
         store.apply(&edit, &capped).unwrap();
         store.commit(false).unwrap();
-        assert!(store.scrub_soon.get(), "within SCRUB_SOON of the last");
+        assert!(store.scrub.owed(), "within scrub::SOON of the last");
         assert!(log_len() > 0);
-        store.last_scrub = Instant::now().checked_sub(SCRUB_SOON);
+        store.scrub.truncated_ago(scrub::SOON);
         commit(&mut store, &[post("r", 5, T)], &capped);
         assert_eq!(log_len(), 0);
     }
