@@ -136,6 +136,31 @@ test('a file the ask does not take by its type (text/markdown) goes to POST /upl
   assert.equal(stored.length, 1, 'kept in the bucket as text');
 });
 
+test('a file removed while its complete is under way is given up once the complete leaves it waiting', async () => {
+  // The PUT is answered 200 without reaching the bucket, so the complete
+  // finds nothing (409) and the upload waits again; the file is removed
+  // while that complete is held.
+  const fakePut = (route) => (route.request().method() === 'PUT' ? route.fulfill({ status: 200 }) : route.fallback());
+  const holdComplete = async (route) => {
+    await alice.getByTestId('upload-cancel').click();
+    await route.continue();
+  };
+  await alice.route(`${cors.url}/**`, fakePut);
+  await alice.route('**/api/uploads/*/complete', holdComplete);
+  const completed = alice.waitForResponse((r) => /\/complete$/.test(r.url()));
+  const givenUp = alice.waitForResponse((r) => r.request().method() === 'DELETE');
+  try {
+    await alice.getByTestId('attach-input').setInputFiles({ name: 'gone.png', mimeType: 'image/png', buffer: png });
+    assert.equal((await completed).status(), 409);
+    assert.equal((await givenUp).status(), 204);
+  } finally {
+    await alice.unroute(`${cors.url}/**`, fakePut);
+    await alice.unroute('**/api/uploads/*/complete', holdComplete);
+  }
+  assert.equal(await alice.getByTestId('upload-item').count(), 0);
+  alice.problems = alice.problems.filter((m) => !/status of 409/.test(m));
+});
+
 test('a PUT that fails gives the upload back at once (DELETE), so its place is free again', async () => {
   // The storage cannot be reached: the browser's PUT fails, nothing else does.
   const refusePut = (route) => (route.request().method() === 'PUT' ? route.abort('connectionrefused') : route.fallback());

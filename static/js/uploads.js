@@ -146,10 +146,13 @@ async function presigned(it, onProgress, done) {
   const { file } = it;
   const controller = new AbortController();
   it.abort = () => controller.abort();
+  // One identity for the whole upload: the ask, its complete and a DELETE
+  // are the same person's, whatever invitation the tab opens meanwhile.
+  const auth = authHeaders();
   const post = async (url, body) => {
     const res = await fetch(url, {
       method: 'POST',
-      headers: { ...authHeaders(), ...(body ? { 'Content-Type': 'application/json' } : {}) },
+      headers: { ...auth, ...(body ? { 'Content-Type': 'application/json' } : {}) },
       body: body ? JSON.stringify(body) : undefined,
       signal: controller.signal,
     });
@@ -158,7 +161,7 @@ async function presigned(it, onProgress, done) {
   const refused = ({ res, body }) => refusal(file, res.status, (h) => res.headers.get(h), body);
   try {
     const asked = await post(config.presign_path, { name: file.name || 'pasted', size: file.size, content_type: file.type });
-    if (!items.includes(it)) return giveUp(asked.body?.upload_id, authHeaders());
+    if (!items.includes(it)) return giveUp(asked.body?.upload_id, auth);
     // A type the ask does not take (text/markdown, application/json, ...)
     // may still be plain text or an allowed kind: POST /upload decides by
     // the bytes, as it does with the local store.
@@ -167,8 +170,7 @@ async function presigned(it, onProgress, done) {
     // Handed out: dropping the file now (its PUT failed, or the person
     // removed it) gives the server's place and bytes back, as the name
     // that asked (a file put aside may be dropped under another).
-    const asker = authHeaders();
-    const release = () => giveUp(asked.body.upload_id, asker);
+    const release = () => giveUp(asked.body.upload_id, auth);
     it.giveUp = release;
     const put = await new Promise((resolve) => {
       const xhr = new XMLHttpRequest();
@@ -186,10 +188,16 @@ async function presigned(it, onProgress, done) {
     // The complete holds the upload (a DELETE meanwhile finds nothing); only
     // nothing stored yet (409) or a storage error (5xx) leaves it waiting.
     it.giveUp = null;
+    // Not cut short by a removal: only its answer tells whether the upload
+    // still waits (then it is given up below).
+    it.abort = () => {};
     const completed = await post(asked.body.complete_url);
-    if (!items.includes(it)) return;
+    // Nothing stored yet (409) or a storage error (5xx): the upload waits
+    // again, so a file removed meanwhile is given up now.
+    const waiting = completed.res.status === 409 || completed.res.status >= 500;
+    if (!items.includes(it)) return waiting ? release() : undefined;
     if (completed.res.status === 200 && typeof completed.body?.url === 'string') return done(completed.body);
-    if (completed.res.status === 409 || completed.res.status >= 500) it.giveUp = release;
+    if (waiting) it.giveUp = release;
     fail(it, refused(completed));
   } catch (e) {
     if (e?.name !== 'AbortError') fail(it, unreachable(file));
