@@ -266,6 +266,48 @@ test('a rate-limited edit that overtakes an earlier one reopens its own box', as
   assert.equal(await first.getByTestId('edit-box').count(), 0, 'the first edit was taken, not reopened');
 });
 
+test('an edit refused while another box is open waits for that box to close', async () => {
+  // A proxy keeps the first edit from the server; its refusal is sent once
+  // the person is typing in another message's box.
+  const alice = await openChat(browser, server.url);
+  pages.push(alice);
+  let toPage = null;
+  let held = null;
+  await alice.routeWebSocket(/\/ws\//, (ws) => {
+    toPage = ws;
+    const upstream = ws.connectToServer();
+    ws.onMessage((m) => {
+      const req = JSON.parse(m);
+      if (req.type === 'edit' && !held) { held = req; return; }
+      upstream.send(m);
+    });
+  });
+  await joinAs(alice, server.url, 'later-edit', 'alice');
+  await sendMessage(alice, 'one message');
+  await sendMessage(alice, 'another message');
+  const open = async (text) => {
+    const li = messageWithText(alice, text).and(alice.locator('[data-id]:not([data-id=""])'));
+    await li.waitFor();
+    await li.hover();
+    await li.getByTestId('edit-message').click();
+    return li;
+  };
+  const one = await open('one message');
+  await alice.getByTestId('edit-input').fill('one, rewritten');
+  await alice.getByTestId('edit-input').press('Enter');
+  const another = await open('another message');
+  await alice.getByTestId('edit-input').fill('half typed');
+  assert.ok(held, 'the first edit went out');
+  toPage.send(JSON.stringify({ type: 'error', code: 'unknown_message', message: 'no such message', ref: 'edit' }));
+  await alice.getByTestId('toast').getByText('opens again when you close this one', { exact: false }).waitFor();
+  assert.equal(await another.getByTestId('edit-input').inputValue(), 'half typed', 'the box being typed in stays');
+  await alice.getByTestId('edit-input').press('Escape');
+  await one.getByTestId('edit-box').waitFor();
+  assert.equal(await one.getByTestId('edit-input').inputValue(), 'one, rewritten');
+  assert.equal(await one.getByTestId('edit-error').textContent(),
+    'That message is no longer available (it may be too old or deleted).');
+});
+
 test('typing indicator shows who is typing', async () => {
   const alice = await chat('typing', 'alice');
   const bob = await chat('typing', 'bob');

@@ -18,6 +18,12 @@ import { state } from './state.js';
  */
 const waiting = [];
 const MAX_WAITING = 50;
+/**
+ * Refused edits that came while another box was open, oldest first: each
+ * opens, with its text and reason, when the person closes the box before
+ * it. Bounded like `waiting`.
+ */
+const later = [];
 
 /**
  * Opens the edit box on message `id`. `content`: the text to start from
@@ -62,14 +68,14 @@ export function startEdit(id, { content, error = '', focus = true } = {}) {
       // by answers and by a new connection.
       if (waiting.length > MAX_WAITING) waiting.shift();
     }
-    cancelEdit();
+    closeBox();
   };
   save.addEventListener('click', commit);
-  cancel.addEventListener('click', () => cancelEdit());
+  cancel.addEventListener('click', () => closeBox());
   area.addEventListener('input', () => autoGrow(area, 320));
   area.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && enterSends() && !imeKey(e)) { e.preventDefault(); commit(); }
-    if (e.key === 'Escape') { e.preventDefault(); e.stopPropagation(); cancelEdit(); }
+    if (e.key === 'Escape') { e.preventDefault(); e.stopPropagation(); closeBox(); }
   });
   if (focus) {
     area.focus();
@@ -97,10 +103,26 @@ export function editApplied(m) {
 export function editRefused(reason, messageId = null) {
   const at = messageId === null ? 0 : waiting.findIndex((w) => w.id === messageId);
   const refused = at < 0 ? undefined : waiting.splice(at, 1)[0];
-  if (!refused || state.editing) return false;
+  if (!refused) return false;
+  if (state.editing) {
+    // Not over the box being typed in: it opens once that one is closed.
+    later.push({ ...refused, reason });
+    if (later.length > MAX_WAITING) later.shift();
+    toast(`An edit of another message was not saved (${reason.replace(/[.\s]+$/, '')}); it opens again when you close this one.`);
+    return true;
+  }
   const active = document.activeElement;
   const idle = !active || active === document.body || (active === els.input && !els.input.value);
   return startEdit(refused.id, { content: refused.content, error: reason, focus: idle });
+}
+
+/** The person closed the box (saved or cancelled): a refused edit held back opens. */
+function closeBox() {
+  cancelEdit();
+  while (later.length) {
+    const next = later.shift();
+    if (startEdit(next.id, { content: next.content, error: next.reason })) return;
+  }
 }
 
 /** A new connection: edits sent on the old one will never be answered. */
