@@ -145,39 +145,55 @@ test('authors edit and delete their own messages; others cannot', async () => {
   await messageWithText(alice, 'Delete me').waitFor({ state: 'detached' });
 });
 
+/**
+ * alice in `room`, her socket behind a proxy: `onFrame(frame, { toPage,
+ * upstream })` decides what of each frame she sends reaches the server.
+ */
+async function proxiedAlice(room, onFrame) {
+  const alice = await openChat(browser, server.url);
+  pages.push(alice);
+  await alice.routeWebSocket(/\/ws\//, (ws) => {
+    const upstream = ws.connectToServer();
+    ws.onMessage((m) => onFrame(m, { toPage: ws, upstream }));
+  });
+  await joinAs(alice, server.url, room, 'alice');
+  return alice;
+}
+
+/** Opens the edit box on `page`'s confirmed message `text`; types `typed` and saves, if given. */
+async function openEdit(page, text, typed) {
+  const li = messageWithText(page, text).and(page.locator('[data-id]:not([data-id=""])'));
+  await li.waitFor();
+  await li.hover();
+  await li.getByTestId('edit-message').click();
+  if (typed !== undefined) {
+    await page.getByTestId('edit-input').fill(typed);
+    await page.getByTestId('edit-input').press('Enter');
+  }
+  return li;
+}
+
+const GONE_TEXT = 'That message is no longer available (it may be too old or deleted).';
+
 test('a refused edit comes back in its box with what was typed and the reason', async () => {
   // The server would answer `unknown_message` for a message older than it
   // keeps in memory; a proxy answers the first edit so, in its place.
-  const alice = await openChat(browser, server.url);
-  pages.push(alice);
   let refused = 0;
-  await alice.routeWebSocket(/\/ws\//, (ws) => {
-    const upstream = ws.connectToServer();
-    ws.onMessage((m) => {
-      const req = JSON.parse(m);
-      if (req.type !== 'edit' || refused) { upstream.send(m); return; }
-      refused += 1;
-      ws.send(JSON.stringify({ type: 'error', code: 'unknown_message', message: 'no such message', ref: 'edit' }));
-    });
+  const alice = await proxiedAlice('refused-edit', (m, { toPage, upstream }) => {
+    if (JSON.parse(m).type !== 'edit' || refused) { upstream.send(m); return; }
+    refused += 1;
+    toPage.send(JSON.stringify({ type: 'error', code: 'unknown_message', message: 'no such message', ref: 'edit' }));
   });
-  await joinAs(alice, server.url, 'refused-edit', 'alice');
   const bob = await chat('refused-edit', 'bob');
   await sendMessage(alice, 'an old message');
-  const mine = messageWithText(alice, 'an old message').and(alice.locator('[data-id]:not([data-id=""])'));
-  await mine.waitFor();
-
-  await mine.hover();
-  await mine.getByTestId('edit-message').click();
   const typed = 'a careful rewrite\nover two lines';
-  await alice.getByTestId('edit-input').fill(typed);
-  await alice.getByTestId('edit-input').press('Enter');
+  const mine = await openEdit(alice, 'an old message', typed);
   // The refusal shows either in the box or, failing that, as a toast.
   await alice.getByTestId('edit-error').or(alice.getByTestId('toast')).first().waitFor();
   assert.equal(refused, 1);
   assert.equal(await mine.getByTestId('edit-box').isVisible(), true, 'the edit box is open again on the message');
   assert.equal(await mine.getByTestId('edit-input').inputValue(), typed, 'with what was typed');
-  assert.equal(await mine.getByTestId('edit-error').textContent(),
-    'That message is no longer available (it may be too old or deleted).');
+  assert.equal(await mine.getByTestId('edit-error').textContent(), GONE_TEXT);
   assert.equal(await alice.evaluate(() => document.activeElement.dataset.testid), 'edit-input');
   assert.equal(await alice.getByTestId('toast').count(), 0, 'said once, in the box');
 
@@ -195,29 +211,17 @@ test('an edit refused by the rate limit comes back in its box too', async () => 
   // Right before the edit goes out, a proxy spends the connection's whole
   // burst (20) on pings: the real server refuses the edit as
   // `rate_limited`, naming it in `ref`.
-  const alice = await openChat(browser, server.url);
-  pages.push(alice);
   let flooded = false;
-  await alice.routeWebSocket(/\/ws\//, (ws) => {
-    const upstream = ws.connectToServer();
-    ws.onMessage((m) => {
-      if (JSON.parse(m).type === 'edit' && !flooded) {
-        flooded = true;
-        for (let i = 0; i < 20; i++) upstream.send(JSON.stringify({ type: 'ping' }));
-      }
-      upstream.send(m);
-    });
+  const alice = await proxiedAlice('limited-edit', (m, { upstream }) => {
+    if (JSON.parse(m).type === 'edit' && !flooded) {
+      flooded = true;
+      for (let i = 0; i < 20; i++) upstream.send(JSON.stringify({ type: 'ping' }));
+    }
+    upstream.send(m);
   });
-  await joinAs(alice, server.url, 'limited-edit', 'alice');
   await sendMessage(alice, 'a hasty message');
-  const mine = messageWithText(alice, 'a hasty message').and(alice.locator('[data-id]:not([data-id=""])'));
-  await mine.waitFor();
-
-  await mine.hover();
-  await mine.getByTestId('edit-message').click();
   const typed = 'a slower, better message';
-  await alice.getByTestId('edit-input').fill(typed);
-  await alice.getByTestId('edit-input').press('Enter');
+  const mine = await openEdit(alice, 'a hasty message', typed);
   await alice.getByTestId('edit-error').or(alice.getByTestId('toast')).first().waitFor();
   assert.equal(await mine.getByTestId('edit-input').inputValue(), typed, 'what was typed is kept');
   assert.equal(await mine.getByTestId('edit-error').textContent(),
@@ -229,36 +233,21 @@ test('a rate-limited edit that overtakes an earlier one reopens its own box', as
   // With Redis the rate limit's refusal, sent at once, can arrive before
   // the answer to an earlier edit: a proxy holds the first edit back until
   // the second is refused, and the refusal names its message.
-  const alice = await openChat(browser, server.url);
-  pages.push(alice);
   let held = null;
-  await alice.routeWebSocket(/\/ws\//, (ws) => {
-    const upstream = ws.connectToServer();
-    ws.onMessage((m) => {
-      const req = JSON.parse(m);
-      if (req.type === 'edit' && !held) { held = m; return; }
-      if (req.type === 'edit') {
-        ws.send(JSON.stringify({ type: 'error', code: 'rate_limited', message: 'test', ref: 'edit', message_id: req.message_id }));
-        upstream.send(held);
-        return;
-      }
-      upstream.send(m);
-    });
+  const alice = await proxiedAlice('overtaken-edit', (m, { toPage, upstream }) => {
+    const req = JSON.parse(m);
+    if (req.type === 'edit' && !held) { held = m; return; }
+    if (req.type === 'edit') {
+      toPage.send(JSON.stringify({ type: 'error', code: 'rate_limited', message: 'test', ref: 'edit', message_id: req.message_id }));
+      upstream.send(held);
+      return;
+    }
+    upstream.send(m);
   });
-  await joinAs(alice, server.url, 'overtaken-edit', 'alice');
-  const edit = async (text, typed) => {
-    const mine = messageWithText(alice, text).and(alice.locator('[data-id]:not([data-id=""])'));
-    await mine.waitFor();
-    await mine.hover();
-    await mine.getByTestId('edit-message').click();
-    await alice.getByTestId('edit-input').fill(typed);
-    await alice.getByTestId('edit-input').press('Enter');
-    return mine;
-  };
   await sendMessage(alice, 'first words');
   await sendMessage(alice, 'second words');
-  await edit('first words', 'first, rewritten');
-  const second = await edit('second words', 'second, rewritten');
+  await openEdit(alice, 'first words', 'first, rewritten');
+  const second = await openEdit(alice, 'second words', 'second, rewritten');
   await second.getByTestId('edit-error').waitFor();
   assert.equal(await second.getByTestId('edit-input').inputValue(), 'second, rewritten');
   const first = messageWithText(alice, 'first, rewritten');
@@ -269,43 +258,27 @@ test('a rate-limited edit that overtakes an earlier one reopens its own box', as
 test('an edit refused while another box is open waits for that box to close', async () => {
   // A proxy keeps the first edit from the server; its refusal is sent once
   // the person is typing in another message's box.
-  const alice = await openChat(browser, server.url);
-  pages.push(alice);
-  let toPage = null;
+  let toAlice = null;
   let held = null;
-  await alice.routeWebSocket(/\/ws\//, (ws) => {
-    toPage = ws;
-    const upstream = ws.connectToServer();
-    ws.onMessage((m) => {
-      const req = JSON.parse(m);
-      if (req.type === 'edit' && !held) { held = req; return; }
-      upstream.send(m);
-    });
+  const alice = await proxiedAlice('later-edit', (m, { toPage, upstream }) => {
+    toAlice = toPage;
+    const req = JSON.parse(m);
+    if (req.type === 'edit' && !held) { held = req; return; }
+    upstream.send(m);
   });
-  await joinAs(alice, server.url, 'later-edit', 'alice');
   await sendMessage(alice, 'one message');
   await sendMessage(alice, 'another message');
-  const open = async (text) => {
-    const li = messageWithText(alice, text).and(alice.locator('[data-id]:not([data-id=""])'));
-    await li.waitFor();
-    await li.hover();
-    await li.getByTestId('edit-message').click();
-    return li;
-  };
-  const one = await open('one message');
-  await alice.getByTestId('edit-input').fill('one, rewritten');
-  await alice.getByTestId('edit-input').press('Enter');
-  const another = await open('another message');
+  const one = await openEdit(alice, 'one message', 'one, rewritten');
+  const another = await openEdit(alice, 'another message');
   await alice.getByTestId('edit-input').fill('half typed');
   assert.ok(held, 'the first edit went out');
-  toPage.send(JSON.stringify({ type: 'error', code: 'unknown_message', message: 'no such message', ref: 'edit' }));
+  toAlice.send(JSON.stringify({ type: 'error', code: 'unknown_message', message: 'no such message', ref: 'edit' }));
   await alice.getByTestId('toast').getByText('opens again when you close this one', { exact: false }).waitFor();
   assert.equal(await another.getByTestId('edit-input').inputValue(), 'half typed', 'the box being typed in stays');
   await alice.getByTestId('edit-input').press('Escape');
   await one.getByTestId('edit-box').waitFor();
   assert.equal(await one.getByTestId('edit-input').inputValue(), 'one, rewritten');
-  assert.equal(await one.getByTestId('edit-error').textContent(),
-    'That message is no longer available (it may be too old or deleted).');
+  assert.equal(await one.getByTestId('edit-error').textContent(), GONE_TEXT);
 });
 
 test('typing indicator shows who is typing', async () => {
