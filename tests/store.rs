@@ -183,19 +183,36 @@ fn on_disk(server: &Server, text: &str) -> bool {
     })
 }
 
+/// ann joins `room` and posts `text`, which is then on disk; its id.
+async fn written(server: &Server, room: &str, text: &str) -> (Client, Value) {
+    let (mut ann, _) = server.join(room, "ann").await;
+    ann.expect("join").await;
+    let id = ann.post(text).await["message_id"].clone();
+    committed(server).await;
+    assert!(on_disk(server, text), "the message was written");
+    (ann, id)
+}
+
+/// Sends `request`, waits for its `answer` event and for the commit.
+async fn changed(server: &Server, ann: &mut Client, request: Value, answer: &str) {
+    send(ann, request).await;
+    ann.expect(answer).await;
+    committed(server).await;
+}
+
 #[tokio::test]
 async fn a_deleted_message_leaves_the_disk() {
     let server = Server::start(sqlite()).await;
     let (mut ann, _) = server.join("secrets", "ann").await;
     ann.expect("join").await;
+    // Another message beside it: their chunk may be rewritten, not dropped.
     let secret = "the-launch-code-is-8f3a91c2";
     let id = ann.post(secret).await["message_id"].clone();
     ann.post("something else").await;
     committed(&server).await;
     assert!(on_disk(&server, secret), "the message was written");
-    send(&mut ann, json!({"type": "delete", "message_id": id})).await;
-    ann.expect("message_deleted").await;
-    committed(&server).await;
+    let delete = json!({"type": "delete", "message_id": id});
+    changed(&server, &mut ann, delete, "message_deleted").await;
     assert!(
         !on_disk(&server, secret),
         "no file under data/ still holds the deleted text"
@@ -206,16 +223,10 @@ async fn a_deleted_message_leaves_the_disk() {
 #[tokio::test]
 async fn an_edited_message_s_old_text_leaves_the_disk() {
     let server = Server::start(sqlite()).await;
-    let (mut ann, _) = server.join("secrets", "ann").await;
-    ann.expect("join").await;
     let secret = "my-password-is-hunter2-0c9e";
-    let id = ann.post(secret).await["message_id"].clone();
-    committed(&server).await;
-    assert!(on_disk(&server, secret), "the message was written");
+    let (mut ann, id) = written(&server, "secrets", secret).await;
     let edit = json!({"type": "edit", "message_id": id, "content": "(removed)"});
-    send(&mut ann, edit).await;
-    ann.expect("message_updated").await;
-    committed(&server).await;
+    changed(&server, &mut ann, edit, "message_updated").await;
     assert!(
         !on_disk(&server, secret),
         "no file under data/ still holds the text edited away"
@@ -226,24 +237,15 @@ async fn an_edited_message_s_old_text_leaves_the_disk() {
 #[tokio::test]
 async fn an_edit_soon_after_a_delete_leaves_the_disk_with_nothing_more_committed() {
     let server = Server::start(sqlite()).await;
-    let (mut ann, _) = server.join("secrets", "ann").await;
-    ann.expect("join").await;
     let secret = "the-pin-is-4417-then-9a1b";
-    let id = ann.post(secret).await["message_id"].clone();
+    let (mut ann, id) = written(&server, "secrets", secret).await;
     let other = ann.post("something else").await["message_id"].clone();
-    committed(&server).await;
     // The delete truncates the log at its commit; the edit, within the 10 s
     // after that, is owed, and no commit follows it.
-    send(&mut ann, json!({"type": "delete", "message_id": other})).await;
-    ann.expect("message_deleted").await;
-    committed(&server).await;
-    send(
-        &mut ann,
-        json!({"type": "edit", "message_id": id, "content": "(removed)"}),
-    )
-    .await;
-    ann.expect("message_updated").await;
-    committed(&server).await;
+    let delete = json!({"type": "delete", "message_id": other});
+    changed(&server, &mut ann, delete, "message_deleted").await;
+    let edit = json!({"type": "edit", "message_id": id, "content": "(removed)"});
+    changed(&server, &mut ann, edit, "message_updated").await;
     eventually("the edited-away text leaves every file", || async {
         !on_disk(&server, secret)
     })
@@ -254,18 +256,13 @@ async fn an_edit_soon_after_a_delete_leaves_the_disk_with_nothing_more_committed
 #[tokio::test]
 async fn a_message_the_per_room_cap_takes_out_leaves_the_disk() {
     let server = Server::start(sqlite().rate(0u32).retention_messages(Some(2u64))).await;
-    let (mut ann, _) = server.join("capped", "ann").await;
-    ann.expect("join").await;
     let oldest = "the-first-of-three-5d21";
-    ann.post(oldest).await;
-    committed(&server).await;
-    assert!(on_disk(&server, oldest), "the message was written");
+    let (mut ann, _) = written(&server, "capped", oldest).await;
     ann.post("m2").await;
     ann.post("m3").await;
     committed(&server).await;
     // The first trim since the server started truncates the log at its
-    // commit; later ones within a minute of it wait for the next commit
-    // after that minute.
+    // commit (later ones, 10 s after the last truncation).
     assert!(
         !on_disk(&server, oldest),
         "no file under data/ still holds the trimmed message"
