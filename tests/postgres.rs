@@ -874,6 +874,45 @@ async fn a_post_answered_unavailable_that_redis_posts_after_all_reaches_the_data
     a.shutdown().await.unwrap();
 }
 
+/// A delete answered `unavailable` in a Redis stall that Redis carries out
+/// when it answers again: the room sees the message go, and so does the
+/// database (before, it kept the message, and a page or a restart brought
+/// it back).
+#[tokio::test]
+async fn a_delete_answered_unavailable_that_redis_carries_out_after_all_reaches_the_database() {
+    let schema = Schema::new("doubt_delete");
+    let proxy = Proxy::start(common::redis::REDIS).await;
+    let (a, _keys) = behind(&proxy, &schema, "doubt_delete", |c| c).await;
+    let (mut ann, _) = a.join("r", "ann").await;
+    ann.expect("join").await;
+    ann.post("kept").await;
+    let gone = ann.post("gone").await;
+    a.wait_metric("roomcast_store_uncommitted", 0).await;
+    assert_eq!(
+        contents(&a, "/api/rooms/r/messages").await,
+        ["kept", "gone"]
+    );
+
+    proxy.freeze();
+    ann.send_json(json!({"type": "delete", "message_id": gone["message_id"]}))
+        .await;
+    let refused = ann.expect_error("unavailable").await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("may still be deleted")),
+        "{refused}"
+    );
+    proxy.thaw();
+    let deleted = ann.skip_to("message_deleted").await;
+    assert_eq!(deleted["message_id"], gone["message_id"]);
+
+    a.wait_metric("roomcast_store_uncommitted", 0).await;
+    assert_eq!(contents(&a, "/api/rooms/r/messages").await, ["kept"]);
+    drop(ann);
+    a.shutdown().await.unwrap();
+}
+
 /// As above, but the stall also cut the event stream, and the room had
 /// no member left here when Redis ran the post: this instance never sees
 /// its event. The client's retry (the same `client_id`) is answered with

@@ -67,16 +67,16 @@ pub struct Posted {
     pub message_id: Option<String>,
 }
 
-/// A post that got no [`Posted`] answer: its sender gets `refusal`.
+/// A post (or a delete) that got no answer: its sender gets `refusal`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotPosted {
     /// What the sender is told (`unavailable`, say).
     pub refusal: Refusal,
-    /// The backbone may have posted it all the same, or may yet: the
+    /// The backbone may have carried it out all the same, or may yet: the
     /// request went out and no answer came (it timed out, or the link
-    /// failed after sending it). The hub then keeps the message for its
-    /// durable store until it is seen posted. `false`: certainly not posted
-    /// (refused, or never sent).
+    /// failed after sending it). The hub then keeps the message (or the
+    /// delete) for its durable store until it is seen carried out. `false`:
+    /// certainly not carried out (refused, or never sent).
     pub in_doubt: bool,
 }
 
@@ -92,6 +92,9 @@ impl From<Refusal> for NotPosted {
 
 /// A backbone's pending answer to a post.
 pub type PostAnswer = Pin<Box<dyn Future<Output = Result<Posted, NotPosted>> + Send + 'static>>;
+
+/// A backbone's pending answer to a delete: the message's seq.
+pub type DeleteAnswer = Pin<Box<dyn Future<Output = Result<u64, NotPosted>> + Send + 'static>>;
 
 /// Where an edit or a reaction landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,14 +203,14 @@ pub trait Backbone: Send + Sync + 'static {
         edited_at: &str,
     ) -> Answer<Changed>;
     /// Deletes a message if `identity` wrote it, or for a moderator;
-    /// answers its seq.
+    /// answers its seq, or whether the delete is in doubt (as a post's).
     fn delete(
         &self,
         room: &RoomName,
         message_id: &str,
         identity: &Identity,
         moderator: bool,
-    ) -> Answer<u64>;
+    ) -> DeleteAnswer;
     /// Tells the room `user` is typing: best effort, never refused.
     fn typing(&self, room: &RoomName, user: &UserName);
     /// Who is online in the room.

@@ -1,21 +1,26 @@
-//! Posts left in doubt: with a backbone, a post whose request went out and
-//! got no answer in time (or whose link failed after sending it). Its
-//! sender was told `unavailable`, but the backbone may still post it: then
-//! every instance's members see it, yet no store gets it, because each
-//! instance stores its own members' posts and this one had given up.
+//! Posts and deletes left in doubt: with a backbone, a request that went
+//! out and got no answer in time (or whose link failed after sending it).
+//! Its sender was told `unavailable`, but the backbone may still carry it
+//! out: then every instance's members see it, yet no store gets it,
+//! because each instance stores its own members' changes and this one had
+//! given up. A deleted message would then come back from the store.
 //!
-//! So this instance keeps such a post here, for its store only, until it
-//! is seen posted: its event comes back through the relay (with its seq),
-//! or a retry with the same `client_id` is answered with it (a stall that
-//! also cut the event stream). The post then goes to the store with that
-//! seq, once: whichever way sees it first takes it out of here.
+//! So this instance keeps such a post, or such a delete's message id, here,
+//! for its store only, until it is seen carried out: its event comes back
+//! through the relay (with its seq), or, for a post, a retry with the same
+//! `client_id` is answered with it (a stall that also cut the event
+//! stream). The change then goes to the store with that seq, once:
+//! whichever way sees it first takes it out of here (and a delete retried
+//! and answered takes out the one kept, so its event finds nothing).
 //!
 //! Bounded: at most [`MAX_POSTS`] posts and [`MAX_BYTES`] bytes, each kept
 //! for at most [`KEPT_FOR`], the backbone's retry window and a margin (after it a retry
 //! posts anew, and the event would have come long before). When full, the
-//! oldest post is dropped unstored and a warning says how many were. A
-//! post never seen may never have been posted, or was posted while this
-//! instance missed its event and nobody retried it: the store lacks it.
+//! oldest is dropped unstored and a warning says how many were. A change
+//! never seen may never have been carried out, or was while this instance
+//! missed its event (and nobody retried a post): the store lacks it. Edits
+//! and reactions are not kept: a store several instances write orders
+//! them by a version that only the backbone's answer carries.
 //!
 //! Costs nothing while empty: the relay reads one atomic count before it
 //! looks at an event's JSON. While not, an event costs a substring search
@@ -32,7 +37,7 @@ use super::event::StoredMessage;
 use super::room::weight;
 use super::store::{Change, Store};
 
-/// Posts kept at most: what one stall can leave in doubt, roughly (a Redis
+/// Posts and deletes kept at most: what one stall can leave in doubt, roughly (a Redis
 /// link holds 4096 queued and 1024 sent requests).
 pub const MAX_POSTS: usize = 4096;
 /// Bytes kept at most (as `room::weight` counts a message in memory).
@@ -44,13 +49,24 @@ pub const KEPT_FOR: Duration = super::POST_RETRY_WINDOW.saturating_add(Duration:
 /// A warning about dropped posts at most this often (the count is summed).
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// One post kept, everything but its seq.
+/// What was left in doubt.
+enum Doubted {
+    /// A post, everything but its seq.
+    Post(Box<StoredMessage>),
+    /// A delete of the message whose id this is kept under.
+    Delete,
+}
+
+/// One change kept.
 struct Kept {
     room: Arc<str>,
-    message: StoredMessage,
+    doubted: Doubted,
     since: Instant,
     weight: usize,
 }
+
+/// What a delete kept weighs, beside its id.
+const DELETE_WEIGHT: usize = 64;
 
 #[derive(Default)]
 struct Posts {
@@ -81,7 +97,8 @@ impl Default for InDoubt {
     }
 }
 
-/// What a published `message` event tells: its id and seq.
+/// What a published `message` or `message_deleted` event tells: its id
+/// and seq.
 #[derive(serde::Deserialize)]
 struct Event<'a> {
     #[serde(rename = "type", borrow)]
@@ -119,14 +136,47 @@ impl InDoubt {
     }
 
     fn keep_at(&self, room: Arc<str>, message: StoredMessage, now: Instant) {
-        let mut posts = self.lock();
-        self.expire(&mut posts, now);
         let id = message.id.to_string();
         let weight = weight(&message);
-        tracing::debug!(message_id = %id, "a post left in doubt is kept until it is seen posted");
+        self.put(room, id, Doubted::Post(Box::new(message)), weight, now);
+    }
+
+    /// Keeps the delete of `message_id` in `room` until it is seen carried
+    /// out or its time is up.
+    pub fn keep_delete(&self, room: Arc<str>, message_id: &str) {
+        self.keep_delete_at(room, message_id, Instant::now());
+    }
+
+    fn keep_delete_at(&self, room: Arc<str>, message_id: &str, now: Instant) {
+        let weight = message_id.len() + DELETE_WEIGHT;
+        self.put(room, message_id.to_owned(), Doubted::Delete, weight, now);
+    }
+
+    /// A delete of `message_id` was answered after all (a retry): the one
+    /// kept, if any, is not stored again when its event comes.
+    pub fn delete_answered(&self, message_id: &str) {
+        if self.is_empty() {
+            return;
+        }
+        let mut posts = self.lock();
+        if let Some(Kept {
+            doubted: Doubted::Delete,
+            ..
+        }) = posts.by_id.get(message_id)
+            && let Some(gone) = posts.by_id.remove(message_id)
+        {
+            posts.bytes -= gone.weight;
+        }
+        self.count.store(posts.by_id.len(), Ordering::Release);
+    }
+
+    fn put(&self, room: Arc<str>, id: String, doubted: Doubted, weight: usize, now: Instant) {
+        let mut posts = self.lock();
+        self.expire(&mut posts, now);
+        tracing::debug!(message_id = %id, "a change left in doubt is kept until it is seen carried out");
         let kept = Kept {
             room,
-            message,
+            doubted,
             since: now,
             weight,
         };
@@ -159,9 +209,9 @@ impl InDoubt {
             {
                 tracing::warn!(
                     dropped = posts.dropped,
-                    "posts left in doubt by the backbone were dropped unstored to make room \
-                     (at most {} posts or {} MiB are kept): if the backbone posted them, \
-                     the history store lacks them",
+                    "posts and deletes left in doubt by the backbone were dropped unstored to \
+                     make room (at most {} or {} MiB are kept): if the backbone carried them \
+                     out, the history store lacks them",
                     self.max_posts,
                     self.max_bytes >> 20,
                 );
@@ -172,7 +222,8 @@ impl InDoubt {
         self.count.store(posts.by_id.len(), Ordering::Release);
     }
 
-    /// Drops the posts kept for longer than `kept_for` (never seen posted).
+    /// Drops what was kept for longer than `kept_for` (never seen carried
+    /// out).
     fn expire(&self, posts: &mut Posts, now: Instant) {
         while let Some(oldest) = posts.order.front() {
             match posts.by_id.get(oldest) {
@@ -181,8 +232,8 @@ impl InDoubt {
                     if let Some(gone) = posts.by_id.remove(oldest) {
                         posts.bytes -= gone.weight;
                         tracing::debug!(
-                            message_id = %gone.message.id,
-                            "a post left in doubt was never seen posted; no longer kept"
+                            message_id = %oldest,
+                            "a change left in doubt was never seen carried out; no longer kept"
                         );
                     }
                 }
@@ -192,25 +243,40 @@ impl InDoubt {
         }
     }
 
-    /// Takes the post `id` out if it is kept, with `seq` set.
-    fn take_at(&self, id: &str, seq: u64, now: Instant) -> Option<(Arc<str>, StoredMessage)> {
+    /// Takes out what is kept under `id` if it is a post (`deleted`
+    /// false) or a delete (true), as the change to store, at `seq`.
+    fn take_at(&self, id: &str, seq: u64, deleted: bool, now: Instant) -> Option<Change> {
         let mut posts = self.lock();
         self.expire(&mut posts, now);
-        let taken = posts.by_id.remove(id);
-        if let Some(kept) = &taken {
-            posts.bytes -= kept.weight;
-        }
+        let matches = match posts.by_id.get(id)?.doubted {
+            Doubted::Post(_) => !deleted,
+            Doubted::Delete => deleted,
+        };
+        let kept = matches.then(|| posts.by_id.remove(id)).flatten()?;
+        posts.bytes -= kept.weight;
         self.count.store(posts.by_id.len(), Ordering::Release);
-        taken.map(|mut kept| {
-            kept.message.seq = seq;
-            (kept.room, kept.message)
+        Some(match kept.doubted {
+            Doubted::Post(message) => {
+                let mut message = *message;
+                message.seq = seq;
+                Change::Post {
+                    room: kept.room,
+                    message: Arc::new(message),
+                    reserve_through: None,
+                }
+            }
+            Doubted::Delete => Change::Delete {
+                room: kept.room,
+                message_id: id.to_owned(),
+                seq,
+            },
         })
     }
 
-    /// The post an event from the backbone posts, if it is kept here: the
-    /// event's JSON is looked at only while something is, and parsed only
-    /// when it names a message kept here.
-    fn seen_at(&self, body: &str, now: Instant) -> Option<(Arc<str>, StoredMessage)> {
+    /// The change an event from the backbone carries out, if it is kept
+    /// here: the event's JSON is looked at only while something is, and
+    /// parsed only when it names a message kept here.
+    fn seen_at(&self, body: &str, now: Instant) -> Option<Change> {
         if self.is_empty() {
             return None;
         }
@@ -226,13 +292,16 @@ impl InDoubt {
         }
         let event: Event<'_> = serde_json::from_str(body).ok()?;
         match (event.kind.as_ref(), event.message_id, event.seq) {
-            ("message", Some(id), Some(seq)) if seq > 0 => self.take_at(&id, seq, now),
+            ("message", Some(id), Some(seq)) if seq > 0 => self.take_at(&id, seq, false, now),
+            ("message_deleted", Some(id), Some(seq)) if seq > 0 => {
+                self.take_at(&id, seq, true, now)
+            }
             _ => None,
         }
     }
 
-    /// An event came through the relay: if it posts a message kept here,
-    /// `store` gets that message now, with the event's seq.
+    /// An event came through the relay: if it carries out a change kept
+    /// here, `store` gets that change now, with the event's seq.
     pub fn relayed(&self, body: &str, store: &Store) {
         if let Some(found) = self.seen_at(body, Instant::now()) {
             stored(found, store);
@@ -245,26 +314,33 @@ impl InDoubt {
         if self.is_empty() || seq == 0 {
             return;
         }
-        if let Some(found) = self.take_at(id, seq, Instant::now()) {
+        if let Some(found) = self.take_at(id, seq, false, Instant::now()) {
             stored(found, store);
         }
     }
 }
 
-/// Queues a post that was left in doubt and turned out posted. Past the
-/// queue's bound if need be: the post is in the room already, so this can
-/// no longer be refused, and this record bounds how many come this way.
-fn stored((room, message): (Arc<str>, StoredMessage), store: &Store) {
-    tracing::info!(
-        message_id = %message.id,
-        seq = message.seq,
-        "a post answered `unavailable` was posted by the backbone after all; storing it"
-    );
-    store.send_late(Change::Post {
-        room,
-        message: Arc::new(message),
-        reserve_through: None,
-    });
+/// Queues a change that was left in doubt and turned out carried out. Past
+/// the queue's bound if need be: the room shows it already, so this can no
+/// longer be refused, and this record bounds how many come this way.
+fn stored(change: Change, store: &Store) {
+    match &change {
+        Change::Post { message, .. } => tracing::info!(
+            message_id = %message.id,
+            seq = message.seq,
+            "a post answered `unavailable` was posted by the backbone after all; storing it"
+        ),
+        Change::Delete {
+            message_id, seq, ..
+        } => tracing::info!(
+            message_id = %message_id,
+            seq,
+            "a delete answered `unavailable` was carried out by the backbone after all; \
+             storing it"
+        ),
+        _ => {}
+    }
+    store.send_late(change);
 }
 
 #[cfg(test)]
@@ -291,6 +367,18 @@ mod tests {
         Arc::from("r")
     }
 
+    fn take_post(doubt: &InDoubt, id: &str, seq: u64, now: Instant) -> Option<Change> {
+        doubt.take_at(id, seq, false, now)
+    }
+
+    /// The room and message of a post to store.
+    fn posted(change: Change) -> (Arc<str>, StoredMessage) {
+        match change {
+            Change::Post { room, message, .. } => (room, Arc::unwrap_or_clone(message)),
+            other => panic!("not a post: {other:?}"),
+        }
+    }
+
     fn event(id: &str, seq: u64) -> String {
         // Keys in any order, as a backbone's JSON encoder may write them.
         format!(
@@ -315,7 +403,7 @@ mod tests {
         ] {
             assert!(doubt.seen_at(&other, t0).is_none(), "{other}");
         }
-        let (r, m) = doubt.seen_at(&event("m1", 7), t0).expect("its event");
+        let (r, m) = posted(doubt.seen_at(&event("m1", 7), t0).expect("its event"));
         assert_eq!((&*r, m.seq, m.content.as_str()), ("r", 7, "hello"));
         assert!(doubt.is_empty());
         assert!(doubt.seen_at(&event("m1", 7), t0).is_none(), "once");
@@ -326,8 +414,8 @@ mod tests {
         let doubt = InDoubt::default();
         let t0 = Instant::now();
         doubt.keep_at(room(), message("m1", "hello"), t0);
-        assert!(doubt.take_at("other", 3, t0).is_none());
-        let (_, m) = doubt.take_at("m1", 3, t0).expect("kept");
+        assert!(take_post(&doubt, "other", 3, t0).is_none());
+        let (_, m) = posted(take_post(&doubt, "m1", 3, t0).expect("kept"));
         assert_eq!(m.seq, 3);
         assert!(doubt.seen_at(&event("m1", 3), t0).is_none());
     }
@@ -341,12 +429,15 @@ mod tests {
             doubt.keep_at(room(), message(&format!("m{k}"), "x"), at);
         }
         let now = t0 + Duration::from_secs(4);
-        assert!(doubt.take_at("m0", 1, now).is_none(), "dropped: the oldest");
-        assert!(doubt.take_at("m2", 3, now).is_some());
+        assert!(
+            take_post(&doubt, "m0", 1, now).is_none(),
+            "dropped: the oldest"
+        );
+        assert!(take_post(&doubt, "m2", 3, now).is_some());
         // m1 was kept at t0 + 1 s: gone a minute later, m3 (t0 + 3 s) not.
         let later = t0 + Duration::from_secs(62);
-        assert!(doubt.take_at("m1", 2, later).is_none(), "expired");
-        assert!(doubt.take_at("m3", 4, later).is_some());
+        assert!(take_post(&doubt, "m1", 2, later).is_none(), "expired");
+        assert!(take_post(&doubt, "m3", 4, later).is_some());
         assert!(doubt.is_empty());
     }
 
@@ -360,11 +451,11 @@ mod tests {
         }
         assert_eq!(doubt.lock().bytes, 2 * one);
         assert!(
-            doubt.take_at("m0", 1, t0).is_none(),
+            take_post(&doubt, "m0", 1, t0).is_none(),
             "dropped: over the bytes"
         );
-        assert!(doubt.take_at("m1", 2, t0).is_some());
-        assert!(doubt.take_at("m2", 3, t0).is_some());
+        assert!(take_post(&doubt, "m1", 2, t0).is_some());
+        assert!(take_post(&doubt, "m2", 3, t0).is_some());
         assert_eq!(doubt.lock().bytes, 0);
     }
 
@@ -376,11 +467,43 @@ mod tests {
         for k in 0..100 {
             let id = format!("m{k}");
             doubt.keep_at(room(), message(&id, "x"), t0);
-            assert!(doubt.take_at(&id, 1, t0).is_some());
+            assert!(take_post(&doubt, &id, 1, t0).is_some());
         }
         let posts = doubt.lock();
         assert!(posts.order.len() <= 2 * 4 + 1, "{}", posts.order.len());
         assert_eq!(posts.by_id.len(), 1);
         assert!(posts.by_id.contains_key("old"));
+    }
+
+    #[test]
+    fn a_delete_kept_is_stored_by_its_event_once_and_not_after_its_retry_was_answered() {
+        let doubt = InDoubt::default();
+        let t0 = Instant::now();
+        doubt.keep_delete_at(room(), "m1", t0);
+        doubt.keep_at(room(), message("m2", "hello"), t0);
+        let deleted = |id: &str, seq: u64| {
+            format!(r#"{{"type":"message_deleted","message_id":"{id}","seq":{seq}}}"#)
+        };
+        // Its post's event, or another message's delete: not this.
+        assert!(doubt.seen_at(&event("m1", 4), t0).is_none());
+        assert!(doubt.seen_at(&deleted("m2", 5), t0).is_none());
+        match doubt.seen_at(&deleted("m1", 4), t0) {
+            Some(Change::Delete {
+                room,
+                message_id,
+                seq,
+            }) => assert_eq!((&*room, message_id.as_str(), seq), ("r", "m1", 4)),
+            other => panic!("{other:?}"),
+        }
+        assert!(doubt.seen_at(&deleted("m1", 4), t0).is_none(), "once");
+        // A delete retried and answered: its event stores nothing more.
+        doubt.keep_delete_at(room(), "m3", t0);
+        doubt.delete_answered("m3");
+        assert!(doubt.seen_at(&deleted("m3", 6), t0).is_none());
+        // Only a delete is taken out that way, not a post.
+        doubt.delete_answered("m2");
+        assert!(doubt.seen_at(&event("m2", 5), t0).is_some());
+        assert!(doubt.is_empty());
+        assert_eq!(doubt.lock().bytes, 0);
     }
 }

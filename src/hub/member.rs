@@ -330,15 +330,25 @@ impl Member {
         };
         let store = self.store_slot()?;
         let room = &self.room.name;
-        let seq = backbone
-            .delete(
-                room,
-                message_id,
-                &self.identity,
-                self.moderator.load(Ordering::Acquire),
-            )
-            .await?;
+        let answer = backbone.delete(
+            room,
+            message_id,
+            &self.identity,
+            self.moderator.load(Ordering::Acquire),
+        );
+        let seq = match answer.await {
+            Ok(seq) => seq,
+            Err(failed) => {
+                // The backbone may still delete it: the store must too, once
+                // that is seen (`in_doubt.rs`), or the message comes back.
+                if failed.in_doubt && store.is_some() {
+                    self.common.in_doubt.keep_delete(room.key(), message_id);
+                }
+                return Err(failed.refusal);
+            }
+        };
         if let Some(slot) = store {
+            self.common.in_doubt.delete_answered(message_id);
             let change = Change::Delete {
                 room: room.key(),
                 message_id: message_id.to_owned(),

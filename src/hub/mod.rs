@@ -42,8 +42,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 pub use backbone::{
-    Answer, Backbone, Changed, Inbound, LocalPresence, NewMessage, NotPosted, Online, PostAnswer,
-    Posted, RemoteWelcome,
+    Answer, Backbone, Changed, DeleteAnswer, Inbound, LocalPresence, NewMessage, NotPosted, Online,
+    PostAnswer, Posted, RemoteWelcome,
 };
 pub use event::{
     Attachment, AttachmentPreview, ErrorCode, FULL_REACTIONS_BYTES, Limits, REACTION_SAMPLE,

@@ -12,9 +12,9 @@ use tokio::sync::oneshot;
 use super::resp::{LinkError, Value};
 use super::{Link, Script, Settings, Unanswered, Unavailable, ms};
 use crate::hub::{
-    Answer, Backbone, Changed, Emoji, ErrorCode, HubConfig, Identity, Inbound, NameTaken,
-    NewMessage, NotPosted, Online, PostAnswer, Posted, ReactionAction, Refusal, RemoteWelcome,
-    RoomName, UserName, frames,
+    Answer, Backbone, Changed, DeleteAnswer, Emoji, ErrorCode, HubConfig, Identity, Inbound,
+    NameTaken, NewMessage, NotPosted, Online, PostAnswer, Posted, ReactionAction, Refusal,
+    RemoteWelcome, RoomName, UserName, frames,
 };
 
 /// The hub's settings a script needs, as script arguments.
@@ -80,18 +80,24 @@ impl RedisBackbone {
         args: &[&[u8]],
         message_id: &str,
         what: &'static str,
-    ) -> Answer<u64> {
+    ) -> DeleteAnswer {
         let queued = self.link.call(script, args);
         let (max_reactions, max_users) = (self.args.max_reactions, self.args.max_users);
         let message_id = message_id.to_owned();
         Box::pin(async move {
-            let reply = answer(queued).await?;
+            let reply = outcome(queued).await.map_err(|mut not| {
+                if not.in_doubt {
+                    not.refusal.message = in_doubt(
+                        &not.refusal.message,
+                        &format!("the message may still be {what}d: if it is still there, {what} it again"),
+                    );
+                }
+                not
+            })?;
             let code = reply.as_int().unwrap_or(0);
             refused(code, &message_id, what, (max_reactions, max_users))?;
-            u64::try_from(code)
-                .ok()
-                .filter(|&seq| seq > 0)
-                .ok_or_else(no_seq)
+            let seq = u64::try_from(code).ok().filter(|&seq| seq > 0);
+            Ok(seq.ok_or_else(no_seq)?)
         })
     }
 
@@ -148,6 +154,12 @@ async fn outcome(
             refusal: unavailable(why),
             in_doubt,
         })
+}
+
+/// The sentence for a request left in doubt: the link's reason without its
+/// "try again" (a plain retry is not always right), then what to do.
+fn in_doubt(reason: &str, then: &str) -> String {
+    format!("{}: {then}", reason.trim_end_matches("; try again"))
 }
 
 /// The `message_id` of a message's JSON, as the scripts write it.
@@ -327,9 +339,10 @@ impl Backbone for RedisBackbone {
         Box::pin(async move {
             let reply = outcome(queued).await.map_err(|mut not| {
                 if not.in_doubt {
-                    let why = not.refusal.message.trim_end_matches("; try again");
-                    not.refusal.message =
-                        format!("{why}: the message may still be posted, so {retry}");
+                    not.refusal.message = in_doubt(
+                        &not.refusal.message,
+                        &format!("the message may still be posted, so {retry}"),
+                    );
                 }
                 not
             })?;
@@ -465,7 +478,7 @@ impl Backbone for RedisBackbone {
         message_id: &str,
         identity: &Identity,
         moderator: bool,
-    ) -> Answer<u64> {
+    ) -> DeleteAnswer {
         let moderator: &[u8] = if moderator { b"1" } else { b"0" };
         self.checked(
             Script::Delete,
