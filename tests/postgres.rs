@@ -900,7 +900,10 @@ async fn a_delete_answered_unavailable_that_redis_carries_out_after_all_reaches_
     assert!(
         refused["message"]
             .as_str()
-            .is_some_and(|m| m.contains("may still be deleted")),
+            .is_some_and(|m| m.ends_with(
+                "did not answer in time: the message may still be deleted, so if it is \
+                 still there, delete it again"
+            )),
         "{refused}"
     );
     proxy.thaw();

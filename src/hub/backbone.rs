@@ -9,9 +9,9 @@
 //! come back through [`Inbound`], numbered per room, and the room's relay
 //! (`relay.rs`) fans each one out to its local members as one shared frame.
 //!
-//! A post the backbone did not answer may still be posted by it
-//! ([`NotPosted::in_doubt`]); the hub then keeps it for its store until its
-//! event comes back (`in_doubt.rs`).
+//! A post or a delete the backbone did not answer may still be carried out
+//! by it ([`NotPosted::in_doubt`]); the hub then keeps it for its store
+//! until its event comes back (`in_doubt.rs`).
 //!
 //! The hub knows no backbone by name; a backbone knows nothing of sockets.
 //! Methods that change shared state queue their work at once and return an
@@ -266,7 +266,7 @@ impl Inbound {
             && !common.in_doubt.is_empty()
             && let Some(store) = &common.store
         {
-            common.in_doubt.relayed(body, store);
+            common.in_doubt.relayed(room, body, store);
         }
         let Some(room) = shared.lock_rooms().get(room).cloned() else {
             return;

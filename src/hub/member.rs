@@ -217,7 +217,9 @@ impl Member {
             // one, the message is gone: the sender is told so.
             let echo = posted.echo.ok_or_else(room::retry_of_gone)?;
             if let (Some(store), Some(id)) = (&self.common.store, &posted.message_id) {
-                self.common.in_doubt.retried(id, posted.seq, store);
+                self.common
+                    .in_doubt
+                    .retried(self.room.name.as_str(), id, posted.seq, store);
             }
             self.send(echo);
             return Ok(Some(posted.seq));

@@ -72,35 +72,6 @@ impl RedisBackbone {
         })
     }
 
-    /// Runs `script`, which answers the message's seq or a refusal code
-    /// (see [`refused`]).
-    fn checked(
-        &self,
-        script: Script,
-        args: &[&[u8]],
-        message_id: &str,
-        what: &'static str,
-    ) -> DeleteAnswer {
-        let queued = self.link.call(script, args);
-        let (max_reactions, max_users) = (self.args.max_reactions, self.args.max_users);
-        let message_id = message_id.to_owned();
-        Box::pin(async move {
-            let reply = outcome(queued).await.map_err(|mut not| {
-                if not.in_doubt {
-                    not.refusal.message = in_doubt(
-                        &not.refusal.message,
-                        &format!("the message may still be {what}d: if it is still there, {what} it again"),
-                    );
-                }
-                not
-            })?;
-            let code = reply.as_int().unwrap_or(0);
-            refused(code, &message_id, what, (max_reactions, max_users))?;
-            let seq = u64::try_from(code).ok().filter(|&seq| seq > 0);
-            Ok(seq.ok_or_else(no_seq)?)
-        })
-    }
-
     /// Queues "this instance holds `n` connections of `user` in `room`".
     fn set_presence(&self, room: &RoomName, user: &UserName, n: u32) -> Result<(), Unavailable> {
         let n = n.to_string();
@@ -480,7 +451,7 @@ impl Backbone for RedisBackbone {
         moderator: bool,
     ) -> DeleteAnswer {
         let moderator: &[u8] = if moderator { b"1" } else { b"0" };
-        self.checked(
+        let queued = self.link.call(
             Script::Delete,
             &[
                 room.as_str().as_bytes(),
@@ -488,9 +459,26 @@ impl Backbone for RedisBackbone {
                 identity.as_str().as_bytes(),
                 moderator,
             ],
-            message_id,
-            "delete",
-        )
+        );
+        let limits = (self.args.max_reactions, self.args.max_users);
+        let message_id = message_id.to_owned();
+        Box::pin(async move {
+            // The seq, or a refusal's code; no answer: say how to be sure.
+            let reply = outcome(queued).await.map_err(|mut not| {
+                if not.in_doubt {
+                    not.refusal.message = in_doubt(
+                        &not.refusal.message,
+                        "the message may still be deleted, so if it is still there, delete it \
+                         again",
+                    );
+                }
+                not
+            })?;
+            let code = reply.as_int().unwrap_or(0);
+            refused(code, &message_id, "delete", limits)?;
+            let seq = u64::try_from(code).ok().filter(|&seq| seq > 0);
+            Ok(seq.ok_or_else(no_seq)?)
+        })
     }
 
     fn typing(&self, room: &RoomName, user: &UserName) {
