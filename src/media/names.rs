@@ -117,11 +117,12 @@ impl DisplayName {
             .chars()
             .filter(|c| !c.is_control() && !is_bidi_control(*c))
             .collect();
-        let trimmed = cleaned.trim();
-        if trimmed.chars().all(|c| c == '.') {
+        // Dots alone are no name (`..`), also once cut to length.
+        let name = truncate_keeping_ext(cleaned.trim(), MAX_DISPLAY_CHARS);
+        if name.chars().all(|c| c == '.') {
             return Self("file".to_owned());
         }
-        Self(truncate_keeping_ext(trimmed, MAX_DISPLAY_CHARS))
+        Self(name)
     }
 
     /// The name.
@@ -155,7 +156,10 @@ fn truncate_keeping_ext(name: &str, max: usize) -> String {
             let stem: String = name.chars().take(stem_chars).collect();
             format!("{}.{ext}", stem.trim_end())
         }
-        None => name.chars().take(max).collect(),
+        None => {
+            let cut: String = name.chars().take(max).collect();
+            cut.trim_end().to_owned()
+        }
     }
 }
 
@@ -227,5 +231,9 @@ mod tests {
         assert!(cut.ends_with("é.png"));
         let no_ext = "x".repeat(300);
         assert_eq!(s(&no_ext).chars().count(), MAX_DISPLAY_CHARS);
+        // Found by fuzzing (fuzz/fuzz_targets/edges.rs): cut to length, a
+        // name can be dots alone, or end in a blank.
+        assert_eq!(s(&format!("{}{}", ".".repeat(150), "x".repeat(20))), "file");
+        assert_eq!(s(&format!("{} y", "x".repeat(99))), "x".repeat(99));
     }
 }
