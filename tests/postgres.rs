@@ -898,12 +898,10 @@ async fn a_delete_answered_unavailable_that_redis_carries_out_after_all_reaches_
         .await;
     let refused = ann.expect_error("unavailable").await;
     assert!(
-        refused["message"]
-            .as_str()
-            .is_some_and(|m| m.ends_with(
-                "did not answer in time: the message may still be deleted, so if it is \
+        refused["message"].as_str().is_some_and(|m| m.ends_with(
+            "did not answer in time: the message may still be deleted, so if it is \
                  still there, delete it again"
-            )),
+        )),
         "{refused}"
     );
     proxy.thaw();
