@@ -18,6 +18,9 @@ mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod media;

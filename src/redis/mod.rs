@@ -25,7 +25,7 @@
 //! Nothing here panics; nothing here knows about sockets or sessions.
 
 mod backbone;
-mod resp;
+pub(crate) mod resp;
 pub(crate) mod scripts;
 
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -4,7 +4,7 @@
 //! ([`protocol`]). Sessions talk to the hub only.
 
 mod expiry;
-mod frame_bounded;
+pub(crate) mod frame_bounded;
 pub mod protocol;
 pub mod rate;
 pub mod session;
