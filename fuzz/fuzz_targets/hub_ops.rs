@@ -108,6 +108,14 @@ struct Model {
 }
 
 impl Model {
+    /// The message `what` (a change the hub accepted) was about: it must
+    /// be one that was posted in `room`.
+    fn accepted(&mut self, room: &str, id: &str, what: &str) -> &mut Known {
+        let mut known = self.rooms.get_mut(room).into_iter().flatten();
+        let found = known.find(|k| k.id == id);
+        found.unwrap_or_else(|| panic!("{what} of unknown message {id:?} was accepted"))
+    }
+
     /// `room` was dropped: a new room of that name starts afresh.
     fn dropped(&mut self, room: &'static str) {
         self.rooms.remove(room);
@@ -321,13 +329,7 @@ async fn run(ops: Vec<Op>) {
                 let room = room_of(member);
                 let id = target(&model, room, t);
                 if member.edit(&id, text.clone()).await.is_ok() {
-                    let k = model
-                        .rooms
-                        .get_mut(room)
-                        .unwrap()
-                        .iter_mut()
-                        .find(|k| k.id == id);
-                    let k = k.expect("an edit of an unknown message was accepted");
+                    let k = model.accepted(room, &id, "an edit");
                     assert!(!k.deleted, "an edit of a deleted message was accepted");
                     assert_eq!(k.author, member.identity().as_str(), "edited by another");
                     k.content = text;
@@ -340,13 +342,7 @@ async fn run(ops: Vec<Op>) {
                 let room = room_of(member);
                 let id = target(&model, room, t);
                 if member.delete(&id).await.is_ok() {
-                    let k = model
-                        .rooms
-                        .get_mut(room)
-                        .unwrap()
-                        .iter_mut()
-                        .find(|k| k.id == id);
-                    let k = k.expect("a delete of an unknown message was accepted");
+                    let k = model.accepted(room, &id, "a delete");
                     assert!(!k.deleted, "deleted twice");
                     assert!(
                         *moderator || k.author == member.identity().as_str(),
