@@ -4,18 +4,16 @@
 //! Redis share it (also when a change reaches the database before the post
 //! it changes), a newer schema is refused, and a database that stops
 //! mid-conversation (a throwaway cluster the test starts, never the shared
-//! one) gives `unavailable`, then everything recovers by itself. A Redis
-//! that hangs (behind a proxy the test freezes) and posts a message after
-//! its sender was told `unavailable` leaves it in the database all the
-//! same.
+//! one) gives `unavailable`, then everything recovers by itself. (A Redis
+//! that hangs: `tests/in_doubt.rs`.)
 #![cfg(all(feature = "postgres", feature = "redis"))]
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
+use common::postgres::{Schema, admin, contents, on, unique};
 use common::redis::{Keys, on_redis};
 use common::{
     Client, Proxy, Server, TempDir, config, eventually, moderator_token, token, token_mode,
@@ -23,86 +21,6 @@ use common::{
 };
 use roomcast::store::StoreKind;
 use serde_json::{Value, json};
-
-const SHARED: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn unique(tag: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "rc_{tag}_{}_{}_{nanos:x}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Runs `sql` on the shared server (setup and cleanup only), on a thread
-/// of its own (the caller may be inside a runtime).
-fn admin(sql: &str) {
-    let sql = sql.to_owned();
-    std::thread::spawn(move || admin_here(&sql))
-        .join()
-        .expect("the admin statement failed");
-}
-
-fn admin_here(sql: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(SHARED, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("PostgreSQL is not reachable at {SHARED} ({e}); these tests need it")
-            });
-        tokio::spawn(conn);
-        client.batch_execute(sql).await.expect(sql);
-    });
-}
-
-/// A schema of the test's own in the shared database, dropped at the end.
-struct Schema(String);
-
-impl Schema {
-    fn new(tag: &str) -> Self {
-        let name = unique(tag);
-        admin(&format!("CREATE SCHEMA {name}"));
-        Self(name)
-    }
-
-    fn url(&self) -> String {
-        format!("{SHARED}?options=-csearch_path%3D{}", self.0)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let name = self.0.clone();
-        let _ =
-            std::thread::spawn(move || admin_here(&format!("DROP SCHEMA {name} CASCADE"))).join();
-    }
-}
-
-fn on(url: &str) -> roomcast::Config {
-    config()
-        .store(StoreKind::Postgres(url.to_owned()))
-        .rate(0u32)
-}
-
-/// The contents of the messages of the history page at `path`, oldest
-/// first.
-async fn contents(server: &Server, path: &str) -> Vec<String> {
-    let page = server.get(path).await.json();
-    page["messages"]
-        .as_array()
-        .expect("a page of messages")
-        .iter()
-        .map(|m| m["content"].as_str().expect("content").to_owned())
-        .collect()
-}
 
 fn seqs(history: &Value) -> Vec<u64> {
     history
@@ -215,10 +133,7 @@ async fn two_instances_on_redis_share_the_history_and_its_numbering() {
     let a = Server::start(redis(&prefix)).await;
     let b = Server::start(redis(&prefix)).await;
     for s in [&a, &b] {
-        eventually("the instance is connected", async || {
-            s.get("/health").await.status == 200
-        })
-        .await;
+        s.wait_healthy().await;
     }
     let (mut ann, _) = a.join("team", "ann").await;
     ann.expect("join").await;
@@ -258,10 +173,7 @@ async fn two_instances_on_redis_share_the_history_and_its_numbering() {
     // continues above it.
     let fresh = unique("redis-empty");
     let c = Server::start(redis(&fresh)).await;
-    eventually("the instance is connected", async || {
-        c.get("/health").await.status == 200
-    })
-    .await;
+    c.wait_healthy().await;
     let (mut carl, w) = c.join("team", "carl").await;
     assert_eq!(seqs(&w["history"]), vec![1, 2, 3, 5], "{w}");
     carl.expect("join").await;
@@ -280,7 +192,7 @@ async fn redis_losing_its_data_while_the_room_is_held_here_never_reuses_a_stored
             .redis_prefix(keys.prefix().to_owned()),
     )
     .await;
-    connected(&a).await;
+    a.wait_healthy().await;
     // The room is loaded while the database holds nothing: its floor is 0.
     let (mut ann, _) = a.join("team", "ann").await;
     ann.expect("join").await;
@@ -297,7 +209,7 @@ async fn redis_losing_its_data_while_the_room_is_held_here_never_reuses_a_stored
     redis.cleanup(keys.prefix());
     assert!(redis.kill_connections(keys.prefix()) > 0);
     ann.expect_close(1013).await;
-    connected(&a).await;
+    a.wait_healthy().await;
 
     // Numbered right above what the database holds: not from the floor of
     // the first load (a reused seq, which the database would refuse
@@ -328,8 +240,8 @@ async fn a_resume_past_redis_ring_keeps_its_gap_while_the_database_lags() {
     let (config, _keys) = on_redis(on(&schema.url()).history(2usize), "lag");
     let a = Server::start(config.clone().store(StoreKind::Postgres(through_proxy))).await;
     let b = Server::start(config).await;
-    connected(&a).await;
-    connected(&b).await;
+    a.wait_healthy().await;
+    b.wait_healthy().await;
     let (mut ann, _) = a.join("lag", "ann").await;
     ann.expect("join").await;
     // a's writes wait; Redis's ring of two holds m4 and m5, and m1..m3 are
@@ -369,13 +281,6 @@ struct Pair {
     _keys: Keys,
 }
 
-async fn connected(server: &Server) {
-    eventually("the instance is connected", async || {
-        server.get("/health").await.status == 200
-    })
-    .await;
-}
-
 impl Pair {
     async fn start(tag: &str) -> Self {
         let schema = Schema::new(tag);
@@ -387,8 +292,8 @@ impl Pair {
         let a_config = b_config.clone().store(StoreKind::Postgres(through_proxy));
         let a = Server::start(a_config).await;
         let b = Server::start(b_config).await;
-        connected(&a).await;
-        connected(&b).await;
+        a.wait_healthy().await;
+        b.wait_healthy().await;
         Self {
             schema,
             proxy,
@@ -411,7 +316,7 @@ impl Pair {
         self.b.wait_metric("roomcast_store_uncommitted", 0).await;
         self.proxy.restore();
         self.a.wait_metric("roomcast_store_uncommitted", 0).await;
-        connected(&self.a).await;
+        self.a.wait_healthy().await;
     }
 
     /// Stops both and reads `room`'s messages as the database holds them,
@@ -421,7 +326,7 @@ impl Pair {
         self.b.shutdown().await.unwrap();
         let (config, _keys) = on_redis(token_mode(on(&self.schema.url())), "empty");
         let c = Server::start(config).await;
-        connected(&c).await;
+        c.wait_healthy().await;
         let page = c
             .get(&format!(
                 "/api/rooms/{room}/messages?token={}",
@@ -652,10 +557,7 @@ async fn a_database_that_stops_gives_unavailable_then_everything_recovers() {
     ann.expect_error("unavailable").await;
 
     cluster.ctl("start");
-    eventually("/health is ok again", async || {
-        server.get("/health").await.status == 200
-    })
-    .await;
+    server.wait_healthy().await;
     ann.post("after").await;
     server.wait_metric("roomcast_store_uncommitted", 0).await;
     assert_eq!(
@@ -764,10 +666,7 @@ async fn a_database_that_hangs_holds_posts_while_health_checks_answer() {
         assert_eq!(m["type"], "message", "{m}");
         assert_eq!(m["content"], k.to_string(), "{m}");
     }
-    eventually("/health is ok again", async || {
-        server.get("/health").await.status == 200
-    })
-    .await;
+    server.wait_healthy().await;
     server.wait_metric("roomcast_store_uncommitted", 0).await;
     let expected: Vec<String> = (sent - 99..=sent).map(|k| k.to_string()).collect();
     assert_eq!(
@@ -775,207 +674,4 @@ async fn a_database_that_hangs_holds_posts_while_health_checks_answer() {
         expected
     );
     server.shutdown().await.unwrap();
-}
-
-// ------------------------------------------------ a Redis that hangs
-
-/// One instance on `schema` that reaches Redis through `proxy` (which the
-/// test can freeze), connected; `tune` adjusts its configuration. The keys
-/// go when the returned guard does.
-async fn behind(
-    proxy: &Proxy,
-    schema: &Schema,
-    tag: &str,
-    tune: impl FnOnce(roomcast::Config) -> roomcast::Config,
-) -> (Server, Keys) {
-    let (config, keys) = on_redis(tune(on(&schema.url())), tag);
-    let config = config.redis_url(Some(format!("redis://{}", proxy.addr)));
-    let server = Server::start(config).await;
-    connected(&server).await;
-    (server, keys)
-}
-
-/// A post waiting for Redis when its connection closes (here, at shutdown)
-/// runs to its end: once Redis answers, the message is in the database
-/// too, not only on the backbone.
-#[tokio::test]
-async fn a_post_in_flight_when_its_connection_closes_still_reaches_the_database() {
-    let schema = Schema::new("inflight");
-    let proxy = Proxy::start(common::redis::REDIS).await;
-    let (a, _keys) = behind(&proxy, &schema, "inflight", |c| c).await;
-    let (mut ann, _) = a.join("r", "ann").await;
-    ann.expect("join").await;
-    ann.post("before").await;
-    let read = a.metric("roomcast_frames_in_total").await;
-
-    proxy.freeze();
-    ann.send_json(json!({"type": "message", "content": "in flight"}))
-        .await;
-    eventually("the server read the post", async || {
-        a.metric("roomcast_frames_in_total").await > read
-    })
-    .await;
-    // Shutdown closes the connection while the post waits for Redis, which
-    // answers once the client has seen the close.
-    let thaw = async {
-        ann.expect_close(1001).await;
-        proxy.thaw();
-    };
-    let ((), a) = tokio::join!(thaw, a.restart());
-    assert_eq!(
-        contents(&a, "/api/rooms/r/messages").await,
-        ["before", "in flight"]
-    );
-    a.shutdown().await.unwrap();
-}
-
-/// Redis hangs past a post's call timeout, so its sender is told
-/// `unavailable`; then Redis answers again and runs the post it was
-/// holding. The room sees the message through the event stream, and so
-/// does the database: the instance that left it in doubt stores it when
-/// its event comes back (before its members see it, so a page read after
-/// that reads it).
-#[tokio::test]
-async fn a_post_answered_unavailable_that_redis_posts_after_all_reaches_the_database() {
-    let schema = Schema::new("doubt");
-    let proxy = Proxy::start(common::redis::REDIS).await;
-    // The default presence TTL: the event stream pings every 10 s and
-    // gives up after two unanswered pings, far longer than this stall.
-    let (a, _keys) = behind(&proxy, &schema, "doubt", |c| c).await;
-    let (mut ann, _) = a.join("r", "ann").await;
-    ann.expect("join").await;
-    ann.post("before").await;
-
-    proxy.freeze();
-    ann.send_json(json!({"type": "message", "content": "in doubt", "client_id": "d-1"}))
-        .await;
-    let refused = ann.expect_error("unavailable").await;
-    assert!(
-        refused["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("same client_id")),
-        "{refused}"
-    );
-    proxy.thaw();
-    let m = ann.skip_to("message").await;
-    assert_eq!(
-        (&m["content"], &m["client_id"]),
-        (&json!("in doubt"), &json!("d-1"))
-    );
-
-    let page = a.get("/api/rooms/r/messages").await.json();
-    assert_eq!(
-        page["messages"][1]["message_id"], m["message_id"],
-        "the database has it: {page}"
-    );
-    assert_eq!(page["messages"][1]["seq"], m["seq"]);
-    a.wait_metric("roomcast_store_uncommitted", 0).await;
-    drop(ann);
-    a.shutdown().await.unwrap();
-}
-
-/// A delete answered `unavailable` in a Redis stall that Redis carries out
-/// when it answers again: the room sees the message go, and so does the
-/// database (before, it kept the message, and a page or a restart brought
-/// it back).
-#[tokio::test]
-async fn a_delete_answered_unavailable_that_redis_carries_out_after_all_reaches_the_database() {
-    let schema = Schema::new("doubt_delete");
-    let proxy = Proxy::start(common::redis::REDIS).await;
-    let (a, _keys) = behind(&proxy, &schema, "doubt_delete", |c| c).await;
-    let (mut ann, _) = a.join("r", "ann").await;
-    ann.expect("join").await;
-    ann.post("kept").await;
-    let gone = ann.post("gone").await;
-    a.wait_metric("roomcast_store_uncommitted", 0).await;
-    assert_eq!(
-        contents(&a, "/api/rooms/r/messages").await,
-        ["kept", "gone"]
-    );
-
-    proxy.freeze();
-    ann.send_json(json!({"type": "delete", "message_id": gone["message_id"]}))
-        .await;
-    let refused = ann.expect_error("unavailable").await;
-    assert!(
-        refused["message"].as_str().is_some_and(|m| m.ends_with(
-            "did not answer in time: the message may still be deleted, so if it is \
-                 still there, delete it again"
-        )),
-        "{refused}"
-    );
-    proxy.thaw();
-    let deleted = ann.skip_to("message_deleted").await;
-    assert_eq!(deleted["message_id"], gone["message_id"]);
-
-    a.wait_metric("roomcast_store_uncommitted", 0).await;
-    assert_eq!(contents(&a, "/api/rooms/r/messages").await, ["kept"]);
-    drop(ann);
-    a.shutdown().await.unwrap();
-}
-
-/// As above, but the stall also cut the event stream, and the room had
-/// no member left here when Redis ran the post: this instance never sees
-/// its event. The client's retry (the same `client_id`) is answered with
-/// the message, and that stores it, once.
-#[tokio::test]
-async fn a_post_in_doubt_whose_event_this_instance_missed_is_stored_by_its_retry() {
-    let schema = Schema::new("doubt_retry");
-    let proxy = Proxy::start(common::redis::REDIS).await;
-    // A short presence TTL: the event stream pings every third of a
-    // second and gives up after two unanswered pings.
-    let (a, _keys) = behind(&proxy, &schema, "doubt_retry", |c| {
-        c.presence_ttl(std::time::Duration::from_secs(1))
-    })
-    .await;
-    let (mut ann, _) = a.join("r", "ann").await;
-    ann.expect("join").await;
-    let request = json!({"type": "message", "content": "retried", "client_id": "r-1"});
-
-    proxy.freeze();
-    ann.send_json(request.clone()).await;
-    eventually("the event stream gave up", async || {
-        let health = a.get("/health").await;
-        health.status == 503
-            && health.json()["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("pub/sub"))
-    })
-    .await;
-    ann.expect_error("unavailable").await;
-    ann.close().await;
-    eventually("the room has no member here", async || {
-        a.get("/api/rooms").await.json()["rooms"] == json!([])
-    })
-    .await;
-    proxy.thaw();
-    connected(&a).await;
-
-    // Redis ran the post (a welcome shows it); nothing here stored it yet.
-    let deadline = tokio::time::Instant::now() + common::TIMEOUT;
-    let mut ann = loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "Redis never ran the post it held"
-        );
-        let (mut c, w) = a.join("r", "ann").await;
-        let history: Vec<&Value> = w["history"].as_array().expect("history").iter().collect();
-        if history.iter().any(|m| m["content"] == "retried") {
-            c.expect("join").await;
-            break c;
-        }
-        drop(c);
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
-    ann.send_json(request).await;
-    let echo = ann.skip_to("message").await;
-    assert_eq!(echo["client_id"], "r-1", "{echo}");
-    let page = a.get("/api/rooms/r/messages").await.json();
-    let messages = page["messages"].as_array().cloned().unwrap_or_default();
-    assert_eq!(messages.len(), 1, "stored once: {page}");
-    assert_eq!(messages[0]["message_id"], echo["message_id"]);
-    assert_eq!(messages[0]["seq"], echo["seq"]);
-    a.wait_metric("roomcast_store_uncommitted", 0).await;
-    drop(ann);
-    a.shutdown().await.unwrap();
 }

@@ -110,27 +110,31 @@ fn changed(seq: Option<&Value>, version: Option<&Value>) -> Option<Changed> {
 async fn answer(
     queued: Result<oneshot::Receiver<Result<Value, LinkError>>, Unavailable>,
 ) -> Result<Value, Refusal> {
-    outcome(queued).await.map_err(|not| not.refusal)
+    outcome(queued, None).await.map_err(|not| not.refusal)
 }
 
 /// A queued script call's answer, and without one whether Redis may have
 /// run it all the same (a call refused before it was queued never ran).
+/// The client is told to try again, or, when Redis may have run it and
+/// `if_in_doubt` is given, that advice instead (a plain retry is not
+/// always right).
 async fn outcome(
     queued: Result<oneshot::Receiver<Result<Value, LinkError>>, Unavailable>,
+    if_in_doubt: Option<&str>,
 ) -> Result<Value, NotPosted> {
     let rx = queued.map_err(|e| NotPosted::from(unavailable(e)))?;
     Link::reply(rx)
         .await
-        .map_err(|Unanswered { why, in_doubt }| NotPosted {
-            refusal: unavailable(why),
-            in_doubt,
+        .map_err(|Unanswered { what, in_doubt }| {
+            let message = match if_in_doubt.filter(|_| in_doubt) {
+                Some(advice) => format!("{what}: {advice}"),
+                None => format!("{what}; try again"),
+            };
+            NotPosted {
+                refusal: Refusal::new(ErrorCode::Unavailable, message),
+                in_doubt,
+            }
         })
-}
-
-/// The sentence for a request left in doubt: the link's reason without its
-/// "try again" (a plain retry is not always right), then what to do.
-fn in_doubt(reason: &str, then: &str) -> String {
-    format!("{}: {then}", reason.trim_end_matches("; try again"))
 }
 
 /// The `message_id` of a message's JSON, as the scripts write it.
@@ -303,20 +307,18 @@ impl Backbone for RedisBackbone {
             ],
         );
         // Not "nothing was changed": say how to retry safely.
-        let retry = match m.client_id {
-            Some(_) => "retry with the same client_id (a retry never posts it twice)",
-            None => "look for it in the room before sending it again",
+        let if_in_doubt = match m.client_id {
+            Some(_) => {
+                "the message may still be posted, so retry with the same client_id (a retry \
+                 never posts it twice)"
+            }
+            None => {
+                "the message may still be posted, so look for it in the room before sending \
+                     it again"
+            }
         };
         Box::pin(async move {
-            let reply = outcome(queued).await.map_err(|mut not| {
-                if not.in_doubt {
-                    not.refusal.message = in_doubt(
-                        &not.refusal.message,
-                        &format!("the message may still be posted, so {retry}"),
-                    );
-                }
-                not
-            })?;
+            let reply = outcome(queued, Some(if_in_doubt)).await?;
             if let Some(seq) = reply.as_int().and_then(|n| u64::try_from(n).ok()) {
                 return Ok(Posted {
                     seq,
@@ -464,16 +466,11 @@ impl Backbone for RedisBackbone {
         let message_id = message_id.to_owned();
         Box::pin(async move {
             // The seq, or a refusal's code; no answer: say how to be sure.
-            let reply = outcome(queued).await.map_err(|mut not| {
-                if not.in_doubt {
-                    not.refusal.message = in_doubt(
-                        &not.refusal.message,
-                        "the message may still be deleted, so if it is still there, delete it \
-                         again",
-                    );
-                }
-                not
-            })?;
+            let reply = outcome(
+                queued,
+                Some("the message may still be deleted, so if it is still there, delete it again"),
+            )
+            .await?;
             let code = reply.as_int().unwrap_or(0);
             refused(code, &message_id, "delete", limits)?;
             let seq = u64::try_from(code).ok().filter(|&seq| seq > 0);

@@ -86,8 +86,9 @@ impl fmt::Display for Unavailable {
 /// A request that got no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Unanswered {
-    /// Why, as the client is told.
-    pub why: Unavailable,
+    /// What happened, as the client is told, without advice: whether to
+    /// try again depends on `in_doubt` and on the request.
+    pub what: &'static str,
     /// Redis may have run it, or may yet: it was sent (or queued to be)
     /// and no answer came in time, or the connection failed after it was
     /// written. `false`: it never reached Redis, or Redis refused it.
@@ -96,7 +97,7 @@ pub(crate) struct Unanswered {
 
 impl fmt::Display for Unanswered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.why.fmt(f)
+        f.write_str(self.what)
     }
 }
 
@@ -255,7 +256,7 @@ impl Link {
     ) -> Result<Value, Unanswered> {
         match tokio::time::timeout(CALL_TIMEOUT, rx).await {
             Err(_) => Err(Unanswered {
-                why: Unavailable("the chat backbone did not answer in time; try again".into()),
+                what: "the chat backbone did not answer in time",
                 in_doubt: true,
             }),
             Ok(answer) => Self::settle(answer),
@@ -267,7 +268,7 @@ impl Link {
         answer: Result<Result<Value, LinkError>, oneshot::error::RecvError>,
     ) -> Result<Value, Unanswered> {
         let lost = |in_doubt| Unanswered {
-            why: Unavailable("the chat backbone lost its connection; try again".into()),
+            what: "the chat backbone lost its connection",
             in_doubt,
         };
         match answer {
@@ -278,7 +279,7 @@ impl Link {
             Ok(Ok(Value::Error(e))) => {
                 tracing::error!("a backbone script failed: {e}");
                 Err(Unanswered {
-                    why: Unavailable("the chat backbone refused the request".into()),
+                    what: "the chat backbone refused the request",
                     in_doubt: false,
                 })
             }

@@ -3,8 +3,8 @@
 //! submodules, a raw HTTP/1.1 client (`http`), a WebSocket client that
 //! speaks the JSON protocol (`client`), a raw WebSocket for clients that
 //! must misbehave (`raw_ws`), the real binary as a process (`binary`), a
-//! TCP proxy the test can cut or freeze (`proxy`), and Redis fixtures
-//! (`redis`).
+//! TCP proxy the test can cut or freeze (`proxy`), and Redis, S3 and
+//! PostgreSQL fixtures (`redis`, `s3`, `postgres`).
 //!
 //! Every wait here is bounded by [`TIMEOUT`], which is a failure bound only:
 //! no test passes because something took a certain time.
@@ -16,6 +16,8 @@
 mod binary;
 mod client;
 mod http;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod proxy;
 mod raw_ws;
 pub mod redis;
