@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{RawWs, Server, TIMEOUT, config};
+use common::{RawWs, Server, TIMEOUT, config, eventually};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -148,6 +148,46 @@ async fn a_client_that_stops_reading_is_closed_with_1013() {
     };
     assert_eq!(leave["user"], "slow");
     fast.post("still here").await;
+    server.shutdown().await.unwrap();
+}
+
+/// A connection the server has decided to close acts no more, though its
+/// close waits behind a socket that refuses bytes (here a slow consumer;
+/// an expired token or shutdown close the same way): a post it sends then
+/// is read but not posted, and the room sees it leave without it.
+#[tokio::test]
+async fn a_connection_being_closed_posts_nothing_more() {
+    let server = Server::start(
+        config()
+            .outbound_queue(4usize)
+            .rate(0u32)
+            .max_message_chars(40_000usize),
+    )
+    .await;
+    let mut slow = common::stalled_client(&server, "/ws/closing/slow").await;
+    let (mut fast, _) = server.join("closing", "fast").await;
+    fast.expect("join").await;
+    let (_, early_leave) = common::flood_until_a_slow_consumer_is_dropped(&server, &mut fast).await;
+    // Its writer is stuck behind the socket the client does not read.
+    assert_eq!(early_leave, None, "the slow client's session ended early");
+
+    let read = server.metric("roomcast_frames_in_total").await;
+    slow.send_text(r#"{"type":"message","content":"after its close"}"#)
+        .await;
+    eventually("the server read the post", async || {
+        server.metric("roomcast_frames_in_total").await > read
+    })
+    .await;
+    let (code, _) = slow.read_until_close().await;
+    assert_eq!(code, 1013);
+    let leave = loop {
+        let event = fast.recv_json().await;
+        assert_ne!(event["type"], "message", "posted after its close: {event}");
+        if event["type"] == "leave" {
+            break event;
+        }
+    };
+    assert_eq!(leave["user"], "slow");
     server.shutdown().await.unwrap();
 }
 

@@ -208,12 +208,15 @@ impl Outbox {
 
     /// The writer says whether the member's socket refuses bytes: `true`
     /// when a write could not proceed, `false` once the socket has room.
-    pub fn set_refused(&self, refused: bool) {
+    /// Answers whether a close has been requested (see
+    /// [`Outbox::is_closing`]), read under the same lock.
+    pub fn set_refused(&self, refused: bool) -> bool {
         let mut s = self.lock();
         if s.refused != refused {
             s.refused = refused;
             self.recount(&mut s);
         }
+        s.close.is_some()
     }
 
     /// Drops what an overflow left queued, but the rest of a frame already

@@ -329,6 +329,14 @@ pub async fn run<R, W>(
                     break;
                 }
                 metrics.frames_in.inc();
+                // A connection the server has decided to close (its token
+                // expired, a slow consumer, shutdown) acts no more, though
+                // its writer may still be draining to a slow socket: what
+                // it sends now is read and dropped, and the session waits
+                // out its writer's bounded close below.
+                if outbox.is_closing() {
+                    break;
+                }
                 if !limiter.allow() {
                     strikes += 1;
                     metrics.rate_limited.inc();

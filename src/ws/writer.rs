@@ -79,6 +79,11 @@ struct Writer<W> {
     refused: bool,
     /// Armed while the socket refuses bytes: past it, the peer is gone.
     stall: Option<Pin<Box<Sleep>>>,
+    /// The socket refused bytes after a close was requested: from then on
+    /// `stall` is not disarmed by writes that get through, so a client
+    /// that reads a trickle cannot hold a closing connection (and its
+    /// place in the room) open for longer than [`WRITE_TIMEOUT`].
+    closing: bool,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
@@ -94,6 +99,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             wake,
             refused: false,
             stall: None,
+            closing: false,
         }
     }
 
@@ -129,7 +135,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                     }
                     Poll::Pending => {
                         self.refused = true;
-                        self.wake.outbox.set_refused(true);
+                        self.closing |= self.wake.outbox.set_refused(true);
                         if self.wake.woken.load(Ordering::SeqCst) {
                             // Room came while we said there was none.
                             self.wake.outbox.set_refused(false);
@@ -137,7 +143,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                         return self.poll_stall(cx);
                     }
                 };
-                self.stall = None;
+                if !self.closing {
+                    self.stall = None;
+                }
                 let frames = self.wake.outbox.consume(written);
                 metrics.frames_out.add(frames as u64);
                 metrics.bytes_out.add(written as u64);
@@ -241,5 +249,39 @@ mod tests {
             .unwrap();
         assert_eq!(reader.await.unwrap(), expected);
         assert_eq!(metrics.frames_out.get(), 200);
+    }
+
+    /// A closing connection whose client reads a trickle, each read in
+    /// time to disarm the stall timer of an open one, is given up
+    /// [`WRITE_TIMEOUT`] after its socket first refused bytes.
+    #[tokio::test(start_paused = true)]
+    async fn a_closing_writer_is_not_kept_alive_by_a_trickle_of_reads() {
+        let outbox = Arc::new(Outbox::new(1000, 1 << 20));
+        for i in 0..200 {
+            outbox.push(Bytes::from(format!("frame-{i};")));
+        }
+        outbox.close(CloseReason::TOKEN_EXPIRED);
+        let (a, mut b) = tokio::io::duplex(7);
+        let trickle = WRITE_TIMEOUT / 3;
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            let mut buf = [0u8; 7];
+            loop {
+                tokio::time::sleep(trickle).await;
+                match tokio::io::AsyncReadExt::read(&mut b, &mut buf).await {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got += n,
+                }
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let ended = write_loop(a, outbox, Arc::new(Metrics::default())).await;
+        assert_eq!(
+            ended.map_err(|e| e.kind()),
+            Err(io::ErrorKind::TimedOut),
+            "drained at a trickle"
+        );
+        assert!(started.elapsed() <= WRITE_TIMEOUT + trickle);
+        assert!(reader.await.unwrap() > 7, "the client did read meanwhile");
     }
 }
