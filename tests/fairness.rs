@@ -220,6 +220,31 @@ async fn upgrades_past_the_join_rate_get_429_with_retry_after() {
     server.shutdown().await.unwrap();
 }
 
+/// A page elsewhere that opens sockets to this server (its visitors'
+/// browsers send its `Origin`) is refused before the upgrade is charged:
+/// it cannot spend the join budget of its visitors' addresses.
+#[tokio::test]
+async fn an_upgrade_from_a_page_elsewhere_takes_nothing_from_the_join_budget() {
+    let server = Server::start(config().joins_per_minute(3u32)).await;
+    let a = server.addr;
+    let elsewhere = [("Origin", "https://evil.example")];
+    for _ in 0..5 {
+        let refused = ws_from(a, "127.0.0.2", "/ws/origins/u0", &elsewhere)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            refused.assert_json_error(403)["error"],
+            "origin_not_allowed"
+        );
+    }
+    for user in ["u1", "u2", "u3"] {
+        let path = format!("/ws/origins/{user}");
+        welcomed(ws_from(a, "127.0.0.2", &path, &[]).await.unwrap()).await;
+    }
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn preflights_have_a_budget_of_their_own_at_the_join_rate() {
     let server = Server::start(config().joins_per_minute(3u32)).await;

@@ -125,24 +125,38 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Proof that an upgrade's `Origin` was checked and allowed
+/// ([`Auth::origin`]), which [`Auth::admit`] takes.
+#[derive(Debug)]
+pub struct OriginAllowed(());
+
 impl Auth {
     /// Whether tokens are required.
     pub fn tokens_required(&self) -> bool {
         matches!(self.mode, Mode::Token(_))
     }
 
-    /// Decides a WebSocket upgrade to `room` as `user`: its `Origin`, then
-    /// who it is (a claim or a token) and whether that may join the room.
+    /// Whether a WebSocket upgrade's `Origin` is allowed: the first check
+    /// of an upgrade, before it is charged to its address, so that a page
+    /// elsewhere cannot spend a visitor's join budget.
+    pub fn origin(&self, headers: &HeaderMap) -> Result<OriginAllowed, Denied> {
+        self.origins
+            .check(headers)
+            .map(|()| OriginAllowed(()))
+            .map_err(|why| Denied::new(StatusCode::FORBIDDEN, "origin_not_allowed", why))
+    }
+
+    /// Decides a WebSocket upgrade to `room` as `user` whose `Origin` was
+    /// allowed: who it is (a claim or a token) and whether that may join
+    /// the room.
     pub fn admit(
         &self,
+        _origin: OriginAllowed,
         headers: &HeaderMap,
         presented: &Presented<'_>,
         room: &RoomName,
         user: &UserName,
     ) -> Result<Admitted, Denied> {
-        self.origins
-            .check(headers)
-            .map_err(|why| Denied::new(StatusCode::FORBIDDEN, "origin_not_allowed", why))?;
         match &self.mode {
             Mode::Open => {
                 if room.is_private() {

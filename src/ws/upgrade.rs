@@ -213,6 +213,13 @@ pub(crate) async fn handle(
         .extensions()
         .get::<PeerAddr>()
         .map(|p| client_ip(p.0, req.headers(), state.config.trust_proxy));
+    // A page elsewhere is refused before anything is charged: otherwise
+    // any site a visitor opens could spend the join budget of the
+    // visitor's address (and of everyone behind the same NAT).
+    let origin = match state.auth.origin(req.headers()) {
+        Ok(origin) => origin,
+        Err(denied) => return Refused::from(denied).into_response(),
+    };
     // Each upgrade attempt is charged before any costly check (a token's
     // signature, a name held elsewhere, the welcome): joining is the
     // server's most expensive request. The preflight asks whether a join
@@ -244,7 +251,10 @@ pub(crate) async fn handle(
         claim: query.claim.as_deref(),
         token: query.token.as_deref(),
     };
-    let admitted = match state.auth.admit(req.headers(), &presented, &room, &user) {
+    let admitted = match state
+        .auth
+        .admit(origin, req.headers(), &presented, &room, &user)
+    {
         Ok(admitted) => admitted,
         Err(denied) => return Refused::from(denied).into_response(),
     };
