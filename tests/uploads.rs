@@ -746,6 +746,23 @@ async fn bytes_per_hour_are_limited_per_address_and_unsent_bytes_come_back() {
     server.shutdown().await.unwrap();
 }
 
+/// A refused upload's body is read to its end (within a bound) so the
+/// connection can be reused: those bytes were sent all the same, and count
+/// against the hour's bytes like any other.
+#[tokio::test]
+async fn a_refused_uploads_bytes_count_against_the_hour_though_only_drained() {
+    let server = Server::start(config().upload_bytes_per_hour(100u64 << 10)).await;
+    let text = |n: usize| "a line of text\n".repeat(n / 15).into_bytes();
+    let mut page = b"<html><script>x</script>".to_vec();
+    page.extend(text(60 << 10));
+    let res = upload(&server, "page.html", &page).await;
+    res.assert_json_error(415);
+    let res = upload(&server, "second.txt", &text(60 << 10)).await;
+    assert_eq!(res.assert_json_error(429)["error"], "rate_limited");
+    upload_ok(&server, "third.txt", &text(30 << 10)).await;
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn an_upload_of_no_declared_length_gives_back_only_what_it_took() {
     // 100 KiB an hour, uploads up to 10 MiB: a body of no declared length

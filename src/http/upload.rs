@@ -548,11 +548,14 @@ impl BodyReader {
         if self.ended {
             return;
         }
-        let body = &mut self.body;
+        let (body, received) = (&mut self.body, &mut self.received);
         let _ = tokio::time::timeout(DRAIN_TIME, async {
             let mut left = DRAIN_LIMIT;
             while let Some(Ok(frame)) = body.frame().await {
                 let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                // What was sent counts against the hourly volume, read or
+                // not: only what the client did not send is given back.
+                *received += n;
                 match left.checked_sub(n) {
                     Some(rest) => left = rest,
                     None => return,
