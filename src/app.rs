@@ -84,6 +84,9 @@ pub(crate) struct AppState {
     pub ws_open: AtomicUsize,
     /// Open WebSocket sessions per client address.
     pub ws_per_address: Arc<AddressSlots>,
+    /// History pages being read per client address
+    /// ([`crate::http::history::PAGES_PER_ADDRESS`]).
+    pub pages_per_address: Arc<AddressSlots>,
     /// Open TCP connections per peer address (no limit with `trust_proxy`).
     pub http_per_address: Arc<AddressSlots>,
     /// WebSocket upgrades per client address per minute.
@@ -273,6 +276,7 @@ impl AppState {
             auth,
             ws_open: AtomicUsize::new(0),
             ws_per_address: AddressSlots::new(config.max_connections_per_address),
+            pages_per_address: AddressSlots::new(crate::http::history::PAGES_PER_ADDRESS),
             // Behind a proxy every connection has the proxy's address: a
             // per-peer cap would be a second global one.
             http_per_address: AddressSlots::new(match config.trust_proxy {

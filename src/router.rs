@@ -102,7 +102,18 @@ pub(crate) async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Respo
         (_, p) if p.starts_with("/api/rooms/") => match p["/api/rooms/".len()..].split_once('/') {
             Some((room, "messages")) => {
                 let (parts, _) = req.into_parts();
-                h::history::page(&state.hub, &state.auth, &parts, room).await
+                let client = h::client_addr::request_client(
+                    &parts.extensions,
+                    &parts.headers,
+                    state.config.trust_proxy,
+                );
+                let reader = h::history::Reader {
+                    hub: &state.hub,
+                    auth: &state.auth,
+                    per_address: &state.pages_per_address,
+                    client,
+                };
+                h::history::page(reader, &parts, room).await
             }
             _ => h::not_found(),
         },

@@ -21,6 +21,18 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trust_proxy: bool) -> Ip
     }
 }
 
+/// The client address of a request whose connection recorded its peer
+/// ([`super::PeerAddr`], which the server's accept loop always sets).
+pub fn request_client(
+    extensions: &http::Extensions,
+    headers: &HeaderMap,
+    trust_proxy: bool,
+) -> Option<IpAddr> {
+    extensions
+        .get::<super::PeerAddr>()
+        .map(|super::PeerAddr(peer)| client_ip(*peer, headers, trust_proxy))
+}
+
 /// The address the proxy in front saw: the last entry of the last
 /// `X-Forwarded-For` header (each proxy appends the address it was reached
 /// from, so earlier entries are the client's own claims). `None` when the

@@ -3,10 +3,15 @@
 //! shape of `welcome.history`. The query is checked here, once, into typed
 //! values; every refusal is a JSON error saying what to send instead.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
 use http::{Method, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
-use super::{Body, error, json_text};
+use super::address_slots::AddressSlots;
+use super::{Body, error, json_text, rate_limited};
 use crate::auth::Auth;
 use crate::hub::{Hub, RoomName};
 
@@ -14,6 +19,22 @@ use crate::hub::{Hub, RoomName};
 pub const DEFAULT_LIMIT: usize = 50;
 /// The most one page may ask for.
 pub const MAX_LIMIT: usize = 100;
+/// Pages one client address may have being read at once: the server reads
+/// at most [`crate::hub::PAGE_READERS`] at once, and one client must not
+/// take them all.
+pub const PAGES_PER_ADDRESS: usize = 4;
+
+/// What a page is read with, and for whom.
+pub struct Reader<'a> {
+    /// Where pages are read.
+    pub hub: &'a Hub,
+    /// Who may read which room.
+    pub auth: &'a Auth,
+    /// Pages being read per client address.
+    pub per_address: &'a Arc<AddressSlots>,
+    /// The request's client address (`None`: not counted).
+    pub client: Option<IpAddr>,
+}
 
 /// A checked scrollback request.
 #[derive(Debug, PartialEq, Eq)]
@@ -84,13 +105,18 @@ fn room_name(raw: &str) -> Result<RoomName, String> {
 }
 
 /// Answers a scrollback request for the room in `raw_room`, read by
-/// whoever `auth` lets join it.
+/// whoever `reader.auth` lets join it.
 pub async fn page(
-    hub: &Hub,
-    auth: &Auth,
+    reader: Reader<'_>,
     req: &http::request::Parts,
     raw_room: &str,
 ) -> Response<Body> {
+    let Reader {
+        hub,
+        auth,
+        per_address,
+        client,
+    } = reader;
     let method = &req.method;
     let query = req.uri.query();
     if method != Method::GET {
@@ -107,6 +133,14 @@ pub async fn page(
     if let Err(denied) = auth.reader(&req.headers, q.token.as_deref(), &room) {
         return error(denied.status, denied.code, denied.message);
     }
+    // Held while the page is read.
+    let _slot = match client.map(|ip| per_address.acquire(ip)) {
+        Some(None) => {
+            return rate_limited("history pages read at once", Duration::from_secs(1));
+        }
+        Some(Some(slot)) => Some(slot),
+        None => None,
+    };
     let (messages, more) = match hub.page(&room, q.before, q.limit).await {
         Ok(page) => page,
         Err(refused) => {
@@ -171,5 +205,38 @@ mod tests {
             let e = parse_query(Some(bad)).unwrap_err();
             assert!(e.starts_with('`'), "{bad}: {e}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_address_with_its_share_of_pages_in_flight_is_refused_another() {
+        let hub = Hub::new(crate::hub::HubConfig::default());
+        let auth = Auth::default();
+        let per_address = AddressSlots::new(PAGES_PER_ADDRESS);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let (parts, ()) = http::Request::get("/api/rooms/lobby/messages")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let read = |client| {
+            let reader = Reader {
+                hub: &hub,
+                auth: &auth,
+                per_address: &per_address,
+                client,
+            };
+            page(reader, &parts, "lobby")
+        };
+        let in_flight: Vec<_> = (0..PAGES_PER_ADDRESS)
+            .map(|_| per_address.acquire(ip).unwrap())
+            .collect();
+        let refused = read(Some(ip)).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.headers().contains_key(http::header::RETRY_AFTER));
+        // Another address reads (an empty room: 404), and so does this one
+        // once a page is done.
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(read(Some(other)).await.status(), StatusCode::NOT_FOUND);
+        drop(in_flight);
+        assert_eq!(read(Some(ip)).await.status(), StatusCode::NOT_FOUND);
     }
 }

@@ -26,9 +26,9 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use tokio::time::{Instant, Sleep};
 
-use super::client_addr::client_ip;
+use super::Body;
+use super::client_addr::request_client;
 use super::rate_limit::{Charge, PerIpLimiter};
-use super::{Body, PeerAddr};
 use crate::config::Config;
 use crate::media::preview_pool::PreviewPool;
 use crate::media::sniff::{self, Kind, SNIFF_LEN, TextCheck};
@@ -197,9 +197,7 @@ impl Uploads {
 
     /// The request's client address, if the connection told it.
     fn client_of<B>(&self, req: &Request<B>) -> Option<IpAddr> {
-        req.extensions()
-            .get::<PeerAddr>()
-            .map(|PeerAddr(peer)| client_ip(*peer, req.headers(), self.trust_proxy))
+        request_client(req.extensions(), req.headers(), self.trust_proxy)
     }
 
     /// Answers `POST /upload`; `owner` is the identity key of an

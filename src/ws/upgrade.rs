@@ -23,8 +23,8 @@ use super::expiry::{Expiry, TokenExpiry, close_at_expiry};
 use super::session;
 use crate::app::AppState;
 use crate::auth::{Denied, Presented};
-use crate::http::client_addr::client_ip;
-use crate::http::{Body, ConnectionSlot, PeerAddr, empty, error, json, rate_limited};
+use crate::http::client_addr::request_client;
+use crate::http::{Body, ConnectionSlot, empty, error, json, rate_limited};
 use crate::hub::{CloseReason, JoinError, Joining, RoomName, UserName, frames};
 
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -209,10 +209,7 @@ pub(crate) async fn handle(
     };
     // The client's address, for the per-address limits (the server always
     // sets the peer; a request without one is not counted).
-    let client = req
-        .extensions()
-        .get::<PeerAddr>()
-        .map(|p| client_ip(p.0, req.headers(), state.config.trust_proxy));
+    let client = request_client(req.extensions(), req.headers(), state.config.trust_proxy);
     // A page elsewhere is refused before anything is charged: otherwise
     // any site a visitor opens could spend the join budget of the
     // visitor's address (and of everyone behind the same NAT).
