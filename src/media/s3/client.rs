@@ -24,6 +24,12 @@ use super::sigv4::{self, Credentials, Scope, Timestamp};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests to the bucket waiting for their answer at once. Each is a TCP
+/// connection of its own, and anyone may cause one (a `GET /uploads/...`
+/// reads the upload's record), so this bounds the server's sockets to the
+/// bucket; past it a request waits for a place within its own timeout,
+/// then fails as unavailable without counting against the bucket's health.
+pub const MAX_IN_FLIGHT: usize = 64;
 /// Largest error or listing body read back.
 pub const MAX_XML_BYTES: usize = 1 << 20;
 
@@ -242,6 +248,8 @@ pub struct S3Client {
     credentials: Credentials,
     reachable: AtomicBool,
     last_failure: Mutex<String>,
+    /// Places for requests waiting for their answer ([`MAX_IN_FLIGHT`]).
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl S3Client {
@@ -256,6 +264,7 @@ impl S3Client {
             credentials,
             reachable: AtomicBool::new(true),
             last_failure: Mutex::new(String::new()),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         })
     }
 
@@ -351,9 +360,17 @@ impl S3Client {
     }
 
     /// Sends one signed request and returns the answer whatever its
-    /// status; the whole exchange up to the answer's head takes at most
-    /// the call's timeout.
+    /// status; the whole exchange up to the answer's head, a wait for a
+    /// place among [`MAX_IN_FLIGHT`] included, takes at most the call's
+    /// timeout.
     pub async fn send(&self, call: Call<'_>) -> Result<Response<Incoming>, S3Error> {
+        let deadline = tokio::time::Instant::now() + call.timeout;
+        let Ok(Ok(_place)) = tokio::time::timeout_at(deadline, self.in_flight.acquire()).await
+        else {
+            return Err(S3Error::Unreachable(format!(
+                "{MAX_IN_FLIGHT} requests to the media store were waiting already"
+            )));
+        };
         let Call {
             method,
             key,
@@ -361,7 +378,7 @@ impl S3Client {
             headers: extra,
             body,
             payload_hash,
-            timeout,
+            timeout: _,
         } = call;
         let path = self.path(key);
         let time = Timestamp::at(SystemTime::now());
@@ -428,7 +445,7 @@ impl S3Client {
                 .await
                 .map_err(|e| e.to_string())
         };
-        let answer = match tokio::time::timeout(timeout, exchange).await {
+        let answer = match tokio::time::timeout_at(deadline, exchange).await {
             Ok(Ok(res)) => res,
             Ok(Err(why)) => {
                 self.mark(false, &why);
@@ -560,6 +577,54 @@ pub fn header_str(res: &Response<Incoming>, name: header::HeaderName) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    /// A bucket that accepts connections and never answers: at most
+    /// [`MAX_IN_FLIGHT`] requests connect to it at once; one more waits
+    /// for a place and gives up at its own timeout, having opened nothing.
+    #[tokio::test]
+    async fn requests_waiting_for_the_bucket_are_bounded() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+                let _ = accepted_tx.send(());
+            }
+        });
+        let target = S3Target::parse(&format!("s3://media?endpoint=http://127.0.0.1:{port}"))
+            .unwrap()
+            .with_credentials(Credentials::new("key", "secret"));
+        let client = Arc::new(S3Client::new(target).unwrap());
+        let waiting: Vec<_> = (0..MAX_IN_FLIGHT)
+            .map(|_| {
+                let client = Arc::clone(&client);
+                tokio::spawn(async move {
+                    let call = Call::new(Method::GET, Some("k"), Duration::from_secs(3600));
+                    client.send(call).await.map(drop)
+                })
+            })
+            .collect();
+        for _ in 0..MAX_IN_FLIGHT {
+            accepted.recv().await.unwrap();
+        }
+        let one_more = Call::new(Method::GET, Some("k"), Duration::from_millis(50));
+        let Err(S3Error::Unreachable(why)) = client.send(one_more).await else {
+            panic!("a request past the bound was sent");
+        };
+        assert!(why.contains("waiting already"), "{why}");
+        assert!(accepted.try_recv().is_err(), "it opened a connection");
+        assert_eq!(
+            client.degraded(),
+            None,
+            "the bound is not the bucket failing"
+        );
+        for w in waiting {
+            w.abort();
+        }
+    }
 
     #[test]
     fn targets_parse_and_refuse_what_cannot_work() {
