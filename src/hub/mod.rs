@@ -70,7 +70,7 @@ use crate::metrics::Metrics;
 use event::MessageView;
 use in_doubt::InDoubt;
 use message_id::MessageIds;
-use room::{Room, Waiting};
+use room::{Reading, Room, Waiting};
 use welcome::{welcome_from_backbone, welcome_from_store};
 
 /// What a reaction request asks for.
@@ -114,7 +114,8 @@ pub struct HubConfig {
     /// An empty room's history is dropped after this long.
     pub empty_room_ttl: Duration,
     /// Rooms held at once; beyond it the oldest empty room is dropped, and if
-    /// none is empty, joining a new room is refused.
+    /// none is empty (or only rooms whose history is still being read from
+    /// the store are), joining a new room is refused.
     pub max_rooms: usize,
     /// Limits announced in `welcome`.
     pub limits: Limits,
@@ -497,6 +498,7 @@ impl Hub {
                     let (key, generation) = state
                         .join_waiting((user.clone(), &identity), Arc::clone(&outbox), tx)
                         .map_err(JoinError::NameTaken)?;
+                    let reading = Reading::start(&room, &mut state);
                     drop(state);
                     let waiting = Waiting {
                         key,
@@ -507,7 +509,7 @@ impl Hub {
                     };
                     tokio::spawn(welcome_from_store(
                         Arc::clone(common),
-                        Arc::clone(&room),
+                        (Arc::clone(&room), reading),
                         requested,
                         waiting,
                     ));
@@ -569,9 +571,10 @@ impl Hub {
         }
     }
 
-    /// Drops rooms that have been empty for longer than `empty_room_ttl`.
-    /// Returns how many were dropped. Call it now and then (the server does,
-    /// every few seconds).
+    /// Drops rooms that have been empty for longer than `empty_room_ttl`
+    /// (not one whose history is still being read from the store: it goes
+    /// at a sweep after). Returns how many were dropped. Call it now and
+    /// then (the server does, every few seconds).
     pub fn sweep(&self) -> usize {
         let common = &self.shared.common;
         let ttl = common.config.empty_room_ttl;
@@ -579,7 +582,7 @@ impl Hub {
         let before = rooms.len();
         rooms.retain(|name, room| {
             let mut state = room.lock();
-            let keep = state.empty_since.is_none_or(|t| t.elapsed() < ttl);
+            let keep = state.idle_since().is_none_or(|t| t.elapsed() < ttl);
             if !keep {
                 state.settle(name, common);
                 state.unload(common);
@@ -750,11 +753,12 @@ impl Hub {
     }
 }
 
-/// Removes the room that has been empty longest; false if every room has members.
+/// Removes the room that has been empty longest (of those not being read
+/// from the store); false if there is none.
 fn evict_oldest_empty(rooms: &mut HashMap<RoomName, Arc<Room>>, common: &Common) -> bool {
     let oldest = rooms
         .iter()
-        .filter_map(|(name, room)| room.lock().empty_since.map(|t| (t, name.clone())))
+        .filter_map(|(name, room)| room.lock().idle_since().map(|t| (t, name.clone())))
         .min_by_key(|(t, _): &(Instant, RoomName)| *t);
     match oldest.and_then(|(_, name)| rooms.remove(&name).map(|r| (name, r))) {
         Some((name, room)) => {
@@ -802,6 +806,93 @@ mod tests {
         )
     }
 
+    /// A message as the store would answer it.
+    fn stored(seq: u64) -> StoredMessage {
+        StoredMessage {
+            id: format!("s{seq}").as_str().into(),
+            seq,
+            user: UserName::parse("ann").unwrap(),
+            identity: Identity::named("ann"),
+            content: format!("m{seq}"),
+            timestamp: "2026-12-07T10:00:00.000Z".into(),
+            reactions: Reactions::default(),
+            attachment: None,
+            edited_at: None,
+            client_id: None,
+        }
+    }
+
+    /// Runs the runtime's tasks until `until` holds.
+    fn run_until(rt: &tokio::runtime::Runtime, until: impl Fn() -> bool) {
+        rt.block_on(async {
+            while !until() {
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+
+    #[test]
+    fn a_room_stays_in_the_hub_while_its_history_is_read_and_leaves_with_all_it_weighed() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _in_runtime = rt.enter();
+        // Each load is answered when the test chooses.
+        let (store, inbox) = store_channel(1024);
+        let (loads_tx, loads) = std::sync::mpsc::channel();
+        let held = store::Held {
+            loads: Some(loads_tx),
+            ..store::Held::default()
+        };
+        let writer = store::stalled_writer(inbox, held);
+        let hub = Hub::from_parts(HubParts {
+            config: HubConfig {
+                empty_room_ttl: Duration::ZERO,
+                max_rooms: 1,
+                ..HubConfig::default()
+            },
+            metrics: Arc::new(Metrics::default()),
+            store: Some(store.clone()),
+        });
+        let (slow, ann) = names("slow", "ann");
+        let ann = hub.join(slow, ann, None).unwrap();
+        let room = hub.rooms().get("slow").cloned().unwrap();
+        let load = rt.block_on(async {
+            loop {
+                if let Ok(load) = loads.try_recv() {
+                    return load;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        // Its only member leaves before its welcome: the room is empty,
+        // and is neither swept nor evicted for another room.
+        drop(ann);
+        assert_eq!(hub.sweep(), 0, "its load is still awaited");
+        let (other, bob) = names("other", "bob");
+        assert!(matches!(
+            hub.join(other, bob, None),
+            Err(JoinError::RoomsFull(_))
+        ));
+        let _ = load.send(Ok(Snapshot {
+            tail: (1..=3).map(stored).collect(),
+            last_seq: 3,
+            reserved: 3 + RESERVE_BLOCK,
+            older: false,
+        }));
+        // The welcome's task ends (it held the room twice).
+        run_until(&rt, || Arc::strong_count(&room) == 2);
+        assert!(hub.history_bytes() > 0, "the load was installed");
+        // Now it goes, and so does all it weighed, its seqs settled.
+        assert_eq!(hub.sweep(), 1);
+        assert_eq!(hub.history_bytes(), 0);
+
+        drop((room, hub));
+        rt.block_on(store.stop());
+        assert_eq!(writer.join().unwrap(), 1, "the room's settle");
+    }
+
     #[test]
     fn a_resume_read_from_the_store_while_posts_push_the_ring_on_reports_the_hole_as_a_gap() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -812,7 +903,11 @@ mod tests {
         // Each page read is answered when the test chooses.
         let (store, inbox) = store_channel(1024);
         let (pages_tx, pages) = std::sync::mpsc::channel();
-        let writer = store::stalled_writer(inbox, Some(pages_tx));
+        let held = store::Held {
+            pages: Some(pages_tx),
+            ..store::Held::default()
+        };
+        let writer = store::stalled_writer(inbox, held);
         let hub = Hub::from_parts(HubParts {
             config: HubConfig {
                 history: 5,
@@ -844,18 +939,6 @@ mod tests {
         for n in 11..=13 {
             post(n);
         }
-        let stored = |seq: u64| StoredMessage {
-            id: format!("s{seq}").as_str().into(),
-            seq,
-            user: UserName::parse("ann").unwrap(),
-            identity: Identity::named("ann"),
-            content: format!("m{seq}"),
-            timestamp: "2026-12-07T10:00:00.000Z".into(),
-            reactions: Reactions::default(),
-            attachment: None,
-            edited_at: None,
-            client_id: None,
-        };
         let _ = reply.send(Ok(((3..=5).map(stored).collect(), false)));
         rt.block_on(bob.welcomed());
         let welcome = drain(&bob).remove(0);

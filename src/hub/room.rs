@@ -103,6 +103,8 @@ pub(crate) struct RoomState {
     requested: u64,
     /// When the last member left (for dropping idle rooms).
     pub empty_since: Option<Instant>,
+    /// Welcomes reading the store for this room (see [`Reading`]).
+    reading: u32,
     /// With a backbone: the last event number the room's stream carried.
     /// The stream is in order, so a number at or below it again means the
     /// backbone's numbering went back: its data was lost.
@@ -138,6 +140,7 @@ impl Room {
                 reserved: Arc::new(AtomicU64::new(if loaded { u64::MAX } else { 0 })),
                 requested: 0,
                 empty_since: Some(Instant::now()),
+                reading: 0,
                 stream_ev: None,
             }),
             loading: tokio::sync::Mutex::new(()),
@@ -148,6 +151,30 @@ impl Room {
         // Every mutation below leaves the state consistent before anything
         // that could panic, so a poisoned lock is still safe to use.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A welcome reading the store for its room (the room's load, or a resume
+/// older than the ring): until it is dropped the room stays in the hub
+/// ([`RoomState::idle_since`]). A room dropped meanwhile would get its load
+/// installed all the same, in a room the hub no longer holds: its messages
+/// counted in the hub's total for good (which only ever grows then: past
+/// the budget every post trims every room, past twice it every post is
+/// refused) and its seq reservation never settled. Dropped outside the
+/// room's lock (it takes it).
+pub(crate) struct Reading(Arc<Room>);
+
+impl Reading {
+    /// Counts a read for `room`, whose state the caller holds as `state`.
+    pub fn start(room: &Arc<Room>, state: &mut RoomState) -> Self {
+        state.reading += 1;
+        Self(Arc::clone(room))
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.lock().reading -= 1;
     }
 }
 
@@ -531,6 +558,12 @@ impl RoomState {
             gone += 1;
         }
         gone
+    }
+
+    /// Since when the room has had no member, if it may leave memory: not
+    /// while a welcome reads the store for it (see [`Reading`]).
+    pub fn idle_since(&self) -> Option<Instant> {
+        self.empty_since.filter(|_| self.reading == 0)
     }
 
     /// The room leaves memory: its weight leaves the hub's total.

@@ -543,27 +543,41 @@ pub(crate) type HeldPage = (
     oneshot::Sender<Result<(Vec<StoredMessage>, bool), StoreError>>,
 );
 
-/// A writer for the hub's tests that loads every room empty and never
-/// commits (whatever a room hands out, it hands out on its load's
-/// reservation alone), and hands each page read to `pages`, if given;
-/// answers how many changes it was given.
+/// A room's load a test answers when it chooses (see [`stalled_writer`]).
 #[cfg(test)]
-pub(crate) fn stalled_writer(
-    mut inbox: StoreInbox,
-    pages: Option<std::sync::mpsc::Sender<HeldPage>>,
-) -> std::thread::JoinHandle<usize> {
+pub(crate) type HeldLoad = oneshot::Sender<Result<Snapshot, StoreError>>;
+
+/// The reads a [`stalled_writer`] hands to its test instead of answering.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Held {
+    pub pages: Option<std::sync::mpsc::Sender<HeldPage>>,
+    pub loads: Option<std::sync::mpsc::Sender<HeldLoad>>,
+}
+
+/// A writer for the hub's tests that never commits (whatever a room hands
+/// out, it hands out on its load's reservation alone), loads every room
+/// empty, and answers how many changes it was given. A page read, or a
+/// load, goes to `held`'s channel for it instead, if given.
+#[cfg(test)]
+pub(crate) fn stalled_writer(mut inbox: StoreInbox, held: Held) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
         let mut changes = 0;
         while let Some(op) = inbox.recv() {
             match op {
-                StoreOp::Load { reply, .. } => {
-                    let _ = reply.send(Ok(Snapshot {
-                        reserved: RESERVE_BLOCK,
-                        ..Snapshot::default()
-                    }));
-                }
+                StoreOp::Load { reply, .. } => match &held.loads {
+                    Some(loads) => {
+                        let _ = loads.send(reply);
+                    }
+                    None => {
+                        let _ = reply.send(Ok(Snapshot {
+                            reserved: RESERVE_BLOCK,
+                            ..Snapshot::default()
+                        }));
+                    }
+                },
                 StoreOp::Page { query, reply, .. } => {
-                    if let Some(pages) = &pages {
+                    if let Some(pages) = &held.pages {
                         let _ = pages.send((query, reply));
                     }
                 }
@@ -594,7 +608,7 @@ mod tests {
         let _in_runtime = rt.enter();
         let block = usize::try_from(RESERVE_BLOCK).unwrap();
         let (store, inbox) = store_channel(block + 16);
-        let writer = stalled_writer(inbox, None);
+        let writer = stalled_writer(inbox, Held::default());
         let hub = Hub::from_parts(HubParts {
             config: HubConfig {
                 outbox_frames: block + 16,

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::event::MessageView;
-use super::room::{Room, Waiting};
+use super::room::{Reading, Room, Waiting};
 use super::{
     Backbone, CloseReason, Common, ErrorCode, Identity, Link, PageQuery, RESERVE_BLOCK, Refusal,
     RemoteWelcome, RoomName, StoreError, UserName, frame,
@@ -57,9 +57,10 @@ fn close_unwelcomed(room: &Room, (key, generation): (usize, u64), reason: CloseR
 /// Completes a join that needs the store: loads the room if it is not
 /// loaded, reads the messages a resume wants that the ring no longer holds,
 /// then queues the welcome. On failure the connection is closed with 1013.
+/// The room stays in the hub until this is done (`reading`).
 pub(super) async fn welcome_from_store(
     common: Arc<Common>,
-    room: Arc<Room>,
+    (room, reading): (Arc<Room>, Reading),
     requested: RoomName,
     w: Waiting,
 ) {
@@ -101,6 +102,7 @@ pub(super) async fn welcome_from_store(
             close_unwelcomed(&room, (w.key, w.generation), CloseReason::UNAVAILABLE);
         }
     }
+    drop(reading); // after the room's lock is let go: it takes it
 }
 
 /// The `seq` of a message in its JSON form.
