@@ -270,6 +270,58 @@ async fn a_message_the_per_room_cap_takes_out_leaves_the_disk() {
     server.shutdown().await.unwrap();
 }
 
+/// Messages past `--retention-days` leave a room held in memory too, not
+/// only the store: a welcome no longer shows them, and an edit of one is
+/// refused rather than accepted and not stored.
+#[tokio::test]
+async fn retention_takes_old_messages_out_of_a_room_held_in_memory() {
+    let data = TempDir::new("retention");
+    let server = Server::start(sqlite().rate(0u32).data_dir(data.path())).await;
+    let (mut ann, _) = server.join("Kept", "ann").await;
+    ann.expect("join").await;
+    let old = ann.post("from long ago").await["message_id"].clone();
+    ann.post("also long ago").await;
+    drop(ann);
+    server.shutdown().await.expect("a clean shutdown");
+    // Both were posted years ago, as far as the file says.
+    let db = rusqlite::Connection::open(data.path().join("roomcast.db")).unwrap();
+    db.execute_batch(
+        "UPDATE roomcast_chunks SET oldest_ms = 0, newest_ms = 0, messages = \
+         (SELECT json_group_array(json_set(value, '$.timestamp', '2020-01-01T00:00:00.000Z')) \
+          FROM json_each(messages))",
+    )
+    .unwrap();
+    drop(db);
+
+    let kept = sqlite()
+        .rate(0u32)
+        .retention_days(Some(1u32))
+        .data_dir(data.path());
+    let server = Server::start(kept).await;
+    // Ann's join loads the room, old messages and all; the retention pass
+    // after that load's commit deletes them from the store.
+    let (mut ann, _) = server.join("Kept", "ann").await;
+    ann.expect("join").await;
+    server.wait_metric("roomcast_store_pruned_total", 2).await;
+    ann.post("fresh").await;
+    let (_bob, welcome) = server.join("Kept", "bob").await;
+    let shown: Vec<&str> = welcome["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|m| m["content"].as_str().expect("content"))
+        .collect();
+    assert_eq!(shown, ["fresh"], "the room stayed in memory: {welcome}");
+    ann.expect("join").await;
+    send(
+        &mut ann,
+        json!({"type": "edit", "message_id": old, "content": "too late"}),
+    )
+    .await;
+    ann.expect_error("unknown_message").await;
+    server.shutdown().await.expect("a clean shutdown");
+}
+
 #[tokio::test]
 async fn the_per_room_cap_keeps_the_newest() {
     let server = Server::start(sqlite().rate(0u32).retention_messages(Some(3u64))).await;

@@ -573,8 +573,9 @@ impl Hub {
 
     /// Drops rooms that have been empty for longer than `empty_room_ttl`
     /// (not one whose history is still being read from the store: it goes
-    /// at a sweep after). Returns how many were dropped. Call it now and
-    /// then (the server does, every few seconds).
+    /// at a sweep after), and from the others the messages the store's
+    /// retention period deleted. Returns how many rooms were dropped. Call
+    /// it now and then (the server does, every few seconds).
     pub fn sweep(&self) -> usize {
         let common = &self.shared.common;
         let ttl = common.config.empty_room_ttl;
@@ -583,7 +584,9 @@ impl Hub {
         rooms.retain(|name, room| {
             let mut state = room.lock();
             let keep = state.idle_since().is_none_or(|t| t.elapsed() < ttl);
-            if !keep {
+            if keep {
+                state.expire(common);
+            } else {
                 state.settle(name, common);
                 state.unload(common);
             }

@@ -25,6 +25,7 @@ use super::names::{Emoji, RoomName, UserName};
 use super::outbox::{Outbox, Pushed};
 use super::retries::Retries;
 use super::store::{Change, RESERVE_BLOCK, Slot as StoreSlot, Snapshot, Store};
+use super::timestamp;
 use super::{Common, ReactionAction};
 
 /// A member's slot: the slab key is reused after a member leaves, so each
@@ -406,6 +407,7 @@ impl RoomState {
         self.next_gen += 1;
         self.empty_since = None;
         let first = self.count_online(&user);
+        self.expire(common);
         outbox.push(self.welcome(room, &user, (after, claim), (&[], false), common));
         let join = first.then(|| self.presence_frame(PresenceKind::Join, &user, common));
         let key = self.members.insert(Slot {
@@ -464,6 +466,7 @@ impl RoomState {
         if !self.has(w.key, w.generation) {
             return; // it left while waiting
         }
+        self.expire(common);
         let first = self.count_online(&w.user);
         let welcome = self.welcome(room, &w.user, (w.after, w.claim.as_deref()), older, common);
         let slot = &mut self.members[w.key];
@@ -549,6 +552,37 @@ impl RoomState {
     pub fn trim(&mut self, target: usize, keep: usize, common: &Common) -> usize {
         let mut gone = 0;
         while self.ring_bytes > target && self.history.len() > keep {
+            let Some(old) = self.history.pop_front() else {
+                break;
+            };
+            self.evicted_through = self.evicted_through.max(old.seq);
+            self.retries.left_ring(&old);
+            self.account(0, weight(&old), common);
+            gone += 1;
+        }
+        gone
+    }
+
+    /// Drops the ring's messages that the store's retention period deleted
+    /// (posted before [`Store::pruned_before`]), so a welcome no longer
+    /// shows them and an edit, a reaction or a delete of one is refused as
+    /// of an unknown message instead of being accepted and not stored.
+    /// Runs with every sweep, and before a welcome or a change is made
+    /// from the ring. The ring is in posting order, so they are its
+    /// oldest (one posted while the clock was set back stays until those
+    /// before it go). Returns how many went.
+    pub fn expire(&mut self, common: &Common) -> usize {
+        let Some(before) = common.store.as_ref().and_then(Store::pruned_before) else {
+            return 0;
+        };
+        let mut gone = 0;
+        // A timestamp that does not read counts as the epoch, as for the
+        // store's retention.
+        while self
+            .history
+            .front()
+            .is_some_and(|m| timestamp::millis(&m.timestamp).unwrap_or(0) < before)
+        {
             let Some(old) = self.history.pop_front() else {
                 break;
             };
@@ -707,6 +741,7 @@ impl RoomState {
     ) -> Result<(), Refusal> {
         let max = common.config.max_reactions_per_message;
         let max_users = common.config.max_users_per_reaction;
+        self.expire(common);
         let at = self.position(message_id)?;
         let reactions = &self.history[at].reactions.0;
         let pos = reactions.iter().position(|r| r.emoji == emoji);
@@ -807,6 +842,7 @@ impl RoomState {
         content: String,
         common: &Common,
     ) -> Result<(), Refusal> {
+        self.expire(common);
         let at = self.position(message_id)?;
         let message = &self.history[at];
         if message.identity != *identity {
@@ -901,6 +937,7 @@ impl RoomState {
         message_id: &str,
         common: &Common,
     ) -> Result<(), Refusal> {
+        self.expire(common);
         let at = self.position(message_id)?;
         if !moderator && self.history[at].identity != *identity {
             return Err(Refusal::new(

@@ -211,12 +211,16 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 /// What the writer and the hub both see: whether the store is failing,
-/// and how many accepted changes are not committed yet.
+/// how many accepted changes are not committed yet, and what its retention
+/// period deleted.
 #[derive(Debug, Default)]
 pub struct StoreHealth {
     failing: AtomicBool,
     reason: Mutex<String>,
     uncommitted: AtomicU64,
+    /// Milliseconds since the Unix epoch: every message posted before is
+    /// deleted by the retention period (0: none was).
+    pruned_before: AtomicU64,
 }
 
 impl StoreHealth {
@@ -251,6 +255,12 @@ impl StoreHealth {
     /// The writer committed `n` changes.
     pub fn committed(&self, n: u64) {
         self.uncommitted.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// A retention pass deleted every message posted before `ms` (since the
+    /// Unix epoch): rooms drop those from memory too.
+    pub fn pruned(&self, ms: u64) {
+        self.pruned_before.fetch_max(ms, Ordering::AcqRel);
     }
 }
 
@@ -421,6 +431,13 @@ impl Store {
     /// Changes accepted but not yet committed.
     pub fn uncommitted(&self) -> u64 {
         self.health.uncommitted()
+    }
+
+    /// Every message posted before this time (milliseconds since the Unix
+    /// epoch) is deleted by the retention period, if a pass has run: a
+    /// room drops those from memory too (`RoomState::expire`).
+    pub fn pruned_before(&self) -> Option<u64> {
+        Some(self.health.pruned_before.load(Ordering::Acquire)).filter(|ms| *ms > 0)
     }
 
     /// Reports the writer's queue to `hook` whenever it starts or stops
