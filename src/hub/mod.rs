@@ -655,7 +655,8 @@ impl Hub {
 
     /// At shutdown, after the sessions ended: tells the store the last seq
     /// of every room in memory, so numbering continues without a jump
-    /// after a clean restart (a crash skips at most [`RESERVE_BLOCK`]).
+    /// after a clean restart (a crash skips at most one and a half
+    /// [`RESERVE_BLOCK`]s less one).
     pub fn settle(&self) {
         let common = &self.shared.common;
         for (name, room) in self.rooms().iter() {

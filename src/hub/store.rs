@@ -27,10 +27,13 @@ use super::store_queue::StoreQueue;
 /// may be retrying a failing commit.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Seqs a room reserves at a time; after a crash its numbering resumes past
-/// the last reservation, so it may skip up to this many numbers. The next
-/// block is asked for halfway through, and becomes usable when the writer
-/// commits it, up to a commit interval and a commit later.
+/// Seqs a room reserves at a time. The next block is asked for halfway
+/// through (with the post that leaves less than half of one: `RESERVE_BLOCK
+/// / 2 - 1` seqs before the current block's end), and becomes usable when
+/// the writer commits it, up to a commit interval and a commit later.
+/// After a crash the numbering resumes past the last reservation, so it
+/// may skip up to a block and a half less one: 98 303 numbers, when the
+/// crash came right after that ask's commit.
 ///
 /// Why this many: the lead must cover what one room can post before that
 /// commit, and a server behind under load reads each connection's backlog
