@@ -343,12 +343,21 @@ impl StoreInbox {
     }
 }
 
+/// How long a stopping writer waits for room it gave for changes to be
+/// used (see [`StoreInbox::close`]): with a backbone a change's room is
+/// held across its round trip, up to 5 s, before the change is answered.
+const SLOTS_AT_STOP: Duration = Duration::from_secs(10);
+
 impl StoreInbox {
     /// The writer is stopping: from now on changes are refused (the store
-    /// "has stopped"); returns what was queued, for the writer to commit
-    /// before it answers the stop.
+    /// "has stopped"); room already taken for changes (being applied, or
+    /// waiting for the backbone) is waited for, up to [`SLOTS_AT_STOP`],
+    /// so that a change answered as accepted is queued before the queue
+    /// closes. Returns what was queued, for the writer to commit before it
+    /// answers the stop.
     pub fn close(&mut self) -> Vec<StoreOp> {
-        self.queue.close().into()
+        let deadline = std::time::Instant::now() + SLOTS_AT_STOP;
+        self.queue.close_after_slots(deadline).into()
     }
 }
 
@@ -387,11 +396,12 @@ pub struct Slot<'a> {
 }
 
 impl Slot<'_> {
-    /// Queues the change (never waits, never fails).
+    /// Queues the change (never waits, never fails: a stopping writer waits
+    /// for the room it gave, see [`StoreInbox::close`]).
     pub fn send(mut self, change: Change, durable: Option<Arc<AtomicU64>>) {
         self.sent = true;
-        self.store.health.uncommitted.fetch_add(1, Ordering::AcqRel);
-        self.store.queue.push(StoreOp::Change(change, durable));
+        self.store
+            .queue_change(StoreOp::Change(change, durable), StoreQueue::push);
     }
 }
 
@@ -459,7 +469,7 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn queue_for_test(&self, op: StoreOp) {
         assert!(self.queue.reserve(), "room in the queue");
-        self.queue.push(op);
+        assert!(self.queue.push(op).is_ok(), "the queue is open");
     }
 
     /// Takes room for one change; refuses at once when the store is failing
@@ -488,8 +498,26 @@ impl Store {
     /// be, as a flush or a stop; its caller bounds how many come this way.
     /// A failing store keeps it and retries, as any change it accepted.
     pub(super) fn send_late(&self, change: Change) {
+        self.queue_change(StoreOp::Change(change, None), StoreQueue::push_control);
+    }
+
+    /// Queues a change through `push`, counted uncommitted until the writer
+    /// commits it. Only a slot the stopping writer stopped waiting for
+    /// comes after the queue closed: that change is not recorded, and says
+    /// so.
+    fn queue_change(
+        &self,
+        change: StoreOp,
+        push: impl FnOnce(&StoreQueue, StoreOp) -> Result<(), StoreOp>,
+    ) {
+        // Counted first: the writer may commit it before `push` returns.
         self.health.uncommitted.fetch_add(1, Ordering::AcqRel);
-        self.queue.push_control(StoreOp::Change(change, None));
+        if let Err(StoreOp::Change(change, _)) = push(&self.queue, change) {
+            self.health.uncommitted.fetch_sub(1, Ordering::AcqRel);
+            tracing::error!(
+                "a change came after the history store stopped; not recorded: {change:?}"
+            );
+        }
     }
 
     async fn ask<T>(
@@ -503,7 +531,9 @@ impl Store {
             return Err(StoreError("the history store is behind".into()));
         }
         let (reply, answer) = oneshot::channel();
-        self.queue.push(op(reply));
+        // Closed meanwhile: the op and its reply are dropped, and the
+        // answer says the store stopped.
+        drop(self.queue.push(op(reply)));
         match tokio::time::timeout(READ_TIMEOUT, answer).await {
             Err(_) => Err(StoreError(
                 "the history store did not answer in time".into(),
@@ -543,7 +573,7 @@ impl Store {
     /// has stopped).
     pub async fn flush(&self) {
         let (reply, done) = oneshot::channel();
-        self.queue.push_control(StoreOp::Flush(reply));
+        drop(self.queue.push_control(StoreOp::Flush(reply)));
         let _ = done.await;
     }
 
@@ -551,7 +581,7 @@ impl Store {
     /// and stops the writer; later changes are refused.
     pub async fn stop(&self) {
         let (reply, done) = oneshot::channel();
-        self.queue.push_control(StoreOp::Stop(reply));
+        drop(self.queue.push_control(StoreOp::Stop(reply)));
         let _ = done.await;
     }
 }
@@ -618,6 +648,20 @@ mod tests {
     use super::*;
     use crate::hub::{ErrorCode, Hub, HubConfig, HubParts, RoomName, UserName};
     use crate::metrics::Metrics;
+
+    #[test]
+    fn a_change_that_comes_after_the_store_closed_is_not_counted_as_waiting() {
+        let (store, inbox) = store_channel(4);
+        let slot = store.slot().expect("room for a change");
+        drop(inbox); // the writer is gone without waiting
+        let change = Change::Settle {
+            room: "r".into(),
+            last_seq: 1,
+        };
+        slot.send(change, None);
+        assert_eq!(store.uncommitted(), 0);
+        assert_eq!(store.queued(), 0);
+    }
 
     #[test]
     fn a_room_hands_out_its_whole_block_before_the_next_is_committed_and_nothing_past_it() {

@@ -47,13 +47,19 @@ use super::store::StoreOp;
 /// never held for a whole group of thousands.
 const TAKE_AT_ONCE: usize = 256;
 
+/// Set in [`StoreQueue::used`] once the writer is stopping: no more room is
+/// taken (the count is then past any bound), and what was taken is waited
+/// for ([`StoreQueue::close_after_slots`]).
+const CLOSING: usize = 1 << (usize::BITS - 1);
+
 /// What the hub and the writer share; see the module docs.
 pub(super) struct StoreQueue {
     state: Mutex<Queued>,
     /// Signalled when the writer waits and what it waits for arrives (see
     /// [`Wait`]), or the last sender goes.
     ready: Condvar,
-    /// Operations queued or reserved (never below the number queued).
+    /// Operations queued or reserved (never below the number queued), and
+    /// [`CLOSING`].
     used: AtomicUsize,
     /// The writer is gone: operations pushed now are dropped at once (a
     /// reply in one then tells its caller the store has stopped). Set
@@ -95,6 +101,9 @@ enum Wait {
     /// Gathering a group ([`StoreQueue::wait_for_company`]): only an
     /// operation that may not wait, or this many queued.
     Company(usize),
+    /// Stopping ([`StoreQueue::close_after_slots`]): room taken being used
+    /// or given back.
+    Slots,
 }
 
 impl StoreQueue {
@@ -169,7 +178,8 @@ impl StoreQueue {
         q.behind_since.map(|since| (since.elapsed(), q.ops.len()))
     }
 
-    /// Takes room for one operation; `false` when the queue is full.
+    /// Takes room for one operation; `false` when the queue is full or
+    /// closing (with [`CLOSING`] set, the count is past any capacity).
     pub fn reserve(&self) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -180,16 +190,26 @@ impl StoreQueue {
 
     /// Gives back room taken by [`StoreQueue::reserve`] and not used.
     pub fn release(&self) {
-        self.used.fetch_sub(1, Ordering::AcqRel);
+        let before = self.used.fetch_sub(1, Ordering::AcqRel);
+        if before & CLOSING != 0 {
+            // The stopping writer may be waiting for this room.
+            let mut q = self.lock();
+            if q.writer == Wait::Slots {
+                q.writer = Wait::No;
+                drop(q);
+                self.ready.notify_one();
+            }
+        }
     }
 
-    /// Queues an operation into room taken by [`StoreQueue::reserve`].
-    pub fn push(&self, op: StoreOp) {
+    /// Queues an operation into room taken by [`StoreQueue::reserve`]; gives
+    /// it back (for the caller to drop) once the queue is closed.
+    pub fn push(&self, op: StoreOp) -> Result<(), StoreOp> {
         let mut q = self.lock();
         if self.closed.load(Ordering::Acquire) {
             drop(q);
             self.release();
-            return; // `op` is dropped outside the lock
+            return Err(op); // dropped by the caller, outside the lock
         }
         let urgent = !matches!(op, StoreOp::Change(..));
         q.urgent |= urgent;
@@ -199,7 +219,7 @@ impl StoreQueue {
         }
         let wake = match q.writer {
             Wait::No => false,
-            Wait::Any => true,
+            Wait::Any | Wait::Slots => true,
             Wait::Company(enough) => urgent || q.ops.len() >= enough,
         };
         if wake {
@@ -209,18 +229,20 @@ impl StoreQueue {
             self.signals.fetch_add(1, Ordering::Relaxed);
             self.ready.notify_one();
         }
+        Ok(())
     }
 
     /// Queues a flush or a stop, or a change that can no longer be refused
-    /// (`Store::send_late`), past the bound if need be.
-    pub fn push_control(&self, op: StoreOp) {
+    /// (`Store::send_late`), past the bound if need be; gives it back once
+    /// the queue is closed.
+    pub fn push_control(&self, op: StoreOp) -> Result<(), StoreOp> {
         self.used.fetch_add(1, Ordering::AcqRel);
-        self.push(op);
+        self.push(op)
     }
 
     /// Operations queued or reserved.
     pub fn used(&self) -> usize {
-        self.used.load(Ordering::Acquire)
+        self.used.load(Ordering::Acquire) & !CLOSING
     }
 
     /// Another [`super::Store`] handle.
@@ -324,6 +346,42 @@ impl StoreQueue {
         taken
     }
 
+    /// The writer is stopping: no more room is taken from now on (a change
+    /// is refused as the store "has stopped"), and room already taken, for
+    /// a change being applied (with a backbone, across its round trip),
+    /// is waited for until it is used or given back, or until `deadline`;
+    /// then the queue is closed ([`StoreQueue::close`]). Returns what was
+    /// queued, what came meanwhile too, for the writer to commit: a change
+    /// answered as accepted is not dropped for coming during the stop.
+    pub fn close_after_slots(&self, deadline: Instant) -> VecDeque<StoreOp> {
+        let mut q = self.lock();
+        self.used.fetch_or(CLOSING, Ordering::AcqRel);
+        loop {
+            let taken = self.used.load(Ordering::Acquire) & !CLOSING;
+            if taken <= q.ops.len() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::error!(
+                    waiting = taken - q.ops.len(),
+                    "the history store stops with changes still being applied; \
+                     those are not recorded"
+                );
+                break;
+            }
+            q.writer = Wait::Slots;
+            q = self
+                .ready
+                .wait_timeout(q, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        q.writer = Wait::No;
+        drop(q);
+        self.close()
+    }
+
     /// The writer is going: whatever is pushed from now on is dropped at
     /// once; returns what was queued.
     pub fn close(&self) -> VecDeque<StoreOp> {
@@ -338,9 +396,10 @@ impl StoreQueue {
         ops
     }
 
-    /// Whether [`StoreQueue::close`] was called.
+    /// Whether the queue takes no more room: the writer is stopping
+    /// ([`StoreQueue::close_after_slots`]) or gone ([`StoreQueue::close`]).
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.closed.load(Ordering::Acquire) || self.used.load(Ordering::Acquire) & CLOSING != 0
     }
 
     /// Operations queued (not counting room reserved).
@@ -364,8 +423,8 @@ mod tests {
         assert!(!q.reserve(), "a third operation does not fit");
         q.release();
         assert!(q.reserve(), "room given back unused is room again");
-        q.push(flush());
-        q.push(flush());
+        q.push(flush()).unwrap();
+        q.push(flush()).unwrap();
         assert_eq!((q.len(), q.used()), (2, 2));
         let mut taken = Vec::new();
         assert_eq!(q.take(1, &mut taken), 1);
@@ -410,15 +469,15 @@ mod tests {
         // Fifteen changes, under a quarter of 64: not one signal.
         for seq in 0..15 {
             assert!(q.reserve());
-            q.push(settle(seq));
+            q.push(settle(seq)).unwrap();
         }
         assert_eq!(q.signals.load(Ordering::Relaxed), 0);
         assert!(q.reserve());
-        q.push(settle(15));
+        q.push(settle(15)).unwrap();
         assert_eq!(wakes.recv_timeout(Duration::from_secs(60)), Ok(16));
         // A flush may not wait: it wakes the writer alone.
         asleep();
-        q.push_control(flush());
+        q.push_control(flush()).unwrap();
         assert_eq!(wakes.recv_timeout(Duration::from_secs(60)), Ok(1));
         assert_eq!(q.signals.load(Ordering::Relaxed), 2);
         writer.join().unwrap();
@@ -439,7 +498,8 @@ mod tests {
                     last_seq: seq as u64,
                 },
                 None,
-            ));
+            ))
+            .unwrap();
         }
         let mut taken = Vec::new();
         assert_eq!(q.take(n - 1, &mut taken), n - 1);
@@ -458,8 +518,8 @@ mod tests {
     fn control_operations_go_past_the_bound_and_still_count() {
         let q = StoreQueue::new(1);
         assert!(q.reserve());
-        q.push(flush());
-        q.push_control(flush());
+        q.push(flush()).unwrap();
+        q.push_control(flush()).unwrap();
         assert_eq!((q.len(), q.used()), (2, 2));
         assert!(q.recv().is_some());
         assert!(!q.reserve(), "still full: one queued against one of room");
@@ -471,11 +531,11 @@ mod tests {
     fn a_closed_queue_drops_what_it_held_and_what_comes_after() {
         let q = StoreQueue::new(4);
         let (reply, mut answer) = tokio::sync::oneshot::channel();
-        q.push_control(StoreOp::Flush(reply));
+        q.push_control(StoreOp::Flush(reply)).unwrap();
         q.close();
         assert!(answer.try_recv().is_err(), "the queued reply was dropped");
         let (reply, mut answer) = tokio::sync::oneshot::channel();
-        q.push_control(StoreOp::Flush(reply));
+        drop(q.push_control(StoreOp::Flush(reply)).expect_err("closed"));
         assert!(answer.try_recv().is_err(), "so was the one pushed after");
         assert!(q.is_closed());
         assert_eq!((q.len(), q.used()), (0, 0));
@@ -496,10 +556,10 @@ mod tests {
             })
         };
         assert!(q.reserve());
-        q.push(flush());
+        q.push(flush()).unwrap();
         q.drop_sender();
         assert!(q.reserve());
-        q.push(flush());
+        q.push(flush()).unwrap();
         q.drop_sender();
         // Both operations are received before the writer sees no sender.
         assert_eq!(writer.join().expect("the writer ends"), 2);
@@ -519,7 +579,7 @@ mod tests {
         let fill = |n: usize| {
             for _ in 0..n {
                 assert!(q.reserve());
-                q.push(settle(1));
+                q.push(settle(1)).unwrap();
             }
         };
         let mut taken = Vec::new();
@@ -587,7 +647,7 @@ mod tests {
         let fill = |n: usize| {
             for _ in 0..n {
                 assert!(q.reserve());
-                q.push(settle(1));
+                q.push(settle(1)).unwrap();
             }
         };
 

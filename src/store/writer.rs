@@ -778,6 +778,42 @@ mod tests {
         );
     }
 
+    /// A change room was taken for before the stop (with a backbone, a post
+    /// waiting for its answer) is waited for and committed: it is answered
+    /// as accepted.
+    #[test]
+    fn a_stop_waits_for_a_change_it_gave_room_for_and_commits_it() {
+        let (store, inbox) = inbox(Vec::new());
+        let slot = store.slot().expect("room for a change");
+        let journal = Fake::default();
+        let committed = Arc::clone(&journal.committed);
+        let writer = std::thread::spawn(move || run(journal, inbox, policy(None), Arc::default()));
+        let (reply, mut stopped) = oneshot::channel();
+        store.queue_for_test(StoreOp::Stop(reply));
+        // The writer stops giving room, then waits for the slot it gave.
+        let refused = loop {
+            match store.slot() {
+                Ok(_) => std::thread::yield_now(),
+                Err(refused) => break refused,
+            }
+        };
+        assert!(refused.message.contains("stopped"), "{}", refused.message);
+        assert!(stopped.try_recv().is_err(), "the stop waits for the slot");
+        let Change::Post { room, message, .. } = crate::store::fixtures::post("r", 1, "t") else {
+            unreachable!("fixtures::post is a post")
+        };
+        let change = Change::Post {
+            room,
+            message,
+            reserve_through: None,
+        };
+        slot.send(change, None);
+        writer.join().unwrap();
+        assert!(stopped.blocking_recv().is_ok());
+        assert_eq!(*committed.lock().unwrap(), ["post 1"]);
+        assert_eq!(store.uncommitted(), 0);
+    }
+
     #[test]
     fn a_large_retention_backlog_goes_in_batches_until_none_is_left() {
         let (store, inbox) = inbox(vec![post(1, None)]);
