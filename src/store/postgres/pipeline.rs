@@ -103,8 +103,8 @@ fn statements<'a>(
                     .attachment
                     .as_ref()
                     .map(|a| serde_json::to_string(a).unwrap_or_default());
-                client
-                    .execute(
+                let held = client
+                    .query(
                         &st.insert,
                         &[
                             &room,
@@ -121,7 +121,20 @@ fn statements<'a>(
                             &m.client_id,
                         ],
                     )
-                    .await
+                    .await?;
+                // Its place holds another message: it is not stored.
+                for row in &held {
+                    let other: &str = row.get(0);
+                    tracing::error!(
+                        room,
+                        seq = m.seq,
+                        id = %m.id,
+                        held_by = other,
+                        "the history store already holds another message at this seq; \
+                         this post is not stored"
+                    );
+                }
+                Ok(held.len() as u64)
             }));
             if let Some(r) = reserve_through {
                 out.push(Box::pin(async move {

@@ -101,9 +101,14 @@ pub(super) async fn prepare(c: &Client) -> Result<Statements, JournalError> {
     let p = async |sql: &str| c.prepare(sql).await.map_err(|e| classify(&e));
     Ok(Statements {
         // A post whose place holds a change that came first takes its
-        // edit and reactions; a place marked deleted keeps it out.
-        insert: p("INSERT INTO roomcast_messages (room, seq, id, user_name, identity, content, \
-                   created, created_ms, attachment, edited_at, reactions, client_id) \
+        // edit and reactions; a place marked deleted keeps it out. A place
+        // that holds another message (a seq handed out twice: SQLite
+        // refuses it) keeps that one, and the other's id is answered, for
+        // the writer to log (read as the table was before the statement,
+        // so a row another instance committed meanwhile shows no id).
+        insert: p("WITH posted AS (INSERT INTO roomcast_messages (room, seq, id, user_name, \
+                   identity, content, created, created_ms, attachment, edited_at, reactions, \
+                   client_id) \
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                    ON CONFLICT (room, seq) DO UPDATE SET \
                    user_name = excluded.user_name, identity = excluded.identity, \
@@ -112,15 +117,21 @@ pub(super) async fn prepare(c: &Client) -> Result<Statements, JournalError> {
                    edited_at = coalesce(roomcast_messages.edited_at, excluded.edited_at), \
                    created = excluded.created, created_ms = excluded.created_ms, \
                    attachment = excluded.attachment, client_id = excluded.client_id, status = 0 \
-                   WHERE roomcast_messages.id = excluded.id AND roomcast_messages.status = 1")
+                   WHERE roomcast_messages.id = excluded.id AND roomcast_messages.status = 1 \
+                   RETURNING 1) \
+                   SELECT id FROM roomcast_messages WHERE room = $1 AND seq = $2 AND id <> $3 \
+                   AND NOT EXISTS (SELECT 1 FROM posted)")
         .await?,
         reserve: p("INSERT INTO roomcast_rooms (room, seq_reserved) VALUES ($1, $2) \
                     ON CONFLICT (room) DO UPDATE \
                     SET seq_reserved = greatest(roomcast_rooms.seq_reserved, excluded.seq_reserved)")
         .await?,
         // The per-room cap counts messages, not seqs: a room's seqs have
-        // holes (deletes, the numbers a crash skips).
-        cap: p("DELETE FROM roomcast_messages WHERE room = $1 AND seq <= \
+        // holes (deletes, the numbers a crash skips). It takes out messages
+        // only: a change waiting for its post stays (until swept), above
+        // all a deleted message's mark, or its post, coming late, would be
+        // stored as if never deleted.
+        cap: p("DELETE FROM roomcast_messages WHERE room = $1 AND status = 0 AND seq <= \
                 (SELECT seq FROM roomcast_messages WHERE room = $1 AND status = 0 \
                  ORDER BY seq DESC OFFSET $2 LIMIT 1)")
         .await?,

@@ -437,3 +437,70 @@ fn a_retention_pass_deletes_at_most_a_batch_per_transaction() {
     let kept: Vec<u64> = shown(&mut store).into_iter().map(|(seq, ..)| seq).collect();
     assert_eq!(kept, [4]);
 }
+
+/// The cap takes out messages, not the marks of deletes that came before
+/// their posts: a post arriving after its delete stays deleted even once
+/// the room was trimmed past it (and later deletes left it under the cap).
+#[test]
+fn the_cap_keeps_a_deleted_message_s_mark() {
+    let schema = Schema::new("cap_mark");
+    let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+    let capped = Retention {
+        days: None,
+        per_room: Some(3),
+    };
+    let write = |store: &mut Postgres, changes: &[Change]| {
+        store.begin().unwrap();
+        for change in changes {
+            store.apply(change, &capped).unwrap();
+        }
+        store.commit(false).unwrap();
+    };
+    let delete = |seq: u64| Change::Delete {
+        room: "r".into(),
+        message_id: format!("r-{seq}"),
+        seq,
+    };
+    // Another instance's delete of message 1 lands first; posts 2..=32
+    // then trim the room to 30..=32 (seq 32 trims).
+    write(&mut store, &[delete(1)]);
+    write(
+        &mut store,
+        &(2..=32).map(|s| post("r", s, T)).collect::<Vec<_>>(),
+    );
+    write(&mut store, &[delete(30), delete(31)]);
+    write(&mut store, &[post("r", 1, T)]);
+    let seqs: Vec<u64> = shown(&mut store).into_iter().map(|(seq, ..)| seq).collect();
+    assert_eq!(seqs, [32], "message 1 stays deleted");
+}
+
+/// A second message at a seq the room already holds (a seq handed out
+/// twice) leaves the first in place and the rest of its commit stored.
+#[test]
+fn a_post_at_a_seq_another_message_holds_is_not_stored() {
+    let schema = Schema::new("seq_taken");
+    let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+    commit(&mut store, &post("r", 1, T));
+    let Change::Post { room, message, .. } = post("r", 1, T) else {
+        unreachable!("fixtures::post is a post")
+    };
+    let mut other = (*message).clone();
+    other.id = "x-1".into();
+    other.content = "another".into();
+    let twice = Change::Post {
+        room,
+        message: Arc::new(other),
+        reserve_through: None,
+    };
+    store.begin().unwrap();
+    store.apply(&twice, &Retention::default()).unwrap();
+    store
+        .apply(&post("r", 2, T), &Retention::default())
+        .unwrap();
+    store.commit(false).unwrap();
+    let kept: Vec<(u64, String)> = shown(&mut store)
+        .into_iter()
+        .map(|(seq, content, ..)| (seq, content))
+        .collect();
+    assert_eq!(kept, [(1, "m1".to_owned()), (2, "m2".to_owned())]);
+}
