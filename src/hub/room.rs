@@ -280,7 +280,7 @@ impl RoomState {
         let cut = tail.len().saturating_sub(ring);
         tail.drain(..cut);
         self.evicted_through = match tail.first() {
-            Some(first) if snapshot.older || cut > 0 => first.seq - 1,
+            Some(first) if snapshot.older || cut > 0 => first.seq.saturating_sub(1),
             None if snapshot.older => snapshot.last_seq,
             _ => 0,
         };

@@ -270,7 +270,7 @@ impl Journal for Postgres {
                 .client
                 .query(&st.tail, &[&room, &(tail as i64 + 1)])
                 .await?;
-            let mut tail_rows: Vec<StoredMessage> = rows.iter().map(message).collect();
+            let mut tail_rows: Vec<StoredMessage> = rows.iter().filter_map(message).collect();
             let older = tail_rows.len() > tail;
             tail_rows.truncate(tail);
             tail_rows.reverse();
@@ -298,7 +298,7 @@ impl Journal for Postgres {
                     &[&room, &seq_param(q.after), &before, &(q.limit as i64 + 1)],
                 )
                 .await?;
-            let mut page: Vec<StoredMessage> = rows.iter().map(message).collect();
+            let mut page: Vec<StoredMessage> = rows.iter().filter_map(message).collect();
             let more = page.len() > q.limit;
             page.truncate(q.limit);
             page.reverse();
@@ -345,12 +345,19 @@ fn seq_param(seq: u64) -> i64 {
 }
 
 /// A stored row back into a message (see the SQLite store: names read back
-/// are never refused).
-fn message(r: &Row) -> StoredMessage {
+/// are never refused); `None`, logged, for a row with a seq below 1 (seqs
+/// start at 1): damaged data, skipped as SQLite skips a damaged chunk.
+fn message(r: &Row) -> Option<StoredMessage> {
+    let seq = r.get::<_, i64>(0);
+    let Some(seq) = u64::try_from(seq).ok().filter(|s| *s > 0) else {
+        let id: &str = r.get(1);
+        tracing::error!(seq, id, "a stored message has no valid seq; skipped");
+        return None;
+    };
     let attachment: Option<String> = r.get(6);
     let reactions: String = r.get(8);
-    StoredMessage {
-        seq: u64::try_from(r.get::<_, i64>(0)).unwrap_or(0),
+    Some(StoredMessage {
+        seq,
         id: r.get::<_, String>(1).into(),
         user: UserName::from_store(r.get(2)),
         identity: Identity::from_key(r.get::<_, String>(3)),
@@ -360,7 +367,7 @@ fn message(r: &Row) -> StoredMessage {
         edited_at: r.get(7),
         reactions: Reactions::from_store_json(&reactions),
         client_id: r.get(9),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -504,3 +504,25 @@ fn a_post_at_a_seq_another_message_holds_is_not_stored() {
         .collect();
     assert_eq!(kept, [(1, "m1".to_owned()), (2, "m2".to_owned())]);
 }
+
+/// A row whose seq is not a seq (0, or below: seqs start at 1) is damaged
+/// data: reads skip it.
+#[test]
+fn a_row_stored_with_seq_0_is_skipped_as_damaged() {
+    let schema = Schema::new("seq0");
+    let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+    for seq in 1..=3 {
+        commit(&mut store, &post("r", seq, T));
+    }
+    store.begin().unwrap();
+    store
+        .run(async |c| {
+            c.client
+                .execute("UPDATE roomcast_messages SET seq = 0 WHERE seq = 1", &[])
+                .await
+        })
+        .unwrap();
+    store.commit(false).unwrap();
+    let seqs: Vec<u64> = shown(&mut store).into_iter().map(|(seq, ..)| seq).collect();
+    assert_eq!(seqs, [2, 3]);
+}

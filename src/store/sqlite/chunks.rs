@@ -399,7 +399,7 @@ impl Sqlite {
         while let Some(row) = rows.next()? {
             let last: i64 = row.get(0)?;
             let body: String = row.get(1)?;
-            let messages = match json::decode(&body) {
+            let mut messages = match json::decode(&body) {
                 Ok(messages) => messages,
                 Err(e) => {
                     // One damaged row costs its own messages, not the room.
@@ -411,6 +411,17 @@ impl Sqlite {
                     continue;
                 }
             };
+            // Seqs start at 1: a message numbered 0 is damaged data too
+            // (a room's numbering would wrap below it).
+            let read = messages.len();
+            messages.retain(|m| m.seq > 0);
+            if messages.len() < read {
+                tracing::error!(
+                    room,
+                    last_seq = last,
+                    "a history chunk holds a message with seq 0; skipped"
+                );
+            }
             if !each(last, messages) {
                 break;
             }
@@ -745,6 +756,25 @@ pub(super) mod tests {
         assert_eq!(chunks(&store), vec![(3, 4), (5, 6)]);
         assert_eq!(counted(&store), 4);
     }
+    #[test]
+    fn a_message_stored_with_seq_0_is_skipped_as_damaged() {
+        let scratch = Scratch::new("seq0");
+        let mut store = Sqlite::open(&scratch.0, Fsync::Off, None).unwrap();
+        let posts: Vec<Change> = (1..=3).map(|s| post("r", s, T)).collect();
+        commit(&mut store, &posts, &Retention::default());
+        store
+            .conn
+            .execute(
+                "UPDATE roomcast_chunks SET messages = json_set(messages, '$[0].seq', 0)",
+                [],
+            )
+            .unwrap();
+        let loaded = store.load("r", 10, 0).unwrap();
+        let seqs: Vec<u64> = loaded.tail.iter().map(|m| m.seq).collect();
+        assert_eq!((seqs, loaded.older), (vec![2, 3], false));
+        assert_eq!(page(&mut store, 0, None, 10), (vec![2, 3], false));
+    }
+
     #[test]
     fn a_version_3_file_drops_its_ids_and_its_chunks_take_changes_by_seq() {
         let scratch = Scratch::new("v3");
