@@ -270,6 +270,14 @@ impl StoreQueue {
                 // Given back under the lock, before a caught-up queue lets
                 // sessions read again (see `take`).
                 self.used.fetch_sub(1, Ordering::AcqRel);
+                // Emptied here, as by `take`: a stale flag would end every
+                // wait for company at once (with `--fsync always` the
+                // writer takes nothing more than what it receives here, so
+                // its idle wait for owed work would return at once and
+                // leave it blocked here, the work not done until a change).
+                if q.ops.is_empty() {
+                    q.urgent = false;
+                }
                 if q.behind {
                     self.recount(&mut q);
                 }

@@ -603,12 +603,16 @@ mod tests {
         assert_eq!(inbox.len(), 2);
     }
 
-    /// A backend that refuses one post for a reason of its own, and may be
-    /// out of space until a retention pass has run.
+    /// A backend that refuses one post for a reason of its own, may be
+    /// out of space until a retention pass has run, and may owe idle work.
     #[derive(Default)]
     struct Fake {
         refused_seq: u64,
         full: bool,
+        /// When idle work is due (once: doing it clears this).
+        idle_at: Option<Instant>,
+        /// Told when the idle work is done.
+        idle_done: Option<std::sync::mpsc::Sender<()>>,
         /// Retention passes' transactions.
         prunes: Arc<AtomicU64>,
         /// Messages past the retention period.
@@ -685,6 +689,15 @@ mod tests {
         }
         fn rollback(&mut self) {
             self.open.clear();
+        }
+        fn idle_work_at(&self) -> Option<Instant> {
+            self.idle_at
+        }
+        fn idle_work(&mut self) {
+            self.idle_at = None;
+            if let Some(done) = &self.idle_done {
+                let _ = done.send(());
+            }
         }
     }
 
@@ -812,6 +825,42 @@ mod tests {
         assert!(stopped.blocking_recv().is_ok());
         assert_eq!(*committed.lock().unwrap(), ["post 1"]);
         assert_eq!(store.uncommitted(), 0);
+    }
+
+    /// With `--fsync always` a group takes one change, so a change that
+    /// comes behind reads (here flushes, a group each) is received alone,
+    /// never through `take`: work owed after it (SQLite truncating its log
+    /// after a delete) is still done once due while nothing comes, not at
+    /// the next change.
+    #[test]
+    fn work_owed_while_idle_is_done_once_due_with_fsync_always() {
+        let (flushed, answered) = oneshot::channel();
+        let (also_flushed, _) = oneshot::channel();
+        let ops = vec![
+            StoreOp::Flush(flushed),
+            StoreOp::Flush(also_flushed),
+            post(1, None),
+        ];
+        let (store, inbox) = inbox(ops);
+        let (idle_done, done) = std::sync::mpsc::channel();
+        let journal = Fake {
+            idle_at: Some(Instant::now() + Duration::from_millis(100)),
+            idle_done: Some(idle_done),
+            ..Fake::default()
+        };
+        let policy = Policy {
+            fsync: Fsync::Always,
+            ..policy(None)
+        };
+        let committed = Arc::clone(&journal.committed);
+        let writer = std::thread::spawn(move || run(journal, inbox, policy, Arc::default()));
+        assert!(answered.blocking_recv().is_ok());
+        // A hang here is the failure (the writer blocked for a change).
+        done.recv_timeout(Duration::from_secs(60))
+            .expect("the idle work was done with nothing queued");
+        assert_eq!(*committed.lock().unwrap(), ["post 1"]);
+        drop(store);
+        writer.join().unwrap();
     }
 
     #[test]
