@@ -327,6 +327,7 @@ fn start_redis(config: &Config, parts: HubParts, url: &str) -> Result<Hub, Serve
         presence_ttl: config.presence_ttl.max(Duration::from_millis(300)),
         online_list_cap: config.hub_config().online_list_cap,
         empty_room_ttl: config.empty_room_ttl,
+        queue: config.redis_queue.max(1),
     };
     let hub_config = parts.config.clone();
     Hub::with_backbone(parts, |inbound| {

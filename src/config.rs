@@ -113,6 +113,10 @@ pub struct Config {
     /// With Redis: an instance silent this long is taken for dead and its
     /// members leave (it refreshes its entry every third of this).
     pub presence_ttl: Duration,
+    /// With Redis: requests one instance may have waiting for Redis (4096);
+    /// a quarter as many more may be sent and unanswered. Beyond it a
+    /// request is refused at once with `unavailable`.
+    pub redis_queue: usize,
     /// Where history is kept: an SQLite file under `data_dir` (the
     /// default), memory only, or PostgreSQL.
     pub store: StoreKind,
@@ -188,6 +192,7 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "roomcast".to_owned(),
             presence_ttl: Duration::from_secs(30),
+            redis_queue: 4096,
             // Durable by default when SQLite is compiled in.
             store: if cfg!(feature = "sqlite") {
                 StoreKind::Sqlite
@@ -320,6 +325,8 @@ setters! {
     redis_prefix: String,
     /// Sets [`Config::presence_ttl`].
     presence_ttl: Duration,
+    /// Sets [`Config::redis_queue`].
+    redis_queue: usize,
 }
 
 /// The longest any duration setting is taken to be: a deadline further off

@@ -747,6 +747,68 @@ async fn during_an_outage_posts_are_refused_and_members_that_missed_events_resum
     );
 }
 
+/// Redis lost by the network without a reset (a partition: the instance's
+/// connections stay open and nothing comes back) while requests fill the
+/// instance's queue. The command connection is given up and replaced all
+/// the same: `/health` answers 503 while Redis is out of reach, and once it
+/// is back requests succeed, instead of every one being refused as
+/// overloaded behind a connection that waits forever while `/health` says
+/// all is well.
+#[tokio::test]
+async fn a_command_connection_lost_without_a_reset_is_replaced_even_with_its_queue_full() {
+    let (keys, _) = cluster("partition", 0, |c| c).await;
+    let proxy = Proxy::start(REDIS).await;
+    // A queue of 8 and 2 in flight: ten requests fill them. The event
+    // stream pings every second, so it notices the partition on its own.
+    let a = instance(
+        config(&keys.0)
+            .redis_url(Some(format!("redis://{}", proxy.addr)))
+            .redis_queue(8usize)
+            .presence_ttl(Duration::from_secs(3)),
+    )
+    .await;
+    let mut members = Vec::new();
+    for i in 0..10 {
+        let (c, _) = a.join("r", &format!("u{i}")).await;
+        members.push(c);
+    }
+
+    proxy.partition();
+    for c in &mut members {
+        c.send_json(json!({"type": "message", "content": "into the void"}))
+            .await;
+    }
+    // Refused at once (the queue is full) or after the call timeout.
+    for c in &mut members {
+        assert_eq!(c.skip_to("error").await["code"], "unavailable");
+    }
+    // The command connection was given up (not only the event stream).
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let h = wait_health(a.addr, 503).await;
+        assert_eq!(h["status"], "degraded");
+        if h["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Redis command connection"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the command connection was never given up: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    proxy.restore();
+    wait_health(a.addr, 200).await;
+    // Healthy means it serves: a newcomer is welcomed and posts at once.
+    let (mut c, _) = a.join("r", "newcomer").await;
+    joined(&mut c, "newcomer").await;
+    assert_eq!(c.post("back").await["content"], "back");
+    drop(members);
+}
+
 #[tokio::test]
 async fn a_graceful_shutdown_removes_the_instance_at_once() {
     let (keys, mut s) = cluster("bye", 2, |c| c).await;

@@ -3,9 +3,12 @@
 //!
 //! Three tasks per instance, each with one job:
 //! - the **command** task owns one pipelined connection. Requests come in
-//!   through a bounded queue ([`QUEUE`]); a full queue, or a link that is
-//!   down, refuses at once ([`Unavailable`]) instead of waiting. Replies go
-//!   back in order. Every shared change is one Lua script ([`scripts`]).
+//!   through a bounded queue ([`Settings::queue`]); a full queue, or a link
+//!   that is down, refuses at once ([`Unavailable`]) instead of waiting.
+//!   Replies go back in order. Every shared change is one Lua script
+//!   ([`scripts`]). A connection that leaves what it was sent unanswered
+//!   for [`CALL_TIMEOUT`] is given up and replaced: silence is the only
+//!   sign a dead peer gives.
 //! - the **subscriber** task owns the pub/sub connection. It subscribes to
 //!   `<prefix>:room:<name>` for exactly the rooms with local members (a
 //!   desired set, not a queue: nothing to overflow) and hands each event to
@@ -46,12 +49,8 @@ use crate::hub::Inbound;
 use resp::{Conn, LinkError, Value};
 pub(crate) use scripts::Script;
 
-/// Requests waiting for the command connection; beyond this they are
-/// refused with `unavailable` (the session tells its client).
-const QUEUE: usize = 4096;
-/// Commands sent but not yet answered on the command connection.
-const MAX_IN_FLIGHT: usize = 1024;
-/// How long one request may wait for its reply.
+/// How long one request may wait for its reply, and how long the command
+/// connection may leave what it was sent unanswered before it is replaced.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -71,6 +70,17 @@ pub struct Settings {
     pub online_list_cap: usize,
     /// An empty room's history expires after this long.
     pub empty_room_ttl: Duration,
+    /// Requests waiting for the command connection; beyond this they are
+    /// refused with `unavailable` (the session tells its client). A
+    /// quarter as many more may be sent and not yet answered.
+    pub queue: usize,
+}
+
+impl Settings {
+    /// Commands sent but not yet answered on the command connection.
+    fn max_in_flight(&self) -> usize {
+        (self.queue / 4).max(1)
+    }
 }
 
 /// The link is down or overloaded: the request was not carried out.
@@ -138,7 +148,10 @@ struct Subs {
 struct Status {
     cmd_up: bool,
     sub_up: bool,
-    reason: String,
+    /// Why the command connection is down (while it is).
+    cmd_reason: String,
+    /// Why the pub/sub connection is down (while it is).
+    sub_reason: String,
 }
 
 struct Inner {
@@ -151,7 +164,6 @@ struct Inner {
     subs_confirmed: Notify,
     resync: AtomicBool,
     wake_heartbeat: Notify,
-    kick_cmd: Notify,
     /// Where room events go: the hub.
     inbound: Inbound,
     /// Rooms whose marker is still to be asked for; the heartbeat asks,
@@ -187,7 +199,7 @@ impl Link {
         let mut id = [0u8; 8];
         let _ = getrandom::fill(&mut id);
         let instance = id.iter().map(|b| format!("{b:02x}")).collect::<String>();
-        let (queue, rx) = mpsc::channel(QUEUE);
+        let (queue, rx) = mpsc::channel(settings.queue.max(1));
         let inner = Arc::new(Inner {
             settings,
             instance,
@@ -195,14 +207,14 @@ impl Link {
             status: Mutex::new(Status {
                 cmd_up: false,
                 sub_up: false,
-                reason: "connecting to Redis".into(),
+                cmd_reason: "connecting to Redis".into(),
+                sub_reason: "connecting to Redis".into(),
             }),
             subs: Mutex::new(Subs::default()),
             subs_changed: Notify::new(),
             subs_confirmed: Notify::new(),
             resync: AtomicBool::new(true),
             wake_heartbeat: Notify::new(),
-            kick_cmd: Notify::new(),
             inbound,
             marks_due: Mutex::new(HashSet::new()),
             epoch: Mutex::new(None),
@@ -229,7 +241,13 @@ impl Link {
     /// `None` when both connections are up; otherwise why not.
     pub fn degraded(&self) -> Option<String> {
         let s = lock(&self.inner.status);
-        (!(s.cmd_up && s.sub_up)).then(|| s.reason.clone())
+        match (s.cmd_up, s.sub_up) {
+            (true, true) => None,
+            (false, true) => Some(s.cmd_reason.clone()),
+            (true, false) => Some(s.sub_reason.clone()),
+            (false, false) if s.cmd_reason == s.sub_reason => Some(s.cmd_reason.clone()),
+            (false, false) => Some(format!("{}; {}", s.cmd_reason, s.sub_reason)),
+        }
     }
 
     /// Queues `script` with the prefix and `args`; never waits. Call it under
@@ -397,7 +415,12 @@ impl Inner {
         } else {
             s.sub_up = false;
         }
-        s.reason = format!("Redis {which} connection: {err}");
+        let reason = format!("Redis {which} connection: {err}");
+        if cmd {
+            s.cmd_reason = reason;
+        } else {
+            s.sub_reason = reason;
+        }
         if was {
             tracing::warn!(
                 "lost the Redis {which} connection: {err}; serving local members, posts are refused until it is back"
@@ -550,6 +573,14 @@ async fn serve_commands(
 /// Writes queued commands on `conn` and hands each reply to its caller in
 /// order, until the connection fails; `waiting` holds the commands written
 /// and not yet answered.
+///
+/// A connection whose peer is gone without a reset (a partition, a host
+/// that died) would wait on its socket forever, and with every in-flight
+/// slot taken nothing else would ever notice: callers give up, but what
+/// they queued stays queued. So Redis must keep answering: with commands
+/// waiting, [`CALL_TIMEOUT`] without a byte read (or a write that cannot
+/// get through) ends the connection, which fails what was written in doubt
+/// and refuses what was queued, and the link reconnects.
 async fn exchange(
     inner: &Inner,
     mut conn: Conn,
@@ -557,7 +588,11 @@ async fn exchange(
     rx: &mut mpsc::Receiver<Cmd>,
     waiting: &mut VecDeque<Reply>,
 ) -> LinkError {
+    let max_in_flight = inner.settings.max_in_flight();
     let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
+    // When Redis last showed it was alive while something was waiting:
+    // the last read, or the first write after all had been answered.
+    let mut heard = tokio::time::Instant::now();
     let encode = |out: &mut Vec<u8>, cmd: Cmd, waiting: &mut VecDeque<Reply>| {
         let mut args: Vec<&[u8]> = Vec::with_capacity(cmd.args.len() + 3);
         args.extend([&b"EVALSHA"[..], &shas[cmd.script.index()], b"0"]);
@@ -567,19 +602,25 @@ async fn exchange(
     };
     loop {
         tokio::select! {
-            cmd = rx.recv(), if waiting.len() < MAX_IN_FLIGHT => {
+            cmd = rx.recv(), if waiting.len() < max_in_flight => {
                 let Some(cmd) = cmd else {
                     return LinkError("the backbone stopped".into());
                 };
+                if waiting.is_empty() {
+                    heard = tokio::time::Instant::now();
+                }
                 encode(&mut out, cmd, waiting);
-                while waiting.len() < MAX_IN_FLIGHT {
+                while waiting.len() < max_in_flight {
                     match rx.try_recv() {
                         Ok(cmd) => encode(&mut out, cmd, waiting),
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = conn.stream.write_all(&out).await {
-                    return e.into();
+                let deadline = heard + CALL_TIMEOUT;
+                match tokio::time::timeout_at(deadline, conn.stream.write_all(&out)).await {
+                    Err(_) => return stopped_answering(waiting.len()),
+                    Ok(Err(e)) => return e.into(),
+                    Ok(Ok(())) => {}
                 }
                 out.clear();
                 if out.capacity() > 1 << 20 {
@@ -590,7 +631,7 @@ async fn exchange(
                 match read {
                     Ok(0) => return LinkError("Redis closed the connection".into()),
                     Err(e) => return e.into(),
-                    Ok(_) => {}
+                    Ok(_) => heard = tokio::time::Instant::now(),
                 }
                 loop {
                     let value = match resp::parse(&mut conn.buf) {
@@ -612,11 +653,17 @@ async fn exchange(
                     }
                 }
             }
-            () = inner.kick_cmd.notified() => {
-                return LinkError("Redis stopped answering".into());
+            () = tokio::time::sleep_until(heard + CALL_TIMEOUT), if !waiting.is_empty() => {
+                return stopped_answering(waiting.len());
             }
         }
     }
+}
+
+fn stopped_answering(waiting: usize) -> LinkError {
+    LinkError(format!(
+        "Redis stopped answering ({waiting} commands unanswered for {CALL_TIMEOUT:?})"
+    ))
 }
 
 // ---------------------------------------------------------------- pub/sub
@@ -854,19 +901,14 @@ async fn heartbeat_task(inner: Arc<Inner>) {
         let rx = match queued {
             Ok(rx) => rx,
             Err(e) => {
-                // A full queue is load, not a dead link: try at the next tick.
+                // A full queue is load, not a dead link (a link that stopped
+                // answering is replaced by the command task itself): try at
+                // the next tick.
                 tracing::warn!("heartbeat not sent: {e}");
                 continue;
             }
         };
-        // Only silence means the connection is stuck; a lost connection is
-        // already being replaced, and kicking it could hit its successor.
-        let Ok(answer) = tokio::time::timeout(CALL_TIMEOUT, rx).await else {
-            tracing::warn!("heartbeat unanswered for {CALL_TIMEOUT:?}; reconnecting");
-            inner.kick_cmd.notify_one();
-            continue;
-        };
-        let beat = Link::settle(answer);
+        let beat = Link::reply(rx).await;
         match beat {
             Ok(v) if v.as_int() == Some(1) => {
                 tracing::warn!(

@@ -1,10 +1,13 @@
 //! A TCP proxy in front of a service (Redis, PostgreSQL) that a test can cut
 //! and restore, so an outage of that service, for one instance only, lasts
 //! exactly as long as the test wants; or freeze and thaw, so the service
-//! hangs (its connections stay open and nothing passes) instead of failing.
+//! hangs (its connections stay open and nothing passes) instead of failing;
+//! or partition, so the open connections go silent for good, as when the
+//! network loses a peer without a reset, and new ones are refused until
+//! the proxy is restored.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -16,18 +19,36 @@ pub struct Proxy {
     /// Where clients connect instead of the service.
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
-    /// `false` while frozen: bytes read are held, not passed on.
-    flowing: watch::Sender<bool>,
+    /// Which connections pass bytes; those that do not hold what they read.
+    flowing: watch::Sender<Flow>,
+    /// The number the next connection gets.
+    next: Arc<AtomicU64>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
 
-/// Passes what `from` sends to `to`, holding each read while the proxy is
-/// frozen, until either side closes.
+/// Which connections pass bytes.
+#[derive(Clone, Copy)]
+struct Flow {
+    /// `false` while frozen: none does.
+    thawed: bool,
+    /// Connections numbered below this were partitioned: never again.
+    lost_below: u64,
+}
+
+impl Flow {
+    fn passes(&self, conn: u64) -> bool {
+        self.thawed && conn >= self.lost_below
+    }
+}
+
+/// Passes what `from` sends to `to` on connection number `conn`, holding
+/// each read while that connection does not flow, until either side closes.
 async fn pump(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
-    mut flowing: watch::Receiver<bool>,
+    conn: u64,
+    mut flowing: watch::Receiver<Flow>,
 ) {
     let mut buf = vec![0u8; 16 << 10];
     loop {
@@ -35,7 +56,9 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if flowing.wait_for(|f| *f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+        if flowing.wait_for(|f| f.passes(conn)).await.is_err()
+            || to.write_all(&buf[..n]).await.is_err()
+        {
             break;
         }
     }
@@ -48,13 +71,21 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
-        let (flowing, _) = watch::channel(true);
+        let (flowing, _) = watch::channel(Flow {
+            thawed: true,
+            lost_below: 0,
+        });
+        let next = Arc::new(AtomicU64::new(0));
         let conns = Arc::new(Mutex::new(Vec::new()));
         let target = target.to_owned();
         let accept = tokio::spawn({
             let (up, conns, flowing) = (up.clone(), conns.clone(), flowing.clone());
+            let next = next.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
+                    // Numbered before the check: one numbered after a
+                    // partition read its number sees it refused.
+                    let conn = next.fetch_add(1, Ordering::SeqCst);
                     if !up.load(Ordering::SeqCst) {
                         continue; // refused: the connection is dropped at once
                     }
@@ -65,8 +96,8 @@ impl Proxy {
                             let (client_r, client_w) = client.into_split();
                             let (service_r, service_w) = service.into_split();
                             tokio::join!(
-                                pump(client_r, service_w, flowing.clone()),
-                                pump(service_r, client_w, flowing),
+                                pump(client_r, service_w, conn, flowing.clone()),
+                                pump(service_r, client_w, conn, flowing),
                             );
                         }
                     });
@@ -78,6 +109,7 @@ impl Proxy {
             addr,
             up,
             flowing,
+            next,
             conns,
             accept,
         }
@@ -98,12 +130,22 @@ impl Proxy {
     /// Keeps every connection open but passes nothing either way, as a
     /// service that hangs does.
     pub fn freeze(&self) {
-        self.flowing.send_replace(false);
+        self.flowing.send_modify(|f| f.thawed = false);
     }
 
     /// Passes traffic again, what was held first.
     pub fn thaw(&self) {
-        self.flowing.send_replace(true);
+        self.flowing.send_modify(|f| f.thawed = true);
+    }
+
+    /// Refuses new connections and silences every open one for good: they
+    /// stay open and pass nothing either way, even after [`Proxy::restore`]
+    /// (a peer the network lost without a reset). Restoring lets new
+    /// connections through.
+    pub fn partition(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        let lost_below = self.next.load(Ordering::SeqCst);
+        self.flowing.send_modify(|f| f.lost_below = lost_below);
     }
 }
 
