@@ -809,6 +809,49 @@ async fn a_command_connection_lost_without_a_reset_is_replaced_even_with_its_que
     drop(members);
 }
 
+/// A Redis that accepts a connection, answers its handshake and then never
+/// answers again (here the first two connections, the command and the
+/// pub/sub one; later ones reach the real Redis). The instance gives each up
+/// and opens another, instead of waiting on it forever (it used to wait on
+/// the epoch or the scripts with no bound at all).
+#[tokio::test]
+async fn a_connection_that_hangs_while_it_opens_is_given_up_and_opened_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (keys, _) = cluster("hang", 0, |c| c).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = tokio::spawn(async move {
+        let mut hung = Vec::new();
+        while let Ok((mut conn, _)) = listener.accept().await {
+            if hung.len() == 2 {
+                tokio::spawn(async move {
+                    let mut redis = tokio::net::TcpStream::connect(REDIS).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut conn, &mut redis).await;
+                });
+                continue;
+            }
+            // `CLIENT SETNAME <name>` (no password, no database): seven lines.
+            let mut read = Vec::new();
+            while read.windows(2).filter(|w| w == b"\r\n").count() < 7 {
+                let mut buf = [0u8; 1024];
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read.extend_from_slice(&buf[..n]),
+                }
+            }
+            assert!(read.starts_with(b"*3\r\n$6\r\nCLIENT\r\n"), "{read:?}");
+            conn.write_all(b"+OK\r\n").await.unwrap();
+            hung.push(conn);
+        }
+    });
+    let a = Server::start(config(&keys.0).redis_url(Some(format!("redis://{addr}")))).await;
+    wait_health(a.addr, 200).await;
+    let (mut ann, _) = a.join("r", "ann").await;
+    joined(&mut ann, "ann").await;
+    ann.post("through").await;
+    fake.abort();
+}
+
 #[tokio::test]
 async fn a_graceful_shutdown_removes_the_instance_at_once() {
     let (keys, mut s) = cluster("bye", 2, |c| c).await;

@@ -52,7 +52,10 @@ pub(crate) use scripts::Script;
 /// How long one request may wait for its reply, and how long the command
 /// connection may leave what it was sent unanswered before it is replaced.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long opening a connection may take, all of it: connect, handshake,
+/// the epoch, the scripts. A Redis that accepts and then hangs is retried
+/// like one that refuses.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -536,8 +539,28 @@ async fn read_epoch(inner: &Inner, conn: &mut Conn) -> Result<Bytes, LinkError> 
         .ok_or_else(|| LinkError("the epoch key vanished as it was set".into()))
 }
 
+/// Runs `opening` (of the `which` connection) within [`OPEN_TIMEOUT`].
+async fn bounded<T>(
+    inner: &Inner,
+    which: &str,
+    opening: impl Future<Output = Result<T, LinkError>>,
+) -> Result<T, LinkError> {
+    tokio::time::timeout(OPEN_TIMEOUT, opening)
+        .await
+        .map_err(|_| {
+            LinkError(format!(
+                "{} did not finish opening the {which} connection within {OPEN_TIMEOUT:?}",
+                inner.settings.target.addr
+            ))
+        })?
+}
+
 async fn open_command(inner: &Inner) -> Result<(Opened, Vec<Bytes>), LinkError> {
-    let mut conn = Conn::open(&inner.settings.target, &inner.name("cmd"), CONNECT_TIMEOUT).await?;
+    bounded(inner, "command", load_command(inner)).await
+}
+
+async fn load_command(inner: &Inner) -> Result<(Opened, Vec<Bytes>), LinkError> {
+    let mut conn = Conn::open(&inner.settings.target, &inner.name("cmd")).await?;
     let epoch = read_epoch(inner, &mut conn).await?;
     let mut shas = Vec::with_capacity(Script::ALL.len());
     for script in Script::ALL {
@@ -704,8 +727,12 @@ async fn subscriber_task(inner: Arc<Inner>) {
 /// data) are never taken for the old one's, whichever connection is back
 /// first.
 async fn open_subscriber(inner: &Inner) -> Result<Conn, LinkError> {
-    let mut conn = Conn::open(&inner.settings.target, &inner.name("sub"), CONNECT_TIMEOUT).await?;
-    let epoch = read_epoch(inner, &mut conn).await?;
+    let (conn, epoch) = bounded(inner, "pub/sub", async {
+        let mut conn = Conn::open(&inner.settings.target, &inner.name("sub")).await?;
+        let epoch = read_epoch(inner, &mut conn).await?;
+        Ok((conn, epoch))
+    })
+    .await?;
     check_epoch(inner, &epoch);
     Ok(conn)
 }

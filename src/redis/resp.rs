@@ -11,7 +11,6 @@
 //! reconnect policy to reason about.
 
 use std::fmt;
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -259,32 +258,29 @@ pub struct Conn {
 
 impl Conn {
     /// Connects, authenticates, selects the database and names the
-    /// connection (so an operator can find it in `CLIENT LIST`).
-    pub async fn open(target: &Target, name: &str, timeout: Duration) -> Result<Self, LinkError> {
-        tokio::time::timeout(timeout, async {
-            let stream = TcpStream::connect(&target.addr).await?;
-            let _ = stream.set_nodelay(true);
-            let mut conn = Self {
-                stream,
-                buf: BytesMut::with_capacity(16 << 10),
-            };
-            if let Some(password) = &target.password {
-                let mut args: Vec<&[u8]> = vec![b"AUTH"];
-                if let Some(user) = &target.user {
-                    args.push(user.as_bytes());
-                }
-                args.push(password.as_bytes());
-                conn.ask(&args).await?;
+    /// connection (so an operator can find it in `CLIENT LIST`). Unbounded:
+    /// the caller bounds the whole opening, of which this is the start.
+    pub async fn open(target: &Target, name: &str) -> Result<Self, LinkError> {
+        let stream = TcpStream::connect(&target.addr).await?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = Self {
+            stream,
+            buf: BytesMut::with_capacity(16 << 10),
+        };
+        if let Some(password) = &target.password {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            if let Some(user) = &target.user {
+                args.push(user.as_bytes());
             }
-            if target.db != 0 {
-                conn.ask(&[b"SELECT", target.db.to_string().as_bytes()])
-                    .await?;
-            }
-            conn.ask(&[b"CLIENT", b"SETNAME", name.as_bytes()]).await?;
-            Ok(conn)
-        })
-        .await
-        .map_err(|_| LinkError(format!("no answer from {} within {timeout:?}", target.addr)))?
+            args.push(password.as_bytes());
+            conn.ask(&args).await?;
+        }
+        if target.db != 0 {
+            conn.ask(&[b"SELECT", target.db.to_string().as_bytes()])
+                .await?;
+        }
+        conn.ask(&[b"CLIENT", b"SETNAME", name.as_bytes()]).await?;
+        Ok(conn)
     }
 
     /// Sends one command and waits for its reply; an error reply is an error.
