@@ -987,3 +987,47 @@ async fn a_post_answered_unavailable_then_applied_is_not_posted_twice_by_its_ret
     assert_eq!(once.len(), 1, "{page}");
     assert_eq!(once[0]["seq"], retried.unwrap()["seq"]);
 }
+
+/// The instance's Redis is demoted to a replica (a failover moved the
+/// primary elsewhere): writes are refused `READONLY`. The instance takes
+/// that as a reason to reconnect, not as one request's refusal: `/health`
+/// answers 503 while the address it was given leads to no primary, and once
+/// it does again (here the same Redis, promoted back) requests succeed.
+#[tokio::test]
+async fn a_redis_demoted_to_a_replica_is_left_until_a_primary_answers_again() {
+    let redis = OwnRedis::start();
+    let addr = format!("127.0.0.1:{}", redis.port);
+    let a = instance(
+        common::config()
+            .redis_url(Some(format!("redis://{addr}")))
+            .redis_prefix(unique_prefix("demoted"))
+            .rate(0u32),
+    )
+    .await;
+    let (mut ann, _) = a.join("r", "ann").await;
+    joined(&mut ann, "ann").await;
+    ann.post("before").await;
+
+    // A replica of a primary that is not there: it keeps its data, and
+    // refuses every write.
+    let mut admin = Admin::connect_to(&addr);
+    assert_eq!(
+        admin.cmd(&["REPLICAOF", "127.0.0.1", "1"]),
+        Resp::Str("OK".into())
+    );
+    ann.send_json(json!({"type": "message", "content": "refused"}))
+        .await;
+    assert_eq!(ann.skip_to("error").await["code"], "unavailable");
+    let h = wait_health(a.addr, 503).await;
+    assert!(
+        h["reason"].as_str().is_some_and(|r| r.contains("READONLY")),
+        "{h}"
+    );
+
+    assert_eq!(
+        admin.cmd(&["REPLICAOF", "NO", "ONE"]),
+        Resp::Str("OK".into())
+    );
+    wait_health(a.addr, 200).await;
+    post_when_up(&mut ann, "after").await;
+}

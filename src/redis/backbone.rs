@@ -72,24 +72,23 @@ impl RedisBackbone {
         })
     }
 
-    /// Queues "this instance holds `n` connections of `user` in `room`".
-    fn set_presence(&self, room: &RoomName, user: &UserName, n: u32) -> Result<(), Unavailable> {
+    /// Queues "this instance holds `n` connections of `user` in `room`";
+    /// if that is not carried out, every member is announced again soon.
+    fn set_presence(&self, room: &RoomName, user: &UserName, n: u32) {
         let n = n.to_string();
         let a = &self.args;
-        self.link
-            .call(
-                Script::Presence,
-                &[
-                    room.as_str().as_bytes(),
-                    self.link.instance().as_bytes(),
-                    a.presence_ttl.as_bytes(),
-                    user.as_str().as_bytes(),
-                    n.as_bytes(),
-                    a.online_cap.as_bytes(),
-                    a.room_ttl.as_bytes(),
-                ],
-            )
-            .map(drop)
+        self.link.call_or_resync(
+            Script::Presence,
+            &[
+                room.as_str().as_bytes(),
+                self.link.instance().as_bytes(),
+                a.presence_ttl.as_bytes(),
+                user.as_str().as_bytes(),
+                n.as_bytes(),
+                a.online_cap.as_bytes(),
+                a.room_ttl.as_bytes(),
+            ],
+        );
     }
 }
 
@@ -280,9 +279,7 @@ impl Backbone for RedisBackbone {
         if room_empty {
             self.link.unwant(room.as_str());
         }
-        if self.set_presence(room, user, connections).is_err() {
-            self.link.need_resync();
-        }
+        self.set_presence(room, user, connections);
     }
 
     fn post(&self, room: &RoomName, m: NewMessage<'_>, seq_floor: u64) -> PostAnswer {

@@ -308,10 +308,23 @@ impl Link {
         }
     }
 
-    /// A presence change could not be queued: re-announce everything soon.
-    pub fn need_resync(&self) {
-        self.inner.resync.store(true, Ordering::Release);
-        self.inner.wake_heartbeat.notify_one();
+    /// Queues a presence change nobody waits for; if it is not carried out
+    /// (not queued, refused, or left in doubt) every member is announced
+    /// again soon, so no leave is lost.
+    pub fn call_or_resync(&self, script: Script, args: &[&[u8]]) {
+        let queued = self.call(script, args);
+        match (queued, tokio::runtime::Handle::try_current()) {
+            (Ok(rx), Ok(runtime)) => {
+                let inner = Arc::clone(&self.inner);
+                runtime.spawn(async move {
+                    if Self::reply(rx).await.is_err() {
+                        inner.need_resync();
+                    }
+                });
+            }
+            // No runtime to wait on (the instance is stopping): resync too.
+            _ => self.inner.need_resync(),
+        }
     }
 
     /// The room has local members: subscribe to it.
@@ -396,6 +409,11 @@ pub(crate) fn ms(d: Duration) -> String {
 }
 
 impl Inner {
+    fn need_resync(&self) {
+        self.resync.store(true, Ordering::Release);
+        self.wake_heartbeat.notify_one();
+    }
+
     fn set_up(&self, cmd: bool) {
         let mut s = lock(&self.status);
         let was = s.cmd_up && s.sub_up;
@@ -668,11 +686,13 @@ async fn exchange(
                     let Some(reply) = waiting.pop_front() else {
                         return LinkError("Redis sent a reply nobody asked for".into());
                     };
-                    let flushed = matches!(&value, Value::Error(e) if e.starts_with("NOSCRIPT"));
+                    let gone = match &value {
+                        Value::Error(e) => unusable(e),
+                        _ => None,
+                    };
                     let _ = reply.send(Ok(value));
-                    if flushed {
-                        // Someone ran SCRIPT FLUSH: reconnect, which loads them again.
-                        return LinkError("Redis forgot the backbone's scripts".into());
+                    if let Some(why) = gone {
+                        return why;
                     }
                 }
             }
@@ -680,6 +700,26 @@ async fn exchange(
                 return stopped_answering(waiting.len());
             }
         }
+    }
+}
+
+/// An error reply that says this connection cannot serve the backbone any
+/// more, though it still answers: the caller is refused (Redis ran
+/// nothing), and the link reconnects. Someone ran `SCRIPT FLUSH`
+/// (reconnecting loads the scripts again); or this Redis was demoted to a
+/// replica, or is one that lost its master (a failover moved the primary:
+/// reconnecting through the same address, a proxy or a DNS name that
+/// follows the primary, finds the new one; until then the opening fails
+/// and `/health` says so). Redis 7 passes a script's error on as it is;
+/// older ones wrap it, after a `-`.
+fn unusable(error: &str) -> Option<LinkError> {
+    let says = |code: &str| error.starts_with(code) || error.contains(&format!("-{code} "));
+    if says("NOSCRIPT") {
+        Some(LinkError("Redis forgot the backbone's scripts".into()))
+    } else if says("READONLY") || says("MASTERDOWN") {
+        Some(LinkError(format!("Redis cannot take writes here: {error}")))
+    } else {
+        None
     }
 }
 
@@ -925,18 +965,14 @@ async fn heartbeat_task(inner: Arc<Inner>) {
                 room_ttl.as_bytes(),
             ],
         );
-        let rx = match queued {
-            Ok(rx) => rx,
-            Err(e) => {
-                // A full queue is load, not a dead link (a link that stopped
-                // answering is replaced by the command task itself): try at
-                // the next tick.
-                tracing::warn!("heartbeat not sent: {e}");
-                continue;
-            }
+        // A full queue is load, not a dead link (a link that stopped
+        // answering is replaced by the command task itself): the heartbeat
+        // tries again at the next tick.
+        let beat = match queued {
+            Ok(rx) => Link::reply(rx).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.0),
         };
-        let beat = Link::reply(rx).await;
-        match beat {
+        match &beat {
             Ok(v) if v.as_int() == Some(1) => {
                 tracing::warn!(
                     "this instance's presence had expired in Redis; announcing its members again"
@@ -944,12 +980,12 @@ async fn heartbeat_task(inner: Arc<Inner>) {
                 inner.resync.store(true, Ordering::Release);
             }
             Ok(_) => {}
-            Err(e) => {
-                tracing::warn!("heartbeat failed: {e}");
-                continue;
-            }
+            Err(e) => tracing::warn!("heartbeat failed: {e}"),
         }
-        if inner.resync.swap(false, Ordering::AcqRel) {
+        // The resync registers the instance as the heartbeat does: after a
+        // failed heartbeat it waits for the next. Markers are asked for
+        // either way (they only read and publish).
+        if beat.is_ok() && inner.resync.swap(false, Ordering::AcqRel) {
             let mut queued = None;
             inner.inbound.local_presence(&mut |members| {
                 let mut args: Vec<&[u8]> = vec![

@@ -33,9 +33,14 @@ pub struct Admin(BufReader<std::net::TcpStream>);
 
 impl Admin {
     pub fn connect() -> Self {
-        let stream = std::net::TcpStream::connect(REDIS).unwrap_or_else(|e| {
+        Self::connect_to(REDIS)
+    }
+
+    /// A connection to the Redis at `addr` (say, one the test started).
+    pub fn connect_to(addr: &str) -> Self {
+        let stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| {
             panic!(
-                "Redis is not reachable at {REDIS} ({e}). These tests need a real Redis: \
+                "Redis is not reachable at {addr} ({e}). These tests need a real Redis: \
                  run `redis-server --port 6379` (CI's .ci/run starts one)."
             )
         });
