@@ -7,8 +7,8 @@
 //!   that is down, refuses at once ([`Unavailable`]) instead of waiting.
 //!   Replies go back in order. Every shared change is one Lua script
 //!   ([`scripts`]). A connection that leaves what it was sent unanswered
-//!   for [`CALL_TIMEOUT`] is given up and replaced: silence is the only
-//!   sign a dead peer gives.
+//!   for [`SILENCE`] is given up and replaced: silence is the only sign a
+//!   dead peer gives.
 //! - the **subscriber** task owns the pub/sub connection. It subscribes to
 //!   `<prefix>:room:<name>` for exactly the rooms with local members (a
 //!   desired set, not a queue: nothing to overflow) and hands each event to
@@ -49,9 +49,13 @@ use crate::hub::Inbound;
 use resp::{Conn, LinkError, Value};
 pub(crate) use scripts::Script;
 
-/// How long one request may wait for its reply, and how long the command
-/// connection may leave what it was sent unanswered before it is replaced.
+/// How long one request may wait for its reply.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the command connection may leave what it was sent unanswered
+/// before it is replaced. Longer than [`CALL_TIMEOUT`]: a request's caller
+/// gives up first, and is told its request timed out (in doubt), not that
+/// the connection was lost, whichever timer the runtime wakes first.
+const SILENCE: Duration = Duration::from_secs(6);
 /// How long opening a connection may take, all of it: connect, handshake,
 /// the epoch, the scripts. A Redis that accepts and then hangs is retried
 /// like one that refuses.
@@ -619,8 +623,8 @@ async fn serve_commands(
 /// that died) would wait on its socket forever, and with every in-flight
 /// slot taken nothing else would ever notice: callers give up, but what
 /// they queued stays queued. So Redis must keep answering: with commands
-/// waiting, [`CALL_TIMEOUT`] without a byte read (or a write that cannot
-/// get through) ends the connection, which fails what was written in doubt
+/// waiting, [`SILENCE`] without a byte read (or a write that cannot get
+/// through) ends the connection, which fails what was written in doubt
 /// and refuses what was queued, and the link reconnects.
 async fn exchange(
     inner: &Inner,
@@ -657,7 +661,7 @@ async fn exchange(
                         Err(_) => break,
                     }
                 }
-                let deadline = heard + CALL_TIMEOUT;
+                let deadline = heard + SILENCE;
                 match tokio::time::timeout_at(deadline, conn.stream.write_all(&out)).await {
                     Err(_) => return stopped_answering(waiting.len()),
                     Ok(Err(e)) => return e.into(),
@@ -696,7 +700,7 @@ async fn exchange(
                     }
                 }
             }
-            () = tokio::time::sleep_until(heard + CALL_TIMEOUT), if !waiting.is_empty() => {
+            () = tokio::time::sleep_until(heard + SILENCE), if !waiting.is_empty() => {
                 return stopped_answering(waiting.len());
             }
         }
@@ -725,7 +729,7 @@ fn unusable(error: &str) -> Option<LinkError> {
 
 fn stopped_answering(waiting: usize) -> LinkError {
     LinkError(format!(
-        "Redis stopped answering ({waiting} commands unanswered for {CALL_TIMEOUT:?})"
+        "Redis stopped answering ({waiting} commands unanswered for {SILENCE:?})"
     ))
 }
 
