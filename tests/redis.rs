@@ -895,6 +895,50 @@ async fn a_name_held_on_one_instance_is_refused_on_another_then_kept_for_a_recon
     joined(&mut back, "ann").await;
 }
 
+/// An instance taken for dead while it was alive (here, cut off from Redis
+/// longer than its presence TTL) whose member's name was taken meanwhile by
+/// someone else, once the hold lapsed: when the instance is back, its member
+/// is closed with 4009, not announced again under a name another identity
+/// holds.
+#[tokio::test]
+async fn a_name_taken_while_its_instance_was_taken_for_dead_closes_its_member_there() {
+    let (keys, s) = cluster("reaped", 1, |c| c.presence_ttl(Duration::from_secs(3))).await;
+    let proxy = Proxy::start(REDIS).await;
+    let a = instance(
+        config(&keys.0)
+            .redis_url(Some(format!("redis://{}", proxy.addr)))
+            .presence_ttl(Duration::from_secs(2)),
+    )
+    .await;
+    let (mut ann, _) = a.join("r", "ann").await;
+    joined(&mut ann, "ann").await;
+    let (mut bob, _) = s[0].join("r", "bob").await;
+    joined(&mut bob, "bob").await;
+
+    proxy.cut();
+    // The other instance reaps this one: ann leaves, her name is held for
+    // the grace period, which the test ends at once.
+    let left = bob.skip_to("leave").await;
+    assert_eq!(left["user"], "ann");
+    let mut admin = Admin::connect();
+    admin.cmd(&["DEL", &format!("{}:hold:r\nann", keys.0)]);
+    let stranger = common::claim_of("a stranger");
+    let mut taker = s[0].ws(&format!("/ws/r/ann?claim={stranger}")).await;
+    taker.expect("welcome").await;
+    joined(&mut bob, "ann").await;
+
+    proxy.restore();
+    ann.expect_close(4009).await;
+    // Only the stranger's connection counts, and the name is still theirs.
+    let users = format!("{}:users:r", keys.0);
+    assert_eq!(admin.cmd(&["HGET", &users, "ann"]), Resp::Str("1".into()));
+    let pre = a.get(&common::with_claim("/ws/r/ann")).await;
+    assert_eq!(pre.assert_json_error(409)["error"], "name_taken");
+    // The stranger was never disturbed.
+    joined(&mut taker, "ann").await;
+    taker.roundtrip().await;
+}
+
 /// A Redis of the test's own on a free port (to freeze and thaw without
 /// touching the shared one), stopped when dropped.
 struct OwnRedis {

@@ -240,6 +240,8 @@ pub struct LocalPresence {
     pub user: String,
     /// Its connections here.
     pub connections: u32,
+    /// The identity that connected with the name (see [`Identity`]).
+    pub identity: String,
 }
 
 /// How a backbone hands events to the hub. Cheap to clone; holds the hub
@@ -294,6 +296,16 @@ impl Inbound {
         }
     }
 
+    /// Another identity holds `user` in `room` (this instance was taken for
+    /// dead, and the name was taken meanwhile): the connections with it
+    /// here are closed with 4009, pick another name.
+    pub fn name_lost(&self, room: &str, user: &str) {
+        let Some(shared) = self.shared() else { return };
+        if let Some(room) = shared.lock_rooms().get(room).cloned() {
+            room.lock().name_lost(user);
+        }
+    }
+
     /// Calls `send` with this instance's members, while none can come or go
     /// (for a backbone that re-announces them after a reconnect).
     pub fn local_presence(&self, send: &mut dyn FnMut(&[LocalPresence])) {
@@ -309,10 +321,11 @@ impl Inbound {
                 state
                     .announced_online()
                     .into_iter()
-                    .map(|(user, n)| LocalPresence {
+                    .map(|(user, (identity, n))| LocalPresence {
                         room: name.as_str().to_owned(),
                         user: user.to_string(),
                         connections: n,
+                        identity: identity.as_str().to_owned(),
                     })
             })
             .collect();

@@ -70,7 +70,8 @@ impl super::CloseReason {
         reason: "your token expired; get a new invitation link",
     };
     /// 4009: the name was taken by another identity while this connection
-    /// was being set up.
+    /// was being set up, or (with a backbone) while this instance was taken
+    /// for dead.
     pub const NAME_TAKEN: Self = Self {
         code: 4009,
         reason: "this name is in use in this room by someone else; pick another name",

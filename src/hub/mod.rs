@@ -531,7 +531,7 @@ impl Hub {
                 welcomed = Some(rx);
                 let mut state = room.lock();
                 let (key, generation, first) =
-                    state.join_pending(user.clone(), Arc::clone(&outbox), tx);
+                    state.join_pending((user.clone(), identity.clone()), Arc::clone(&outbox), tx);
                 if first {
                     backbone.watch(&room.name);
                 }

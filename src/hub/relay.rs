@@ -17,11 +17,11 @@
 
 use std::sync::Arc;
 
-use super::Common;
 use super::frame::Frame;
 use super::names::UserName;
 use super::outbox::{CloseReason, Outbox, Pushed};
 use super::room::{RoomState, Slot};
+use super::{Common, Identity};
 
 impl RoomState {
     /// Marks a pending member as registered with the backbone (its welcome
@@ -36,16 +36,27 @@ impl RoomState {
         }
     }
 
-    /// This instance's registered connections per name, for a backbone
-    /// that re-announces them.
-    pub fn announced_online(&self) -> std::collections::BTreeMap<&UserName, u32> {
+    /// This instance's registered connections per name, with the identity
+    /// that holds it, for a backbone that re-announces them.
+    pub fn announced_online(&self) -> std::collections::BTreeMap<&UserName, (&Identity, u32)> {
         let mut counts = std::collections::BTreeMap::new();
         for (_, slot) in &self.members {
             if slot.announced && slot.counted {
-                *counts.entry(&slot.user).or_insert(0) += 1;
+                counts.entry(&slot.user).or_insert((&slot.identity, 0)).1 += 1;
             }
         }
         counts
+    }
+
+    /// The backbone says another identity holds `user` here now (this
+    /// instance was taken for dead and the name was taken meanwhile): its
+    /// connections here are closed with 4009.
+    pub fn name_lost(&mut self, user: &str) {
+        for (_, slot) in &self.members {
+            if slot.user.as_str() == user {
+                slot.outbox.close(CloseReason::NAME_TAKEN);
+            }
+        }
     }
 
     /// Connections this name has in the room on this instance.
@@ -58,7 +69,7 @@ impl RoomState {
     /// it is the room's first here.
     pub fn join_pending(
         &mut self,
-        user: UserName,
+        (user, identity): (UserName, Identity),
         outbox: Arc<Outbox>,
         welcomed: tokio::sync::oneshot::Sender<()>,
     ) -> (usize, u64, bool) {
@@ -69,6 +80,7 @@ impl RoomState {
         let key = self.members.insert(Slot {
             generation,
             user,
+            identity,
             outbox,
             counted: true,
             announced: false,
@@ -234,8 +246,7 @@ mod tests {
         let bob = Arc::new(Outbox::new(16, 1 << 20));
         let mut st = room.lock();
         let (ann_tx, mut ann_welcomed) = tokio::sync::oneshot::channel();
-        let (a, a_gen, first) =
-            st.join_pending(UserName::parse("ann").unwrap(), Arc::clone(&ann), ann_tx);
+        let (a, a_gen, first) = st.join_pending(user("ann"), Arc::clone(&ann), ann_tx);
         assert!(first);
         // Events before the welcome is read are held, typing is dropped.
         st.deliver(5, None, &f("e5"), common);
@@ -250,7 +261,7 @@ mod tests {
             "told once the welcome is queued"
         );
         let (tx, _) = tokio::sync::oneshot::channel();
-        let (b, b_gen, _) = st.join_pending(UserName::parse("bob").unwrap(), Arc::clone(&bob), tx);
+        let (b, b_gen, _) = st.join_pending(user("bob"), Arc::clone(&bob), tx);
         st.activate(b, b_gen, f("welcome-b"), 8); // bob's welcome already has 7 and 8
         st.deliver(7, None, &f("e7"), common);
         st.deliver(8, Some("ann"), &f("e8"), common);
@@ -275,12 +286,16 @@ mod tests {
         )
     }
 
+    /// `name` and the identity of its name.
+    fn user(name: &str) -> (UserName, Identity) {
+        (UserName::parse(name).unwrap(), Identity::named(name))
+    }
+
     /// A member waiting for its welcome in a backbone room.
     fn pending(st: &mut RoomState, name: &str) -> (usize, u64, Arc<Outbox>) {
         let outbox = Arc::new(Outbox::new(16, 1 << 20));
         let (tx, _) = tokio::sync::oneshot::channel();
-        let (key, generation, _) =
-            st.join_pending(UserName::parse(name).unwrap(), Arc::clone(&outbox), tx);
+        let (key, generation, _) = st.join_pending(user(name), Arc::clone(&outbox), tx);
         (key, generation, outbox)
     }
 
@@ -418,11 +433,12 @@ mod tests {
         assert!(st.announced_online().is_empty());
         assert_eq!(st.connections_of(&UserName::parse("ann").unwrap()), 1);
         st.announce(a, a_gen);
-        let counts: Vec<(String, u32)> = st
+        let counts: Vec<(String, String, u32)> = st
             .announced_online()
             .into_iter()
-            .map(|(u, n)| (u.to_string(), n))
+            .map(|(u, (who, n))| (u.to_string(), who.as_str().to_owned(), n))
             .collect();
-        assert_eq!(counts, vec![("ann".to_owned(), 1)]);
+        let ann = Identity::named("ann").as_str().to_owned();
+        assert_eq!(counts, vec![("ann".to_owned(), ann, 1)]);
     }
 }

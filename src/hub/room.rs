@@ -33,6 +33,9 @@ use super::{Common, ReactionAction};
 pub(crate) struct Slot {
     pub generation: u64,
     pub user: UserName,
+    /// Who connected with the name (with a backbone, a re-announcement
+    /// of this instance's members says who holds each name).
+    pub identity: Identity,
     pub outbox: Arc<Outbox>,
     /// Whether this connection is counted in `online` yet. A member that
     /// waits for history from the store is counted (and announced) only
@@ -413,6 +416,7 @@ impl RoomState {
         let key = self.members.insert(Slot {
             generation,
             user,
+            identity: identity.clone(),
             outbox,
             counted: true,
             pending: None,
@@ -443,6 +447,7 @@ impl RoomState {
         let key = self.members.insert(Slot {
             generation,
             user,
+            identity: identity.clone(),
             outbox,
             counted: false,
             pending: Some(Vec::new()),

@@ -1001,14 +1001,31 @@ async fn heartbeat_task(inner: Arc<Inner>) {
                 let counts: Vec<String> =
                     members.iter().map(|m| m.connections.to_string()).collect();
                 for (m, n) in members.iter().zip(&counts) {
-                    args.extend([m.room.as_bytes(), m.user.as_bytes(), n.as_bytes()]);
+                    args.extend([
+                        m.room.as_bytes(),
+                        m.user.as_bytes(),
+                        n.as_bytes(),
+                        m.identity.as_bytes(),
+                    ]);
                 }
                 queued = Some(link.call(Script::Resync, &args));
             });
-            let done = match queued {
-                Some(Ok(rx)) => Link::reply(rx).await.is_ok(),
-                _ => false,
+            let answer = match queued {
+                Some(Ok(rx)) => Link::reply(rx).await.ok(),
+                _ => None,
             };
+            // Names another identity took while this instance was taken
+            // for dead: their members here go (4009).
+            let taken = answer.iter().flat_map(Value::items);
+            let taken = taken.filter_map(|t| std::str::from_utf8(t.as_bytes()?).ok());
+            for (room, user) in taken.filter_map(|t| t.split_once('\n')) {
+                tracing::warn!(
+                    "{user:?} in room {room:?} was taken by someone else while this instance \
+                     was taken for dead; closing its connections here"
+                );
+                inner.inbound.name_lost(room, user);
+            }
+            let done = answer.is_some();
             if !done {
                 inner.resync.store(true, Ordering::Release);
             }

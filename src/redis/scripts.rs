@@ -167,7 +167,10 @@ pub enum Script {
     /// holds the name, else `[last_seq, ev, gap, online_count, online JSON,
     /// [message JSON, oldest first]]`; then publishes `join`.
     Join,
-    /// `P, room, inst, ttl, user, n, cap, room_ttl` → sets this instance's count for the user.
+    /// `P, room, inst, ttl, user, n, cap, room_ttl` → lowers this instance's
+    /// count for the user to `n` (never raises it: a count Redis no longer
+    /// has, this instance having been reaped, comes back by `Resync`, which
+    /// checks who holds the name).
     Presence,
     /// `P, room, id, user, emoji, add|remove|toggle, max emoji, max users,
     /// identity, max reaction bytes` → `[seq, reactions as [[emoji, [users],
@@ -187,8 +190,11 @@ pub enum Script {
     Mark,
     /// `P, inst, ttl, cap, room_ttl` → 1 if this instance was reaped and must resync.
     Heartbeat,
-    /// `P, inst, ttl, cap, room_ttl, (room, user, n)*` → makes the instance's
-    /// presence exactly this, announcing the differences.
+    /// `P, inst, ttl, cap, room_ttl, (room, user, n, identity)*` → makes the
+    /// instance's presence exactly this, announcing the differences, and
+    /// holds each name for its identity again; answers the `room\nuser` of
+    /// the names another identity holds now (taken while this instance was
+    /// reaped), which it leaves out.
     Resync,
     /// `P, inst, cap, room_ttl` → removes this instance (graceful shutdown).
     Bye,
@@ -348,7 +354,8 @@ return {last_seq, ev, gap, count, enc_list(names), parts}
 const PRESENCE: &str = r#"
 local room, inst, user = ARGV[2], ARGV[3], ARGV[5]
 register(inst, tonumber(ARGV[4]))
-local change = set_count(inst, room, user, tonumber(ARGV[6]), tonumber(ARGV[8]))
+local old = tonumber(redis.call('HGET', P .. ':inst:' .. inst, room .. '\n' .. user) or '0')
+local change = set_count(inst, room, user, math.min(tonumber(ARGV[6]), old), tonumber(ARGV[8]))
 if change then presence_event(change, room, user, tonumber(ARGV[7])) end
 return 1
 "#;
@@ -471,8 +478,21 @@ local inst, ttl, cap, room_ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), 
 redis.call('ZADD', P .. ':instances', now_ms() + ttl, inst)
 redis.call('DEL', P .. ':reaped:' .. inst)
 local ik = P .. ':inst:' .. inst
-local want, fields = {}, {}
-for i = 6, #ARGV, 3 do want[ARGV[i] .. '\n' .. ARGV[i + 1]] = tonumber(ARGV[i + 2]) end
+local want, fields, taken = {}, {}, {}
+for i = 6, #ARGV, 4 do
+  local room, user, who = ARGV[i], ARGV[i + 1], ARGV[i + 3]
+  local f = room .. '\n' .. user
+  -- The name's hold lapsed while this instance was taken for dead: if
+  -- another identity took it since, its members here must go; else it
+  -- is this identity's again.
+  local holder = redis.call('GET', hold_key(room, user))
+  if holder and holder ~= who then
+    taken[#taken + 1] = f
+  else
+    redis.call('SET', hold_key(room, user), who)
+    want[f] = tonumber(ARGV[i + 2])
+  end
+end
 local have = redis.call('HGETALL', ik)
 for i = 1, #have, 2 do fields[have[i]] = true end
 for f, _ in pairs(want) do fields[f] = true end
@@ -482,7 +502,7 @@ for f, _ in pairs(fields) do
   local change = set_count(inst, room, user, want[f] or 0, room_ttl)
   if change then presence_event(change, room, user, cap) end
 end
-return 1
+return taken
 "#;
 
 const BYE: &str = r#"
