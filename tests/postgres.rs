@@ -230,6 +230,51 @@ async fn redis_losing_its_data_while_the_room_is_held_here_never_reuses_a_stored
     a.shutdown().await.unwrap();
 }
 
+/// Redis comes back with part of its data (a failover to a replica that
+/// lagged, an older snapshot restored): the epoch is the same, so no
+/// instance is told the data was lost, but a room's seq went back below
+/// what the database holds. The instance reads the room's floor from the
+/// database again when it reconnects, so its next post is numbered above
+/// what is stored instead of reusing a stored seq (which the database
+/// would refuse silently).
+#[tokio::test]
+async fn redis_numbering_going_back_without_losing_its_epoch_reuses_no_stored_seq() {
+    let schema = Schema::new("rollback");
+    let proxy = Proxy::start(common::redis::REDIS).await;
+    let (config, keys) = on_redis(on(&schema.url()), "rollback");
+    let a = Server::start(config.redis_url(Some(format!("redis://{}", proxy.addr)))).await;
+    a.wait_healthy().await;
+    // The room is loaded while the database holds nothing: its floor is 0.
+    let (mut ann, _) = a.join("team", "ann").await;
+    ann.expect("join").await;
+    for i in 1..=3 {
+        ann.post(&format!("m{i}")).await;
+    }
+    a.wait_metric("roomcast_store_uncommitted", 0).await;
+
+    proxy.cut();
+    eventually("the instance lost Redis", async || {
+        a.get("/health").await.status == 503
+    })
+    .await;
+    // What a replica that missed the last two posts holds.
+    let mut redis = common::redis::Admin::connect();
+    let meta = format!("{}:meta:team", keys.prefix());
+    redis.cmd(&["HSET", &meta, "seq", "1"]);
+    proxy.restore();
+    a.wait_healthy().await;
+
+    let m = ann.post("after the rollback").await;
+    assert_eq!(m["seq"], 4, "{m}");
+    a.wait_metric("roomcast_store_uncommitted", 0).await;
+    assert_eq!(
+        contents(&a, "/api/rooms/team/messages").await,
+        ["m1", "m2", "m3", "after the rollback"]
+    );
+    drop(ann);
+    a.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_resume_past_redis_ring_keeps_its_gap_while_the_database_lags() {
     let schema = Schema::new("lag");

@@ -296,6 +296,20 @@ impl Inbound {
         }
     }
 
+    /// The backbone's link came back: what it holds may be older than what
+    /// it held before (a failover to a replica that lagged, an older
+    /// snapshot restored) without its data being lost as a whole, so each
+    /// room's floor, what the durable store holds, is read again before the
+    /// room's next post or welcome, and the backbone's numbering is lifted
+    /// above it instead of reusing a stored seq.
+    pub fn reconnected(&self) {
+        let Some(shared) = self.shared() else { return };
+        let rooms: Vec<_> = shared.lock_rooms().values().cloned().collect();
+        for room in rooms {
+            room.lock().forget_floor();
+        }
+    }
+
     /// Another identity holds `user` in `room` (this instance was taken for
     /// dead, and the name was taken meanwhile): the connections with it
     /// here are closed with 4009, pick another name.

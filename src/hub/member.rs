@@ -170,6 +170,11 @@ impl Member {
             Link::Local => return self.post_here(content, attachment, client_id),
             Link::Remote(backbone) => backbone,
         };
+        // The floor is read again after the backbone reconnected (it may
+        // have come back with an older numbering: see `Inbound::reconnected`).
+        welcome::ensure_loaded(&self.common, &self.room, 0)
+            .await
+            .map_err(|e| Refusal::new(ErrorCode::Unavailable, format!("the history store: {e}")))?;
         let store = self.store_slot()?;
         let id = self.common.next_message_id();
         let timestamp = self.common.now_rfc3339();

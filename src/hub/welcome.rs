@@ -24,7 +24,11 @@ const RESUME_FROM_STORE: usize = 1000;
 /// numbers the room itself, nothing is reserved: what is read is the floor
 /// the backbone's numbering never goes below, read again whenever the room
 /// was let go (see `RoomState::forget_floor`).
-async fn ensure_loaded(common: &Common, room: &Room, tail: usize) -> Result<(), StoreError> {
+pub(super) async fn ensure_loaded(
+    common: &Common,
+    room: &Room,
+    tail: usize,
+) -> Result<(), StoreError> {
     let Some(store) = &common.store else {
         return Ok(());
     };

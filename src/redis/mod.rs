@@ -499,6 +499,9 @@ async fn command_task(inner: Arc<Inner>, mut rx: mpsc::Receiver<Cmd>) {
             Ok((conn, shas)) => {
                 let opened = tokio::time::Instant::now();
                 check_epoch(&inner, &conn.epoch);
+                // Before any request goes out on it: the rooms' floors are
+                // read again, in case Redis came back older.
+                inner.inbound.reconnected();
                 let conn = conn.conn;
                 inner.set_up(true);
                 // Members may have come and gone while the link was down,
