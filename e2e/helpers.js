@@ -132,14 +132,20 @@ export async function launchBrowser() {
  * which goes straight into `room`.
  * A fresh context is someone else, and cannot use a name another identity
  * held moments ago.
+ *
+ * `clientConfig`: settings merged into the page's config (see
+ * withClientConfig), e.g. `{ upload_stall_ms: 500 }`.
  */
-export async function openChat(browser, baseUrl, { room, user, viewport, colorScheme = 'light', context: extra = {}, sameAs } = {}) {
+export async function openChat(browser, baseUrl, {
+  room, user, viewport, colorScheme = 'light', context: extra = {}, sameAs, clientConfig,
+} = {}) {
   const storageState = typeof sameAs?.context === 'function' ? await sameAs.context().storageState() : sameAs;
   const context = await browser.newContext({
     viewport: viewport ?? { width: 1100, height: 760 }, colorScheme, locale: 'en-US', ...(storageState ? { storageState } : {}), ...extra,
   });
   const page = await context.newPage();
   watchProblems(page);
+  if (clientConfig) await withClientConfig(page, clientConfig);
   if (sameAs && room) {
     await page.goto(`${baseUrl}/?${new URLSearchParams({ room })}`);
     await waitConnected(page);
@@ -149,6 +155,31 @@ export async function openChat(browser, baseUrl, { room, user, viewport, colorSc
     await page.goto(`${baseUrl}/${room ? `?${new URLSearchParams({ room })}` : ''}`);
   }
   return page;
+}
+
+/**
+ * Merges `settings` into the config the server renders into every chat page
+ * `page` loads from now on (<meta name="roomcast-config">, static/js/config.js):
+ * how a test shortens the client's own timings, e.g. `history_deadline_ms`
+ * or `upload_stall_ms`, which the server never sends. The page itself comes
+ * from the server (a page served by the test would count as another
+ * network, and Chromium would not let it reach 127.0.0.1); the <meta> is
+ * changed as the parser adds it, before any module runs.
+ */
+export async function withClientConfig(page, settings) {
+  await page.addInitScript((extra) => {
+    const apply = (meta) => {
+      const merged = { ...JSON.parse(meta.content || '{}'), ...extra };
+      meta.content = JSON.stringify(merged);
+    };
+    const watch = new MutationObserver(() => {
+      const meta = document.querySelector('meta[name="roomcast-config"]');
+      if (!meta) return;
+      watch.disconnect();
+      apply(meta);
+    });
+    watch.observe(document, { childList: true, subtree: true });
+  }, settings);
 }
 
 /** Collects page errors and console errors in `page.problems`. */

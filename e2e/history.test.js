@@ -144,6 +144,28 @@ test('a failed load offers a retry instead of looping', async () => {
   await page.context().close();
 });
 
+test('a load that never gets an answer is given up at its deadline and offered again', async () => {
+  // The deadline is the page's own (config), shortened: the request below never answers.
+  const page = await openChat(browser, server.url, { room: 'long', user: 'stalled', clientConfig: { history_deadline_ms: 300 } });
+  await messageWithText(page, label(SEEDED)).waitFor();
+  let asked = 0;
+  await page.route(/\/api\/rooms\/[^/]+\/messages/, () => { asked += 1; });
+  await page.getByTestId('load-older').dispatchEvent('click');
+  const top = page.getByTestId('history-top');
+  await top.and(page.locator('[data-state="failed"]')).waitFor();
+  await top.getByText('Could not load older messages.').waitFor();
+  assert.equal(asked, 1);
+
+  // Nothing is held: the retry asks again, and this time the server answers.
+  await page.unroute(/\/api\/rooms\/[^/]+\/messages/);
+  await page.getByTestId('load-older').getByText('Try again').dispatchEvent('click');
+  await loadedPast(page, 50);
+  assert.equal((await texts(page))[0], label(SEEDED - 149));
+  assert.equal(await top.getAttribute('data-state'), 'more');
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
 test('old messages render like live ones and take live edits, reactions and deletes', async () => {
   const seeder = await openSeeder(browser, server.url, 'alive', 'ann');
   const file = await seeder.upload('notes.txt', 'text/plain', 'hello');
@@ -177,6 +199,31 @@ test('old messages render like live ones and take live edits, reactions and dele
   await seeder.post(['line 81']);
   await messageWithText(page, 'line 81').waitFor();
   assert.equal((await texts(page)).at(-1), 'line 81');
+  assert.deepEqual(page.problems, []);
+  await seeder.close();
+  await page.context().close();
+});
+
+test('a deleted message right under the top edge does not stop scrollback', async () => {
+  // 60 messages of one author: the welcome brings the newest 50, and the
+  // oldest of those is deleted, its tombstone right under the edge; the
+  // older page ends with the same author's message above it.
+  const seeder = await openSeeder(browser, server.url, 'tomb', 'ann');
+  const all = Array.from({ length: 60 }, (_, i) => `t ${String(i + 1).padStart(2, '0')}`);
+  await seeder.post(all);
+  const page = await openChat(browser, server.url, { room: 'tomb', user: 'bob' });
+  await messageWithText(page, 't 60').waitFor();
+  await seeder.about('t 11', { type: 'delete' });
+  const tombstone = page.getByTestId('message-deleted');
+  await tombstone.waitFor();
+  assert.equal(await page.getByTestId('history-top').evaluate((edge) => edge.nextElementSibling.classList.contains('msg--deleted')), true);
+
+  await page.getByTestId('load-older').dispatchEvent('click');
+  await page.getByTestId('history-note').getByText('Beginning of the conversation', { exact: true }).waitFor();
+  assert.deepEqual(await texts(page), all.filter((t) => t !== 't 11'));
+  // The message under the tombstone starts a group of its own; the one above it ends one.
+  assert.equal(await messageWithText(page, 't 12').evaluate((li) => li.classList.contains('msg--cont')), false);
+  assert.equal(await messageWithText(page, 't 10').evaluate((li) => li.classList.contains('msg--cont')), true);
   assert.deepEqual(page.problems, []);
   await seeder.close();
   await page.context().close();
@@ -418,6 +465,10 @@ test('reading down into a gap the store mostly dropped costs two requests, not a
   await messageWithText(tab, 'a 30050').waitFor();
   const gap = tab.getByTestId('history-gap');
   await gap.getByText('Some messages were missed while you were disconnected.').waitFor();
+  // The resume re-reads what the page showed (edits, deletes, reactions
+  // made meanwhile): one page, below the seq it resumed after.
+  while (!asked.length) await frames(tab);
+  assert.deepEqual(asked.splice(0), [51]);
 
   // The reader reads down towards the gap: its edge just under the view.
   const below = await gap.evaluate((edge) => {

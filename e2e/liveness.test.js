@@ -141,3 +141,33 @@ test('a full server (503 before the upgrade) is explained in words', async () =>
     await full.cleanup();
   }
 });
+
+test('a welcome slow to arrive after the socket opened is waited for, past the handshake deadline', async () => {
+  // The page's clock is the test's: the welcome is held while 20 s pass
+  // for the page (past the 15 s a handshake may take), then let through.
+  const page = await openChat(browser, server.url, { user: undefined });
+  await page.clock.install();
+  let connections = 0;
+  let opened;
+  const open = new Promise((resolve) => { opened = resolve; });
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  await page.routeWebSocket(/\/ws\//, (ws) => {
+    connections += 1;
+    const upstream = ws.connectToServer();
+    upstream.onMessage(async (frame) => {
+      if (JSON.parse(frame).type === 'welcome') { opened(); await held; }
+      ws.send(frame);
+    });
+  });
+  await page.getByTestId('join-name').fill('slowpoke');
+  await page.getByTestId('join-room').fill('slow-link');
+  await page.getByTestId('join-submit').click();
+  await open;
+  await page.clock.runFor(20000);
+  release();
+  await waitConnected(page);
+  assert.equal(connections, 1, 'the first connection was kept');
+  assert.deepEqual(unexpectedProblems(page), []);
+  await page.context().close();
+});

@@ -4,7 +4,9 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openChat, sendMessage, messageWithText, startSuite, stopSuite } from './helpers.js';
+import {
+  openChat, sendMessage, messageWithText, startSuite, stopSuite, waitConnected,
+} from './helpers.js';
 
 const PHONE = { viewport: { width: 390, height: 844 }, context: { hasTouch: true, isMobile: true } };
 let server;
@@ -130,4 +132,62 @@ test('Enter types a new line on a phone; the Send button sends, line break and a
   }
   assert.equal(await box.inputValue(), '');
   for (const p of [pat, sam]) { assert.deepEqual(p.problems, []); await p.context().close(); }
+});
+
+test('on a phone every small control is a 44 px target, the pill stays above a tall composer, and taps do not open the keyboard', async () => {
+  const pat = await openChat(browser, server.url, { room: 'phone-targets', user: 'pat', ...PHONE });
+  const sam = await openChat(browser, server.url, { room: 'phone-targets', user: 'sam' });
+  const big = async (locator, what) => {
+    const box = await locator.boundingBox();
+    assert.ok(box && box.width >= 44 && box.height >= 44, `${what} is ${box?.width}×${box?.height}`);
+  };
+  const typing = () => pat.evaluate(() => document.activeElement?.dataset.testid === 'composer-input');
+
+  // Enough to scroll; a reaction chip, and "Show more" on a long message.
+  for (let i = 1; i <= 15; i++) await sendMessage(sam, `filler ${i}`);
+  await sendMessage(sam, 'x'.repeat(800));
+  await sendMessage(sam, 'react here');
+  const target = messageWithText(pat, 'react here');
+  await target.getByTestId('message-text').tap();
+  await target.getByTestId('add-reaction').tap();
+  await pat.getByTestId('reaction-picker').getByRole('button', { name: 'React with 👍' }).tap();
+  await big(target.getByTestId('reaction'), 'a reaction chip');
+  await big(pat.getByTestId('show-more'), '"Show more"');
+
+  // A file's ✕: removing it does not put the focus in the message box.
+  await pat.getByTestId('attach-input').setInputFiles({ name: 'note.txt', mimeType: 'text/plain', buffer: Buffer.from('hello') });
+  await pat.getByTestId('upload-box').getByText('ready to send').waitFor();
+  await pat.getByTestId('upload-cancel').evaluate((b) => b.blur());
+  await big(pat.getByTestId('upload-cancel'), 'a file\'s ✕');
+  await pat.getByTestId('upload-cancel').tap();
+  await pat.getByTestId('upload-box').waitFor({ state: 'hidden' });
+  assert.equal(await typing(), false, 'removing a file does not open the keyboard');
+
+  // Offline: "Retry now", and a toast's ✕.
+  await pat.context().setOffline(true);
+  await pat.getByTestId('retry-now').waitFor();
+  await big(pat.getByTestId('retry-now'), '"Retry now"');
+  await target.getByTestId('reaction').tap();
+  await big(pat.getByTestId('toast').locator('.toast-close'), 'a toast\'s ✕');
+  await pat.context().setOffline(false);
+  await waitConnected(pat);
+
+  // The pill stands above the composer, however tall it grew, and a tap on
+  // it shows the newest without opening the keyboard.
+  await pat.getByTestId('composer-input').fill(Array.from({ length: 12 }, (_, i) => `line ${i + 1}`).join('\n'));
+  await pat.getByTestId('composer-input').evaluate((el) => el.blur());
+  await pat.getByTestId('messages').evaluate((l) => { l.scrollTop = 0; l.dispatchEvent(new Event('scroll')); });
+  await sendMessage(sam, 'while pat reads back');
+  const pill = pat.getByTestId('new-pill');
+  await pill.waitFor();
+  await big(pill, 'the new-messages pill');
+  const [pillBox, composerBox] = [await pill.boundingBox(), await pat.getByTestId('composer').boundingBox()];
+  const wrapTop = await pat.locator('.composer-wrap').evaluate((el) => el.getBoundingClientRect().top);
+  assert.ok(pillBox.y + pillBox.height <= wrapTop, `the pill (${pillBox.y}+${pillBox.height}) is above the composer (${wrapTop}, box at ${composerBox.y})`);
+  await pill.tap();
+  await pill.waitFor({ state: 'hidden' });
+  assert.equal(await typing(), false, 'the pill does not open the keyboard');
+  assert.equal(await pat.evaluate(() => document.activeElement?.querySelector('.msg-text')?.textContent), 'while pat reads back');
+  assert.deepEqual(pat.problems.filter((m) => !/WebSocket connection to .* failed/.test(m)), []);
+  for (const p of [pat, sam]) await p.context().close();
 });

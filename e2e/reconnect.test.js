@@ -368,3 +368,173 @@ test('a reader scrolled up in a hidden tab stays in place after a resume; the ti
   assert.deepEqual(unexpectedProblems(reader), []);
   for (const p of [reader, writer]) await p.context().close();
 });
+
+test('edits, deletes and reactions made while a page was offline are shown once it is back', async () => {
+  const alice = await openChat(browser, server.url, { room: 'away', user: 'alice' });
+  const bob = await openChat(browser, server.url, { room: 'away', user: 'bob' });
+  for (const t of ['to edit', 'to delete', 'to react to', 'unchanged']) await sendMessage(alice, t);
+  await messageWithText(bob, 'unchanged').waitFor();
+
+  await bob.context().setOffline(true);
+  await bob.getByTestId('conn-status').and(bob.locator('[data-state="offline"]')).waitFor();
+
+  // Alice changes three of them while Bob's page is away.
+  const toEdit = messageWithText(alice, 'to edit');
+  await toEdit.hover();
+  await toEdit.getByTestId('edit-message').click();
+  await alice.getByTestId('edit-input').fill('edited while away');
+  await alice.getByTestId('edit-input').press('Enter');
+  await messageWithText(alice, 'edited while away').getByTestId('message-edited').waitFor();
+  alice.once('dialog', (d) => d.accept());
+  const doomed = messageWithText(alice, 'to delete');
+  await doomed.hover();
+  await doomed.getByTestId('delete-message').click();
+  await doomed.waitFor({ state: 'detached' });
+  const liked = messageWithText(alice, 'to react to');
+  await liked.hover();
+  await liked.getByTestId('add-reaction').click();
+  await alice.getByTestId('reaction-picker').getByRole('button', { name: 'React with 👍' }).click();
+  await liked.getByTestId('reaction-count').getByText('1', { exact: true }).waitFor();
+
+  await bob.context().setOffline(false);
+  await waitConnected(bob);
+  await messageWithText(bob, 'edited while away').getByTestId('message-edited').waitFor();
+  await bob.getByTestId('message-deleted').getByText('alice deleted a message').waitFor();
+  const thumb = messageWithText(bob, 'to react to').getByTestId('reaction').filter({ hasText: '👍' });
+  await thumb.getByTestId('reaction-count').getByText('1', { exact: true }).waitFor();
+  assert.deepEqual(await bob.getByTestId('message-text').allTextContents(), ['edited while away', 'to react to', 'unchanged']);
+  assert.deepEqual(unexpectedProblems(bob, [/WebSocket connection to .* failed/]), []);
+  await alice.context().close();
+  await bob.context().close();
+});
+
+test('more messages queued offline than the rate limit\'s burst all arrive in order after a reconnect, none refused', async () => {
+  // The server's default limit: 10 a second, a burst of 20. Thirty queued
+  // messages sent at once would see ten refused.
+  const ann = await openChat(browser, server.url, { room: 'queued', user: 'ann' });
+  const ben = await openChat(browser, server.url, { room: 'queued', user: 'ben' });
+  await ann.context().setOffline(true);
+  await ann.getByTestId('conn-status').and(ann.locator('[data-state="offline"]')).waitFor();
+  const queued = Array.from({ length: 30 }, (_, i) => `queued ${i + 1}`);
+  const box = ann.getByTestId('composer-input');
+  for (const t of queued) {
+    await box.fill(t);
+    await box.press('Enter');
+  }
+  assert.equal(await ann.locator('.msg--pending').count(), 30);
+
+  await ann.context().setOffline(false);
+  await waitConnected(ann);
+  await ann.waitForFunction(() => document.querySelectorAll('.msg--pending').length === 0);
+  assert.equal(await ann.locator('.msg--failed').count(), 0, 'none refused');
+  await messageWithText(ben, 'queued 30').waitFor();
+  assert.deepEqual(await ben.getByTestId('message-text').allTextContents(), queued);
+  assert.deepEqual(await ann.getByTestId('message-text').allTextContents(), queued);
+  assert.equal(await ann.locator('.toast-error').count(), 0, 'no refusal said');
+  assert.deepEqual(unexpectedProblems(ann, [/WebSocket connection to .* failed/]), []);
+  for (const p of [ann, ben]) await p.context().close();
+});
+
+test('a server that welcomes and then closes at once is tried again later and later', async () => {
+  // The real server welcomes every connection; the test closes each one
+  // after the first (1013, "busy") as soon as its welcome is through, and
+  // reads the delay the page scheduled before each retry.
+  const page = await openChat(browser, server.url, { user: undefined });
+  const delays = [];
+  let first = null;
+  let enough;
+  const threeRetries = new Promise((resolve) => { enough = resolve; });
+  await page.routeWebSocket(/\/ws\//, async (ws) => {
+    // This connection is a retry that waited the delay scheduled last.
+    if (first) delays.push(await page.evaluate(() => window.roomcast.retryDelay));
+    if (delays.length === 3) enough();
+    const upstream = ws.connectToServer();
+    const flapping = Boolean(first);
+    first ??= ws;
+    upstream.onMessage((frame) => {
+      ws.send(frame);
+      if (flapping && delays.length < 3 && JSON.parse(frame).type === 'welcome') ws.close({ code: 1013, reason: 'busy' });
+    });
+  });
+  await joinAs(page, server.url, 'flapping', 'fay');
+  await first.close({ code: 1013, reason: 'busy' });
+  await threeRetries;
+  await waitConnected(page);
+  // Exponential from 0.5 s with jitter: retry n waits between half and all
+  // of 0.5 s × 2^(n-1), whatever the jitter drew; never reset by a welcome.
+  delays.forEach((d, i) => {
+    const cap = 500 * 2 ** i;
+    assert.ok(d >= cap / 2 && d <= cap, `retry ${i + 1} waited ${d} ms (expected ${cap / 2}-${cap}): ${delays}`);
+  });
+  assert.deepEqual(unexpectedProblems(page), []);
+  await page.context().close();
+});
+
+test('a reaction whose answer was lost in a drop shows once the page is back', async () => {
+  const alice = await openChat(browser, server.url, { room: 'lost-answer', user: 'alice' });
+  const bob = await openChat(browser, server.url, { user: undefined });
+  // Bob's socket behind a proxy that can stop passing the server's frames
+  // to his page (the answers are lost on the way), then drop the link.
+  let deaf = false;
+  let current = null;
+  await bob.routeWebSocket(/\/ws\//, (ws) => {
+    const upstream = ws.connectToServer();
+    current = ws;
+    upstream.onMessage((frame) => { if (!deaf || current !== ws) ws.send(frame); });
+  });
+  await joinAs(bob, server.url, 'lost-answer', 'bob');
+  await sendMessage(alice, 'like me');
+  const liked = messageWithText(bob, 'like me');
+  await liked.waitFor();
+
+  deaf = true;
+  await liked.hover();
+  await liked.getByTestId('add-reaction').click();
+  await bob.getByTestId('reaction-picker').getByRole('button', { name: 'React with 👍' }).click();
+  // The server took it (Alice sees it); Bob's page never heard back.
+  await messageWithText(alice, 'like me').getByTestId('reaction-count').getByText('1', { exact: true }).waitFor();
+  assert.equal(await liked.getByTestId('reaction').count(), 0);
+  const deafSocket = current;
+  deaf = false;
+  await deafSocket.close({ code: 1013, reason: 'test' });
+  await waitConnected(bob);
+
+  const thumb = liked.getByTestId('reaction').filter({ hasText: '👍' });
+  await thumb.and(bob.locator('[aria-pressed="true"]')).waitFor();
+  assert.equal(await thumb.getByTestId('reaction-count').textContent(), '1');
+  assert.deepEqual(unexpectedProblems(bob), []);
+  for (const p of [alice, bob]) await p.context().close();
+});
+
+test('after a resume, a message a page leaves out is shown deleted only once the room confirms it', async () => {
+  // A store behind the room (a database other instances have not written
+  // to yet) is played by leaving one message out of Bob's pages: the room
+  // still has it, so it stays; the one really deleted goes.
+  const alice = await openChat(browser, server.url, { room: 'behind', user: 'alice' });
+  const bob = await openChat(browser, server.url, { room: 'behind', user: 'bob' });
+  for (const t of ['first', 'deleted', 'not stored yet', 'last']) await sendMessage(alice, t);
+  await messageWithText(bob, 'last').waitFor();
+  await bob.route(/\/api\/rooms\/[^/]+\/messages/, async (route) => {
+    const response = await route.fetch();
+    const body = await response.json();
+    body.messages = body.messages.filter((m) => m.content !== 'not stored yet');
+    await route.fulfill({ response, json: body });
+  });
+
+  await bob.context().setOffline(true);
+  await bob.getByTestId('conn-status').and(bob.locator('[data-state="offline"]')).waitFor();
+  alice.once('dialog', (d) => d.accept());
+  const doomed = messageWithText(alice, 'deleted');
+  await doomed.hover();
+  await doomed.getByTestId('delete-message').click();
+  await doomed.waitFor({ state: 'detached' });
+  await bob.context().setOffline(false);
+  await waitConnected(bob);
+
+  // Checked newest first: once the older one is gone, the newer one was checked.
+  await bob.getByTestId('message-deleted').getByText('alice deleted a message').waitFor();
+  assert.deepEqual(await bob.getByTestId('message-text').allTextContents(), ['first', 'not stored yet', 'last']);
+  assert.equal(await bob.getByTestId('toast').filter({ hasText: 'no longer available' }).count(), 0, 'the checks are not errors');
+  assert.deepEqual(unexpectedProblems(bob, [/WebSocket connection to .* failed/]), []);
+  for (const p of [alice, bob]) await p.context().close();
+});

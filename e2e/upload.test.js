@@ -198,6 +198,33 @@ async function holdUpload(page) {
   return { reached: sent, release };
 }
 
+test('an upload that stalls is cut off, holds up nothing, and its Retry sends it', async () => {
+  // The stall bound is the page's own (config), shortened: the upload below never gets an answer.
+  const cam = await openChat(browser, server.url, { room: 'photos', user: 'cam', clientConfig: { upload_stall_ms: 400 } });
+  let asked = 0;
+  await cam.route('**/upload', () => { asked += 1; });
+  await cam.getByTestId('attach-input').setInputFiles({ name: 'stuck.png', mimeType: 'image/png', buffer: png });
+  const item = cam.getByTestId('upload-item');
+  await item.getByText('stuck.png: the upload stalled', { exact: false }).waitFor();
+  assert.equal(await item.getByTestId('upload-progress').isVisible(), false);
+  assert.equal(asked, 1);
+
+  // Text goes meanwhile; the stalled file stays for its retry.
+  await sendMessage(cam, 'while the file is stuck');
+  await messageWithText(bob, 'while the file is stuck').waitFor();
+  assert.equal(await item.count(), 1);
+
+  await cam.unroute('**/upload');
+  await item.getByTestId('upload-retry').click();
+  await cam.getByTestId('upload-box').getByText('ready to send').waitFor();
+  await cam.getByTestId('composer-input').fill('unstuck');
+  await cam.getByTestId('composer-input').press('Enter');
+  await messageWithText(bob, 'unstuck').getByTestId('attachment-image').waitFor();
+  await cam.getByTestId('upload-box').waitFor({ state: 'hidden' });
+  assert.deepEqual(cam.problems, []);
+  await cam.context().close();
+});
+
 test('files waiting to be sent stay with their room, and one still uploading finishes there', async () => {
   const page = await openChat(browser, server.url, { room: 'files-a', user: 'dora' });
   const box = page.getByTestId('upload-box');

@@ -25,6 +25,8 @@
 //   picker       the reaction picker (+ emoji-data, the searchable set)
 //   scroll       following the newest message, the pill, the "New" line
 //   history      scrollback: older pages, and gaps a reconnect left
+//   pages        reading one page of a room's history, with a deadline
+//   resync       after a resume: edits, reactions, deletes missed on screen
 //   attention    title count, announcements, mention notifications
 //   presence     who is online, join/leave lines without reconnect churn
 //   typing       the typing indicator
@@ -37,7 +39,7 @@
 import { initActions } from './js/actions.js';
 import { initAttention } from './js/attention.js';
 import { autoGrow, initComposer, updateSendState } from './js/composer.js';
-import { initConnection, onConnection } from './js/connection.js';
+import { initConnection, onConnection, scheduledDelay } from './js/connection.js';
 import { initDrawer } from './js/drawer.js';
 import { editLast } from './js/edit.js';
 import { handleEvent } from './js/events.js';
@@ -47,6 +49,7 @@ import { initNavigation, refuseToJoin, route } from './js/navigation.js';
 import { initPicker } from './js/picker.js';
 import { connectionDropped as presenceDropped } from './js/presence.js';
 import { connectionDropped as composerDropped } from './js/composer.js';
+import { resyncDropped } from './js/resync.js';
 import { initRooms } from './js/rooms.js';
 import { initScroll } from './js/scroll.js';
 import { initUploads } from './js/uploads.js';
@@ -54,7 +57,7 @@ import { state } from './js/state.js';
 
 onConnection({
   event: handleEvent,
-  dropped() { presenceDropped(); composerDropped(); },
+  dropped() { presenceDropped(); composerDropped(); resyncDropped(); },
   refused: refuseToJoin,
 });
 initConnection();
@@ -75,6 +78,8 @@ Object.defineProperty(window, 'roomcast', {
   value: Object.freeze({
     get state() { return state.connState; },
     get lastSeq() { return state.lastSeq; },
+    /** The delay (ms) of the last reconnect scheduled. */
+    get retryDelay() { return scheduledDelay(); },
   }),
 });
 

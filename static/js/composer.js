@@ -8,6 +8,7 @@ import { els, enterSends, h, imeKey, touchScreen } from './dom.js';
 import { randomId } from './format.js';
 import { buildMessage, regroup } from './messages.js';
 import { send } from './connection.js';
+import { waitFor } from './pace.js';
 import { clearNewDivider, scrollToBottom } from './scroll.js';
 import { state } from './state.js';
 import { loadDraft, roomKey, saveDraft } from './store.js';
@@ -86,8 +87,37 @@ function submit() {
 /** Adds a pending message at the end of the log and sends it if connected. */
 function queue(content, attachment) {
   const p = addPending({ clientId: randomId(), content, attachment, timestamp: new Date().toISOString() });
-  if (state.connState === 'connected') transmit(p);
-  else setStatus(p, NOT_SENT);
+  // Typed now: it goes now, unless older ones still wait their turn.
+  if (state.connState !== 'connected') setStatus(p, NOT_SENT);
+  else if (outbox.length) post(p);
+  else transmit(p);
+}
+
+/**
+ * Messages to send, in order, as the server's rate allows (pace.js): after
+ * a reconnect (or "Send again") they go out at the rate, not in one burst
+ * past it; one typed meanwhile waits behind them. SPARE tokens stay for
+ * what the person does meanwhile.
+ */
+const outbox = [];
+const SPARE = 2;
+let outboxTimer = 0;
+
+function post(p) {
+  if (!outbox.includes(p)) outbox.push(p);
+  setStatus(p, 'Sending…');
+  drain();
+}
+
+function drain() {
+  clearTimeout(outboxTimer);
+  while (outbox.length && state.connState === 'connected') {
+    const wait = waitFor(SPARE);
+    if (wait) { outboxTimer = setTimeout(drain, wait); return; }
+    const p = outbox.shift();
+    // Discarded, or confirmed from a history, while it waited its turn.
+    if (state.pending.get(p.clientId) === p && !p.failed) transmit(p);
+  }
 }
 
 /**
@@ -124,6 +154,9 @@ function setStatus(p, text) {
 
 /** The connection dropped: messages without an echo may or may not have arrived. */
 export function connectionDropped() {
+  // Those still waiting their turn were never sent: the next welcome sends them.
+  clearTimeout(outboxTimer);
+  outbox.length = 0;
   for (const p of state.pending.values()) {
     if (!p.failed) setStatus(p, p.sent ? WAITING : NOT_SENT);
   }
@@ -202,7 +235,7 @@ export function connectionBack({ covered, serverLast }) {
     // Sent in an earlier visit to a room whose numbering went back since
     // (the server forgot it): this history cannot tell.
     const sure = covered && !(p.since > serverLast);
-    if (!p.sent || sure) transmit(p);
+    if (!p.sent || sure) post(p);
     else markFailed(p, 'The connection dropped before the server confirmed this message.');
   }
 }
@@ -238,7 +271,8 @@ export function markFailed(p, reason) {
     regroup(p.el);
     state.pending.delete(p.clientId);
     state.pending.set(p.clientId, p);
-    transmit(p);
+    p.failed = false;
+    post(p);
   });
   discard.addEventListener('click', () => {
     state.pending.delete(p.clientId);

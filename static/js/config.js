@@ -35,12 +35,27 @@ export const TYPING_SHOW_MS = 4000;
 /** Reconnect backoff: exponential from BASE to MAX, with jitter. */
 export const BACKOFF_BASE_MS = 500;
 export const BACKOFF_MAX_MS = 15000;
+/** A welcomed connection that stays up this long starts the backoff over. */
+export const STABLE_MS = 10000;
 /** Liveness: ping when nothing was heard for this long... */
 export const HEARTBEAT_IDLE_MS = 10000;
 /** ...and a request (ping, message, edit...) unanswered this long means the link is dead. */
 export const ANSWER_DEADLINE_MS = 5000;
-/** An attempt that has no `welcome` after this long is abandoned and retried. */
+/** An attempt whose socket has not opened after this long is abandoned and retried... */
 export const CONNECT_DEADLINE_MS = 15000;
+/** ...and so is one with no whole `welcome` this long after it opened (up to 1 MiB, on a slow link). */
+export const WELCOME_DEADLINE_MS = 90000;
+
+/**
+ * Timings a test may shorten through the page's config (the <meta> the
+ * server fills in; the server never sends these, a test rewrites it): a
+ * positive number there wins over the default.
+ */
+const timing = (name, ms) => (Number.isFinite(config[name]) && config[name] > 0 ? config[name] : ms);
+/** A history page with no whole answer after this long is given up (and offered again). */
+export const HISTORY_DEADLINE_MS = timing('history_deadline_ms', 20000);
+/** An upload that moves no byte and gets no answer for this long is cut off (and offered again). */
+export const UPLOAD_STALL_MS = timing('upload_stall_ms', 30000);
 
 /** A leave followed by a join of the same name within this window is one "reconnected". */
 export const PRESENCE_MERGE_MS = 60000;

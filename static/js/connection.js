@@ -15,13 +15,15 @@
 // invitation expired): then the connection stops and says what to do.
 
 import {
-  config, BACKOFF_BASE_MS, BACKOFF_MAX_MS, HEARTBEAT_IDLE_MS, ANSWER_DEADLINE_MS, CONNECT_DEADLINE_MS,
+  config, BACKOFF_BASE_MS, BACKOFF_MAX_MS, HEARTBEAT_IDLE_MS, ANSWER_DEADLINE_MS, CONNECT_DEADLINE_MS, STABLE_MS,
+  WELCOME_DEADLINE_MS,
 } from './config.js';
 import { els } from './dom.js';
 import { state } from './state.js';
 import { dropClaim, savedClaim } from './identity.js';
 import { dropToken, onTokenStored, tokenFor } from './token.js';
 import { expiredText, explainRefusal, preflight } from './refusal.js';
+import { spend } from './pace.js';
 
 let handlers = { event() {}, dropped() {}, refused() {} };
 /**
@@ -36,6 +38,8 @@ let countdownTimer = 0;
 let connectTimer = 0;
 let heartbeatTimer = 0;
 let retryAt = 0;
+let retryDelay = 0; // the last reconnect delay scheduled (ms), for the debug hook
+let stableTimer = 0;
 let lastHeard = 0;
 let awaitingSince = 0; // when the oldest unanswered request was sent; 0 if none
 
@@ -62,6 +66,7 @@ function wsUrl(path) {
 
 function clearTimers() {
   clearTimeout(retryTimer);
+  clearTimeout(stableTimer);
   clearInterval(countdownTimer);
   clearTimeout(connectTimer);
   clearInterval(heartbeatTimer);
@@ -89,10 +94,19 @@ export function connect() {
   }
   state.ws = ws;
   let opened = false;
+  // Two deadlines: the handshake, then the welcome. The welcome's starts at
+  // `open` and is generous: it may be a megabyte on a slow phone link.
   connectTimer = setTimeout(() => {
     if (state.ws === ws) lost(ws, 'The server did not answer in time.');
   }, CONNECT_DEADLINE_MS);
-  ws.addEventListener('open', () => { opened = true; });
+  ws.addEventListener('open', () => {
+    opened = true;
+    if (state.ws !== ws) return;
+    clearTimeout(connectTimer);
+    connectTimer = setTimeout(() => {
+      if (state.ws === ws) lost(ws, 'The server did not send the room in time.');
+    }, WELCOME_DEADLINE_MS);
+  });
   ws.addEventListener('message', (ev) => {
     if (state.ws !== ws) return;
     lastHeard = Date.now();
@@ -122,10 +136,17 @@ export function connect() {
   // 'error' is always followed by 'close'; nothing to do here.
 }
 
-/** Called by the `welcome` handler: the room is ours, start watching the link. */
+/**
+ * Called by the `welcome` handler: the room is ours, start watching the link.
+ * The backoff starts over only once the connection has stayed up for
+ * STABLE_MS: a server that welcomes and then closes (busy, 1013; failing,
+ * 1011) is tried again later and later, not every half second.
+ */
 export function welcomed(claim) {
   clearTimeout(connectTimer);
-  state.attempts = 0;
+  clearTimeout(stableTimer);
+  const { ws } = state;
+  stableTimer = setTimeout(() => { if (state.ws === ws) state.attempts = 0; }, STABLE_MS);
   if (claim) state.claim = claim;
   setConnState('connected');
   lastHeard = Date.now();
@@ -156,6 +177,7 @@ export function probe() {
 export function send(obj) {
   if (!state.ws || state.ws.readyState !== WebSocket.OPEN || state.connState !== 'connected') return false;
   state.ws.send(JSON.stringify(obj));
+  spend();
   if (obj.type !== 'typing' && !awaitingSince) awaitingSince = Date.now();
   return true;
 }
@@ -276,12 +298,16 @@ function scheduleReconnect(code) {
   const base = code === 1008 ? 5000 : BACKOFF_BASE_MS;
   const cap = Math.min(BACKOFF_MAX_MS, base * 2 ** Math.min(state.attempts - 1, 10));
   const delay = Math.round(cap / 2 + Math.random() * (cap / 2));
+  retryDelay = delay;
   retryAt = Date.now() + delay;
   setConnState(navigator.onLine ? 'reconnecting' : 'offline');
   updateCountdown();
   countdownTimer = setInterval(updateCountdown, 1000);
   retryTimer = setTimeout(connect, delay);
 }
+
+/** The delay of the last reconnect scheduled (ms). */
+export const scheduledDelay = () => retryDelay;
 
 function updateCountdown() {
   const secs = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));

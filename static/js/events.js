@@ -22,15 +22,16 @@ import { followingBottom, isNearBottom, missedArrived, scrollToBottom } from './
 import { updateTitle } from './attention.js';
 import { refreshActiveRooms, renderRecentRooms, roomHref, showRoomLock } from './rooms.js';
 import { historyWelcome } from './history.js';
+import { checkAnswered, resyncAfterResume, touchedLive } from './resync.js';
 
 export function handleEvent(ev) {
   switch (ev.type) {
     case 'welcome': onWelcome(ev); break;
     case 'message': addMessage(ev, { live: true }); break;
-    case 'message_updated': updateMessage(ev); editApplied(ev); break;
-    case 'message_deleted': deleteMessage(ev); break;
-    case 'reaction_update': applyReactionUpdate(ev); break;
-    case 'reactions': applyWholeReactions(ev); break;
+    case 'message_updated': touchedLive(ev.message_id); updateMessage(ev); editApplied(ev); break;
+    case 'message_deleted': touchedLive(ev.message_id); deleteMessage(ev); break;
+    case 'reaction_update': touchedLive(ev.message_id); applyReactionUpdate(ev); break;
+    case 'reactions': checkAnswered(ev); applyWholeReactions(ev); break;
     case 'join':
     case 'leave': onPresenceChange(ev); break;
     case 'presence': setOnline(ev.online, ev.online_count); break;
@@ -114,6 +115,8 @@ function onWelcome(ev) {
   composerBack({ covered, serverLast });
   updateSendState();
   if (!resuming) refreshActiveRooms({ force: true }); // our own arrival changed the counts
+  // What changed meanwhile in the messages we already had (resync.js).
+  if (resuming && !reset && after > 0) resyncAfterResume(after);
 }
 
 function onServerError(ev) {
@@ -122,6 +125,8 @@ function onServerError(ev) {
     toast('The new invitation was not accepted for this room (it may be for another room, expired or damaged); the current one stays in use until it expires.');
     return;
   }
+  // A check of a message a resume's page left out (resync.js) is no news.
+  if (ev.ref === 'reactions' && checkAnswered(ev)) return;
   const text = ERROR_TEXT[ev.code] || ev.message || 'The server refused that request.';
   // Every refusal of a request names its type in `ref`, the rate limit's
   // too; an echo arriving later would un-fail a message anyway (matched by

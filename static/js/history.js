@@ -37,10 +37,8 @@ import { $, els, h } from './dom.js';
 import { buildMessage, regroup } from './messages.js';
 import { followingBottom, scrollToBottom } from './scroll.js';
 import { state } from './state.js';
-import { tokenFor } from './token.js';
+import { PAGE_SIZE, fetchPage } from './pages.js';
 
-/** Messages per request: the most the server gives (src/http/history.rs MAX_LIMIT). */
-const PAGE_SIZE = 100;
 /**
  * Messages kept on the page: a few thousand stay smooth on a phone. The
  * list is bounded however the reader reads, in a background tab too
@@ -223,21 +221,13 @@ async function load(hole, { down = false, readingDown = false } = {}) {
   controller = new AbortController();
   setHoleState(hole, 'loading');
   say(TEXT[hole.text].loading);
-  const room = state.roomTitle || state.room;
   // The server pages downwards only; at most PAGE_SIZE seqs above the lower
   // end are all in one page.
   const before = down ? Math.min(hole.upper, hole.lower + PAGE_SIZE + 1) : hole.upper;
-  const url = `/api/rooms/${encodeURIComponent(room)}/messages?before=${before}&limit=${PAGE_SIZE}`;
   let body;
   try {
-    // In token mode history is read with the same invitation the socket uses.
-    const token = tokenFor(state.user);
-    const headers = token ? { Authorization: `Bearer ${token}` } : {};
-    const res = await fetch(url, { cache: 'no-store', signal: controller.signal, headers });
-    // 404: the room has no messages at all (any more): nothing is older.
-    if (res.status === 404) body = { messages: [], has_more: false };
-    else if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    else body = await res.json();
+    // A page that hangs is given up at its deadline (pages.js) and offered again.
+    body = await fetchPage({ before, signal: controller.signal });
   } catch {
     if (gen !== generation) return; // reset meanwhile; resetHistory cleared `busy`
     busy = false;

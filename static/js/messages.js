@@ -154,17 +154,22 @@ export function insertBeforePending(el) {
   if (el.nextElementSibling) regroup(el.nextElementSibling);
 }
 
-/** Marks `el` as a continuation when it follows the same author closely. */
+/** When a message element says it was posted (ms); NaN for a tombstone, which has no time. */
+const postedAt = (el) => Date.parse(el.querySelector('time.msg-time')?.dateTime ?? '');
+
+/**
+ * Marks `el` as a continuation when it follows the same author closely. A
+ * tombstone (a deleted message) is never one and never starts a group: it
+ * has no head and no time.
+ */
 export function regroup(el) {
   if (!el.classList.contains('msg')) return;
   const prev = el.previousElementSibling;
   let cont = false;
   // A message still waiting shows its own head: its status is there.
-  if (!el.classList.contains('msg--pending') && prev && prev.classList.contains('msg') && !prev.classList.contains('msg--deleted')
+  if (!el.classList.contains('msg--pending') && prev && prev.classList.contains('msg')
       && prev.dataset.author === el.dataset.author) {
-    const a = Date.parse(prev.querySelector('time').dateTime);
-    const b = Date.parse(el.querySelector('time').dateTime);
-    cont = b - a < GROUP_WINDOW_MS;
+    cont = postedAt(el) - postedAt(prev) < GROUP_WINDOW_MS; // false when either has no time
   }
   el.classList.toggle('msg--cont', cont);
 }

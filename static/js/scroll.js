@@ -3,7 +3,7 @@
 // a "New" line marks where the messages that arrived while away (or while
 // disconnected) begin.
 
-import { els, h } from './dom.js';
+import { els, h, isTouch } from './dom.js';
 
 let following = true; // at the bottom as of the last scroll
 let unseen = 0; // messages that arrived below the reader's view
@@ -118,7 +118,15 @@ export function initScroll() {
     following = isNearBottom();
     if (following) seen();
   }, { passive: true });
-  els.newPill.addEventListener('click', () => { scrollToBottom(); els.input.focus(); });
+  els.newPill.addEventListener('click', () => {
+    scrollToBottom();
+    // The pill goes: the focus goes to the message box, but on a touch
+    // screen to the newest message (focusing the box opens the keyboard).
+    if (!isTouch()) { els.input.focus(); return; }
+    let last = els.list.lastElementChild;
+    while (last && !last.matches('li.msg')) last = last.previousElementSibling;
+    last?.focus({ preventScroll: true });
+  });
   document.addEventListener('visibilitychange', () => {
     if (document.hidden) return;
     if (bottomOwed && following) scrollToBottom();

@@ -10,7 +10,7 @@ export const state = {
   connState: 'idle', // idle | connecting | connected | reconnecting | offline | stopped
   hasConnected: false, // got a welcome in this room at least once
   lastSeq: 0, // highest seq seen in this room
-  attempts: 0, // failed attempts since the last welcome
+  attempts: 0, // failed attempts since a connection last stayed up (connection.js STABLE_MS)
   closeReason: '', // why the last connection ended, in words
   serverRestarting: false, // closed with 1001 and not welcomed since
   messages: new Map(), // message_id -> { data, el }

@@ -7,9 +7,14 @@
 // store), shows a preview, and
 // is sent as its own message; a file that cannot be sent is explained in one
 // sentence that names it.
+//
+// A transfer that makes no progress for UPLOAD_STALL_MS (a link that went
+// quiet without failing: no byte moves, no answer comes) is cut off: the
+// file stays in the box marked as stalled, with "Retry" and its ✕, and no
+// longer holds up sending.
 
-import { config, MAX_FILES } from './config.js';
-import { els, h } from './dom.js';
+import { config, MAX_FILES, UPLOAD_STALL_MS } from './config.js';
+import { els, h, isTouch } from './dom.js';
 import { formatBytes, quoted } from './format.js';
 import { composerError, updateSendState } from './composer.js';
 import { toast } from './notices.js';
@@ -18,7 +23,7 @@ import { roomKey } from './store.js';
 import { tokenFor } from './token.js';
 
 /**
- * { file, abort, result, el, preview, key, room, giveUp? } in the order
+ * { file, abort, result, el, preview, key, room, run, stalled, giveUp? } in the order
  * added, of the room shown and of those left (see below): at most
  * MAX_FILES a room, for 1 + STASH_ROOMS rooms.
  */
@@ -39,7 +44,8 @@ const keyOf = () => `${state.user}\n${roomKey(state.room)}`;
 /** The files of the room shown. */
 const here = () => items.filter((it) => it.key === keyOf());
 
-export const uploadsBusy = () => here().some((it) => !it.result);
+/** A file still uploading (a stalled one waits for its Retry, and holds nothing up). */
+export const uploadsBusy = () => here().some((it) => !it.result && !it.stalled);
 export const readyAttachments = () => here().filter((it) => it.result).map((it) => it.result);
 
 /** Adds files; returns nothing, explains every refusal under the composer. */
@@ -70,9 +76,10 @@ function tooLarge(name, size) {
 }
 
 function start(file) {
-  const it = { file, abort: () => {}, result: null, el: null, preview: '', key: keyOf(), room: state.roomTitle || state.room };
+  const it = { file, abort: () => {}, result: null, el: null, preview: '', key: keyOf(), room: state.roomTitle || state.room, run: null, stalled: false };
   const label = h('span', { cls: 'upload-name', attrs: { dir: 'auto' } });
   const progress = h('progress', { testid: 'upload-progress', attrs: { max: '100', value: '0', 'aria-label': `Uploading ${file.name || 'file'}` } });
+  const retry = h('button', { cls: 'btn btn-small upload-retry', text: 'Retry', testid: 'upload-retry', attrs: { type: 'button' } });
   const remove = h('button', {
     cls: 'btn btn-icon btn-small', testid: 'upload-cancel', attrs: { type: 'button', 'aria-label': `Remove ${file.name || 'file'}` },
   }, [h('span', { text: '✕', attrs: { 'aria-hidden': 'true' } })]);
@@ -83,17 +90,55 @@ function start(file) {
   } else {
     thumb = h('span', { cls: 'upload-thumb upload-thumb-file', text: '📄', attrs: { 'aria-hidden': 'true' } });
   }
-  it.el = h('li', { cls: 'upload-item', testid: 'upload-item' }, [thumb, label, progress, remove]);
-  label.textContent = `${file.name || 'pasted file'} (${formatBytes(file.size)})`;
+  it.el = h('li', { cls: 'upload-item', testid: 'upload-item' }, [thumb, label, progress, retry, remove]);
+  Object.assign(it, { label, progress, retryButton: retry });
   items.push(it);
   els.uploadBox.append(it.el);
   els.uploadBox.hidden = false;
-  remove.addEventListener('click', () => { drop(it); els.input.focus(); });
+  remove.addEventListener('click', () => {
+    // The focus goes to the next file's ✕, else the message box; on a touch
+    // screen the attach button instead (focusing the box opens the keyboard).
+    const hadFocus = it.el.contains(document.activeElement);
+    const next = (it.el.nextElementSibling || it.el.previousElementSibling)?.querySelector('[data-testid="upload-cancel"]');
+    drop(it);
+    if (hadFocus || !isTouch()) (next || (isTouch() ? els.attachInput : els.input)).focus();
+  });
+  retry.addEventListener('click', () => {
+    begin(it);
+    it.el.querySelector('[data-testid="upload-cancel"]').focus();
+  });
+  begin(it);
+}
+
+/** Starts (or starts again, after a stall) the transfer of `it`. */
+function begin(it) {
+  const { file, label, progress } = it;
+  const run = {};
+  it.run = run;
+  it.stalled = false;
+  it.el.classList.remove('stalled');
+  it.retryButton.hidden = true;
+  progress.hidden = false;
+  progress.value = 0;
+  label.textContent = `${file.name || 'pasted file'} (${formatBytes(file.size)})`;
+  updateSendState();
+
+  // No progress for UPLOAD_STALL_MS: cut off, offered again.
+  let timer = 0;
+  const kick = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => { if (current(it, run)) stall(it); }, UPLOAD_STALL_MS);
+  };
+  run.kick = kick;
+  run.stop = () => clearTimeout(timer);
+  kick();
 
   const done = (body) => {
-    if (!items.includes(it)) return;
+    run.stop();
+    if (!current(it, run)) return;
     it.result = body;
     progress.remove();
+    it.retryButton.remove();
     it.el.classList.add('done');
     label.textContent = `${body.name || file.name} (${formatBytes(body.size ?? file.size)}) ready to send`;
     // Finished after its room was left: it waits there, ready.
@@ -105,11 +150,31 @@ function start(file) {
     if (!at || at === document.body || els.input.closest('.composer-wrap').contains(at)) els.input.focus();
   };
   const onProgress = (e) => {
+    kick();
     if (e.lengthComputable) progress.value = Math.round((e.loaded / e.total) * 100);
   };
   // The ask needs the file's type; without one only the bytes can tell.
-  if (config.media === 's3' && file.type) presigned(it, onProgress, done);
-  else direct(it, onProgress, done);
+  if (config.media === 's3' && file.type) presigned(it, run, onProgress, done);
+  else direct(it, run, onProgress, done);
+}
+
+/** This attempt of `it` is still the one that counts (not removed, not retried since). */
+const current = (it, run) => items.includes(it) && it.run === run;
+
+/** No progress for too long: cut off, said on the file, offered again. */
+function stall(it) {
+  it.run.stop();
+  it.run = null; // whatever the cut-off transfer still reports is ignored
+  it.abort();
+  it.giveUp?.();
+  it.giveUp = null;
+  it.stalled = true;
+  it.el.classList.add('stalled');
+  it.progress.hidden = true;
+  it.retryButton.hidden = false;
+  const secs = Math.round(UPLOAD_STALL_MS / 1000);
+  it.label.textContent = `${it.file.name || 'pasted file'}: the upload stalled (no progress for ${secs} s).`;
+  updateSendState();
 }
 
 /** Token mode: uploads carry the invitation too (a header, unlike the WebSocket). */
@@ -121,18 +186,21 @@ function authHeaders() {
 const unreachable = (file) => `${quoted(file.name || 'pasted file')} was not uploaded: the server could not be reached.`;
 
 /** POST /upload with the file in a form: the server stores it. */
-function direct(it, onProgress, done) {
+function direct(it, run, onProgress, done) {
   const { file } = it;
   const xhr = new XMLHttpRequest();
   it.abort = () => xhr.abort();
   xhr.upload.addEventListener('progress', onProgress);
+  // The answer coming in is progress too.
+  xhr.addEventListener('progress', run.kick);
   xhr.addEventListener('load', () => {
-    if (!items.includes(it)) return;
+    run.stop();
+    if (!current(it, run)) return;
     const body = parse(xhr.responseText);
     if (xhr.status === 200 && body && typeof body.url === 'string') return done(body);
     fail(it, refusal(file, xhr.status, (h) => xhr.getResponseHeader(h), body));
   });
-  xhr.addEventListener('error', () => fail(it, unreachable(file)));
+  xhr.addEventListener('error', () => { run.stop(); if (current(it, run)) fail(it, unreachable(file)); });
   const form = new FormData();
   form.append('file', file, file.name || 'pasted');
   xhr.open('POST', config.upload_path);
@@ -142,7 +210,7 @@ function direct(it, onProgress, done) {
 
 /** Presigned: ask the server for a URL, PUT the bytes straight to storage
  *  (with progress), then ask the server to check and keep them. */
-async function presigned(it, onProgress, done) {
+async function presigned(it, run, onProgress, done) {
   const { file } = it;
   const controller = new AbortController();
   it.abort = () => controller.abort();
@@ -156,16 +224,18 @@ async function presigned(it, onProgress, done) {
       body: body ? JSON.stringify(body) : undefined,
       signal: controller.signal,
     });
+    run.kick();
     return { res, body: parse(await res.text()) };
   };
   const refused = ({ res, body }) => refusal(file, res.status, (h) => res.headers.get(h), body);
   try {
     const asked = await post(config.presign_path, { name: file.name || 'pasted', size: file.size, content_type: file.type });
-    if (!items.includes(it)) return giveUp(asked.body?.upload_id, auth);
+    if (!current(it, run)) return giveUp(asked.body?.upload_id, auth);
+    run.kick();
     // A type the ask does not take (text/markdown, application/json, ...)
     // may still be plain text or an allowed kind: POST /upload decides by
     // the bytes, as it does with the local store.
-    if (asked.res.status === 415) return direct(it, onProgress, done);
+    if (asked.res.status === 415) return direct(it, run, onProgress, done);
     if (asked.res.status !== 200 || !asked.body?.put_url) return fail(it, refused(asked));
     // Handed out: dropping the file now (its PUT failed, or the person
     // removed it) gives the server's place and bytes back, as the name
@@ -178,29 +248,33 @@ async function presigned(it, onProgress, done) {
       xhr.upload.addEventListener('progress', onProgress);
       xhr.addEventListener('load', () => resolve(xhr.status));
       xhr.addEventListener('error', () => resolve(0));
+      xhr.addEventListener('abort', () => resolve(0));
       xhr.open('PUT', asked.body.put_url);
       for (const [k, v] of Object.entries(asked.body.headers || {})) xhr.setRequestHeader(k, v);
       xhr.send(file);
     });
-    if (!items.includes(it)) return;
+    if (!current(it, run)) return;
+    run.kick();
     if (put === 0) return fail(it, `${quoted(file.name || 'pasted file')} was not uploaded: the file storage could not be reached.`);
     if (put < 200 || put > 299) return fail(it, `${quoted(file.name || 'pasted file')} was not uploaded: the file storage refused it (${put}); try again.`);
     // The complete holds the upload (a DELETE meanwhile finds nothing); only
     // nothing stored yet (409) or a storage error (5xx) leaves it waiting.
     it.giveUp = null;
-    // Not cut short by a removal: only its answer tells whether the upload
-    // still waits (then it is given up below).
+    // Not cut short by a removal, nor by a stall: only its answer tells
+    // whether the upload still waits (then it is given up below).
     it.abort = () => {};
     const completed = await post(asked.body.complete_url);
+    run.stop();
     // Nothing stored yet (409) or a storage error (5xx): the upload waits
     // again, so a file removed meanwhile is given up now.
     const waiting = completed.res.status === 409 || completed.res.status >= 500;
-    if (!items.includes(it)) return waiting ? release() : undefined;
+    if (!current(it, run)) return waiting ? release() : undefined;
     if (completed.res.status === 200 && typeof completed.body?.url === 'string') return done(completed.body);
     if (waiting) it.giveUp = release;
     fail(it, refused(completed));
   } catch (e) {
-    if (e?.name !== 'AbortError') fail(it, unreachable(file));
+    run.stop();
+    if (e?.name !== 'AbortError' && current(it, run)) fail(it, unreachable(file));
   }
 }
 
@@ -251,16 +325,16 @@ function drop(it) {
   const i = items.indexOf(it);
   if (i < 0) return;
   items.splice(i, 1);
-  if (!it.result) { it.abort(); it.giveUp?.(); }
+  if (!it.result) { it.run?.stop(); it.abort(); it.giveUp?.(); }
   if (it.preview) URL.revokeObjectURL(it.preview);
   it.el.remove();
   els.uploadBox.hidden = here().length === 0;
   updateSendState();
 }
 
-/** After sending: the room's files went with the message. */
+/** After sending: the room's ready files went with the message (a stalled one stays for its Retry). */
 export function clearUploads() {
-  for (const it of here()) drop(it);
+  for (const it of here()) if (it.result) drop(it);
   els.attachInput.value = '';
 }
 
