@@ -311,12 +311,12 @@ impl Inbound {
     }
 
     /// Another identity holds `user` in `room` (this instance was taken for
-    /// dead, and the name was taken meanwhile): the connections with it
-    /// here are closed with 4009, pick another name.
-    pub fn name_lost(&self, room: &str, user: &str) {
+    /// dead, and the name was taken meanwhile): the connections `identity`
+    /// has with it here are closed with 4009, pick another name.
+    pub fn name_lost(&self, room: &str, user: &str, identity: &str) {
         let Some(shared) = self.shared() else { return };
         if let Some(room) = shared.lock_rooms().get(room).cloned() {
-            room.lock().name_lost(user);
+            room.lock().name_lost(user, identity);
         }
     }
 
@@ -335,7 +335,7 @@ impl Inbound {
                 state
                     .announced_online()
                     .into_iter()
-                    .map(|(user, (identity, n))| LocalPresence {
+                    .map(|((user, identity), n)| LocalPresence {
                         room: name.as_str().to_owned(),
                         user: user.to_string(),
                         connections: n,

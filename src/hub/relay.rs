@@ -36,24 +36,27 @@ impl RoomState {
         }
     }
 
-    /// This instance's registered connections per name, with the identity
-    /// that holds it, for a backbone that re-announces them.
-    pub fn announced_online(&self) -> std::collections::BTreeMap<&UserName, (&Identity, u32)> {
+    /// This instance's registered connections per name and identity, for
+    /// a backbone that re-announces them. One name has one identity here
+    /// but for a name whose hold lapsed while this instance was taken for
+    /// dead: another identity may have joined with it meanwhile.
+    pub fn announced_online(&self) -> std::collections::BTreeMap<(&UserName, &Identity), u32> {
         let mut counts = std::collections::BTreeMap::new();
         for (_, slot) in &self.members {
             if slot.announced && slot.counted {
-                counts.entry(&slot.user).or_insert((&slot.identity, 0)).1 += 1;
+                *counts.entry((&slot.user, &slot.identity)).or_insert(0) += 1;
             }
         }
         counts
     }
 
-    /// The backbone says another identity holds `user` here now (this
-    /// instance was taken for dead and the name was taken meanwhile): its
-    /// connections here are closed with 4009.
-    pub fn name_lost(&mut self, user: &str) {
+    /// The backbone says another identity holds `user` now (this instance
+    /// was taken for dead and the name was taken meanwhile): the
+    /// connections `identity` has with it here are closed with 4009; the
+    /// holder's stay.
+    pub fn name_lost(&mut self, user: &str, identity: &str) {
         for (_, slot) in &self.members {
-            if slot.user.as_str() == user {
+            if slot.user.as_str() == user && slot.identity.as_str() == identity {
                 slot.outbox.close(CloseReason::NAME_TAKEN);
             }
         }
@@ -436,9 +439,39 @@ mod tests {
         let counts: Vec<(String, String, u32)> = st
             .announced_online()
             .into_iter()
-            .map(|(u, (who, n))| (u.to_string(), who.as_str().to_owned(), n))
+            .map(|((u, who), n)| (u.to_string(), who.as_str().to_owned(), n))
             .collect();
         let ann = Identity::named("ann").as_str().to_owned();
         assert_eq!(counts, vec![("ann".to_owned(), ann, 1)]);
+    }
+
+    /// A name two identities hold here (the first's hold lapsed while this
+    /// instance was taken for dead, and the second joined with it): each is
+    /// re-announced on its own, and losing the name closes only the
+    /// connections of the identity that lost it.
+    #[test]
+    fn a_name_lost_closes_only_the_identity_that_lost_it() {
+        let (_hub, room) = backbone_room(HubConfig::default());
+        let mut st = room.lock();
+        let (stale, holder) = (Identity::named("ann"), Identity::named("a stranger"));
+        let mut join = |identity: &Identity| {
+            let outbox = Arc::new(Outbox::new(16, 1 << 20));
+            let (tx, _) = tokio::sync::oneshot::channel();
+            let name = UserName::parse("ann").unwrap();
+            let (key, generation, _) =
+                st.join_pending((name, identity.clone()), Arc::clone(&outbox), tx);
+            st.announce(key, generation);
+            outbox
+        };
+        let (stale_box, holder_box) = (join(&stale), join(&holder));
+        let announced: Vec<(String, u32)> = st
+            .announced_online()
+            .into_iter()
+            .map(|((_, who), n)| (who.as_str().to_owned(), n))
+            .collect();
+        assert_eq!(announced.len(), 2, "{announced:?}");
+        st.name_lost("ann", stale.as_str());
+        assert!(stale_box.is_closing());
+        assert!(!holder_box.is_closing(), "the holder's connection stays");
     }
 }

@@ -1019,14 +1019,21 @@ async fn heartbeat_task(inner: Arc<Inner>) {
             };
             // Names another identity took while this instance was taken
             // for dead: their members here go (4009).
-            let taken = answer.iter().flat_map(Value::items);
-            let taken = taken.filter_map(|t| std::str::from_utf8(t.as_bytes()?).ok());
-            for (room, user) in taken.filter_map(|t| t.split_once('\n')) {
+            // Each `[room, user, identity]`: the identity's connections go.
+            for taken in answer.iter().flat_map(Value::items) {
+                let [room, user, identity] = taken.items() else {
+                    continue;
+                };
+                let (Some(room), Some(user), Some(identity)) =
+                    (utf8(room), utf8(user), utf8(identity))
+                else {
+                    continue;
+                };
                 tracing::warn!(
                     "{user:?} in room {room:?} was taken by someone else while this instance \
-                     was taken for dead; closing its connections here"
+                     was taken for dead; closing the other's connections here"
                 );
-                inner.inbound.name_lost(room, user);
+                inner.inbound.name_lost(room, user, identity);
             }
             let done = answer.is_some();
             if !done {
@@ -1098,6 +1105,11 @@ impl LinkRef<'_> {
             })?;
         Ok(rx)
     }
+}
+
+/// The text of a bulk or status reply, if it is UTF-8.
+fn utf8(value: &Value) -> Option<&str> {
+    std::str::from_utf8(value.as_bytes()?).ok()
 }
 
 #[cfg(test)]

@@ -192,9 +192,10 @@ pub enum Script {
     Heartbeat,
     /// `P, inst, ttl, cap, room_ttl, (room, user, n, identity)*` → makes the
     /// instance's presence exactly this, announcing the differences, and
-    /// holds each name for its identity again; answers the `room\nuser` of
-    /// the names another identity holds now (taken while this instance was
-    /// reaped), which it leaves out.
+    /// holds each name for its identity again (a name given with two
+    /// identities: the holder's, or the first's if none holds it); answers
+    /// `[room, user, identity]` for each name whose hold another identity
+    /// has now (taken while this instance was reaped), left out.
     Resync,
     /// `P, inst, cap, room_ttl` → removes this instance (graceful shutdown).
     Bye,
@@ -487,10 +488,10 @@ for i = 6, #ARGV, 4 do
   -- is this identity's again.
   local holder = redis.call('GET', hold_key(room, user))
   if holder and holder ~= who then
-    taken[#taken + 1] = f
+    taken[#taken + 1] = {room, user, who}
   else
     redis.call('SET', hold_key(room, user), who)
-    want[f] = tonumber(ARGV[i + 2])
+    want[f] = (want[f] or 0) + tonumber(ARGV[i + 2])
   end
 end
 local have = redis.call('HGETALL', ik)
