@@ -587,15 +587,22 @@ async fn open_command(inner: &Inner) -> Result<(Opened, Vec<Bytes>), LinkError> 
 async fn load_command(inner: &Inner) -> Result<(Opened, Vec<Bytes>), LinkError> {
     let mut conn = Conn::open(&inner.settings.target, &inner.name("cmd")).await?;
     let epoch = read_epoch(inner, &mut conn).await?;
-    let mut shas = Vec::with_capacity(Script::ALL.len());
+    // Pipelined: one round trip for all of them, so that opening fits its
+    // bound on a link with a long round trip too.
+    let mut out = Vec::new();
     for script in Script::ALL {
-        let source = script.source();
-        let sha = conn
-            .ask(&[b"SCRIPT", b"LOAD", source.as_bytes()])
-            .await?
-            .as_bytes()
-            .map(Bytes::copy_from_slice)
-            .ok_or_else(|| LinkError("SCRIPT LOAD answered without a SHA".into()))?;
+        resp::encode(&mut out, &[b"SCRIPT", b"LOAD", script.source().as_bytes()]);
+    }
+    conn.stream.write_all(&out).await?;
+    let mut shas = Vec::with_capacity(Script::ALL.len());
+    for _ in Script::ALL {
+        let sha = match conn.read().await? {
+            Value::Error(e) => return Err(LinkError(e)),
+            reply => reply
+                .as_bytes()
+                .map(Bytes::copy_from_slice)
+                .ok_or_else(|| LinkError("SCRIPT LOAD answered without a SHA".into()))?,
+        };
         shas.push(sha);
     }
     Ok((Opened { conn, epoch }, shas))
