@@ -346,7 +346,9 @@ impl StoreInbox {
 /// How long a stopping writer waits for room it gave for changes to be
 /// used (see [`StoreInbox::close`]): with a backbone a change's room is
 /// held across its round trip, up to 5 s, before the change is answered.
-const SLOTS_AT_STOP: Duration = Duration::from_secs(10);
+/// Half the default shutdown grace, which the server gives the whole stop:
+/// what was queued is then still committed within it.
+const SLOTS_AT_STOP: Duration = Duration::from_secs(5);
 
 impl StoreInbox {
     /// The writer is stopping: from now on changes are refused (the store
