@@ -360,12 +360,11 @@ impl S3Client {
     }
 
     /// Sends one signed request and returns the answer whatever its
-    /// status; the whole exchange up to the answer's head, a wait for a
-    /// place among [`MAX_IN_FLIGHT`] included, takes at most the call's
-    /// timeout.
+    /// status. A wait for a place among [`MAX_IN_FLIGHT`], then the
+    /// exchange up to the answer's head, each take at most the call's
+    /// timeout: only the exchange's own time judges the bucket.
     pub async fn send(&self, call: Call<'_>) -> Result<Response<Incoming>, S3Error> {
-        let deadline = tokio::time::Instant::now() + call.timeout;
-        let Ok(Ok(_place)) = tokio::time::timeout_at(deadline, self.in_flight.acquire()).await
+        let Ok(Ok(_place)) = tokio::time::timeout(call.timeout, self.in_flight.acquire()).await
         else {
             return Err(S3Error::Unreachable(format!(
                 "{MAX_IN_FLIGHT} requests to the media store were waiting already"
@@ -378,7 +377,7 @@ impl S3Client {
             headers: extra,
             body,
             payload_hash,
-            timeout: _,
+            timeout,
         } = call;
         let path = self.path(key);
         let time = Timestamp::at(SystemTime::now());
@@ -445,7 +444,7 @@ impl S3Client {
                 .await
                 .map_err(|e| e.to_string())
         };
-        let answer = match tokio::time::timeout_at(deadline, exchange).await {
+        let answer = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(res)) => res,
             Ok(Err(why)) => {
                 self.mark(false, &why);
