@@ -420,3 +420,33 @@ export async function openSeeder(browser, baseUrl, room, user) {
     async close() { await page.context().close(); },
   };
 }
+
+/**
+ * People in `room` with no UI: one page of its own holding a socket per
+ * name in `names`, each open once its `welcome` came (in parallel: the
+ * order of their joins is not kept). `leave(name)` closes that one's
+ * socket; `close()` all of them. Many names from one address stay under
+ * the server's per-address caps up to about 200.
+ */
+export async function openCrowd(browser, baseUrl, room, names) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${baseUrl}/`);
+  await page.evaluate(async ({ room, names }) => {
+    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+    window.crowd = new Map();
+    await Promise.all(names.map((name) => new Promise((resolve, reject) => {
+      const ws = new WebSocket(`${proto}://${location.host}/ws/${encodeURIComponent(room)}/${encodeURIComponent(name)}`);
+      window.crowd.set(name, ws);
+      ws.addEventListener('message', (e) => { if (JSON.parse(e.data).type === 'welcome') resolve(); });
+      ws.addEventListener('close', (e) => reject(new Error(`${name}'s socket closed with ${e.code}`)));
+    })));
+  }, { room, names });
+  return {
+    /** Closes `name`'s socket: the room sees them leave. */
+    leave(name) {
+      return page.evaluate((name) => { window.crowd.get(name).close(); window.crowd.delete(name); }, name);
+    },
+    async close() { await context.close(); },
+  };
+}

@@ -586,3 +586,44 @@ test('messages from before a server restart are bounded apart, and new ones arri
   assert.deepEqual(tab.problems, []);
   await s.context.close();
 });
+
+test('a change heard while a page is on its way is not undone by that page', async () => {
+  const s = await scripted('in-flight', 'ann', [{ history: range('a', 101, 150), last_seq: 150 }]);
+  const { tab } = s;
+  // The store's answer is held until the changes below were heard; it was
+  // read before them, so it brings the messages as they were.
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  let asked;
+  const out = new Promise((resolve) => { asked = resolve; });
+  await tab.route(/\/api\/rooms\/[^/]+\/messages/, async (route) => {
+    asked();
+    await held;
+    const messages = range('a', 1, 100);
+    return route.fulfill({
+      status: 200, contentType: 'application/json', body: JSON.stringify({ room: 'in-flight', messages, has_more: false }),
+    });
+  });
+  await messageWithText(tab, 'a 150').waitFor();
+  await tab.getByTestId('load-older').click();
+  await out;
+
+  const send = (ev) => s.socket.send(JSON.stringify(ev));
+  send({ type: 'message_updated', ...fake('a', 100), content: 'a 100, edited', edited_at: new Date(T0 + 200000).toISOString() });
+  send({ type: 'message_deleted', message_id: 'a-99', seq: 99 });
+  send({ type: 'reaction_update', message_id: 'a-98', emoji: '👍', user: 'bob', action: 'add', count: 1, users: ['bob'], reactions: { '👍': ['bob'] } });
+  // Then something that shows: the page has read them.
+  send({ type: 'message', ...fake('a', 151) });
+  await messageWithText(tab, 'a 151').waitFor();
+  release();
+
+  await messageWithText(tab, 'a 97').waitFor();
+  assert.equal(await messageWithText(tab, 'a 100, edited').count(), 1, 'the edit stands');
+  assert.equal(await messageWithText(tab, 'a 100').count(), 0);
+  assert.equal(await messageWithText(tab, 'a 99').count(), 0, 'the deleted message is not back');
+  assert.equal(await tab.getByTestId('message-deleted').count(), 1);
+  const thumb = messageWithText(tab, 'a 98').getByTestId('reaction');
+  assert.equal(await thumb.getAttribute('data-users'), 'bob');
+  assert.deepEqual(tab.problems, []);
+  await s.context.close();
+});

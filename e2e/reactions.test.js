@@ -1,12 +1,16 @@
 // A popular message: once its reactions are large the server sends only
 // what changes and a few names per emoji (protocol.md "Reactions on the
 // wire"); the page still shows every count right, fetches the names when
-// someone looks at a reaction, and toggles as usual. And toggling from the
+// someone looks at a reaction, and toggles as usual; a reaction of one's
+// own that the sample leaves out is still one's own (after a reload too),
+// and a refused fetch of the names is asked again. And toggling from the
 // keyboard keeps the focus where it was.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openChat, sendMessage, messageWithText, startSuite, stopSuite } from './helpers.js';
+import {
+  openChat, sendMessage, messageWithText, startSuite, stopSuite, waitConnected, joinAs, unexpectedProblems,
+} from './helpers.js';
 
 let server;
 let browser;
@@ -130,4 +134,138 @@ test('a reaction toggled from the keyboard keeps the focus, which goes to ☺+ o
   await onBob.getByTestId('reaction').filter({ hasText: '👍' }).click();
   await thumb.waitFor({ state: 'detached' });
   assert.deepEqual(await focused(), { testid: 'add-reaction', emoji: null, message: 'React from the keyboard' });
+});
+
+/** A message by alice in `room` with large reactions: 5 people on EMOJI[0], 2 on the rest. */
+async function popularMessage(room, text) {
+  const alice = await openChat(browser, server.url, { room, user: 'alice' });
+  pages.push(alice);
+  await sendMessage(alice, text);
+  const onAlice = messageWithText(alice, text);
+  const id = await onAlice.getAttribute('data-id');
+  await react(room, id, [long('ann'), long('ben')], EMOJI);
+  await react(room, id, ['carl', 'dave', 'erin'], [EMOJI[0]]);
+  const first = onAlice.getByTestId('reaction').filter({ hasText: EMOJI[0] });
+  await first.getByTestId('reaction-count').getByText('5', { exact: true }).waitFor();
+  return { alice, first };
+}
+
+test('a reaction of mine the sample leaves out shows pressed after a reload, and pressing it takes it back', async () => {
+  const { first: firstOnAlice } = await popularMessage('hidden-mine', 'Crowded reactions');
+  const bea = await openChat(browser, server.url, { room: 'hidden-mine', user: 'bea' });
+  pages.push(bea);
+  const chip = () => messageWithText(bea, 'Crowded reactions').getByTestId('reaction').filter({ hasText: EMOJI[0] });
+  // A click with no pointer moving there: no look fetched the names first.
+  await chip().dispatchEvent('click');
+  await firstOnAlice.getByTestId('reaction-count').getByText('6', { exact: true }).waitFor();
+  await chip().and(bea.locator('[aria-pressed="true"]')).waitFor();
+
+  // After a reload the sample (3 names) leaves bea out; the page remembers.
+  await bea.reload();
+  await waitConnected(bea);
+  await chip().getByTestId('reaction-count').getByText('6', { exact: true }).waitFor();
+  assert.equal(await chip().getAttribute('aria-pressed'), 'true', 'still hers');
+  assert.equal(await chip().getAttribute('data-users'), `${long('ann')}, ${long('ben')}, carl and 3 more`);
+
+  // Pressing it takes hers back, as it shows: 5 again.
+  await chip().dispatchEvent('click');
+  await firstOnAlice.getByTestId('reaction-count').getByText('5', { exact: true }).waitFor();
+  await chip().and(bea.locator('[aria-pressed="false"]')).waitFor();
+  assert.equal(await firstOnAlice.getAttribute('data-users'), [long('ann'), long('ben'), 'carl', 'dave', 'erin'].join(', '));
+});
+
+test('pressing a reaction the sample may hide never takes it away, and finds out whose it is', async () => {
+  const { alice, first: firstOnAlice } = await popularMessage('unsure-mine', 'Unsure reactions');
+  const bea = await openChat(browser, server.url, { room: 'unsure-mine', user: 'bea' });
+  pages.push(bea);
+  const chip = () => messageWithText(bea, 'Unsure reactions').getByTestId('reaction').filter({ hasText: EMOJI[0] });
+  await chip().dispatchEvent('click');
+  await chip().and(bea.locator('[aria-pressed="true"]')).waitFor();
+
+  // This browser forgets (as another device of hers would know nothing):
+  // after a reload the button cannot tell, and shows it not pressed.
+  await bea.evaluate(() => localStorage.removeItem('roomcast.reactions'));
+  await bea.reload();
+  await waitConnected(bea);
+  await chip().getByTestId('reaction-count').getByText('6', { exact: true }).waitFor();
+  assert.equal(await chip().getAttribute('aria-pressed'), 'false');
+
+  // Pressing it asks to add (hers already: nothing changes) and fetches
+  // the names, which show it is hers.
+  await chip().dispatchEvent('click');
+  await chip().and(bea.locator('[aria-pressed="true"]')).waitFor({ timeout: 15000 });
+  // Anything her press changed reaches alice before bea's next message.
+  await sendMessage(bea, 'after the press');
+  await messageWithText(alice, 'after the press').waitFor();
+  assert.equal(await firstOnAlice.getByTestId('reaction-count').textContent(), '6');
+});
+
+test('a fetch of the names that was refused is asked again on the next look', async () => {
+  const { first: firstOnAlice } = await popularMessage('refused-names', 'Names refused once');
+  const all = await firstOnAlice.getAttribute('data-users');
+  const bea = await openChat(browser, server.url);
+  pages.push(bea);
+  // The first answer to a `reactions` request is a refusal instead.
+  let asked = 0;
+  let refuseNext = true;
+  await bea.routeWebSocket(/\/ws\//, (ws) => {
+    const upstream = ws.connectToServer();
+    ws.onMessage((m) => {
+      if (JSON.parse(m).type === 'reactions') asked += 1;
+      upstream.send(m);
+    });
+    upstream.onMessage((m) => {
+      if (refuseNext && JSON.parse(m).type === 'reactions') {
+        ws.send(JSON.stringify({ type: 'error', code: 'unavailable', ref: 'reactions', message: 'try again' }));
+        // Then something that shows: the page has read the refusal.
+        ws.send(JSON.stringify({ type: 'presence', online: ['alice', 'bea', 'read-the-refusal'], online_count: 3 }));
+        refuseNext = false;
+        return;
+      }
+      ws.send(m);
+    });
+  });
+  await joinAs(bea, server.url, 'refused-names', 'bea');
+  const chip = messageWithText(bea, 'Names refused once').getByTestId('reaction').filter({ hasText: EMOJI[0] });
+  await chip.getByTestId('reaction-count').getByText('5', { exact: true }).waitFor();
+  await chip.hover();
+  await bea.getByTestId('online-list').getByText('read-the-refusal').waitFor();
+
+  // Looking again asks again, and the names come.
+  await bea.mouse.move(0, 0);
+  await chip.hover();
+  await chip.and(bea.locator(`[data-users="${all}"]`)).waitFor();
+  assert.ok(asked >= 2, 'the names came from a request of their own');
+});
+
+test('a fetch of the names lost with the connection is asked again once reconnected', async () => {
+  const { first: firstOnAlice } = await popularMessage('lost-names', 'Names lost once');
+  const all = await firstOnAlice.getAttribute('data-users');
+  const bea = await openChat(browser, server.url);
+  // The first `reactions` request goes nowhere, and the link drops.
+  let asked = 0;
+  await bea.routeWebSocket(/\/ws\//, (ws) => {
+    const upstream = ws.connectToServer();
+    ws.onMessage((m) => {
+      if (JSON.parse(m).type === 'reactions') {
+        asked += 1;
+        if (asked === 1) { ws.close({ code: 1013, reason: 'test' }); return; }
+      }
+      upstream.send(m);
+    });
+  });
+  await joinAs(bea, server.url, 'lost-names', 'bea');
+  const chip = messageWithText(bea, 'Names lost once').getByTestId('reaction').filter({ hasText: EMOJI[0] });
+  await chip.getByTestId('reaction-count').getByText('5', { exact: true }).waitFor();
+  await chip.hover();
+  await bea.getByTestId('conn-status').and(bea.locator('[data-state="reconnecting"]')).waitFor();
+  await waitConnected(bea);
+
+  // Looking again asks again, and the names come.
+  await bea.mouse.move(0, 0);
+  await chip.hover();
+  await chip.and(bea.locator(`[data-users="${all}"]`)).waitFor();
+  assert.ok(asked >= 2, 'the names came from a request of their own');
+  assert.deepEqual(unexpectedProblems(bea, [/WebSocket/i]), [], 'the drop aside, no page errors');
+  await bea.context().close();
 });

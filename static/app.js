@@ -9,7 +9,7 @@
 //   config       server settings and client timings
 //   dom          element helpers and the page's fixed elements
 //   format       sizes, times, avatar colours
-//   store        what the browser remembers: recent rooms, drafts
+//   store        what the browser remembers: recent rooms, drafts, own reactions
 //   identity     who this browser is (name, claim); plain links never decide it
 //   token        invitations: #token= links, kept and presented (token mode)
 //   refusal      why a connection was refused (the preflight), in words
@@ -22,6 +22,7 @@
 //   uploads      attachments: progress, previews, one sentence per refusal
 //   edit         editing a message in place
 //   actions      react / edit / delete / unfold; tap and long-press on touch
+//   reactions    a message's reactions: whole or sampled, and which are ours
 //   picker       the reaction picker (+ emoji-data, the searchable set)
 //   scroll       following the newest message, the pill, the "New" line
 //   history      scrollback: older pages, and gaps a reconnect left
@@ -49,6 +50,7 @@ import { initNavigation, refuseToJoin, route } from './js/navigation.js';
 import { initPicker } from './js/picker.js';
 import { connectionDropped as presenceDropped } from './js/presence.js';
 import { connectionDropped as composerDropped } from './js/composer.js';
+import { wholeDropped } from './js/reactions.js';
 import { resyncDropped } from './js/resync.js';
 import { initRooms } from './js/rooms.js';
 import { initScroll } from './js/scroll.js';
@@ -57,7 +59,7 @@ import { state } from './js/state.js';
 
 onConnection({
   event: handleEvent,
-  dropped() { presenceDropped(); composerDropped(); resyncDropped(); },
+  dropped() { presenceDropped(); composerDropped(); resyncDropped(); wholeDropped(); },
   refused: refuseToJoin,
 });
 initConnection();

@@ -7,6 +7,7 @@ import { send } from './connection.js';
 import { startEdit } from './edit.js';
 import { offlineToast } from './notices.js';
 import { openPicker } from './picker.js';
+import { askWhole } from './reactions.js';
 
 const LONG_PRESS_MS = 450;
 let openLi = null;
@@ -38,9 +39,14 @@ function act(button, li) {
   const id = li.dataset.id;
   if (!id || li.classList.contains('msg--archived')) return;
   switch (button.dataset.action) {
-    case 'toggle-reaction':
-      if (!send({ type: 'reaction', message_id: id, emoji: button.dataset.emoji, action: 'toggle' })) offlineToast('the reaction was not sent');
+    case 'toggle-reaction': {
+      // What the button shows, never a toggle: a sample of the names may
+      // hide that the reaction is already ours (reactions.js).
+      const action = button.getAttribute('aria-pressed') === 'true' ? 'remove' : 'add';
+      if (!send({ type: 'reaction', message_id: id, emoji: button.dataset.emoji, action })) offlineToast('the reaction was not sent');
+      else if (button.dataset.sure === 'false') askWhole(id);
       break;
+    }
     case 'react': openPicker(li, button); break;
     case 'edit': closeActions(); startEdit(id); break;
     case 'delete':

@@ -59,6 +59,10 @@ export const UPLOAD_STALL_MS = timing('upload_stall_ms', 30000);
 
 /** A leave followed by a join of the same name within this window is one "reconnected". */
 export const PRESENCE_MERGE_MS = 60000;
+/** Join and leave lines kept in the log; past it the oldest leaves. */
+export const MAX_PRESENCE_LINES = 100;
+/** The online list is fetched whole (it disagreed with a count) at most this often. */
+export const PRESENCE_REFRESH_MS = 10000;
 /** Messages longer than this (characters or lines) are shown folded, with "Show more". */
 export const LONG_MESSAGE_CHARS = 700;
 export const LONG_MESSAGE_LINES = 12;

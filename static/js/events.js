@@ -10,7 +10,7 @@ import { keepClaim } from './identity.js';
 import {
   addMessage, archiveAll, arrivedWhileDisconnected, confirmPendingFromHistory, deleteMessage, updateMessage,
 } from './messages.js';
-import { applyReactionUpdate, applyWholeReactions } from './reactions.js';
+import { applyReactionUpdate, applyWholeReactions, wholeRefused } from './reactions.js';
 import {
   connectionBack as composerBack, markFailed, markGone, updateSendState,
 } from './composer.js';
@@ -21,16 +21,16 @@ import { ERROR_TEXT, clearToasts, systemNotice, toast } from './notices.js';
 import { followingBottom, isNearBottom, missedArrived, scrollToBottom } from './scroll.js';
 import { updateTitle } from './attention.js';
 import { refreshActiveRooms, renderRecentRooms, roomHref, showRoomLock } from './rooms.js';
-import { historyWelcome } from './history.js';
+import { heardWhileLoading, historyWelcome } from './history.js';
 import { checkAnswered, resyncAfterResume, touchedLive } from './resync.js';
 
 export function handleEvent(ev) {
   switch (ev.type) {
     case 'welcome': onWelcome(ev); break;
     case 'message': addMessage(ev, { live: true }); break;
-    case 'message_updated': touchedLive(ev.message_id); updateMessage(ev); editApplied(ev); break;
-    case 'message_deleted': touchedLive(ev.message_id); deleteMessage(ev); break;
-    case 'reaction_update': touchedLive(ev.message_id); applyReactionUpdate(ev); break;
+    case 'message_updated': heard(ev); updateMessage(ev); editApplied(ev); break;
+    case 'message_deleted': heard(ev); deleteMessage(ev); break;
+    case 'reaction_update': heard(ev); applyReactionUpdate(ev); break;
     case 'reactions': checkAnswered(ev); applyWholeReactions(ev); break;
     case 'join':
     case 'leave': onPresenceChange(ev); break;
@@ -40,6 +40,12 @@ export function handleEvent(ev) {
     case 'auth_ok': toast('Your invitation was renewed.', { kind: 'ok', timeout: 3000 }); break;
     default: break; // pong, and whatever newer servers add
   }
+}
+
+/** A live change to a message: a page on its way (history, resync) must not undo it. */
+function heard(ev) {
+  touchedLive(ev.message_id);
+  heardWhileLoading(ev);
 }
 
 /** The server's spelling of the room (it may treat `lobby` and `Lobby` as one). */
@@ -125,8 +131,9 @@ function onServerError(ev) {
     toast('The new invitation was not accepted for this room (it may be for another room, expired or damaged); the current one stays in use until it expires.');
     return;
   }
-  // A check of a message a resume's page left out (resync.js) is no news.
-  if (ev.ref === 'reactions' && checkAnswered(ev)) return;
+  // A check of a message a resume's page left out (resync.js) is no news,
+  // nor is a whole list asked for when someone looked (reactions.js).
+  if (ev.ref === 'reactions' && (checkAnswered(ev) || wholeRefused(ev))) return;
   const text = ERROR_TEXT[ev.code] || ev.message || 'The server refused that request.';
   // Every refusal of a request names its type in `ref`, the rate limit's
   // too; an echo arriving later would un-fail a message anyway (matched by

@@ -27,6 +27,15 @@
 // live ones reach the announcer in attention.js) and the list itself is
 // not a live region. One polite status line says what a load did.
 //
+// A page is read from the store at some moment while it is on its way; a
+// change to one of its messages heard meanwhile (`message_updated`,
+// `message_deleted`, `reaction_update`: live events, dropped for messages
+// not on the page) may be newer than what it brings. So changes to messages
+// not on the page are kept while a page is out and applied, in order, to
+// the messages it brings (applying one the page already shows changes
+// nothing: each says what its message, or its emoji, is now). At most
+// MAX_HEARD of them.
+//
 // Bounds: a request asks for at most PAGE_SIZE messages (the server's
 // limit). Nothing loads by itself but a page that does not fill the screen;
 // every further page needs the reader to go to a hole again. And a
@@ -34,7 +43,8 @@
 // background tab too: see MAX_SHOWN.
 
 import { $, els, h } from './dom.js';
-import { buildMessage, regroup } from './messages.js';
+import { buildMessage, deleteMessage, regroup, updateMessage } from './messages.js';
+import { applyReactionUpdate } from './reactions.js';
 import { followingBottom, scrollToBottom } from './scroll.js';
 import { state } from './state.js';
 import { PAGE_SIZE, fetchPage } from './pages.js';
@@ -97,6 +107,9 @@ let generation = 0; // bumped on every reset: answers for an older list are drop
 let lastScrollTop = 0;
 let trimQueued = false;
 let archived = 0; // messages of a server's previous life on the page (see MAX_SHOWN)
+/** Changes heard while a page is out, the oldest dropped past it: a busy room's second or two. */
+const MAX_HEARD = 500;
+let heard = null; // while a page is out: changes to messages not on the page, in order
 
 const status = () => $('history-status');
 function say(text) {
@@ -146,6 +159,7 @@ export function resetHistory() {
   controller?.abort();
   controller = null;
   busy = false;
+  heard = null;
   top?.el.remove();
   for (const g of gaps) g.el.remove();
   top = null;
@@ -155,6 +169,23 @@ export function resetHistory() {
 }
 
 const msgSeq = (el) => (el && el.dataset.seq ? Number(el.dataset.seq) : null);
+
+/** A live change to a message; kept if it is not on the page and a page is on its way. */
+export function heardWhileLoading(ev) {
+  if (!heard || typeof ev.message_id !== 'string' || state.messages.has(ev.message_id)) return;
+  heard.push(ev);
+  if (heard.length > MAX_HEARD) heard.shift();
+}
+
+/** Applies the changes heard while the page was out to the messages it brought. */
+function applyHeard(changes) {
+  for (const ev of changes) {
+    if (!state.messages.has(ev.message_id)) continue;
+    if (ev.type === 'message_updated') updateMessage(ev);
+    else if (ev.type === 'message_deleted') deleteMessage(ev);
+    else if (ev.type === 'reaction_update') applyReactionUpdate(ev);
+  }
+}
 
 /** The element that shows the message of `m`, if it is on the page. */
 const elementOf = (m) => (m && state.messages.get(m.message_id)?.el) || null;
@@ -217,6 +248,7 @@ async function load(hole, { down = false, readingDown = false } = {}) {
   if (busy || !hole || !hole.el.isConnected || (hole.state !== 'more' && hole.state !== 'failed')) return;
   down = down && hole.kind === 'gap';
   busy = true;
+  heard = [];
   const gen = generation;
   controller = new AbortController();
   setHoleState(hole, 'loading');
@@ -231,6 +263,7 @@ async function load(hole, { down = false, readingDown = false } = {}) {
   } catch {
     if (gen !== generation) return; // reset meanwhile; resetHistory cleared `busy`
     busy = false;
+    heard = null;
     // No loop: a failed hole waits for its retry button (or Home).
     setHoleState(hole, 'failed');
     say(TEXT[hole.text].failed);
@@ -239,13 +272,17 @@ async function load(hole, { down = false, readingDown = false } = {}) {
   if (gen !== generation) return;
   busy = false;
   controller = null;
+  const changes = heard;
+  heard = null;
   if (!hole.el.isConnected) return;
   // Going down, a page of seqs that are all gone (deleted, or dropped by the
   // store's retention) brings nothing, and so may the next hundred pages.
   // Rather than walk them, one page from the upper end (where the server
   // pages from) either closes the gap or brings the messages nearest below
   // it; then nothing more until the reader goes to the hole again.
-  if (insertPage(hole, body, { down, before, readingDown }) === 'empty') load(hole, { readingDown: true });
+  const brought = insertPage(hole, body, { down, before, readingDown });
+  applyHeard(changes);
+  if (brought === 'empty') load(hole, { readingDown: true });
   else if (!readingDown) queueCheck();
 }
 

@@ -5,6 +5,7 @@
 
 import { els, h } from './dom.js';
 import { send } from './connection.js';
+import { askWhole } from './reactions.js';
 import { EMOJI, QUICK } from './emoji-data.js';
 import { offlineToast } from './notices.js';
 
@@ -86,7 +87,12 @@ export function closePicker({ refocus = true } = {}) {
 
 function choose(emoji) {
   const id = target && target.dataset.id;
-  if (id && !send({ type: 'reaction', message_id: id, emoji, action: 'toggle' })) offlineToast('the reaction was not sent');
+  // An emoji the message shows as ours comes off; any other goes on (what
+  // the page shows, never a toggle: see reactions.js).
+  const chip = id && [...target.querySelectorAll('.msg-reactions [data-emoji]')].find((b) => b.dataset.emoji === emoji);
+  const action = chip?.getAttribute('aria-pressed') === 'true' ? 'remove' : 'add';
+  if (id && !send({ type: 'reaction', message_id: id, emoji, action })) offlineToast('the reaction was not sent');
+  else if (chip?.dataset.sure === 'false') askWhole(id);
   closePicker();
 }
 

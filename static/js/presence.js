@@ -4,10 +4,23 @@
 // within PRESENCE_MERGE_MS turns the "left" line into "reconnected"; after
 // our own connection dropped, the joins of people who were here before are
 // not shown at all (after a server restart everyone "joins" again).
+//
+// The list: `welcome` and the answer to `presence` bring every name; a
+// `join` or `leave` brings them only in a room of up to 100 names
+// (protocol.md), so past that each event's `user` is added or taken off
+// here. Should the list then disagree with the event's `online_count`
+// (something was missed), a `presence` request fetches it whole, at most
+// once per PRESENCE_REFRESH_MS.
+//
+// Bounds: a room with many arrivals and few messages would pile up lines
+// (the list's trimming counts messages only): past MAX_PRESENCE_LINES the
+// oldest presence line leaves as a new one comes.
 
-import { PRESENCE_MERGE_MS } from './config.js';
+import { MAX_PRESENCE_LINES, PRESENCE_MERGE_MS, PRESENCE_REFRESH_MS } from './config.js';
+import { send } from './connection.js';
 import { els, h } from './dom.js';
 import { hueClass, initials } from './format.js';
+import { regroup } from './messages.js';
 import { setNoticeTime, systemNotice } from './notices.js';
 import { state } from './state.js';
 import { clearTyping } from './typing.js';
@@ -16,6 +29,8 @@ const recentLeaves = new Map(); // name -> { li, at }; pruned to the merge windo
 let hereBeforeDrop = new Set(); // names online when our connection dropped
 let droppedAt = 0;
 let rejoinedAt = 0;
+let lines = []; // presence lines in the log, oldest first
+let askedAt = 0; // when the whole list was last asked for
 
 export function setOnline(names, count) {
   if (Array.isArray(names)) state.online = [...names].sort((a, b) => a.localeCompare(b));
@@ -27,10 +42,38 @@ export function setOnline(names, count) {
     h('span', { cls: 'person-name', text: name, attrs: { dir: 'auto' } }),
     name === state.user ? h('span', { cls: 'you-tag', text: '(you)' }) : null,
   ]));
-  if (!Array.isArray(names) && state.online.length === 0) {
+  if (state.online.length === 0 && state.onlineCount > 0) {
     items.push(h('li', { cls: 'person muted', text: 'Too many people to list.' }));
   }
   els.onlineList.replaceChildren(...items);
+}
+
+/** `names` (sorted) with `ev.user` added (a join) or taken off (a leave). */
+function changed(names, ev) {
+  if (typeof ev.user !== 'string') return names;
+  const rest = names.filter((n) => n !== ev.user);
+  return ev.type === 'join' ? [...rest, ev.user] : rest;
+}
+
+/** The list disagrees with the count: fetch it whole, not often (its answer is a `presence`). */
+function refreshIfOff() {
+  const now = Date.now();
+  if (state.online.length === state.onlineCount || now - askedAt < PRESENCE_REFRESH_MS) return;
+  if (send({ type: 'presence' })) askedAt = now;
+}
+
+/** A join or leave line; the oldest leaves once there are too many. */
+function presenceLine(text, now) {
+  const li = systemNotice(text, { kind: 'presence', time: new Date(now) });
+  lines = lines.filter((l) => l.isConnected);
+  lines.push(li);
+  while (lines.length > MAX_PRESENCE_LINES) {
+    const old = lines.shift();
+    const next = old.nextElementSibling;
+    old.remove();
+    if (next) regroup(next);
+  }
+  return li;
 }
 
 /** Our connection dropped: remember who was here. */
@@ -48,13 +91,16 @@ export function connectionBack() {
 
 export function resetPresence() {
   recentLeaves.clear();
+  lines = [];
+  askedAt = 0;
   hereBeforeDrop = new Set();
   droppedAt = 0;
   rejoinedAt = 0;
 }
 
 export function onPresenceChange(ev) {
-  setOnline(Array.isArray(ev.online) ? ev.online : null, ev.online_count);
+  setOnline(Array.isArray(ev.online) ? ev.online : changed(state.online, ev), ev.online_count);
+  refreshIfOff();
   const name = ev.user;
   if (typeof name !== 'string' || name === state.user) return; // our own join is not news
   const now = Date.now();
@@ -62,7 +108,7 @@ export function onPresenceChange(ev) {
 
   if (ev.type === 'leave') {
     clearTyping(name);
-    const li = systemNotice(`${name} left`, { kind: 'presence', time: new Date(now) });
+    const li = presenceLine(`${name} left`, now);
     recentLeaves.set(name, { li, at: now });
     return;
   }
@@ -79,5 +125,5 @@ export function onPresenceChange(ev) {
     hereBeforeDrop.delete(name);
     return;
   }
-  systemNotice(`${name} joined`, { kind: 'presence', time: new Date(now) });
+  presenceLine(`${name} joined`, now);
 }

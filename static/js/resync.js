@@ -20,7 +20,9 @@
 // than `before`: a page says nothing about seqs below its oldest message,
 // which a room kept in memory may simply have let go of). A candidate is
 // shown deleted once the room confirms it: a `reactions` request for it is
-// answered `unknown_message`. At most MAX_CHECKS a resume, one at a time.
+// answered `unknown_message`. At most MAX_CHECKS a resume, one at a time,
+// and never while a whole list reactions.js asked for is out: both are
+// `reactions` requests, and a refusal says only which kind it answers.
 //
 // A message a live event changed while a page was on its way keeps what
 // the event said (the page may be older). An edit in a page older than
@@ -30,6 +32,7 @@ import { send } from './connection.js';
 import { els } from './dom.js';
 import { deleteMessage, updateMessage } from './messages.js';
 import { PAGE_SIZE, fetchPage } from './pages.js';
+import { wholeSettled } from './reactions.js';
 import { state } from './state.js';
 
 const MAX_PAGES = 5;
@@ -60,6 +63,11 @@ export function checkAnswered(ev) {
   return true;
 }
 
+/** A check is out: reactions.js asks for no whole list meanwhile. */
+export function checking() {
+  return waiting !== null;
+}
+
 /** The connection dropped: a check out will get no answer. */
 export function resyncDropped() {
   run += 1;
@@ -67,7 +75,8 @@ export function resyncDropped() {
 }
 
 /** Does the room still know message `id`? 'gone', 'kept', or 'unknown' (no answer). */
-function ask(id) {
+async function ask(id) {
+  await wholeSettled();
   return new Promise((resolve) => {
     waiting = { id, resolve };
     if (!send({ type: 'reactions', message_id: id })) checkAnswered({ type: 'error', ref: 'reactions', code: 'unsent' });

@@ -1,11 +1,15 @@
-// What this browser remembers (localStorage): recent rooms and a draft per
-// room. Every list is capped; private browsing (no storage) just forgets.
+// What this browser remembers (localStorage): recent rooms, a draft per
+// room, and the reactions its people made (reactions.js). Every list is
+// capped; private browsing (no storage) just forgets.
 
 const KEY_ROOMS = 'roomcast.rooms';
 const KEY_DRAFTS = 'roomcast.drafts';
+const KEY_OWN = 'roomcast.reactions';
 const MAX_ROOMS = 8;
 /** Drafts kept; saving one more drops the oldest. */
 const MAX_DRAFTS = 20;
+/** Messages whose own reactions are kept; one more drops the least recently changed. */
+const MAX_OWN = 500;
 
 export function load(key) {
   try { return localStorage.getItem(key); } catch { return null; }
@@ -56,4 +60,24 @@ export function saveDraft(room, text) {
     .sort((a, b) => (b[1].at || 0) - (a[1].at || 0))
     .slice(0, MAX_DRAFTS);
   save(KEY_DRAFTS, kept.length ? JSON.stringify(Object.fromEntries(kept)) : null);
+}
+
+/** [`${user}\n${messageId}`, [emoji]] pairs, the most recently changed first. */
+function ownList() {
+  const v = loadJson(KEY_OWN, []);
+  return Array.isArray(v) ? v.filter((e) => Array.isArray(e) && typeof e[0] === 'string' && Array.isArray(e[1])) : [];
+}
+
+/** The emoji `user` reacted with on message `id`, as this browser last saw. */
+export function ownReactions(user, id) {
+  const hit = ownList().find((e) => e[0] === `${user}\n${id}`);
+  return new Set(hit ? hit[1].filter((x) => typeof x === 'string') : []);
+}
+
+/** Remembers `emoji` (a Set) as what `user` reacted with on message `id`. */
+export function rememberOwnReactions(user, id, emoji) {
+  const key = `${user}\n${id}`;
+  const rest = ownList().filter((e) => e[0] !== key);
+  const kept = (emoji.size ? [[key, [...emoji]], ...rest] : rest).slice(0, MAX_OWN);
+  save(KEY_OWN, kept.length ? JSON.stringify(kept) : null);
 }
