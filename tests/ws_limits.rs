@@ -101,8 +101,18 @@ async fn a_frame_over_64_kib_is_closed_with_1009_by_default() {
     server.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_is_closed_with_1013() {
+/// A member `slow` of `room` that stopped reading, and `fast`, who posted
+/// until the server dropped `slow` as a slow consumer: how many posts that
+/// took, and `slow`'s `leave` if it came already.
+struct Dropped {
+    server: Server,
+    slow: RawWs,
+    fast: common::Client,
+    sent: u64,
+    early_leave: Option<serde_json::Value>,
+}
+
+async fn a_slow_consumer_dropped(room: &str) -> Dropped {
     let server = Server::start(
         config()
             .outbound_queue(4usize)
@@ -110,11 +120,29 @@ async fn a_client_that_stops_reading_is_closed_with_1013() {
             .max_message_chars(40_000usize),
     )
     .await;
-    let mut slow = common::stalled_client(&server, "/ws/firehose/slow").await;
-    let (mut fast, _) = server.join("firehose", "fast").await;
+    let slow = common::stalled_client(&server, &format!("/ws/{room}/slow")).await;
+    let (mut fast, _) = server.join(room, "fast").await;
     fast.expect("join").await;
     let (sent, early_leave) =
         common::flood_until_a_slow_consumer_is_dropped(&server, &mut fast).await;
+    Dropped {
+        server,
+        slow,
+        fast,
+        sent,
+        early_leave,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_with_1013() {
+    let Dropped {
+        server,
+        mut slow,
+        mut fast,
+        sent,
+        early_leave,
+    } = a_slow_consumer_dropped("firehose").await;
 
     // Now read: whatever was already in flight, then the close.
     let mut seqs = Vec::new();
@@ -157,17 +185,13 @@ async fn a_client_that_stops_reading_is_closed_with_1013() {
 /// is read but not posted, and the room sees it leave without it.
 #[tokio::test]
 async fn a_connection_being_closed_posts_nothing_more() {
-    let server = Server::start(
-        config()
-            .outbound_queue(4usize)
-            .rate(0u32)
-            .max_message_chars(40_000usize),
-    )
-    .await;
-    let mut slow = common::stalled_client(&server, "/ws/closing/slow").await;
-    let (mut fast, _) = server.join("closing", "fast").await;
-    fast.expect("join").await;
-    let (_, early_leave) = common::flood_until_a_slow_consumer_is_dropped(&server, &mut fast).await;
+    let Dropped {
+        server,
+        mut slow,
+        mut fast,
+        early_leave,
+        ..
+    } = a_slow_consumer_dropped("closing").await;
     // Its writer is stuck behind the socket the client does not read.
     assert_eq!(early_leave, None, "the slow client's session ended early");
 

@@ -835,30 +835,47 @@ mod tests {
         });
     }
 
-    #[test]
-    fn a_room_stays_in_the_hub_while_its_history_is_read_and_leaves_with_all_it_weighed() {
-        let rt = tokio::runtime::Builder::new_current_thread()
+    /// A runtime for the tests that drive the hub's tasks by hand.
+    fn by_hand() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// A hub (`config`) whose store answers what `held` holds only when
+    /// the test chooses, and the store and its writer's thread (which
+    /// answers how many changes it took). Call it inside the runtime.
+    fn on_held_store(
+        config: HubConfig,
+        held: store::Held,
+    ) -> (Hub, Store, std::thread::JoinHandle<usize>) {
+        let (store, inbox) = store_channel(1024);
+        let writer = store::stalled_writer(inbox, held);
+        let hub = Hub::from_parts(HubParts {
+            config,
+            metrics: Arc::new(Metrics::default()),
+            store: Some(store.clone()),
+        });
+        (hub, store, writer)
+    }
+
+    #[test]
+    fn a_room_stays_in_the_hub_while_its_history_is_read_and_leaves_with_all_it_weighed() {
+        let rt = by_hand();
         let _in_runtime = rt.enter();
         // Each load is answered when the test chooses.
-        let (store, inbox) = store_channel(1024);
         let (loads_tx, loads) = std::sync::mpsc::channel();
         let held = store::Held {
             loads: Some(loads_tx),
             ..store::Held::default()
         };
-        let writer = store::stalled_writer(inbox, held);
-        let hub = Hub::from_parts(HubParts {
-            config: HubConfig {
-                empty_room_ttl: Duration::ZERO,
-                max_rooms: 1,
-                ..HubConfig::default()
-            },
-            metrics: Arc::new(Metrics::default()),
-            store: Some(store.clone()),
-        });
+        let config = HubConfig {
+            empty_room_ttl: Duration::ZERO,
+            max_rooms: 1,
+            ..HubConfig::default()
+        };
+        let (hub, store, writer) = on_held_store(config, held);
         let (slow, ann) = names("slow", "ann");
         let ann = hub.join(slow, ann, None).unwrap();
         let room = hub.rooms().get("slow").cloned().unwrap();
@@ -899,27 +916,19 @@ mod tests {
 
     #[test]
     fn a_resume_read_from_the_store_while_posts_push_the_ring_on_reports_the_hole_as_a_gap() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let rt = by_hand();
         let _in_runtime = rt.enter();
         // Each page read is answered when the test chooses.
-        let (store, inbox) = store_channel(1024);
         let (pages_tx, pages) = std::sync::mpsc::channel();
         let held = store::Held {
             pages: Some(pages_tx),
             ..store::Held::default()
         };
-        let writer = store::stalled_writer(inbox, held);
-        let hub = Hub::from_parts(HubParts {
-            config: HubConfig {
-                history: 5,
-                ..HubConfig::default()
-            },
-            metrics: Arc::new(Metrics::default()),
-            store: Some(store.clone()),
-        });
+        let config = HubConfig {
+            history: 5,
+            ..HubConfig::default()
+        };
+        let (hub, store, writer) = on_held_store(config, held);
         let (room, ann) = names("holes", "ann");
         let mut ann = hub.join(room.clone(), ann, None).unwrap();
         rt.block_on(ann.welcomed());

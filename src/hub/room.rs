@@ -556,16 +556,22 @@ impl RoomState {
     /// `gap`.
     pub fn trim(&mut self, target: usize, keep: usize, common: &Common) -> usize {
         let mut gone = 0;
-        while self.ring_bytes > target && self.history.len() > keep {
-            let Some(old) = self.history.pop_front() else {
-                break;
-            };
-            self.evicted_through = self.evicted_through.max(old.seq);
-            self.retries.left_ring(&old);
-            self.account(0, weight(&old), common);
+        while self.ring_bytes > target && self.history.len() > keep && self.drop_oldest(common) {
             gone += 1;
         }
         gone
+    }
+
+    /// Takes the ring's oldest message out, and all it weighed; false if
+    /// the ring is empty.
+    fn drop_oldest(&mut self, common: &Common) -> bool {
+        let Some(old) = self.history.pop_front() else {
+            return false;
+        };
+        self.evicted_through = self.evicted_through.max(old.seq);
+        self.retries.left_ring(&old);
+        self.account(0, weight(&old), common);
+        true
     }
 
     /// Drops the ring's messages that the store's retention period deleted
@@ -587,13 +593,8 @@ impl RoomState {
             .history
             .front()
             .is_some_and(|m| timestamp::millis(&m.timestamp).unwrap_or(0) < before)
+            && self.drop_oldest(common)
         {
-            let Some(old) = self.history.pop_front() else {
-                break;
-            };
-            self.evicted_through = self.evicted_through.max(old.seq);
-            self.retries.left_ring(&old);
-            self.account(0, weight(&old), common);
             gone += 1;
         }
         gone

@@ -55,6 +55,19 @@ fn commit(store: &mut Postgres, change: &Change) {
     store.commit(false).unwrap();
 }
 
+/// Writes `changes` as one group under a cap of three messages a room.
+fn capped_to_three(store: &mut Postgres, changes: &[Change]) {
+    let capped = Retention {
+        days: None,
+        per_room: Some(3),
+    };
+    store.begin().unwrap();
+    for change in changes {
+        store.apply(change, &capped).unwrap();
+    }
+    store.commit(false).unwrap();
+}
+
 /// Removes every row, for the next case.
 fn empty(store: &mut Postgres) {
     store.begin().unwrap();
@@ -375,22 +388,11 @@ fn a_change_made_while_its_post_is_being_written_waits_for_it() {
 fn the_cap_counts_messages_not_seqs() {
     let schema = Schema::new("cap");
     let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
-    let capped = Retention {
-        days: None,
-        per_room: Some(3),
-    };
-    let write = |store: &mut Postgres, changes: &[Change]| {
-        store.begin().unwrap();
-        for change in changes {
-            store.apply(change, &capped).unwrap();
-        }
-        store.commit(false).unwrap();
-    };
     let seqs = |store: &mut Postgres| -> Vec<u64> {
         shown(store).into_iter().map(|(seq, ..)| seq).collect()
     };
     // Seq 32 trims (every CAP_EVERY-th post does).
-    write(
+    capped_to_three(
         &mut store,
         &(1..=32).map(|s| post("r", s, T)).collect::<Vec<_>>(),
     );
@@ -403,17 +405,17 @@ fn the_cap_counts_messages_not_seqs() {
         message_id: "r-31".into(),
         seq: 31,
     };
-    write(&mut store, &[delete, post("r", 65_632, T)]);
+    capped_to_three(&mut store, &[delete, post("r", 65_632, T)]);
     assert_eq!(seqs(&mut store), vec![30, 32, 65_632]);
     // Posts between trims add up; the next trim takes the room back.
-    write(
+    capped_to_three(
         &mut store,
         &(65_633..=65_663)
             .map(|s| post("r", s, T))
             .collect::<Vec<_>>(),
     );
     assert_eq!(seqs(&mut store).len(), 3 + 31);
-    write(&mut store, &[post("r", 65_664, T)]);
+    capped_to_three(&mut store, &[post("r", 65_664, T)]);
     assert_eq!(seqs(&mut store), vec![65_662, 65_663, 65_664]);
 }
 
@@ -445,17 +447,6 @@ fn a_retention_pass_deletes_at_most_a_batch_per_transaction() {
 fn the_cap_keeps_a_deleted_message_s_mark() {
     let schema = Schema::new("cap_mark");
     let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
-    let capped = Retention {
-        days: None,
-        per_room: Some(3),
-    };
-    let write = |store: &mut Postgres, changes: &[Change]| {
-        store.begin().unwrap();
-        for change in changes {
-            store.apply(change, &capped).unwrap();
-        }
-        store.commit(false).unwrap();
-    };
     let delete = |seq: u64| Change::Delete {
         room: "r".into(),
         message_id: format!("r-{seq}"),
@@ -463,13 +454,13 @@ fn the_cap_keeps_a_deleted_message_s_mark() {
     };
     // Another instance's delete of message 1 lands first; posts 2..=32
     // then trim the room to 30..=32 (seq 32 trims).
-    write(&mut store, &[delete(1)]);
-    write(
+    capped_to_three(&mut store, &[delete(1)]);
+    capped_to_three(
         &mut store,
         &(2..=32).map(|s| post("r", s, T)).collect::<Vec<_>>(),
     );
-    write(&mut store, &[delete(30), delete(31)]);
-    write(&mut store, &[post("r", 1, T)]);
+    capped_to_three(&mut store, &[delete(30), delete(31)]);
+    capped_to_three(&mut store, &[post("r", 1, T)]);
     let seqs: Vec<u64> = shown(&mut store).into_iter().map(|(seq, ..)| seq).collect();
     assert_eq!(seqs, [32], "message 1 stays deleted");
 }
