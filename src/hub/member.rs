@@ -170,28 +170,43 @@ impl Member {
             Link::Local => return self.post_here(content, attachment, client_id),
             Link::Remote(backbone) => backbone,
         };
-        // The floor is read again after the backbone reconnected (it may
-        // have come back with an older numbering: see `Inbound::reconnected`).
-        welcome::ensure_loaded(&self.common, &self.room, 0)
-            .await
-            .map_err(|e| Refusal::new(ErrorCode::Unavailable, format!("the history store: {e}")))?;
         let store = self.store_slot()?;
         let id = self.common.next_message_id();
         let timestamp = self.common.now_rfc3339();
-        let floor = self.room.lock().last_seq();
-        let answer = backbone.post(
-            &self.room.name,
-            NewMessage {
-                id: &id,
-                user: &self.user,
-                identity: &self.identity,
-                content: &content,
-                timestamp: &timestamp,
-                attachment: attachment.as_ref(),
-                client_id,
-            },
-            floor,
-        );
+        let answer = loop {
+            // The floor is read again after the backbone reconnected (it
+            // may have come back with an older numbering: see
+            // `Inbound::reconnected`).
+            welcome::ensure_loaded(&self.common, &self.room, 0)
+                .await
+                .map_err(|e| {
+                    Refusal::new(ErrorCode::Unavailable, format!("the history store: {e}"))
+                })?;
+            // Queued under the room's lock, with the floor read under it: a
+            // reconnect forgets the floor before or after, never between
+            // (the link takes requests only once it has).
+            let queued = {
+                let state = self.room.lock();
+                welcome::floor_read(&self.common, &state).then(|| {
+                    backbone.post(
+                        &self.room.name,
+                        NewMessage {
+                            id: &id,
+                            user: &self.user,
+                            identity: &self.identity,
+                            content: &content,
+                            timestamp: &timestamp,
+                            attachment: attachment.as_ref(),
+                            client_id,
+                        },
+                        state.last_seq(),
+                    )
+                })
+            };
+            if let Some(answer) = queued {
+                break answer;
+            }
+        };
         // What the store gets: now, or, if the answer leaves the post in
         // doubt, once it is seen posted (`in_doubt.rs`).
         let message = store.as_ref().map(|_| StoredMessage {

@@ -101,6 +101,9 @@ pub(crate) struct RoomState {
     /// Whether the ring and `last_seq` are the room's: always without a
     /// store; with one, once the room was loaded from it.
     pub(super) loaded: bool,
+    /// How many times the floor was forgotten ([`RoomState::forget_floor`]):
+    /// a load read before the last time is not installed.
+    pub(super) floor_generation: u64,
     /// With a store: seqs up to this one are reserved durably.
     reserved: Arc<AtomicU64>,
     /// With a store: the reservation last asked for.
@@ -141,6 +144,7 @@ impl Room {
                 last_seq: 0,
                 evicted_through: 0,
                 loaded,
+                floor_generation: 0,
                 reserved: Arc::new(AtomicU64::new(if loaded { u64::MAX } else { 0 })),
                 requested: 0,
                 empty_since: Some(Instant::now()),
@@ -1045,6 +1049,7 @@ impl RoomState {
     /// would otherwise number from the old floor and reuse their seqs.
     pub fn forget_floor(&mut self) {
         self.loaded = false;
+        self.floor_generation += 1;
     }
 
     /// The highest seq handed out (or, with a backbone, held in the store).

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::event::MessageView;
-use super::room::{Reading, Room, Waiting};
+use super::room::{Reading, Room, RoomState, Waiting};
 use super::{
     Backbone, CloseReason, Common, ErrorCode, Identity, Link, PageQuery, RESERVE_BLOCK, Refusal,
     RemoteWelcome, RoomName, StoreError, UserName, frame,
@@ -43,9 +43,24 @@ pub(super) async fn ensure_loaded(
         Link::Local => RESERVE_BLOCK,
         Link::Remote(_) => 0,
     };
-    let snapshot = store.load(room.name.as_str(), tail, block).await?;
-    room.lock().install(snapshot, common);
-    Ok(())
+    loop {
+        let generation = room.lock().floor_generation;
+        let snapshot = store.load(room.name.as_str(), tail, block).await?;
+        let mut state = room.lock();
+        // The backbone reconnected while this was read: what the store
+        // holds may have moved on; read it again (a backbone reserves
+        // nothing, so a load is only a read).
+        if state.floor_generation == generation {
+            state.install(snapshot, common);
+            return Ok(());
+        }
+    }
+}
+
+/// Whether `state`'s floor may be handed to the backbone: read from the
+/// store since the backbone's connection opened, or there is no store.
+pub(super) fn floor_read(common: &Common, state: &RoomState) -> bool {
+    state.loaded || common.store.is_none()
 }
 
 /// Closes a member that could not be welcomed, with `reason` (1013: it
@@ -197,20 +212,34 @@ pub(super) async fn welcome_from_backbone(
             .await
             .map_err(|e| Refusal::new(ErrorCode::Unavailable, format!("the history store: {e}")))?;
         backbone.watching(&room.name).await?;
-        let answer = {
-            let mut state = room.lock();
-            if !state.has(key, generation) {
-                return Ok::<_, Refusal>(None); // it left before its welcome
+        // The welcome is queued under the room's lock, with the floor read
+        // under it; if the backbone reconnected since the floor was read,
+        // it is read again first. A reconnect forgets the floor before or
+        // after, never in between (the link takes requests only after).
+        let answer = loop {
+            let queued = {
+                let mut state = room.lock();
+                if !state.has(key, generation) {
+                    return Ok::<_, Refusal>(None); // it left before its welcome
+                }
+                floor_read(&common, &state).then(|| {
+                    state.announce(key, generation);
+                    let connections = state.connections_of(&user);
+                    backbone.welcome(
+                        &room.name,
+                        (&user, &identity),
+                        connections,
+                        after,
+                        state.last_seq(),
+                    )
+                })
+            };
+            match queued {
+                Some(answer) => break answer,
+                None => ensure_loaded(&common, &room, 0).await.map_err(|e| {
+                    Refusal::new(ErrorCode::Unavailable, format!("the history store: {e}"))
+                })?,
             }
-            state.announce(key, generation);
-            let connections = state.connections_of(&user);
-            backbone.welcome(
-                &room.name,
-                (&user, &identity),
-                connections,
-                after,
-                state.last_seq(),
-            )
         };
         let mut w = answer.await?;
         if let Err(e) = fill_from_store(&common, &room.name, after, &mut w).await {
