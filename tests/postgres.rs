@@ -13,7 +13,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::postgres::{Schema, admin, contents, on, unique};
+use common::postgres::{Schema, admin, contents, on};
 use common::redis::{Keys, on_redis};
 use common::{
     Client, Proxy, Server, TempDir, config, eventually, moderator_token, token, token_mode,
@@ -124,7 +124,7 @@ async fn a_schema_newer_than_the_binary_is_refused_at_start() {
 #[tokio::test]
 async fn two_instances_on_redis_share_the_history_and_its_numbering() {
     let schema = Schema::new("shared");
-    let prefix = unique("redis");
+    let prefix = common::unique("redis");
     let redis = |p: &str| {
         on(&schema.url())
             .redis_url(Some("redis://127.0.0.1:6379".to_owned()))
@@ -171,7 +171,7 @@ async fn two_instances_on_redis_share_the_history_and_its_numbering() {
     // Redis loses everything (here: a prefix it never saw): the database
     // still has the history, the welcome shows it, and the numbering
     // continues above it.
-    let fresh = unique("redis-empty");
+    let fresh = common::unique("redis-empty");
     let c = Server::start(redis(&fresh)).await;
     c.wait_healthy().await;
     let (mut carl, w) = c.join("team", "carl").await;
@@ -185,7 +185,7 @@ async fn two_instances_on_redis_share_the_history_and_its_numbering() {
 #[tokio::test]
 async fn redis_losing_its_data_while_the_room_is_held_here_never_reuses_a_stored_seq() {
     let schema = Schema::new("amnesia");
-    let keys = Keys(unique("amnesia-redis"));
+    let keys = Keys(common::unique("amnesia-redis"));
     let a = Server::start(
         on(&schema.url())
             .redis_url(Some("redis://127.0.0.1:6379".to_owned()))

@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::redis::{Admin, Keys, REDIS, Resp, unique_prefix};
+use common::redis::{Admin, Keys, REDIS, Resp};
 use common::{Client, Proxy, Server, TIMEOUT, TempDir};
 use roomcast::Config;
 use serde_json::{Value, json};
@@ -56,7 +56,7 @@ async fn instance(config: Config) -> Server {
 /// Test setup: Redis reachable, a fresh prefix, `n` connected instances.
 async fn cluster(tag: &str, n: usize, tweak: impl Fn(Config) -> Config) -> (Keys, Vec<Server>) {
     Admin::connect();
-    let prefix = unique_prefix(tag);
+    let prefix = common::unique(tag);
     let keys = Keys(prefix.clone());
     let mut servers = Vec::new();
     for _ in 0..n {
@@ -663,7 +663,7 @@ async fn an_unreachable_redis_answers_503_and_never_upgrades() {
     let server = Server::start(
         common::config()
             .redis_url(Some("redis://127.0.0.1:1".to_owned()))
-            .redis_prefix(unique_prefix("down")),
+            .redis_prefix(common::unique("down")),
     )
     .await;
     let h = wait_health(server.addr, 503).await;
@@ -990,7 +990,7 @@ async fn a_post_answered_unavailable_then_applied_is_not_posted_twice_by_its_ret
     let redis = OwnRedis::start();
     let config = common::config()
         .redis_url(Some(format!("redis://127.0.0.1:{}", redis.port)))
-        .redis_prefix(unique_prefix("frozen"))
+        .redis_prefix(common::unique("frozen"))
         .rate(0u32);
     let a = instance(config).await;
     let (mut ann, _) = a.join("r", "ann").await;
@@ -1044,7 +1044,7 @@ async fn a_redis_demoted_to_a_replica_is_left_until_a_primary_answers_again() {
     let a = instance(
         common::config()
             .redis_url(Some(format!("redis://{addr}")))
-            .redis_prefix(unique_prefix("demoted"))
+            .redis_prefix(common::unique("demoted"))
             .rate(0u32),
     )
     .await;

@@ -46,6 +46,21 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// A name no other test, run or process uses, from `tag`: a PostgreSQL
+/// schema's (so letters, digits and `_` around the tag), a Redis key
+/// prefix's, a temporary directory's.
+pub fn unique(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "rc_{tag}_{}_{}_{nanos:x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// The identity claim every test uses for `user`: the same person wherever
 /// the name appears (in open mode, a name is held by the identity that
 /// connected with it, so two tabs of "ann" must present the same claim).
@@ -137,15 +152,7 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "roomcast-test-{tag}-{}-{}-{nanos:x}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = std::env::temp_dir().join(unique(tag));
         std::fs::create_dir_all(&path).expect("create temp dir");
         Self(path)
     }

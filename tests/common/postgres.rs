@@ -2,26 +2,11 @@
 //! a schema per test, dropped when its guard goes, and a server
 //! configuration that stores history there.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use roomcast::store::StoreKind;
 
-use super::{Server, config};
+use super::{Server, config, unique};
 
 pub const SHARED: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A name no other test, run or process uses: a schema's, a key prefix's.
-pub fn unique(tag: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "rc_{tag}_{}_{}_{nanos:x}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// Runs `sql` on the shared server (setup and cleanup only), on a thread
 /// of its own (the caller may be inside a runtime).

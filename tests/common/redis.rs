@@ -3,9 +3,8 @@
 //! test uses, and a guard that deletes a test's keys when it ends.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::TIMEOUT;
+use super::{TIMEOUT, unique};
 
 pub const REDIS: &str = "127.0.0.1:6379";
 
@@ -132,19 +131,6 @@ impl Admin {
     }
 }
 
-/// A key prefix no other test (or run) uses.
-pub fn unique_prefix(tag: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "rctest-{tag}-{}-{}-{nanos:x}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// Deletes the test's keys when the test ends, passed or failed.
 pub struct Keys(pub String);
 
@@ -167,7 +153,7 @@ impl Keys {
 /// guard that removes its keys.
 pub fn on_redis(config: roomcast::Config, tag: &str) -> (roomcast::Config, Keys) {
     Admin::connect();
-    let prefix = unique_prefix(tag);
+    let prefix = unique(tag);
     let config = config
         .redis_url(Some(format!("redis://{REDIS}")))
         .redis_prefix(prefix.clone());
