@@ -38,13 +38,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::event::StoredMessage;
-use super::room::weight;
+use super::ring::weight;
 use super::store::{Change, Store};
 
 /// Posts and deletes kept at most: what one stall can leave in doubt, roughly (a Redis
 /// link holds 4096 queued and 1024 sent requests).
 pub const MAX_POSTS: usize = 4096;
-/// Bytes kept at most (as `room::weight` counts a message in memory).
+/// Bytes kept at most (as `ring::weight` counts a message in memory).
 pub const MAX_BYTES: usize = 16 << 20;
 /// How long a change is kept: a post's retry window at the backbone, and a
 /// margin (that window starts when the backbone runs the post, which a

@@ -29,6 +29,7 @@ mod names;
 mod outbox;
 mod relay;
 mod retries;
+mod ring;
 mod room;
 mod short_text;
 mod store;
@@ -616,7 +617,7 @@ impl Hub {
         while total() > target && evict_oldest_empty(&mut rooms, common) {}
         let mut heavy: Vec<(usize, Arc<Room>)> = rooms
             .values()
-            .map(|r| (r.lock().ring_bytes, Arc::clone(r)))
+            .map(|r| (r.lock().ring.bytes(), Arc::clone(r)))
             .collect();
         drop(rooms);
         heavy.sort_by_key(|h| std::cmp::Reverse(h.0));
@@ -629,7 +630,7 @@ impl Hub {
                 }
                 let mut state = room.lock();
                 let gone = state.trim(*bytes / 2, MIN_RING, common);
-                *bytes = state.ring_bytes;
+                *bytes = state.ring.bytes();
                 any |= gone > 0;
                 trimmed += gone;
             }

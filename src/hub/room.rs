@@ -1,11 +1,11 @@
-//! One room: its members in a slab, who is online, and the ring of recent
-//! messages. Everything here runs under the room's lock and never awaits;
+//! One room: its members in a slab, who is online, and its ring of recent
+//! messages ([`Ring`]). Everything here runs under the room's lock and never awaits;
 //! every change that others must see is serialized once into a [`Frame`] and
 //! pushed to each member's [`Outbox`]. With a durable store, each change is
 //! also queued for it ([`Store::slot`]) before it is applied, so a change the
 //! store cannot take is refused rather than lost.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,9 +23,8 @@ use super::identity::NameTaken;
 use super::message_frame;
 use super::names::{Emoji, RoomName, UserName};
 use super::outbox::{Outbox, Pushed};
-use super::retries::Retries;
+use super::ring::Ring;
 use super::store::{Change, RESERVE_BLOCK, Slot as StoreSlot, Snapshot, Store};
-use super::timestamp;
 use super::{Common, ReactionAction};
 
 /// A member's slot: the slab key is reused after a member leaves, so each
@@ -87,17 +86,10 @@ pub(crate) struct RoomState {
     holders: HashMap<UserName, Holder>,
     /// How long a released name stays held.
     hold_grace: Duration,
-    history: VecDeque<Arc<StoredMessage>>,
-    /// The posts sent with a `client_id`: a retry is answered with the
-    /// message instead of a second, or refused if it was deleted.
-    retries: Retries,
-    /// What the ring weighs (see [`weight`]), counted in the hub's total too.
-    pub(super) ring_bytes: usize,
+    /// The recent messages.
+    pub(super) ring: Ring,
     /// The highest seq handed out.
     last_seq: u64,
-    /// The highest seq pushed out of the ring by newer messages (or, for a
-    /// room loaded from a store, the newest stored message before the ring).
-    evicted_through: u64,
     /// Whether the ring and `last_seq` are the room's: always without a
     /// store; with one, once the room was loaded from it.
     pub(super) loaded: bool,
@@ -138,11 +130,8 @@ impl Room {
                 typing: HashMap::new(),
                 holders: HashMap::new(),
                 hold_grace,
-                history: VecDeque::new(),
-                retries: Retries::default(),
-                ring_bytes: 0,
+                ring: Ring::default(),
                 last_seq: 0,
-                evicted_through: 0,
                 loaded,
                 floor_generation: 0,
                 reserved: Arc::new(AtomicU64::new(if loaded { u64::MAX } else { 0 })),
@@ -266,15 +255,13 @@ impl RoomState {
         !self.loaded
             || self
                 .resume_from(after)
-                .is_some_and(|a| a < self.evicted_through)
+                .is_some_and(|a| a < self.ring.evicted_through())
     }
 
     /// The seq below which a resume must be read from the store: the ring's
     /// oldest message, or past the newest if the ring is empty.
     pub fn ring_start(&self) -> u64 {
-        self.history
-            .front()
-            .map_or(self.last_seq.saturating_add(1), |m| m.seq)
+        self.ring.start(self.last_seq.saturating_add(1))
     }
 
     /// Puts a room's stored state in place (once, when it is first loaded).
@@ -286,15 +273,13 @@ impl RoomState {
         let mut tail = snapshot.tail;
         let cut = tail.len().saturating_sub(ring);
         tail.drain(..cut);
-        self.evicted_through = match tail.first() {
+        let evicted_through = match tail.first() {
             Some(first) if snapshot.older || cut > 0 => first.seq.saturating_sub(1),
             None if snapshot.older => snapshot.last_seq,
             _ => 0,
         };
-        let bytes: usize = tail.iter().map(weight).sum();
-        self.history = tail.into_iter().map(Arc::new).collect();
-        self.account(bytes, 0, common);
-        self.retries = Retries::of(self.history.iter().map(Arc::as_ref));
+        self.ring
+            .install(tail, evicted_through, &common.history_bytes);
         self.last_seq = snapshot.last_seq;
         self.requested = snapshot.reserved;
         self.reserved.store(snapshot.reserved, Ordering::Release);
@@ -313,17 +298,18 @@ impl RoomState {
         common: &Common,
     ) -> Frame {
         let after = self.resume_from(after);
-        let all = older.iter().chain(self.history.iter().map(Arc::as_ref));
+        let all = older.iter().chain(self.ring.iter());
         let (wanted, evicted): (Vec<&StoredMessage>, bool) = match after {
             None => {
-                let total = older.len() + self.history.len();
+                let total = older.len() + self.ring.len();
                 let skip = total.saturating_sub(common.config.welcome_history);
                 (all.skip(skip).collect(), false)
             }
             Some(after) => {
                 let covered_from = older.first().map_or(self.ring_start(), |m| m.seq);
                 let evicted = older_gap
-                    || (after < self.evicted_through && after.saturating_add(1) < covered_from);
+                    || (after < self.ring.evicted_through()
+                        && after.saturating_add(1) < covered_from);
                 (all.filter(|m| m.seq > after).collect(), evicted)
             }
         };
@@ -544,38 +530,12 @@ impl RoomState {
         common.store.as_ref().map(Store::slot).transpose()
     }
 
-    /// Counts `add` bytes more and `sub` fewer in the ring (and the hub).
-    fn account(&mut self, add: usize, sub: usize, common: &Common) {
-        self.ring_bytes = (self.ring_bytes + add).saturating_sub(sub);
-        common.history_bytes.fetch_add(add, Ordering::Relaxed);
-        common.history_bytes.fetch_sub(
-            sub.min(common.history_bytes.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
-    }
-
     /// Drops the ring's oldest messages until it weighs at most `target`
     /// bytes or holds `keep` messages; returns how many went. They stay in
     /// the store, if there is one; without, a resume that wants them says
     /// `gap`.
     pub fn trim(&mut self, target: usize, keep: usize, common: &Common) -> usize {
-        let mut gone = 0;
-        while self.ring_bytes > target && self.history.len() > keep && self.drop_oldest(common) {
-            gone += 1;
-        }
-        gone
-    }
-
-    /// Takes the ring's oldest message out, and all it weighed; false if
-    /// the ring is empty.
-    fn drop_oldest(&mut self, common: &Common) -> bool {
-        let Some(old) = self.history.pop_front() else {
-            return false;
-        };
-        self.evicted_through = self.evicted_through.max(old.seq);
-        self.retries.left_ring(&old);
-        self.account(0, weight(&old), common);
-        true
+        self.ring.trim(target, keep, &common.history_bytes)
     }
 
     /// Drops the ring's messages that the store's retention period deleted
@@ -583,25 +543,12 @@ impl RoomState {
     /// shows them and an edit, a reaction or a delete of one is refused as
     /// of an unknown message instead of being accepted and not stored.
     /// Runs with every sweep, and before a welcome or a change is made
-    /// from the ring. The ring is in posting order, so they are its
-    /// oldest (one posted while the clock was set back stays until those
-    /// before it go). Returns how many went.
+    /// from the ring. Returns how many went.
     pub fn expire(&mut self, common: &Common) -> usize {
-        let Some(before) = common.store.as_ref().and_then(Store::pruned_before) else {
-            return 0;
-        };
-        let mut gone = 0;
-        // A timestamp that does not read counts as the epoch, as for the
-        // store's retention.
-        while self
-            .history
-            .front()
-            .is_some_and(|m| timestamp::millis(&m.timestamp).unwrap_or(0) < before)
-            && self.drop_oldest(common)
-        {
-            gone += 1;
+        match common.store.as_ref().and_then(Store::pruned_before) {
+            Some(before) => self.ring.expire(before, &common.history_bytes),
+            None => 0,
         }
-        gone
     }
 
     /// Since when the room has had no member, if it may leave memory: not
@@ -612,27 +559,13 @@ impl RoomState {
 
     /// The room leaves memory: its weight leaves the hub's total.
     pub fn unload(&mut self, common: &Common) {
-        let bytes = self.ring_bytes;
-        self.account(0, bytes, common);
-    }
-
-    /// What this identity already posted with `client_id`: the message, if
-    /// the ring still has it (the answer to a retry), or `Err` if it was
-    /// deleted since.
-    fn posted_before(
-        &self,
-        identity: &Identity,
-        client_id: &str,
-    ) -> Option<Result<&StoredMessage, Refusal>> {
-        let seq = self.retries.seq_of(identity, client_id)?;
-        let held = self.history.iter().map(Arc::as_ref).find(|m| m.seq == seq);
-        Some(held.ok_or_else(retry_of_gone))
+        self.ring.clear(&common.history_bytes);
     }
 
     /// Retry keys kept: all of them, and those of deleted messages.
     #[cfg(test)]
     pub(super) fn retries_kept(&self) -> (usize, usize) {
-        self.retries.kept()
+        self.ring.retries_kept()
     }
 
     /// Stores and broadcasts a new message. A retry (the same identity and
@@ -647,8 +580,8 @@ impl RoomState {
         client_id: Option<&str>,
         common: &Common,
     ) -> Result<Posted, Refusal> {
-        if let Some(again) = client_id.and_then(|c| self.posted_before(identity, c)) {
-            let again = again?;
+        if let Some(again) = client_id.and_then(|c| self.ring.posted_before(identity, c)) {
+            let again = again.ok_or_else(retry_of_gone)?;
             let echo = message_frame::message(&MessageView::of("message", again, client_id));
             return Ok(Posted {
                 seq: again.seq,
@@ -705,18 +638,8 @@ impl RoomState {
             };
             slot.send(change, reserve.map(|_| Arc::clone(&self.reserved)));
         }
-        if self.history.len() >= common.config.history.max(1)
-            && let Some(old) = self.history.pop_front()
-        {
-            self.evicted_through = old.seq;
-            self.retries.left_ring(&old);
-            self.account(0, weight(&old), common);
-        }
-        self.retries
-            .forget_deleted(seq, common.config.history.max(1));
-        self.retries.posted(&message);
-        self.account(weight(&message), 0, common);
-        self.history.push_back(message);
+        self.ring
+            .push(message, common.config.history.max(1), &common.history_bytes);
         if common.history_bytes.load(Ordering::Relaxed) > common.config.history_memory_bytes {
             common.over_budget.notify_one();
         }
@@ -731,9 +654,8 @@ impl RoomState {
     }
 
     fn position(&self, message_id: &str) -> Result<usize, Refusal> {
-        self.history
-            .iter()
-            .position(|m| m.id == message_id)
+        self.ring
+            .position(message_id)
             .ok_or_else(|| refused_not_found(message_id))
     }
 
@@ -753,7 +675,7 @@ impl RoomState {
         let max_users = common.config.max_users_per_reaction;
         self.expire(common);
         let at = self.position(message_id)?;
-        let reactions = &self.history[at].reactions.0;
+        let reactions = &self.ring.get(at).reactions.0;
         let pos = reactions.iter().position(|r| r.emoji == emoji);
         let mine = pos.and_then(|i| reactions[i].who.iter().position(|w| w == identity));
         let add = match action {
@@ -783,7 +705,7 @@ impl RoomState {
                 _ => {}
             }
             // What the reactions would weigh as JSON with this one added.
-            let grown = frame::json_len(&self.history[at].reactions)
+            let grown = frame::json_len(&self.ring.get(at).reactions)
                 + frame::json_len(user)
                 + 1
                 + pos.map_or(frame::json_len(&emoji) + 4, |_| 0);
@@ -799,30 +721,28 @@ impl RoomState {
             }
         }
         let store = Self::store_slot(common)?;
-        let before = weight(&self.history[at]);
-        let message = Arc::make_mut(&mut self.history[at]);
-        let reactions = &mut message.reactions.0;
-        match (pos, mine) {
-            (Some(i), None) => {
-                reactions[i].users.push(user.clone());
-                reactions[i].who.push(identity.clone());
-            }
-            (None, _) => reactions.push(Reaction {
-                emoji: emoji.clone(),
-                users: vec![user.clone()],
-                who: vec![identity.clone()],
-            }),
-            (Some(i), Some(j)) => {
-                reactions[i].users.remove(j);
-                reactions[i].who.remove(j);
-                if reactions[i].users.is_empty() {
-                    reactions.remove(i);
+        self.ring.change(at, &common.history_bytes, |message| {
+            let reactions = &mut message.reactions.0;
+            match (pos, mine) {
+                (Some(i), None) => {
+                    reactions[i].users.push(user.clone());
+                    reactions[i].who.push(identity.clone());
+                }
+                (None, _) => reactions.push(Reaction {
+                    emoji: emoji.clone(),
+                    users: vec![user.clone()],
+                    who: vec![identity.clone()],
+                }),
+                (Some(i), Some(j)) => {
+                    reactions[i].users.remove(j);
+                    reactions[i].who.remove(j);
+                    if reactions[i].users.is_empty() {
+                        reactions.remove(i);
+                    }
                 }
             }
-        }
-        let after = weight(&self.history[at]);
-        self.account(after, before, common);
-        let message = &self.history[at];
+        });
+        let message = self.ring.get(at);
         if let Some(slot) = store {
             let change = Change::React {
                 room: room.key(),
@@ -854,7 +774,7 @@ impl RoomState {
     ) -> Result<(), Refusal> {
         self.expire(common);
         let at = self.position(message_id)?;
-        let message = &self.history[at];
+        let message = self.ring.get(at);
         if message.identity != *identity {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
@@ -869,13 +789,11 @@ impl RoomState {
         }
         let store = Self::store_slot(common)?;
         let now = common.now_rfc3339();
-        let before = weight(&self.history[at]);
-        let message = Arc::make_mut(&mut self.history[at]);
-        message.content = content;
-        message.edited_at = Some(now.to_string());
-        let after = weight(message);
-        self.account(after, before, common);
-        let message = &self.history[at];
+        self.ring.change(at, &common.history_bytes, |message| {
+            message.content = content;
+            message.edited_at = Some(now.to_string());
+        });
+        let message = self.ring.get(at);
         if let Some(slot) = store {
             let change = Change::Edit {
                 room: room.key(),
@@ -904,10 +822,12 @@ impl RoomState {
         preview: AttachmentPreview,
         common: &Common,
     ) -> bool {
-        let Some(at) = self.history.iter().position(|m| m.seq == seq) else {
+        let Some(at) = self.ring.position_of_seq(seq) else {
             return false;
         };
-        let waiting = self.history[at]
+        let waiting = self
+            .ring
+            .get(at)
             .attachment
             .as_ref()
             .is_some_and(|a| a.url == url && a.preview.is_none());
@@ -917,14 +837,12 @@ impl RoomState {
         let Ok(store) = Self::store_slot(common) else {
             return false;
         };
-        let before = weight(&self.history[at]);
-        let message = Arc::make_mut(&mut self.history[at]);
-        if let Some(attachment) = message.attachment.as_mut() {
-            attachment.preview = Some(preview);
-        }
-        let after = weight(message);
-        self.account(after, before, common);
-        let message = &self.history[at];
+        self.ring.change(at, &common.history_bytes, |message| {
+            if let Some(attachment) = message.attachment.as_mut() {
+                attachment.preview = Some(preview);
+            }
+        });
+        let message = self.ring.get(at);
         if let (Some(slot), Some(attachment)) = (store, &message.attachment) {
             let change = Change::Attachment {
                 room: room.key(),
@@ -949,18 +867,16 @@ impl RoomState {
     ) -> Result<(), Refusal> {
         self.expire(common);
         let at = self.position(message_id)?;
-        if !moderator && self.history[at].identity != *identity {
+        if !moderator && self.ring.get(at).identity != *identity {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
                 "only the author can delete a message",
             ));
         }
         let store = Self::store_slot(common)?;
-        let Some(message) = self.history.remove(at) else {
+        let Some(message) = self.ring.remove(at, &common.history_bytes) else {
             return Err(refused_not_found(message_id));
         };
-        self.retries.deleted(&message);
-        self.account(0, weight(&message), common);
         if let Some(slot) = store {
             let change = Change::Delete {
                 room: room.key(),
@@ -1002,7 +918,7 @@ impl RoomState {
 
     /// The `reactions` answer: one message's reactions, whole.
     pub fn reactions(&self, message_id: &str) -> Result<Frame, Refusal> {
-        let message = &self.history[self.position(message_id)?];
+        let message = self.ring.get(self.position(message_id)?);
         Ok(frame::json(&Event::Reactions {
             message_id: &message.id,
             reactions: &message.reactions,
@@ -1019,7 +935,7 @@ impl RoomState {
 
     /// Every message still held, oldest first (for tests and embedders).
     pub fn history(&self) -> impl DoubleEndedIterator<Item = &StoredMessage> {
-        self.history.iter().map(Arc::as_ref)
+        self.ring.iter()
     }
 
     /// Online names with their connections here.
@@ -1056,36 +972,6 @@ impl RoomState {
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
-}
-
-/// About what a message held in memory costs, in bytes: its text fields,
-/// its reactions, and a fixed part for the structure and allocator.
-pub(crate) fn weight(m: &StoredMessage) -> usize {
-    let reactions: usize = m
-        .reactions
-        .0
-        .iter()
-        .map(|r| {
-            64 + r.emoji.as_str().len()
-                + r.users.iter().map(|u| u.as_str().len() + 32).sum::<usize>()
-                + r.who.iter().map(|w| w.as_str().len() + 16).sum::<usize>()
-        })
-        .sum();
-    let attachment = m.attachment.as_ref().map_or(0, |a| {
-        96 + a.url.len()
-            + a.name.len()
-            + a.content_type.len()
-            + a.preview.as_ref().map_or(0, |p| 16 + p.url.len())
-    });
-    256 + m.id.len()
-        + m.user.as_str().len()
-        + m.identity.as_str().len()
-        + m.content.len()
-        + m.timestamp.len()
-        + m.edited_at.as_ref().map_or(0, String::len)
-        + m.client_id.as_ref().map_or(0, String::len)
-        + attachment
-        + reactions
 }
 
 /// The newest of `views` (oldest first) whose JSON fits in `budget` bytes,
