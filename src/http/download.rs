@@ -180,7 +180,10 @@ async fn serve_file(
         Ok(None) => return super::not_found(),
         Err(e) => return storage_failed(&e),
     };
-    let info = store.info(name, len).await;
+    let info = match store.info(name, len).await {
+        Ok(info) => info,
+        Err(e) => return storage_failed(&e),
+    };
     let etag = format!("\"{}\"", info.name.id());
     if etag_matches(headers, &etag) {
         let mut res = Response::new(empty());

@@ -163,15 +163,24 @@ impl LocalStore {
 
     /// The upload an URL names, if it is `/uploads/<stored name>` and the
     /// file exists.
-    pub async fn resolve(&self, url: &str) -> Option<StoredInfo> {
-        let name = StoredName::parse(url.strip_prefix("/uploads/")?)?;
-        let meta = tokio::fs::metadata(self.path_of(&name)).await.ok()?;
-        if !meta.is_file() {
-            return None;
+    /// `Ok(None)` if there is no such upload; an error if its sidecar
+    /// cannot be read (nothing is assumed about its owner then).
+    pub async fn resolve(&self, url: &str) -> io::Result<Option<StoredInfo>> {
+        let Some(name) = url.strip_prefix("/uploads/").and_then(StoredName::parse) else {
+            return Ok(None);
+        };
+        let path = self.path_of(&name);
+        let Some(meta) = metadata_if_any(&path).await?.filter(|m| m.is_file()) else {
+            return Ok(None);
+        };
+        let mut info = self.info(name, meta.len()).await?;
+        // A sidecar missing because the sweep took the upload in between
+        // (it removes the data file first) is not one from before sidecars.
+        if info.owner.is_none() && info.attached && metadata_if_any(&path).await?.is_none() {
+            return Ok(None);
         }
-        let mut info = self.info(name, meta.len()).await;
         info.stored_at = meta.modified().ok();
-        Some(info)
+        Ok(Some(info))
     }
 
     /// The upload `url` names, for a message of `who` (an owner key) to
@@ -179,7 +188,14 @@ impl LocalStore {
     /// outlived the time to live unattached. Marks it attached (so it is
     /// kept from now on).
     pub async fn attach(&self, url: &str, who: &str) -> Result<StoredInfo, AttachError> {
-        let mut info = self.resolve(url).await.ok_or(AttachError::Unknown)?;
+        let mut info = match self.resolve(url).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return Err(AttachError::Unknown),
+            Err(e) => {
+                tracing::warn!(url, "cannot read an upload's record: {e}");
+                return Err(AttachError::Unavailable);
+            }
+        };
         if info.owner.as_deref().is_some_and(|owner| owner != who) {
             return Err(AttachError::NotYours);
         }
@@ -206,7 +222,7 @@ impl LocalStore {
     /// the old one, so a reader sees one or the other, whole).
     async fn mark_attached(&self, info: &StoredInfo) -> io::Result<()> {
         let _guard = self.sidecar_lock.lock().await;
-        let Some(mut sidecar) = self.read_sidecar(&info.name).await else {
+        let Some(mut sidecar) = self.read_sidecar(&info.name).await? else {
             // An upload from before sidecars: never swept, nothing to mark.
             return Ok(());
         };
@@ -281,8 +297,9 @@ impl LocalStore {
     /// display name comes from the sidecar (cleaned again: the directory may
     /// be shared); the content type always follows the extension, so no
     /// sidecar can make the server send a type it did not detect.
-    pub async fn info(&self, name: StoredName, size: u64) -> StoredInfo {
-        let (display_name, owner, attached, preview) = match self.read_sidecar(&name).await {
+    /// An error if the sidecar exists but cannot be read.
+    pub async fn info(&self, name: StoredName, size: u64) -> io::Result<StoredInfo> {
+        let (display_name, owner, attached, preview) = match self.read_sidecar(&name).await? {
             Some(sidecar) => (
                 DisplayName::sanitize(Some(&sidecar.name)),
                 sidecar.owner,
@@ -294,7 +311,7 @@ impl LocalStore {
             // Uploads from before sidecars count as attached: never swept.
             None => (DisplayName::sanitize(Some(name.as_str())), None, true, None),
         };
-        StoredInfo {
+        Ok(StoredInfo {
             name,
             display_name,
             size,
@@ -302,16 +319,32 @@ impl LocalStore {
             attached,
             stored_at: None,
             preview,
-        }
+        })
     }
 
-    async fn read_sidecar(&self, name: &StoredName) -> Option<Sidecar> {
+    /// The upload's sidecar: `Ok(None)` if it has none (an upload from
+    /// before sidecars), an error if it has one that cannot be read, too
+    /// large or not a sidecar. Never taken for a missing one: that would
+    /// make someone else's upload attachable, unswept.
+    async fn read_sidecar(&self, name: &StoredName) -> io::Result<Option<Sidecar>> {
         let path = self.sidecar_path(name);
-        if tokio::fs::metadata(&path).await.ok()?.len() > MAX_SIDECAR_BYTES {
-            return None;
+        let Some(meta) = metadata_if_any(&path).await? else {
+            return Ok(None);
+        };
+        if meta.len() > MAX_SIDECAR_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is larger than a sidecar", path.display()),
+            ));
         }
-        let bytes = tokio::fs::read(&path).await.ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
     /// Deletes what interrupted uploads left behind (the process died
@@ -473,6 +506,15 @@ impl Drop for LocalPending {
     }
 }
 
+/// A path's metadata, `None` if nothing is there; other errors are errors.
+async fn metadata_if_any(path: &Path) -> io::Result<Option<std::fs::Metadata>> {
+    match tokio::fs::metadata(path).await {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,6 +629,40 @@ mod tests {
             store.attach(&old.url(), "anyone").await.unwrap_err(),
             AttachError::Unknown
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_sidecar_makes_nobody_the_owner() {
+        let dir = scratch_dir("sidecar");
+        let store = LocalStore::new(&dir);
+        let mut upload = store.begin().await.unwrap();
+        upload.write(b"mine").await.unwrap();
+        let info = upload
+            .commit(
+                Kind::Text,
+                DisplayName::sanitize(Some("a.txt")),
+                Some("alice".into()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.attach(&info.url(), "mallory").await.unwrap_err(),
+            AttachError::NotYours
+        );
+        // A sidecar that is there but does not read (damaged here; an I/O
+        // error or no file descriptor left act the same) is not taken for
+        // an upload from before sidecars, which anyone may attach.
+        std::fs::write(store.sidecar_path(&info.name), b"{\"name\":").unwrap();
+        assert!(store.resolve(&info.url()).await.is_err());
+        assert_eq!(
+            store.attach(&info.url(), "mallory").await.unwrap_err(),
+            AttachError::Unavailable
+        );
+        // Without a sidecar at all it is one from before sidecars.
+        std::fs::remove_file(store.sidecar_path(&info.name)).unwrap();
+        let legacy = store.resolve(&info.url()).await.unwrap().unwrap();
+        assert!(legacy.attached && legacy.owner.is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -191,7 +191,7 @@ mod tests {
         let attached = store.attach(&info.url(), "anyone").await.unwrap();
         assert_eq!(attached.preview, Some(preview.clone()));
         // Marking it attached rewrote the sidecar and kept the preview.
-        let again = store.resolve(&info.url()).await.unwrap();
+        let again = store.resolve(&info.url()).await.unwrap().unwrap();
         assert!(again.attached);
         assert_eq!(again.preview, Some(preview));
         let counted = LocalStore::with_limits(&dir, None, ttl).used_bytes();
