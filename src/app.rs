@@ -239,7 +239,7 @@ impl AppState {
         };
         let hub = match &config.redis_url {
             None => Hub::from_parts(parts),
-            Some(url) => start_redis(&config, parts, url)?,
+            Some(url) => start_redis(&config, parts, url.as_str())?,
         };
         let auth = Arc::new(config.auth.clone());
         // A history store behind throttles reads as a connection's queue

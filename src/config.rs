@@ -107,7 +107,8 @@ pub struct Config {
     pub empty_room_ttl: Duration,
     /// Share rooms with other instances through this Redis
     /// (`redis://[user:password@]host[:port][/db]`; needs feature `redis`).
-    pub redis_url: Option<String>,
+    /// Never shown by `Debug`: it may hold a password.
+    pub redis_url: Option<RedisUrl>,
     /// Prefix of every Redis key and channel roomcast uses.
     pub redis_prefix: String,
     /// With Redis: an instance silent this long is taken for dead and its
@@ -210,6 +211,33 @@ impl Default for Config {
             history_memory_bytes: 256 << 20,
             max_reaction_bytes: 16 << 10,
         }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::redis_url`].
+    #[must_use]
+    pub fn redis_url(mut self, url: Option<impl Into<String>>) -> Self {
+        self.redis_url = url.map(|u| RedisUrl(u.into()));
+        self
+    }
+}
+
+/// A Redis URL as given. It may hold a password, so `Debug` shows only
+/// that there is one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The URL itself.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisUrl(..)")
     }
 }
 
@@ -319,8 +347,6 @@ setters! {
     shutdown_grace: Duration,
     /// Sets [`Config::empty_room_ttl`].
     empty_room_ttl: Duration,
-    /// Sets [`Config::redis_url`].
-    redis_url: Option<String>,
     /// Sets [`Config::redis_prefix`].
     redis_prefix: String,
     /// Sets [`Config::presence_ttl`].

@@ -33,7 +33,7 @@ mod server;
 pub mod store;
 pub mod ws;
 
-pub use config::Config;
+pub use config::{Config, RedisUrl};
 pub use error::ServeError;
 pub use hub::Hub;
 pub use server::{serve, serve_when_ready};

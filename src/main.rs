@@ -749,7 +749,12 @@ mod tests {
     fn an_empty_redis_url_means_none() {
         assert_eq!(config(&[], &[("REDIS_URL", "")]).redis_url, None);
         let c = config(&["--redis-url", "redis://127.0.0.1:6379"], &[]);
-        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(
+            c.redis_url.as_ref().map(|u| u.as_str()),
+            Some("redis://127.0.0.1:6379")
+        );
+        let secret = config(&["--redis-url", "redis://u:the-password@h:6379"], &[]);
+        assert!(!format!("{secret:?}").contains("the-password"));
     }
 
     #[test]
@@ -802,8 +807,9 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.starts_with("--allowed-origins"), "{err}");
-        let c = config(&[], &[("METRICS_TOKEN", "m")]);
-        assert_eq!(c.auth.metrics_token.as_deref(), Some("m"));
+        let c = config(&[], &[("METRICS_TOKEN", "the-metrics-token")]);
+        assert_eq!(c.auth.metrics_token.as_deref(), Some("the-metrics-token"));
+        assert!(!format!("{c:?}").contains("the-metrics-token"));
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub enum Mode {
 }
 
 /// The server's identity rules.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Auth {
     /// Open or token mode.
     pub mode: Mode,
@@ -43,6 +43,17 @@ pub struct Auth {
     pub origins: AllowedOrigins,
     /// `/metrics` needs `Authorization: Bearer <this>` when set.
     pub metrics_token: Option<String>,
+}
+
+/// Shows whether `/metrics` has a token, never the token.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("mode", &self.mode)
+            .field("origins", &self.origins)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 impl Default for Auth {
