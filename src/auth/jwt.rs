@@ -153,16 +153,43 @@ struct Header {
 struct Claims {
     #[serde(default)]
     sub: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numeric_date")]
     exp: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "numeric_date",
+        skip_serializing_if = "Option::is_none"
+    )]
     nbf: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "numeric_date",
+        skip_serializing_if = "Option::is_none"
+    )]
     iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     rooms: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     role: Option<String>,
+}
+
+/// A time claim: RFC 7519's NumericDate, seconds since the epoch, which
+/// may have a fraction (dropped: a second's difference is within the
+/// leeway). Negative or not a number: the claims are refused.
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(whole) = n.as_u64() {
+        return Ok(Some(whole));
+    }
+    match n.as_f64() {
+        // `as` saturates: a date past u64's seconds is as good as never.
+        Some(x) if x >= 0.0 => Ok(Some(x as u64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "a time claim must be seconds since 1970, not {n}"
+        ))),
+    }
 }
 
 fn part(raw: &str, what: &'static str) -> Result<Vec<u8>, TokenError> {
@@ -333,6 +360,26 @@ mod tests {
         let g = verify(pyjwt, &secret(), 2000).unwrap();
         assert_eq!(g.sub.as_str(), "ann");
         assert_eq!(g.rooms, vec![RoomPattern::Exact("private-design".into())]);
+    }
+
+    #[test]
+    fn time_claims_may_have_a_fraction() {
+        let s = secret();
+        // RFC 7519's NumericDate; some libraries write `iat` with one.
+        let fractions = raw(
+            r#"{"alg":"HS256"}"#,
+            r#"{"sub":"ann","exp":2500.75,"nbf":1999.5,"iat":1999.25}"#,
+            &s.0,
+        );
+        assert_eq!(verify(&fractions, &s, 2000).unwrap().exp, 2500);
+        for bad in [r#"-5"#, r#""2500""#, "1e400"] {
+            let payload = format!(r#"{{"sub":"ann","exp":{bad}}}"#);
+            let token = raw(r#"{"alg":"HS256"}"#, &payload, &s.0);
+            assert!(
+                matches!(verify(&token, &s, 2000), Err(TokenError::Claims(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
