@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::s3::{S3Fs, request_url, store_png};
-use common::{HttpResponse, Server, config, token, token_mode};
+use common::{HttpResponse, Proxy, Server, config, token, token_mode};
 use roomcast::media::s3::{CompleteError, PresignedPut};
 use roomcast::media::{DisplayName, Kind, MediaStoreKind, StoredName};
 use serde_json::{Value, json};
@@ -701,6 +701,31 @@ async fn storage_down_gives_clear_503s_and_health_says_degraded() {
     ann.send_attachment("x", &url).await;
     ann.expect_error("unavailable").await;
     server.shutdown().await.unwrap();
+}
+
+/// Requests to the bucket one after another share one kept-alive
+/// connection; when the bucket's side drops it, the next request goes on a
+/// new one and succeeds, and the bucket is not reported failing.
+#[tokio::test]
+async fn requests_to_the_bucket_share_a_connection_and_outlive_its_loss() {
+    let s3 = S3Fs::start();
+    let stored = store_png(&s3.store(), PNG, None).await;
+    let proxy = Proxy::start(&s3.addr.to_string()).await;
+    let store = s3.store_via(&proxy);
+    for _ in 0..3 {
+        let info = store.info(stored.name.clone()).await.unwrap();
+        assert_eq!(info.expect("stored").size, PNG.len() as u64);
+        let head = store.get_range(&stored.name, 0, 4).await.unwrap();
+        assert_eq!(head, PNG[..4]);
+    }
+    assert_eq!(proxy.connections(), 1, "a connection per request");
+
+    proxy.cut();
+    proxy.restore();
+    let head = store.head(stored.name.as_str()).await.unwrap();
+    assert_eq!(head.expect("stored").size, Some(PNG.len() as u64));
+    assert_eq!(proxy.connections(), 2);
+    assert_eq!(store.client().degraded(), None);
 }
 
 #[tokio::test]

@@ -115,6 +115,11 @@ impl Proxy {
         }
     }
 
+    /// How many connections it accepted, refused ones included.
+    pub fn connections(&self) -> u64 {
+        self.next.load(Ordering::SeqCst)
+    }
+
     /// Drops every proxied connection and refuses new ones.
     pub fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);

@@ -94,9 +94,7 @@ impl S3Fs {
 
     /// Where the service is, with the keys.
     pub fn target(&self) -> S3Target {
-        S3Target::parse(&format!("s3://{S3_BUCKET}?endpoint={}", self.endpoint))
-            .expect("a valid target")
-            .with_credentials(Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY))
+        target_at(&self.endpoint)
     }
 
     /// The media store setting for a roomcast using this.
@@ -117,6 +115,16 @@ impl S3Fs {
             .expect("a store")
     }
 
+    /// [`S3Fs::store`] reaching the service through `proxy` (started in
+    /// front of [`S3Fs::addr`]), so a test can count or cut its
+    /// connections.
+    pub fn store_via(&self, proxy: &Proxy) -> roomcast::media::s3::S3Store {
+        let minute = Duration::from_secs(60);
+        let target = target_at(&format!("http://{}", proxy.addr));
+        roomcast::media::s3::S3Store::new(target, Duration::from_secs(3600), minute, minute)
+            .expect("a store")
+    }
+
     /// The file `key` in the bucket, as s3s-fs stores it.
     pub fn object_path(&self, key: &str) -> PathBuf {
         self.dir.path().join(S3_BUCKET).join(key)
@@ -127,6 +135,13 @@ impl S3Fs {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The test bucket at `endpoint` (`http://host:port`), with the keys.
+fn target_at(endpoint: &str) -> S3Target {
+    S3Target::parse(&format!("s3://{S3_BUCKET}?endpoint={endpoint}"))
+        .expect("a valid target")
+        .with_credentials(Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY))
 }
 
 impl Drop for S3Fs {

@@ -1,32 +1,43 @@
 //! The S3 wire: path-style requests (`http://endpoint/bucket/key`) over
-//! plain HTTP/1.1, one connection per request, each signed with SigV4 and
-//! bounded in time; answers' bodies are read within a size bound. It knows
-//! buckets, keys and status codes, nothing of uploads.
+//! plain HTTP/1.1 keep-alive connections, kept idle for reuse in a small
+//! pool (`pool.rs`), each request signed with SigV4 and bounded in time;
+//! answers' bodies are read within a size bound. It knows buckets, keys and
+//! status codes, nothing of uploads.
+//!
+//! A request whose body is in memory goes on an idle connection if there
+//! is one, and if that fails before an answer's head arrives (the server
+//! closed it just as we sent: the stale keep-alive race), once more on a
+//! new connection. A streamed body is read once, so it goes on a new
+//! connection of its own and is never sent again.
 //!
 //! Every answer (even an error status) proves the service is there; a
 //! connection that fails, times out or a `5xx` marks it unreachable until
 //! the next answer, which is what `/health` reports.
 
 use std::io;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::pool::Pool;
+pub use super::pool::S3Body;
 use super::sigv4::{self, Credentials, Scope, Timestamp};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Requests to the bucket waiting for their answer at once. Each is a TCP
-/// connection of its own, and anyone may cause one (a `GET /uploads/...`
-/// reads the upload's record), so this bounds the server's sockets to the
+/// Requests to the bucket waiting for their answer at once. Each holds a
+/// TCP connection (a kept-alive one or a new one), and anyone may cause one
+/// (a `GET /uploads/...` reads the upload's record), so this, with the
+/// idle ones kept (16, `pool.rs`), bounds the server's sockets to the
 /// bucket; past it a request waits for a place within its own timeout,
 /// then fails as unavailable without counting against the bucket's health.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -36,16 +47,21 @@ pub const MAX_XML_BYTES: usize = 1 << 20;
 /// A request body.
 pub type ReqBody = UnsyncBoxBody<Bytes, io::Error>;
 
-/// An empty request body.
-pub fn no_body() -> ReqBody {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
-/// A request body holding `bytes`.
-pub fn bytes_body(bytes: impl Into<Bytes>) -> ReqBody {
-    Full::new(bytes.into())
+/// A request body holding `bytes` (none if empty).
+fn bytes_body(bytes: Bytes) -> ReqBody {
+    Full::new(bytes)
         .map_err(|never| match never {})
         .boxed_unsync()
+}
+
+/// What a call sends.
+enum Payload {
+    /// Bytes in memory (none if empty): sent again as they are when a
+    /// kept-alive connection fails under them.
+    Bytes(Bytes),
+    /// A body read as it is sent (a staged upload's file): it cannot be
+    /// sent twice, so it goes on a new connection of its own.
+    Stream(ReqBody),
 }
 
 /// One request to the bucket: built with [`Call::new`] and the setters,
@@ -55,7 +71,7 @@ pub struct Call<'a> {
     key: Option<&'a str>,
     query: Vec<(String, String)>,
     headers: Vec<(String, String)>,
-    body: ReqBody,
+    payload: Payload,
     payload_hash: String,
     timeout: Duration,
 }
@@ -69,7 +85,7 @@ impl<'a> Call<'a> {
             key,
             query: Vec::new(),
             headers: Vec::new(),
-            body: no_body(),
+            payload: Payload::Bytes(Bytes::new()),
             payload_hash: sigv4::sha256_hex(b""),
             timeout,
         }
@@ -89,10 +105,22 @@ impl<'a> Call<'a> {
         self
     }
 
-    /// Sends `body`, whose SHA-256 is `payload_hash` (lowercase hex).
+    /// Sends `bytes`, whose SHA-256 is `payload_hash` (lowercase hex); if a
+    /// kept-alive connection fails under them, they are sent again on a new
+    /// one.
     #[must_use]
-    pub fn body(mut self, body: ReqBody, payload_hash: String) -> Self {
-        self.body = body;
+    pub fn bytes(mut self, bytes: impl Into<Bytes>, payload_hash: String) -> Self {
+        self.payload = Payload::Bytes(bytes.into());
+        self.payload_hash = payload_hash;
+        self
+    }
+
+    /// Streams `body`, whose SHA-256 is `payload_hash` (lowercase hex), on
+    /// a new connection: a body read once is never risked on a kept-alive
+    /// connection the server may be closing, as it could not be sent again.
+    #[must_use]
+    pub fn stream(mut self, body: ReqBody, payload_hash: String) -> Self {
+        self.payload = Payload::Stream(body);
         self.payload_hash = payload_hash;
         self
     }
@@ -250,6 +278,9 @@ pub struct S3Client {
     last_failure: Mutex<String>,
     /// Places for requests waiting for their answer ([`MAX_IN_FLIGHT`]).
     in_flight: tokio::sync::Semaphore,
+    /// Idle keep-alive connections; shared with the answers' bodies, which
+    /// give their connection back at their end.
+    pool: Arc<Pool>,
 }
 
 impl S3Client {
@@ -265,6 +296,7 @@ impl S3Client {
             reachable: AtomicBool::new(true),
             last_failure: Mutex::new(String::new()),
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            pool: Arc::default(),
         })
     }
 
@@ -362,8 +394,11 @@ impl S3Client {
     /// Sends one signed request and returns the answer whatever its
     /// status. A wait for a place among [`MAX_IN_FLIGHT`], then the
     /// exchange up to the answer's head, each take at most the call's
-    /// timeout: only the exchange's own time judges the bucket.
-    pub async fn send(&self, call: Call<'_>) -> Result<Response<Incoming>, S3Error> {
+    /// timeout: only the exchange's own time judges the bucket. The
+    /// exchange includes a second try on a new connection when a
+    /// kept-alive one fails (see `exchange`); a failure so retried is not
+    /// the bucket's.
+    pub async fn send(&self, call: Call<'_>) -> Result<Response<S3Body>, S3Error> {
         let Ok(Ok(_place)) = tokio::time::timeout(call.timeout, self.in_flight.acquire()).await
         else {
             return Err(S3Error::Unreachable(format!(
@@ -375,7 +410,7 @@ impl S3Client {
             key,
             query,
             headers: extra,
-            body,
+            payload,
             payload_hash,
             timeout,
         } = call;
@@ -419,52 +454,115 @@ impl S3Client {
         for (name, value) in &signed.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let request = builder
+        let head = builder
             .header(header::AUTHORIZATION, authorization)
-            .body(body)
+            .body(())
             .map_err(|e| S3Error::Unreachable(format!("cannot build the request: {e}")))?;
 
-        let exchange = async {
-            let stream = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                TcpStream::connect((self.target.host.as_str(), self.target.port)),
-            )
-            .await
-            .map_err(|_| "connecting timed out".to_owned())?
-            .map_err(|e| format!("cannot connect to {}: {e}", self.target.authority))?;
-            let _ = stream.set_nodelay(true);
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            sender
-                .send_request(request)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        let answer = match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(res)) => res,
-            Ok(Err(why)) => {
-                self.mark(false, &why);
-                return Err(S3Error::Unreachable(why));
-            }
-            Err(_) => {
-                self.mark(false, "no answer in time");
-                return Err(S3Error::Unreachable("no answer in time".into()));
-            }
-        };
+        let (answer, sender) =
+            match tokio::time::timeout(timeout, self.exchange(&head, payload)).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(why)) => {
+                    self.mark(false, &why);
+                    return Err(S3Error::Unreachable(why));
+                }
+                Err(_) => {
+                    self.mark(false, "no answer in time");
+                    return Err(S3Error::Unreachable("no answer in time".into()));
+                }
+            };
         // A 403 to our own signed request means keys or clock are wrong:
         // nothing will work until an operator fixes it.
         let failing = answer.status().is_server_error() || answer.status() == StatusCode::FORBIDDEN;
         self.mark(!failing, &format!("answered {}", answer.status()));
-        Ok(answer)
+        let home = sender.map(|sender| (sender, Arc::clone(&self.pool)));
+        Ok(answer.map(|body| S3Body::new(body, home)))
+    }
+
+    /// Sends `head` with `payload` and waits for the answer's head; returns
+    /// it with the connection, if that may be kept once the answer is read.
+    ///
+    /// Bytes go on the most recently idle connection, if any. If the
+    /// server closed it meanwhile, the next is tried; if sending on it
+    /// fails before an answer's head arrives (the server closed it just as
+    /// the request went: its keep-alive timeout fired), the bytes go once
+    /// more on a new connection, and only that attempt's failure is
+    /// returned. Every request we send with bytes (a `GET`, `HEAD`,
+    /// `DELETE`, or `PUT` of a whole object or a copy) does the same when
+    /// done twice, so sending it again is safe.
+    ///
+    /// A stream goes on a new connection, once, and that connection is not
+    /// kept: it cannot be sent again if a reused connection failed under
+    /// it, and when the bucket answers before reading all of it (a refusal
+    /// mid-upload), the connection may be busy writing the rest long after
+    /// the answer.
+    async fn exchange(
+        &self,
+        head: &Request<()>,
+        payload: Payload,
+    ) -> Result<(Response<Incoming>, Option<SendRequest<ReqBody>>), String> {
+        let bytes = match payload {
+            Payload::Stream(body) => {
+                let mut sender = self.connect().await?;
+                let answer = sender
+                    .send_request(with_body(head, body))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok((answer, None));
+            }
+            Payload::Bytes(bytes) => bytes,
+        };
+        while let Some(mut sender) = self.pool.take(Instant::now()) {
+            // A pooled connection's answer was read to its end, so this is
+            // at once ready, or an error if the server closed it since.
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender
+                .send_request(with_body(head, bytes_body(bytes.clone())))
+                .await
+            {
+                Ok(answer) => return Ok((answer, Some(sender))),
+                Err(e) => {
+                    tracing::debug!(
+                        "a kept-alive connection to the bucket failed ({e}); again on a new one"
+                    );
+                    break;
+                }
+            }
+        }
+        let mut sender = self.connect().await?;
+        let answer = sender
+            .send_request(with_body(head, bytes_body(bytes)))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((answer, Some(sender)))
+    }
+
+    /// A new connection to the service, driven by a task of its own, which
+    /// ends when the connection closes (or, idle, when its sender is
+    /// dropped).
+    async fn connect(&self) -> Result<SendRequest<ReqBody>, String> {
+        let stream = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((self.target.host.as_str(), self.target.port)),
+        )
+        .await
+        .map_err(|_| "connecting timed out".to_owned())?
+        .map_err(|e| format!("cannot connect to {}: {e}", self.target.authority))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
     }
 
     /// Sends and expects a `2xx`; anything else becomes an error carrying
     /// S3's `<Code>`.
-    pub async fn expect_ok(&self, call: Call<'_>) -> Result<Response<Incoming>, S3Error> {
+    pub async fn expect_ok(&self, call: Call<'_>) -> Result<Response<S3Body>, S3Error> {
         let timeout = call.timeout;
         let res = self.send(call).await?;
         if res.status().is_success() {
@@ -482,8 +580,17 @@ impl S3Client {
     }
 }
 
+/// A request like `head` carrying `body`.
+fn with_body(head: &Request<()>, body: ReqBody) -> Request<ReqBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = head.method().clone();
+    *request.uri_mut() = head.uri().clone();
+    *request.headers_mut() = head.headers().clone();
+    request
+}
+
 /// The whole body, if it is at most `max` bytes.
-pub async fn read_limited(body: Incoming, max: usize) -> Result<Bytes, S3Error> {
+pub async fn read_limited(body: S3Body, max: usize) -> Result<Bytes, S3Error> {
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
@@ -567,7 +674,7 @@ pub fn parse_http_date(s: &str) -> Option<u64> {
 }
 
 /// A header value as text, if present and visible ASCII.
-pub fn header_str(res: &Response<Incoming>, name: header::HeaderName) -> Option<&str> {
+pub fn header_str(res: &Response<S3Body>, name: header::HeaderName) -> Option<&str> {
     res.headers()
         .get(name)
         .and_then(|v: &HeaderValue| v.to_str().ok())
@@ -576,7 +683,134 @@ pub fn header_str(res: &Response<Incoming>, name: header::HeaderName) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A client of the bucket on 127.0.0.1:`port`.
+    fn client_of(port: u16) -> S3Client {
+        let target = S3Target::parse(&format!("s3://media?endpoint=http://127.0.0.1:{port}"))
+            .unwrap()
+            .with_credentials(Credentials::new("key", "secret"));
+        S3Client::new(target).unwrap()
+    }
+
+    /// A bucket on 127.0.0.1 that answers every request `200` with a
+    /// two-byte body and keeps the connection open. With `once`, it
+    /// answers only the first request on each connection, and closes the
+    /// connection when the next one arrives, unanswered: a server whose
+    /// keep-alive timeout fires just as a request comes. Returns its port
+    /// and a count of the connections it accepted.
+    async fn bucket(once: bool) -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    for answered in 0.. {
+                        // A request's head, then as many bytes as it says.
+                        let end = loop {
+                            if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break at + 4;
+                            }
+                            let mut buf = [0u8; 4096];
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        while seen.len() < end + length {
+                            let mut buf = [0u8; 4096];
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        seen.drain(..end + length);
+                        if once && answered > 0 {
+                            return;
+                        }
+                        let mut answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec();
+                        if head.starts_with("head ") {
+                            answer.truncate(answer.len() - 2);
+                        }
+                        if socket.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    /// A `GET` of `k`, its body read.
+    async fn get(client: &S3Client) -> Result<Bytes, S3Error> {
+        let res = client
+            .expect_ok(Call::new(Method::GET, Some("k"), Duration::from_secs(30)))
+            .await?;
+        read_limited(res.into_body(), 16).await
+    }
+
+    #[tokio::test]
+    async fn requests_one_after_another_share_one_connection() {
+        let (port, accepted) = bucket(false).await;
+        let client = client_of(port);
+        for _ in 0..3 {
+            assert_eq!(get(&client).await.unwrap(), "ok");
+            // Unread: a HEAD's answer has no body to read.
+            client
+                .expect_ok(Call::new(Method::HEAD, Some("k"), Duration::from_secs(30)))
+                .await
+                .unwrap();
+            let put = Call::new(Method::PUT, Some("k"), Duration::from_secs(30))
+                .bytes(&b"abc"[..], sigv4::sha256_hex(b"abc"));
+            let res = client.expect_ok(put).await.unwrap();
+            read_limited(res.into_body(), 16).await.unwrap();
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(client.pool.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_connection_closed_as_we_send_is_retried_on_a_new_one() {
+        let (port, accepted) = bucket(true).await;
+        let client = client_of(port);
+        for n in 1..=3 {
+            assert_eq!(get(&client).await.unwrap(), "ok", "request {n}");
+            assert_eq!(accepted.load(Ordering::SeqCst), n);
+        }
+        assert_eq!(client.degraded(), None, "a retried failure was counted");
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_goes_on_a_new_connection_never_kept() {
+        let (port, accepted) = bucket(true).await;
+        let client = client_of(port);
+        get(&client).await.unwrap();
+        assert_eq!(client.pool.len(), 1);
+        // On the kept connection it would meet the close, and fail.
+        let chunks = futures_util::stream::iter([Ok::<_, io::Error>(hyper::body::Frame::data(
+            Bytes::from_static(b"abc"),
+        ))]);
+        let body = http_body_util::StreamBody::new(chunks).boxed_unsync();
+        let put = Call::new(Method::PUT, Some("k"), Duration::from_secs(30))
+            .headers(vec![("content-length".to_owned(), "3".to_owned())])
+            .stream(body, sigv4::sha256_hex(b"abc"));
+        let res = client.expect_ok(put).await.unwrap();
+        assert_eq!(read_limited(res.into_body(), 16).await.unwrap(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(client.pool.len(), 1, "the stream's connection was kept");
+        assert_eq!(client.degraded(), None);
+    }
 
     /// A bucket that accepts connections and never answers: at most
     /// [`MAX_IN_FLIGHT`] requests connect to it at once; one more waits

@@ -27,6 +27,7 @@
 //! (`--uploads-max-mb`) counts the local directory only.
 
 pub mod client;
+mod pool;
 pub mod previews;
 pub mod sigv4;
 
@@ -47,7 +48,7 @@ use super::sniff::{self, Kind, TextCheck};
 use super::{
     AttachError, DisplayName, MAX_SIDECAR_BYTES, PreviewInfo, PreviewName, StoredInfo, StoredName,
 };
-use client::{Call, bytes_body, read_limited};
+use client::{Call, read_limited};
 
 /// How long a small request (a sidecar, a marker, a head) may take.
 const SMALL: Duration = Duration::from_secs(15);
@@ -153,10 +154,7 @@ fn incoming_key(name: &StoredName) -> String {
 }
 
 /// An answer's body read within `SMALL` and `max` bytes.
-async fn read_small(
-    res: http::Response<hyper::body::Incoming>,
-    max: usize,
-) -> Result<Bytes, S3Error> {
+async fn read_small(res: http::Response<client::S3Body>, max: usize) -> Result<Bytes, S3Error> {
     tokio::time::timeout(SMALL, read_limited(res.into_body(), max))
         .await
         .map_err(|_| S3Error::Unreachable("the answer stalled".into()))?
@@ -207,7 +205,7 @@ impl S3Store {
             .expect_ok(
                 Call::new(Method::PUT, Some(key), SMALL)
                     .headers(extra)
-                    .body(bytes_body(bytes), hash),
+                    .bytes(bytes, hash),
             )
             .await
             .map(drop)
@@ -417,7 +415,7 @@ impl S3Store {
                 .expect_ok(
                     Call::new(Method::PUT, Some(name.as_str()), self.put_timeout)
                         .headers(extra)
-                        .body(file_body(file, len), sha256),
+                        .stream(file_body(file, len), sha256),
                 )
                 .await?;
             self.write_sidecar(&name, &display_name, owner.as_deref(), len)
