@@ -16,7 +16,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -179,22 +179,25 @@ async fn serve_connection(
     _token: Token,
 ) {
     let grace = state.config.shutdown_grace;
-    // Requests being answered on this connection. At shutdown a connection
-    // with none (idle, or still sending a request head: a slowloris) is
-    // closed at once; only one answering a request gets the grace.
-    let answering = Arc::new(AtomicUsize::new(0));
-    let busy = Arc::clone(&answering);
+    // Whether a request head has come on this connection. At shutdown one
+    // with none (new, or still sending its first head: a slowloris) is
+    // closed at once. Any other is left to hyper's graceful shutdown, which
+    // ends it as soon as it owes nothing: at once if it is idle between
+    // requests (or reading the next head), else once the response being
+    // answered has gone out whole, within the grace. Counting a request
+    // only until its handler returns is not enough: a file's body streams
+    // after that, and hyper flushes its last buffered bytes after the body
+    // has ended; hyper alone knows when both are done.
+    let requested = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&requested);
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        // hyper calls this as it parses the head, in this connection's task,
+        // so the `select!` below never sees a request the flag has missed.
+        requested.store(true, Ordering::Relaxed);
         req.extensions_mut().insert(peer);
         req.extensions_mut().insert(slot.clone());
         let state = Arc::clone(&state);
-        let answering = Arc::clone(&answering);
-        answering.fetch_add(1, Ordering::AcqRel);
-        async move {
-            let res = router::route(req, state).await;
-            answering.fetch_sub(1, Ordering::AcqRel);
-            Ok::<_, Infallible>(res)
-        }
+        async move { Ok::<_, Infallible>(router::route(req, state).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -210,7 +213,7 @@ async fn serve_connection(
             }
         }
         _ = stop.changed() => {
-            if busy.load(Ordering::Acquire) == 0 {
+            if !seen.load(Ordering::Relaxed) {
                 return; // nothing to finish: dropping the connection closes it
             }
             conn.as_mut().graceful_shutdown();
