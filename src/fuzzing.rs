@@ -6,5 +6,5 @@ pub use crate::ws::frame_bounded::FrameBounded;
 /// The Redis reply parser (`src/redis/resp.rs`).
 #[cfg(feature = "redis")]
 pub mod resp {
-    pub use crate::redis::resp::{MAX_REPLY, Value, parse};
+    pub use crate::redis::resp::{MAX_REPLY, Scan, Value, parse};
 }

@@ -1,13 +1,15 @@
 //! The Redis reply parser (`src/redis/resp.rs`): whatever the bytes, it
 //! answers without panicking; a reply cut short anywhere is "not yet"
-//! (never an error, never another reply), and a reply written out and read
-//! back is the same reply, with the bytes after it left in the buffer.
+//! (never an error, never another reply); the bytes fed in pieces, the scan
+//! carried from one to the next, give what they give whole; and a reply
+//! written out and read back is the same reply, with the bytes after it
+//! left in the buffer.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use bytes::{BufMut, Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use roomcast::fuzzing::resp::{Value, parse};
+use roomcast::fuzzing::resp::{Scan, Value, parse};
 
 #[derive(Arbitrary, Debug)]
 enum Input<'a> {
@@ -76,15 +78,22 @@ fn write(reply: &Reply, out: &mut BytesMut, depth: usize) -> Option<Value> {
 }
 
 /// Parses `whole`, and `whole` cut at each of `cuts`: a cut before the end
-/// of the first reply is "not yet".
+/// of the first reply is "not yet". Then feeds `whole` in pieces ending at
+/// the cuts, with one scan: the first answer other than "not yet" is the
+/// one `whole` gives, and comes as soon as the piece holding the reply's
+/// end does.
 fn check_cuts(whole: &[u8], cuts: &[u16]) -> Option<(Value, usize)> {
     let mut buf = BytesMut::from(whole);
-    let first = parse(&mut buf);
+    let first = parse(&mut buf, &mut Scan::default());
     let used = whole.len() - buf.len();
-    for &cut in cuts.iter().take(16) {
-        let cut = usize::from(cut) % (whole.len() + 1);
+    let cuts: Vec<usize> = cuts
+        .iter()
+        .take(16)
+        .map(|&cut| usize::from(cut) % (whole.len() + 1))
+        .collect();
+    for &cut in &cuts {
         let mut part = BytesMut::from(&whole[..cut]);
-        let got = parse(&mut part);
+        let got = parse(&mut part, &mut Scan::default());
         match &first {
             Ok(Some(_)) if cut < used => {
                 assert_eq!(got, Ok(None), "a reply cut at {cut} of {used}");
@@ -93,6 +102,28 @@ fn check_cuts(whole: &[u8], cuts: &[u16]) -> Option<(Value, usize)> {
             Ok(Some(_)) => assert_eq!(got.as_ref().ok(), Some(&first.clone().unwrap())),
             Ok(None) => assert_eq!(got, Ok(None)),
             Err(_) => {}
+        }
+    }
+    let mut ends = cuts;
+    ends.push(whole.len());
+    ends.sort_unstable();
+    let mut pieces = BytesMut::new();
+    let mut scan = Scan::default();
+    let mut fed = 0;
+    for end in ends {
+        pieces.extend_from_slice(&whole[fed..end]);
+        fed = end;
+        let got = parse(&mut pieces, &mut scan);
+        match (&got, &first) {
+            (Ok(None), Ok(Some(_))) => assert!(end < used, "a reply of {used} whole in {end}"),
+            (Ok(None), _) if end < whole.len() => {}
+            _ => {
+                assert_eq!(got, first, "fed in pieces up to {end}");
+                if got.is_ok() {
+                    assert_eq!(pieces.len(), end - used, "the bytes after the reply stay");
+                }
+                break;
+            }
         }
     }
     match first {

@@ -689,11 +689,8 @@ async fn exchange(
                     Ok(_) => heard = tokio::time::Instant::now(),
                 }
                 loop {
-                    let value = match resp::parse(&mut conn.buf) {
+                    let value = match conn.parse() {
                         Ok(Some(v)) => v,
-                        Ok(None) if conn.buf.len() > resp::MAX_REPLY => {
-                            return LinkError("reply larger than the reply limit".into());
-                        }
                         Ok(None) => break,
                         Err(e) => return e,
                     };
@@ -861,11 +858,8 @@ async fn serve_subscriptions(inner: &Arc<Inner>, mut conn: Conn) -> LinkError {
                     Ok(_) => unanswered = 0,
                 }
                 loop {
-                    match resp::parse(&mut conn.buf) {
+                    match conn.parse() {
                         Ok(Some(v)) => on_push(inner, &prefix, &v),
-                        Ok(None) if conn.buf.len() > resp::MAX_REPLY => {
-                            return LinkError("reply larger than the reply limit".into());
-                        }
                         Ok(None) => break,
                         Err(e) => return e,
                     }
