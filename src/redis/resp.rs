@@ -5,7 +5,7 @@
 //! Why hand-written instead of the `redis` crate: the backbone needs a
 //! pipelined command connection, one subscriber connection whose
 //! (un)subscribe confirmations it must count itself, its own reconnect and
-//! back-off, and `EVALSHA`. That is ~250 lines over tokio's `TcpStream`,
+//! back-off, and `EVALSHA`. That is ~350 lines over tokio's `TcpStream`,
 //! and the `redis` feature then adds no crate at all to the tree (the
 //! `redis` crate with `aio` + `tokio-comp` brings a dozen), with no second
 //! reconnect policy to reason about.
