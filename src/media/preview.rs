@@ -9,6 +9,10 @@
 //! so a 50 000 × 50 000 PNG of a few hundred bytes costs nothing. A decoder
 //! that panics on broken data is caught: the upload simply has no preview.
 //!
+//! The preview is turned upright as the image's EXIF orientation says (a
+//! phone stores a portrait photo as a landscape frame and a note to turn
+//! it), since the preview carries no EXIF for a browser to act on.
+//!
 //! The preview is a JPEG at quality [`JPEG_QUALITY`] (a 320 px photo is a few
 //! KiB, several times smaller than lossless WebP or PNG), or a PNG when the
 //! image has transparent pixels, which JPEG cannot keep. An image already
@@ -19,6 +23,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
+use image::metadata::Orientation;
 use image::{
     DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageError, ImageFormat,
     ImageReader, Limits,
@@ -127,7 +132,7 @@ fn make_unguarded(bytes: &[u8], format: ImageFormat) -> Result<Option<Encoded>, 
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(limits());
     // Reads the header only: nothing the size of the image is allocated yet.
-    let decoder = reader.into_decoder().map_err(refused(0, 0))?;
+    let mut decoder = reader.into_decoder().map_err(refused(0, 0))?;
     let (width, height) = decoder.dimensions();
     if u64::from(width) * u64::from(height) > MAX_PIXELS || decoder.total_bytes() > MAX_ALLOC {
         return Err(PreviewError::TooLarge { width, height });
@@ -135,10 +140,20 @@ fn make_unguarded(bytes: &[u8], format: ImageFormat) -> Result<Option<Encoded>, 
     if width <= PREVIEW_EDGE && height <= PREVIEW_EDGE {
         return Ok(None);
     }
+    // The pixels come as the sensor stored them: a phone held upright saves
+    // a landscape frame and an EXIF note to turn it, which the preview (a
+    // fresh file, no EXIF) would lose. Read it now, since decoding consumes
+    // the decoder. An orientation that cannot be read counts as none rather
+    // than failing: it is a note beside the pixels, which may decode fine,
+    // and a preview that may lie on its side beats none at all.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     // GIF: the first frame.
     let image = DynamicImage::from_decoder(decoder).map_err(refused(width, height))?;
-    let small = image.thumbnail(PREVIEW_EDGE, PREVIEW_EDGE);
+    let mut small = image.thumbnail(PREVIEW_EDGE, PREVIEW_EDGE);
     drop(image);
+    // Turned after scaling, so the copy a rotation makes is of the small
+    // image. The limits above hold either way: a turn swaps the sides.
+    small.apply_orientation(orientation);
     let (w, h) = (small.width(), small.height());
     let mut out = Vec::new();
     let translucent = small.color().has_alpha() && small.to_rgba8().pixels().any(|p| p.0[3] < 255);
@@ -199,6 +214,73 @@ mod tests {
         assert_eq!(preview.kind, Kind::Png);
         let icon = RgbImage::new(320, 200);
         assert_eq!(make(&png_of(&icon.into()), Kind::Png), Ok(None));
+    }
+
+    /// A 400 × 200 JPEG, red on its left half and blue on its right, with
+    /// an EXIF segment saying `orientation` when there is one.
+    fn split_jpeg(orientation: Option<u16>) -> Vec<u8> {
+        let photo = RgbImage::from_fn(400, 200, |x, _| {
+            if x < 200 {
+                Rgb([255, 0, 0])
+            } else {
+                Rgb([0, 0, 255])
+            }
+        });
+        let mut jpeg = Vec::new();
+        DynamicImage::from(photo)
+            .write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+            .unwrap();
+        let Some(orientation) = orientation else {
+            return jpeg;
+        };
+        // APP1 as a camera writes it: "Exif\0\0", then a little-endian TIFF
+        // header pointing at IFD0 right after it, and IFD0 holding only
+        // Orientation (tag 0x0112, SHORT, count 1, the value in place).
+        let mut tiff = Vec::new();
+        tiff.extend_from_slice(b"II\x2a\x00");
+        tiff.extend_from_slice(&8u32.to_le_bytes());
+        tiff.extend_from_slice(&1u16.to_le_bytes());
+        tiff.extend_from_slice(&0x0112u16.to_le_bytes());
+        tiff.extend_from_slice(&3u16.to_le_bytes());
+        tiff.extend_from_slice(&1u32.to_le_bytes());
+        tiff.extend_from_slice(&u32::from(orientation).to_le_bytes());
+        tiff.extend_from_slice(&0u32.to_le_bytes());
+        let mut app1 = vec![0xff, 0xe1];
+        // The length counts itself, not the marker.
+        let length = u16::try_from(2 + 6 + tiff.len()).unwrap();
+        app1.extend_from_slice(&length.to_be_bytes());
+        app1.extend_from_slice(b"Exif\0\0");
+        app1.extend_from_slice(&tiff);
+        assert_eq!(jpeg[..2], [0xff, 0xd8]);
+        jpeg.splice(2..2, app1);
+        jpeg
+    }
+
+    /// Whether the preview's pixel at (`x`, `y`) is mostly red (else blue).
+    fn red_at(preview: &Encoded, x: u32, y: u32) -> bool {
+        let image = image::load_from_memory(&preview.bytes).unwrap().to_rgb8();
+        assert_eq!(image.dimensions(), (preview.width, preview.height));
+        let [r, _, b] = image.get_pixel(x, y).0;
+        assert!(r.abs_diff(b) > 128, "({x}, {y}) is neither red nor blue");
+        r > b
+    }
+
+    #[test]
+    fn a_phone_photo_is_turned_upright_as_its_exif_says() {
+        // Orientation 6: the stored frame is to be turned 90° clockwise to
+        // be seen as taken, so its left edge ends up on top.
+        let preview = make(&split_jpeg(Some(6)), Kind::Jpeg).unwrap().unwrap();
+        assert_eq!((preview.width, preview.height), (160, 320));
+        assert!(red_at(&preview, 80, 40), "what was on the left is on top");
+        assert!(!red_at(&preview, 80, 280));
+    }
+
+    #[test]
+    fn a_photo_without_exif_is_left_as_it_is() {
+        let preview = make(&split_jpeg(None), Kind::Jpeg).unwrap().unwrap();
+        assert_eq!((preview.width, preview.height), (320, 160));
+        assert!(red_at(&preview, 40, 80));
+        assert!(!red_at(&preview, 280, 80));
     }
 
     #[test]
