@@ -203,7 +203,8 @@ impl AppState {
                 let mut every = tokio::time::interval(crate::media::PROBE_EVERY);
                 loop {
                     every.tick().await;
-                    // The client records (and logs) whether it answered.
+                    // Recorded (and logged) by the probe and its client,
+                    // which `/health` reads: nothing else to do with it.
                     let _ = bucket.probe().await;
                 }
             });

@@ -869,6 +869,51 @@ async fn wrong_keys_are_refused_by_the_bucket_and_reported() {
     server.shutdown().await.unwrap();
 }
 
+/// A bucket that does not exist answers every request, so only the probe
+/// (`HEAD /bucket`, answered `404`) can tell: `/health` says so, and the
+/// `404`s other requests meet do not hide it, until the bucket is made and
+/// answers a request in `2xx`. (s3s-fs, unlike S3, takes a PUT into a
+/// bucket that does not exist, so the `404` met here is a download's.)
+#[tokio::test]
+async fn a_bucket_that_does_not_exist_is_reported_until_it_answers() {
+    let s3 = S3Fs::start();
+    let target = s3.target_of("no-such-bucket");
+    let server = Server::start(config().media_store(MediaStoreKind::S3(target))).await;
+    // The first probe goes out as the server starts; its answer is awaited.
+    let deadline = tokio::time::Instant::now() + common::TIMEOUT;
+    let mut health = server.get("/health").await;
+    while health.status == 200 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        health = server.get("/health").await;
+    }
+    assert_eq!(health.status, 503, "{}", health.text());
+    let reason = health.json()["reason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("no-such-bucket does not exist") && reason.contains("404"),
+        "{reason}"
+    );
+
+    let res = server
+        .get("/uploads/0123456789abcdef0123456789abcdef.png")
+        .await;
+    assert_eq!(res.status, 404, "{}", res.text());
+    let health = server.get("/health").await;
+    assert_eq!(
+        health.status,
+        503,
+        "a download's 404 hid it: {}",
+        health.text()
+    );
+
+    std::fs::create_dir(s3.dir.path().join("no-such-bucket")).unwrap();
+    let asked = json!({"name": "a.png", "size": PNG.len(), "content_type": "image/png"});
+    let res = ask(&server, asked, &[]).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let health = server.get("/health").await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_presigned_url_used_again_after_complete_cannot_change_the_upload() {
     let s3 = S3Fs::start();

@@ -97,6 +97,14 @@ impl S3Fs {
         target_at(&self.endpoint)
     }
 
+    /// [`S3Fs::target`] naming `bucket` instead, which exists only once a
+    /// test makes its directory (`dir/bucket`).
+    pub fn target_of(&self, bucket: &str) -> S3Target {
+        S3Target::parse(&format!("s3://{bucket}?endpoint={}", self.endpoint))
+            .expect("a valid target")
+            .with_credentials(Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY))
+    }
+
     /// The media store setting for a roomcast using this.
     pub fn media_store(&self) -> MediaStoreKind {
         MediaStoreKind::S3(self.target())

@@ -11,8 +11,12 @@
 //! connection of its own and is never sent again.
 //!
 //! Every answer (even an error status) proves the service is there; a
-//! connection that fails, times out or a `5xx` marks it unreachable until
-//! the next answer, which is what `/health` reports.
+//! connection that fails, times out, a `5xx` or a `403` marks it
+//! unreachable until the next answer, which is what `/health` reports. An
+//! answer's status alone cannot tell a missing bucket (`404 NoSuchBucket`)
+//! from a missing object, so the bucket's probe says which
+//! ([`S3Client::bucket_refused`]): that holds until an answer in `2xx`,
+//! which only a bucket that exists gives.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -276,6 +280,10 @@ pub struct S3Client {
     credentials: Credentials,
     reachable: AtomicBool,
     last_failure: Mutex<String>,
+    /// Why the last probe of the bucket was refused, until an answer in
+    /// `2xx`: the answers in between (a `404` for a key) prove the service
+    /// is there, not the bucket.
+    refused: Mutex<Option<String>>,
     /// Places for requests waiting for their answer ([`MAX_IN_FLIGHT`]).
     in_flight: tokio::sync::Semaphore,
     /// Idle keep-alive connections; shared with the answers' bodies, which
@@ -295,6 +303,7 @@ impl S3Client {
             credentials,
             reachable: AtomicBool::new(true),
             last_failure: Mutex::new(String::new()),
+            refused: Mutex::new(None),
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             pool: Arc::default(),
         })
@@ -305,16 +314,33 @@ impl S3Client {
         &self.target
     }
 
-    /// `None` while the service answers; otherwise why not.
+    /// `None` while the service answers and the bucket's last probe was
+    /// not refused since an answer in `2xx`; otherwise why not.
     pub fn degraded(&self) -> Option<String> {
-        match self.reachable.load(Ordering::Acquire) {
-            true => None,
-            false => Some(
+        if !self.reachable.load(Ordering::Acquire) {
+            return Some(
                 self.last_failure
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .clone(),
-            ),
+            );
+        }
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records that the bucket's probe was answered with a refusal (`why`):
+    /// the client is degraded until an answer in `2xx`.
+    pub fn bucket_refused(&self, why: &str) {
+        let was = self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(format!("media store: {why}"));
+        if was.is_none() {
+            tracing::warn!("the media store's bucket fails: {why}");
         }
     }
 
@@ -475,6 +501,16 @@ impl S3Client {
         // nothing will work until an operator fixes it.
         let failing = answer.status().is_server_error() || answer.status() == StatusCode::FORBIDDEN;
         self.mark(!failing, &format!("answered {}", answer.status()));
+        if answer.status().is_success() {
+            let was = self
+                .refused
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if was.is_some() {
+                tracing::info!("the media store's bucket answers again");
+            }
+        }
         let home = sender.map(|sender| (sender, Arc::clone(&self.pool)));
         Ok(answer.map(|body| S3Body::new(body, home)))
     }

@@ -182,12 +182,33 @@ impl S3Store {
     }
 
     /// Asks whether the bucket is there (`HEAD /bucket`); `/health` reads
-    /// the outcome.
+    /// the outcome. No answer, a `5xx` or a `403` is recorded by the client
+    /// as for any request; any other refusal is recorded here, as only this
+    /// request knows it asked for the bucket itself: a `404` means every
+    /// upload will fail, yet to the client it is just an answer.
     pub async fn probe(&self) -> Result<(), S3Error> {
-        self.client
+        let probed = self
+            .client
             .expect_ok(Call::new(Method::HEAD, None, SMALL))
             .await
-            .map(drop)
+            .map(drop);
+        if let Err(S3Error::Status(status, code)) = &probed {
+            let bucket = &self.client.target().bucket;
+            // A HEAD's answer has no body, so rarely a code.
+            let answer = match code.is_empty() {
+                true => status.to_string(),
+                false => format!("{status} {code}"),
+            };
+            let why = match *status {
+                StatusCode::NOT_FOUND => format!(
+                    "the bucket {bucket} does not exist (HEAD /{bucket} answered {answer}); \
+                     create it or correct the name in --media-store"
+                ),
+                _ => format!("the bucket {bucket} refuses us (HEAD /{bucket} answered {answer})"),
+            };
+            self.client.bucket_refused(&why);
+        }
+        probed
     }
 
     async fn put_small(
