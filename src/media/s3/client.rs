@@ -136,13 +136,14 @@ impl<'a> Call<'a> {
 pub struct S3Target {
     /// The bucket.
     pub bucket: String,
-    /// `http://host[:port]` as given.
+    /// `http://` and the authority: the start of every URL.
     pub endpoint: String,
     /// The host to connect to.
     pub host: String,
     /// The port to connect to.
     pub port: u16,
-    /// The `Host` header (and signed host): `host[:port]`.
+    /// The `Host` header (and signed host): `host[:port]`, as a browser
+    /// writes it (the host in lowercase, no `:80`).
     pub authority: String,
     /// The signing region.
     pub region: String,
@@ -202,15 +203,14 @@ impl S3Target {
                     .into(),
             );
         }
-        let authority = endpoint
+        let given = endpoint
             .strip_prefix("http://")
             .ok_or("the endpoint must be http://host[:port]")?
-            .trim_end_matches('/')
-            .to_owned();
-        let uri: http::uri::Authority = authority
+            .trim_end_matches('/');
+        let uri: http::uri::Authority = given
             .parse()
             .map_err(|_| format!("{endpoint:?} is not http://host[:port]"))?;
-        let plain = authority
+        let plain = given
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'));
         if !plain || uri.host().is_empty() {
@@ -218,14 +218,23 @@ impl S3Target {
                 "{endpoint:?} is not http://host[:port] (no path, no user)"
             ));
         }
+        // Presigned URLs sign the `Host` a browser will send, and a browser
+        // writes the host in lowercase and leaves out http's default port:
+        // signed as given, `http://MinIO:80` would fail every browser PUT
+        // and download with SignatureDoesNotMatch.
+        let host = uri.host().to_ascii_lowercase();
+        let port = uri.port_u16().unwrap_or(80);
+        let authority = match port {
+            80 => host.clone(),
+            port => format!("{host}:{port}"),
+        };
         Ok(Self {
             bucket: bucket.to_owned(),
-            host: uri
-                .host()
+            host: host
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_owned(),
-            port: uri.port_u16().unwrap_or(80),
+            port,
             endpoint: format!("http://{authority}"),
             authority,
             region,
@@ -908,6 +917,21 @@ mod tests {
             (t.host.as_str(), t.port, t.region.as_str()),
             ("store.internal", 80, "us-east-1")
         );
+        // Signed as a browser sends `Host`: lowercase, no default port.
+        for (given, authority, port) in [
+            ("http://MinIO:9000", "minio:9000", 9000),
+            ("http://minio:80", "minio", 80),
+            ("http://Store.Internal:080/", "store.internal", 80),
+            ("http://minio:", "minio", 80),
+            ("http://[::1]:80", "[::1]", 80),
+            ("http://[::1]:9000", "[::1]:9000", 9000),
+        ] {
+            let t = S3Target::parse(&format!("s3://media?endpoint={given}")).unwrap();
+            assert_eq!((t.authority.as_str(), t.port), (authority, port), "{given}");
+            assert_eq!(t.endpoint, format!("http://{authority}"), "{given}");
+        }
+        let t = S3Target::parse("s3://media?endpoint=http://MinIO:80").unwrap();
+        assert_eq!(t.host, "minio");
         for bad in [
             "media",
             "s3://Media?endpoint=http://h",
