@@ -262,8 +262,9 @@ impl S3Store {
     }
 
     /// Copies the object `from` to `to` inside the bucket (S3 CopyObject),
-    /// stored with `content_type` whatever `from` was sent with; within
-    /// the upload timeout (the service copies up to the largest upload).
+    /// stored with `content_type` whatever `from` was sent with; the answer
+    /// and then its body each within the upload timeout (the service
+    /// copies up to the largest upload).
     async fn copy_key(&self, from: &str, to: &str, content_type: &str) -> Result<(), S3Error> {
         let source = format!(
             "/{}/{}",
@@ -280,8 +281,15 @@ impl S3Store {
             .client
             .expect_ok(Call::new(Method::PUT, Some(to), self.put_timeout).headers(extra))
             .await?;
-        // S3 may fail a copy after answering `200`: the error is the body.
-        let body = read_small(res, 8 << 10).await?;
+        // S3 may answer `200` at once and copy for as long as the object
+        // takes (keeping the connection alive with spaces), then write the
+        // outcome, a result or an `<Error>`, in the body: so the body is
+        // the copy's time, not a small read's.
+        let body = tokio::time::timeout(self.put_timeout, read_limited(res.into_body(), 8 << 10))
+            .await
+            .map_err(|_| {
+                S3Error::Unreachable("the copy's outcome did not arrive in time".into())
+            })??;
         let body = String::from_utf8_lossy(&body);
         match body.contains("<Error>") {
             true => Err(S3Error::Invalid(format!(
@@ -779,5 +787,66 @@ pub fn is_unavailable(e: &S3Error) -> bool {
         S3Error::Unreachable(_) => true,
         S3Error::Status(status, _) => status.is_server_error() || *status == StatusCode::FORBIDDEN,
         S3Error::TooLarge | S3Error::Invalid(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A bucket on 127.0.0.1 that answers one request: `200` at once, then
+    /// `body` `after` later, as S3 answers a long copy. Returns its port.
+    async fn slow_copier(body: &'static str, after: Duration) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            // A copy's request has no body: its head is all of it.
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut buf = [0u8; 4096];
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+            socket.write_all(head.as_bytes()).await.unwrap();
+            tokio::time::sleep(after).await;
+            let _ = socket.write_all(body.as_bytes()).await;
+            // Open until the client is done with it.
+            let _ = socket.read(&mut [0u8; 1]).await;
+        });
+        port
+    }
+
+    /// With the clock paused, time jumps to the next timer whenever every
+    /// task waits: the body, sent after a small read's 15 s, arrives before
+    /// the copy's time is up only if the copy waits for it that long.
+    #[tokio::test(start_paused = true)]
+    async fn a_copys_outcome_is_awaited_for_the_upload_timeout() {
+        let put_timeout = Duration::from_secs(300);
+        let after = SMALL * 4;
+        assert!(after < put_timeout);
+        for body in [
+            "<CopyObjectResult><ETag>\"e\"</ETag></CopyObjectResult>",
+            "<Error><Code>InternalError</Code></Error>",
+        ] {
+            let port = slow_copier(body, after).await;
+            let target = S3Target::parse(&format!("s3://media?endpoint=http://127.0.0.1:{port}"))
+                .unwrap()
+                .with_credentials(sigv4::Credentials::new("key", "secret"));
+            let hour = Duration::from_secs(3600);
+            let store = S3Store::new(target, hour, hour, put_timeout).unwrap();
+            let copied = store.copy_key("incoming/a.png", "a.png", "image/png").await;
+            match body.contains("<Error>") {
+                false => assert!(copied.is_ok(), "{copied:?}"),
+                true => assert!(
+                    matches!(&copied, Err(S3Error::Invalid(why)) if why.contains("InternalError")),
+                    "{copied:?}"
+                ),
+            }
+        }
     }
 }
