@@ -391,22 +391,33 @@ impl Config {
 
     /// Why these media settings cannot work together, if they cannot. With
     /// the S3 store an upload's unattached marker is written when its PUT
-    /// is presigned, so the time to live unattached must outlast the URL
-    /// plus the upload timeout (how long the upload can still be
-    /// completed): otherwise the sweep could delete an upload being
-    /// completed, and `complete` would hand out one already expired.
+    /// is presigned; `complete` may start as late as the URL's life plus
+    /// the upload timeout after that (when the server forgets the upload)
+    /// and then take up to [`S3Store::longest_complete`] until its sidecar
+    /// is written. The time to live unattached must outlast all of it:
+    /// otherwise the sweep could delete the upload's data and marker while
+    /// it is being completed, and the sidecar written after would name
+    /// nothing, kept for ever (the sweep's own margin is left for clocks).
+    ///
+    /// [`S3Store::longest_complete`]: crate::media::s3::S3Store::longest_complete
     pub fn media_problem(&self) -> Option<String> {
         let MediaStoreKind::S3(_) = self.media_store else {
             return None;
         };
-        let busy = self.presign_ttl.saturating_add(self.upload_timeout);
+        let completing = crate::media::s3::S3Store::longest_complete(self.upload_timeout);
+        let busy = self
+            .presign_ttl
+            .saturating_add(self.upload_timeout)
+            .saturating_add(completing);
         (busy >= self.unattached_upload_ttl).then(|| {
             format!(
-                "--presign-ttl ({} s) plus --upload-timeout ({} s) must be shorter than \
-                 --unattached-upload-hours ({} s): an upload could expire before it can be \
-                 completed; shorten the first two or raise the last",
+                "--presign-ttl ({} s) plus --upload-timeout ({} s) plus the longest completing \
+                 an upload then takes ({} s: 4 x --upload-timeout + 135 s) must be shorter \
+                 than --unattached-upload-hours ({} s): the sweep could delete an upload \
+                 while it is completed; shorten the first two or raise the last",
                 self.presign_ttl.as_secs(),
                 self.upload_timeout.as_secs(),
+                completing.as_secs(),
                 self.unattached_upload_ttl.as_secs()
             )
         })
@@ -485,14 +496,28 @@ mod tests {
             .expect("a target");
         let s3 = Config::default().media_store(MediaStoreKind::S3(target));
         assert_eq!(s3.media_problem(), None, "the defaults work");
+        // With an hour to live and 300 s to upload, `complete` may start
+        // presign + 300 s after the marker and take 4 x 300 + 135 s: the
+        // URL may live at most 3600 - 300 - 1335 - 1 s.
         let hour = Duration::from_secs(3600);
         let tight = s3
             .clone()
             .unattached_upload_ttl(hour)
-            .presign_ttl(hour - Duration::from_secs(300))
+            .presign_ttl(Duration::from_secs(1965))
             .upload_timeout(Duration::from_secs(300));
         let problem = tight.media_problem().expect("refused");
-        assert!(problem.contains("--presign-ttl"), "{problem}");
+        assert!(
+            problem.contains("--presign-ttl (1965 s)") && problem.contains("(1335 s"),
+            "{problem}"
+        );
+        assert_eq!(
+            tight
+                .clone()
+                .presign_ttl(Duration::from_secs(1964))
+                .media_problem(),
+            None
+        );
+        // A shorter upload timeout shortens `complete` too.
         assert_eq!(
             tight
                 .clone()

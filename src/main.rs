@@ -31,8 +31,9 @@ Each option falls back to the environment variable shown, then the default.
                          then upload to it and download from it at that same
                          http URL) [MEDIA_STORE, default local]
   --presign-ttl S        how long a presigned upload or download URL works
-                         (S3 store; 1 to 604800; plus --upload-timeout, under
-                         --unattached-upload-hours) [PRESIGN_TTL, default 300]
+                         (S3 store; 1 to 604800; plus 5 x --upload-timeout +
+                         135 s, the longest an upload can take to complete,
+                         under --unattached-upload-hours) [PRESIGN_TTL, default 300]
   --static-dir D         serve /static from D instead of the embedded UI [STATIC_DIR]
   --templates-dir D      read index.html from D instead of the embedded UI [TEMPLATES_DIR]
   --history N            messages kept per room     [HISTORY, default 500]

@@ -604,6 +604,29 @@ impl S3Store {
         })
     }
 
+    /// The longest [`S3Store::complete`] can take, from its start until its
+    /// sidecar is written, with `put_timeout` the upload timeout. Each
+    /// request may wait for a place among those in flight and then for its
+    /// answer, each up to its time limit (`client.rs`), and its body is
+    /// read within a limit of its own. Refusals end sooner, with no
+    /// sidecar, so only the way to one counts:
+    pub fn longest_complete(put_timeout: Duration) -> Duration {
+        // The copy: a place, the answer, the body with the outcome.
+        let copy = put_timeout.saturating_mul(3);
+        // The copy's HEAD: a place and the answer, which has no body.
+        let head = SMALL * 2;
+        // The first bytes for the type check: a place, the answer, the body.
+        let range = SMALL * 3;
+        // The whole-text check (text only): the body is the whole upload.
+        let text = (SMALL * 2).saturating_add(put_timeout);
+        // The sidecar's PUT: it is written by the time it is answered.
+        let sidecar = SMALL * 2;
+        copy.saturating_add(head)
+            .saturating_add(range)
+            .saturating_add(text)
+            .saturating_add(sidecar)
+    }
+
     /// Streams the object through a [`TextCheck`] (at most `len` bytes).
     async fn whole_is_text(&self, name: &StoredName, len: u64) -> Result<bool, S3Error> {
         let res = self
