@@ -379,8 +379,9 @@ impl Config {
         ] {
             *d = (*d).clamp(floor, MAX_DURATION);
         }
-        // Each worker may hold one decoded image (up to 256 MiB); a queued
-        // job is a name, its bytes are read only when it runs.
+        // Each worker may peak near 460 MB (a 40 Mpx progressive JPEG: its
+        // coefficients beside the decoded image, `preview::MAX_PIXELS`); a
+        // queued job is a name, its bytes are read only when it runs.
         self.workers = self.workers.min(1024);
         self.preview_workers = self.preview_workers.min(64);
         self.preview_queue = self.preview_queue.min(1 << 16);

@@ -34,9 +34,12 @@ use super::sniff::Kind;
 /// A preview's longest side, in pixels.
 pub const PREVIEW_EDGE: u32 = 320;
 /// The most pixels an image may have to get a preview (40 Mpx: a 7 300 ×
-/// 5 500 photo; decoded as RGBA that is 160 MB, and a progressive JPEG's
-/// decoder keeps up to 8 bytes of coefficients per pixel beside it: a
-/// worker may peak near 450 MB at this cap, with the upload's bytes).
+/// 5 500 photo). A worker's worst at this cap is a progressive JPEG: its
+/// decoder keeps every coefficient, 2 bytes a pixel for each of up to 4
+/// components (320 MB, which [`MAX_ALLOC`] does not bound: the decoder is
+/// not given it), beside the decoded image (RGB, 120 MB) and the upload's
+/// bytes twice (the job's, and the decoder's copy): near 460 MB with the
+/// default 10 MiB uploads.
 pub const MAX_PIXELS: u64 = 40_000_000;
 /// The longest side an image may have to get a preview.
 pub const MAX_EDGE: u32 = 32_768;
