@@ -5,7 +5,8 @@
 //! tampered URL, an expired one, more bytes than declared); what `complete`
 //! refuses and deletes; an upload given up before `complete` (`DELETE`);
 //! `POST /upload` through the server into the bucket; ownership in token
-//! mode; the storage going down; the sweep.
+//! mode; the storage going down; requests whose client goes away while
+//! the bucket stalls; the sweep.
 
 mod common;
 
@@ -16,6 +17,8 @@ use common::{HttpResponse, Proxy, Server, config, token, token_mode};
 use roomcast::media::s3::{CompleteError, PresignedPut};
 use roomcast::media::{DisplayName, Kind, MediaStoreKind, StoredName};
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
@@ -97,6 +100,30 @@ async fn put_presigned(put: &PresignedPut, bytes: &[u8]) -> HttpResponse {
         .map(|(_, v)| v.as_str())
         .unwrap();
     request_url("PUT", &put.url, &[("Content-Type", ct)], bytes).await
+}
+
+/// Sends `POST path` with a JSON `body` on a connection of its own and
+/// returns that connection unread: dropping it abandons the request.
+async fn post_unanswered(server: &Server, path: &str, body: &str) -> TcpStream {
+    let mut conn = TcpStream::connect(server.addr).await.expect("connect");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        server.addr,
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.expect("send");
+    conn
+}
+
+/// A roomcast reaching `s3` through a proxy the test can freeze, `tune`d.
+async fn behind_proxy(
+    s3: &S3Fs,
+    tune: impl FnOnce(roomcast::Config) -> roomcast::Config,
+) -> (Server, Proxy) {
+    let proxy = Proxy::start(&s3.addr.to_string()).await;
+    let server = Server::start(tune(config().media_store(s3.media_store_through(&proxy)))).await;
+    (server, proxy)
 }
 
 /// Follows `/uploads/...`'s redirect; returns the bucket's answer.
@@ -1039,6 +1066,80 @@ async fn a_refused_ask_gives_back_the_bytes_it_charged() {
     // 600 were charged, 400 are left.
     let res = ask(&server, sized(400), &[]).await;
     assert_eq!(res.status, 200, "{}", res.text());
+    server.shutdown().await.unwrap();
+}
+
+/// A client that closes its connection while its ask waits for the bucket
+/// takes nothing with it: hyper drops the request there, and its place
+/// among the waiting uploads and the bytes its size charged come back.
+/// (Before, both stayed taken until the place expired, 10 minutes later.)
+#[tokio::test]
+async fn an_ask_abandoned_while_the_bucket_stalls_gives_back_its_place_and_bytes() {
+    let s3 = S3Fs::start();
+    let (server, proxy) = behind_proxy(&s3, |c| {
+        c.max_pending_uploads((1, 100))
+            .upload_bytes_per_hour(1000u64)
+    })
+    .await;
+    let sized = |size: u64| json!({"name": "a.png", "size": size, "content_type": "image/png"});
+
+    proxy.freeze();
+    let asking = post_unanswered(&server, "/api/uploads", &sized(600).to_string()).await;
+    // Its marker is the bucket's first request: by then the ask holds the
+    // one place and 600 of the 1000 bytes.
+    let conn = proxy.wait_held(b"PUT /media/unattached/").await;
+    drop(asking);
+    // Dropping the request drops its call to the bucket, which closes that
+    // connection: by then whatever the request held was given back.
+    proxy.wait_hung_up(conn).await;
+    proxy.thaw();
+
+    // The place: 400 bytes fit either way.
+    let res = ask(&server, sized(400), &[]).await;
+    assert_eq!(res.status, 200, "the place came back: {}", res.text());
+    let id = res.json()["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(cancel(&server, &id, &[]).await.status, 204);
+    // The bytes: with that one given up, the 1000 are there again (999:
+    // the hour's bytes are floats, and a refund may miss a hair).
+    let res = ask(&server, sized(999), &[]).await;
+    assert_eq!(res.status, 200, "the bytes came back: {}", res.text());
+    server.shutdown().await.unwrap();
+}
+
+/// A client that closes its connection while its `complete` waits for the
+/// bucket's copy leaves the upload waiting, as a storage error does: a
+/// retry completes it. (Before, it was out of the waiting ones for good: a
+/// retry, or a `DELETE`, got `404`, and its bytes never came back.)
+#[tokio::test]
+async fn a_complete_abandoned_while_the_bucket_stalls_leaves_the_upload_waiting() {
+    let s3 = S3Fs::start();
+    let (server, proxy) = behind_proxy(&s3, |c| c).await;
+    let answer = ask_png(&server, "a.png").await;
+    let id = answer["upload_id"].as_str().unwrap();
+    assert_eq!(put(&answer, PNG).await.status, 200);
+
+    proxy.freeze();
+    let path = format!("/api/uploads/{id}/complete");
+    let completing = post_unanswered(&server, &path, "").await;
+    // The copy to the upload's own key is the bucket's first request.
+    let conn = proxy
+        .wait_held(format!("PUT /media/{id} ").as_bytes())
+        .await;
+    // Meanwhile the upload is that request's: a retry finds nothing.
+    let res = complete(&server, id, &[]).await;
+    assert_eq!(res.assert_json_error(404)["error"], "unknown_upload");
+    drop(completing);
+    proxy.wait_hung_up(conn).await;
+    // The held copy is dropped, not passed on: s3s-fs copies by truncating
+    // the target in place, so running it late could race the retry's checks.
+    proxy.cut();
+    proxy.restore();
+    proxy.thaw();
+
+    let done = complete(&server, id, &[]).await;
+    assert_eq!(done.status, 200, "the upload waited again: {}", done.text());
+    assert_eq!(done.json()["url"], format!("/uploads/{id}"));
+    assert_eq!(download(&server, &format!("/uploads/{id}")).await.body, PNG);
     server.shutdown().await.unwrap();
 }
 

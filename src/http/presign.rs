@@ -23,10 +23,16 @@
 //! if that can be retried), so a `DELETE` meanwhile finds nothing, and a
 //! `DELETE` takes it for good, so a later `complete` finds nothing; the
 //! bytes come back only with the entry, so at most once.
+//!
+//! A client may go away mid-request, and hyper then drops the handler's
+//! future wherever it waits: code after an `await` may never run. So what
+//! a request holds is held by a guard that gives it back when dropped: an
+//! ask's place and bytes ([`Place`]), a taken upload ([`Taken`]). The
+//! failure paths let the guards act too, so there is one way back.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use http::{Request, Response, StatusCode, header};
@@ -146,6 +152,12 @@ impl Presigned {
         }
     }
 
+    /// The waiting uploads, locked (a panic while they were locked cannot
+    /// have left them half changed: each change is one call on the map).
+    fn waiting(&self) -> MutexGuard<'_, HashMap<String, Pending>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn client_key(&self, req: &Request<Incoming>, owner: Option<&str>) -> String {
         match (owner, req.extensions().get::<PeerAddr>()) {
             (Some(owner), _) => owner.to_owned(),
@@ -222,44 +234,34 @@ impl Presigned {
             );
         };
         // The declared size counts against the client's bytes for the hour
-        // (the bucket will take exactly that many); a refusal below gives
-        // back what was taken.
+        // (the bucket will take exactly that many). From here the place
+        // holds it: any way out but `fill` gives it back.
         let charge = match uploads.charge_bytes(&req_head, ask.size) {
             Ok(taken) => taken,
             Err(wait) => return super::rate_limited("bytes uploaded this hour", wait),
         };
+        let place = Place::new(self, uploads, charge);
         let display_name = DisplayName::sanitize(ask.name.as_deref());
 
         // A place is held before the bucket is asked, so concurrent asks
         // cannot pass the bounds together.
-        let placeholder = format!("reserving-{}", random_tag());
-        if let Err(full) = self.reserve(&placeholder, &client, ask.size, &display_name, &owner) {
-            uploads.refund_bytes(charge);
+        if let Err(full) = self.reserve(&place.key, &client, ask.size, &display_name, &owner) {
             return self.full(full);
         }
-        let put = bucket.presign_put(kind, ask.size).await;
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = pending.remove(&placeholder);
-        let (put, entry) = match (put, entry) {
-            (Ok(put), Some(entry)) => (put, entry),
-            (Err(e), _) => {
-                drop(pending);
-                uploads.refund_bytes(charge);
+        let put = match bucket.presign_put(kind, ask.size).await {
+            Ok(put) => put,
+            Err(e) => {
                 tracing::warn!("cannot presign an upload: {e}");
                 return match s3::is_unavailable(&e) {
                     true => storage_unavailable(),
                     false => storage_failed(),
                 };
             }
-            (Ok(_), None) => {
-                drop(pending);
-                uploads.refund_bytes(charge);
-                return storage_failed();
-            }
         };
         let id = put.name.as_str().to_owned();
-        pending.insert(id.clone(), Pending { charge, ..entry });
-        drop(pending);
+        if !place.fill(&id) {
+            return storage_failed();
+        }
         let expires_at = put
             .expires_at
             .duration_since(UNIX_EPOCH)
@@ -299,7 +301,7 @@ impl Presigned {
         owner: &Option<String>,
     ) -> Result<(), Full> {
         let now = Instant::now();
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.waiting();
         pending.retain(|_, p| p.forget_at > now);
         let mine = pending.values().filter(|p| p.client == client).count();
         if mine >= self.per_client {
@@ -349,16 +351,12 @@ impl Presigned {
     }
 
     /// Takes the upload `raw_id` out of the waiting ones, if it is waiting
-    /// and `owner`'s (or nobody's).
-    fn take_waiting(
-        &self,
-        raw_id: &str,
-        owner: Option<&str>,
-    ) -> Result<(StoredName, Pending), NotWaiting> {
+    /// and `owner`'s (or nobody's); it goes back unless settled.
+    fn take_waiting(&self, raw_id: &str, owner: Option<&str>) -> Result<Taken<'_>, NotWaiting> {
         // The id becomes a stored name (a random hex id and an allowed
         // extension) before it is looked up or names any key.
         let name = StoredName::parse(raw_id).ok_or(NotWaiting::Unknown)?;
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.waiting();
         match pending.get(name.as_str()) {
             Some(p) if p.forget_at <= Instant::now() => {
                 pending.remove(name.as_str());
@@ -368,7 +366,11 @@ impl Presigned {
                 Err(NotWaiting::NotYours)
             }
             _ => match pending.remove(name.as_str()) {
-                Some(entry) => Ok((name, entry)),
+                Some(entry) => Ok(Taken {
+                    presigned: self,
+                    name,
+                    entry: Some(entry),
+                }),
                 None => Err(NotWaiting::Unknown),
             },
         }
@@ -389,11 +391,12 @@ impl Presigned {
         let Some(bucket) = uploads.store().bucket() else {
             return not_here();
         };
-        let (name, entry) = match self.take_waiting(raw_id, owner.as_deref()) {
+        let taken = match self.take_waiting(raw_id, owner.as_deref()) {
             Ok(taken) => taken,
             Err(not) => return not.answer(),
         };
-        uploads.refund_bytes(entry.charge);
+        let name = taken.name.clone();
+        uploads.refund_bytes(taken.settle().charge);
         // The staged object, and anything a `complete` that failed after
         // copying may have left (the copy, even a sidecar whose answer was
         // lost): the client was never told the upload was kept.
@@ -418,42 +421,38 @@ impl Presigned {
             return not_here();
         };
         // Taken out: a second `complete`, or a `DELETE`, at once finds
-        // nothing.
-        let (name, entry) = match self.take_waiting(raw_id, owner.as_deref()) {
+        // nothing. Only an answer that ends the upload settles it; on any
+        // other way out (an error worth a retry, the client gone) it waits
+        // again.
+        let taken = match self.take_waiting(raw_id, owner.as_deref()) {
             Ok(taken) => taken,
             Err(not) => return not.answer(),
         };
+        let upload = taken.upload();
         let result = bucket
             .complete(
-                name.clone(),
-                entry.size,
-                entry.display_name.clone(),
-                entry.owner.clone(),
+                taken.name.clone(),
+                upload.size,
+                upload.display_name.clone(),
+                upload.owner.clone(),
             )
             .await;
-        let put_back = |entry: Pending| {
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(name.as_str().to_owned(), entry);
-        };
         match result {
             Ok(info) => {
+                taken.settle();
                 self.metrics.uploads.inc();
                 self.metrics.upload_bytes.add(info.size);
                 uploads.request_preview(&info);
                 super::json(StatusCode::OK, &UploadAnswer::of(&info))
             }
-            Err(CompleteError::NotUploaded) => {
-                put_back(entry);
-                super::error(
-                    StatusCode::CONFLICT,
-                    "not_uploaded",
-                    "nothing has been stored at put_url yet: PUT the file there first, then \
-                     complete",
-                )
-            }
+            Err(CompleteError::NotUploaded) => super::error(
+                StatusCode::CONFLICT,
+                "not_uploaded",
+                "nothing has been stored at put_url yet: PUT the file there first, then \
+                 complete",
+            ),
             Err(CompleteError::SizeMismatch { declared, found }) => {
+                taken.settle();
                 self.metrics.uploads_refused.inc();
                 super::error(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -465,8 +464,9 @@ impl Presigned {
                 )
             }
             Err(CompleteError::BadType(judged)) => {
+                let declared = taken.name.kind().content_type();
+                taken.settle();
                 self.metrics.uploads_refused.inc();
-                let declared = name.kind().content_type();
                 let message = match judged {
                     Some(kind) => format!(
                         "the file is {} but was declared {declared}; the upload was deleted, \
@@ -483,12 +483,94 @@ impl Presigned {
             }
             Err(CompleteError::Storage(e)) => {
                 tracing::warn!("cannot complete an upload: {e}");
-                put_back(entry);
                 match s3::is_unavailable(&e) {
                     true => storage_unavailable(),
                     false => storage_failed(),
                 }
             }
+        }
+    }
+}
+
+/// A place held among the waiting uploads while the bucket is asked, and
+/// the bytes the ask charged. Whatever is still held when it drops is
+/// given back, however the ask ends: refused, failed, or abandoned (when a
+/// client goes away mid-request hyper drops the handler's future at its
+/// `await`, so no code after it runs; drops do).
+struct Place<'a> {
+    presigned: &'a Presigned,
+    uploads: &'a Uploads,
+    /// The placeholder's key in the map (never a stored name).
+    key: String,
+    charge: Charge,
+}
+
+impl<'a> Place<'a> {
+    fn new(presigned: &'a Presigned, uploads: &'a Uploads, charge: Charge) -> Self {
+        Self {
+            presigned,
+            uploads,
+            key: format!("reserving-{}", random_tag()),
+            charge,
+        }
+    }
+
+    /// Turns the place into the upload `id`, waiting with the charge, and
+    /// holds nothing more; `false` if the place was forgotten meanwhile
+    /// (held longer than an upload lives), and then the charge goes back.
+    fn fill(mut self, id: &str) -> bool {
+        let mut pending = self.presigned.waiting();
+        let Some(entry) = pending.remove(&self.key) else {
+            return false;
+        };
+        let charge = std::mem::take(&mut self.charge);
+        pending.insert(id.to_owned(), Pending { charge, ..entry });
+        true
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        // Locks anew: in `fill` the map's guard is a local, dropped before
+        // `self`, a parameter, is.
+        self.presigned.waiting().remove(&self.key);
+        self.uploads.refund_bytes(std::mem::take(&mut self.charge));
+    }
+}
+
+/// A waiting upload taken out of the map: whoever holds this owns the
+/// upload. Unless settled it goes back as it was (its charge and its time
+/// to be forgotten with it) when this drops, however its holder stopped:
+/// an error worth a retry, or a client gone mid-request. While it is out,
+/// a `complete` or `DELETE` of it gets `404`; once back, either works.
+/// Nothing else puts this id in the map (ids are random and `begin` puts
+/// each once), so the put-back never overwrites, and one put back past its
+/// time is forgotten at the next look, as any other.
+struct Taken<'a> {
+    presigned: &'a Presigned,
+    name: StoredName,
+    /// `None` only once settled, which consumes this.
+    entry: Option<Pending>,
+}
+
+impl Taken<'_> {
+    fn upload(&self) -> &Pending {
+        self.entry.as_ref().expect("unsettled while it can be used")
+    }
+
+    /// Keeps the upload out for good (completed, refused, given up).
+    fn settle(mut self) -> Pending {
+        self.entry
+            .take()
+            .expect("settled once: settling consumes it")
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            let mut pending = self.presigned.waiting();
+            pending.insert(self.name.as_str().to_owned(), entry);
         }
     }
 }
@@ -545,8 +627,21 @@ mod tests {
         let taken = |owner: Option<&str>| presigned.take_waiting(id, owner);
         assert!(matches!(taken(Some("bob")), Err(NotWaiting::NotYours)));
         assert!(matches!(taken(None), Err(NotWaiting::NotYours)));
-        // Whoever takes it (a `complete` or a `DELETE`) is the only one.
-        assert!(matches!(taken(Some("ann")), Ok((n, _)) if n.as_str() == id));
+        // Whoever takes it (a `complete` or a `DELETE`) is the only one
+        // while it holds it; dropped unsettled (a retry is due, or the
+        // request was abandoned), it waits again, as it was.
+        let Ok(held) = taken(Some("ann")) else {
+            panic!("ann's to take")
+        };
+        assert_eq!(held.name.as_str(), id);
+        assert!(matches!(taken(Some("ann")), Err(NotWaiting::Unknown)));
+        drop(held);
+        let Ok(held) = taken(Some("ann")) else {
+            panic!("back once dropped")
+        };
+        assert_eq!(held.upload().size, 10);
+        assert!(matches!(taken(Some("bob")), Err(NotWaiting::Unknown)));
+        held.settle();
         assert!(matches!(taken(Some("ann")), Err(NotWaiting::Unknown)));
         // Ids that are no stored name never reach the map.
         for bad in [
@@ -559,5 +654,49 @@ mod tests {
                 Err(NotWaiting::Unknown)
             ));
         }
+    }
+
+    #[test]
+    fn an_asks_place_and_bytes_come_back_unless_it_is_filled() {
+        use crate::media::{LocalStore, MediaStore};
+        let config = Config::default()
+            .max_pending_uploads((1, 10))
+            .upload_bytes_per_hour(1000u64);
+        let metrics = Arc::new(Metrics::default());
+        let presigned = Presigned::new(&config, Arc::clone(&metrics));
+        // Never touched: nothing here stores a file.
+        let store = MediaStore::Local(LocalStore::new("/nonexistent"));
+        let uploads = Uploads::new(&config, store, metrics);
+        let mut req = Request::new(());
+        req.extensions_mut()
+            .insert(PeerAddr("192.0.2.1:5000".parse().unwrap()));
+        let name = DisplayName::sanitize(Some("a.png"));
+        let ask = |size: u64| {
+            let charge = uploads.charge_bytes(&req, size).ok()?;
+            let place = Place::new(&presigned, &uploads, charge);
+            presigned
+                .reserve(&place.key, "ip", size, &name, &None)
+                .ok()?;
+            Some(place)
+        };
+
+        // Abandoned (dropped mid-ask): the place and the 600 bytes are back.
+        let place = ask(600).expect("room for one");
+        assert!(ask(1).is_none(), "one place only");
+        drop(place);
+        // (999: the hour's bytes are floats, a refund may miss a hair.)
+        let place = ask(999).expect("the place and the bytes came back");
+        drop(place);
+
+        // Filled: the upload keeps both.
+        let id = "0123456789abcdef0123456789abcdef.png";
+        assert!(ask(600).expect("room for one").fill(id));
+        assert!(ask(1).is_none(), "the upload holds the place");
+        presigned
+            .take_waiting(id, None)
+            .ok()
+            .expect("waiting")
+            .settle();
+        assert!(ask(500).is_none(), "the 600 stay charged");
     }
 }

@@ -4,7 +4,9 @@
 //! hangs (its connections stay open and nothing passes) instead of failing;
 //! or partition, so the open connections go silent for good, as when the
 //! network loses a peer without a reset, and new ones are refused until
-//! the proxy is restored.
+//! the proxy is restored. A test can wait until a client's request is held
+//! by a freeze, and until that client hangs up, both seen at the proxy (no
+//! guess at how long either takes).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,12 +17,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::TIMEOUT;
+
 pub struct Proxy {
     /// Where clients connect instead of the service.
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
     /// Which connections pass bytes; those that do not hold what they read.
     flowing: watch::Sender<Flow>,
+    /// What clients did while held.
+    seen: watch::Sender<Seen>,
     /// The number the next connection gets.
     next: Arc<AtomicU64>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -42,24 +48,72 @@ impl Flow {
     }
 }
 
-/// Passes what `from` sends to `to` on connection number `conn`, holding
-/// each read while that connection does not flow, until either side closes.
+/// What clients did on connections that did not flow.
+#[derive(Default)]
+struct Seen {
+    /// Each hold of what a client sent: its connection's number and the
+    /// bytes held (so far), in the order holds began.
+    held: Vec<(u64, Vec<u8>)>,
+    /// Connections their client closed while they did not flow.
+    hung_up: Vec<u64>,
+}
+
+/// Passes what `from` sends to `to` on connection number `conn` until
+/// either side closes. While the connection does not flow, what is read is
+/// held, and reading goes on while the buffer has room (beyond that the
+/// sender waits, as on a hung service), so a sender closing its side is
+/// seen even then; `seen`, on the client's side, records both. What was
+/// held passes on when the connection flows again, then the close.
 async fn pump(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     conn: u64,
     mut flowing: watch::Receiver<Flow>,
+    seen: Option<watch::Sender<Seen>>,
 ) {
     let mut buf = vec![0u8; 16 << 10];
+    // Bytes read and not passed on yet; whether `from` may send more; this
+    // hold's place in `seen.held`, once recorded.
+    let (mut held, mut open, mut hold) = (0, true, None::<usize>);
     loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if flowing.wait_for(|f| f.passes(conn)).await.is_err()
-            || to.write_all(&buf[..n]).await.is_err()
-        {
+        let passes = flowing.borrow_and_update().passes(conn);
+        if passes && held > 0 {
+            if to.write_all(&buf[..held]).await.is_err() {
+                break;
+            }
+            (held, hold) = (0, None);
+        }
+        if !open && held == 0 {
             break;
+        }
+        tokio::select! {
+            changed = flowing.changed(), if !passes => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            read = from.read(&mut buf[held..]), if open && held < buf.len() => {
+                let n = match read {
+                    Ok(0) | Err(_) => 0,
+                    Ok(n) => n,
+                };
+                held += n;
+                open = n > 0;
+                // Held if the connection does not flow now (it may have
+                // frozen during the read).
+                let held_now = !flowing.borrow().passes(conn);
+                let Some(seen) = seen.as_ref().filter(|_| held_now) else {
+                    continue;
+                };
+                seen.send_modify(|seen| match (open, hold) {
+                    (false, _) => seen.hung_up.push(conn),
+                    (true, Some(i)) => seen.held[i].1 = buf[..held].to_vec(),
+                    (true, None) => {
+                        hold = Some(seen.held.len());
+                        seen.held.push((conn, buf[..held].to_vec()));
+                    }
+                });
+            }
         }
     }
     let _ = to.shutdown().await;
@@ -75,11 +129,13 @@ impl Proxy {
             thawed: true,
             lost_below: 0,
         });
+        let (seen, _) = watch::channel(Seen::default());
         let next = Arc::new(AtomicU64::new(0));
         let conns = Arc::new(Mutex::new(Vec::new()));
         let target = target.to_owned();
         let accept = tokio::spawn({
             let (up, conns, flowing) = (up.clone(), conns.clone(), flowing.clone());
+            let seen = seen.clone();
             let next = next.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
@@ -91,13 +147,14 @@ impl Proxy {
                     }
                     let target = target.clone();
                     let flowing = flowing.subscribe();
+                    let seen = seen.clone();
                     let task = tokio::spawn(async move {
                         if let Ok(service) = TcpStream::connect(&target).await {
                             let (client_r, client_w) = client.into_split();
                             let (service_r, service_w) = service.into_split();
                             tokio::join!(
-                                pump(client_r, service_w, conn, flowing.clone()),
-                                pump(service_r, client_w, conn, flowing),
+                                pump(client_r, service_w, conn, flowing.clone(), Some(seen)),
+                                pump(service_r, client_w, conn, flowing, None),
                             );
                         }
                     });
@@ -109,6 +166,7 @@ impl Proxy {
             addr,
             up,
             flowing,
+            seen,
             next,
             conns,
             accept,
@@ -151,6 +209,42 @@ impl Proxy {
         self.up.store(false, Ordering::SeqCst);
         let lost_below = self.next.load(Ordering::SeqCst);
         self.flowing.send_modify(|f| f.lost_below = lost_below);
+    }
+
+    /// Waits until a client sent, while its connection did not flow, bytes
+    /// that begin with `start` (say, a request line), and returns that
+    /// connection's number; fails after [`TIMEOUT`].
+    pub async fn wait_held(&self, start: &[u8]) -> u64 {
+        let mut seen = self.seen.subscribe();
+        let mut conn = None;
+        let found = seen.wait_for(|seen| {
+            conn = seen
+                .held
+                .iter()
+                .find(|(_, bytes)| bytes.starts_with(start))
+                .map(|(conn, _)| *conn);
+            conn.is_some()
+        });
+        let found = tokio::time::timeout(TIMEOUT, found).await;
+        match (found, conn) {
+            (Ok(Ok(_)), Some(conn)) => conn,
+            _ => panic!(
+                "no client sent {:?} while held",
+                String::from_utf8_lossy(start)
+            ),
+        }
+    }
+
+    /// Waits until the client of connection `conn` closed it while it did
+    /// not flow; fails after [`TIMEOUT`].
+    pub async fn wait_hung_up(&self, conn: u64) {
+        let mut seen = self.seen.subscribe();
+        let closed = seen.wait_for(|seen| seen.hung_up.contains(&conn));
+        let closed = tokio::time::timeout(TIMEOUT, closed).await;
+        assert!(
+            matches!(closed, Ok(Ok(_))),
+            "the client of connection {conn} never hung up while held"
+        );
     }
 }
 

@@ -94,20 +94,25 @@ impl S3Fs {
 
     /// Where the service is, with the keys.
     pub fn target(&self) -> S3Target {
-        target_at(&self.endpoint)
+        target_at(&self.endpoint, S3_BUCKET)
     }
 
     /// [`S3Fs::target`] naming `bucket` instead, which exists only once a
     /// test makes its directory (`dir/bucket`).
     pub fn target_of(&self, bucket: &str) -> S3Target {
-        S3Target::parse(&format!("s3://{bucket}?endpoint={}", self.endpoint))
-            .expect("a valid target")
-            .with_credentials(Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY))
+        target_at(&self.endpoint, bucket)
     }
 
     /// The media store setting for a roomcast using this.
     pub fn media_store(&self) -> MediaStoreKind {
         MediaStoreKind::S3(self.target())
+    }
+
+    /// The media store setting for a roomcast reaching this through `proxy`
+    /// (started to [`S3Fs::addr`]), which the test can freeze; the URLs it
+    /// presigns name the proxy too.
+    pub fn media_store_through(&self, proxy: &Proxy) -> MediaStoreKind {
+        MediaStoreKind::S3(through(proxy))
     }
 
     /// A client signing with the same keys (to look behind roomcast's back).
@@ -128,8 +133,7 @@ impl S3Fs {
     /// connections.
     pub fn store_via(&self, proxy: &Proxy) -> roomcast::media::s3::S3Store {
         let minute = Duration::from_secs(60);
-        let target = target_at(&format!("http://{}", proxy.addr));
-        roomcast::media::s3::S3Store::new(target, Duration::from_secs(3600), minute, minute)
+        roomcast::media::s3::S3Store::new(through(proxy), Duration::from_secs(3600), minute, minute)
             .expect("a store")
     }
 
@@ -145,9 +149,14 @@ impl S3Fs {
     }
 }
 
-/// The test bucket at `endpoint` (`http://host:port`), with the keys.
-fn target_at(endpoint: &str) -> S3Target {
-    S3Target::parse(&format!("s3://{S3_BUCKET}?endpoint={endpoint}"))
+/// The test bucket reached through `proxy`.
+fn through(proxy: &Proxy) -> S3Target {
+    target_at(&format!("http://{}", proxy.addr), S3_BUCKET)
+}
+
+/// `bucket` at `endpoint` (`http://host:port`), with the keys.
+fn target_at(endpoint: &str, bucket: &str) -> S3Target {
+    S3Target::parse(&format!("s3://{bucket}?endpoint={endpoint}"))
         .expect("a valid target")
         .with_credentials(Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY))
 }
