@@ -614,7 +614,25 @@ impl Hub {
         }
         let target = budget / 10 * 9;
         let mut rooms = self.rooms();
-        while total() > target && evict_oldest_empty(&mut rooms, common) {}
+        // Empty rooms that weigh something leave first, longest empty
+        // first; one that weighs nothing would free nothing.
+        let mut idle: Vec<(Instant, RoomName)> = rooms
+            .iter()
+            .filter_map(|(name, room)| {
+                let state = room.lock();
+                let since = state.idle_since().filter(|_| state.ring.bytes() > 0)?;
+                Some((since, name.clone()))
+            })
+            .collect();
+        idle.sort_unstable_by_key(|(since, _)| *since);
+        for (_, name) in idle {
+            if total() <= target {
+                break;
+            }
+            if let Some(room) = rooms.remove(&name) {
+                unload(&name, &room, common);
+            }
+        }
         let mut heavy: Vec<(usize, Arc<Room>)> = rooms
             .values()
             .map(|r| (r.lock().ring.bytes(), Arc::clone(r)))
@@ -767,13 +785,19 @@ fn evict_oldest_empty(rooms: &mut HashMap<RoomName, Arc<Room>>, common: &Common)
         .min_by_key(|(t, _): &(Instant, RoomName)| *t);
     match oldest.and_then(|(_, name)| rooms.remove(&name).map(|r| (name, r))) {
         Some((name, room)) => {
-            let mut state = room.lock();
-            state.settle(&name, common);
-            state.unload(common);
+            unload(&name, &room, common);
             true
         }
         None => false,
     }
+}
+
+/// A room taken out of the hub lets go of its memory (its last seq queued
+/// for the store first).
+fn unload(name: &RoomName, room: &Room, common: &Common) {
+    let mut state = room.lock();
+    state.settle(name, common);
+    state.unload(common);
 }
 
 #[cfg(test)]
@@ -874,6 +898,7 @@ mod tests {
         let config = HubConfig {
             empty_room_ttl: Duration::ZERO,
             max_rooms: 1,
+            name_hold_grace: Duration::ZERO,
             ..HubConfig::default()
         };
         let (hub, store, writer) = on_held_store(config, held);
@@ -1107,10 +1132,49 @@ mod tests {
     }
 
     #[test]
+    fn a_name_held_in_an_empty_room_keeps_the_room_until_the_hold_lapses() {
+        let hub = Hub::new(HubConfig {
+            empty_room_ttl: Duration::ZERO,
+            max_rooms: 1,
+            ..HubConfig::default()
+        });
+        let as_who = |room: &str, user: &str, who: &str| {
+            let (room, user) = names(room, user);
+            hub.join_with(Joining {
+                room,
+                user,
+                identity: Identity::from_key(who),
+                moderator: false,
+                after: None,
+                claim: None,
+            })
+        };
+        let alice = as_who("a", "alice", "alice's key").unwrap();
+        drop(alice);
+        assert!(matches!(
+            as_who("a", "alice", "mallory's key"),
+            Err(JoinError::NameTaken(_))
+        ));
+        // The room holding her name is neither taken out for another room
+        // nor swept: her hold would go with it, and the name be free.
+        assert!(matches!(
+            as_who("b", "bob", "bob's key"),
+            Err(JoinError::RoomsFull(_))
+        ));
+        assert_eq!(hub.sweep(), 0);
+        assert!(matches!(
+            as_who("a", "alice", "mallory's key"),
+            Err(JoinError::NameTaken(_))
+        ));
+        assert!(as_who("a", "alice", "alice's key").is_ok(), "hers again");
+    }
+
+    #[test]
     fn empty_rooms_are_swept_and_the_room_limit_evicts_empty_ones() {
         let hub = Hub::new(HubConfig {
             empty_room_ttl: Duration::ZERO,
             max_rooms: 1,
+            name_hold_grace: Duration::ZERO,
             ..HubConfig::default()
         });
         let (r1, u) = names("one", "u");

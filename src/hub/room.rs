@@ -70,8 +70,13 @@ pub(crate) struct Holder {
 impl Holder {
     /// Whether `identity` may use the name now.
     fn lets(&self, identity: &Identity, grace: Duration) -> bool {
-        self.identity == *identity
-            || (self.connections == 0 && self.released.is_none_or(|t| t.elapsed() >= grace))
+        self.identity == *identity || !self.holds(grace)
+    }
+
+    /// Whether the name is still its holder's: in use, or released less
+    /// than `grace` ago.
+    fn holds(&self, grace: Duration) -> bool {
+        self.connections > 0 || self.released.is_some_and(|t| t.elapsed() < grace)
     }
 }
 
@@ -371,9 +376,7 @@ impl RoomState {
             }
         }
         if self.holders.len() > 2 * self.online.len() + 64 {
-            self.holders.retain(|_, h| {
-                h.connections > 0 || h.released.is_some_and(|t| t.elapsed() < grace)
-            });
+            self.holders.retain(|_, h| h.holds(grace));
         }
     }
 
@@ -552,9 +555,12 @@ impl RoomState {
     }
 
     /// Since when the room has had no member, if it may leave memory: not
-    /// while a welcome reads the store for it (see [`Reading`]).
+    /// while a welcome reads the store for it (see [`Reading`]), nor while
+    /// a name released here is still held (the holds go with the room, and
+    /// the name would be anyone's at once).
     pub fn idle_since(&self) -> Option<Instant> {
-        self.empty_since.filter(|_| self.reading == 0)
+        let holding = || self.holders.values().any(|h| h.holds(self.hold_grace));
+        self.empty_since.filter(|_| self.reading == 0 && !holding())
     }
 
     /// The room leaves memory: its weight leaves the hub's total.

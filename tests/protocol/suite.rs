@@ -711,7 +711,13 @@ async fn an_attachment_names_a_stored_upload_and_the_server_fills_it_in() {
 
 #[tokio::test]
 async fn an_empty_room_is_dropped_after_its_ttl() {
-    let server = start(config().empty_room_ttl(std::time::Duration::ZERO)).await;
+    // Names are not held: a room holding one stays while it is held.
+    let server = start(
+        config()
+            .empty_room_ttl(std::time::Duration::ZERO)
+            .name_hold_grace(std::time::Duration::ZERO),
+    )
+    .await;
     let (mut ann, _) = server.join("brief", "ann").await;
     ann.expect("join").await;
     ann.post("soon forgotten").await;
