@@ -928,7 +928,15 @@ async fn a_name_taken_while_its_instance_was_taken_for_dead_closes_its_member_th
     joined(&mut bob, "ann").await;
 
     proxy.restore();
-    ann.expect_close(4009).await;
+    // Her instance learns of the loss from its resync (4009). Its
+    // subscriptions come back on a connection of their own, and a marker
+    // for the events missed while cut can reach her first: then she is
+    // told to resume (1013), and resuming is refused below as any join.
+    let closed = ann.close_code().await;
+    assert!(
+        closed == 4009 || closed == 1013,
+        "closed with {closed}, not 4009 (name lost) nor 1013 (missed events)"
+    );
     // Only the stranger's connection counts, and the name is still theirs.
     let users = format!("{}:users:r", keys.0);
     assert_eq!(admin.cmd(&["HGET", &users, "ann"]), Resp::Str("1".into()));

@@ -129,21 +129,24 @@ impl Client {
     /// Reads until the server's close frame, skipping data frames, and
     /// asserts its code.
     pub async fn expect_close(&mut self, code: u16) {
+        let (got, reason) = self.close_frame().await;
+        assert_eq!(got, code, "closed with {got} ({reason})");
+    }
+
+    /// The code of the close frame that ends the stream, skipping events.
+    pub async fn close_code(&mut self) -> u16 {
+        self.close_frame().await.0
+    }
+
+    async fn close_frame(&mut self) -> (u16, String) {
         loop {
             match self.recv().await {
                 Some(Message::Close(Some(frame))) => {
-                    assert_eq!(
-                        u16::from(frame.code),
-                        code,
-                        "closed with {:?} ({})",
-                        frame.code,
-                        frame.reason
-                    );
-                    return;
+                    return (u16::from(frame.code), frame.reason.to_string());
                 }
-                Some(Message::Close(None)) => panic!("close frame without a code; wanted {code}"),
+                Some(Message::Close(None)) => panic!("close frame without a code"),
                 Some(_) => continue,
-                None => panic!("stream ended without a close frame; wanted {code}"),
+                None => panic!("stream ended without a close frame"),
             }
         }
     }
