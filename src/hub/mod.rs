@@ -258,8 +258,10 @@ impl std::error::Error for RoomsFull {}
 /// instance: as long as the message is in the room's ring).
 pub const POST_RETRY_WINDOW: Duration = Duration::from_secs(600);
 
-/// Messages a room always keeps in memory however tight the budget (its
-/// welcome's last ones; see [`Hub::trim`]).
+/// Messages a room always keeps in memory however tight the budget (see
+/// [`Hub::trim`]). Fewer than a welcome's default 50: after a trim, a
+/// welcome without `after` carries only these (scrollback reads the rest
+/// from the store).
 pub const MIN_RING: usize = 20;
 
 /// History pages read at once (see [`Hub::page`]).
@@ -598,7 +600,8 @@ impl Hub {
 
     /// Brings the rooms' recent messages back under
     /// [`HubConfig::history_memory_bytes`] (to 90 % of it): first empty
-    /// rooms leave memory, longest empty first; then the heaviest rings
+    /// rooms that hold messages leave memory, longest empty first (not
+    /// while a name is held in one); then the heaviest rings
     /// give up their oldest messages, halving at a time, down to the
     /// newest [`MIN_RING`] each. With a store nothing is lost (a trimmed
     /// message is read from it, and can no longer be edited or reacted

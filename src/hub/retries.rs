@@ -51,9 +51,18 @@ impl Retries {
         }
     }
 
-    /// Forgets a message leaving the ring.
+    /// Forgets a message leaving the ring: its key, unless a later post
+    /// has it now (two can share one: a retry that came after the first
+    /// left the ring posts again, and a room loaded from the store may hold
+    /// both; the later one stays the answer).
     pub(super) fn left_ring(&mut self, m: &StoredMessage) {
         if let Some(key) = key(m) {
+            self.forget(key, m.seq);
+        }
+    }
+
+    fn forget(&mut self, key: Key, seq: u64) {
+        if self.posted.get(&key) == Some(&seq) {
             self.posted.remove(&key);
         }
     }
@@ -70,8 +79,8 @@ impl Retries {
     pub(super) fn forget_deleted(&mut self, last_seq: u64, ring: usize) {
         let past = last_seq.saturating_sub(ring as u64);
         while self.deleted.front().is_some_and(|(seq, _)| *seq <= past) {
-            if let Some((_, key)) = self.deleted.pop_front() {
-                self.posted.remove(&key);
+            if let Some((seq, key)) = self.deleted.pop_front() {
+                self.forget(key, seq);
             }
         }
     }
@@ -80,5 +89,41 @@ impl Retries {
     #[cfg(test)]
     pub(super) fn kept(&self) -> (usize, usize) {
         (self.posted.len(), self.deleted.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::event::Reactions;
+    use crate::hub::names::UserName;
+
+    fn post(seq: u64, client_id: &str) -> StoredMessage {
+        StoredMessage {
+            id: format!("m{seq}").as_str().into(),
+            seq,
+            user: UserName::parse("ann").unwrap(),
+            identity: Identity::named("ann"),
+            content: format!("m{seq}"),
+            timestamp: "2026-12-07T10:00:00.000Z".into(),
+            reactions: Reactions::default(),
+            attachment: None,
+            edited_at: None,
+            client_id: Some(client_id.to_owned()),
+        }
+    }
+
+    #[test]
+    fn the_older_of_two_posts_with_one_key_leaving_keeps_the_newer_as_the_answer() {
+        let ann = Identity::named("ann");
+        // A retry that came after the first post left the ring posted
+        // again; a room loaded from the store holds both.
+        let (first, again) = (post(1, "c1"), post(7, "c1"));
+        let mut retries = Retries::of([&first, &again].into_iter());
+        assert_eq!(retries.seq_of(&ann, "c1"), Some(7));
+        retries.left_ring(&first);
+        assert_eq!(retries.seq_of(&ann, "c1"), Some(7), "the newer is kept");
+        retries.left_ring(&again);
+        assert_eq!(retries.seq_of(&ann, "c1"), None);
     }
 }
