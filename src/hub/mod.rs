@@ -1089,6 +1089,42 @@ mod tests {
     }
 
     #[test]
+    fn a_later_preview_for_a_room_gone_from_memory_changes_nothing() {
+        let hub = Hub::new(HubConfig {
+            empty_room_ttl: Duration::ZERO,
+            name_hold_grace: Duration::ZERO,
+            ..HubConfig::default()
+        });
+        let (r, ann) = names("r", "ann");
+        let ann = hub.join(r, ann, None).unwrap();
+        let attachment = Attachment {
+            url: "/uploads/a.png".into(),
+            name: "a.png".into(),
+            size: 10,
+            content_type: "image/png".into(),
+            preview: None,
+        };
+        let post = ann.post(String::new(), Some(attachment), None);
+        let seq = futures_util::FutureExt::now_or_never(post)
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let later = ann.later_preview(seq);
+        drop(ann);
+        assert_eq!(hub.sweep(), 1);
+        assert_eq!(hub.history_bytes(), 0, "the room left with all it weighed");
+        let preview = AttachmentPreview {
+            url: "/uploads/a.png.preview.jpg".into(),
+            width: 320,
+            height: 200,
+        };
+        // The room's message left memory with it: nothing to update, and
+        // nothing counted again into the hub's total for good.
+        assert!(!later.set("/uploads/a.png", preview));
+        assert_eq!(hub.history_bytes(), 0);
+    }
+
+    #[test]
     fn ring_keeps_the_last_n_and_resume_reports_a_gap() {
         let hub = Hub::new(HubConfig {
             history: 3,
