@@ -18,4 +18,7 @@ async fn start(config: roomcast::Config) -> Server {
 /// history goes after its time to live, and the ring is all there is.
 const DURABLE: bool = false;
 
+/// The hub remembers where a room dropped from memory stopped numbering.
+const NUMBERS_ON: bool = true;
+
 include!("protocol/suite.rs");

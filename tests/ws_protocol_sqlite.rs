@@ -17,4 +17,7 @@ async fn start(config: roomcast::Config) -> Server {
 /// live and keeps its history, and resumes older than the ring read it.
 const DURABLE: bool = true;
 
+/// The store numbers: a room made again numbers on.
+const NUMBERS_ON: bool = true;
+
 include!("protocol/suite.rs");

@@ -16,6 +16,7 @@
 //! awaits while holding either. Lock order is always map → room.
 
 mod backbone;
+mod dropped;
 mod event;
 mod frame;
 mod frame_pool;
@@ -68,6 +69,7 @@ pub mod frames {
 }
 
 use crate::metrics::Metrics;
+use dropped::DroppedSeqs;
 use event::MessageView;
 use in_doubt::InDoubt;
 use message_id::MessageIds;
@@ -181,6 +183,9 @@ pub(crate) struct Common {
     /// backbone may post all the same, kept for the store until seen.
     in_doubt: InDoubt,
     ids: MessageIds,
+    /// History in memory only: where rooms dropped from memory stopped
+    /// numbering, so one made again goes on from there.
+    pub dropped: DroppedSeqs,
 }
 
 impl Common {
@@ -275,6 +280,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn new(parts: HubParts, link: Link) -> Self {
+        let max_rooms = parts.config.max_rooms;
         Shared {
             common: Arc::new(Common {
                 config: parts.config,
@@ -285,6 +291,7 @@ impl Shared {
                 over_budget: tokio::sync::Notify::new(),
                 in_doubt: InDoubt::default(),
                 ids: MessageIds::new(),
+                dropped: DroppedSeqs::new(max_rooms),
             }),
             rooms: Mutex::new(HashMap::new()),
             readers: tokio::sync::Semaphore::new(PAGE_READERS),
@@ -487,6 +494,9 @@ impl Hub {
                     common.store.is_none(),
                     common.config.name_hold_grace,
                 ));
+                if let Some(last_seq) = common.dropped.take(&room) {
+                    r.lock().number_after(last_seq, common);
+                }
                 rooms.insert(room, Arc::clone(&r));
                 r
             }
@@ -1122,6 +1132,50 @@ mod tests {
         // nothing counted again into the hub's total for good.
         assert!(!later.set("/uploads/a.png", preview));
         assert_eq!(hub.history_bytes(), 0);
+    }
+
+    #[test]
+    fn a_room_made_again_in_memory_numbers_on_and_a_resume_from_before_sees_what_it_missed() {
+        let hub = Hub::new(HubConfig {
+            empty_room_ttl: Duration::ZERO,
+            name_hold_grace: Duration::ZERO,
+            ..HubConfig::default()
+        });
+        let post = |m: &Member, text: &str| {
+            let posted = m.post(text.into(), None, None);
+            futures_util::FutureExt::now_or_never(posted)
+                .unwrap()
+                .unwrap()
+                .unwrap()
+        };
+        let (r, ann) = names("r", "ann");
+        let (_, bob) = names("r", "bob");
+        let first = hub.join(r.clone(), ann.clone(), None).unwrap();
+        for text in ["1", "2", "3"] {
+            post(&first, text);
+        }
+        drop(first);
+        assert_eq!(hub.sweep(), 1, "the room left memory with its history");
+        let bob = hub.join(r.clone(), bob, None).unwrap();
+        let seqs: Vec<u64> = ["4", "5"].iter().map(|t| post(&bob, t)).collect();
+        assert_eq!(seqs, [4, 5], "numbered on, not from 1 again");
+        // Ann had everything up to 3: she is given 4 and 5, no gap.
+        let ann_back = hub.join(r.clone(), ann.clone(), Some(3)).unwrap();
+        let welcome = drain(&ann_back).remove(0);
+        let got: Vec<u64> = welcome["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            (got, &welcome["gap"]),
+            (vec![4, 5], &serde_json::Value::Bool(false))
+        );
+        // Someone who had only 1 is told 2 and 3 are gone.
+        let (_, cy) = names("r", "cy");
+        let behind = hub.join(r, cy, Some(1)).unwrap();
+        assert_eq!(drain(&behind).remove(0)["gap"], true);
     }
 
     #[test]

@@ -949,19 +949,36 @@ impl RoomState {
         self.online.iter().map(|(u, n)| (u, *n))
     }
 
-    /// Queues the room's last seq for the store as it leaves memory (one
-    /// instance only: with a backbone, the backbone numbers).
+    /// Keeps where the room's numbering stopped as it leaves memory: in
+    /// the store, or without one in the hub ([`DroppedSeqs`]), so the room
+    /// made again numbers on. (One instance only: with a backbone, the
+    /// backbone numbers.)
+    ///
+    /// [`DroppedSeqs`]: super::dropped::DroppedSeqs
     pub fn settle(&self, room: &RoomName, common: &Common) {
         if !self.loaded || !matches!(common.link, super::Link::Local) {
             return;
         }
-        if let Some(Ok(slot)) = common.store.as_ref().map(Store::slot) {
+        let Some(store) = common.store.as_ref() else {
+            common.dropped.remember(room, self.last_seq);
+            return;
+        };
+        if let Ok(slot) = store.slot() {
             let change = Change::Settle {
                 room: room.key(),
                 last_seq: self.last_seq,
             };
             slot.send(change, None);
         }
+    }
+
+    /// A room made again after it left memory, history in memory only:
+    /// it numbers on after `last_seq`, and what went with it counts as
+    /// pushed out of the ring (a resume from before is told `gap`).
+    pub fn number_after(&mut self, last_seq: u64, common: &Common) {
+        self.last_seq = last_seq;
+        self.ring
+            .install(Vec::new(), last_seq, &common.history_bytes);
     }
 
     /// With a backbone: the room is let go here (its last member left, or
