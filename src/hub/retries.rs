@@ -91,39 +91,3 @@ impl Retries {
         (self.posted.len(), self.deleted.len())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hub::event::Reactions;
-    use crate::hub::names::UserName;
-
-    fn post(seq: u64, client_id: &str) -> StoredMessage {
-        StoredMessage {
-            id: format!("m{seq}").as_str().into(),
-            seq,
-            user: UserName::parse("ann").unwrap(),
-            identity: Identity::named("ann"),
-            content: format!("m{seq}"),
-            timestamp: "2026-12-07T10:00:00.000Z".into(),
-            reactions: Reactions::default(),
-            attachment: None,
-            edited_at: None,
-            client_id: Some(client_id.to_owned()),
-        }
-    }
-
-    #[test]
-    fn the_older_of_two_posts_with_one_key_leaving_keeps_the_newer_as_the_answer() {
-        let ann = Identity::named("ann");
-        // A retry that came after the first post left the ring posted
-        // again; a room loaded from the store holds both.
-        let (first, again) = (post(1, "c1"), post(7, "c1"));
-        let mut retries = Retries::of([&first, &again].into_iter());
-        assert_eq!(retries.seq_of(&ann, "c1"), Some(7));
-        retries.left_ring(&first);
-        assert_eq!(retries.seq_of(&ann, "c1"), Some(7), "the newer is kept");
-        retries.left_ring(&again);
-        assert_eq!(retries.seq_of(&ann, "c1"), None);
-    }
-}
