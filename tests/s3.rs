@@ -806,9 +806,14 @@ async fn the_sweep_deletes_what_nobody_attached_or_completed() {
     // Not yet old: nothing goes.
     assert_eq!(store.sweep_unattached().await.unwrap(), 0);
     assert!(staged(&never.name).exists() && staged(&refused.name).exists());
-    // Past the URL's life plus the upload timeout (and a minute), not the
-    // time to live: staged objects go, marker or not; uploads stay.
-    let soon = SystemTime::now() + Duration::from_secs(60 + 60 + 120);
+    // Past the URL's life plus the upload timeout, a `complete` that
+    // started just before may still be waiting to copy: kept.
+    let soon = SystemTime::now() + Duration::from_secs(60 + 60 + 90);
+    assert_eq!(store.sweep_unattached_as_of(soon).await.unwrap(), 0);
+    assert!(staged(&never.name).exists() && staged(&refused.name).exists());
+    // Past the URL's life plus twice the upload timeout (and a minute),
+    // not the time to live: staged objects go, marker or not; uploads stay.
+    let soon = SystemTime::now() + Duration::from_secs(60 + 2 * 60 + 90);
     assert_eq!(store.sweep_unattached_as_of(soon).await.unwrap(), 0);
     assert!(!staged(&never.name).exists() && !staged(&refused.name).exists());
     assert!(

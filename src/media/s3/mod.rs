@@ -17,8 +17,9 @@
 //!   it expires, even after `complete`, so the bytes that count are a
 //!   server-side copy to `<id>.<ext>`, and the checks run on that copy;
 //!   whatever the URL writes later lands here only. The sweep deletes
-//!   `incoming/` objects older than the URL's life plus the upload timeout,
-//!   whatever their markers say;
+//!   `incoming/` objects older than the URL's life plus twice the upload
+//!   timeout (a `complete` may start until the first has passed, and its
+//!   copy wait for a place up to the second), whatever their markers say;
 //! - `<id>.<ext>.preview.<jpg|png>`: an image's preview, made by the
 //!   server after the upload ([`previews`]) and recorded in the sidecar;
 //!   deleted with the upload.
@@ -703,8 +704,8 @@ impl S3Store {
 
     /// Deletes the uploads whose marker is older than the time to live
     /// plus a minute, and the staged objects of presigned PUTs older than
-    /// the URL's life plus the upload timeout plus a minute; returns how
-    /// many uploads (staged objects alone not counted).
+    /// the URL's life plus twice the upload timeout plus a minute; returns
+    /// how many uploads (staged objects alone not counted).
     pub async fn sweep_unattached(&self) -> Result<usize, S3Error> {
         self.sweep_unattached_as_of(SystemTime::now()).await
     }
@@ -721,8 +722,12 @@ impl S3Store {
         // A staged object is needed until its upload can no longer be
         // completed; past that it is litter (a PUT never completed, or one
         // made again after `complete`), marker or not. Its marker, if any,
-        // goes with the pass above.
-        let staged_limit = (self.presign_ttl + self.put_timeout + SWEEP_MARGIN).as_secs();
+        // goes with the pass above. A `complete` may start until the server
+        // forgets the upload (the URL's life plus the upload timeout), and
+        // its copy may then wait up to the upload timeout for a place among
+        // the requests in flight before the bucket reads this object.
+        let needed = self.presign_ttl + self.put_timeout.saturating_mul(2);
+        let staged_limit = (needed + SWEEP_MARGIN).as_secs();
         for name in self.list_older(INCOMING, now, staged_limit).await? {
             self.delete_key(&incoming_key(&name)).await?;
         }
