@@ -21,8 +21,8 @@ async fn start(config: roomcast::Config) -> Server {
 /// keys expire after its time to live, and the ring is all there is.
 const DURABLE: bool = false;
 
-/// An empty room's keys expire with its numbering: made again, it numbers
-/// from 1 (a client's `after` beyond that is read as a reset).
-const NUMBERS_ON: bool = false;
+/// An empty room's last seq outlives its other keys: made again, it
+/// numbers on.
+const NUMBERS_ON: bool = true;
 
 include!("protocol/suite.rs");

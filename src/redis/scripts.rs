@@ -11,13 +11,23 @@
 //! room `R` put the variable part last so two rooms can never share a key:
 //! `P:meta:R` (hash: `seq`, `ev`, `evicted`), `P:ids:R` (zset: message id
 //! by seq), `P:msgs:R` (hash: id → stored JSON), `P:users:R` (hash: user →
-//! connections on every live instance), `P:typing:R\nuser` (throttle).
+//! connections on every live instance), `P:typing:R\nuser` (throttle),
+//! `P:floor:R` (the room's last seq when it last emptied, kept a day past
+//! its other keys so a room made again numbers on).
 //! Presence per instance: `P:instances` (zset: instance id by expiry, ms),
 //! `P:inst:ID` (hash: `room\nuser` → connections), `P:reaped:ID` (a
 //! tombstone telling a revived instance to re-announce its members).
 //! Events go to channel `P:room:R` as `<ev>\n<event JSON>` (`ev` counts the
 //! room's events), `0\t<user>\n<JSON>` (typing: unnumbered, not for `user`)
 //! or `s<ev>` (a marker: "every event up to `ev` has been published").
+
+/// How long a room's last seq (`P:floor:R`) outlives its other keys after
+/// it emptied: a room made again within it numbers on, and a client
+/// resuming from before is told `gap`. Past it the room numbers from 1
+/// again, and only an `after` beyond its new numbering is seen as a reset.
+/// A day covers a laptop closed overnight; each key is a few dozen bytes
+/// per room used in the last day.
+pub const FLOOR_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Helpers shared by every script.
 const PRELUDE: &str = r#"
@@ -74,10 +84,23 @@ local function publish(room, body)
   return ev
 end
 -- A durable store may hold messages up to `floor` (Redis lost them, or
--- never had them): the room's numbering continues above it.
-local function raise_seq(meta, floor)
+-- never had them): the room's numbering continues above it. A room whose
+-- keys expired while it was empty numbers on from where it stopped
+-- (`P:floor:R`), and what went with the keys counts as evicted, so a
+-- resume from before is told `gap` instead of taking the new room's
+-- messages for ones it has.
+local function raise_seq(room, floor)
+  local meta = k('meta', room)
+  local seq = redis.call('HGET', meta, 'seq')
+  if not seq then
+    local before = tonumber(redis.call('GET', k('floor', room)) or '0')
+    if before > 0 then
+      redis.call('HSET', meta, 'seq', before, 'evicted', before)
+    end
+    seq = before
+  end
   floor = tonumber(floor) or 0
-  if tonumber(redis.call('HGET', meta, 'seq') or '0') < floor then
+  if tonumber(seq) < floor then
     redis.call('HSET', meta, 'seq', floor)
   end
 end
@@ -121,6 +144,8 @@ local function adjust(room, user, delta, room_ttl)
     redis.call('PEXPIRE', hold_key(room, user), HOLD_MS)
     if redis.call('HLEN', uk) == 0 then
       for _, key in ipairs(keys) do redis.call('PEXPIRE', key, math.max(1, room_ttl)) end
+      local seq = redis.call('HGET', keys[1], 'seq')
+      if seq then redis.call('SET', k('floor', room), seq, 'PX', FLOOR_MS) end
     end
     return 'leave'
   end
@@ -253,13 +278,14 @@ impl Script {
             Self::Reactions => REACTIONS,
         };
         let hold_ms = crate::hub::NAME_HOLD_GRACE.as_millis();
+        let floor_ms = FLOOR_KEPT.as_millis();
         let retry_ms = crate::hub::POST_RETRY_WINDOW.as_millis();
         let (full, sample) = (
             crate::hub::FULL_REACTIONS_BYTES,
             crate::hub::REACTION_SAMPLE,
         );
         format!(
-            "local HOLD_MS = {hold_ms}\nlocal RETRY_MS = {retry_ms}\n\
+            "local HOLD_MS = {hold_ms}\nlocal RETRY_MS = {retry_ms}\nlocal FLOOR_MS = {floor_ms}\n\
              local FULL_REACTIONS = {full}\nlocal SAMPLE = {sample}\n{PRELUDE}\n{body}"
         )
     }
@@ -283,7 +309,7 @@ if ARGV[9] ~= '' then
     return {0, ''}
   end
 end
-raise_seq(meta, ARGV[11])
+raise_seq(room, ARGV[11])
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 local m = {id = ARGV[4], seq = seq, user = ARGV[5], who = ARGV[10], content = ARGV[6], timestamp = ARGV[7], r = {}}
 if ARGV[8] ~= '' then m.attachment = cjson.decode(ARGV[8]) end
@@ -313,7 +339,7 @@ redis.call('SET', hold_key(room, user), who)
 register(inst, tonumber(ARGV[4]))
 local change = set_count(inst, room, user, tonumber(ARGV[6]), room_ttl)
 local meta, ids, msgs = k('meta', room), k('ids', room), k('msgs', room)
-raise_seq(meta, ARGV[12])
+raise_seq(room, ARGV[12])
 local st = redis.call('HMGET', meta, 'seq', 'ev', 'evicted')
 local last_seq, ev, evicted = tonumber(st[1] or '0'), tonumber(st[2] or '0'), tonumber(st[3] or '0')
 local idl, gap = {}, 0

@@ -732,6 +732,11 @@ async fn an_empty_room_is_dropped_after_its_ttl() {
     } else {
         assert_eq!(welcome["history"], json!([]));
         assert_eq!(welcome["last_seq"], u64::from(NUMBERS_ON));
+        if NUMBERS_ON {
+            // Someone who had nothing is told the first message went.
+            let mut late = server.ws("/ws/brief/late?after=0").await;
+            assert_eq!(late.expect("welcome").await["gap"], true);
+        }
     }
     server.shutdown().await.unwrap();
 }
