@@ -9,9 +9,13 @@
 //! so a 50 000 × 50 000 PNG of a few hundred bytes costs nothing. A decoder
 //! that panics on broken data is caught: the upload simply has no preview.
 //!
-//! The preview is turned upright as the image's EXIF orientation says (a
+//! A JPEG's preview is turned upright as its EXIF orientation says (a
 //! phone stores a portrait photo as a landscape frame and a note to turn
-//! it), since the preview carries no EXIF for a browser to act on.
+//! it), since the preview carries no EXIF for a browser to act on. Only a
+//! JPEG's: its EXIF sits in a segment of at most 64 KiB, while WebP's
+//! decoder reads an `EXIF` chunk of whatever length the file claims (52
+//! bytes can ask for 4 GiB, an abort no `catch_unwind` catches; a fuzz
+//! seed keeps that so), and phones write their photos as JPEG.
 //!
 //! The preview is a JPEG at quality [`JPEG_QUALITY`] (a 320 px photo is a few
 //! KiB, several times smaller than lossless WebP or PNG), or a PNG when the
@@ -146,10 +150,14 @@ fn make_unguarded(bytes: &[u8], format: ImageFormat) -> Result<Option<Encoded>, 
     // The pixels come as the sensor stored them: a phone held upright saves
     // a landscape frame and an EXIF note to turn it, which the preview (a
     // fresh file, no EXIF) would lose. Read it now, since decoding consumes
-    // the decoder. An orientation that cannot be read counts as none rather
-    // than failing: it is a note beside the pixels, which may decode fine,
-    // and a preview that may lie on its side beats none at all.
-    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    // the decoder; a JPEG's only (see the module's doc). An orientation
+    // that cannot be read counts as none rather than failing: it is a note
+    // beside the pixels, which may decode fine, and a preview that may lie
+    // on its side beats none at all.
+    let orientation = match format {
+        ImageFormat::Jpeg => decoder.orientation().unwrap_or(Orientation::NoTransforms),
+        _ => Orientation::NoTransforms,
+    };
     // GIF: the first frame.
     let image = DynamicImage::from_decoder(decoder).map_err(refused(width, height))?;
     let mut small = image.thumbnail(PREVIEW_EDGE, PREVIEW_EDGE);
