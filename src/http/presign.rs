@@ -399,8 +399,9 @@ impl Presigned {
         uploads.refund_bytes(taken.settle().charge);
         // The staged object, and anything a `complete` that failed after
         // copying may have left (the copy, even a sidecar whose answer was
-        // lost): the client was never told the upload was kept.
-        if let Err(e) = bucket.delete(&name).await {
+        // lost): the client was never told the upload was kept. The marker
+        // stays for the sweep, in case such a copy lands after this.
+        if let Err(e) = bucket.abandon(&name).await {
             tracing::warn!("could not delete a cancelled upload, the sweep will: {e}");
         }
         Response::builder()

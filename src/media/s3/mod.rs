@@ -307,6 +307,21 @@ impl S3Store {
     /// [`previews`]). Both names a preview may have are deleted, whatever
     /// the sidecar says: a job may be writing one right now.
     pub async fn delete(&self, name: &StoredName) -> Result<(), S3Error> {
+        self.delete_all_but_marker(name).await?;
+        self.delete_key(&marker_key(name)).await
+    }
+
+    /// Deletes a presigned upload given up before it completed, all but
+    /// its marker: a `complete` whose client went away may have sent its
+    /// copy already, and a bucket that carries it out after this would
+    /// leave an object nothing names; the marker has the sweep delete it
+    /// once the upload's time to live is over (the start-up check keeps
+    /// that past the longest `complete`).
+    pub async fn abandon(&self, name: &StoredName) -> Result<(), S3Error> {
+        self.delete_all_but_marker(name).await
+    }
+
+    async fn delete_all_but_marker(&self, name: &StoredName) -> Result<(), S3Error> {
         self.delete_key(name.as_str()).await?;
         self.delete_key(&incoming_key(name)).await?;
         if name.kind().content_type().starts_with("image/") {
@@ -316,8 +331,7 @@ impl S3Store {
                 }
             }
         }
-        self.delete_key(&sidecar_key(name)).await?;
-        self.delete_key(&marker_key(name)).await
+        self.delete_key(&sidecar_key(name)).await
     }
 
     /// Stores `bytes` under `name` (the store port: a small object the
