@@ -217,8 +217,8 @@ impl Default for Config {
 impl Config {
     /// Sets [`Config::redis_url`].
     #[must_use]
-    pub fn redis_url(mut self, url: Option<impl Into<String>>) -> Self {
-        self.redis_url = url.map(|u| RedisUrl(u.into()));
+    pub fn redis_url(mut self, url: Option<String>) -> Self {
+        self.redis_url = url.map(RedisUrl);
         self
     }
 }
@@ -232,6 +232,12 @@ impl RedisUrl {
     /// The URL itself.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl From<String> for RedisUrl {
+    fn from(url: String) -> Self {
+        Self(url)
     }
 }
 

@@ -138,10 +138,8 @@ async fn a_download_under_way_at_shutdown_is_sent_whole_before_serve_returns() {
         TcpStream::connect(addr).await.is_err()
     })
     .await;
-    assert!(
-        !stopping.is_finished(),
-        "serve returned with most of the body unsent"
-    );
+    // (Whether serve has returned by now is not asserted: where the
+    // kernel's socket buffers take the whole body, it may rightly have.)
 
     while body.len() < DOWNLOAD {
         let mut chunk = vec![0u8; 64 << 10];

@@ -393,9 +393,9 @@ impl Target {
 /// how far that has been scanned.
 pub struct Conn {
     pub stream: TcpStream,
-    /// Bytes read, to be taken by [`Conn::parse`] only (its scan describes
-    /// them).
-    pub buf: BytesMut,
+    /// Bytes read: others may append to it, only [`Conn::parse`] takes
+    /// from it (its scan describes them).
+    pub(super) buf: BytesMut,
     scan: Scan,
 }
 

@@ -39,12 +39,21 @@ use super::sigv4::{self, Credentials, Scope, Timestamp};
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests to the bucket waiting for their answer at once. Each holds a
-/// TCP connection (a kept-alive one or a new one), and anyone may cause one
-/// (a `GET /uploads/...` reads the upload's record), so this, with the
-/// idle ones kept (16, `pool.rs`), bounds the server's sockets to the
-/// bucket; past it a request waits for a place within its own timeout,
-/// then fails as unavailable without counting against the bucket's health.
+/// TCP connection (a kept-alive one or a new one) until its answer's head
+/// arrives, and anyone may cause one (a `GET /uploads/...` reads the
+/// upload's record); past it a request waits for a place within its own
+/// timeout, then fails as unavailable without counting against the
+/// bucket's health. The server's sockets to the bucket are these, the idle
+/// ones kept (16, `pool.rs`), and the answers whose bodies are being read
+/// (each by a caller that reads it within its own time limit).
 pub const MAX_IN_FLIGHT: usize = 64;
+/// How long a kept connection may take to be ready for the next request.
+/// One whose last answer was read to its end is ready as soon as its task
+/// has run; one still sending the last request's body (the bucket answered
+/// before reading it all) is not, and a new connection is quicker than
+/// waiting for it (that wait would count against the call's time limit,
+/// and so against the bucket's health).
+const READY_WAIT: Duration = Duration::from_millis(250);
 /// Largest error or listing body read back.
 pub const MAX_XML_BYTES: usize = 1 << 20;
 
@@ -560,7 +569,10 @@ impl S3Client {
         while let Some(mut sender) = self.pool.take(Instant::now()) {
             // A pooled connection's answer was read to its end, so this is
             // at once ready, or an error if the server closed it since.
-            if sender.ready().await.is_err() {
+            if !matches!(
+                tokio::time::timeout(READY_WAIT, sender.ready()).await,
+                Ok(Ok(()))
+            ) {
                 continue;
             }
             match sender
