@@ -242,35 +242,15 @@ async fn welcome_is_the_first_frame_even_when_requests_come_with_the_handshake()
     // Neither request may be answered before `welcome`, and the message's
     // echo must come as itself, with its client_id, not folded into the
     // welcome's history.
-    let mut stream = tokio::net::TcpStream::connect(s[1].addr).await.unwrap();
-    let mut bytes = format!(
-        "GET /ws/r/bob HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        s[1].addr
+    let mut bob = common::RawWs::connect_sending(
+        s[1].addr,
+        "/ws/r/bob",
+        &[
+            r#"{"type":"ping"}"#,
+            r#"{"type":"message","content":"hi","client_id":"c1"}"#,
+        ],
     )
-    .into_bytes();
-    for payload in [
-        &br#"{"type":"ping"}"#[..],
-        br#"{"type":"message","content":"hi","client_id":"c1"}"#,
-    ] {
-        let mask = [1u8, 2, 3, 4];
-        bytes.extend_from_slice(&[0x81, 0x80 | payload.len() as u8]);
-        bytes.extend_from_slice(&mask);
-        bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    }
-    tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes)
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        tokio::io::AsyncReadExt::read_exact(&mut stream, &mut b)
-            .await
-            .unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    let mut bob = common::RawWs::from_stream(stream);
+    .await;
     let welcome = bob.read_json().await;
     assert_eq!(welcome["type"], "welcome", "first frame: {welcome}");
     let history = welcome["history"].as_array().unwrap();

@@ -384,34 +384,10 @@ async fn a_client_close_is_answered_and_the_name_leaves() {
 #[tokio::test]
 async fn a_frame_sent_with_the_handshake_is_not_lost() {
     let server = Server::start(config()).await;
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     // The handshake and a masked `{"type":"ping"}` frame in one write: the
     // HTTP layer reads both, and the session must get the frame's bytes.
-    let mut bytes = format!(
-        "GET /ws/eager/ann HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        server.addr
-    )
-    .into_bytes();
-    let payload = br#"{"type":"ping"}"#;
-    let mask = [1u8, 2, 3, 4];
-    bytes.extend_from_slice(&[0x81, 0x80 | payload.len() as u8]);
-    bytes.extend_from_slice(&mask);
-    bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes)
-        .await
-        .unwrap();
-    // Reuse RawWs's frame reader after reading the 101 by hand.
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        tokio::io::AsyncReadExt::read_exact(&mut stream, &mut b)
-            .await
-            .unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    let mut raw = RawWs::from_stream(stream);
+    let mut raw =
+        RawWs::connect_sending(server.addr, "/ws/eager/ann", &[r#"{"type":"ping"}"#]).await;
     assert_eq!(raw.read_json().await["type"], "welcome");
     assert_eq!(raw.read_json().await["type"], "join");
     assert_eq!(raw.read_json().await, json!({"type": "pong"}));

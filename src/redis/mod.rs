@@ -28,6 +28,7 @@
 //! Nothing here panics; nothing here knows about sockets or sessions.
 
 mod backbone;
+mod conn;
 mod heartbeat;
 pub(crate) mod resp;
 pub(crate) mod scripts;
@@ -44,10 +45,11 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub(crate) use backbone::RedisBackbone;
-pub use resp::Target;
+pub use conn::Target;
 
 use crate::hub::Inbound;
-use resp::{Conn, LinkError, Value};
+use conn::Conn;
+use resp::{LinkError, Value};
 pub(crate) use scripts::Script;
 
 /// How long one request may wait for its reply.

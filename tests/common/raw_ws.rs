@@ -97,10 +97,37 @@ impl RawWs {
     /// Performs the handshake on `stream` with `extra` headers: the
     /// WebSocket after `101`, or the refusal (read to its end).
     pub async fn try_handshake(
+        stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Self, HttpResponse> {
+        Self::handshake_then(stream, addr, path, extra, &[]).await
+    }
+
+    /// Opens a WebSocket whose upgrade request and `texts` (as masked
+    /// text frames) go out in one write, so that the server reads the
+    /// frames along with the request; asserts `101`.
+    pub async fn connect_sending(addr: SocketAddr, path: &str, texts: &[&str]) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let frames: Vec<u8> = texts
+            .iter()
+            .flat_map(|t| frame_bytes(0x81, t.as_bytes(), true))
+            .collect();
+        match Self::handshake_then(stream, addr, path, &[], &frames).await {
+            Ok(ws) => ws,
+            Err(res) => panic!("upgrade refused: {} {}", res.status, res.text()),
+        }
+    }
+
+    /// The handshake with `extra` headers, `after` written in the same
+    /// write as the request.
+    async fn handshake_then(
         mut stream: TcpStream,
         addr: SocketAddr,
         path: &str,
         extra: &[(&str, &str)],
+        after: &[u8],
     ) -> Result<Self, HttpResponse> {
         let path = with_claim(path);
         let mut req = format!(
@@ -111,10 +138,9 @@ impl RawWs {
             req.push_str(&format!("{name}: {value}\r\n"));
         }
         req.push_str("\r\n");
-        stream
-            .write_all(req.as_bytes())
-            .await
-            .expect("send handshake");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(after);
+        stream.write_all(&bytes).await.expect("send handshake");
         let mut buf = Vec::new();
         let end = loop {
             if let Some(i) = find(&buf, b"\r\n\r\n") {
@@ -146,14 +172,6 @@ impl RawWs {
         );
         buf.drain(..end + 4);
         Ok(Self { stream, buf })
-    }
-
-    /// Wraps a stream whose handshake is already done.
-    pub fn from_stream(stream: TcpStream) -> Self {
-        Self {
-            stream,
-            buf: Vec::new(),
-        }
     }
 
     pub async fn connect(addr: SocketAddr, path: &str) -> Self {
@@ -232,26 +250,7 @@ impl RawWs {
     /// Sends one frame: `first` is the FIN bit and opcode byte; `masked`
     /// false makes a frame no client may send.
     pub async fn send_frame(&mut self, first: u8, payload: &[u8], masked: bool) {
-        let mask_bit = if masked { 0x80u8 } else { 0 };
-        let mut frame = vec![first];
-        match payload.len() {
-            n if n < 126 => frame.push(mask_bit | n as u8),
-            n if n <= 0xffff => {
-                frame.push(mask_bit | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(mask_bit | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        if masked {
-            let mask = [0x12u8, 0x34, 0x56, 0x78];
-            frame.extend_from_slice(&mask);
-            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        } else {
-            frame.extend_from_slice(payload);
-        }
+        let frame = frame_bytes(first, payload, masked);
         self.stream.write_all(&frame).await.expect("send frame");
     }
 
@@ -266,4 +265,30 @@ impl RawWs {
             }
         }
     }
+}
+
+/// One frame's bytes: `first` is the FIN bit and opcode byte; `masked` as
+/// a client must send it.
+fn frame_bytes(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mask_bit = if masked { 0x80u8 } else { 0 };
+    let mut frame = vec![first];
+    match payload.len() {
+        n if n < 126 => frame.push(mask_bit | n as u8),
+        n if n <= 0xffff => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    } else {
+        frame.extend_from_slice(payload);
+    }
+    frame
 }
