@@ -71,6 +71,63 @@ async fn a_client_that_keeps_flooding_is_closed_with_1008() {
     server.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_tab_refused_for_its_identitys_rate_alone_is_not_closed_as_a_flood() {
+    let server = Server::start(config().rate(1u32).rate_burst(2u32)).await;
+    // Two tabs of one identity (`join` sends the same claim for a name),
+    // in two rooms, sharing the identity's budget of 2.
+    let (mut a, _) = server.join("tab-a", "ann").await;
+    a.expect("join").await;
+    let (mut b, _) = server.join("tab-b", "ann").await;
+    b.expect("join").await;
+    // Tab a spends the identity's budget.
+    for _ in 0..2 {
+        a.send_json(json!({"type": "ping"})).await;
+    }
+    for _ in 0..2 {
+        a.expect("pong").await;
+    }
+    // Tab b has sent nothing: its own bucket is full. Its first two
+    // requests are refused for the identity's rate (each costs its own
+    // token), its third past its own: three refusals in a row, of which
+    // one counts towards the 1008 that 2 of them in a row would bring.
+    // Before, the second refusal closed it. (Should the machine stall a
+    // second between the two tabs, a token comes back and an answer is a
+    // pong: that proves nothing either way and fails nothing.)
+    for _ in 0..3 {
+        b.send_json(json!({"type": "ping"})).await;
+    }
+    let mut refused = 0;
+    for _ in 0..3 {
+        let answer = b.recv_json().await;
+        match answer["type"].as_str() {
+            Some("pong") => {}
+            Some("error") if answer["code"] == "rate_limited" => refused += 1,
+            _ => panic!("expected a pong or rate_limited, got {answer}"),
+        }
+    }
+    assert_eq!(
+        server.metric("roomcast_rate_limited_total").await,
+        refused,
+        "each refusal counted"
+    );
+    assert_eq!(server.metric("roomcast_connections").await, 2);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_flood_of_unsolicited_pongs_is_closed_with_1008() {
+    // Pongs are never answered, but they are not free: past the
+    // connection's own rate they count towards the flood close.
+    let server = Server::start(config().rate(1u32).rate_burst(3u32)).await;
+    let mut raw = RawWs::connect(server.addr, "/ws/pongs/ann").await;
+    raw.send_repeated(0x8A, b"", 50).await;
+    let (code, _) = raw.read_until_close().await;
+    assert_eq!(code, 1008);
+    server.wait_metric("roomcast_connections", 0).await;
+    server.shutdown().await.unwrap();
+}
+
 /// A ping request padded with a JSON string to exactly `len` bytes.
 fn padded_ping(len: usize) -> String {
     let base = r#"{"type":"ping","pad":""}"#.len();

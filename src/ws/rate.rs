@@ -2,7 +2,10 @@
 //! and one per identity shared by every connection of that identity, so
 //! closing and reopening a connection does not buy a fresh budget. A
 //! request is taken only when both buckets have a token, and then costs one
-//! from each.
+//! from each. One refused because the identity's budget is spent (by its
+//! other connections, say) still costs the connection's own token, and is
+//! told apart from one past the connection's own rate: only the latter
+//! counts towards closing the connection as a flood.
 //!
 //! The identities' buckets live in a bounded map: a bucket no connection
 //! holds and that has refilled completely is the same as no bucket, so it
@@ -139,32 +142,47 @@ pub struct RateLimiter {
     burst: f64,
 }
 
+/// What the limiter made of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within both budgets: taken, one token from each.
+    Taken,
+    /// Past this connection's own rate: refused, costing nothing. A
+    /// connection refused so `rate_burst` times in a row is flooding.
+    OverOwn,
+    /// Within this connection's rate, but its identity's budget is spent
+    /// (its other connections used it): refused, costing the connection's
+    /// own token (so a connection that goes on sending reaches
+    /// [`Verdict::OverOwn`] at its own rate), and not held against it.
+    OverIdentity,
+}
+
 impl RateLimiter {
-    /// Takes a token from both buckets, or from neither when either is
-    /// empty: a refused request costs nothing (the refusals are counted by
-    /// the session, which closes a flooding connection).
-    pub fn allow(&mut self) -> bool {
+    /// Takes a token from both buckets, or refuses the request (see
+    /// [`Verdict`] for what a refusal costs; the session counts the
+    /// refusals past the connection's own rate and closes a flood).
+    pub fn allow(&mut self) -> Verdict {
         self.allow_at(Instant::now())
     }
 
-    fn allow_at(&mut self, now: Instant) -> bool {
+    fn allow_at(&mut self, now: Instant) -> Verdict {
         if self.rate == 0.0 {
-            return true;
+            return Verdict::Taken;
         }
         self.own.refill(now, self.rate, self.burst);
         if self.own.tokens < 1.0 {
-            return false;
+            return Verdict::OverOwn;
         }
+        self.own.tokens -= 1.0;
         if let Some(shared) = &self.shared {
             let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
             shared.refill(now, self.rate, self.burst);
             if shared.tokens < 1.0 {
-                return false;
+                return Verdict::OverIdentity;
             }
             shared.tokens -= 1.0;
         }
-        self.own.tokens -= 1.0;
-        true
+        Verdict::Taken
     }
 }
 
@@ -172,6 +190,12 @@ impl RateLimiter {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    impl RateLimiter {
+        fn takes(&mut self, now: Instant) -> bool {
+            self.allow_at(now) == Verdict::Taken
+        }
+    }
 
     fn id(s: &str) -> Identity {
         Identity::from_key(s)
@@ -183,17 +207,17 @@ mod tests {
         let rates = IdentityRates::new(10, 20, 100);
         let mut first = rates.limiter_at(&id("ann"), t0);
         for _ in 0..20 {
-            assert!(first.allow_at(t0));
+            assert!(first.takes(t0));
         }
-        assert!(!first.allow_at(t0), "the burst is spent");
+        assert!(!first.takes(t0), "the burst is spent");
         drop(first);
         let mut again = rates.limiter_at(&id("ann"), t0);
-        assert!(!again.allow_at(t0), "reconnecting does not refill it");
+        assert!(!again.takes(t0), "reconnecting does not refill it");
         let mut bob = rates.limiter_at(&id("bob"), t0);
-        assert!(bob.allow_at(t0), "another identity has its own");
+        assert!(bob.takes(t0), "another identity has its own");
         let t1 = t0 + Duration::from_millis(100);
-        assert!(again.allow_at(t1), "one token per 1/rate s");
-        assert!(!again.allow_at(t1));
+        assert!(again.takes(t1), "one token per 1/rate s");
+        assert!(!again.takes(t1));
     }
 
     #[test]
@@ -202,15 +226,23 @@ mod tests {
         let rates = IdentityRates::new(10, 2, 100);
         let mut a = rates.limiter_at(&id("ann"), t0);
         let mut b = rates.limiter_at(&id("ann"), t0);
-        assert!(a.allow_at(t0) && a.allow_at(t0));
-        assert!(!a.allow_at(t0));
-        assert!(!b.allow_at(t0), "the tabs share the identity's budget");
-        // A refused request costs neither bucket: b's own is still full.
+        assert!(a.takes(t0) && a.takes(t0));
+        assert_eq!(a.allow_at(t0), Verdict::OverOwn);
+        assert_eq!(
+            b.allow_at(t0),
+            Verdict::OverIdentity,
+            "the tabs share the identity's budget, and b is not flooding"
+        );
+        // That refusal cost b's own bucket one token, the identity's none.
         let t1 = t0 + Duration::from_millis(100);
-        assert!(b.allow_at(t1));
+        assert!(b.takes(t1));
+        // b going on sending is refused at its own rate: the next costs its
+        // last own token, the one after is past its own rate.
+        assert_eq!(b.allow_at(t1), Verdict::OverIdentity);
+        assert_eq!(b.allow_at(t1), Verdict::OverOwn);
         let off = IdentityRates::new(0, 0, 100);
         let mut c = off.limiter_at(&id("ann"), t0);
-        assert!((0..1000).all(|_| c.allow_at(t0)));
+        assert!((0..1000).all(|_| c.takes(t0)));
         assert_eq!(off.tracked(), 0);
     }
 
@@ -221,14 +253,14 @@ mod tests {
         assert_eq!(rates.max_tracked, MIN_TRACKED);
         let mut held = rates.limiter_at(&id("held"), t0);
         for _ in 0..20 {
-            assert!(held.allow_at(t0));
+            assert!(held.takes(t0));
         }
         for i in 0..(MIN_TRACKED + 200) {
             let mut l = rates.limiter_at(&id(&format!("u{i}")), t0);
-            assert!(l.allow_at(t0));
+            assert!(l.takes(t0));
             assert!(rates.tracked() <= MIN_TRACKED);
         }
-        assert!(!held.allow_at(t0), "the held bucket was kept, still empty");
+        assert!(!held.takes(t0), "the held bucket was kept, still empty");
         // Once the others have refilled they are pruned together.
         let t1 = t0 + Duration::from_secs(3);
         drop(rates.limiter_at(&id("new"), t1));

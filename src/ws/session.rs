@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
 use super::expiry::Expiry;
 use super::frame_bounded::FrameBounded;
 use super::protocol::{self, Request};
-use super::rate::IdentityRates;
+use super::rate::{IdentityRates, Verdict};
 use super::ticker::Ticker;
 use super::woken::PollWhenWoken;
 use super::writer::{CLOSE_GRACE, WRITE_TIMEOUT, WriterTask};
@@ -307,6 +307,18 @@ pub async fn run<R, W>(
                     );
                 }
                 if let Message::Pong(_) = msg {
+                    // A pong is never answered (no `rate_limited` either),
+                    // but pongs past the connection's own rate count
+                    // towards the flood close like any request: unsolicited
+                    // pongs would otherwise be work without a bound.
+                    let verdict = limiter.allow();
+                    if verdict != Verdict::Taken {
+                        metrics.rate_limited.inc();
+                    }
+                    if flooding(verdict, &mut strikes, flood_limit) {
+                        outbox.close(FLOOD);
+                        break;
+                    }
                     continue;
                 }
                 if let Message::Close(frame) = msg {
@@ -337,14 +349,11 @@ pub async fn run<R, W>(
                 if outbox.is_closing() {
                     break;
                 }
-                if !limiter.allow() {
-                    strikes += 1;
+                let verdict = limiter.allow();
+                if verdict != Verdict::Taken {
                     metrics.rate_limited.inc();
-                    if strikes >= flood_limit {
-                        outbox.close(CloseReason {
-                            code: 1008,
-                            reason: "too many requests; slow down",
-                        });
+                    if flooding(verdict, &mut strikes, flood_limit) {
+                        outbox.close(FLOOD);
                         break;
                     }
                     let r = Refusal::new(
@@ -638,6 +647,25 @@ async fn handle_request(
     if let Err(refusal) = result {
         member.send(refusal.frame(Some(kind)));
     }
+}
+
+/// The close of a connection flooding past its own rate.
+const FLOOD: CloseReason = CloseReason {
+    code: 1008,
+    reason: "too many requests; slow down",
+};
+
+/// Counts a request's verdict towards the flood close: true once `limit`
+/// requests in a row were past the connection's own rate. A request refused
+/// for its identity's rate alone (the identity's other connections spent
+/// the shared budget) is no flood of this connection's, and breaks the row
+/// as a taken one does.
+fn flooding(verdict: Verdict, strikes: &mut u32, limit: u32) -> bool {
+    *strikes = match verdict {
+        Verdict::OverOwn => *strikes + 1,
+        Verdict::Taken | Verdict::OverIdentity => 0,
+    };
+    *strikes >= limit
 }
 
 #[cfg(test)]

@@ -254,6 +254,13 @@ impl RawWs {
         self.stream.write_all(&frame).await.expect("send frame");
     }
 
+    /// Sends one masked frame `times` over, in one write (so the server
+    /// reads them all before it can act on the first).
+    pub async fn send_repeated(&mut self, first: u8, payload: &[u8], times: usize) {
+        let frames = frame_bytes(first, payload, true).repeat(times);
+        self.stream.write_all(&frames).await.expect("send frames");
+    }
+
     /// Reads frames until a text frame and parses it as JSON.
     pub async fn read_json(&mut self) -> Value {
         loop {
