@@ -726,6 +726,12 @@ impl RoomState {
                 ));
             }
         }
+        // The event names the reaction taken away: one identity may hold
+        // several names, and the name is the one it reacted under.
+        let removed = match (pos, mine) {
+            (Some(i), Some(j)) => Some(reactions[i].users[j].clone()),
+            _ => None,
+        };
         let store = Self::store_slot(common)?;
         self.ring.change(at, &common.history_bytes, |message| {
             let reactions = &mut message.reactions.0;
@@ -762,7 +768,7 @@ impl RoomState {
         let frame = frame::json(&Event::reaction_update(
             &message.id,
             &emoji,
-            (user, add),
+            (removed.as_ref().unwrap_or(user), add),
             &message.reactions,
         ));
         self.broadcast(&frame, None, common);

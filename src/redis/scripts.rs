@@ -416,6 +416,9 @@ if add then
   else table.insert(r, {emoji, {user}, {who}}) end
   if #enc_reactions(r) > tonumber(ARGV[10]) then return -7 end
 else
+  -- The event names the reaction taken away: one identity may hold
+  -- several names, and the name is the one it reacted under.
+  user = r[pos][2][at]
   table.remove(r[pos][2], at)
   table.remove(r[pos][3], at)
   if #r[pos][2] == 0 then table.remove(r, pos) end

@@ -267,6 +267,35 @@ async fn reactions_add_remove_and_toggle() {
 }
 
 #[tokio::test]
+async fn a_reaction_taken_away_is_named_as_it_was_made() {
+    // Reactions belong to identities, and one identity may be in a room
+    // under two names (two tabs, one claim). Taking a reaction away under
+    // the other name names the reaction that went, so that a client
+    // applying `user` and `action` stays in step.
+    let server = start(config()).await;
+    let (mut ann, mut bob, id) = room_with_a_message(&server, "two-names").await;
+    let path = format!("/ws/two-names/zed?claim={}", common::claim_of("ann"));
+    let mut zed = server.ws(&path).await;
+    zed.expect("welcome").await;
+    zed.expect("join").await;
+    assert_eq!(ann.expect("join").await["user"], "zed");
+    assert_eq!(bob.expect("join").await["user"], "zed");
+
+    ann.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": "👍"}))
+        .await;
+    let u = both(&mut ann, &mut bob, "reaction_update").await;
+    assert_eq!(zed.expect("reaction_update").await, u);
+    zed.send_json(json!({"type": "remove_reaction", "message_id": id, "emoji": "👍"}))
+        .await;
+    let u = both(&mut ann, &mut bob, "reaction_update").await;
+    assert_eq!(u["action"], "remove");
+    assert_eq!(u["user"], "ann", "the reaction that went was ann's: {u}");
+    assert_eq!(u["users"], json!([]));
+    assert_eq!(zed.expect("reaction_update").await, u);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_message_holds_at_most_20_distinct_emoji() {
     // No rate limit: this test sends more than a burst on purpose.
     let server = start(config().rate(0u32)).await;
