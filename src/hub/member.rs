@@ -144,7 +144,11 @@ impl Member {
         attachment: Option<Attachment>,
         client_id: Option<&str>,
     ) -> Result<Option<u64>, Refusal> {
-        let posted = self.room.lock().post(
+        // A retry's echo is queued under the room's lock, as a broadcast
+        // is: a delete or edit of that message cannot be queued between
+        // (and then be overtaken by the message as it was).
+        let mut room = self.room.lock();
+        let posted = room.post(
             &self.room.name,
             (&self.user, &self.identity),
             content,
@@ -155,6 +159,7 @@ impl Member {
         if let Some(echo) = posted.echo {
             self.send(echo);
         }
+        drop(room);
         Ok(Some(posted.seq))
     }
 
@@ -410,8 +415,10 @@ impl Member {
     pub async fn reactions(&self, message_id: &str) -> Result<(), Refusal> {
         match &self.common.link {
             Link::Local => {
-                let frame = self.room.lock().reactions(message_id)?;
-                self.send(frame);
+                // Queued under the room's lock, so no `reaction_update`
+                // made after this answer can be queued before it.
+                let room = self.room.lock();
+                self.send(room.reactions(message_id)?);
             }
             Link::Remote(backbone) => {
                 let whole = backbone
@@ -432,8 +439,10 @@ impl Member {
     pub async fn presence(&self) -> Result<(), Refusal> {
         match &self.common.link {
             Link::Local => {
-                let frame = self.room.lock().presence();
-                self.send(frame);
+                // Queued under the room's lock, so no `join` or `leave`
+                // made after this answer can be queued before it.
+                let room = self.room.lock();
+                self.send(room.presence());
             }
             Link::Remote(backbone) => {
                 let online = backbone.presence(&self.room.name).await?;
