@@ -174,6 +174,18 @@ async fn two_instances_on_redis_share_the_history_and_its_numbering() {
     let fresh = common::unique("redis-empty");
     let c = Server::start(redis(&fresh)).await;
     c.wait_healthy().await;
+    // A resume from before: what Redis lost counts as gone from it, so
+    // the welcome is completed from the database (its gap stays: the
+    // database may lag other instances' latest posts).
+    let mut dora = c.ws("/ws/team/dora?after=2").await;
+    let w = dora.expect("welcome").await;
+    assert_eq!(seqs(&w["history"]), vec![3, 5], "{w}");
+    assert_eq!(
+        (&w["gap"], &w["last_seq"]),
+        (&json!(true), &json!(5)),
+        "{w}"
+    );
+    drop(dora);
     let (mut carl, w) = c.join("team", "carl").await;
     assert_eq!(seqs(&w["history"]), vec![1, 2, 3, 5], "{w}");
     carl.expect("join").await;
@@ -236,7 +248,8 @@ async fn redis_losing_its_data_while_the_room_is_held_here_never_reuses_a_stored
 /// what the database holds. The instance reads the room's floor from the
 /// database again when it reconnects, so its next post is numbered above
 /// what is stored instead of reusing a stored seq (which the database
-/// would refuse silently).
+/// would refuse silently), and a welcome shows the newest stored messages,
+/// not the older ones Redis kept, with `gap` for a resume from before.
 #[tokio::test]
 async fn redis_numbering_going_back_without_losing_its_epoch_reuses_no_stored_seq() {
     let schema = Schema::new("rollback");
@@ -247,8 +260,9 @@ async fn redis_numbering_going_back_without_losing_its_epoch_reuses_no_stored_se
     // The room is loaded while the database holds nothing: its floor is 0.
     let (mut ann, _) = a.join("team", "ann").await;
     ann.expect("join").await;
+    let mut ids = Vec::new();
     for i in 1..=3 {
-        ann.post(&format!("m{i}")).await;
+        ids.push(ann.post(&format!("m{i}")).await["message_id"].clone());
     }
     a.wait_metric("roomcast_store_uncommitted", 0).await;
 
@@ -259,12 +273,33 @@ async fn redis_numbering_going_back_without_losing_its_epoch_reuses_no_stored_se
     .await;
     // What a replica that missed the last two posts holds.
     let mut redis = common::redis::Admin::connect();
-    let meta = format!("{}:meta:team", keys.prefix());
-    redis.cmd(&["HSET", &meta, "seq", "1"]);
+    let p = keys.prefix();
+    redis.cmd(&["HSET", &format!("{p}:meta:team"), "seq", "1"]);
+    for id in &ids[1..] {
+        let id = id.as_str().unwrap();
+        redis.cmd(&["ZREM", &format!("{p}:ids:team"), id]);
+        redis.cmd(&["HDEL", &format!("{p}:msgs:team"), id]);
+    }
     proxy.restore();
     a.wait_healthy().await;
 
-    let m = ann.post("after the rollback").await;
+    // Welcomes show what the database holds: the newest messages, not m1
+    // alone (all Redis has); after m1, m2 and m3, told as a gap Redis
+    // could not fill.
+    let (_bob, w) = a.join("team", "bob").await;
+    assert_eq!(seqs(&w["history"]), vec![1, 2, 3], "{w}");
+    let mut cara = a.ws("/ws/team/cara?after=1").await;
+    let w = cara.expect("welcome").await;
+    assert_eq!(seqs(&w["history"]), vec![2, 3], "{w}");
+    assert_eq!(
+        (&w["gap"], &w["last_seq"]),
+        (&json!(true), &json!(3)),
+        "{w}"
+    );
+
+    ann.send_json(json!({"type": "message", "content": "after the rollback"}))
+        .await;
+    let m = ann.skip_to("message").await;
     assert_eq!(m["seq"], 4, "{m}");
     a.wait_metric("roomcast_store_uncommitted", 0).await;
     assert_eq!(

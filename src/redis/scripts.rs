@@ -89,6 +89,13 @@ end
 -- (`P:floor:R`), and what went with the keys counts as evicted, so a
 -- resume from before is told `gap` instead of taking the new room's
 -- messages for ones it has.
+-- Below the store's floor the same holds: what Redis lacks up to it counts
+-- as evicted, so a resume from before is told `gap` and completed from the
+-- store. What Redis still has of the room is older than what it lost (an
+-- older snapshot, a replica that lagged) and may be stale (edits and
+-- reactions since): it goes, so that the ring holds only what follows
+-- `evicted`, as it always does, and a welcome takes the newest messages
+-- from the store instead of a run of older ones with a hole after them.
 local function raise_seq(room, floor)
   local meta = k('meta', room)
   local seq = redis.call('HGET', meta, 'seq')
@@ -101,7 +108,12 @@ local function raise_seq(room, floor)
   end
   floor = tonumber(floor) or 0
   if tonumber(seq) < floor then
-    redis.call('HSET', meta, 'seq', floor)
+    local ids, msgs, top = k('ids', room), k('msgs', room), string.format('%d', floor)
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', ids, '-inf', top)) do
+      redis.call('HDEL', msgs, id)
+    end
+    redis.call('ZREMRANGEBYSCORE', ids, '-inf', top)
+    redis.call('HSET', meta, 'seq', top, 'evicted', top)
   end
 end
 local function now_ms()
