@@ -20,7 +20,8 @@
 //! [`MAX_BYTES`] bytes, each kept for at most [`KEPT_FOR`], the backbone's
 //! retry window and a margin (after it a retry posts anew, and the event
 //! would have come long before). When full, the oldest is dropped unstored
-//! (a delete past its share is not kept) and a warning says how many were.
+//! to make room for a post (a delete is not kept past its share, nor when
+//! it would need the room) and a warning says how many were.
 //! A change never seen may never have been carried out, or was while this
 //! instance missed its event (and nobody retried a post): the store lacks
 //! it. Edits and reactions are not kept: a store several instances write
@@ -207,9 +208,14 @@ impl InDoubt {
         if posts.by_id.contains_key(&id) {
             // Kept already (a delete left in doubt twice; a delete of a post
             // still kept): the first stays, a post above all.
-        } else if delete && posts.deletes >= self.max_deletes {
+        } else if delete
+            && (posts.deletes >= self.max_deletes
+                || posts.by_id.len() >= self.max_posts
+                || posts.bytes.saturating_add(weight) > self.max_bytes)
+        {
             // Deletes, which anyone may send for any id, never push posts
-            // out: past their share a new one is not kept.
+            // out: past their share, or where keeping one would drop the
+            // oldest change, a new one is not kept.
             dropped += 1;
         } else {
             tracing::debug!(message_id = %id, "a change left in doubt is kept until it is seen carried out");
@@ -637,5 +643,33 @@ mod tests {
         let posts = doubt.lock();
         assert_eq!((posts.by_id.len(), posts.deletes), (8, 2));
         assert!((0..6).all(|k| posts.by_id.contains_key(&format!("p{k}"))));
+    }
+
+    #[test]
+    fn a_delete_within_its_share_is_not_kept_when_the_record_is_full() {
+        // Full by count: eight posts of eight.
+        let doubt = InDoubt::with_limits(8, usize::MAX, Duration::from_secs(60));
+        let t0 = Instant::now();
+        for k in 0..8 {
+            doubt.keep_at(room(), message(&format!("p{k}"), "x"), t0);
+        }
+        doubt.keep_delete_at(room(), "d0", t0);
+        {
+            let posts = doubt.lock();
+            assert_eq!((posts.by_id.len(), posts.deletes), (8, 0));
+            assert!((0..8).all(|k| posts.by_id.contains_key(&format!("p{k}"))));
+        }
+        assert!(take_post(&doubt, "p0", 1, t0).is_some(), "the oldest stays");
+
+        // Full by bytes: two posts fill them, with room in the count.
+        let one = weight(&message("p0", "x"));
+        let doubt = InDoubt::with_limits(8, 2 * one, Duration::from_secs(60));
+        for k in 0..2 {
+            doubt.keep_at(room(), message(&format!("p{k}"), "x"), t0);
+        }
+        doubt.keep_delete_at(room(), "d0", t0);
+        assert_eq!(doubt.lock().deletes, 0);
+        assert!(take_post(&doubt, "p0", 1, t0).is_some(), "the oldest stays");
+        assert!(take_post(&doubt, "p1", 2, t0).is_some());
     }
 }
