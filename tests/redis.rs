@@ -851,6 +851,54 @@ async fn a_graceful_shutdown_removes_the_instance_at_once() {
     assert_eq!((&l["user"], &l["online_count"]), (&json!("bob"), &json!(1)));
 }
 
+/// A shutdown while only the pub/sub connection is down: leaving needs the
+/// command connection alone, so the instance is still removed at once and
+/// its members leave, instead of holding their names and showing them
+/// online until the presence TTL reaps it.
+#[tokio::test]
+async fn a_graceful_shutdown_without_its_pubsub_connection_still_removes_the_instance() {
+    // A TTL far past any wait here: reaping cannot be what removes it.
+    let ttl = Duration::from_secs(3600);
+    let (keys, s) = cluster("bye-sub", 1, |c| c.presence_ttl(ttl)).await;
+    let mut admin = Admin::connect();
+    let others = admin.instances(&keys.0);
+    let proxy = Proxy::start(REDIS).await;
+    let a = instance(
+        config(&keys.0)
+            .redis_url(Some(format!("redis://{}", proxy.addr)))
+            .presence_ttl(ttl),
+    )
+    .await;
+    let mine: Vec<String> = admin
+        .instances(&keys.0)
+        .difference(&others)
+        .cloned()
+        .collect();
+    let [mine] = &mine[..] else {
+        panic!("not one new instance: {mine:?}");
+    };
+    let (mut ann, _) = a.join("r", "ann").await;
+    let (mut bob, _) = s[0].join("r", "bob").await;
+    joined(&mut ann, "bob").await;
+
+    // Its pub/sub connection goes, and cannot come back; the command
+    // connection stays up.
+    proxy.refuse();
+    assert_eq!(admin.kill_connection(&keys.0, mine, "sub"), 1);
+    wait_health(a.addr, 503).await;
+
+    let (stopped, ()) = tokio::join!(a.shutdown(), ann.expect_close(1001));
+    stopped.unwrap();
+    let instances = format!("{}:instances", keys.0);
+    assert_eq!(admin.cmd(&["ZSCORE", &instances, mine]), Resp::Nil);
+    assert_eq!(
+        admin.cmd(&["EXISTS", &format!("{}:inst:{mine}", keys.0)]),
+        Resp::Int(0)
+    );
+    let l = bob.skip_to("leave").await;
+    assert_eq!((&l["user"], &l["online_count"]), (&json!("ann"), &json!(1)));
+}
+
 #[tokio::test]
 async fn a_name_held_on_one_instance_is_refused_on_another_then_kept_for_a_reconnect() {
     let (_keys, s) = cluster("holds", 2, |c| c).await;

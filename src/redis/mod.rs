@@ -275,6 +275,29 @@ impl Link {
         LinkRef(&self.inner).call(script, args)
     }
 
+    /// [`Link::call`] for a change that needs only the command connection
+    /// (presence, leaving at shutdown): queued whenever that connection is
+    /// up, whether or not the pub/sub connection is. It waits on no event,
+    /// and refused it would leave this instance's members in Redis, their
+    /// names held and shown online, until the heartbeat catches up (or,
+    /// at shutdown, until the presence TTL reaps the instance).
+    fn call_commands(
+        &self,
+        script: Script,
+        args: &[&[u8]],
+    ) -> Result<oneshot::Receiver<Result<Value, LinkError>>, Unavailable> {
+        {
+            let s = lock(&self.inner.status);
+            if !s.cmd_up {
+                return Err(Unavailable(format!(
+                    "the chat backbone is unavailable ({}); try again shortly",
+                    s.cmd_reason
+                )));
+            }
+        }
+        LinkRef(&self.inner).call(script, args)
+    }
+
     /// Waits for a reply queued by [`Link::call`]. Without one, says
     /// whether Redis may have run the command all the same: a command that
     /// timed out may still be written and run later (the connection may
@@ -315,11 +338,12 @@ impl Link {
         }
     }
 
-    /// Queues a presence change nobody waits for; if it is not carried out
+    /// Queues a presence change nobody waits for, on the command connection
+    /// whenever it is up ([`Link::call_commands`]); if it is not carried out
     /// (not queued, refused, or left in doubt) every member is announced
     /// again soon, so no leave is lost.
     pub fn call_or_resync(&self, script: Script, args: &[&[u8]]) {
-        let queued = self.call(script, args);
+        let queued = self.call_commands(script, args);
         match (queued, tokio::runtime::Handle::try_current()) {
             (Ok(rx), Ok(runtime)) => {
                 let inner = Arc::clone(&self.inner);
@@ -360,7 +384,8 @@ impl Link {
         Subscriptions(Arc::clone(&self.inner))
     }
 
-    /// Removes this instance's presence (graceful shutdown), briefly. The
+    /// Removes this instance's presence (graceful shutdown), briefly, if
+    /// the command connection is up (the pub/sub one need not be). The
     /// heartbeat stops first so it cannot register the instance again.
     pub async fn bye(&self) {
         if let Some(heartbeat) = self.tasks.get(2) {
@@ -373,7 +398,7 @@ impl Link {
             cap.as_bytes(),
             ttl.as_bytes(),
         ];
-        if let Ok(rx) = self.call(Script::Bye, &args) {
+        if let Ok(rx) = self.call_commands(Script::Bye, &args) {
             let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
         }
     }

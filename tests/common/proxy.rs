@@ -186,6 +186,12 @@ impl Proxy {
         }
     }
 
+    /// Refuses new connections; those open pass traffic as before (an
+    /// outage that only a connection opened from now on meets).
+    pub fn refuse(&self) {
+        self.up.store(false, Ordering::SeqCst);
+    }
+
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }

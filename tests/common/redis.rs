@@ -108,21 +108,50 @@ impl Admin {
         }
     }
 
+    /// The connections roomcast opened under `prefix`: each one's client
+    /// id and name (`PREFIX:INSTANCE:cmd` or `PREFIX:INSTANCE:sub`).
+    pub fn connections(&mut self, prefix: &str) -> Vec<(String, String)> {
+        let list = self.cmd(&["CLIENT", "LIST"]);
+        let field = |line: &str, key: &str| {
+            line.split(' ')
+                .find_map(|f| f.strip_prefix(key))
+                .map(str::to_owned)
+        };
+        list.str()
+            .lines()
+            .filter_map(|l| Some((field(l, "id=")?, field(l, "name=")?)))
+            .filter(|(_, name)| name.starts_with(&format!("{prefix}:")))
+            .collect()
+    }
+
+    /// The ids of the instances with a connection under `prefix`.
+    pub fn instances(&mut self, prefix: &str) -> std::collections::BTreeSet<String> {
+        self.connections(prefix)
+            .iter()
+            .filter_map(|(_, name)| name[prefix.len() + 1..].split_once(':'))
+            .map(|(instance, _)| instance.to_owned())
+            .collect()
+    }
+
     /// Closes every connection roomcast opened under `prefix` (as a Redis
     /// restart would); returns how many.
     pub fn kill_connections(&mut self, prefix: &str) -> usize {
-        let list = self.cmd(&["CLIENT", "LIST"]);
-        let ids: Vec<String> = list
-            .str()
-            .lines()
-            .filter(|l| {
-                l.split(' ').any(|f| {
-                    f.strip_prefix("name=")
-                        .is_some_and(|n| n.starts_with(prefix))
-                })
-            })
-            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
-            .map(str::to_owned)
+        self.kill_where(prefix, |_| true)
+    }
+
+    /// Closes `instance`'s `role` connection (`cmd` or `sub`) under
+    /// `prefix`; returns how many were closed.
+    pub fn kill_connection(&mut self, prefix: &str, instance: &str, role: &str) -> usize {
+        let name = format!("{prefix}:{instance}:{role}");
+        self.kill_where(prefix, |n| n == name)
+    }
+
+    fn kill_where(&mut self, prefix: &str, chosen: impl Fn(&str) -> bool) -> usize {
+        let ids: Vec<String> = self
+            .connections(prefix)
+            .into_iter()
+            .filter(|(_, name)| chosen(name))
+            .map(|(id, _)| id)
             .collect();
         for id in &ids {
             self.cmd(&["CLIENT", "KILL", "ID", id]);
