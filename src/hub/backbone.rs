@@ -250,6 +250,13 @@ pub struct LocalPresence {
 pub struct Inbound(pub(super) Weak<Shared>);
 
 impl Inbound {
+    /// One that delivers nowhere, as if its hub were gone (for the tests
+    /// of a backbone's own connections).
+    #[cfg(test)]
+    pub(crate) fn nowhere() -> Self {
+        Self(Weak::new())
+    }
+
     fn shared(&self) -> Option<Arc<Shared>> {
         self.0.upgrade()
     }

@@ -84,13 +84,7 @@ impl Conn {
     /// connection (so an operator can find it in `CLIENT LIST`). Unbounded:
     /// the caller bounds the whole opening, of which this is the start.
     pub async fn open(target: &Target, name: &str) -> Result<Self, LinkError> {
-        let stream = TcpStream::connect(&target.addr).await?;
-        let _ = stream.set_nodelay(true);
-        let mut conn = Self {
-            stream,
-            buf: BytesMut::with_capacity(16 << 10),
-            scan: Scan::default(),
-        };
+        let mut conn = Self::wrap(TcpStream::connect(&target.addr).await?);
         if let Some(password) = &target.password {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
             if let Some(user) = &target.user {
@@ -105,6 +99,16 @@ impl Conn {
         }
         conn.ask(&[b"CLIENT", b"SETNAME", name.as_bytes()]).await?;
         Ok(conn)
+    }
+
+    /// A connection on `stream`, nothing read yet.
+    pub(super) fn wrap(stream: TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        Self {
+            stream,
+            buf: BytesMut::with_capacity(16 << 10),
+            scan: Scan::default(),
+        }
     }
 
     /// Sends one command and waits for its reply; an error reply is an error.

@@ -206,29 +206,7 @@ impl Drop for Link {
 impl Link {
     /// Starts the link's tasks (needs a tokio runtime).
     pub fn start(settings: Settings, inbound: Inbound) -> Self {
-        let mut id = [0u8; 8];
-        let _ = getrandom::fill(&mut id);
-        let instance = id.iter().map(|b| format!("{b:02x}")).collect::<String>();
-        let (queue, rx) = mpsc::channel(settings.queue.max(1));
-        let inner = Arc::new(Inner {
-            settings,
-            instance,
-            queue,
-            status: Mutex::new(Status {
-                cmd_up: false,
-                sub_up: false,
-                cmd_reason: "connecting to Redis".into(),
-                sub_reason: "connecting to Redis".into(),
-            }),
-            subs: Mutex::new(Subs::default()),
-            subs_changed: Notify::new(),
-            subs_confirmed: Notify::new(),
-            resync: AtomicBool::new(true),
-            wake_heartbeat: Notify::new(),
-            inbound,
-            marks_due: Mutex::new(HashSet::new()),
-            epoch: Mutex::new(None),
-        });
+        let (inner, rx) = Inner::new(settings, inbound);
         tracing::info!(
             instance = %inner.instance,
             redis = %inner.settings.target.addr,
@@ -441,6 +419,35 @@ pub(crate) fn ms(d: Duration) -> String {
 }
 
 impl Inner {
+    /// The link's state under a fresh instance id, both connections down,
+    /// and the receiving end of its request queue.
+    fn new(settings: Settings, inbound: Inbound) -> (Arc<Self>, mpsc::Receiver<Cmd>) {
+        let mut id = [0u8; 8];
+        let _ = getrandom::fill(&mut id);
+        let instance = id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let (queue, rx) = mpsc::channel(settings.queue.max(1));
+        let inner = Arc::new(Self {
+            settings,
+            instance,
+            queue,
+            status: Mutex::new(Status {
+                cmd_up: false,
+                sub_up: false,
+                cmd_reason: "connecting to Redis".into(),
+                sub_reason: "connecting to Redis".into(),
+            }),
+            subs: Mutex::new(Subs::default()),
+            subs_changed: Notify::new(),
+            subs_confirmed: Notify::new(),
+            resync: AtomicBool::new(true),
+            wake_heartbeat: Notify::new(),
+            inbound,
+            marks_due: Mutex::new(HashSet::new()),
+            epoch: Mutex::new(None),
+        });
+        (inner, rx)
+    }
+
     fn need_resync(&self) {
         self.resync.store(true, Ordering::Release);
         self.wake_heartbeat.notify_one();
@@ -854,8 +861,18 @@ async fn serve_subscriptions(inner: &Arc<Inner>, mut conn: Conn) -> LinkError {
             }
         }
         if !out.is_empty() {
-            if let Err(e) = conn.stream.write_all(&out).await {
-                return e.into();
+            // Bounded as the command connection's writes are: while this
+            // waits, nothing pings or reads, so a Redis that stopped
+            // reading would hold the connection (and its rooms' events)
+            // for good.
+            match tokio::time::timeout(SILENCE, conn.stream.write_all(&out)).await {
+                Err(_) => {
+                    return LinkError(format!(
+                        "Redis stopped reading the pub/sub connection (a write waited {SILENCE:?})"
+                    ));
+                }
+                Ok(Err(e)) => return e.into(),
+                Ok(Ok(())) => {}
             }
             out.clear();
         }
@@ -1018,5 +1035,44 @@ mod tests {
         assert_eq!(next_backoff(grown, Duration::from_millis(50)), grown);
         // It served a while: a new outage starts from the shortest pause.
         assert_eq!(next_backoff(grown, STAYED_UP), MIN_BACKOFF);
+    }
+
+    /// A Redis that stops reading the pub/sub connection: the write that
+    /// would wait on it for good (and with it the pings and reads) gives
+    /// up after [`SILENCE`], as the command connection's writes do, so the
+    /// link reconnects. Paused time: the runtime skips to the next timer
+    /// once the write is stuck, so nothing here waits for real.
+    #[tokio::test(start_paused = true)]
+    async fn a_pubsub_write_redis_never_reads_fails_the_connection() {
+        let listener = tokio::net::TcpSocket::new_v4().unwrap();
+        listener.set_recv_buffer_size(4096).unwrap();
+        listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listener.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        // Accepted, and never read.
+        let (_redis, _) = listener.accept().await.unwrap();
+        let settings = Settings {
+            target: Target::parse(&format!("redis://{addr}")).unwrap(),
+            prefix: "p".into(),
+            presence_ttl: Duration::from_secs(3),
+            online_list_cap: 100,
+            empty_room_ttl: Duration::from_secs(60),
+            queue: 16,
+        };
+        let (inner, _requests) = Inner::new(settings, Inbound::nowhere());
+        // Subscriptions to far more than the sockets' buffers hold.
+        lock(&inner.subs)
+            .want
+            .extend((0..2000).map(|i| format!("{i:0>1000}")));
+        let served = tokio::time::timeout(
+            SILENCE * 10,
+            serve_subscriptions(&inner, Conn::wrap(stream)),
+        )
+        .await;
+        let err = served.expect("the write waited on a Redis that never reads");
+        assert!(err.0.contains("stopped reading"), "{err}");
     }
 }
