@@ -202,6 +202,46 @@ export async function waitConnected(page, timeout = 15000) {
   await page.getByTestId('conn-status').and(page.locator('[data-state="connected"]')).waitFor({ timeout });
 }
 
+/** Goes to `room` through the sidebar's "Go to room" box (no reload) and waits until connected there. */
+export async function goToRoom(page, room) {
+  await page.getByTestId('room-input').fill(room);
+  await page.getByTestId('room-input').press('Enter');
+  await page.getByTestId('room-title').getByText(room, { exact: true }).waitFor();
+  await waitConnected(page);
+}
+
+/**
+ * Puts a proxy between `page` and the server for the rooms whose WebSocket
+ * path matches `pattern`, which loses the echo of the first message of
+ * ours saying `content` (the server posts it; the page never hears so).
+ * From then on new connections to those rooms wait until `open()`, so the
+ * page cannot learn of the post by resuming either. `lost` resolves once
+ * the echo was lost.
+ */
+export async function loseEcho(page, pattern, content) {
+  let gate = Promise.resolve();
+  let open = () => {};
+  let swallowed;
+  const lost = new Promise((resolve) => { swallowed = resolve; });
+  let done = false;
+  await page.routeWebSocket(pattern, async (ws) => {
+    await gate;
+    const upstream = ws.connectToServer();
+    upstream.onMessage((m) => {
+      const ev = JSON.parse(m);
+      if (!done && ev.type === 'message' && ev.client_id && ev.content === content) {
+        done = true;
+        gate = new Promise((resolve) => { open = resolve; });
+        swallowed();
+        return;
+      }
+      ws.send(m);
+    });
+    ws.onMessage((m) => upstream.send(m));
+  });
+  return { lost, open: () => open() };
+}
+
 /** The message list items whose text is exactly `text`. */
 export function messageWithText(page, text) {
   return page.getByTestId('message').filter({ has: page.getByTestId('message-text').getByText(text, { exact: true }) });

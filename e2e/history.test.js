@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   openChat, openSeeder, messageWithText, watchProblems, joinAs, waitConnected, axeViolations, startSuite, stopSuite,
-  setTabHidden,
+  setTabHidden, goToRoom, loseEcho,
 } from './helpers.js';
 
 let server;
@@ -626,4 +626,76 @@ test('a change heard while a page is on its way is not undone by that page', asy
   assert.equal(await thumb.getAttribute('data-users'), 'bob');
   assert.deepEqual(tab.problems, []);
   await s.context.close();
+});
+
+/**
+ * Alice posts `text` in `room` and its echo is lost; she goes to another
+ * room before she could learn of the post, `between()` runs, 60 more
+ * messages are posted, and she comes back: too many for her welcome to
+ * tell, so the message is offered as failed. Returns her page, the failed
+ * copy, and the room's first message (hers) as the server has it now.
+ */
+async function lostThenOffered(room, text, between = async () => {}) {
+  const alice = await openChat(browser, server.url, { user: undefined });
+  const proxy = await loseEcho(alice, new RegExp(`/ws/${room}/`), text);
+  await joinAs(alice, server.url, room, 'alice');
+  await alice.getByTestId('composer-input').fill(text);
+  await alice.getByTestId('composer-input').press('Enter');
+  await proxy.lost;
+  await goToRoom(alice, `${room}-elsewhere`);
+  await between(alice);
+  const seeder = await openSeeder(browser, server.url, room, 'bob');
+  await seeder.post(Array.from({ length: 60 }, (_, i) => `${room} ${i + 1}`));
+  await seeder.close();
+  proxy.open();
+  await goToRoom(alice, room);
+  await messageWithText(alice, `${room} 60`).waitFor();
+  const failed = messageWithText(alice, text).and(alice.locator('.msg--failed'));
+  await failed.waitFor();
+  return { alice, failed };
+}
+
+test('a message whose echo was lost is confirmed by the scrollback page that brings it, shown once', async () => {
+  const text = 'posted, echo lost';
+  const { alice } = await lostThenOffered('lost-echo', text);
+  // Going up brings the post itself: it is the failed one, now confirmed.
+  await alice.getByTestId('load-older').click();
+  await alice.getByTestId('history-top').and(alice.locator('[data-state="done"]')).waitFor();
+  assert.equal(await messageWithText(alice, text).count(), 1, 'shown once');
+  const shown = messageWithText(alice, text);
+  assert.equal(await shown.evaluate((li) => li.matches('.msg--pending, .msg--failed')), false, 'confirmed');
+  assert.equal(await alice.getByTestId('retry-message').count(), 0, 'nothing offered to send again');
+  assert.equal((await texts(alice))[0], text, 'in its place, first in the room');
+  assert.equal(await alice.locator('#messages > li.msg--pending').count(), 0);
+  assert.deepEqual(alice.problems, []);
+  await alice.context().close();
+});
+
+test('"Send again" of a message already shown (edited meanwhile) confirms it instead of leaving it sending', async () => {
+  const text = 'posted, echo lost, then edited';
+  const edited = 'edited in another tab';
+  const { alice, failed } = await lostThenOffered('lost-edited', text, async (alice) => {
+    // Another tab of hers edits the post meanwhile: no longer the same
+    // words, so only its client_id can tell it is the one waiting.
+    const other = await openChat(browser, server.url, { room: 'lost-edited', sameAs: alice });
+    const li = messageWithText(other, text);
+    await li.hover();
+    await li.getByTestId('edit-message').click();
+    await other.getByTestId('edit-input').fill(edited);
+    await other.getByTestId('edit-input').press('Enter');
+    await messageWithText(other, edited).getByTestId('message-edited').waitFor();
+    await other.context().close();
+  });
+  await alice.getByTestId('load-older').click();
+  await alice.getByTestId('history-top').and(alice.locator('[data-state="done"]')).waitFor();
+  await messageWithText(alice, edited).waitFor();
+
+  // The server answers the retry (same client_id) with the post it has.
+  await failed.getByTestId('retry-message').click();
+  await alice.waitForFunction(() => !document.querySelector('#messages > li.msg--pending'));
+  assert.equal(await messageWithText(alice, text).count(), 0, 'the waiting copy went');
+  assert.equal(await messageWithText(alice, edited).count(), 1, 'the post is shown once');
+  assert.equal((await texts(alice))[0], edited);
+  assert.deepEqual(alice.problems, []);
+  await alice.context().close();
 });

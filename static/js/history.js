@@ -43,7 +43,9 @@
 // background tab too: see MAX_SHOWN.
 
 import { $, els, h } from './dom.js';
-import { buildMessage, deleteMessage, regroup, updateMessage } from './messages.js';
+import {
+  buildMessage, confirmPendingFromHistory, deleteMessage, regroup, updateMessage,
+} from './messages.js';
 import { applyReactionUpdate } from './reactions.js';
 import { followingBottom, scrollToBottom } from './scroll.js';
 import { state } from './state.js';
@@ -303,7 +305,18 @@ function insertPage(hole, body, { down, before, readingDown }) {
   const anchor = hole.el.nextElementSibling;
   const held = hole.kind === 'top' || !readerAbove(hole) ? anchor : null;
   const heldTop = held ? held.getBoundingClientRect().top : 0;
+  // A message of ours still waiting (its echo was lost, and it may be
+  // offered with "Send again") is this page's message when the page has
+  // it: confirmed, it takes its place here (the rule the welcome uses).
+  confirmPendingFromHistory(fresh);
+  const left = [];
   const added = fresh.map((m) => {
+    const entry = state.messages.get(m.message_id);
+    if (entry?.fromHistory) {
+      delete entry.fromHistory;
+      if (entry.el.nextElementSibling) left.push(entry.el.nextElementSibling);
+      return entry.el;
+    }
     const li = buildMessage(m);
     state.messages.set(m.message_id, { data: m, el: li });
     return li;
@@ -311,6 +324,7 @@ function insertPage(hole, body, { down, before, readingDown }) {
   if (down) hole.el.before(...added);
   else hole.el.after(...added);
   for (const li of added) regroup(li);
+  for (const el of left) if (el.isConnected) regroup(el);
   if (anchor) regroup(anchor);
 
   let finished;

@@ -182,6 +182,14 @@ export function addMessage(m, { live }) {
   if (!m || typeof m.message_id !== 'string') return;
   if (typeof m.seq === 'number' && m.seq > state.lastSeq) state.lastSeq = m.seq;
   const known = state.messages.get(m.message_id);
+  // Our own message coming back: confirm the pending copy in place.
+  const pending = m.client_id && isOwn(m) ? state.pending.get(m.client_id) : undefined;
+  if (known && pending && pending.el !== known.el) {
+    // Shown already (a scrollback page brought it before its echo came,
+    // or the answer to "Send again" is a post the page has): the copy
+    // still waiting is that message, confirmed.
+    dropPending(pending);
+  }
   if (known) {
     // Ours, confirmed from this history before it was added: it goes in
     // its place among the history, not where it waited.
@@ -194,9 +202,7 @@ export function addMessage(m, { live }) {
     return; // already shown (resume overlap)
   }
 
-  // Our own message coming back: confirm the pending copy in place.
-  const pending = m.client_id && state.pending.get(m.client_id);
-  if (pending && isOwn(m)) {
+  if (pending) {
     confirmPending(pending, m);
     return;
   }
@@ -228,6 +234,14 @@ export function arrivedWhileDisconnected(added) {
   regroup(news[0].li);
   attentionMissed(news.map(({ m, li }) => ({ m, mentionsMe: li.classList.contains('msg--mention') })));
   return news.map(({ li }) => li);
+}
+
+/** A message waiting for its echo turned out to be one shown already: its copy goes. */
+function dropPending(p) {
+  state.pending.delete(p.clientId);
+  const next = p.el.nextElementSibling;
+  p.el.remove();
+  if (next) regroup(next);
 }
 
 export function confirmPending(p, m) {
