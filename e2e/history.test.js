@@ -699,3 +699,35 @@ test('"Send again" of a message already shown (edited meanwhile) confirms it ins
   assert.deepEqual(alice.problems, []);
   await alice.context().close();
 });
+
+test('a reconnect after joining an empty room brings everything posted meanwhile, not the last 50', async () => {
+  const alice = await openChat(browser, server.url, { user: undefined });
+  const urls = [];
+  let current = null;
+  let gate = Promise.resolve();
+  await alice.routeWebSocket(/\/ws\//, async (ws) => {
+    urls.push(ws.url());
+    await gate;
+    ws.connectToServer();
+    current = ws;
+  });
+  await joinAs(alice, server.url, 'was-empty', 'alice');
+  await alice.getByText('This is the start of #was-empty', { exact: false }).waitFor();
+
+  let open;
+  gate = new Promise((resolve) => { open = resolve; });
+  await current.close({ code: 1013, reason: 'test' });
+  await alice.getByTestId('conn-status').and(alice.locator('[data-state="reconnecting"]')).waitFor();
+  const seeder = await openSeeder(browser, server.url, 'was-empty', 'bob');
+  const all = Array.from({ length: 60 }, (_, i) => `was-empty ${i + 1}`);
+  await seeder.post(all);
+  await seeder.close();
+  open();
+  await waitConnected(alice);
+  await messageWithText(alice, 'was-empty 60').waitFor();
+  assert.deepEqual(await texts(alice), all, 'the first ten too, in order');
+  assert.match(urls.at(-1), /[?&]after=0(&|$)/, 'resumed from nothing seen');
+  assert.equal(await alice.getByTestId('history-gap').count(), 0);
+  assert.deepEqual(alice.problems.filter((p) => !/WebSocket/.test(p)), []);
+  await alice.context().close();
+});

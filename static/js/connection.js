@@ -50,7 +50,10 @@ let awaitingSince = 0; // when the oldest unanswered request was sent; 0 if none
  */
 function wsPath() {
   const q = new URLSearchParams();
-  if (state.lastSeq > 0) q.set('after', String(state.lastSeq));
+  // A reconnect resumes, even from nothing seen (a room that was empty):
+  // without `after` the server would send only its last 50, with no gap
+  // for what came before them.
+  if (state.hasConnected || state.lastSeq > 0) q.set('after', String(state.lastSeq));
   if (!state.claim) state.claim = savedClaim();
   if (state.claim) q.set('claim', state.claim);
   const token = tokenFor(state.user);
