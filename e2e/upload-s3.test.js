@@ -161,21 +161,28 @@ test('a file removed while its complete is under way is given up once the comple
   alice.problems = alice.problems.filter((m) => !/status of 409/.test(m));
 });
 
-test('a PUT that fails gives the upload back at once (DELETE), so its place is free again', async () => {
+test('a PUT that fails gives the upload back at once (DELETE), so its place is free again; the file waits for its Retry', async () => {
   // The storage cannot be reached: the browser's PUT fails, nothing else does.
   const refusePut = (route) => (route.request().method() === 'PUT' ? route.abort('connectionrefused') : route.fallback());
   await alice.route(`${cors.url}/**`, refusePut);
   const givenUp = alice.waitForResponse((r) => r.request().method() === 'DELETE');
+  const item = alice.getByTestId('upload-item');
   try {
     await alice.getByTestId('attach-input').setInputFiles({ name: 'lost.png', mimeType: 'image/png', buffer: png });
-    await alice.getByTestId('composer-error').getByText('could not be reached', { exact: false }).waitFor();
+    await item.getByText('“lost.png” was not uploaded: the file storage could not be reached.').waitFor();
+    assert.equal(await item.getByTestId('upload-retry').isVisible(), true, 'worth trying again: it stays');
     const res = await givenUp;
     assert.equal(res.status(), 204);
     assert.match(new URL(res.url()).pathname, /^\/api\/uploads\/[0-9a-f]{32}\.png$/);
   } finally {
     await alice.unroute(`${cors.url}/**`, refusePut);
   }
-  assert.equal(await alice.getByTestId('upload-item').count(), 0);
+  // The storage is back: Retry asks again and the file goes.
+  await item.getByTestId('upload-retry').click();
+  await alice.getByTestId('upload-box').getByText('ready to send').waitFor();
+  await alice.getByTestId('send-btn').click();
+  await bob.getByTestId('message').filter({ has: bob.locator('img[alt="lost.png"]') }).waitFor();
+  await alice.getByTestId('upload-box').waitFor({ state: 'hidden' });
   // A client has 8 places; nothing else is waiting, so 8 asks get one and
   // the 9th is refused (with the lost upload still held, the 8th would be).
   // Each is given up again, leaving nothing waiting.

@@ -225,6 +225,50 @@ test('an upload that stalls is cut off, holds up nothing, and its Retry sends it
   await cam.context().close();
 });
 
+test('an upload the server could not take now (503, or no answer) stays with its Retry; a refusal does not', async () => {
+  const cam = await openChat(browser, server.url, { room: 'photos-retry', user: 'cam' });
+  const item = cam.getByTestId('upload-item');
+  const unavailable = (route) => route.fulfill({
+    status: 503, contentType: 'application/json', body: JSON.stringify({ error: 'unavailable' }),
+  });
+  await cam.route('**/upload', unavailable);
+  await cam.getByTestId('attach-input').setInputFiles({ name: 'busy.png', mimeType: 'image/png', buffer: png });
+  await item.getByText('“busy.png” was not uploaded: the file storage is unavailable right now; try again in a minute.').waitFor();
+  assert.equal(await item.getByTestId('upload-retry').isVisible(), true);
+  assert.equal(await item.getByTestId('upload-progress').isVisible(), false);
+  assert.deepEqual(await errorLines(cam), [], 'said on the file, not under the composer');
+  // It holds up nothing meanwhile.
+  await sendMessage(cam, 'text goes while the file waits');
+  assert.equal(await item.count(), 1);
+
+  // No answer at all: still worth trying again.
+  await cam.unroute('**/upload', unavailable);
+  const cut = (route) => route.abort('connectionreset');
+  await cam.route('**/upload', cut);
+  await item.getByTestId('upload-retry').click();
+  await item.getByText('“busy.png” was not uploaded: the server could not be reached.').waitFor();
+  assert.equal(await item.getByTestId('upload-retry').isVisible(), true);
+
+  // Back: Retry sends it.
+  await cam.unroute('**/upload', cut);
+  await item.getByTestId('upload-retry').click();
+  await cam.getByTestId('upload-box').getByText('ready to send').waitFor();
+  await cam.getByTestId('send-btn').click();
+  await cam.getByTestId('message').filter({ has: cam.locator('img[alt="busy.png"]') }).and(cam.locator(':not(.msg--pending)')).waitFor();
+  await cam.getByTestId('upload-box').waitFor({ state: 'hidden' });
+
+  // A refusal that would only come again takes the file out, said under the composer.
+  const tooLarge = (route) => route.fulfill({ status: 413, contentType: 'application/json', body: '{"error":"too_large"}' });
+  await cam.route('**/upload', tooLarge);
+  await cam.getByTestId('attach-input').setInputFiles({ name: 'big.png', mimeType: 'image/png', buffer: png });
+  await cam.getByTestId('composer-error').getByText('“big.png” is too large', { exact: false }).waitFor();
+  await cam.getByTestId('upload-box').waitFor({ state: 'hidden' });
+  await cam.unroute('**/upload', tooLarge);
+  cam.problems = cam.problems.filter((m) => !/status of (503|413)|ERR_CONNECTION_RESET/.test(m));
+  assert.deepEqual(cam.problems, []);
+  await cam.context().close();
+});
+
 test('files waiting to be sent stay with their room, and one still uploading finishes there', async () => {
   const page = await openChat(browser, server.url, { room: 'files-a', user: 'dora' });
   const box = page.getByTestId('upload-box');

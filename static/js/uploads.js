@@ -11,7 +11,10 @@
 // A transfer that makes no progress for UPLOAD_STALL_MS (a link that went
 // quiet without failing: no byte moves, no answer comes) is cut off: the
 // file stays in the box marked as stalled, with "Retry" and its ✕, and no
-// longer holds up sending.
+// longer holds up sending. So does one whose upload failed in a way worth
+// trying again (no answer, 408, 429, 5xx), saying why on the file; a refusal
+// that would only come again (too large, a type not allowed, ...) takes the
+// file out of the box, said under the composer.
 
 import { config, MAX_FILES, UPLOAD_STALL_MS } from './config.js';
 import { els, h, isTouch } from './dom.js';
@@ -163,7 +166,17 @@ const current = (it, run) => items.includes(it) && it.run === run;
 
 /** No progress for too long: cut off, said on the file, offered again. */
 function stall(it) {
-  it.run.stop();
+  const secs = Math.round(UPLOAD_STALL_MS / 1000);
+  hold(it, `${it.file.name || 'pasted file'}: the upload stalled (no progress for ${secs} s).`);
+}
+
+/**
+ * Stops the transfer of `it` and keeps the file in the box, saying `why`,
+ * with its Retry (which starts over: what the server held for this try
+ * is given back now).
+ */
+function hold(it, why) {
+  it.run?.stop();
   it.run = null; // whatever the cut-off transfer still reports is ignored
   it.abort();
   it.giveUp?.();
@@ -172,8 +185,7 @@ function stall(it) {
   it.el.classList.add('stalled');
   it.progress.hidden = true;
   it.retryButton.hidden = false;
-  const secs = Math.round(UPLOAD_STALL_MS / 1000);
-  it.label.textContent = `${it.file.name || 'pasted file'}: the upload stalled (no progress for ${secs} s).`;
+  it.label.textContent = why;
   updateSendState();
 }
 
@@ -198,9 +210,9 @@ function direct(it, run, onProgress, done) {
     if (!current(it, run)) return;
     const body = parse(xhr.responseText);
     if (xhr.status === 200 && body && typeof body.url === 'string') return done(body);
-    fail(it, refusal(file, xhr.status, (h) => xhr.getResponseHeader(h), body));
+    fail(it, refusal(file, xhr.status, (h) => xhr.getResponseHeader(h), body), xhr.status);
   });
-  xhr.addEventListener('error', () => { run.stop(); if (current(it, run)) fail(it, unreachable(file)); });
+  xhr.addEventListener('error', () => { run.stop(); if (current(it, run)) fail(it, unreachable(file), 0); });
   const form = new FormData();
   form.append('file', file, file.name || 'pasted');
   xhr.open('POST', config.upload_path);
@@ -227,7 +239,7 @@ async function presigned(it, run, onProgress, done) {
     run.kick();
     return { res, body: parse(await res.text()) };
   };
-  const refused = ({ res, body }) => refusal(file, res.status, (h) => res.headers.get(h), body);
+  const refused = ({ res, body }) => [refusal(file, res.status, (h) => res.headers.get(h), body), res.status];
   try {
     const asked = await post(config.presign_path, { name: file.name || 'pasted', size: file.size, content_type: file.type });
     if (!current(it, run)) return giveUp(asked.body?.upload_id, auth);
@@ -236,7 +248,7 @@ async function presigned(it, run, onProgress, done) {
     // may still be plain text or an allowed kind: POST /upload decides by
     // the bytes, as it does with the local store.
     if (asked.res.status === 415) return direct(it, run, onProgress, done);
-    if (asked.res.status !== 200 || !asked.body?.put_url) return fail(it, refused(asked));
+    if (asked.res.status !== 200 || !asked.body?.put_url) return fail(it, ...refused(asked));
     // Handed out: dropping the file now (its PUT failed, or the person
     // removed it) gives the server's place and bytes back, as the name
     // that asked (a file put aside may be dropped under another).
@@ -255,8 +267,11 @@ async function presigned(it, run, onProgress, done) {
     });
     if (!current(it, run)) return;
     run.kick();
-    if (put === 0) return fail(it, `${quoted(file.name || 'pasted file')} was not uploaded: the file storage could not be reached.`);
-    if (put < 200 || put > 299) return fail(it, `${quoted(file.name || 'pasted file')} was not uploaded: the file storage refused it (${put}); try again.`);
+    if (put === 0) return fail(it, `${quoted(file.name || 'pasted file')} was not uploaded: the file storage could not be reached.`, 0);
+    if (put < 200 || put > 299) {
+      const again = retryable(put) ? '; try again' : '';
+      return fail(it, `${quoted(file.name || 'pasted file')} was not uploaded: the file storage refused it (${put})${again}.`, put);
+    }
     // The complete holds the upload (a DELETE meanwhile finds nothing); only
     // nothing stored yet (409) or a storage error (5xx) leaves it waiting.
     it.giveUp = null;
@@ -271,10 +286,10 @@ async function presigned(it, run, onProgress, done) {
     if (!current(it, run)) return waiting ? release() : undefined;
     if (completed.res.status === 200 && typeof completed.body?.url === 'string') return done(completed.body);
     if (waiting) it.giveUp = release;
-    fail(it, refused(completed));
+    fail(it, ...refused(completed));
   } catch (e) {
     run.stop();
-    if (e?.name !== 'AbortError' && current(it, run)) fail(it, unreachable(file));
+    if (e?.name !== 'AbortError' && current(it, run)) fail(it, unreachable(file), 0);
   }
 }
 
@@ -312,11 +327,27 @@ function refusal(file, status, header, body) {
   }
 }
 
-function fail(it, sentence) {
+/**
+ * Answers worth trying again: none (the network), a timeout, too much for
+ * now (429), the server's or the storage's trouble (5xx). Other refusals
+ * (too large, a type not allowed, content not what its type says, no
+ * invitation) would only be refused again.
+ */
+const retryable = (status) => status === 0 || status === 408 || status === 429 || status >= 500;
+
+/**
+ * The upload of `it` failed (`status` 0: no answer). Worth trying again:
+ * the file stays in the box, saying why, with its Retry (as a stall does);
+ * else it leaves the box, the sentence under the composer.
+ */
+function fail(it, sentence, status) {
   if (!items.includes(it)) return;
-  drop(it);
+  const keep = retryable(status);
+  if (keep) hold(it, sentence);
+  else drop(it);
   // Its room was left meanwhile: said wherever the person is now.
   if (it.key !== keyOf()) { toast(`In #${it.room}: ${sentence}`); return; }
+  if (keep) return;
   const shown = [...els.composerError.querySelectorAll('.error-line')].map((e) => e.textContent);
   composerError([...shown, sentence]);
 }
