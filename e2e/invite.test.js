@@ -158,3 +158,39 @@ test('an invitation that expires stops the chat with a message; a new invite lin
   assert.deepEqual(unexpectedProblems(page), []);
   await page.context().close();
 });
+
+/** A page in `context` (one browser: its tabs share localStorage), watched for problems. */
+async function tabIn(context) {
+  return watchProblems(await context.newPage());
+}
+
+test('one person with invitations to two private rooms: each tab goes on with the one that opens its room', async () => {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 760 }, locale: 'en-US' });
+  const a = await tabIn(context);
+  let current = null;
+  await a.routeWebSocket(/\/ws\//, (ws) => { ws.connectToServer(); current = ws; });
+  await a.goto(`${server.url}/?room=private-a#token=${mint({ sub: 'ann', rooms: ['private-a'], exp: now() + 3600 })}`);
+  await waitConnected(a);
+  // The second one names its rooms by a pattern, in another case: the server's rule.
+  const b = await tabIn(context);
+  await b.goto(`${server.url}/?room=private-b-team#token=${mint({ sub: 'ann', rooms: ['Private-B*'], exp: now() + 3600 })}`);
+  await waitConnected(b);
+
+  // Tab A's connection drops: it comes back with the invitation to its room.
+  await current.close({ code: 1013, reason: 'test' });
+  await a.getByTestId('conn-status').and(a.locator('[data-state="reconnecting"]')).waitFor();
+  await waitConnected(a);
+  await a.getByTestId('room-title').getByText('private-a', { exact: true }).waitFor();
+  await sendMessage(a, 'still in room a');
+  // Scrollback reads with it too.
+  assert.equal(await a.evaluate(async () => {
+    const { tokenFor } = await import('/static/js/token.js');
+    const res = await fetch('/api/rooms/private-a/messages?limit=1', { headers: { Authorization: `Bearer ${tokenFor('ann', 'private-a')}` } });
+    return res.status;
+  }), 200);
+  await sendMessage(b, 'still in room b');
+  assert.equal(await b.evaluate(() => JSON.parse(localStorage.getItem('roomcast.tokens')).length), 2, 'both kept');
+  assert.deepEqual(unexpectedProblems(a), []);
+  assert.deepEqual(unexpectedProblems(b), []);
+  await context.close();
+});

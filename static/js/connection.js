@@ -56,7 +56,7 @@ function wsPath() {
   if (state.hasConnected || state.lastSeq > 0) q.set('after', String(state.lastSeq));
   if (!state.claim) state.claim = savedClaim();
   if (state.claim) q.set('claim', state.claim);
-  const token = tokenFor(state.user);
+  const token = tokenFor(state.user, state.room);
   if (token) q.set('token', token);
   const query = q.toString();
   return `${config.ws_path}/${encodeURIComponent(state.room)}/${encodeURIComponent(state.user)}${query ? `?${query}` : ''}`;
@@ -232,7 +232,7 @@ async function askWhy(path, said) {
     connect();
     return;
   }
-  if (what.dropToken) dropToken(tokenFor(session.user));
+  if (what.dropToken) dropToken(tokenFor(session.user, session.room));
   // An invitation problem in a room we were chatting in keeps the
   // conversation on screen; before that, the join form is the place to say it.
   if (what.stop === 'token' && state.hasConnected) stop(what.text);
@@ -287,7 +287,7 @@ export function describeClose(code, reason) {
  * stopped one tries again.
  */
 export function presentNewToken() {
-  const token = tokenFor(state.user);
+  const token = tokenFor(state.user, state.room);
   if (!token) return;
   if (state.connState === 'connected') send({ type: 'auth', token });
   else { state.attempts = 0; connect(); }

@@ -23,7 +23,7 @@ export async function fetchPage({ before, limit = PAGE_SIZE, signal }) {
   const room = state.roomTitle || state.room;
   const url = `/api/rooms/${encodeURIComponent(room)}/messages?before=${before}&limit=${limit}`;
   // In token mode history is read with the same invitation the socket uses.
-  const token = tokenFor(state.user);
+  const token = tokenFor(state.user, room);
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
   const stop = new AbortController();
   const cancel = () => stop.abort();

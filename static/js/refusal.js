@@ -8,7 +8,7 @@
 // again can help.
 
 import { quoted } from './format.js';
-import { savedInvite } from './token.js';
+import { inviteFor, savedInvite } from './token.js';
 
 /** `{ status, error, message }` the preflight answered, or null when the server could not be reached. */
 export async function preflight(path) {
@@ -33,7 +33,8 @@ export async function preflight(path) {
 export function explainRefusal(answer, { room, user }) {
   if (!answer) return { retry: true, text: navigator.onLine ? 'The server cannot be reached.' : 'You are offline.' };
   const { status, error, message } = answer;
-  const inv = savedInvite();
+  // The invitation the attempt presented, else the latest kept (someone else's).
+  const inv = inviteFor(user, room) || savedInvite();
   switch (error) {
     case 'name_taken':
       return { stop: 'name', text: `${quoted(user)} is being used in this room by someone else; pick another name.` };

@@ -191,7 +191,7 @@ function hold(it, why) {
 
 /** Token mode: uploads carry the invitation too (a header, unlike the WebSocket). */
 function authHeaders() {
-  const token = tokenFor(state.user);
+  const token = tokenFor(state.user, state.room);
   return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
