@@ -194,3 +194,51 @@ test('one person with invitations to two private rooms: each tab goes on with th
   assert.deepEqual(unexpectedProblems(b), []);
   await context.close();
 });
+
+test('a renewed invitation opened in another tab renews a connected tab in place, before its token expires', async () => {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 760 }, locale: 'en-US' });
+  const invite = (exp) => `${server.url}/?room=private-design#token=${mint({ sub: 'gil', rooms: ['private-design'], exp })}`;
+  const first = await tabIn(context);
+  // Admitted within the server's 30 s leeway: it is closed (4001) 10 s from now.
+  const closesAt = Date.now() + 10000;
+  await first.goto(invite(now() + 10 - 30));
+  await waitConnected(first);
+  let sockets = 0;
+  first.on('websocket', () => { sockets += 1; });
+
+  const second = await tabIn(context);
+  await second.goto(invite(now() + 3600));
+  await waitConnected(second);
+  await first.getByTestId('toast').getByText('Your invitation was renewed.').waitFor();
+  // Past the moment the old token would have closed it: still the same connection.
+  await first.waitForFunction((t) => Date.now() > t, closesAt + 2000, { timeout: 20000 });
+  assert.equal(await first.evaluate(() => window.roomcast.state), 'connected');
+  assert.equal(await first.getByTestId('conn-banner').isHidden(), true);
+  assert.equal(sockets, 0, 'no new WebSocket');
+  await sendMessage(first, 'renewed from the other tab');
+  assert.deepEqual(unexpectedProblems(first), []);
+  await context.close();
+});
+
+test('an expired invitation goes on with a newer one kept meanwhile instead of stopping', async () => {
+  const page = await newPage();
+  const invite = (exp) => mint({ sub: 'hal', rooms: ['private-design'], exp });
+  await page.goto(`${server.url}/?room=private-design#token=${invite(now() + 8 - 30)}`);
+  await waitConnected(page);
+  await sendMessage(page, 'before the expiry');
+  // A newer invitation kept while this tab heard nothing of it (the
+  // storage event fires in other tabs only): this tab finds it at 4001.
+  const newer = invite(now() + 3600);
+  await page.evaluate((t) => {
+    const kept = JSON.parse(localStorage.getItem('roomcast.tokens') || '[]');
+    localStorage.setItem('roomcast.tokens', JSON.stringify([...kept, t]));
+  }, newer);
+  const reopened = page.waitForEvent('websocket', { predicate: (ws) => ws.url().includes(newer), timeout: 30000 });
+  await reopened;
+  await waitConnected(page);
+  assert.notEqual(await page.evaluate(() => window.roomcast.state), 'stopped');
+  await page.getByTestId('conn-banner').waitFor({ state: 'hidden' });
+  await sendMessage(page, 'after the expiry');
+  assert.deepEqual(unexpectedProblems(page), []);
+  await page.context().close();
+});

@@ -21,7 +21,9 @@ import {
 import { els } from './dom.js';
 import { state } from './state.js';
 import { dropClaim, savedClaim } from './identity.js';
-import { dropToken, onTokenStored, tokenFor } from './token.js';
+import {
+  dropToken, inviteFor, onTokenStored, tokenFor, usable,
+} from './token.js';
 import { expiredText, explainRefusal, preflight } from './refusal.js';
 import { spend } from './pace.js';
 
@@ -42,6 +44,7 @@ let retryDelay = 0; // the last reconnect delay scheduled (ms), for the debug ho
 let stableTimer = 0;
 let lastHeard = 0;
 let awaitingSince = 0; // when the oldest unanswered request was sent; 0 if none
+let presented = null; // the invitation this connection uses (token mode): `{ token, exp }`, or null
 
 /**
  * The room's WebSocket path and query. A room session sticks to the claim
@@ -56,8 +59,9 @@ function wsPath() {
   if (state.hasConnected || state.lastSeq > 0) q.set('after', String(state.lastSeq));
   if (!state.claim) state.claim = savedClaim();
   if (state.claim) q.set('claim', state.claim);
-  const token = tokenFor(state.user, state.room);
-  if (token) q.set('token', token);
+  const inv = inviteFor(state.user, state.room);
+  presented = inv && { token: inv.token, exp: inv.exp };
+  if (inv) q.set('token', inv.token);
   const query = q.toString();
   return `${config.ws_path}/${encodeURIComponent(state.room)}/${encodeURIComponent(state.user)}${query ? `?${query}` : ''}`;
 }
@@ -120,6 +124,13 @@ export function connect() {
   });
   ws.addEventListener('close', (ev) => {
     if (state.ws !== ws) return; // a socket we already let go of
+    if (ev.code === 4001 && newerInvite()) {
+      // Expired, but a newer invitation for this room was kept meanwhile
+      // (opened in a tab that could not tell this one): go on with it.
+      state.attempts = 0;
+      lost(ws, 'Your invitation expired; connecting with the newer one.');
+      return;
+    }
     if (ev.code === 4001 || ev.code === 4009) {
       // Trying again cannot help: the invitation expired, or the name went
       // to someone else while we connected.
@@ -282,15 +293,30 @@ export function describeClose(code, reason) {
 }
 
 /**
- * A new invitation arrived (an invite link opened in this tab) for the room
- * we are in: a live connection renews its token in place (`auth`), a
- * stopped one tries again.
+ * A kept invitation for this name that opens this room, has not expired
+ * and is not the one this connection presented; null if none.
+ */
+function newerInvite() {
+  const inv = inviteFor(state.user, state.room);
+  return inv && usable(inv) && inv.token !== presented?.token ? inv : null;
+}
+
+/**
+ * A new invitation was kept (an invite link opened in this tab, or in
+ * another one) that opens the room we are in: a live connection renews
+ * its token in place (`auth`) when the new one lasts longer; a stopped one
+ * (its invitation expired) or one waiting to reconnect tries again now.
  */
 export function presentNewToken() {
-  const token = tokenFor(state.user, state.room);
-  if (!token) return;
-  if (state.connState === 'connected') send({ type: 'auth', token });
-  else { state.attempts = 0; connect(); }
+  const inv = newerInvite();
+  if (!inv) return;
+  if (state.connState === 'connected') {
+    if (presented && inv.exp <= presented.exp) return;
+    if (send({ type: 'auth', token: inv.token })) presented = { token: inv.token, exp: inv.exp };
+  } else if (state.connState === 'stopped' || state.connState === 'reconnecting' || state.connState === 'offline') {
+    state.attempts = 0;
+    connect();
+  }
 }
 
 function scheduleReconnect(code) {
@@ -344,9 +370,9 @@ export function initConnection() {
     if (state.ws) lost(state.ws, 'You are offline.');
     else setConnState('offline');
   });
-  // Stopped because the invitation expired, and a new invite link was
-  // opened in another tab: it is this tab's too.
-  onTokenStored(() => { if (state.connState === 'stopped') presentNewToken(); });
+  // A new invite link opened in another tab is this tab's too: it renews
+  // this connection's invitation, or brings back one stopped on its expiry.
+  onTokenStored(presentNewToken);
   // Back from sleep or another tab: find out now, not at the next heartbeat.
   document.addEventListener('visibilitychange', () => { if (!document.hidden) probe(); });
   window.addEventListener('pageshow', () => probe());
