@@ -408,6 +408,29 @@ test('edits, deletes and reactions made while a page was offline are shown once 
   await bob.context().close();
 });
 
+test('live edits and reactions are not recorded for a resync when none runs (the record does not grow all session)', async () => {
+  const alice = await openChat(browser, server.url, { room: 'no-record', user: 'alice' });
+  const bob = await openChat(browser, server.url, { room: 'no-record', user: 'bob' });
+  for (const t of ['first', 'second']) await sendMessage(alice, t);
+  const first = messageWithText(alice, 'first');
+  await first.hover();
+  await first.getByTestId('edit-message').click();
+  await alice.getByTestId('edit-input').fill('first, edited');
+  await alice.getByTestId('edit-input').press('Enter');
+  const second = messageWithText(alice, 'second');
+  await second.hover();
+  await second.getByTestId('add-reaction').click();
+  await alice.getByTestId('reaction-picker').getByRole('button', { name: 'React with 👍' }).click();
+  await messageWithText(bob, 'first, edited').getByTestId('message-edited').waitFor();
+  await messageWithText(bob, 'second').getByTestId('reaction-count').getByText('1', { exact: true }).waitFor();
+  // What resync.js holds (the module the page runs: the same URL is the same instance).
+  const held = (page) => page.evaluate(async () => (await import('/static/js/resync.js')).touchedCount());
+  assert.equal(await held(bob), 0);
+  assert.equal(await held(alice), 0);
+  await alice.context().close();
+  await bob.context().close();
+});
+
 test('more messages queued offline than the rate limit\'s burst all arrive in order after a reconnect, none refused', async () => {
   // The server's default limit: 10 a second, a burst of 20. Thirty queued
   // messages sent at once would see ten refused.

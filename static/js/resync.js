@@ -39,13 +39,17 @@ const MAX_PAGES = 5;
 const MAX_CHECKS = 10;
 
 let run = 0; // bumped by every resume: an older run stops at its next step
-let touched = new Set(); // ids a live event changed during this run
+let active = 0; // the run under way (its number), 0 when none: only then are ids recorded
+const touched = new Set(); // ids a live event changed during the run under way
 let waiting = null; // the `reactions` check out: { id, resolve }
 
 /** A live event changed message `id`: a page on its way must not undo it. */
 export function touchedLive(id) {
-  touched.add(id);
+  if (active) touched.add(id);
 }
+
+/** How many ids are recorded now (for tests: nothing is held between runs). */
+export const touchedCount = () => touched.size;
 
 /**
  * The answer to a check, if it is one: a `reactions` event for the message
@@ -94,7 +98,21 @@ const editTime = (m) => (m.edited_at ? Date.parse(m.edited_at) || 0 : 0);
 export async function resyncAfterResume(after) {
   run += 1;
   const mine = run;
-  touched = new Set();
+  active = mine;
+  touched.clear();
+  try {
+    await reread(mine, after);
+  } finally {
+    // Over (or overtaken by a newer run, which keeps its own record).
+    if (active === mine) {
+      active = 0;
+      touched.clear();
+    }
+  }
+}
+
+/** The body of run `mine`: see resyncAfterResume. */
+async function reread(mine, after) {
   // The same connection (a room switch makes another): else this run is over.
   const { ws } = state;
   const live = () => run === mine && state.ws === ws && state.connState === 'connected';
