@@ -9,7 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  openChat, sendMessage, messageWithText, startSuite, stopSuite, waitConnected, joinAs, unexpectedProblems,
+  openChat, sendMessage, messageWithText, startSuite, stopSuite, waitConnected, joinAs, unexpectedProblems, goToRoom,
 } from './helpers.js';
 
 let server;
@@ -268,4 +268,38 @@ test('a fetch of the names lost with the connection is asked again once reconnec
   assert.ok(asked >= 2, 'the names came from a request of their own');
   assert.deepEqual(unexpectedProblems(bea, [/WebSocket/i]), [], 'the drop aside, no page errors');
   await bea.context().close();
+});
+
+test('a fetch of the names still out when the room is left is asked again on coming back', async () => {
+  const { first: firstOnAlice } = await popularMessage('left-names', 'Names left behind');
+  const all = await firstOnAlice.getAttribute('data-users');
+  const cy = await openChat(browser, server.url);
+  // The first `reactions` request goes nowhere, and nothing answers it.
+  let asked = 0;
+  let wentOut;
+  const firstOut = new Promise((resolve) => { wentOut = resolve; });
+  await cy.routeWebSocket(/\/ws\//, (ws) => {
+    const upstream = ws.connectToServer();
+    ws.onMessage((m) => {
+      if (JSON.parse(m).type === 'reactions') {
+        asked += 1;
+        if (asked === 1) { wentOut(); return; }
+      }
+      upstream.send(m);
+    });
+  });
+  await joinAs(cy, server.url, 'left-names', 'cy');
+  const chip = messageWithText(cy, 'Names left behind').getByTestId('reaction').filter({ hasText: EMOJI[0] });
+  await chip.getByTestId('reaction-count').getByText('5', { exact: true }).waitFor();
+  await chip.hover();
+  await firstOut;
+  // Another room, at once (that socket's answers will never come), and back.
+  await goToRoom(cy, 'left-names-elsewhere');
+  await goToRoom(cy, 'left-names');
+  await cy.mouse.move(0, 0);
+  await chip.hover();
+  await chip.and(cy.locator(`[data-users="${all}"]`)).waitFor();
+  assert.ok(asked >= 2, 'asked again');
+  assert.deepEqual(unexpectedProblems(cy), []);
+  await cy.context().close();
 });

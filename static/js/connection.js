@@ -203,11 +203,18 @@ export function detach(ws) {
   try { ws.close(1000); } catch { /* already closed */ }
 }
 
-/** Stops everything (leaving the room, or the join screen). */
+/**
+ * Stops everything (leaving the room, or the join screen). A socket let go
+ * of here is a dropped connection to those waiting on it: what it was
+ * asked will not be answered (a reactions check, a whole list).
+ */
 export function disconnect() {
   clearTimers();
-  if (state.ws) detach(state.ws);
+  const had = state.ws;
+  if (had) detach(had);
+  awaitingSince = 0;
   setConnState('idle');
+  if (had) handlers.dropped();
 }
 
 /** The connection ended (closed, dead, or offline): say why and try again. */
