@@ -84,6 +84,35 @@ test('a 4000-character message is folded behind "Show more"', async () => {
   assert.equal(await (await received('nice one')).getByTestId('show-more').count(), 0, 'short messages are not folded');
 });
 
+test('an edit keeps a long message unfolded and its image as it is', async () => {
+  const png = await writer.screenshot({ clip: { x: 0, y: 0, width: 32, height: 24 } });
+  await writer.getByTestId('attach-input').setInputFiles({ name: 'kept.png', mimeType: 'image/png', buffer: png });
+  await writer.getByTestId('upload-box').getByText('ready to send').waitFor();
+  const before = 'Long, with a picture. '.repeat(60).trim();
+  await sendMessage(writer, before);
+  const msg = await received('Long, with a picture.');
+  const img = msg.getByTestId('attachment-image');
+  await img.waitFor();
+  await img.evaluate((el) => { el.dataset.mark = 'the first one'; });
+  await msg.getByTestId('show-more').click();
+  assert.equal(await msg.getByTestId('show-more').getAttribute('aria-expanded'), 'true');
+
+  const mine = messageWithText(writer, before);
+  await mine.hover();
+  await mine.getByTestId('edit-message').click();
+  const after = 'Long, with a picture, edited. '.repeat(60).trim();
+  await writer.getByTestId('edit-input').fill(after);
+  await writer.getByTestId('edit-input').press('Enter');
+
+  const edited = await received('Long, with a picture, edited.');
+  await edited.getByTestId('message-edited').waitFor();
+  const more = edited.getByTestId('show-more');
+  assert.equal(await more.getAttribute('aria-expanded'), 'true', 'still unfolded');
+  assert.equal(await more.textContent(), 'Show less');
+  assert.equal(await edited.getByTestId('message-text').evaluate((el) => el.classList.contains('msg-text--folded')), false);
+  assert.equal(await edited.getByTestId('attachment-image').getAttribute('data-mark'), 'the first one', 'the image was not built again');
+});
+
 test('links end where the sentence’s punctuation begins', async () => {
   const text = 'See (https://en.wikipedia.org/wiki/Rust_(programming_language)). Also https://example.com/a, '
     + 'and "https://example.com/b"! Or [https://example.com/c].';

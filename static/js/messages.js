@@ -75,10 +75,14 @@ export function fillMessage(li, m) {
   body.hidden = !content;
   body.classList.toggle('msg-text--emoji', info.emojiCount > 0);
   li.classList.toggle('msg--mention', info.mentionsMe && !isOwn(m));
-  li.querySelector('.show-more')?.remove();
+  // A long message unfolded by the reader stays so through an update (an
+  // edit, a preview, a resync): its button is kept, focus and all.
+  const more = li.querySelector('.show-more');
   const long = isLong(content, LONG_MESSAGE_CHARS, LONG_MESSAGE_LINES);
-  body.classList.toggle('msg-text--folded', long);
-  if (long) {
+  const open = long && more?.getAttribute('aria-expanded') === 'true';
+  body.classList.toggle('msg-text--folded', long && !open);
+  if (!long) more?.remove();
+  else if (!more) {
     body.id ||= `msg-text-${++textIds}`;
     body.after(h('button', {
       cls: 'btn-link show-more', text: 'Show more', testid: 'show-more',
@@ -86,10 +90,23 @@ export function fillMessage(li, m) {
     }));
   }
   li.classList.toggle('msg--edited', Boolean(m.edited_at));
-  renderAttachment(li.querySelector('.msg-attachment'), m.attachment);
+  // Built again only when what it shows changed (a preview became ready):
+  // an image or a video playing is not reloaded by an edit or a reaction.
+  const box = li.querySelector('.msg-attachment');
+  const att = attachmentKey(m.attachment);
+  if (shownAttachment.get(box) !== att) {
+    shownAttachment.set(box, att);
+    renderAttachment(box, m.attachment);
+  }
   renderReactions(li, m);
   return info;
 }
+
+/** What an attachment element shows, by box: drawn again only when this changes. */
+const shownAttachment = new WeakMap();
+const attachmentKey = (a) => JSON.stringify(a && a.url
+  ? [a.url, a.name ?? null, a.size ?? null, a.content_type ?? null, a.preview ?? null]
+  : null);
 
 /** True when `url` points at this server (attachments never load from elsewhere). */
 function sameOriginUrl(url) {
