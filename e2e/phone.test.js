@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  openChat, sendMessage, messageWithText, startSuite, stopSuite, waitConnected,
+  openChat, sendMessage, messageWithText, startSuite, stopSuite, waitConnected, unexpectedProblems, goToRoom,
 } from './helpers.js';
 
 const PHONE = { viewport: { width: 390, height: 844 }, context: { hasTouch: true, isMobile: true } };
@@ -190,4 +190,28 @@ test('on a phone every small control is a 44 px target, the pill stays above a t
   assert.equal(await pat.evaluate(() => document.activeElement?.querySelector('.msg-text')?.textContent), 'while pat reads back');
   assert.deepEqual(pat.problems.filter((m) => !/WebSocket connection to .* failed/.test(m)), []);
   for (const p of [pat, sam]) await p.context().close();
+});
+
+test('a long room name without a break wraps on a phone instead of pushing the page sideways', async () => {
+  const room = `no-breaks-${'x'.repeat(54)}`; // 64 characters, the longest a room name may be
+  const pat = await openChat(browser, server.url, { room, user: 'pat', ...PHONE });
+  const list = pat.getByTestId('messages');
+  await list.getByText(`This is the start of #${room}`, { exact: false }).waitFor();
+  const fits = (locator) => locator.evaluate((el) => ({ scroll: el.scrollWidth, client: el.clientWidth }));
+  const shown = await fits(list);
+  assert.ok(shown.scroll <= shown.client, `the list is ${shown.scroll} px wide in ${shown.client}`);
+  await pat.context().close();
+
+  // The join form's sentences too: a refusal naming such a room.
+  const ivy = await openChat(browser, server.url, { room: `private-${'y'.repeat(56)}`, ...PHONE });
+  await ivy.getByTestId('join-name').fill('ivy');
+  await ivy.getByTestId('join-submit').tap();
+  const error = ivy.getByTestId('join-error');
+  await error.getByText('is a private room', { exact: false }).waitFor();
+  const said = await fits(error);
+  assert.ok(said.scroll <= said.client, `the error is ${said.scroll} px wide in ${said.client}`);
+  const page = await ivy.evaluate(() => ({ scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth }));
+  assert.ok(page.scroll <= page.client, `the page is ${page.scroll} px wide in ${page.client}`);
+  assert.deepEqual(unexpectedProblems(ivy, [/WebSocket connection to .* failed/, /status of 403/]), []);
+  await ivy.context().close();
 });
