@@ -215,3 +215,20 @@ test('a long room name without a break wraps on a phone instead of pushing the p
   assert.deepEqual(unexpectedProblems(ivy, [/WebSocket connection to .* failed/, /status of 403/]), []);
   await ivy.context().close();
 });
+
+test('entering or switching rooms on a phone does not open the keyboard', async () => {
+  const pat = await openChat(browser, server.url, { room: 'phone-enter', user: 'pat', ...PHONE });
+  const typing = () => pat.evaluate(() => document.activeElement?.dataset.testid === 'composer-input');
+  assert.equal(await typing(), false, 'joined: the message box is not focused');
+  await pat.getByTestId('sidebar-toggle').tap();
+  await goToRoom(pat, 'phone-enter-2');
+  assert.equal(await typing(), false, 'switched: the message box is not focused');
+  // The recent rooms list, tapped.
+  await pat.getByTestId('sidebar-toggle').tap();
+  await pat.getByTestId('room-list').getByRole('link', { name: '# phone-enter', exact: true }).tap();
+  await pat.getByTestId('room-title').getByText('phone-enter', { exact: true }).waitFor();
+  await waitConnected(pat);
+  assert.equal(await typing(), false, 'switched back: the message box is not focused');
+  assert.deepEqual(pat.problems, []);
+  await pat.context().close();
+});

@@ -3,7 +3,7 @@
 // browser's name, and an invitation's `#token=`), enters rooms without
 // reloading, and keeps the address shareable: it names the room only.
 
-import { els } from './dom.js';
+import { els, isTouch } from './dom.js';
 import { connect, disconnect, presentNewToken } from './connection.js';
 import { state } from './state.js';
 import { rememberRoom, sameRoom } from './store.js';
@@ -62,7 +62,9 @@ export function enterRoom(room, user, { push = true } = {}) {
   restoreUploads();
   loadComposer();
   connect();
-  els.input.focus();
+  // Not on a touch screen: focusing the box there opens the keyboard over
+  // the room just entered.
+  if (!isTouch()) els.input.focus();
 }
 
 export function switchRoom(room) {
