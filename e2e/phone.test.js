@@ -150,9 +150,36 @@ test('on a phone every small control is a 44 px target, the pill stays above a t
   const target = messageWithText(pat, 'react here');
   await target.getByTestId('message-text').tap();
   await target.getByTestId('add-reaction').tap();
-  await pat.getByTestId('reaction-picker').getByRole('button', { name: 'React with 👍' }).tap();
+  const picker = pat.getByTestId('reaction-picker');
+  await picker.waitFor();
+  for (const emoji of await picker.getByTestId('picker-emoji').all()) await big(emoji, 'an emoji in the picker');
+  await picker.getByRole('button', { name: 'React with 👍' }).tap();
   await big(target.getByTestId('reaction'), 'a reaction chip');
   await big(pat.getByTestId('show-more'), '"Show more"');
+
+  // The composer's buttons, the header's "N online", the drawer's "change".
+  await big(pat.locator('label.attach-btn'), 'the attach button');
+  await big(pat.getByTestId('send-btn'), 'Send');
+  await big(pat.getByTestId('online-count'), '"N online"');
+  await pat.getByTestId('sidebar-toggle').tap();
+  await pat.getByTestId('drawer-backdrop').waitFor();
+  await pat.locator('#sidebar').evaluate((el) => Promise.all(el.getAnimations().map((a) => a.finished)));
+  await big(pat.locator('#change-name'), '"change" (the name)');
+  await pat.getByTestId('drawer-close').tap();
+  await pat.getByTestId('drawer-backdrop').waitFor({ state: 'hidden' });
+  // The join form's active rooms (this room has people in it).
+  const newcomer = await openChat(browser, server.url, PHONE);
+  const chip = newcomer.getByTestId('join-active-rooms').getByRole('button').first();
+  await chip.waitFor();
+  await big(chip, 'a room chip on the join form');
+  await newcomer.context().close();
+  // Message actions are 44 px for any coarse pointer, not only without
+  // hover (a touch laptop): no browser here emulates one alone, so the
+  // stylesheet is read.
+  const actsInTouchBlock = await pat.evaluate(() => [...document.styleSheets].flatMap((sheet) => [...sheet.cssRules])
+    .filter((r) => r instanceof CSSMediaRule && /\(pointer: coarse\)/.test(r.conditionText) && /\(hover: none\)/.test(r.conditionText))
+    .some((r) => [...r.cssRules].some((x) => x.selectorText === '.msg-actions .act' && x.style.minHeight === '44px' && x.style.minWidth === '44px')));
+  assert.equal(actsInTouchBlock, true, 'message actions are 44 px under (hover: none), (pointer: coarse)');
 
   // A file's ✕: removing it does not put the focus in the message box.
   await pat.getByTestId('attach-input').setInputFiles({ name: 'note.txt', mimeType: 'text/plain', buffer: Buffer.from('hello') });
