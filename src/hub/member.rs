@@ -263,7 +263,11 @@ impl Member {
         Ok(Some(seq))
     }
 
-    /// Adds, removes or toggles this user's `emoji` on a message.
+    /// Adds, removes or toggles this user's `emoji` on a message. A request
+    /// that changes nothing (adding a reaction it has, removing one it has
+    /// not) broadcasts nothing and is answered to this member alone with
+    /// the message's whole reactions, so that every request gets a frame
+    /// back and a client out of step is put right.
     pub async fn react(
         &self,
         message_id: &str,
@@ -272,14 +276,19 @@ impl Member {
     ) -> Result<(), Refusal> {
         let backbone = match &self.common.link {
             Link::Local => {
-                return self.room.lock().react(
+                let mut room = self.room.lock();
+                let changed = room.react(
                     &self.room.name,
                     (&self.user, &self.identity),
                     message_id,
                     emoji,
                     action,
                     &self.common,
-                );
+                )?;
+                if !changed {
+                    self.send(room.reactions(message_id)?);
+                }
+                return Ok(());
             }
             Link::Remote(backbone) => backbone,
         };
@@ -289,7 +298,12 @@ impl Member {
         let changed = backbone
             .react(room, message_id, user, identity, &emoji, action)
             .await?;
-        if let (Some(slot), Some((changed, reactions))) = (store, changed) {
+        let Some((changed, reactions)) = changed else {
+            // Nothing changed (the reaction was already so): no event
+            // comes, so the asker is answered with the whole reactions.
+            return self.reactions(message_id).await;
+        };
+        if let Some(slot) = store {
             let change = Change::React {
                 room: room.key(),
                 message_id: message_id.to_owned(),

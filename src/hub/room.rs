@@ -666,8 +666,8 @@ impl RoomState {
     }
 
     /// Applies a reaction change; broadcasts `reaction_update` only if
-    /// something changed. Whether `identity` has reacted decides add and
-    /// remove, never the name.
+    /// something changed, and answers whether it did. Whether `identity`
+    /// has reacted decides add and remove, never the name.
     pub fn react(
         &mut self,
         room: &RoomName,
@@ -676,7 +676,7 @@ impl RoomState {
         emoji: Emoji,
         action: ReactionAction,
         common: &Common,
-    ) -> Result<(), Refusal> {
+    ) -> Result<bool, Refusal> {
         let max = common.config.max_reactions_per_message;
         let max_users = common.config.max_users_per_reaction;
         self.expire(common);
@@ -690,7 +690,7 @@ impl RoomState {
             ReactionAction::Toggle => mine.is_none(),
         };
         if add == mine.is_some() {
-            return Ok(()); // already so: nothing changes, nothing is sent
+            return Ok(false); // already so: nothing changes, nothing is broadcast
         }
         if add {
             match pos {
@@ -772,7 +772,7 @@ impl RoomState {
             &message.reactions,
         ));
         self.broadcast(&frame, None, common);
-        Ok(())
+        Ok(true)
     }
 
     /// Replaces a message's content; author only.

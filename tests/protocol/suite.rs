@@ -217,10 +217,13 @@ async fn reactions_add_remove_and_toggle() {
     assert_eq!(u["users"], json!(["bob"]));
     assert_eq!(u["reactions"], json!({"👍": ["bob"]}));
 
-    // Adding it again changes nothing and sends nothing.
+    // Adding it again changes nothing and broadcasts nothing: bob alone is
+    // answered, with the message's whole reactions.
     bob.send_json(json!({"type": "add_reaction", "message_id": id, "emoji": "👍"}))
         .await;
-    bob.roundtrip().await;
+    let answer = bob.expect("reactions").await;
+    assert_eq!(answer["message_id"], id.as_str());
+    assert_eq!(answer["reactions"], json!({"👍": ["bob"]}));
     ann.roundtrip().await;
 
     // `reaction` without an action is a toggle (the original client's form).
@@ -252,12 +255,15 @@ async fn reactions_add_remove_and_toggle() {
         "an emoji nobody uses is gone"
     );
 
-    // Removing what one does not have changes nothing and sends nothing.
+    // Removing what one does not have changes nothing either.
     bob.send_json(json!({"type": "remove_reaction", "message_id": id, "emoji": "👍"}))
         .await;
     bob.send_json(json!({"type": "reaction", "message_id": id, "emoji": "🎉", "action": "remove"}))
         .await;
-    bob.roundtrip().await;
+    for _ in 0..2 {
+        let answer = bob.expect("reactions").await;
+        assert_eq!(answer["reactions"], json!({"🎉": ["ann"]}));
+    }
     ann.roundtrip().await;
 
     // A newcomer sees the reactions in history.
