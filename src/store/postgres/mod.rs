@@ -9,7 +9,9 @@
 //! read after, so a group costs a few round trips to the database, not one
 //! per change (what bounds the rate when the database is across a
 //! network). A lost connection is a transient failure: the writer keeps
-//! the group, reconnects and commits it when the database is back.
+//! the group, reconnects and commits it when the database is back (the
+//! whole group again: a transaction whose connection was lost midway is
+//! never finished on another).
 //! Migrations run at start under an advisory lock (instances starting
 //! together take turns); a schema newer than the binary is a clear error.
 //! Tables are prefixed `roomcast_`, so the database may be shared with
@@ -86,6 +88,10 @@ pub(crate) struct Postgres {
     /// The transaction's `BEGIN`, until it is sent with the first
     /// statements (so a group of one change is one round trip).
     begin: Option<&'static str>,
+    /// `BEGIN` went out and neither `COMMIT` nor `ROLLBACK` since: what
+    /// the transaction wrote lives on this connection alone, so losing it
+    /// fails the whole transaction (see [`Postgres::connect_again`]).
+    in_transaction: bool,
 }
 
 fn transient(message: &str) -> JournalError {
@@ -137,6 +143,7 @@ impl Postgres {
             swept: None,
             queued: Vec::new(),
             begin: None,
+            in_transaction: false,
         };
         let client = pg
             .rt
@@ -152,12 +159,23 @@ impl Postgres {
     }
 
     /// Makes sure there is a connection, reconnecting if the last one was
-    /// lost.
+    /// lost between transactions. Lost inside one, it is not replaced: the
+    /// server rolled back what the transaction had written, and the rest
+    /// of the group on a new connection would commit on its own (each
+    /// statement in autocommit, the final `COMMIT` a mere warning), the
+    /// writer counting the whole group committed. The attempt fails as a
+    /// lost connection does, and the writer retries the group from its
+    /// start.
     fn connect_again(&mut self) -> Result<(), JournalError> {
         if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
             self.conn = None;
         }
         if self.conn.is_none() {
+            if self.in_transaction {
+                return Err(transient(
+                    "PostgreSQL: the connection was lost during a transaction",
+                ));
+            }
             let client = self.rt.block_on(connect(&self.url))?;
             let st = self.rt.block_on(prepare(&client))?;
             tracing::info!("connected to PostgreSQL again");
@@ -330,9 +348,11 @@ impl Journal for Postgres {
     fn rollback(&mut self) {
         self.queued.clear();
         self.begin = None;
+        // On the transaction's own connection only (never a new one).
         if self.conn.is_some() {
             let _ = self.run(async |c| c.client.batch_execute("ROLLBACK").await);
         }
+        self.in_transaction = false;
     }
 }
 

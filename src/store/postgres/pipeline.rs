@@ -43,6 +43,9 @@ impl Postgres {
             }
             in_order(replies).await
         });
+        // Open from its `BEGIN` on, whatever the answer (a failure is
+        // rolled back by the writer), until its `COMMIT` went out.
+        self.in_transaction = !commit && (self.in_transaction || begin.is_some());
         // The list's storage is kept for the next changes.
         self.queued = queued;
         self.queued.clear();

@@ -517,3 +517,69 @@ fn a_row_stored_with_seq_0_is_skipped_as_damaged() {
     let seqs: Vec<u64> = shown(&mut store).into_iter().map(|(seq, ..)| seq).collect();
     assert_eq!(seqs, [2, 3]);
 }
+
+/// The connection a group's transaction runs on is lost after its first
+/// statements went out (PostgreSQL restarted, a proxy cut it): the server
+/// rolled those back, so the rest of the group must not commit on a new
+/// connection as if it were the whole. The group fails as the connection
+/// does, and the writer's retry of it from the start commits all of it.
+#[test]
+fn a_connection_lost_in_the_middle_of_a_group_fails_the_whole_group() {
+    let schema = Schema::new("lost");
+    let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+    let none = Retention::default();
+    let pid: i32 = store
+        .run(async |c| c.client.query_one("SELECT pg_backend_pid()", &[]).await)
+        .unwrap()
+        .get(0);
+    let Change::Post { room, message, .. } = post("r", 1, T) else {
+        unreachable!("fixtures::post is a post")
+    };
+    let first = Change::Post {
+        room,
+        message,
+        reserve_through: Some(65_536),
+    };
+    store.begin().unwrap();
+    store.apply(&first, &none).unwrap();
+    // Written, not committed (the rest of its group still to come).
+    store.send(false).unwrap();
+    let (rt, admin) = admin();
+    rt.block_on(admin.execute("SELECT pg_terminate_backend($1)", &[&pid]))
+        .unwrap();
+    // Until the client has seen its connection end (its task runs while
+    // the store's runtime does).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !store.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client never saw its connection end"
+        );
+        store
+            .rt
+            .block_on(async { tokio::time::sleep(Duration::from_millis(5)).await });
+    }
+    store.apply(&post("r", 2, T), &none).unwrap();
+    let failed = store.commit(false).expect_err("the group's start was lost");
+    assert!(failed.transient, "{}", failed.message);
+    store.rollback();
+    // Nothing of the group is kept: neither post, nor the reservation
+    // (read first: a load reserves).
+    let reserved = store
+        .run(async |c| {
+            c.client
+                .query_opt("SELECT seq_reserved FROM roomcast_rooms", &[])
+                .await
+        })
+        .unwrap();
+    assert!(reserved.is_none(), "the reservation is not recorded");
+    assert_eq!(shown(&mut store), vec![]);
+    // The writer's retry: the whole group again, on a new connection.
+    store.begin().unwrap();
+    for change in [&first, &post("r", 2, T)] {
+        store.apply(change, &none).unwrap();
+    }
+    store.commit(false).unwrap();
+    let seqs: Vec<u64> = shown(&mut store).into_iter().map(|(seq, ..)| seq).collect();
+    assert_eq!(seqs, [1, 2]);
+}
