@@ -287,7 +287,9 @@ impl Group {
 
 /// Commits one group, retrying transient failures until it commits. A
 /// group that fails for a reason of its own is split, so one bad change is
-/// skipped (and logged) without holding back the others.
+/// skipped (and logged) without holding back the others. A read that
+/// failed is taken out instead: the rest commits as a group, and the read
+/// runs again alone, its error (if it fails again) its answer.
 fn commit_group(
     journal: &mut impl Journal,
     group: Vec<StoreOp>,
@@ -298,16 +300,31 @@ fn commit_group(
     if group.is_empty() {
         return;
     }
+    let mut failed_read = None;
     match until_not_transient(journal, policy, inbox, metrics, |j| {
-        attempt(j, &group, policy)
+        attempt(j, &group, policy, &mut failed_read)
     }) {
         Ok(outcomes) => finish(group, outcomes, inbox, metrics),
-        Err(e) if group.len() > 1 => {
-            tracing::debug!("a group failed ({}); committing it one by one", e.message);
-            for op in group {
-                commit_group(journal, vec![op], policy, inbox, metrics);
+        Err(e) if group.len() > 1 => match failed_read {
+            // Split, a group of 16 384 changes would be that many commits,
+            // each flushed, for one join of a room whose rows do not read.
+            // Alone, the read may also succeed: it failed for a change of
+            // the group that it wrote first (SQLite writes a room's waiting
+            // posts before reading the room), now skipped in the rest.
+            Some(at) => {
+                tracing::debug!("a read failed ({}); answered alone", e.message);
+                let mut rest = group;
+                let read = rest.remove(at);
+                commit_group(journal, rest, policy, inbox, metrics);
+                commit_group(journal, vec![read], policy, inbox, metrics);
             }
-        }
+            None => {
+                tracing::debug!("a group failed ({}); committing it one by one", e.message);
+                for op in group {
+                    commit_group(journal, vec![op], policy, inbox, metrics);
+                }
+            }
+        },
         Err(e) => {
             metrics.store_errors.inc();
             let reservation = reservation(&group);
@@ -406,12 +423,15 @@ fn reserve_alone(
     }
 }
 
-/// One pass over a group inside one transaction.
+/// One pass over a group inside one transaction; `failed_read` is set to
+/// the place of the read that failed, if one did.
 fn attempt(
     journal: &mut impl Journal,
     group: &[StoreOp],
     policy: &Policy,
+    failed_read: &mut Option<usize>,
 ) -> Result<Vec<Outcome>, JournalError> {
+    *failed_read = None;
     journal.begin()?;
     let mut outcomes = Vec::with_capacity(group.len());
     let mut deleted = false;
@@ -426,8 +446,16 @@ fn attempt(
             }
             StoreOp::Load {
                 room, tail, block, ..
-            } => Outcome::Loaded(journal.load(room, *tail, *block)?),
-            StoreOp::Page { room, query, .. } => Outcome::Paged(journal.page(room, *query)?),
+            } => Outcome::Loaded(
+                journal
+                    .load(room, *tail, *block)
+                    .inspect_err(|_| *failed_read = Some(i))?,
+            ),
+            StoreOp::Page { room, query, .. } => Outcome::Paged(
+                journal
+                    .page(room, *query)
+                    .inspect_err(|_| *failed_read = Some(i))?,
+            ),
             StoreOp::Flush(_) | StoreOp::Stop(_) => Outcome::Nothing,
         });
     }
@@ -608,6 +636,10 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         refused_seq: u64,
+        /// Page reads fail for a reason of their own.
+        refused_pages: bool,
+        /// Transactions committed.
+        commits: usize,
         full: bool,
         /// When idle work is due (once: doing it clears this).
         idle_at: Option<Instant>,
@@ -662,6 +694,13 @@ mod tests {
             _: &str,
             _: PageQuery,
         ) -> Result<(Vec<StoredMessage>, bool), JournalError> {
+            if self.refused_pages {
+                return Err(JournalError {
+                    message: "this room's rows do not read".into(),
+                    transient: false,
+                    full: false,
+                });
+            }
             Ok((Vec::new(), false))
         }
         fn prune(&mut self, _: i64, max: u64) -> Result<u64, JournalError> {
@@ -685,6 +724,7 @@ mod tests {
                 });
             }
             self.committed.lock().unwrap().append(&mut self.open);
+            self.commits += 1;
             Ok(())
         }
         fn rollback(&mut self) {
@@ -743,6 +783,39 @@ mod tests {
         // only then may the room use it.
         assert_eq!(journal.committed(), ["post 1", "reserve r 200", "post 3"]);
         assert_eq!(cell.load(Ordering::Acquire), 200);
+        assert!(inbox.health.degraded().is_none());
+    }
+
+    #[test]
+    fn a_read_that_fails_is_answered_alone_and_the_changes_around_it_commit_together() {
+        let (_store, inbox) = inbox(Vec::new());
+        let mut journal = Fake {
+            refused_pages: true,
+            ..Fake::default()
+        };
+        let (reply, answer) = oneshot::channel();
+        let page = StoreOp::Page {
+            room: "r".into(),
+            query: PageQuery {
+                after: 0,
+                before: None,
+                limit: 10,
+            },
+            reply,
+        };
+        let mut group: Vec<StoreOp> = (1..=10).map(|seq| post(seq, None)).collect();
+        group.insert(5, page);
+        commit_group(
+            &mut journal,
+            group,
+            &policy(None),
+            &inbox,
+            &Metrics::default(),
+        );
+        let answered = answer.blocking_recv().expect("the read is answered");
+        assert!(answered.is_err(), "{answered:?}");
+        assert_eq!(journal.committed().len(), 10);
+        assert_eq!(journal.commits, 1, "the posts commit as one group");
         assert!(inbox.health.degraded().is_none());
     }
 

@@ -6,6 +6,7 @@
 //! per-room cap and the retention period trim chunks; reads walk a room's
 //! chunks newest first.
 
+use rusqlite::types::ValueRef;
 use rusqlite::{OptionalExtension, params};
 
 use super::Sqlite;
@@ -18,9 +19,47 @@ pub(super) fn seq_param(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
-/// A chunk whose JSON does not read (a file changed by hand, or damaged):
-/// the operation that met it fails alone, never the whole store.
-fn unreadable(e: serde_json::Error) -> rusqlite::Error {
+/// Why a chunk does not read (a file changed by hand, or damaged): its
+/// `messages` is not text (a BLOB, NULL), not UTF-8 (a flipped byte), or
+/// not the JSON array it should be. Reads skip such a chunk, retention and
+/// the cap delete it whole, and a change to a message in it fails alone.
+#[derive(Debug)]
+struct Damaged(String);
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Damaged {}
+
+impl From<serde_json::Error> for Damaged {
+    fn from(e: serde_json::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// A chunk's `messages` as stored, read as a raw value (not as a
+/// `String`, whose conversion error would fail the whole operation).
+fn text_of(value: ValueRef<'_>) -> Result<&str, Damaged> {
+    match value {
+        ValueRef::Text(bytes) => {
+            std::str::from_utf8(bytes).map_err(|e| Damaged(format!("not UTF-8: {e}")))
+        }
+        other => Err(Damaged(format!("{} instead of text", other.data_type()))),
+    }
+}
+
+/// A chunk's `messages`, opened.
+fn open_text(value: ValueRef<'_>) -> Result<json::Opened, Damaged> {
+    Ok(json::Opened::parse(text_of(value)?)?)
+}
+
+/// A chunk that does not read, met by an operation that needs it (a
+/// change to one of its messages, a late post in its seq range): that
+/// operation fails alone, never the whole store.
+fn unreadable(e: Damaged) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(e))
 }
 
@@ -149,12 +188,12 @@ impl Sqlite {
                 removed += self.drop_chunk(rowid)?;
                 continue;
             }
-            let body: String = self.conn.query_row(
+            let opened = self.conn.query_row(
                 "SELECT messages FROM roomcast_chunks WHERE rowid = ?1",
                 [rowid],
-                |r| r.get(0),
+                |r| Ok(open_text(r.get_ref(0)?)),
             )?;
-            match json::Opened::parse(&body) {
+            match opened {
                 Ok(mut opened) => {
                     removed += opened.remove_oldest(left);
                     self.rewrite(rowid, &opened)?;
@@ -214,21 +253,28 @@ impl Sqlite {
     }
 
     /// The chunk of `room` whose seq range holds `seq`: its rowid and
-    /// `messages`.
-    fn spanning(&self, room: &str, seq: u64) -> rusqlite::Result<Option<(i64, String)>> {
-        let found: Option<(i64, i64, String)> = self
+    /// `messages`, opened (one that does not read is an error). A change
+    /// checks the id of the message it finds there: a chunk found by seq
+    /// alone may not hold it.
+    fn spanning(&self, room: &str, seq: u64) -> rusqlite::Result<Option<(i64, json::Opened)>> {
+        let found = self
             .conn
             .prepare_cached(
                 "SELECT rowid, last_seq, messages FROM roomcast_chunks \
                  WHERE room = ?1 AND first_seq <= ?2 ORDER BY first_seq DESC LIMIT 1",
             )?
             .query_row(params![room, seq_param(seq)], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                let last: i64 = r.get(1)?;
+                if last < seq_param(seq) {
+                    return Ok(None);
+                }
+                Ok(Some((r.get(0)?, open_text(r.get_ref(2)?))))
             })
-            .optional()?;
-        Ok(found
-            .filter(|(_, last, _)| *last >= seq_param(seq))
-            .map(|(rowid, _, body)| (rowid, body)))
+            .optional()?
+            .flatten();
+        found
+            .map(|(rowid, opened)| Ok((rowid, opened.map_err(unreadable)?)))
+            .transpose()
     }
 
     /// A post whose seq is not past the room's newest stored one, with its
@@ -236,9 +282,11 @@ impl Sqlite {
     /// a chunk of its own in a gap.
     fn place_late(&self, room: &str, post: &Waiting, object: &str) -> rusqlite::Result<()> {
         match self.spanning(room, post.seq)? {
-            Some((rowid, body)) => {
-                let mut opened = json::Opened::parse(&body).map_err(unreadable)?;
-                if !opened.insert(object).map_err(unreadable)? {
+            Some((rowid, mut opened)) => {
+                if !opened
+                    .insert(object)
+                    .map_err(|e| unreadable(Damaged::from(e)))?
+                {
                     return Err(seq_taken(room, post.seq));
                 }
                 self.rewrite(rowid, &opened)
@@ -282,14 +330,6 @@ impl Sqlite {
             .map(drop)
     }
 
-    /// The chunk holding message `seq` of `room`, opened (the id is
-    /// checked by the caller: a chunk found by seq alone may not hold it).
-    fn open_holding(&self, room: &str, seq: u64) -> rusqlite::Result<Option<(i64, json::Opened)>> {
-        self.spanning(room, seq)?
-            .map(|(rowid, body)| Ok((rowid, json::Opened::parse(&body).map_err(unreadable)?)))
-            .transpose()
-    }
-
     /// Changes one message's fields in place (nothing if the room holds no
     /// message with this seq and id).
     pub(super) fn change_message(
@@ -298,7 +338,7 @@ impl Sqlite {
         (seq, id): (u64, &str),
         change: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
     ) -> rusqlite::Result<()> {
-        let Some((rowid, mut opened)) = self.open_holding(room, seq)? else {
+        let Some((rowid, mut opened)) = self.spanning(room, seq)? else {
             return Ok(());
         };
         match opened.find(seq, id) {
@@ -315,7 +355,7 @@ impl Sqlite {
         room: &str,
         (seq, id): (u64, &str),
     ) -> rusqlite::Result<()> {
-        if let Some((rowid, mut opened)) = self.open_holding(room, seq)?
+        if let Some((rowid, mut opened)) = self.spanning(room, seq)?
             && opened.remove(seq, id)
         {
             self.kept.moved(room, 0, 1);
@@ -340,16 +380,16 @@ impl Sqlite {
     ) -> rusqlite::Result<u64> {
         let mut deleted = 0;
         while deleted < max {
-            let batch: Vec<(i64, String)> = self
+            let batch: Vec<(i64, Result<json::Opened, Damaged>)> = self
                 .conn
                 .prepare_cached(select)?
-                .query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map(args, |r| Ok((r.get(0)?, open_text(r.get_ref(1)?))))?
                 .collect::<rusqlite::Result<_>>()?;
             if batch.is_empty() {
                 return Ok(deleted);
             }
-            for (rowid, body) in batch {
-                let mut opened = match json::Opened::parse(&body) {
+            for (rowid, opened) in batch {
+                let mut opened = match opened {
                     Ok(opened) => opened,
                     Err(e) => {
                         // Nobody can read it (reads skip it); left in place
@@ -398,8 +438,9 @@ impl Sqlite {
         let mut rows = st.query(params![room, seq_param(before)])?;
         while let Some(row) = rows.next()? {
             let last: i64 = row.get(0)?;
-            let body: String = row.get(1)?;
-            let mut messages = match json::decode(&body) {
+            let decoded =
+                text_of(row.get_ref(1)?).and_then(|body| json::decode(body).map_err(Damaged::from));
+            let mut messages = match decoded {
                 Ok(messages) => messages,
                 Err(e) => {
                     // One damaged row costs its own messages, not the room.
@@ -729,33 +770,78 @@ pub(super) mod tests {
         );
     }
 
-    #[test]
-    fn a_damaged_chunk_costs_its_own_messages_not_the_room() {
-        let scratch = Scratch::new("damaged");
+    /// What a chunk's row may hold that does not read: JSON cut short, text
+    /// that is not UTF-8 (a flipped byte), a BLOB.
+    const DAMAGE: [&str; 3] = ["'[{\"seq\": 1}'", "CAST(x'5bff5d' AS TEXT)", "x'5b5d'"];
+
+    /// Room `r` in two chunks, 1..=2 (posted long ago) and 3..=4, the first
+    /// then made to hold `damage` (an SQL value) as its messages.
+    fn with_a_damaged_chunk(name: &str, damage: &str, retention: &Retention) -> (Scratch, Sqlite) {
+        let scratch = Scratch::new(name);
         let mut store = Sqlite::open(&scratch.0, Fsync::Off, None).unwrap();
-        let capped = Retention {
-            days: None,
-            per_room: Some(4),
-        };
-        for seqs in [1..=2, 3..=4] {
-            let posts: Vec<Change> = seqs.map(|s| post("r", s, T)).collect();
-            commit(&mut store, &posts, &capped);
+        for (seqs, at) in [(1..=2, "2020-01-01T00:00:00.000Z"), (3..=4, T)] {
+            let posts: Vec<Change> = seqs.map(|s| post("r", s, at)).collect();
+            commit(&mut store, &posts, retention);
         }
         store
             .conn
             .execute(
-                "UPDATE roomcast_chunks SET messages = '[{\"seq\": 1}' WHERE first_seq = 1",
+                &format!("UPDATE roomcast_chunks SET messages = {damage} WHERE first_seq = 1"),
                 [],
             )
             .unwrap();
-        // Reads skip it; the cap, passing through it, deletes it whole.
-        assert_eq!(page(&mut store, 0, None, 10), (vec![3, 4], false));
-        let posts: Vec<Change> = (5..=6).map(|s| post("r", s, T)).collect();
-        commit(&mut store, &posts, &capped);
-        assert_eq!(page(&mut store, 0, None, 10), (vec![3, 4, 5, 6], false));
-        assert_eq!(chunks(&store), vec![(3, 4), (5, 6)]);
-        assert_eq!(counted(&store), 4);
+        (scratch, store)
     }
+
+    #[test]
+    fn a_damaged_chunk_costs_its_own_messages_not_the_room() {
+        let capped = Retention {
+            days: None,
+            per_room: Some(4),
+        };
+        for (n, damage) in DAMAGE.into_iter().enumerate() {
+            let (_scratch, mut store) =
+                with_a_damaged_chunk(&format!("damaged-{n}"), damage, &capped);
+            // Reads skip it.
+            assert_eq!(
+                page(&mut store, 0, None, 10),
+                (vec![3, 4], false),
+                "{damage}"
+            );
+            let loaded = store.load("r", 10, 0).unwrap();
+            assert_eq!(loaded.tail.len(), 2, "{damage}");
+            // The cap, taking one message of it, has to read it: it deletes
+            // it whole.
+            commit(&mut store, &[post("r", 5, T)], &capped);
+            assert_eq!(
+                page(&mut store, 0, None, 10),
+                (vec![3, 4, 5], false),
+                "{damage}"
+            );
+            assert_eq!(chunks(&store), vec![(3, 4), (5, 5)], "{damage}");
+            assert_eq!(counted(&store), 3, "{damage}");
+        }
+    }
+
+    #[test]
+    fn retention_deletes_a_damaged_chunk_whole() {
+        let none = Retention::default();
+        for (n, damage) in DAMAGE.into_iter().enumerate() {
+            let (_scratch, mut store) =
+                with_a_damaged_chunk(&format!("damaged-pruned-{n}"), damage, &none);
+            store.begin().unwrap();
+            let cutoff = timestamp_ms("2021-01-01T00:00:00.000Z");
+            assert_eq!(store.prune(cutoff, u64::MAX).unwrap(), 2, "{damage}");
+            store.commit(true).unwrap();
+            assert_eq!(chunks(&store), vec![(3, 4)], "{damage}");
+            assert_eq!(
+                page(&mut store, 0, None, 10),
+                (vec![3, 4], false),
+                "{damage}"
+            );
+        }
+    }
+
     #[test]
     fn a_message_stored_with_seq_0_is_skipped_as_damaged() {
         let scratch = Scratch::new("seq0");
