@@ -8,7 +8,7 @@ use crate::hub::StoreError;
 use crate::store::writer::JournalError;
 
 /// Each entry takes the schema from its index to the next version.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     "
 CREATE TABLE roomcast_rooms (
     room TEXT PRIMARY KEY,
@@ -36,6 +36,16 @@ ALTER TABLE roomcast_messages ADD COLUMN status SMALLINT NOT NULL DEFAULT 0,
     ADD COLUMN edit_version BIGINT NOT NULL DEFAULT 0,
     ADD COLUMN reactions_version BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX roomcast_messages_early ON roomcast_messages (created_ms) WHERE status <> 0;
+",
+    // Version 3: message ids need not be unique. A message is its room and
+    // seq (the primary key), every statement finds it by those and checks
+    // the id there, as SQLite's store has since its version 4; nothing
+    // looks a message up by id alone, so no index replaces the constraint.
+    // With it, a post whose id another message already had (ids start
+    // again from the same prefix when the OS gave no randomness) failed
+    // the group and was skipped: shown to the room, never stored.
+    "
+ALTER TABLE roomcast_messages DROP CONSTRAINT roomcast_messages_id_key;
 ",
 ];
 

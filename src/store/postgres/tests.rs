@@ -49,6 +49,37 @@ impl Drop for Schema {
     }
 }
 
+/// `post` (a post) with its message changed by `change`.
+fn changed_post(post: Change, change: impl FnOnce(&mut StoredMessage)) -> Change {
+    let Change::Post {
+        room,
+        message,
+        reserve_through,
+    } = post
+    else {
+        unreachable!("a post")
+    };
+    let mut message = (*message).clone();
+    change(&mut message);
+    Change::Post {
+        room,
+        message: Arc::new(message),
+        reserve_through,
+    }
+}
+
+/// `post` (a post) recording its room's seqs reserved through `through`.
+fn reserving(post: Change, through: u64) -> Change {
+    let Change::Post { room, message, .. } = post else {
+        unreachable!("a post")
+    };
+    Change::Post {
+        room,
+        message,
+        reserve_through: Some(through),
+    }
+}
+
 fn commit(store: &mut Postgres, change: &Change) {
     store.begin().unwrap();
     store.apply(change, &Retention::default()).unwrap();
@@ -304,23 +335,13 @@ fn a_failing_statement_keeps_nothing_of_its_group() {
     let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
     let none = Retention::default();
     commit(&mut store, &post("r", 1, T));
-    // Message r-1's id again, at another seq: the id is unique.
-    let Change::Post { message, .. } = post("r", 1, T) else {
-        unreachable!()
-    };
-    let again = Change::Post {
-        room: "r".into(),
-        message: Arc::new(StoredMessage {
-            seq: 3,
-            ..(*message).clone()
-        }),
-        reserve_through: None,
-    };
+    // Text PostgreSQL refuses: a NUL character.
+    let refused = changed_post(post("r", 3, T), |m| m.content = "a\0b".into());
     store.begin().unwrap();
-    for change in [post("r", 2, T), again, post("r", 4, T)] {
+    for change in [post("r", 2, T), refused, post("r", 4, T)] {
         store.apply(&change, &none).unwrap();
     }
-    let failed = store.commit(false).expect_err("a duplicate id");
+    let failed = store.commit(false).expect_err("a NUL in text");
     assert!(!failed.transient, "{}", failed.message);
     store.rollback();
     assert_eq!(shown(&mut store).len(), 1);
@@ -472,17 +493,10 @@ fn a_post_at_a_seq_another_message_holds_is_not_stored() {
     let schema = Schema::new("seq_taken");
     let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
     commit(&mut store, &post("r", 1, T));
-    let Change::Post { room, message, .. } = post("r", 1, T) else {
-        unreachable!("fixtures::post is a post")
-    };
-    let mut other = (*message).clone();
-    other.id = "x-1".into();
-    other.content = "another".into();
-    let twice = Change::Post {
-        room,
-        message: Arc::new(other),
-        reserve_through: None,
-    };
+    let twice = changed_post(post("r", 1, T), |m| {
+        m.id = "x-1".into();
+        m.content = "another".into();
+    });
     store.begin().unwrap();
     store.apply(&twice, &Retention::default()).unwrap();
     store
@@ -532,14 +546,7 @@ fn a_connection_lost_in_the_middle_of_a_group_fails_the_whole_group() {
         .run(async |c| c.client.query_one("SELECT pg_backend_pid()", &[]).await)
         .unwrap()
         .get(0);
-    let Change::Post { room, message, .. } = post("r", 1, T) else {
-        unreachable!("fixtures::post is a post")
-    };
-    let first = Change::Post {
-        room,
-        message,
-        reserve_through: Some(65_536),
-    };
+    let first = reserving(post("r", 1, T), 65_536);
     store.begin().unwrap();
     store.apply(&first, &none).unwrap();
     // Written, not committed (the rest of its group still to come).
@@ -582,4 +589,68 @@ fn a_connection_lost_in_the_middle_of_a_group_fails_the_whole_group() {
     store.commit(false).unwrap();
     let seqs: Vec<u64> = shown(&mut store).into_iter().map(|(seq, ..)| seq).collect();
     assert_eq!(seqs, [1, 2]);
+}
+
+/// Two messages of a room with one id (ids are not unique: see schema
+/// version 3) are both stored, each at its seq, and changed by seq.
+#[test]
+fn two_messages_with_one_id_are_both_stored() {
+    let schema = Schema::new("same_id");
+    let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+    commit(&mut store, &post("r", 1, T));
+    id_of_seq_1_again_at_seq_2(&mut store);
+}
+
+/// With `r-1` stored at seq 1, posts a message with the same id at seq 2
+/// and edits it: both are kept, the first as posted.
+fn id_of_seq_1_again_at_seq_2(store: &mut Postgres) {
+    commit(
+        store,
+        &changed_post(post("r", 2, T), |m| m.id = "r-1".into()),
+    );
+    let edit = Change::Edit {
+        room: "r".into(),
+        message_id: "r-1".into(),
+        seq: 2,
+        content: "edited".into(),
+        edited_at: T.into(),
+        version: 0,
+    };
+    commit(store, &edit);
+    let kept: Vec<(u64, String)> = shown(store)
+        .into_iter()
+        .map(|(seq, content, ..)| (seq, content))
+        .collect();
+    assert_eq!(kept, [(1, "m1".to_owned()), (2, "edited".to_owned())]);
+}
+
+/// A database at schema version 2 (the last with unique ids), with one
+/// message, is brought to the current version at open: the message is
+/// kept, and its id may be used again.
+#[test]
+fn a_version_2_database_is_upgraded_and_keeps_its_messages() {
+    let schema = Schema::new("v2");
+    let (rt, c) = admin();
+    let mut sql = format!("SET search_path = {};", schema.0);
+    sql.extend(schema::MIGRATIONS[..2].iter().copied());
+    sql.push_str(&format!(
+        "CREATE TABLE roomcast_schema (version INTEGER NOT NULL); \
+         INSERT INTO roomcast_schema VALUES (2); \
+         INSERT INTO roomcast_messages \
+         (room, seq, id, user_name, identity, content, created, created_ms) \
+         VALUES ('r', 1, 'r-1', 'ann', 'k', 'm1', '{T}', 0);"
+    ));
+    rt.block_on(c.batch_execute(&sql)).unwrap();
+    let mut store = Postgres::open(&schema.url(), Fsync::Off).unwrap();
+    let version: i32 = store
+        .run(async |c| {
+            c.client
+                .query_one("SELECT version FROM roomcast_schema", &[])
+                .await
+        })
+        .unwrap()
+        .get(0);
+    assert_eq!(version, schema::MIGRATIONS.len() as i32);
+    assert_eq!(shown(&mut store), [(1, "m1".into(), false, "[]".into())]);
+    id_of_seq_1_again_at_seq_2(&mut store);
 }
