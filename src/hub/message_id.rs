@@ -1,6 +1,7 @@
-//! Message ids: a random 32-bit prefix chosen when the hub starts, then a
-//! counter, in lowercase hex (`9f3c01aa00000001`), so ids stay unique
-//! across restarts and across instances sharing a backbone. One is made
+//! Message ids: a random 32-bit prefix chosen when the hub starts (from the
+//! clock if the OS gives no randomness), then a counter, in lowercase hex
+//! (`9f3c01aa00000001`), so ids stay unique across restarts and across
+//! instances sharing a backbone. One is made
 //! per post, so it is written without the formatting machinery
 //! (docs/BENCHMARKS.md, issue 15, "What a delivery costs in user space").
 
@@ -17,10 +18,18 @@ pub(super) struct MessageIds {
 impl MessageIds {
     pub(super) fn new() -> Self {
         let mut seed = [0u8; 4];
-        // Without OS randomness, ids are still unique within this process.
-        let _ = getrandom::fill(&mut seed);
+        let random = getrandom::fill(&mut seed)
+            .ok()
+            .map(|()| u32::from_le_bytes(seed));
+        Self::with_prefix(random.unwrap_or_else(|| {
+            tracing::warn!("no randomness from the OS; message ids start from the clock");
+            from_clock()
+        }))
+    }
+
+    fn with_prefix(prefix: u32) -> Self {
         MessageIds {
-            prefix: u32::from_le_bytes(seed),
+            prefix,
             next: AtomicU64::new(1),
         }
     }
@@ -47,6 +56,27 @@ impl MessageIds {
     }
 }
 
+/// A prefix where the OS gives no randomness: the clock's nanoseconds
+/// and the process id, mixed. A fixed one (it was 0) gave every run the
+/// same ids, `0000000000000001` on: a room loaded after a restart held its
+/// stored messages' ids in memory, and its next posts took them again, so
+/// an edit, a reaction or a delete by id reached the older message.
+fn from_clock() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    mix(nanos as u64 ^ (nanos >> 64) as u64 ^ (u64::from(std::process::id()) << 32))
+}
+
+/// SplitMix64's finalizer: every bit of `x` moves about half the bits of
+/// the result (a clock read twice differs in its low bits only), whose
+/// high half is kept.
+fn mix(mut x: u64) -> u32 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((x ^ (x >> 31)) >> 32) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +92,22 @@ mod tests {
             ids.next.store(n, Ordering::Relaxed);
             assert_eq!(ids.next(), format!("{:08x}{n:08x}", ids.prefix));
         }
+    }
+
+    /// Without OS randomness, a run started later (a restart) does not
+    /// hand out the ids of the one before.
+    #[test]
+    fn without_randomness_a_later_run_starts_other_ids() {
+        let first = MessageIds::with_prefix(from_clock());
+        let started = std::time::SystemTime::now();
+        while std::time::SystemTime::now() <= started {
+            std::thread::yield_now();
+        }
+        let later = MessageIds::with_prefix(from_clock());
+        assert_ne!(first.next(), later.next());
+        // A clock a nanosecond on moves the whole prefix, not its last
+        // digit: runs started close together are not a count apart.
+        let (a, b) = (mix(1_000_000), mix(1_000_001));
+        assert!((a ^ b).count_ones() >= 8, "{a:08x} {b:08x}");
     }
 }
