@@ -7,8 +7,12 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{Binary, Client, Server, TempDir, claim_of, config, eventually};
-use roomcast::store::StoreKind;
+use roomcast::hub::{Hub, HubConfig, HubParts, RoomName, Store, UserName};
+use roomcast::metrics::Metrics;
+use roomcast::store::{Fsync, Retention, StoreKind, StoreSettings};
 use serde_json::{Value, json};
 
 fn sqlite() -> roomcast::Config {
@@ -743,4 +747,92 @@ async fn a_retry_after_a_restart_still_finds_its_message() {
     let page = server.get("/api/rooms/again/messages").await.json();
     assert_eq!(seqs(&page["messages"]), vec![1], "posted once");
     server.shutdown().await.unwrap();
+}
+
+/// A hub over the SQLite store in `dir`, as the server makes them.
+fn hub_on_sqlite(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (Hub, Store) {
+    let settings = StoreSettings {
+        kind: StoreKind::Sqlite,
+        data_dir: dir.to_path_buf(),
+        fsync: Fsync::Batch,
+        retention: Retention::default(),
+        queue: 1024,
+        max_mb: None,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let store = rt
+        .block_on(roomcast::store::open(&settings, Arc::clone(&metrics)))
+        .unwrap()
+        .expect("an SQLite store");
+    let hub = Hub::from_parts(HubParts {
+        config: HubConfig::default(),
+        metrics,
+        store: Some(store.clone()),
+    });
+    (hub, store)
+}
+
+/// Waits for `work` on a runtime of its own, on another thread: the
+/// caller's runtime, and the tasks on it, do not run meanwhile.
+fn elsewhere(work: impl Future<Output = ()> + Send) {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(work)
+        })
+        .join()
+        .unwrap()
+    });
+}
+
+/// The server stops while a join's history is read (what `serve` does at
+/// shutdown: the sessions' tasks dropped, the rooms settled, the store
+/// stopped): the load has reserved a block of seqs that no room holds, so
+/// the hub cannot settle it; the writer does. After the clean restart the
+/// room numbers on from its true last seq, not a block past it.
+#[test]
+fn a_join_still_loading_at_a_clean_stop_leaves_the_numbering_without_a_jump() {
+    let tmp = TempDir::new("loading-at-stop");
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let room = || RoomName::parse("late").unwrap();
+    let ann = || UserName::parse("ann").unwrap();
+    let db = || rusqlite::Connection::open(tmp.path().join("roomcast.db")).unwrap();
+    let reserved = || -> i64 {
+        db().query_row("SELECT seq_reserved FROM roomcast_rooms", [], |r| r.get(0))
+            .unwrap()
+    };
+    {
+        let rt = runtime();
+        let _in_runtime = rt.enter();
+        let (hub, store) = hub_on_sqlite(&rt, tmp.path());
+        let member = hub.join(room(), ann(), None).unwrap();
+        // The welcome's task runs once: it queues the room's load and
+        // waits for the answer.
+        rt.block_on(tokio::task::yield_now());
+        // The load is answered; its task does not run to take the answer.
+        elsewhere(store.flush());
+        assert_eq!(reserved(), 65_536, "the load reserved a block");
+        assert!(member.outbox().is_empty(), "the room is not loaded yet");
+        hub.settle();
+        elsewhere(store.stop());
+    }
+    assert_eq!(reserved(), 0, "the writer settled the unused block");
+
+    let rt = runtime();
+    let _in_runtime = rt.enter();
+    let (hub, store) = hub_on_sqlite(&rt, tmp.path());
+    let mut member = hub.join(room(), ann(), None).unwrap();
+    rt.block_on(member.welcomed());
+    let posted = member.post_now("first".into(), None).unwrap().unwrap();
+    assert_eq!(posted, Some(1), "numbered on from the last seq, 0");
+    drop((member, hub));
+    rt.block_on(store.stop());
 }

@@ -688,7 +688,9 @@ impl Hub {
     /// At shutdown, after the sessions ended: tells the store the last seq
     /// of every room in memory, so numbering continues without a jump
     /// after a clean restart (a crash skips at most one and a half
-    /// [`RESERVE_BLOCK`]s less one).
+    /// [`RESERVE_BLOCK`]s less one). A room not loaded yet (its join's
+    /// read was cut short) is not told: the store's writer settles the
+    /// block such a read reserved when it stops.
     pub fn settle(&self) {
         let common = &self.shared.common;
         for (name, room) in self.rooms().iter() {

@@ -9,6 +9,7 @@
 //! writer runs on its own thread, so a slow disk or database never blocks
 //! the async runtime.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -140,6 +141,57 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// is served between them.
 const PRUNE_BATCH: u64 = 10_000;
 
+/// Rooms whose last operation the writer took was a load that reserved
+/// seqs, each with the last seq that load read: nothing shows the room used
+/// the reservation. A room hands out seqs only once its load is installed,
+/// and every seq it hands out is a post queued to the writer (its place in
+/// the queue taken first), so a post or a settle of the room takes it out.
+/// When the writer ends, a load still here was never used: its join was
+/// still being answered as the server stopped, and the hub, which settles
+/// the rooms it loaded, did not have it. Its reservation is settled back,
+/// so a clean restart numbers on without a jump of a block.
+#[derive(Default)]
+struct Unused(HashMap<Arc<str>, u64>);
+
+impl Unused {
+    fn loaded(&mut self, room: &str, snapshot: &Snapshot) {
+        // With a backbone a load reserves nothing (it numbers the room).
+        if snapshot.reserved > snapshot.last_seq {
+            self.0.insert(room.into(), snapshot.last_seq);
+        }
+    }
+
+    fn changed(&mut self, change: &Change) {
+        if matches!(change, Change::Post { .. } | Change::Settle { .. }) && !self.0.is_empty() {
+            self.0.remove(change.room());
+        }
+    }
+
+    /// Settles every load left, in a transaction of its own: best effort,
+    /// as a crash would leave them (a jump in the numbering, no reuse).
+    fn settle(self, journal: &mut impl Journal, retention: &Retention) {
+        if self.0.is_empty() {
+            return;
+        }
+        let settled = journal
+            .begin()
+            .and_then(|()| {
+                self.0.into_iter().try_for_each(|(room, last_seq)| {
+                    journal.apply(&Change::Settle { room, last_seq }, retention)
+                })
+            })
+            .and_then(|()| journal.commit(false));
+        if let Err(e) = settled {
+            journal.rollback();
+            tracing::warn!(
+                "rooms loaded for joins the stop cut short keep their reservations ({}); \
+                 their numbering jumps at the next start",
+                e.message
+            );
+        }
+    }
+}
+
 /// Runs until every sender is gone or a `Stop` arrives; then the journal
 /// (and its file or connection) is dropped.
 pub(crate) fn run(
@@ -154,6 +206,7 @@ pub(crate) fn run(
     let mut last_prune: Option<Instant> = None;
     // A retention pass is under way: more batches may be due.
     let mut pruning = false;
+    let mut unused = Unused::default();
     let mut stop: Option<oneshot::Sender<()>> = None;
     while stop.is_none() {
         // Work the backend owes that a next commit would do: done when
@@ -191,7 +244,7 @@ pub(crate) fn run(
         {
             stop = Some(reply);
         }
-        commit_group(&mut journal, group, &policy, &inbox, &metrics);
+        commit_group(&mut journal, group, &policy, &inbox, &metrics, &mut unused);
         metrics.store_queue.set(inbox.len() as u64);
         if policy.retention.days.is_some()
             && !pruning
@@ -212,8 +265,10 @@ pub(crate) fn run(
         // Changes queued behind the stop, and none after: a change a
         // session posts from now on is refused, not queued and dropped.
         let rest = inbox.close();
-        commit_group(&mut journal, rest, &policy, &inbox, &metrics);
+        commit_group(&mut journal, rest, &policy, &inbox, &metrics, &mut unused);
     }
+    // Nothing can be posted any more.
+    unused.settle(&mut journal, &policy.retention);
     drop(journal);
     if let Some(reply) = stop {
         let _ = reply.send(());
@@ -296,6 +351,7 @@ fn commit_group(
     policy: &Policy,
     inbox: &StoreInbox,
     metrics: &Metrics,
+    unused: &mut Unused,
 ) {
     if group.is_empty() {
         return;
@@ -304,7 +360,7 @@ fn commit_group(
     match until_not_transient(journal, policy, inbox, metrics, |j| {
         attempt(j, &group, policy, &mut failed_read)
     }) {
-        Ok(outcomes) => finish(group, outcomes, inbox, metrics),
+        Ok(outcomes) => finish(group, outcomes, inbox, metrics, unused),
         Err(e) if group.len() > 1 => match failed_read {
             // Split, a group of 16 384 changes would be that many commits,
             // each flushed, for one join of a room whose rows do not read.
@@ -315,20 +371,20 @@ fn commit_group(
                 tracing::debug!("a read failed ({}); answered alone", e.message);
                 let mut rest = group;
                 let read = rest.remove(at);
-                commit_group(journal, rest, policy, inbox, metrics);
-                commit_group(journal, vec![read], policy, inbox, metrics);
+                commit_group(journal, rest, policy, inbox, metrics, unused);
+                commit_group(journal, vec![read], policy, inbox, metrics, unused);
             }
             None => {
                 tracing::debug!("a group failed ({}); committing it one by one", e.message);
                 for op in group {
-                    commit_group(journal, vec![op], policy, inbox, metrics);
+                    commit_group(journal, vec![op], policy, inbox, metrics, unused);
                 }
             }
         },
         Err(e) => {
             metrics.store_errors.inc();
             let reservation = reservation(&group);
-            fail_alone(group, &e, inbox);
+            fail_alone(group, &e, inbox, unused);
             if let Some((room, through, cell)) = reservation {
                 reserve_alone(journal, (&room, through, &cell), policy, inbox, metrics);
             }
@@ -464,7 +520,13 @@ fn attempt(
 }
 
 /// After a commit: reservations become usable, readers get their answers.
-fn finish(group: Vec<StoreOp>, outcomes: Vec<Outcome>, inbox: &StoreInbox, metrics: &Metrics) {
+fn finish(
+    group: Vec<StoreOp>,
+    outcomes: Vec<Outcome>,
+    inbox: &StoreInbox,
+    metrics: &Metrics,
+    unused: &mut Unused,
+) {
     let mut committed = 0;
     let mut ops = group.into_iter();
     for outcome in outcomes {
@@ -473,6 +535,7 @@ fn finish(group: Vec<StoreOp>, outcomes: Vec<Outcome>, inbox: &StoreInbox, metri
         match (op, outcome) {
             (StoreOp::Change(change, durable), _) => {
                 committed += 1;
+                unused.changed(&change);
                 if let (
                     Some(cell),
                     Change::Post {
@@ -484,7 +547,8 @@ fn finish(group: Vec<StoreOp>, outcomes: Vec<Outcome>, inbox: &StoreInbox, metri
                     mark_reserved(&cell, *r);
                 }
             }
-            (StoreOp::Load { reply, .. }, Outcome::Loaded(snapshot)) => {
+            (StoreOp::Load { room, reply, .. }, Outcome::Loaded(snapshot)) => {
+                unused.loaded(&room, &snapshot);
                 let _ = reply.send(Ok(snapshot));
             }
             (StoreOp::Page { reply, .. }, Outcome::Paged(page)) => {
@@ -508,11 +572,13 @@ fn mark_reserved(cell: &AtomicU64, through: u64) {
 /// One operation that fails for a reason of its own: a read is answered
 /// with the error; a change is skipped, loudly (it was already shown to
 /// the room; only its record is missing).
-fn fail_alone(group: Vec<StoreOp>, e: &JournalError, inbox: &StoreInbox) {
+fn fail_alone(group: Vec<StoreOp>, e: &JournalError, inbox: &StoreInbox, unused: &mut Unused) {
     for op in group {
         match op {
             StoreOp::Change(change, _) => {
                 inbox.health.committed(1);
+                // A post skipped still took its seq.
+                unused.changed(&change);
                 tracing::error!(
                     "the history store refused a change and skipped it ({}): {change:?}",
                     e.message
@@ -665,6 +731,9 @@ mod tests {
             Ok(())
         }
         fn apply(&mut self, change: &Change, _: &Retention) -> Result<(), JournalError> {
+            if let Change::Settle { room, last_seq } = change {
+                self.open.push(format!("settle {room} {last_seq}"));
+            }
             let Change::Post {
                 message,
                 reserve_through,
@@ -686,8 +755,11 @@ mod tests {
             }
             Ok(())
         }
-        fn load(&mut self, _: &str, _: usize, _: u64) -> Result<Snapshot, JournalError> {
-            Ok(Snapshot::default())
+        fn load(&mut self, _: &str, _: usize, block: u64) -> Result<Snapshot, JournalError> {
+            Ok(Snapshot {
+                reserved: block,
+                ..Snapshot::default()
+            })
         }
         fn page(
             &mut self,
@@ -753,6 +825,19 @@ mod tests {
         StoreOp::Change(change, reserve.map(|(_, cell)| Arc::clone(cell)))
     }
 
+    /// Commits `group` as the writer does, outside its loop.
+    fn commit(journal: &mut Fake, group: Vec<StoreOp>, policy: &Policy, inbox: &StoreInbox) {
+        let metrics = Metrics::default();
+        commit_group(
+            journal,
+            group,
+            policy,
+            inbox,
+            &metrics,
+            &mut Unused::default(),
+        );
+    }
+
     fn policy(days: Option<u32>) -> Policy {
         Policy {
             fsync: Fsync::Batch,
@@ -772,13 +857,7 @@ mod tests {
             ..Fake::default()
         };
         let group = vec![post(1, None), post(2, Some((200, &cell))), post(3, None)];
-        commit_group(
-            &mut journal,
-            group,
-            &policy(None),
-            &inbox,
-            &Metrics::default(),
-        );
+        commit(&mut journal, group, &policy(None), &inbox);
         // The others are kept, the reservation is recorded on its own, and
         // only then may the room use it.
         assert_eq!(journal.committed(), ["post 1", "reserve r 200", "post 3"]);
@@ -805,13 +884,7 @@ mod tests {
         };
         let mut group: Vec<StoreOp> = (1..=10).map(|seq| post(seq, None)).collect();
         group.insert(5, page);
-        commit_group(
-            &mut journal,
-            group,
-            &policy(None),
-            &inbox,
-            &Metrics::default(),
-        );
+        commit(&mut journal, group, &policy(None), &inbox);
         let answered = answer.blocking_recv().expect("the read is answered");
         assert!(answered.is_err(), "{answered:?}");
         assert_eq!(journal.committed().len(), 10);
@@ -826,13 +899,7 @@ mod tests {
             full: true,
             ..Fake::default()
         };
-        commit_group(
-            &mut journal,
-            vec![post(1, None)],
-            &policy(Some(30)),
-            &inbox,
-            &Metrics::default(),
-        );
+        commit(&mut journal, vec![post(1, None)], &policy(Some(30)), &inbox);
         assert_eq!(journal.prunes.load(Ordering::Relaxed), 1);
         assert_eq!(journal.committed(), ["post 1"]);
         assert!(inbox.health.degraded().is_none());
@@ -934,6 +1001,32 @@ mod tests {
         assert_eq!(*committed.lock().unwrap(), ["post 1"]);
         drop(store);
         writer.join().unwrap();
+    }
+
+    /// A load no post or settle of its room followed (its join was cut
+    /// short by the stop) is settled back when the writer ends; a load
+    /// its room used is left alone.
+    #[test]
+    fn at_its_end_the_writer_settles_the_loads_no_room_used_and_only_those() {
+        let load = |room: &str| {
+            let (reply, answer) = oneshot::channel();
+            let op = StoreOp::Load {
+                room: room.into(),
+                tail: 10,
+                block: crate::hub::RESERVE_BLOCK,
+                reply,
+            };
+            (op, answer)
+        };
+        let ((used, _answer), (unused, _also)) = (load("r"), load("idle"));
+        let (reply, stopped) = oneshot::channel();
+        let ops = vec![used, unused, post(1, None), StoreOp::Stop(reply)];
+        let (_store, inbox) = inbox(ops);
+        let journal = Fake::default();
+        let committed = Arc::clone(&journal.committed);
+        run(journal, inbox, policy(None), Arc::default());
+        assert!(stopped.blocking_recv().is_ok());
+        assert_eq!(*committed.lock().unwrap(), ["post 1", "settle idle 0"]);
     }
 
     #[test]
