@@ -252,7 +252,7 @@ pub struct Inbound(pub(super) Weak<Shared>);
 impl Inbound {
     /// One that delivers nowhere, as if its hub were gone (for the tests
     /// of a backbone's own connections).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "redis"))]
     pub(crate) fn nowhere() -> Self {
         Self(Weak::new())
     }
