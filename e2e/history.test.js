@@ -731,3 +731,44 @@ test('a reconnect after joining an empty room brings everything posted meanwhile
   assert.deepEqual(alice.problems.filter((p) => !/WebSocket/.test(p)), []);
   await alice.context().close();
 });
+
+test('a reconnect after joining a room that shows nothing resumes from the room\'s last seq', async () => {
+  // Three posts, all deleted: the room shows nothing but is numbered to 3.
+  // The welcome's last_seq is where the page has seen the room to, so a
+  // resume asks for what follows it (from 0 it could be told of a gap that
+  // is not one: a room numbered on after it left the server's memory).
+  const seeder = await openSeeder(browser, server.url, 'all-gone', 'bob');
+  const posts = ['gone 1', 'gone 2', 'gone 3'];
+  await seeder.post(posts);
+  const deleted = seeder.page.evaluate(() => new Promise((resolve) => {
+    let n = 0;
+    const w = (ev) => {
+      if (ev.type === 'message_deleted' && ++n === 3) { window.seed.waiters.delete(w); resolve(); }
+    };
+    window.seed.waiters.add(w);
+  }));
+  for (const text of posts) await seeder.about(text, { type: 'delete' });
+  await deleted;
+  await seeder.close();
+
+  const alice = await openChat(browser, server.url, { user: undefined });
+  const urls = [];
+  let current = null;
+  await alice.routeWebSocket(/\/ws\//, (ws) => {
+    urls.push(ws.url());
+    ws.connectToServer();
+    current = ws;
+  });
+  await joinAs(alice, server.url, 'all-gone', 'alice');
+  await alice.getByText('This is the start of #all-gone', { exact: false }).waitFor();
+  await current.close({ code: 1013, reason: 'test' });
+  for (let waited = 0; urls.length < 2; waited += 50) {
+    assert.ok(waited < 15000, 'no reconnect within 15 s');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await waitConnected(alice);
+  assert.match(urls.at(-1), /[?&]after=3(&|$)/, 'resumed from the room\'s last seq');
+  assert.deepEqual(await texts(alice), []);
+  assert.deepEqual(alice.problems.filter((p) => !/WebSocket/.test(p)), []);
+  await alice.context().close();
+});

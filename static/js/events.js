@@ -109,6 +109,12 @@ function onWelcome(ev) {
   } else if (history.length === 0) {
     systemNotice(`This is the start of #${state.roomTitle}. Say hello!`);
   }
+  // The welcome brought the room up to its newest seq (older messages, and
+  // a gap's hole, come by scrollback): a resume asks for what follows it,
+  // even where nothing was shown (every message deleted, or a room that
+  // numbers on after leaving the server's memory, which a resume from 0
+  // would be told is a gap).
+  if (serverLast !== null && serverLast > state.lastSeq) state.lastSeq = serverLast;
   state.hasConnected = true;
   state.closeReason = '';
   state.serverRestarting = false;
