@@ -128,6 +128,21 @@ async fn a_flood_of_unsolicited_pongs_is_closed_with_1008() {
     server.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_message_in_endless_continuation_frames_is_closed_with_1009() {
+    // tungstenite puts pieces together below the session, so empty
+    // continuation frames would be work the rate limit never sees: the
+    // 1025th piece of one message (the limit is 1024) closes the connection.
+    let server = Server::start(config()).await;
+    let mut raw = RawWs::connect(server.addr, "/ws/pieces/ann").await;
+    raw.send_frame(0x01, b"{", true).await;
+    raw.send_repeated(0x00, b"", 1025).await;
+    let (code, _) = raw.read_until_close().await;
+    assert_eq!(code, 1009);
+    server.wait_metric("roomcast_connections", 0).await;
+    server.shutdown().await.unwrap();
+}
+
 /// A ping request padded with a JSON string to exactly `len` bytes.
 fn padded_ping(len: usize) -> String {
     let base = r#"{"type":"ping","pad":""}"#.len();

@@ -18,6 +18,13 @@
 //! set); everything else, including refusing bad or oversized frames, stays
 //! tungstenite's job. tokio-tungstenite offers no way to shrink its buffer,
 //! hence this small reader of our own.
+//!
+//! One thing is counted here, because nothing above sees it: the
+//! continuation frames of one message. tungstenite puts fragments together
+//! and hands over only whole messages, so a client sending a first fragment
+//! and then empty continuation frames without end made work the rate limit
+//! never saw, until the idle timeout. Past [`MAX_FRAGMENTS`] the read fails
+//! ([`TooManyFragments`]) and the session closes with 1009.
 
 use std::cell::RefCell;
 use std::io;
@@ -76,6 +83,27 @@ fn give_back(buf: Vec<u8>) {
     }
 }
 
+/// The most continuation frames one message may have. Browsers never split
+/// a message; a client that does (64 KiB in 64-byte pieces, say) stays far
+/// below this.
+pub const MAX_FRAGMENTS: u32 = 1024;
+
+/// A client sent more than [`MAX_FRAGMENTS`] continuation frames for one
+/// message: the read fails with this inside an `InvalidData` error.
+#[derive(Debug)]
+pub struct TooManyFragments;
+
+impl std::fmt::Display for TooManyFragments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a message in more than {MAX_FRAGMENTS} continuation frames"
+        )
+    }
+}
+
+impl std::error::Error for TooManyFragments {}
+
 /// A reader that never hands out bytes past the end of the current frame.
 pub struct FrameBounded<R> {
     inner: R,
@@ -85,6 +113,8 @@ pub struct FrameBounded<R> {
     /// Bytes of the current frame (header included) not yet handed out; 0
     /// between frames.
     frame_left: u64,
+    /// Continuation frames since the last frame that began a message.
+    fragments: u32,
     eof: bool,
 }
 
@@ -120,26 +150,43 @@ impl<R> FrameBounded<R> {
             buf: pre_read,
             pos: 0,
             frame_left: 0,
+            fragments: 0,
             eof: false,
         }
     }
 
     /// Hands `out` what it may take of what is buffered: `true` if it took
     /// anything.
-    fn give(&mut self, out: &mut ReadBuf<'_>) -> bool {
+    fn give(&mut self, out: &mut ReadBuf<'_>) -> io::Result<bool> {
         let buffered = &self.buf[self.pos..];
         if buffered.is_empty() {
-            return false;
+            return Ok(false);
         }
         if self.frame_left == 0 {
             match frame_len(buffered) {
                 Some((header, payload)) => {
                     self.frame_left = (header as u64).saturating_add(payload);
+                    match buffered[0] & 0x0f {
+                        // A continuation frame: one more piece of a message.
+                        0 => {
+                            self.fragments += 1;
+                            if self.fragments > MAX_FRAGMENTS {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    TooManyFragments,
+                                ));
+                            }
+                        }
+                        // Text or binary: a message begins. (Control frames
+                        // may come between a message's pieces.)
+                        1 | 2 => self.fragments = 0,
+                        _ => {}
+                    }
                 }
                 // At the end of the stream a partial header goes as it is:
                 // tungstenite reports the cut-off frame.
                 None if self.eof => self.frame_left = buffered.len() as u64,
-                None => return false,
+                None => return Ok(false),
             }
         }
         let n = buffered
@@ -157,7 +204,7 @@ impl<R> FrameBounded<R> {
                 self.buf = Vec::new();
             }
         }
-        n > 0
+        Ok(n > 0)
     }
 }
 
@@ -169,7 +216,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for FrameBounded<R> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
-            if out.remaining() == 0 || this.give(out) || this.eof {
+            if out.remaining() == 0 || this.give(out)? || this.eof {
                 return Poll::Ready(Ok(()));
             }
             // Not enough buffered for a header, or nothing at all: read more
@@ -231,6 +278,45 @@ mod tests {
         f.extend_from_slice(&[0, 0, 0, 0]); // a zero mask leaves the payload as is
         f.extend_from_slice(payload);
         f
+    }
+
+    /// A masked client frame of `first` (FIN and opcode), empty.
+    fn empty(first: u8) -> Vec<u8> {
+        vec![first, 0x80, 0, 0, 0, 0]
+    }
+
+    #[tokio::test]
+    async fn a_message_in_too_many_continuation_frames_fails_the_read() {
+        // A first piece, then continuation frames with pings between them
+        // (control frames do not begin a message): the one past the limit
+        // fails the read.
+        let mut bytes = empty(0x01);
+        for i in 0..=MAX_FRAGMENTS {
+            if i % 100 == 0 {
+                bytes.extend(empty(0x89));
+            }
+            bytes.extend(empty(0x00));
+        }
+        let mut r = FrameBounded::new(&bytes[..], Vec::new());
+        let mut all = Vec::new();
+        let err = r.read_to_end(&mut all).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.get_ref().unwrap().is::<TooManyFragments>());
+        assert_eq!(all.len(), bytes.len() - 6, "everything before it was read");
+
+        // A new message starts the count again: as many pieces in each of
+        // two messages is fine.
+        let mut bytes = Vec::new();
+        for first in [0x01, 0x02] {
+            bytes.extend(empty(first));
+            for _ in 0..MAX_FRAGMENTS {
+                bytes.extend(empty(0x00));
+            }
+        }
+        let mut r = FrameBounded::new(&bytes[..], Vec::new());
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, bytes);
     }
 
     #[test]

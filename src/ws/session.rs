@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
 
 use super::expiry::Expiry;
-use super::frame_bounded::FrameBounded;
+use super::frame_bounded::{FrameBounded, TooManyFragments};
 use super::protocol::{self, Request};
 use super::rate::{IdentityRates, Verdict};
 use super::ticker::Ticker;
@@ -510,6 +510,10 @@ fn close_for(e: &WsError) -> CloseReason {
         WsError::Protocol(_) => CloseReason {
             code: 1002,
             reason: "WebSocket protocol error",
+        },
+        WsError::Io(e) if e.get_ref().is_some_and(|e| e.is::<TooManyFragments>()) => CloseReason {
+            code: 1009,
+            reason: "a message in too many fragments",
         },
         _ => CloseReason {
             code: 1011,
