@@ -232,7 +232,8 @@ test('a deleted message right under the top edge does not stop scrollback', asyn
 test('a gap left by a reconnect is filled by scrollback', async () => {
   // The server's own pages fill the gap; the socket is played by the test so
   // that the resume's `gap` happens on cue: the first welcome brings seqs
-  // 1-50, the resume after 50 brings the newest 50 and says `gap`.
+  // 1-50 (the room as it was then: its last_seq 50), the resume after 50
+  // brings the newest 50 and says `gap`.
   const page = async (q) => (await (await fetch(`${server.url}/api/rooms/long/messages?${q}`)).json()).messages;
   const oldest = await page('before=51&limit=50');
   const newest = await page('limit=50');
@@ -252,7 +253,7 @@ test('a gap left by a reconnect is filled by scrollback', async () => {
     });
     ws.send(JSON.stringify({
       type: 'welcome', room: 'long', user: 'gappy', online: ['gappy'], online_count: 1,
-      history: resume ? newest : oldest, gap: resume, last_seq: SEEDED,
+      history: resume ? newest : oldest, gap: resume, last_seq: resume ? SEEDED : 50,
     }));
   });
   await joinAs(tab, server.url, 'long', 'gappy');
