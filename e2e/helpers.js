@@ -2,6 +2,7 @@
 //
 // Every wait here is on a condition; timeouts are only failure bounds.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -208,6 +209,43 @@ export async function goToRoom(page, room) {
   await page.getByTestId('room-input').press('Enter');
   await page.getByTestId('room-title').getByText(room, { exact: true }).waitFor();
   await waitConnected(page);
+}
+
+/**
+ * Puts a test-controlled proxy between `page`'s WebSockets and the server,
+ * so a test can cut the connection while the server keeps running.
+ * `urls` lists every socket the page opened; `drop()` closes the current
+ * one (as a server would, 1013) and holds the next until `open()`;
+ * `reconnected()` waits until a socket after the dropped one is connected.
+ */
+export async function gatedSocket(page) {
+  const urls = [];
+  let current = null;
+  let gate = Promise.resolve();
+  let release = () => {};
+  let opened = 0; // sockets opened when the last drop came
+  await page.routeWebSocket(/\/ws\//, async (ws) => {
+    urls.push(ws.url());
+    await gate;
+    ws.connectToServer();
+    current = ws;
+  });
+  return {
+    urls,
+    async drop({ hold = true } = {}) {
+      if (hold) gate = new Promise((resolve) => { release = resolve; });
+      opened = urls.length;
+      await current.close({ code: 1013, reason: 'test' });
+    },
+    open() { release(); },
+    async reconnected() {
+      for (let waited = 0; urls.length <= opened; waited += 50) {
+        assert.ok(waited < 15000, 'no new socket within 15 s');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await waitConnected(page);
+    },
+  };
 }
 
 /**

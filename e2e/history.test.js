@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   openChat, openSeeder, messageWithText, watchProblems, joinAs, waitConnected, axeViolations, startSuite, stopSuite,
-  setTabHidden, goToRoom, loseEcho,
+  setTabHidden, goToRoom, loseEcho, gatedSocket,
 } from './helpers.js';
 
 let server;
@@ -705,31 +705,21 @@ test('"Send again" of a message already shown (edited meanwhile) confirms it ins
 
 test('a reconnect after joining an empty room brings everything posted meanwhile, not the last 50', async () => {
   const alice = await openChat(browser, server.url, { user: undefined });
-  const urls = [];
-  let current = null;
-  let gate = Promise.resolve();
-  await alice.routeWebSocket(/\/ws\//, async (ws) => {
-    urls.push(ws.url());
-    await gate;
-    ws.connectToServer();
-    current = ws;
-  });
+  const link = await gatedSocket(alice);
   await joinAs(alice, server.url, 'was-empty', 'alice');
   await alice.getByText('This is the start of #was-empty', { exact: false }).waitFor();
 
-  let open;
-  gate = new Promise((resolve) => { open = resolve; });
-  await current.close({ code: 1013, reason: 'test' });
+  await link.drop();
   await alice.getByTestId('conn-status').and(alice.locator('[data-state="reconnecting"]')).waitFor();
   const seeder = await openSeeder(browser, server.url, 'was-empty', 'bob');
   const all = Array.from({ length: 60 }, (_, i) => `was-empty ${i + 1}`);
   await seeder.post(all);
   await seeder.close();
-  open();
-  await waitConnected(alice);
+  link.open();
+  await link.reconnected();
   await messageWithText(alice, 'was-empty 60').waitFor();
   assert.deepEqual(await texts(alice), all, 'the first ten too, in order');
-  assert.match(urls.at(-1), /[?&]after=0(&|$)/, 'resumed from nothing seen');
+  assert.match(link.urls.at(-1), /[?&]after=0(&|$)/, 'resumed from nothing seen');
   assert.equal(await alice.getByTestId('history-gap').count(), 0);
   assert.deepEqual(alice.problems.filter((p) => !/WebSocket/.test(p)), []);
   await alice.context().close();
@@ -755,22 +745,12 @@ test('a reconnect after joining a room that shows nothing resumes from the room\
   await seeder.close();
 
   const alice = await openChat(browser, server.url, { user: undefined });
-  const urls = [];
-  let current = null;
-  await alice.routeWebSocket(/\/ws\//, (ws) => {
-    urls.push(ws.url());
-    ws.connectToServer();
-    current = ws;
-  });
+  const link = await gatedSocket(alice);
   await joinAs(alice, server.url, 'all-gone', 'alice');
   await alice.getByText('This is the start of #all-gone', { exact: false }).waitFor();
-  await current.close({ code: 1013, reason: 'test' });
-  for (let waited = 0; urls.length < 2; waited += 50) {
-    assert.ok(waited < 15000, 'no reconnect within 15 s');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  await waitConnected(alice);
-  assert.match(urls.at(-1), /[?&]after=3(&|$)/, 'resumed from the room\'s last seq');
+  await link.drop({ hold: false });
+  await link.reconnected();
+  assert.match(link.urls.at(-1), /[?&]after=3(&|$)/, 'resumed from the room\'s last seq');
   assert.deepEqual(await texts(alice), []);
   assert.deepEqual(alice.problems.filter((p) => !/WebSocket/.test(p)), []);
   await alice.context().close();

@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startServer, openChat, joinAs, sendMessage, messageWithText, waitConnected, startSuite, stopSuite,
-  unexpectedProblems, setTabHidden,
+  unexpectedProblems, setTabHidden, gatedSocket,
 } from './helpers.js';
 
 let server;
@@ -30,25 +30,15 @@ async function count(page, text) {
 test('a dropped connection resumes after the last seen message, without duplicates', async () => {
   const bob = await openChat(browser, server.url, { room: 'resume', user: 'bob' });
   const alice = await openChat(browser, server.url, { user: undefined });
-  // Put a test-controlled proxy between Alice's page and the server, so the
-  // test can cut her connection while the server keeps running.
-  const urls = [];
-  let current = null;
-  let gate = Promise.resolve();
-  await alice.routeWebSocket(/\/ws\//, async (ws) => {
-    urls.push(ws.url());
-    await gate;
-    ws.connectToServer();
-    current = ws;
-  });
+  // A test-controlled proxy between Alice's page and the server cuts her
+  // connection while the server keeps running.
+  const link = await gatedSocket(alice);
   await joinAs(alice, server.url, 'resume', 'alice');
 
   await sendMessage(bob, 'before the drop');
   await messageWithText(alice, 'before the drop').waitFor();
 
-  let open;
-  gate = new Promise((r) => { open = r; });
-  await current.close({ code: 1013, reason: 'test' });
+  await link.drop();
   await alice.getByTestId('conn-status').and(alice.locator('[data-state="reconnecting"]')).waitFor();
   await alice.getByTestId('conn-banner').getByText('fell behind', { exact: false }).waitFor();
 
@@ -59,10 +49,9 @@ test('a dropped connection resumes after the last seen message, without duplicat
   assert.equal(await waiting.getByTestId('message-status').textContent(), 'Not sent yet: it goes once reconnected.');
 
   for (const t of ['missed 1', 'missed 2', 'missed 3']) await sendMessage(bob, t);
-  open();
-  await waitConnected(alice);
-  assert.ok(urls.length >= 2);
-  assert.match(urls.at(-1), /[?&]after=\d+(&|$)/, 'resumed with ?after=');
+  link.open();
+  await link.reconnected();
+  assert.match(link.urls.at(-1), /[?&]after=\d+(&|$)/, 'resumed with ?after=');
 
   for (const t of ['missed 1', 'missed 2', 'missed 3']) await messageWithText(alice, t).waitFor();
   // Sent by itself once back, exactly once.
