@@ -61,6 +61,13 @@ impl CloseReason {
         code: 1013,
         reason: "too far behind; reconnect with ?after=<seq>",
     };
+    /// The socket failed, so nothing can be sent, this close included: it
+    /// only ends the queue (no frame is queued for it any more, and it no
+    /// longer counts as behind) while its session finishes.
+    pub const SOCKET_FAILED: Self = Self {
+        code: 1011,
+        reason: "the connection failed",
+    };
 }
 
 /// What [`Outbox::push`] did with a frame.

@@ -423,11 +423,17 @@ pub async fn run<R, W>(
                             () = &mut request => {}
                             _ = &mut writer => {
                                 // The connection is closing (a token that
-                                // expired, shutdown, a slow consumer). The
-                                // request may already be applied on the
-                                // backbone: it runs to its end (each wait in
-                                // it is bounded), so the change also reaches
-                                // the history store. Its answer goes nowhere.
+                                // expired, shutdown, a slow consumer) or its
+                                // socket failed. The request may already be
+                                // applied on the backbone: it runs to its
+                                // end (each wait in it is bounded), so the
+                                // change also reaches the history store. Its
+                                // answer goes nowhere, and neither does what
+                                // the room sends meanwhile: a socket that
+                                // failed leaves its queue open, which would
+                                // fill and count as behind, pausing every
+                                // connection's reads until the request ends.
+                                outbox.close(CloseReason::SOCKET_FAILED);
                                 request.await;
                                 writer_done = true;
                                 break;
